@@ -1,0 +1,270 @@
+"""The MLLP listener: one Twisted protocol per connection, one factory per listener.
+
+The protocol knows framing and bounds, nothing about HL7 content: each complete frame
+goes to a :class:`FrameHandler`, whose reply (an ACK, or nothing) is written back.
+One frame is in flight per connection, so replies leave strictly in arrival order;
+reading pauses while too many frames wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from engine.mllp.framing import (
+    BrokenFrame,
+    Frame,
+    Framer,
+    Junk,
+    MissingCarriageReturn,
+    Oversize,
+    frame,
+)
+
+log = logging.getLogger(__name__)
+
+COMMIT_ACCEPT = frame(b"\x06")
+COMMIT_REJECT = frame(b"\x15")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds every listener enforces (Mirth has none of these by default)."""
+
+    max_message_bytes: int = 16 * 1024 * 1024
+    idle_timeout_s: float = 300.0
+    frame_timeout_s: float = 30.0
+    max_connections: int = 64
+    max_pending_frames: int = 16
+    mllp_release2: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back for one frame: ``payload`` is framed; None sends nothing."""
+
+    payload: bytes | None
+    committed: bool = True
+    """For MLLP release 2: whether the message reached safe storage (0x06) or not (0x15)."""
+
+
+class FrameHandler(TypingProtocol):
+    """Turns one frame into its reply; the source of a channel implements this."""
+
+    def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]: ...
+
+    def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        """A NAK for a frame that exceeded the size limit, if its MSH is readable."""
+        ...
+
+
+def describe(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+class MLLPServerProtocol(protocol.Protocol):
+    """One MLLP connection: frames in, replies out, bounds enforced."""
+
+    factory: MLLPServerFactory
+
+    def __init__(self) -> None:
+        self.peer = "?"
+        self._framer: Framer | None = None
+        self._pending: deque[bytes] = deque()
+        self._busy = False
+        self._paused = False
+        self._closing = False
+        self._idle_call: IDelayedCall | None = None
+        self._frame_call: IDelayedCall | None = None
+
+    # Twisted callbacks
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.peer = describe(self.transport.getPeer())
+        factory.connections += 1
+        if factory.connections > factory.limits.max_connections:
+            log.error(
+                "listener %s: refusing connection from %s: %d connections open (max %d)",
+                factory.name, self.peer, factory.connections - 1, factory.limits.max_connections,
+            )
+            self._close(abort=True)
+            return
+        self._framer = Framer(factory.limits.max_message_bytes)
+        log.info("listener %s: connection from %s", factory.name, self.peer)
+        self._touch()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing or self._framer is None:
+            return
+        self._touch()
+        for event in self._framer.feed(data):
+            if isinstance(event, Frame):
+                self._pending.append(event.payload)
+            elif isinstance(event, Junk):
+                log.error(
+                    "listener %s: %s: discarded %d bytes outside an MLLP frame",
+                    self.factory.name, self.peer, event.count,
+                )
+            elif isinstance(event, MissingCarriageReturn):
+                log.warning(
+                    "listener %s: %s: frame ended with <FS> but no <CR>; accepted",
+                    self.factory.name, self.peer,
+                )
+            elif isinstance(event, BrokenFrame):
+                log.error(
+                    "listener %s: %s: start block inside an unfinished frame; discarded "
+                    "%d bytes of the broken frame, reading the new one",
+                    self.factory.name, self.peer, event.discarded,
+                )
+            elif isinstance(event, Oversize):
+                self._refuse_oversize(event.head)
+                return
+        self._watch_frame()
+        self._next()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._cancel_timers()
+        self.factory.connections -= 1
+        if self._framer is not None and self._framer.in_frame:
+            log.error(
+                "listener %s: %s: connection closed inside a frame; %d bytes discarded",
+                self.factory.name, self.peer, self._framer.buffered,
+            )
+        if self._pending:
+            log.error(
+                "listener %s: %s: connection lost with %d frames not yet handled; they were "
+                "not acknowledged, so the sender will resend them",
+                self.factory.name, self.peer, len(self._pending),
+            )
+            self._pending.clear()
+
+    # Frame processing, strictly one at a time
+
+    def _next(self) -> None:
+        if self._busy or self._closing:
+            return
+        if not self._pending:
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
+            return
+        if len(self._pending) >= self.factory.limits.max_pending_frames and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._busy = True
+        payload = self._pending.popleft()
+        try:
+            d = self.factory.handler.handle_frame(payload, self.peer)
+        except Exception:
+            d = defer.fail()
+        d.addCallbacks(self._reply, self._handler_failed)
+        d.addBoth(self._done)
+
+    def _reply(self, reply: Reply) -> None:
+        if self._closing:
+            return
+        if self.factory.limits.mllp_release2:
+            self.transport.write(COMMIT_ACCEPT if reply.committed else COMMIT_REJECT)
+        if reply.payload is not None:
+            self.transport.write(frame(reply.payload))
+
+    def _handler_failed(self, failure: Failure) -> None:
+        log.error(
+            "listener %s: %s: internal error handling a frame; closing so the sender resends: %s",
+            self.factory.name, self.peer, failure.getErrorMessage(),
+        )
+        self._close(abort=False)
+
+    def _done(self, _: object) -> None:
+        self._busy = False
+        self._touch()
+        self._next()
+
+    # Bounds
+
+    def _refuse_oversize(self, head: bytes) -> None:
+        limit = self.factory.limits.max_message_bytes
+        log.error(
+            "listener %s: %s: frame exceeds max_message_bytes=%d; refused and closing",
+            self.factory.name, self.peer, limit,
+        )
+        nak = self.factory.handler.refuse_oversize(head, self.peer)
+        if nak is not None and not self._busy and not self._pending:
+            self.transport.write(frame(nak))
+        self._close(abort=False)
+
+    def _touch(self) -> None:
+        timeout = self.factory.limits.idle_timeout_s
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(timeout)
+        elif not self._closing:
+            self._idle_call = self.factory.clock.callLater(timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        if self._busy or self._pending:
+            self._touch()
+            return
+        log.info(
+            "listener %s: %s: idle for %ss; closing",
+            self.factory.name, self.peer, self.factory.limits.idle_timeout_s,
+        )
+        self._close(abort=False)
+
+    def _watch_frame(self) -> None:
+        in_frame = self._framer is not None and self._framer.in_frame
+        if in_frame and self._frame_call is None:
+            self._frame_call = self.factory.clock.callLater(
+                self.factory.limits.frame_timeout_s, self._frame_timeout
+            )
+        elif not in_frame and self._frame_call is not None:
+            if self._frame_call.active():
+                self._frame_call.cancel()
+            self._frame_call = None
+
+    def _frame_timeout(self) -> None:
+        self._frame_call = None
+        buffered = self._framer.buffered if self._framer else 0
+        log.error(
+            "listener %s: %s: frame not finished within %ss; dropped %d bytes and closing",
+            self.factory.name, self.peer, self.factory.limits.frame_timeout_s, buffered,
+        )
+        self._close(abort=True)
+
+    def _cancel_timers(self) -> None:
+        for call in (self._idle_call, self._frame_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._frame_call = None
+
+    def _close(self, *, abort: bool) -> None:
+        self._closing = True
+        self._cancel_timers()
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+
+class MLLPServerFactory(protocol.ServerFactory):
+    """One listener: its name (for logs), bounds, clock and the handler of its frames."""
+
+    protocol = MLLPServerProtocol
+
+    def __init__(
+        self, name: str, handler: FrameHandler, clock: IReactorTime, limits: Limits = Limits()
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.clock = clock
+        self.limits = limits
+        self.connections = 0
+
