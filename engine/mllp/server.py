@@ -85,6 +85,11 @@ class MLLPServerProtocol(protocol.Protocol):
         self._idle_call: IDelayedCall | None = None
         self._frame_call: IDelayedCall | None = None
 
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is paused because too many frames wait for their replies."""
+        return self._paused
+
     # Twisted callbacks
 
     def connectionMade(self) -> None:
@@ -94,7 +99,10 @@ class MLLPServerProtocol(protocol.Protocol):
         if factory.connections > factory.limits.max_connections:
             log.error(
                 "listener %s: refusing connection from %s: %d connections open (max %d)",
-                factory.name, self.peer, factory.connections - 1, factory.limits.max_connections,
+                factory.name,
+                self.peer,
+                factory.connections - 1,
+                factory.limits.max_connections,
             )
             self._close(abort=True)
             return
@@ -112,18 +120,23 @@ class MLLPServerProtocol(protocol.Protocol):
             elif isinstance(event, Junk):
                 log.error(
                     "listener %s: %s: discarded %d bytes outside an MLLP frame",
-                    self.factory.name, self.peer, event.count,
+                    self.factory.name,
+                    self.peer,
+                    event.count,
                 )
             elif isinstance(event, MissingCarriageReturn):
                 log.warning(
                     "listener %s: %s: frame ended with <FS> but no <CR>; accepted",
-                    self.factory.name, self.peer,
+                    self.factory.name,
+                    self.peer,
                 )
             elif isinstance(event, BrokenFrame):
                 log.error(
                     "listener %s: %s: start block inside an unfinished frame; discarded "
                     "%d bytes of the broken frame, reading the new one",
-                    self.factory.name, self.peer, event.discarded,
+                    self.factory.name,
+                    self.peer,
+                    event.discarded,
                 )
             elif isinstance(event, Oversize):
                 self._refuse_oversize(event.head)
@@ -137,13 +150,17 @@ class MLLPServerProtocol(protocol.Protocol):
         if self._framer is not None and self._framer.in_frame:
             log.error(
                 "listener %s: %s: connection closed inside a frame; %d bytes discarded",
-                self.factory.name, self.peer, self._framer.buffered,
+                self.factory.name,
+                self.peer,
+                self._framer.buffered,
             )
         if self._pending:
             log.error(
                 "listener %s: %s: connection lost with %d frames not yet handled; they were "
                 "not acknowledged, so the sender will resend them",
-                self.factory.name, self.peer, len(self._pending),
+                self.factory.name,
+                self.peer,
+                len(self._pending),
             )
             self._pending.clear()
 
@@ -180,7 +197,9 @@ class MLLPServerProtocol(protocol.Protocol):
     def _handler_failed(self, failure: Failure) -> None:
         log.error(
             "listener %s: %s: internal error handling a frame; closing so the sender resends: %s",
-            self.factory.name, self.peer, failure.getErrorMessage(),
+            self.factory.name,
+            self.peer,
+            failure.getErrorMessage(),
         )
         self._close(abort=False)
 
@@ -195,7 +214,9 @@ class MLLPServerProtocol(protocol.Protocol):
         limit = self.factory.limits.max_message_bytes
         log.error(
             "listener %s: %s: frame exceeds max_message_bytes=%d; refused and closing",
-            self.factory.name, self.peer, limit,
+            self.factory.name,
+            self.peer,
+            limit,
         )
         nak = self.factory.handler.refuse_oversize(head, self.peer)
         if nak is not None and not self._busy and not self._pending:
@@ -215,7 +236,9 @@ class MLLPServerProtocol(protocol.Protocol):
             return
         log.info(
             "listener %s: %s: idle for %ss; closing",
-            self.factory.name, self.peer, self.factory.limits.idle_timeout_s,
+            self.factory.name,
+            self.peer,
+            self.factory.limits.idle_timeout_s,
         )
         self._close(abort=False)
 
@@ -235,7 +258,10 @@ class MLLPServerProtocol(protocol.Protocol):
         buffered = self._framer.buffered if self._framer else 0
         log.error(
             "listener %s: %s: frame not finished within %ss; dropped %d bytes and closing",
-            self.factory.name, self.peer, self.factory.limits.frame_timeout_s, buffered,
+            self.factory.name,
+            self.peer,
+            self.factory.limits.frame_timeout_s,
+            buffered,
         )
         self._close(abort=True)
 
@@ -267,4 +293,3 @@ class MLLPServerFactory(protocol.ServerFactory):
         self.clock = clock
         self.limits = limits
         self.connections = 0
-

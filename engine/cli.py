@@ -1,0 +1,55 @@
+"""The ``courier`` command: one subcommand per module in :mod:`engine.commands`.
+
+Each command module has ``add_arguments(parser)`` and ``run(args) -> int``; modules are
+imported only when their command runs, so ``courier --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "run": "start the listeners and the delivery queue from the channel files",
+    "send": "send HL7 files over MLLP and check every ACK",
+    "listen": "a small MLLP receiver that prints what it gets and ACKs it",
+    "messages": "browse the stored messages (bodies only with --body)",
+    "check": "check channel and mapping files",
+    "map": "apply a mapping to a message and print the payload",
+    "sandbox": "run the four vendor sandboxes on loopback",
+    "deliveries": "list, show, requeue or cancel deliveries",
+    "status": "the full timeline of one message across destinations",
+    "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
+    "qliq": "Qliq: generate and upload the reply-encryption key pair",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="courier", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(module=f"engine.commands.{name}")
+        if _available(name):
+            importlib.import_module(f"engine.commands.{name}").add_arguments(sub)
+    return parser
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(f"engine.commands.{name}") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not _available(args.command):
+        parser.error(f"command {args.command!r} is not available in this build")
+    return importlib.import_module(args.module).run(args)

@@ -1,0 +1,70 @@
+"""A receiver that keeps nothing: it hands each message to a callback and ACKs it.
+
+``courier listen`` prints with it, and the tests use it as the hospital's side of the
+status messages Courier sends back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from engine.errors import MessageError
+from engine.message import Message
+from engine.message.ack import ACCEPT, build_ack, commit_ack_wanted, is_enhanced_mode
+from engine.mllp.server import Reply
+from engine.source import ControlIds
+
+
+class AcknowledgingReceiver:
+    """ACK every readable message (never an ACK, unless MSH-15 asks for a commit ACK)."""
+
+    def __init__(self, clock: IReactorTime, on_message: Callable[[Message], None]) -> None:
+        self.clock = clock
+        self.on_message = on_message
+        self.control_ids = ControlIds("L")
+
+    def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
+        try:
+            message = Message.parse(payload, default_charset="latin-1")
+        except MessageError:
+            return defer.succeed(Reply(None, committed=False))
+        self.on_message(message)
+        enhanced = is_enhanced_mode(message)
+        if (message.message_type == "ACK" and not enhanced) or (
+            enhanced and not commit_ack_wanted(message, ACCEPT)
+        ):
+            return defer.succeed(Reply(None))
+        ack = build_ack(
+            message,
+            ACCEPT,
+            control_id=self.control_ids(),
+            timestamp=datetime.fromtimestamp(self.clock.seconds(), UTC),
+            enhanced=enhanced,
+        )
+        return defer.succeed(Reply(ack))
+
+    def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        return None
+
+
+class PrintingReceiver(AcknowledgingReceiver):
+    """Print each message (or one summary line) as it arrives."""
+
+    def __init__(self, clock: IReactorTime, out: TextIO, summary: bool = False) -> None:
+        super().__init__(clock, self._print)
+        self.out = out
+        self.summary = summary
+
+    def _print(self, message: Message) -> None:
+        if self.summary:
+            msa = message.segment("MSA")
+            status = f" MSA {msa.value(1)} {msa.value(2)}" if msa else ""
+            kind = f"{message.message_type}^{message.trigger_event}"
+            print(f"{kind} {message.control_id}{status}", file=self.out, flush=True)
+        else:
+            print(message.text.replace("\r", "\n"), file=self.out, flush=True)

@@ -1,0 +1,310 @@
+"""A channel's source: frame → message → checks → durable store → ACK.
+
+This is where "nothing lost" is decided. The ACK (AA/CA) is built only after the store has
+committed the message; every refusal is an HL7 NAK with an ERR segment that says why; an
+inbound ACK is recorded and never answered. The full table is in the README ("ACKs").
+
+The checks (accept filter, optional hl7apy validation, every destination's mapping dry-run)
+run before the store and are supplied by the caller as one function, so this module stays
+about the order of events and the ACK, not about channel configuration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from engine.errors import MessageError
+from engine.message import Message
+from engine.message.ack import (
+    ACCEPT,
+    ERROR,
+    REJECT,
+    AckError,
+    build_ack,
+    build_batch_ack,
+    build_unreadable_nak,
+    commit_ack_wanted,
+    is_enhanced_mode,
+)
+from engine.message.batch import Batch, split_batch
+from engine.mllp.server import Reply
+from engine.store.base import Incoming, Receipt, Store
+
+log = logging.getLogger(__name__)
+
+AckMode = Literal["auto", "original", "enhanced"]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The checks passed: store the message with these deliveries."""
+
+    destinations: tuple[str, ...]
+    state: str = "RECEIVED"
+    """``RECEIVED``, or ``FILTERED`` when a condition filtered it out (stored, ACKed, not sent)."""
+
+
+class Refused(Exception):
+    """The checks refused the message: answer AR/CR (or AE/CE) with this ERR."""
+
+    def __init__(self, error: AckError, outcome: str = REJECT) -> None:
+        super().__init__(error.text)
+        self.error = error
+        self.outcome = outcome
+
+
+Check = Callable[[Message], "Accepted | defer.Deferred[Accepted]"]
+"""Runs before the store; returns :class:`Accepted` or raises :class:`Refused`."""
+
+
+NOT_HL7 = AckError(
+    100, "Frame content is not an HL7 v2 message: it does not start with a readable MSH segment"
+)
+STORE_FAILED = AckError(207, "Message could not be stored; it was not accepted, please resend later")
+INTERNAL_ERROR = AckError(207, "Internal error while checking the message; please resend later")
+DUPLICATE = AckError(205, "Duplicate message: this control id and content were already received")
+TOO_LARGE = AckError(207, "Message exceeds the listener's maximum size and was refused")
+
+
+class ControlIds:
+    """Fresh MSH-10 values for the messages we send: unique, short (≤ 20 characters)."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self._prefix = prefix or format(int(time.time()), "x")
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"C{self._prefix}{next(self._counter):07d}"
+
+
+class Source:
+    """Handles one channel's frames (an :class:`engine.mllp.server.FrameHandler`)."""
+
+    def __init__(
+        self,
+        channel: str,
+        store: Store,
+        clock: IReactorTime,
+        check: Check,
+        *,
+        charset: str = "ascii",
+        force_charset: bool = False,
+        ack_mode: AckMode = "auto",
+        reject_duplicates: bool = False,
+        control_ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.store = store
+        self.clock = clock
+        self.check = check
+        self.charset = charset
+        self.force_charset = force_charset
+        self.ack_mode = ack_mode
+        self.reject_duplicates = reject_duplicates
+        self.control_ids = control_ids or ControlIds()
+
+    # FrameHandler
+
+    def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
+        batch = split_batch(payload)
+        if batch is not None:
+            return self._handle_batch(batch, peer)
+        try:
+            message = self._parse(payload)
+        except MessageError as error:
+            log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
+            return defer.succeed(Reply(self._unreadable(), committed=False))
+        if message.message_type == "ACK":
+            return self._record_ack(message, payload, peer)
+        d = self._screen(message)
+        d.addCallback(self._store, message, payload, peer)
+        d.addCallback(lambda answer: Reply(self._answer(message, answer), answer.committed))
+        return d
+
+    def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        try:
+            message = self._parse(head)
+        except MessageError:
+            return None
+        return self._answer(message, _Answer(REJECT, TOO_LARGE, committed=False))
+
+    # Steps
+
+    def _parse(self, payload: bytes) -> Message:
+        return Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
+
+    def _screen(self, message: Message) -> defer.Deferred[Accepted | _Answer]:
+        d = defer.maybeDeferred(self.check, message)
+        d.addErrback(self._refused, message)
+        return d
+
+    def _refused(self, failure: Failure, message: Message) -> _Answer:
+        if failure.check(Refused):
+            refusal: Refused = failure.value
+            log.warning(
+                "channel %s: refused %s control id %s: ERR %d %s",
+                self.channel,
+                _type(message),
+                message.control_id,
+                refusal.error.code,
+                refusal.error.text,
+            )
+            return _Answer(refusal.outcome, refusal.error, committed=False)
+        log.error(
+            "channel %s: error checking control id %s: %s",
+            self.channel,
+            message.control_id,
+            failure.getErrorMessage(),
+        )
+        return _Answer(ERROR, INTERNAL_ERROR, committed=False)
+
+    def _store(
+        self, verdict: Accepted | _Answer, message: Message, payload: bytes, peer: str
+    ) -> defer.Deferred[_Answer] | _Answer:
+        if isinstance(verdict, _Answer):
+            return verdict
+        d = self.store.receive(self._incoming(message, payload, peer, verdict))
+        d.addCallbacks(self._stored, self._store_failed, errbackArgs=(message,))
+        return d
+
+    def _stored(self, receipt: Receipt) -> _Answer:
+        if receipt.duplicate and self.reject_duplicates:
+            return _Answer(REJECT, DUPLICATE, committed=True)
+        return _Answer(ACCEPT, None, committed=True, code=receipt.ack_code)
+
+    def _store_failed(self, failure: Failure, message: Message) -> _Answer:
+        log.error(
+            "channel %s: could not store control id %s: %s",
+            self.channel,
+            message.control_id,
+            failure.getErrorMessage(),
+        )
+        return _Answer(ERROR, STORE_FAILED, committed=False)
+
+    def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
+        """Never ACK an ACK (two engines would loop); keep it for the audit trail."""
+        log.info(
+            "channel %s: %s: received an ACK (%s); recorded, not answered",
+            self.channel,
+            peer,
+            message.control_id,
+        )
+        d = self.store.receive(self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED")))
+        d.addErrback(
+            lambda f: log.error("channel %s: could not record an ACK: %s", self.channel, f.getErrorMessage())
+        )
+        d.addCallback(lambda _: Reply(None))
+        return d
+
+    def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
+        """Split, check and store every message of a batch in one transaction; answer with an ACK batch."""
+        parsed: list[Message | None] = []
+        for raw in batch.messages:
+            try:
+                parsed.append(self._parse(raw))
+            except MessageError:
+                parsed.append(None)
+        screens = [defer.succeed(None) if message is None else self._screen(message) for message in parsed]
+        d = defer.gatherResults(screens, consumeErrors=True)
+        d.addCallback(self._store_batch, batch, parsed, peer)
+        return d
+
+    def _store_batch(
+        self, verdicts: list, batch: Batch, parsed: list[Message | None], peer: str
+    ) -> defer.Deferred[Reply]:
+        to_store = [
+            (i, self._incoming(message, raw, peer, verdict))
+            for i, (message, raw, verdict) in enumerate(zip(parsed, batch.messages, verdicts, strict=True))
+            if isinstance(verdict, Accepted)
+        ]
+        d = self.store.receive_many([incoming for _, incoming in to_store]) if to_store else defer.succeed([])
+
+        def answer(receipts: list[Receipt] | Failure) -> Reply:
+            answers: list[_Answer | None] = [
+                None if message is None else verdict if isinstance(verdict, _Answer) else None
+                for message, verdict in zip(parsed, verdicts, strict=True)
+            ]
+            for position, (i, _) in enumerate(to_store):
+                if isinstance(receipts, Failure):
+                    answers[i] = _Answer(ERROR, STORE_FAILED, committed=False)
+                else:
+                    answers[i] = self._stored(receipts[position])
+            acks = [
+                self._unreadable() if message is None else self._answer(message, reply, force=True)
+                for message, reply in zip(parsed, answers, strict=True)
+            ]
+            committed = not isinstance(receipts, Failure)
+            return Reply(
+                build_batch_ack(batch, acks, control_id=self.control_ids(), timestamp=self._now()),
+                committed=committed,
+            )
+
+        d.addBoth(answer)
+        return d
+
+    # ACK building
+
+    def _incoming(self, message: Message, payload: bytes, peer: str, accepted: Accepted) -> Incoming:
+        return Incoming(
+            channel=self.channel,
+            raw=payload,
+            sending_application=message.sending_application,
+            sending_facility=message.sending_facility,
+            control_id=message.control_id,
+            message_type=_type(message),
+            received_at=self.clock.seconds(),
+            peer=peer,
+            state=accepted.state,
+            ack_code=("C" if self._enhanced(message) else "A") + ACCEPT,
+            application_ack=message.application_ack_type,
+            destinations=accepted.destinations if accepted.state == "RECEIVED" else (),
+        )
+
+    def _enhanced(self, message: Message) -> bool:
+        if self.ack_mode == "auto":
+            return is_enhanced_mode(message)
+        return self.ack_mode == "enhanced"
+
+    def _answer(self, message: Message, answer: _Answer, *, force: bool = False) -> bytes | None:
+        enhanced = self._enhanced(message)
+        if enhanced and not force and not commit_ack_wanted(message, answer.outcome):
+            return None
+        if answer.code is not None:
+            enhanced = answer.code.startswith("C")
+        return build_ack(
+            message,
+            answer.outcome,
+            control_id=self.control_ids(),
+            timestamp=self._now(),
+            errors=() if answer.error is None else (answer.error,),
+            enhanced=enhanced,
+        )
+
+    def _unreadable(self) -> bytes:
+        return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=NOT_HL7)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.seconds(), UTC).astimezone()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    outcome: str
+    error: AckError | None
+    committed: bool
+    code: str | None = None
+    """The ACK code recorded with a stored message (AA or CA), reused for its duplicates."""
+
+
+def _type(message: Message) -> str:
+    return f"{message.message_type}^{message.trigger_event}"
