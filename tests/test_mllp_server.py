@@ -44,8 +44,8 @@ class EchoHandler:
 def listen(reactor):
     ports = []
 
-    def start(handler, limits=Limits(), clock=None, wrap=None):
-        factory = MLLPServerFactory("test", handler, clock or reactor, limits)
+    def start(handler, limits=None, clock=None, wrap=None):
+        factory = MLLPServerFactory("test", handler, clock or reactor, limits or Limits())
         served = wrap(factory) if wrap else factory
         endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         port = on_reactor(endpoint.listen, served)
