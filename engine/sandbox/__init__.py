@@ -1,0 +1,1 @@
+"""Vendor sandboxes: the four secure-messaging APIs served on loopback."""

@@ -1,0 +1,345 @@
+"""The shared part of every vendor sandbox: routing, recording, faults, listening, control API.
+
+A vendor module subclasses :class:`VendorSandbox`, lists its :class:`Route` s and writes
+handlers that take a :class:`~engine.sandbox.http.ParsedRequest` and return a
+:class:`~engine.sandbox.http.Reply` (or a Deferred of one). Everything under ``/_sandbox/``
+is the control API: never faulted, never recorded, no auth (the sandboxes listen on loopback).
+
+Common control routes:
+``GET /_sandbox/state`` (the recording), ``POST /_sandbox/faults`` (JSON of
+:class:`~engine.sandbox.faults.Faults` settings, plus ``restore_after_s`` to end a refuse
+outage by itself), ``POST /_sandbox/reset``, ``POST /_sandbox/config`` (vendor settings such
+as webhook URLs) and ``POST /_sandbox/status/<message id>`` (force a status, vendor rules).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from engine.sandbox import webhook
+from engine.sandbox.faults import Faults
+from engine.sandbox.http import ParsedRequest, Reply, json_reply, parse_request
+from engine.sandbox.recording import SandboxState
+
+log = Logger()
+
+Handler = Callable[..., Reply | Deferred[Reply]]
+CONTROL_PREFIX = "/_sandbox/"
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method`` + a full-match path regex; named groups become handler keyword arguments."""
+
+    method: str
+    pattern: str
+    handler: Handler
+
+    def match(self, path: str) -> re.Match[str] | None:
+        return re.fullmatch(self.pattern, path)
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM files a sandbox serves HTTPS with (see :mod:`engine.sandbox.certs`)."""
+
+    cert_path: str
+    key_path: str
+
+
+class ControlError(Exception):
+    """A control request the sandbox refuses; becomes a 4xx on the control API."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VendorSandbox:
+    """One vendor's API on loopback. Subclasses provide ``name``, ``routes`` and rules."""
+
+    name = "vendor"
+
+    def __init__(self, reactor: Any, *, clock: IReactorTime | None = None, seed: int = 0) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.state = SandboxState()
+        self.faults = Faults(seed=seed)
+        self._timers: list[IDelayedCall] = []
+        self._held: list[Request] = []
+        self._factory = WrappingFactory(Site(_SandboxResource(self)))
+        self._listening: IListeningPort | None = None
+        self._endpoint: Any = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.scheme = "http"
+
+    # -- what subclasses provide -------------------------------------------------------
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def control_routes(self) -> list[Route]:
+        """Vendor-specific control routes (paths start with ``/_sandbox/``)."""
+        return []
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """Apply vendor settings from ``POST /_sandbox/config``; ValueError when unknown."""
+        raise ValueError(f"{self.name} has no settings {sorted(settings)}")
+
+    def force_status(self, message_id: str, change: dict[str, Any]) -> dict[str, Any]:
+        """Drive a message to a status (control API); ControlError when the rules forbid it."""
+        raise ControlError(404, f"{self.name} has no message statuses")
+
+    def reset_vendor(self) -> None:
+        """Forget vendor-specific state (tokens, replies) on reset."""
+
+    def error_reply(self, status: int, detail: str) -> Reply:
+        """The vendor's error body; the default is a small JSON object."""
+        return json_reply(status, {"error": detail})
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def listen(self, host: str = "127.0.0.1", port: int = 0, tls: ServerTLS | None = None
+               ) -> Deferred[VendorSandbox]:
+        """Start listening (port 0 picks a free port); fires with self."""
+        self.host, self.scheme = host, "https" if tls else "http"
+        d = self._make_endpoint(port, tls).listen(self._factory)
+
+        def listening(lp: IListeningPort) -> VendorSandbox:
+            self._listening = lp
+            self.port = lp.getHost().port
+            self._endpoint = self._make_endpoint(self.port, tls)
+            return self
+
+        return d.addCallback(listening)
+
+    def _make_endpoint(self, port: int, tls: ServerTLS | None) -> Any:
+        if tls is None:
+            return TCP4ServerEndpoint(self.reactor, port, interface=self.host)
+        with open(tls.cert_path, "rb") as cert, open(tls.key_path, "rb") as key:
+            pem = cert.read() + b"\n" + key.read()
+        options = ssl.PrivateCertificate.loadPEM(pem).options()
+        return SSL4ServerEndpoint(self.reactor, port, options, interface=self.host)
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening, drop open connections and cancel scheduled transitions."""
+        self._cancel_timers()
+        self._drop_connections()
+        lp, self._listening = self._listening, None
+        return maybeDeferred(lp.stopListening) if lp else succeed(None)
+
+    def set_faults(self, restore_after_s: float | None = None, **changes: Any) -> Deferred[None]:
+        """Change fault settings; a "refuse" outage really closes the listening socket."""
+        self.faults.update(changes)
+        if self.faults.outage == "refuse" and self._listening is not None:
+            lp, self._listening = self._listening, None
+            self._drop_connections()
+            d = maybeDeferred(lp.stopListening)
+            if restore_after_s is not None:
+                self.reactor.callLater(restore_after_s, self.set_faults, outage=None)
+            return d
+        if self.faults.outage != "refuse" and self._listening is None and self._endpoint:
+            return self._endpoint.listen(self._factory).addCallback(self._relistened)
+        return succeed(None)
+
+    def _relistened(self, lp: IListeningPort) -> None:
+        self._listening = lp
+
+    def _drop_connections(self) -> None:
+        for wrapper in list(self._factory.protocols):
+            wrapper.transport.abortConnection()
+        self._held.clear()
+
+    def reset(self) -> None:
+        """Back to a fresh sandbox: no recording, no faults, no timers, no vendor state."""
+        self._cancel_timers()
+        self.state.reset()
+        self.faults.reset()
+        self.reset_vendor()
+
+    # -- helpers for subclasses --------------------------------------------------------
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def schedule(self, delay_s: float | None, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` after ``delay_s`` on the injected clock; None means never."""
+        if delay_s is None:
+            return
+        self._timers = [t for t in self._timers if t.active()]
+        self._timers.append(self.clock.callLater(delay_s, fn, *args))
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+    def deliver_webhook(
+        self, kind: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> Deferred[dict[str, Any]]:
+        """POST to a client webhook and record the outcome (never the body: it may be PHI)."""
+        entry: dict[str, Any] = {"kind": kind, "url": url, "at": self.now()}
+        self.state.webhooks.append(entry)
+
+        def done(result: tuple[int, bytes]) -> dict[str, Any]:
+            entry["status"] = result[0]
+            return entry
+
+        def failed(failure: Failure) -> dict[str, Any]:
+            entry["error"] = failure.getErrorMessage() or failure.type.__name__
+            return entry
+
+        return webhook.post(self.reactor, url, body, headers).addCallbacks(done, failed)
+
+    # -- request handling --------------------------------------------------------------
+    def _all_control_routes(self) -> list[Route]:
+        return [
+            Route("GET", r"/_sandbox/state", self._control_state),
+            Route("POST", r"/_sandbox/faults", self._control_faults),
+            Route("POST", r"/_sandbox/reset", self._control_reset),
+            Route("POST", r"/_sandbox/config", self._control_config),
+            Route("POST", r"/_sandbox/status/(?P<message_id>.+)", self._control_status),
+            *self.control_routes(),
+        ]
+
+    def dispatch(self, request: ParsedRequest, routes: list[Route]) -> Deferred[Reply]:
+        allowed = []
+        for route in routes:
+            found = route.match(request.path)
+            if found is None:
+                continue
+            if route.method != request.method:
+                allowed.append(route.method)
+                continue
+            d = maybeDeferred(route.handler, request, **found.groupdict())
+            return d.addErrback(self._handler_failed, request)
+        if allowed:
+            reply = self.error_reply(405, "method not allowed")
+            reply.headers["Allow"] = ", ".join(sorted(set(allowed)))
+            return succeed(reply)
+        return succeed(self.error_reply(404, "no such resource"))
+
+    def _handler_failed(self, failure: Failure, request: ParsedRequest) -> Reply:
+        if failure.check(ControlError):
+            return json_reply(failure.value.status, {"error": str(failure.value)})
+        log.failure("{sandbox} handler failed for {method} {path}", failure,
+                    sandbox=self.name, method=request.method, path=request.path)
+        return self.error_reply(500, "internal server error")
+
+    def fault_reply(self, fate: str) -> Reply:
+        if fate == "429":
+            reply = self.error_reply(429, "too many requests")
+            reply.headers["Retry-After"] = str(self.faults.retry_after_s)
+            return reply
+        if fate == "503":
+            reply = self.error_reply(503, "service unavailable")
+            reply.headers["Retry-After"] = str(self.faults.retry_after_s)
+            return reply
+        return self.error_reply(500, "internal server error")
+
+    def _control_state(self, request: ParsedRequest) -> Reply:
+        return json_reply(200, {"name": self.name, "faults": self.faults.to_json(),
+                                **self.state.to_json()})
+
+    def _control_faults(self, request: ParsedRequest) -> Deferred[Reply]:
+        changes = dict(_control_body(request))
+        restore = changes.pop("restore_after_s", None)
+        try:
+            d = self.set_faults(restore_after_s=restore, **changes)
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from exc
+        return d.addCallback(lambda _: json_reply(200, self.faults.to_json()))
+
+    def _control_reset(self, request: ParsedRequest) -> Reply:
+        self.reset()
+        return json_reply(200, {"reset": self.name})
+
+    def _control_config(self, request: ParsedRequest) -> Reply:
+        try:
+            self.configure(_control_body(request))
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from exc
+        return json_reply(200, {"configured": self.name})
+
+    def _control_status(self, request: ParsedRequest, message_id: str) -> Reply:
+        return json_reply(200, self.force_status(message_id, _control_body(request)))
+
+
+def _control_body(request: ParsedRequest) -> dict[str, Any]:
+    if request.json_error or not isinstance(request.json or {}, dict):
+        raise ControlError(400, "control requests take a JSON object")
+    return request.json or {}
+
+
+class _SandboxResource(Resource):
+    """Every request to a sandbox lands here: control API, or faults + record + vendor route."""
+
+    isLeaf = True
+
+    def __init__(self, sandbox: VendorSandbox) -> None:
+        super().__init__()
+        self.sandbox = sandbox
+
+    def render(self, request: Request) -> int:
+        sandbox = self.sandbox
+        parsed = parse_request(request)
+        if parsed.path.startswith(CONTROL_PREFIX):
+            d = sandbox.dispatch(parsed, sandbox._all_control_routes())
+            d.addCallback(_write, request)
+            return NOT_DONE_YET
+        entry = sandbox.state.record(parsed, sandbox.now())
+        entry.fault = sandbox.faults.draw()
+        if entry.fault == "blackhole":
+            sandbox._held.append(request)
+            return NOT_DONE_YET
+        if entry.fault is not None:
+            d = succeed(sandbox.fault_reply(entry.fault))
+        else:
+            d = sandbox.dispatch(parsed, sandbox.routes())
+        latency = sandbox.faults.latency_s
+        if latency > 0:
+            d.addCallback(_after, sandbox.reactor, latency)
+        d.addCallback(_write, request)
+        return NOT_DONE_YET
+
+
+def _after(reply: Reply, reactor: Any, delay_s: float) -> Deferred[Reply]:
+    d: Deferred[Reply] = Deferred()
+    reactor.callLater(delay_s, d.callback, reply)
+    return d
+
+
+def _write(reply: Reply, request: Request) -> None:
+    if request.finished or request.channel is None:
+        return  # the client went away (timeout); nothing to answer
+    request.setResponseCode(reply.status)
+    for name, value in reply.headers.items():
+        request.setHeader(name, value)
+    request.write(reply.body)
+    request.finish()
+
+
+def decode_json_object(text: bytes) -> dict[str, Any] | None:
+    """Parse bytes as a JSON object; None when they are not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,99 @@
+"""What a sandbox saw and did, kept for tests and demos to inspect.
+
+Secrets (auth headers, api keys, client secrets, tokens) are replaced by ``"***"`` before
+anything is recorded, so the recording can be printed or served by the control API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.sandbox.http import ParsedRequest
+
+SECRET_HEADERS = frozenset({"authorization", "apikey", "accesstoken", "cookie", "x-api-key"})
+SECRET_FIELDS = frozenset({"api_key", "client_secret", "code", "accessCode", "token"})
+REDACTED = "***"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float
+    fault: str | None = None
+
+
+@dataclass
+class SandboxState:
+    """The recording of one sandbox: requests, accepted messages, duplicates, polls, webhooks."""
+
+    requests: list[RecordedRequest] = field(default_factory=list)
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    status_polls: Counter[str] = field(default_factory=Counter)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, request: ParsedRequest, at: float) -> RecordedRequest:
+        entry = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=_redact(request.query),
+            headers={
+                k: (REDACTED if k in SECRET_HEADERS else v) for k, v in request.headers.items()
+            },
+            body=_body_of(request),
+            at=at,
+        )
+        self.requests.append(entry)
+        return entry
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.messages.clear()
+        self.duplicates.clear()
+        self.status_polls.clear()
+        self.webhooks.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": [asdict(r) for r in self.requests],
+            "messages": self.messages,
+            "duplicates": dict(self.duplicates),
+            "status_polls": dict(self.status_polls),
+            "webhooks": self.webhooks,
+        }
+
+
+def fingerprint(content: Any) -> str:
+    """A stable hash of a request's content, for vendors whose API has no client message id."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _redact(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: (REDACTED if k in SECRET_FIELDS else _redact(v)) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_redact(v) for v in values]
+    return values
+
+
+def _body_of(request: ParsedRequest) -> Any:
+    if request.json is not None:
+        return _redact(request.json)
+    if request.form or request.files:
+        files = [
+            {"name": p.name, "filename": p.filename, "content_type": p.content_type,
+             "size": len(p.data)}
+            for p in request.files
+        ]
+        return {"form": _redact(request.form), "files": files}
+    if request.raw:
+        return {"raw_bytes": len(request.raw)}
+    return None
