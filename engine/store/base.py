@@ -1,0 +1,212 @@
+"""What the durable store promises, independent of the database behind it.
+
+The receiver, the dispatcher and the status reporter depend on :class:`Store` only, so a
+PostgreSQL backend can replace :class:`engine.store.sqlite.SQLiteStore` without touching them.
+Fields that may carry PHI are kept out of ``repr`` so a logged record never leaks a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+# Message states.
+RECEIVED = "RECEIVED"
+FILTERED = "FILTERED"
+ACK_RECEIVED = "ACK_RECEIVED"
+MESSAGE_STATES = frozenset({RECEIVED, FILTERED, ACK_RECEIVED})
+
+# Delivery states: QUEUED → SENDING → SENT → (DELIVERED | READ), or ERROR; also CANCELLED.
+QUEUED = "QUEUED"
+SENDING = "SENDING"
+SENT = "SENT"
+DELIVERED = "DELIVERED"
+READ = "READ"
+ERROR = "ERROR"
+CANCELLED = "CANCELLED"
+DELIVERY_STATES = frozenset({QUEUED, SENDING, SENT, DELIVERED, READ, ERROR, CANCELLED})
+
+# Outbox states (HL7 sent back to the hospital).
+PENDING = "PENDING"
+OUTBOX_STATES = frozenset({PENDING, SENT, ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message the source accepted, about to be stored before it is ACKed."""
+
+    channel: str
+    raw: bytes = field(repr=False)
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    received_at: float
+    peer: str
+    state: str = RECEIVED
+    ack_code: str = "AA"
+    application_ack: str = ""
+    destinations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The store's answer to :meth:`Store.receive`: which ACK code to send back."""
+
+    message_id: int
+    duplicate: bool
+    ack_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message; ``raw`` is only filled when the body was asked for."""
+
+    id: int
+    channel: str
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    received_at: float
+    peer: str
+    state: str
+    ack_code: str
+    application_ack: str
+    duplicates: int
+    raw: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message queued for one destination; ``raw`` is filled when claimed or fetched by id."""
+
+    id: int
+    message_id: int
+    channel: str
+    destination: str
+    control_id: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    lease_until: float | None
+    remote_id: str | None
+    created_at: float
+    updated_at: float
+    last_error: str | None = field(default=None, repr=False)
+    raw: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySelection:
+    """Which deliveries a requeue or cancel applies to: every given criterion must match."""
+
+    ids: tuple[int, ...] | None = None
+    channel: str | None = None
+    destination: str | None = None
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of a message's audit trail: what happened, when, and the state it left."""
+
+    id: int
+    message_id: int
+    delivery_id: int | None
+    at: float
+    kind: str
+    state: str
+    detail: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """An HL7 message waiting to be sent back to the hospital, in per-channel order."""
+
+    id: int
+    channel: str
+    target: str
+    seq: int
+    control_id: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    payload: bytes = field(repr=False)
+
+
+class Store(Protocol):
+    """The durable store. Every method returns a Deferred fired in the reactor thread.
+
+    A Deferred that fires means the change is committed: a crash afterwards loses nothing.
+    Failures arrive as :class:`engine.errors.StoreError` (the sender should resend later).
+    """
+
+    def start(self) -> Deferred[None]: ...
+
+    def close(self) -> Deferred[None]: ...
+
+    # Messages (source side).
+    def receive(self, incoming: Incoming) -> Deferred[Receipt]: ...
+
+    def receive_many(self, incoming: list[Incoming]) -> Deferred[list[Receipt]]: ...
+
+    def list_messages(
+        self,
+        channel: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> Deferred[list[Message]]: ...
+
+    def get_message(self, ref: int | str, with_body: bool = False) -> Deferred[Message | None]: ...
+
+    def timeline(self, control_id: str) -> Deferred[list[Event]]: ...
+
+    # Deliveries (the destination queue).
+    def claim_due(
+        self, destination: str, now: float, limit: int, lease_s: float
+    ) -> Deferred[list[Delivery]]: ...
+
+    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]: ...
+
+    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
+
+    def mark_error(self, delivery_id: int, error: str) -> Deferred[None]: ...
+
+    def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]: ...
+
+    def requeue(self, selection: DeliverySelection) -> Deferred[int]: ...
+
+    def cancel(self, selection: DeliverySelection) -> Deferred[int]: ...
+
+    def recover_leases(self, now: float) -> Deferred[int]: ...
+
+    def list_deliveries(
+        self,
+        channel: str | None = None,
+        destination: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> Deferred[list[Delivery]]: ...
+
+    def get_delivery(self, delivery_id: int) -> Deferred[Delivery | None]: ...
+
+    # Outbox (HL7 back to the hospital).
+    def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> Deferred[int]: ...
+
+    def outbox_next(self, channel: str, now: float) -> Deferred[OutboxItem | None]: ...
+
+    def outbox_done(self, item_id: int) -> Deferred[None]: ...
+
+    def outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
+
+    def outbox_error(self, item_id: int, error: str) -> Deferred[None]: ...
+
+    # Vendor state.
+    def kv_get(self, namespace: str, key: str) -> Deferred[bytes | None]: ...
+
+    def kv_put(self, namespace: str, key: str, value: bytes) -> Deferred[None]: ...

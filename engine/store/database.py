@@ -1,0 +1,524 @@
+"""The store's synchronous core: plain methods on one SQLite connection.
+
+The async :class:`engine.store.sqlite.SQLiteStore` queues calls to these methods on its
+writer and reader threads; CLI commands use a :class:`Database` directly. Write methods do
+not commit: run them inside :meth:`Database.transaction` (the writer thread does that for a
+whole batch at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import StoreError
+from engine.store.base import (
+    CANCELLED,
+    DELIVERY_STATES,
+    ERROR,
+    MESSAGE_STATES,
+    QUEUED,
+    SENDING,
+    SENT,
+    Delivery,
+    DeliverySelection,
+    Event,
+    Incoming,
+    Message,
+    OutboxItem,
+    Receipt,
+)
+from engine.store.crypto import Cipher
+from engine.store.schema import LATEST_VERSION, migrate, schema_version
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("var/engine.sqlite3")
+DEFAULT_DUPLICATE_WINDOW_S = 7 * 24 * 3600.0
+Durability = Literal["full", "normal"]
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+_REQUEUEABLE = DELIVERY_STATES - {QUEUED, SENDING}
+_CANCELLABLE = frozenset({QUEUED, ERROR})
+
+_KEY_CHECK = ("_store", "key_check")
+_KEY_CHECK_PLAINTEXT = b"courier store key check"
+
+_FIND_SAME_CONTROL_ID = """
+    SELECT id, body_sha256, ack_code FROM messages
+    WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
+      AND received_at >= ?"""
+_COUNT_DUPLICATE = (
+    "UPDATE messages SET duplicates = duplicates + 1, last_duplicate_at = ? WHERE id = ? RETURNING state"
+)
+_INSERT_MESSAGE = """
+    INSERT INTO messages (channel, sending_application, sending_facility, control_id,
+        message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_DELIVERY = """
+    INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
+        created_at, updated_at)
+    VALUES (?, ?, ?, 'QUEUED', ?, ?, ?)"""
+_INSERT_EVENT = """
+    INSERT INTO events (message_id, delivery_id, at, kind, state, detail_enc)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+
+_MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, control_id,
+    message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
+_DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
+    d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
+    d.last_error_enc"""
+_DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+
+_CLAIM = """
+    UPDATE deliveries SET state = 'SENDING', lease_until = ?, attempts = attempts + 1,
+        updated_at = ?
+    WHERE id IN (SELECT id FROM deliveries
+                 WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
+                 ORDER BY next_attempt_at, id LIMIT ?)
+    RETURNING id, message_id"""
+_RECOVER = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
+        updated_at = ?
+    WHERE state = 'SENDING' AND lease_until < ?
+    RETURNING id, message_id"""
+_MARK_SENT = """
+    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, updated_at = ?
+    WHERE id = ? RETURNING message_id"""
+_MARK_RETRY = """
+    UPDATE deliveries SET state = 'QUEUED', next_attempt_at = ?, last_error_enc = ?,
+        lease_until = NULL, updated_at = ?
+    WHERE id = ? RETURNING message_id"""
+_MARK_ERROR = """
+    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, updated_at = ?
+    WHERE id = ? RETURNING message_id"""
+_SET_STATE = """
+    UPDATE deliveries SET state = ?, lease_until = NULL, updated_at = ?
+    WHERE id = ? RETURNING message_id"""
+_MOVE = """
+    UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
+        updated_at = ?
+    WHERE id = ?"""
+
+_OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next_attempt_at,
+    created_at, payload_enc"""
+_OUTBOX_ADD = """
+    INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
+        created_at)
+    SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?"""
+_OUTBOX_HEAD = f"""
+    SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE channel = ? AND state = 'PENDING'
+    ORDER BY seq LIMIT 1"""
+_OUTBOX_DONE = "UPDATE outbox SET state = 'SENT', sent_at = ? WHERE id = ? RETURNING id"
+_OUTBOX_RETRY = """
+    UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error_enc = ?
+    WHERE id = ? RETURNING id"""
+_OUTBOX_ERROR = """
+    UPDATE outbox SET state = 'ERROR', attempts = attempts + 1, last_error_enc = ?
+    WHERE id = ? RETURNING id"""
+
+_KV_GET = "SELECT value_enc FROM kv WHERE namespace = ? AND key = ?"
+_KV_PUT = """
+    INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (namespace, key) DO UPDATE SET value_enc = excluded.value_enc,
+        updated_at = excluded.updated_at"""
+
+
+class Database:
+    """One SQLite connection plus the cipher for its PHI columns."""
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        cipher: Cipher,
+        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.connection = connection
+        self.commits = 0
+        self._cipher = cipher
+        self._window = duplicate_window_s
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        cipher: Cipher,
+        *,
+        durability: Durability = "full",
+        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+        clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ) -> Database:
+        """Open (creating and migrating unless ``readonly``) and check the key fits the data."""
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        path = Path(path)
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        db = cls(conn, cipher, duplicate_window_s, clock)
+        try:
+            db._configure(durability, readonly)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _configure(self, durability: Durability, readonly: bool) -> None:
+        conn = self.connection
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            if readonly:
+                conn.execute("PRAGMA query_only = ON")
+                version = schema_version(conn)
+                if version != LATEST_VERSION:
+                    raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
+            else:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StoreError(f"store cannot use WAL journal mode (got {mode!r})")
+                migrate(conn)
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store: {exc}") from exc
+        self._check_key(write=not readonly)
+
+    def _check_key(self, write: bool) -> None:
+        """Fail at open, not at the first read, when the key is not the one the data needs."""
+        stored = self.connection.execute(_KV_GET, _KEY_CHECK).fetchone()
+        if stored is None:
+            if write:
+                with self.transaction():
+                    self.kv_put(*_KEY_CHECK, _KEY_CHECK_PLAINTEXT)
+            return
+        try:
+            self._cipher.decrypt(stored[0])
+        except StoreError as exc:
+            raise StoreError(f"the store key does not fit this database: {exc}") from None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one write transaction; commit on success, roll back on error."""
+        conn = self.connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: undo only this block's changes if it raises."""
+        conn = self.connection
+        conn.execute("SAVEPOINT op")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            raise
+        conn.execute("RELEASE op")
+
+    # Messages ---------------------------------------------------------------------------
+
+    def receive(self, incoming: Incoming) -> Receipt:
+        """Store a message and queue its deliveries, or count it as a resend of one stored."""
+        m = incoming
+        if m.state not in MESSAGE_STATES:
+            raise ValueError(f"unknown message state {m.state!r}")
+        execute = self.connection.execute
+        digest = hashlib.sha256(m.raw).digest()
+        same_control_id = execute(
+            _FIND_SAME_CONTROL_ID,
+            (
+                m.channel,
+                m.sending_application,
+                m.sending_facility,
+                m.control_id,
+                m.received_at - self._window,
+            ),
+        ).fetchall()
+        for message_id, body_sha256, ack_code in same_control_id:
+            if body_sha256 == digest:
+                (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
+                execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
+                return Receipt(message_id, True, ack_code)
+        if same_control_id:
+            log.warning(
+                "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
+                m.channel,
+                m.control_id,
+                m.sending_application,
+                m.sending_facility,
+            )
+        message_id = execute(
+            _INSERT_MESSAGE,
+            (
+                m.channel,
+                m.sending_application,
+                m.sending_facility,
+                m.control_id,
+                m.message_type,
+                digest,
+                m.received_at,
+                m.peer,
+                m.state,
+                m.ack_code,
+                m.application_ack,
+                self._cipher.encrypt(m.raw),
+            ),
+        ).lastrowid
+        execute(_INSERT_EVENT, (message_id, None, m.received_at, "received", m.state, None))
+        at = m.received_at
+        for destination in m.destinations:
+            delivery_id = execute(
+                _INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at)
+            ).lastrowid
+            execute(_INSERT_EVENT, (message_id, delivery_id, at, "queued", QUEUED, None))
+        return Receipt(message_id, False, m.ack_code)
+
+    def receive_many(self, incoming: Iterable[Incoming]) -> list[Receipt]:
+        return [self.receive(m) for m in incoming]
+
+    def list_messages(
+        self,
+        channel: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[Message]:
+        """Newest first, without bodies."""
+        where, params = _where(("channel = ?", channel), ("state = ?", state), ("received_at >= ?", since))
+        rows = self.connection.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages{where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [Message(*row) for row in rows]
+
+    def get_message(self, ref: int | str, with_body: bool = False) -> Message | None:
+        """By id, or by control id (the newest message with it)."""
+        column = "control_id" if isinstance(ref, str) else "id"
+        row = self.connection.execute(
+            f"SELECT {_MESSAGE_COLUMNS}, raw_enc FROM messages WHERE {column} = ? ORDER BY id DESC LIMIT 1",
+            (ref,),
+        ).fetchone()
+        if row is None:
+            return None
+        raw = self._cipher.decrypt(row[-1]) if with_body else None
+        return Message(*row[:-1], raw=raw)
+
+    def timeline(self, control_id: str) -> list[Event]:
+        """Every event of every message with this control id, oldest first."""
+        rows = self.connection.execute(
+            """SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc
+               FROM events e JOIN messages m ON m.id = e.message_id
+               WHERE m.control_id = ? ORDER BY e.at, e.id""",
+            (control_id,),
+        )
+        return [Event(*row[:-1], detail=self._decrypt_text(row[-1])) for row in rows]
+
+    # Deliveries -------------------------------------------------------------------------
+
+    def claim_due(self, destination: str, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending."""
+        claimed = self.connection.execute(_CLAIM, (now + lease_s, now, destination, now, limit)).fetchall()
+        self._append_events(claimed, now, "claimed", SENDING)
+        return self._deliveries_by_id([delivery_id for delivery_id, _ in claimed], with_body=True)
+
+    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> None:
+        at = self._clock()
+        self._change(delivery_id, _MARK_SENT, (remote_id, at, delivery_id), at, "sent", SENT, detail)
+
+    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> None:
+        at = self._clock()
+        params = (next_attempt_at, self._encrypt_text(error), at, delivery_id)
+        self._change(delivery_id, _MARK_RETRY, params, at, "retry", QUEUED, error)
+
+    def mark_error(self, delivery_id: int, error: str) -> None:
+        """Dead letter: no more attempts until someone requeues it."""
+        at = self._clock()
+        params = (self._encrypt_text(error), at, delivery_id)
+        self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error)
+
+    def set_state(self, delivery_id: int, state: str, detail: str = "") -> None:
+        """A status the destination reported later, such as DELIVERED or READ."""
+        if state not in DELIVERY_STATES:
+            raise ValueError(f"unknown delivery state {state!r}")
+        at = self._clock()
+        self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail)
+
+    def requeue(self, selection: DeliverySelection) -> int:
+        """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING)."""
+        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued")
+
+    def cancel(self, selection: DeliverySelection) -> int:
+        """Stop the selected deliveries that are still QUEUED or in ERROR."""
+        return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled")
+
+    def recover_leases(self, now: float) -> int:
+        """Put back deliveries whose sender died mid-send (lease expired): at-least-once."""
+        recovered = self.connection.execute(_RECOVER, (now, now, now)).fetchall()
+        self._append_events(recovered, now, "lease_expired", QUEUED)
+        return len(recovered)
+
+    def list_deliveries(
+        self,
+        channel: str | None = None,
+        destination: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        """Newest first, without message bodies."""
+        where, params = _where(
+            ("d.channel = ?", channel), ("d.destination = ?", destination), ("d.state = ?", state)
+        )
+        rows = self.connection.execute(
+            f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_FROM}{where} ORDER BY d.id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [self._delivery(row) for row in rows]
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        """One delivery with its message body."""
+        found = self._deliveries_by_id([delivery_id], with_body=True)
+        return found[0] if found else None
+
+    def _deliveries_by_id(self, delivery_ids: list[int], with_body: bool) -> list[Delivery]:
+        if not delivery_ids:
+            return []
+        columns = _DELIVERY_COLUMNS + (", m.raw_enc" if with_body else "")
+        rows = self.connection.execute(
+            f"SELECT {columns}{_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
+            " ORDER BY d.next_attempt_at, d.id",
+            (_json_ids(delivery_ids),),
+        )
+        return [self._delivery(row) for row in rows]
+
+    def _delivery(self, row: tuple[Any, ...]) -> Delivery:
+        raw = self._cipher.decrypt(row[13]) if len(row) > 13 else None
+        return Delivery(*row[:12], last_error=self._decrypt_text(row[12]), raw=raw)
+
+    def _change(
+        self,
+        delivery_id: int,
+        sql: str,
+        params: tuple[Any, ...],
+        at: float,
+        kind: str,
+        state: str,
+        detail: str,
+    ) -> None:
+        """Run one delivery UPDATE … RETURNING message_id and record the event."""
+        row = self.connection.execute(sql, params).fetchone()
+        if row is None:
+            raise StoreError(f"no delivery {delivery_id}")
+        self.connection.execute(
+            _INSERT_EVENT, (row[0], delivery_id, at, kind, state, self._encrypt_text(detail))
+        )
+
+    def _move(
+        self, selection: DeliverySelection, from_states: frozenset[str], to_state: str, kind: str
+    ) -> int:
+        s = selection
+        ids = None if s.ids is None else _json_ids(s.ids)
+        where, params = _where(
+            ("id IN (SELECT value FROM json_each(?))", ids),
+            ("channel = ?", s.channel),
+            ("destination = ?", s.destination),
+            ("state = ?", s.state),
+        )
+        if not where:
+            raise ValueError(f"{kind}: select deliveries by id or filter, not all of them")
+        rows = self.connection.execute(
+            f"SELECT id, message_id, state FROM deliveries{where}", params
+        ).fetchall()
+        moving = [(d, m) for d, m, state in rows if state in from_states]
+        at = self._clock()
+        self.connection.executemany(_MOVE, [(to_state, 0, at, at, d) for d, _ in moving])
+        self._append_events(moving, at, kind, to_state)
+        return len(moving)
+
+    def _append_events(self, pairs: list[tuple[int, int]], at: float, kind: str, state: str) -> None:
+        """One detail-less event per (delivery id, message id) pair."""
+        self.connection.executemany(_INSERT_EVENT, [(m, d, at, kind, state, None) for d, m in pairs])
+
+    # Outbox -----------------------------------------------------------------------------
+
+    def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> int:
+        at = self._clock()
+        return self.connection.execute(
+            _OUTBOX_ADD,
+            (channel, target, self._cipher.encrypt(payload), control_id, at, at, channel),
+        ).lastrowid
+
+    def outbox_next(self, channel: str, now: float) -> OutboxItem | None:
+        """The oldest PENDING item of the channel, if due; a later item never overtakes it."""
+        row = self.connection.execute(_OUTBOX_HEAD, (channel,)).fetchone()
+        if row is None or row[7] > now:
+            return None
+        return OutboxItem(*row[:-1], payload=self._cipher.decrypt(row[-1]))
+
+    def outbox_done(self, item_id: int) -> None:
+        self._change_outbox(item_id, _OUTBOX_DONE, (self._clock(), item_id))
+
+    def outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        self._change_outbox(item_id, _OUTBOX_RETRY, (next_attempt_at, self._encrypt_text(error), item_id))
+
+    def outbox_error(self, item_id: int, error: str) -> None:
+        """Give up on an item, which lets the channel's later items go."""
+        self._change_outbox(item_id, _OUTBOX_ERROR, (self._encrypt_text(error), item_id))
+
+    def _change_outbox(self, item_id: int, sql: str, params: tuple[Any, ...]) -> None:
+        if self.connection.execute(sql, params).fetchone() is None:
+            raise StoreError(f"no outbox item {item_id}")
+
+    # Key/value --------------------------------------------------------------------------
+
+    def kv_get(self, namespace: str, key: str) -> bytes | None:
+        row = self.connection.execute(_KV_GET, (namespace, key)).fetchone()
+        return None if row is None else self._cipher.decrypt(row[0])
+
+    def kv_put(self, namespace: str, key: str, value: bytes) -> None:
+        self.connection.execute(_KV_PUT, (namespace, key, self._cipher.encrypt(value), self._clock()))
+
+    # Encrypted text columns: NULL stands for "" so detail-less events cost no encryption.
+
+    def _encrypt_text(self, text: str) -> bytes | None:
+        return self._cipher.encrypt(text.encode()) if text else None
+
+    def _decrypt_text(self, value: bytes | None) -> str:
+        return self._cipher.decrypt(value).decode() if value is not None else ""
+
+
+def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
+    """A WHERE clause from the conditions whose value is not None."""
+    used = [(clause, value) for clause, value in conditions if value is not None]
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(c for c, _ in used), tuple(v for _, v in used)
+
+
+def _json_ids(ids: Iterable[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"

@@ -1,0 +1,135 @@
+"""The store's schema as an ordered list of migrations, applied when a database is opened.
+
+Migration *n* (1-based) moves a database from version *n-1* to *n*. Never edit a released
+migration; append a new one. Columns ending in ``_enc`` hold :mod:`engine.store.crypto` values.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from engine.errors import StoreError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: messages, their deliveries, and the audit trail.
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        sending_application TEXT NOT NULL,
+        sending_facility TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        body_sha256 BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        peer TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ack_code TEXT NOT NULL,
+        application_ack TEXT NOT NULL,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        last_duplicate_at REAL,
+        raw_enc BLOB NOT NULL
+    );
+    -- Covers the duplicate lookup: no table access needed.
+    CREATE INDEX messages_by_sender_control_id ON messages (
+        channel, sending_application, sending_facility, control_id,
+        received_at, body_sha256, ack_code
+    );
+    CREATE INDEX messages_by_control_id ON messages (control_id);
+    CREATE INDEX messages_by_received_at ON messages (received_at);
+
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages (id),
+        channel TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        remote_id TEXT,
+        last_error_enc BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (destination, state, next_attempt_at);
+    CREATE INDEX deliveries_by_state ON deliveries (state, lease_until);
+    CREATE INDEX deliveries_by_message ON deliveries (message_id);
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages (id),
+        delivery_id INTEGER REFERENCES deliveries (id),
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail_enc BLOB
+    );
+    CREATE INDEX events_by_message ON events (message_id);
+    """,
+    # 2: the outbox of HL7 messages sent back to the hospital, in order per channel.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        payload_enc BLOB NOT NULL,
+        control_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        last_error_enc BLOB,
+        UNIQUE (channel, seq)
+    );
+    CREATE INDEX outbox_pending ON outbox (channel, state, seq);
+    """,
+    # 3: small encrypted key/value state for vendors (conversation ids, OAuth tokens).
+    """
+    CREATE TABLE kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value_enc BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    """,
+)
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version a database is at; 0 for a new, empty file. Writes nothing."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return conn.execute("SELECT version FROM schema_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> int:
+    """Apply the migrations a database lacks, each in its own transaction; return the version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    current = schema_version(conn)
+    if current > LATEST_VERSION:
+        raise StoreError(f"database schema version {current} is newer than this Courier ({LATEST_VERSION})")
+    for version in range(current + 1, target + 1):
+        bump = (
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+            " INSERT INTO schema_version (version) VALUES (1)"
+            if version == 1
+            else f"UPDATE schema_version SET version = {version}"
+        )
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]};\n{bump};\nCOMMIT;")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"migration to schema version {version} failed: {exc}") from exc
+    return max(current, target)

@@ -1,0 +1,166 @@
+"""SQLiteStore: the :class:`engine.store.base.Store` on one SQLite file in WAL mode.
+
+Writes go to a single writer thread that commits whatever queued up meanwhile in one
+transaction (group commit); reads go to a second connection on its own thread, so listing
+never waits behind writes. Every Deferred fires in the reactor thread after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from engine.store.base import Delivery, DeliverySelection, Event, Incoming, Message, OutboxItem, Receipt
+from engine.store.crypto import Cipher
+from engine.store.database import (
+    DEFAULT_DUPLICATE_WINDOW_S,
+    DEFAULT_PATH,
+    Database,
+    Durability,
+)
+from engine.store.worker import Worker, run_each, run_in_one_transaction
+
+T = TypeVar("T")
+
+
+class StoreReactor(Protocol):
+    """What the store needs from the reactor: a clock and a way back into its thread."""
+
+    def seconds(self) -> float: ...
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None: ...
+
+
+class SQLiteStore:
+    """The durable store on SQLite. ``durability="normal"`` survives a killed process but
+    not a power cut; ``"full"`` (the default) fsyncs every commit."""
+
+    def __init__(
+        self,
+        path: Path | str = DEFAULT_PATH,
+        *,
+        reactor: StoreReactor,
+        cipher: Cipher,
+        durability: Durability = "full",
+        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+        max_batch: int = 256,
+    ) -> None:
+        open_db = partial(
+            Database.open,
+            path,
+            cipher,
+            durability=durability,
+            duplicate_window_s=duplicate_window_s,
+            clock=reactor.seconds,
+        )
+        self._writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
+        self._reader = Worker("store-reader", partial(open_db, readonly=True), run_each, reactor)
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since start (for tests and benchmarks)."""
+        return self._writer.commits
+
+    def start(self) -> Deferred[None]:
+        """Open (creating and migrating) the file, then the read connection."""
+        return self._writer.start().addCallback(lambda _: self._reader.start())
+
+    def close(self) -> Deferred[None]:
+        """Finish queued work, close both connections and end their threads."""
+        return self._reader.stop().addCallback(lambda _: self._writer.stop())
+
+    def _write(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self._writer.submit(fn, *args)
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self._reader.submit(fn, *args)
+
+    # Messages
+
+    def receive(self, incoming: Incoming) -> Deferred[Receipt]:
+        return self._write(Database.receive, incoming)
+
+    def receive_many(self, incoming: list[Incoming]) -> Deferred[list[Receipt]]:
+        return self._write(Database.receive_many, incoming)
+
+    def list_messages(
+        self,
+        channel: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> Deferred[list[Message]]:
+        return self._read(Database.list_messages, channel, state, since, limit)
+
+    def get_message(self, ref: int | str, with_body: bool = False) -> Deferred[Message | None]:
+        return self._read(Database.get_message, ref, with_body)
+
+    def timeline(self, control_id: str) -> Deferred[list[Event]]:
+        return self._read(Database.timeline, control_id)
+
+    # Deliveries
+
+    def claim_due(self, destination: str, now: float, limit: int, lease_s: float) -> Deferred[list[Delivery]]:
+        return self._write(Database.claim_due, destination, now, limit, lease_s)
+
+    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]:
+        return self._write(Database.mark_sent, delivery_id, remote_id, detail)
+
+    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]:
+        return self._write(Database.mark_retry, delivery_id, next_attempt_at, error)
+
+    def mark_error(self, delivery_id: int, error: str) -> Deferred[None]:
+        return self._write(Database.mark_error, delivery_id, error)
+
+    def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]:
+        return self._write(Database.set_state, delivery_id, state, detail)
+
+    def requeue(self, selection: DeliverySelection) -> Deferred[int]:
+        return self._write(Database.requeue, selection)
+
+    def cancel(self, selection: DeliverySelection) -> Deferred[int]:
+        return self._write(Database.cancel, selection)
+
+    def recover_leases(self, now: float) -> Deferred[int]:
+        return self._write(Database.recover_leases, now)
+
+    def list_deliveries(
+        self,
+        channel: str | None = None,
+        destination: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> Deferred[list[Delivery]]:
+        return self._read(Database.list_deliveries, channel, destination, state, limit)
+
+    def get_delivery(self, delivery_id: int) -> Deferred[Delivery | None]:
+        return self._read(Database.get_delivery, delivery_id)
+
+    # Outbox
+
+    def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> Deferred[int]:
+        return self._write(Database.outbox_add, channel, target, payload, control_id)
+
+    def outbox_next(self, channel: str, now: float) -> Deferred[OutboxItem | None]:
+        return self._read(Database.outbox_next, channel, now)
+
+    def outbox_done(self, item_id: int) -> Deferred[None]:
+        return self._write(Database.outbox_done, item_id)
+
+    def outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> Deferred[None]:
+        return self._write(Database.outbox_retry, item_id, next_attempt_at, error)
+
+    def outbox_error(self, item_id: int, error: str) -> Deferred[None]:
+        return self._write(Database.outbox_error, item_id, error)
+
+    # Key/value
+
+    def kv_get(self, namespace: str, key: str) -> Deferred[bytes | None]:
+        return self._read(Database.kv_get, namespace, key)
+
+    def kv_put(self, namespace: str, key: str, value: bytes) -> Deferred[None]:
+        return self._write(Database.kv_put, namespace, key, value)
