@@ -1,0 +1,84 @@
+"""HL7 batch files: ``[FHS] {[BHS] {MSH ...} [BTS]} [FTS]`` → the messages inside.
+
+Works on bytes, before any decoding, so a batch can be split on the hot path and each message
+then read with its own MSH-18 character set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import MessageError
+from engine.message.reader import Message
+
+_HEADERS = (b"FHS", b"BHS")
+_TRAILERS = (b"BTS", b"FTS")
+_JUNK = b" \t\x00"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a received batch holds; the envelope lines themselves are not kept."""
+
+    header: Message | None  # FHS or BHS line read as a header (its own delimiters)
+    messages: list[bytes]  # each message's bytes, MSH first, segments ended by CR
+    declared_count: int | None  # BTS-1 (summed over batches) if present and numeric
+
+
+def split_batch(data: bytes) -> Batch | None:
+    """Split a batch into its messages; None when ``data`` does not start with FHS or BHS.
+
+    The header is the first FHS/BHS line; it is None when that line is unreadable, so the
+    messages can still be acknowledged one by one.
+    """
+    if not data.lstrip(b" \t\r\n\x00").startswith(_HEADERS):
+        return None
+    lines = _segment_lines(data)
+    try:
+        header = Message.parse_envelope(lines[0])
+    except MessageError:
+        header = None
+    return Batch(header, _messages(lines), _declared_count(lines))
+
+
+def split_file(data: bytes) -> list[bytes]:
+    """One or many messages from a file (for ``courier send``), batch envelope lines dropped.
+
+    Tolerates CR, LF and CRLF line ends and blank lines.
+    """
+    return _messages(_segment_lines(data))
+
+
+def _segment_lines(data: bytes) -> list[bytes]:
+    """Non-blank segment lines, whatever the line ends."""
+    lines = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+    return [line.lstrip(_JUNK) for line in lines if line.strip(_JUNK)]
+
+
+def _messages(lines: list[bytes]) -> list[bytes]:
+    """Group lines into messages, each starting at an MSH; envelope lines are skipped."""
+    messages: list[list[bytes]] = []
+    for number, line in enumerate(lines, start=1):
+        name = line[:3]
+        if name in _HEADERS or name in _TRAILERS:
+            continue
+        if name == b"MSH":
+            messages.append([line])
+        elif messages:
+            messages[-1].append(line)
+        else:
+            raise MessageError(f"segment {name.decode('latin-1')!r} on line {number} precedes any MSH")
+    return [b"".join(segment + b"\r" for segment in message) for message in messages]
+
+
+def _declared_count(lines: list[bytes]) -> int | None:
+    """The sum of BTS-1 message counts; None when there is no BTS or a count is not a number."""
+    counts = [_first_field(line) for line in lines if line.startswith(b"BTS")]
+    if not counts or not all(count.isdigit() for count in counts):
+        return None
+    return sum(int(count) for count in counts)
+
+
+def _first_field(line: bytes) -> bytes:
+    """Field 1 of a trailer line, split on the field separator the line itself uses."""
+    return line[4:].split(line[3:4])[0].strip() if len(line) > 4 else b""

@@ -1,0 +1,308 @@
+"""A lean, lazy HL7 v2 reader for the hot path: frame bytes → :class:`Message`.
+
+``hl7.parse`` builds the whole tree up front (about 1.5 ms for a 2 KB ORU^R01); routing and
+ACKs only need MSH, so this reader decodes the text, splits MSH, and splits the rest of the
+message into segments only when somebody asks. Values are unescaped on access.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from engine.errors import MessageError
+from engine.message.charsets import codec_for
+from engine.message.delimiters import Delimiters
+from engine.message.escapes import unescape
+from engine.message.path import Path
+
+__all__ = ["Delimiters", "Message", "Segment"]
+
+_LEADING_JUNK = b" \t\r\n\x00"
+_HEADER_NAMES = ("MSH", "FHS", "BHS")  # segments whose 1st field is the field separator itself
+
+
+class Segment:
+    """One segment; its fields are split on first access and kept raw (still escaped)."""
+
+    __slots__ = ("name", "index", "occurrence", "_line", "_delimiters", "_charset", "_fields")
+
+    def __init__(
+        self, line: str, index: int, occurrence: int, delimiters: Delimiters, charset: str
+    ) -> None:
+        self.name = line[:3]
+        self.index = index
+        self.occurrence = occurrence
+        self._line = line
+        self._delimiters = delimiters
+        self._charset = charset
+        self._fields: list[str] | None = None
+
+    def _split(self) -> list[str]:
+        """Fields indexed by HL7 field number: ``fields[n]`` is SEG-n, ``fields[0]`` the name."""
+        if self._fields is None:
+            fields = self._line.split(self._delimiters.field)
+            if self.name in _HEADER_NAMES:
+                fields.insert(1, self._delimiters.field)  # MSH-1 *is* the field separator
+            self._fields = fields
+        return self._fields
+
+    def __len__(self) -> int:
+        return len(self._split()) - 1
+
+    def __repr__(self) -> str:  # no field contents: they may hold PHI
+        return f"<Segment {self.name} index={self.index} occurrence={self.occurrence}>"
+
+    def field(self, n: int) -> str:
+        """Raw (still escaped) text of field ``n``; ``""`` when the segment is shorter."""
+        if n < 1:
+            raise ValueError(f"HL7 field numbers start at 1, got {n}")
+        fields = self._split()
+        return fields[n] if n < len(fields) else ""
+
+    def _is_delimiter_field(self, n: int) -> bool:
+        return n in (1, 2) and self.name in _HEADER_NAMES
+
+    def repetitions(self, n: int) -> list[str]:
+        """Raw repetitions of field ``n``; an empty field has none."""
+        raw = self.field(n)
+        if not raw:
+            return []
+        if self._is_delimiter_field(n):
+            return [raw]
+        return raw.split(self._delimiters.repetition)
+
+    def value(
+        self,
+        field: int,
+        repetition: int = 1,
+        component: int | None = None,
+        subcomponent: int | None = None,
+    ) -> str:
+        """Decoded (unescaped) text at one position; ``""`` when absent.
+
+        Without ``component`` the whole repetition is returned with escapes undone, so an
+        escaped ``\\S\\`` and a real component separator then look alike.
+        """
+        raw = self.field(field)
+        if self._is_delimiter_field(field) or not raw:
+            return raw
+        d = self._delimiters
+        raw = _pick(raw, d.repetition, repetition)
+        if subcomponent is not None and component is None:
+            component = 1
+        if component is not None:
+            raw = _pick(raw, d.component, component)
+            if subcomponent is not None:
+                raw = _pick(raw, d.subcomponent, subcomponent)
+        return unescape(raw, d, self._charset)
+
+
+def _pick(text: str, separator: str, n: int) -> str:
+    """The ``n``-th (1-based) part of ``text``, ``""`` when there are fewer parts."""
+    if n < 1:
+        raise ValueError(f"HL7 positions start at 1, got {n}")
+    if separator not in text:
+        return text if n == 1 else ""
+    parts = text.split(separator)
+    return parts[n - 1] if n <= len(parts) else ""
+
+
+def _msh_shortcut(field: int, component: int | None, doc: str) -> property:
+    """A read-only :class:`Message` attribute holding one decoded MSH value."""
+    return property(lambda message: message.msh.value(field, 1, component), doc=doc)
+
+
+class Message:
+    """A received HL7 v2 message: raw bytes, decoded text, delimiters, MSH and lazy segments."""
+
+    raw: bytes
+    text: str
+    charset: str
+    charset_problem: str | None
+    delimiters: Delimiters
+    msh: Segment
+
+    def __init__(
+        self,
+        raw: bytes,
+        text: str,
+        charset: str,
+        charset_problem: str | None,
+        delimiters: Delimiters,
+    ) -> None:
+        self.raw = raw
+        self.text = text
+        self.charset = charset
+        self.charset_problem = charset_problem
+        self.delimiters = delimiters
+        end = text.find("\r")
+        self.msh = Segment(text if end < 0 else text[:end], 0, 1, delimiters, charset)
+        self._segments: list[Segment] | None = None
+        self._by_name: dict[str, list[Segment]] = {}
+
+    @classmethod
+    def parse(
+        cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False
+    ) -> Message:
+        """Read a message; raise :class:`MessageError` when there is no readable MSH.
+
+        The character set comes from MSH-18 (or ``default_charset`` when MSH-18 is empty, or
+        always with ``force_charset``). When the bytes do not decode, we fall back to
+        ``default_charset`` then latin-1 and say so in ``charset_problem``.
+        """
+        return cls._read(data, ("MSH",), default_charset, force_charset)
+
+    @classmethod
+    def parse_envelope(cls, data: bytes, *, default_charset: str = "ascii") -> Message:
+        """Read a batch FHS or BHS header line, which is laid out like MSH (see ``batch``).
+
+        Its ``msh`` is then the FHS/BHS segment; the MSH shortcuts do not apply to it.
+        """
+        return cls._read(data, ("FHS", "BHS"), default_charset, False)
+
+    @classmethod
+    def _read(
+        cls, data: bytes, names: tuple[str, ...], default_charset: str, force_charset: bool
+    ) -> Message:
+        body = data.lstrip(_LEADING_JUNK)
+        if not body:
+            raise MessageError("empty message")
+        name = body[:3].decode("latin-1")
+        if name not in names:
+            raise MessageError(f"message does not start with {'/'.join(names)}")
+        header_end = _line_end(body)
+        header = body[:header_end].decode("latin-1")
+        delimiters = _delimiters(header)
+        declared = "" if force_charset else _first_charset(header, delimiters)
+        text, charset, problem = _decode(body, declared, default_charset)
+        if "\n" in text:
+            text = text.replace("\r\n", "\r").replace("\n", "\r")
+        return cls(data, text, charset, problem, delimiters)
+
+    def __repr__(self) -> str:  # control ID and type only: no PHI
+        if self.msh.name != "MSH":
+            return f"<Message {self.msh.name} envelope>"
+        return f"<Message {self.message_type}^{self.trigger_event} control_id={self.control_id!r}>"
+
+    @property
+    def segments(self) -> list[Segment]:
+        """All segments in order, blank lines skipped; split once, on first use."""
+        if self._segments is None:
+            self._split_segments()
+        return self._segments
+
+    def _split_segments(self) -> None:
+        segments = [self.msh]
+        by_name = {self.msh.name: [self.msh]}
+        for line in self.text.split("\r")[1:]:
+            if not line.strip():
+                continue
+            same_name = by_name.setdefault(line[:3], [])
+            segment = Segment(line, len(segments), len(same_name) + 1, self.delimiters, self.charset)
+            same_name.append(segment)
+            segments.append(segment)
+        self._segments, self._by_name = segments, by_name
+
+    def _named(self, name: str) -> list[Segment]:
+        if self._segments is None:
+            self._split_segments()
+        return self._by_name.get(name, [])
+
+    def all(self, name: str) -> list[Segment]:
+        """Every segment called ``name``, in order."""
+        return list(self._named(name))
+
+    def segment(self, name: str, occurrence: int = 1) -> Segment | None:
+        """The ``occurrence``-th segment called ``name`` (1-based), or None."""
+        if name == self.msh.name and occurrence == 1:
+            return self.msh
+        same_name = self._named(name)
+        return same_name[occurrence - 1] if 0 < occurrence <= len(same_name) else None
+
+    def get(self, path: str | Path, default: str = "") -> str:
+        """The decoded value at an HL7 path such as ``PID-5.1``; ``default`` if empty or absent."""
+        if isinstance(path, str):
+            path = Path.parse(path)
+        segment = self.segment(path.segment, path.occurrence or 1)
+        if segment is None:
+            return default
+        value = segment.value(path.field, path.repetition or 1, path.component, path.subcomponent)
+        return value or default
+
+    # MSH shortcuts: decoded strings, "" when absent.
+    control_id = _msh_shortcut(10, None, "MSH-10 message control ID")
+    message_type = _msh_shortcut(9, 1, "MSH-9.1 message type, e.g. ORU")
+    trigger_event = _msh_shortcut(9, 2, "MSH-9.2 trigger event, e.g. R01")
+    message_structure = _msh_shortcut(9, 3, "MSH-9.3 message structure, e.g. ORU_R01")
+    processing_id = _msh_shortcut(11, 1, "MSH-11.1 processing ID: P, T or D")
+    version = _msh_shortcut(12, 1, "MSH-12.1 version ID, e.g. 2.5.1")
+    sending_application = _msh_shortcut(3, 1, "MSH-3.1")
+    sending_facility = _msh_shortcut(4, 1, "MSH-4.1")
+    receiving_application = _msh_shortcut(5, 1, "MSH-5.1")
+    receiving_facility = _msh_shortcut(6, 1, "MSH-6.1")
+    accept_ack_type = _msh_shortcut(15, None, "MSH-15 accept acknowledgement type (table 0155)")
+    application_ack_type = _msh_shortcut(16, None, "MSH-16 application acknowledgement type (table 0155)")
+
+    @property
+    def character_sets(self) -> tuple[str, ...]:
+        """MSH-18 repetitions; the first is the message's character set."""
+        names = (unescape(rep, self.delimiters).strip() for rep in self.msh.repetitions(18))
+        return tuple(name for name in names if name)
+
+
+def _line_end(data: bytes) -> int:
+    """Index of the first CR or LF (or the length): where the header segment ends."""
+    ends = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _delimiters(header: str) -> Delimiters:
+    """Delimiters from MSH-1 and MSH-2 (4 encoding characters, or 5 with truncation)."""
+    if len(header) < 8:
+        raise MessageError("MSH is too short to declare its delimiters")
+    field = header[3]
+    end = header.find(field, 4)
+    encoding = header[4:] if end < 0 else header[4:end]
+    if len(encoding) not in (4, 5):
+        raise MessageError(f"MSH-2 must hold 4 or 5 encoding characters, found {len(encoding)}")
+    chars = field + encoding
+    if len(set(chars)) != len(chars) or any(c.isalnum() or c in "\r\n" for c in chars):
+        raise MessageError("MSH-1/MSH-2 delimiters must be distinct, non-alphanumeric characters")
+    component, repetition, escape, subcomponent = encoding[:4]
+    truncation = encoding[4] if len(encoding) == 5 else None
+    return Delimiters(field, component, repetition, escape, subcomponent, truncation)
+
+
+def _first_charset(header: str, delimiters: Delimiters) -> str:
+    """The first MSH-18 repetition (``""`` when empty), read from the latin-1 header line."""
+    fields = header.split(delimiters.field)
+    if len(fields) < 18:
+        return ""
+    return fields[17].split(delimiters.repetition)[0].strip()
+
+
+def _decode(body: bytes, declared: str, default_charset: str) -> tuple[str, str, str | None]:
+    """Decode with the declared charset, else the default, else latin-1 (which never fails).
+
+    Returns the text, the codec used, and a description of what went wrong (or None).
+    """
+    default = codecs.lookup(default_charset).name
+    problem = None
+    if declared:
+        codec = codec_for(declared)
+        if codec is None:
+            problem = f"MSH-18 character set {declared!r} is not supported"
+    else:
+        codec = default
+    candidates = [c for c in (codec, default, "iso8859-1") if c is not None]
+    for candidate in dict.fromkeys(candidates):
+        try:
+            text = body.decode(candidate)
+        except UnicodeDecodeError:
+            failed = f"the bytes are not valid {candidate}"
+            problem = f"{problem}; {failed}" if problem else failed
+            continue
+        if problem:
+            problem += f"; decoded as {candidate}"
+        return text, candidate, problem
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
