@@ -1,0 +1,178 @@
+"""HTTP plumbing shared by the four destinations: one request, one classified result.
+
+The classification is the same for every vendor (what differs is how each one words its error
+body, passed in as ``describe_error``):
+
+* 2xx → the vendor-specific ``on_success``;
+* network error, timeout, 408, 429, 5xx → RETRY, with Retry-After (seconds or HTTP date);
+* 401 → AUTH_FAILED: credentials, not the message, are wrong (see :class:`Outcome`);
+* 3xx → RETRY: we never follow redirects with a message body, and a redirect says the
+  base URL is wrong, not the message;
+* any other 4xx → REJECTED with the vendor's reason.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
+from engine.spec import Field, Spec, number, path, string
+
+ErrorDescription = tuple[str, tuple[InvalidParameter, ...]]
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Parse a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def json_body(response: requests.Response) -> Any:
+    """The response's JSON, or None when the body is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def get_ci(data: Any, key: str) -> Any:
+    """``data[key]`` with the key matched case-insensitively (vendors vary the case)."""
+    if not isinstance(data, Mapping):
+        return None
+    wanted = key.lower()
+    return next((v for k, v in data.items() if isinstance(k, str) and k.lower() == wanted), None)
+
+
+def generic_error(response: requests.Response) -> ErrorDescription:
+    """Fallback wording: the vendor's ``message``/``error``/``result`` or the HTTP reason."""
+    body = json_body(response)
+    for key in ("message", "error", "result", "title", "detail"):
+        text = get_ci(body, key)
+        if isinstance(text, str) and text:
+            return text, ()
+    return response.reason or f"HTTP {response.status_code}", ()
+
+
+def classify(
+    response: requests.Response,
+    *,
+    on_success: Callable[[requests.Response], SendResult],
+    describe_error: Callable[[requests.Response], ErrorDescription] = generic_error,
+    is_permanent: Callable[[requests.Response], bool] = lambda _: False,
+    auth_failed_reason: str,
+) -> SendResult:
+    """Turn one HTTP response into a :class:`SendResult` (rules in the module docstring).
+
+    ``is_permanent`` lets a vendor declare an error final whatever its status code
+    (conneQt: content-related errors must never be resent).
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return replace(on_success(response), http_status=status)
+    reason, invalid = describe_error(response)
+    if is_permanent(response):
+        outcome = Outcome.REJECTED
+    elif status == 401:
+        outcome = Outcome.AUTH_FAILED
+        reason = f"{auth_failed_reason} ({reason})"
+    elif status in RETRYABLE_STATUSES or status >= 500 or 300 <= status < 400:
+        outcome = Outcome.RETRY
+    else:
+        outcome = Outcome.REJECTED
+    return SendResult(
+        outcome,
+        reason=f"HTTP {status}: {reason}",
+        invalid_parameters=invalid,
+        retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
+        http_status=status,
+    )
+
+
+class HttpDestination(Destination):
+    """A destination reached over HTTPS with the common settings (base_url, timeouts, ca_file)."""
+
+    #: Reason shown for 401 when a subclass has nothing more specific to say.
+    auth_failed_reason = "credentials rejected: check the destination's secrets"
+
+    def url(self, path: str) -> str:
+        return self.settings["base_url"].rstrip("/") + path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        on_success: Callable[[requests.Response], SendResult],
+        describe_error: Callable[[requests.Response], ErrorDescription] = generic_error,
+        is_permanent: Callable[[requests.Response], bool] = lambda _: False,
+        **kwargs: Any,
+    ) -> SendResult:
+        """Send one request with the configured timeouts and CA, never raising for HTTP."""
+        try:
+            response = self.http(method, path, **kwargs)
+        except requests.Timeout:
+            return SendResult(Outcome.RETRY, reason=f"{self.kind}: timed out")
+        except requests.RequestException as exc:
+            # The exception text can contain the URL (KPN aux ids); the class name is enough.
+            return SendResult(Outcome.RETRY, reason=f"{self.kind}: {type(exc).__name__}")
+        return classify(
+            response,
+            on_success=on_success,
+            describe_error=describe_error,
+            is_permanent=is_permanent,
+            auth_failed_reason=self.auth_failed_reason,
+        )
+
+    def http(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The raw request, for callers that read the answer themselves (status, tokens)."""
+        return self.session.request(
+            method,
+            self.url(path),
+            timeout=self.timeout,
+            verify=self.verify,
+            allow_redirects=False,
+            **kwargs,
+        )
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.settings["connect_timeout_s"], self.settings["read_timeout_s"])
+
+    @property
+    def verify(self) -> str | bool:
+        """The sandbox/private CA file when configured, else the system trust store."""
+        ca_file = self.settings.get("ca_file")
+        return str(ca_file) if ca_file else True
+
+
+def http_settings_spec(kind: str, doc: str, *fields: Field) -> Spec:
+    """A destination's settings: the vendor's own fields between the common HTTP ones."""
+    return Spec(
+        f"{kind} settings",
+        doc,
+        (
+            string("base_url", "API root, without a trailing path.", required=True),
+            *fields,
+            number("connect_timeout_s", "Seconds to wait for a connection.", default=5.0, min=0.1),
+            number("read_timeout_s", "Seconds to wait for the answer.", default=30.0, min=0.1),
+            path("ca_file", "CA bundle that verifies the vendor's HTTPS (e.g. the sandbox CA)."),
+        ),
+    )

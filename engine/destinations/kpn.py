@@ -1,0 +1,155 @@
+"""KPN Healthcare Messenger: messages into 1:1 conversations and group chats.
+
+Bearer auth with a token from the three-legged OAuth flow (:mod:`engine.destinations.kpn_oauth`),
+read from the :class:`~engine.destinations.base.TokenProvider` on every send. Text goes as
+JSON ``{"body": ...}`` to ``<chat>/messages``; attachments as ``multipart/form-data`` to
+``<chat>/attachments`` (a ``message`` field and one ``files`` part per document). Every
+request first takes a token from the 30-per-second bucket shared by all channels that use the
+same OAuth client id.
+
+An expired token is a 401. It is returned as AUTH_FAILED with the reason
+"KPN token expired: run courier kpn authorize": the message is fine, so the queue keeps it
+QUEUED without spending an attempt until an operator has authorised again.
+
+Conflicts and gaps, and how they are resolved here:
+
+* KPN's own path list is not public; the sandbox runs on Alterdesk, whose client code puts the
+  auxiliary prefix first: ``aux/conversations/{auxId}``, ``aux/groupchats/{auxId}``. We use
+  that form. Ids are URL-encoded.
+* KPN documents no error body and no delivery/read status API: results carry the HTTP reason
+  and ACCEPTED is the last state we can know.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from engine.destinations import kpn_oauth, rules
+from engine.destinations.base import Outcome, Problem, SendResult
+from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
+from engine.destinations.payload import DATA_TYPE, MISSING, check_payload, is_blank
+from engine.destinations.ratelimit import shared_bucket
+from engine.spec import Spec, number, objects, string
+
+TOKEN_EXPIRED = "KPN token expired: run courier kpn authorize"
+
+ATTACHMENT_SPEC = Spec(
+    "kpn attachment",
+    "One file shared in the chat.",
+    (
+        string("file_name", "File name shown in the chat.", required=True),
+        string("mime_type", "MIME type of the file.", required=True, example="application/pdf"),
+        string("content", "The file, Base64.", required=True),
+    ),
+)
+PAYLOAD_SPEC = Spec(
+    "kpn payload",
+    "What a mapping produces for a KPN Healthcare Messenger message.",
+    (
+        string("chat_type", "A 1:1 conversation or a group chat.", required=True,
+               choices=("conversation", "groupchat")),
+        string("chat_id", "The KPN id of the chat (give this or aux_id)."),
+        string("aux_id", "Our own auxiliary id of the chat (give this or chat_id)."),
+        string("body", "The message text.", required=True),
+        objects("attachments", ATTACHMENT_SPEC),
+    ),
+)
+
+
+class KpnDestination(HttpDestination):
+    """KPN Healthcare Messenger (Alterdesk API)."""
+
+    kind = "kpn"
+    settings_spec = http_settings_spec(
+        "kpn",
+        "How to reach KPN Healthcare Messenger and authorise Courier with OAuth.",
+        string("client_id", "OAuth consumer key.", required=True),
+        string("client_secret", "OAuth consumer secret (for courier kpn authorize).",
+               secret=True),
+        string("authorize_url", "OAuth authorization endpoint.",
+               default="https://api-prd.kpn.com/healthcaremessenger_oauth/authorize"),
+        string("token_url", "OAuth token endpoint.",
+               default="https://api-prd.kpn.com/healthcaremessenger_oauth/token"),
+        string("redirect_uri", "The callback URL registered with KPN.",
+               default="http://127.0.0.1:8765/callback"),
+        string("scope", "Space-delimited OAuth scopes.", default="read write"),
+        number("requests_per_second", "KPN's rate limit per client id.", default=30.0, min=0.1),
+    )
+    payload_spec = PAYLOAD_SPEC
+    auth_failed_reason = TOKEN_EXPIRED
+
+    def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
+        problems = check_payload(PAYLOAD_SPEC, payload)
+        given = [k for k in ("chat_id", "aux_id") if not is_blank(payload.get(k))]
+        if not given:
+            problems.append(Problem("chat_id", MISSING, "give chat_id or aux_id"))
+        elif len(given) == 2:
+            problems.append(Problem("aux_id", DATA_TYPE, "give chat_id or aux_id, not both"))
+        for i, attachment in enumerate(payload.get("attachments") or ()):
+            content = attachment.get("content") if isinstance(attachment, Mapping) else None
+            if isinstance(content, str) and content and not rules.base64_decoded_size(content):
+                problems.append(Problem(f"attachments[{i}].content", DATA_TYPE,
+                                        "content is not valid, non-empty Base64"))
+        return problems
+
+    def send(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        conversation_id: str | None = None,
+    ) -> SendResult:
+        token = self.token_provider.token() if self.token_provider else None
+        if not token:
+            return SendResult(Outcome.AUTH_FAILED, reason=TOKEN_EXPIRED)
+        rate = self.settings["requests_per_second"]
+        shared_bucket(f"kpn:{self.settings['client_id']}", rate).acquire()
+        headers = {"Authorization": f"Bearer {token}"}
+        chat = chat_path(payload)
+        attachments = payload.get("attachments") or ()
+        if not attachments:
+            return self.request("POST", f"{chat}/messages", json={"body": payload["body"]},
+                                headers=headers, on_success=_accepted)
+        files = [
+            ("files", (a["file_name"], base64.b64decode(a["content"]), a["mime_type"]))
+            for a in attachments
+        ]
+        return self.request("POST", f"{chat}/attachments", data={"message": payload["body"]},
+                            files=files, headers=headers, on_success=_accepted)
+
+    def authorization_url(self, state: str) -> str:
+        """Where the operator authorises Courier (step 1 of ``courier kpn authorize``)."""
+        s = self.settings
+        return kpn_oauth.authorization_url(
+            s["authorize_url"], client_id=s["client_id"], redirect_uri=s["redirect_uri"],
+            scope=s["scope"], state=state,
+        )
+
+    def exchange_code(self, code: str) -> kpn_oauth.KpnToken:
+        """The access token for an authorization code (step 3 of ``courier kpn authorize``)."""
+        s = self.settings
+        return kpn_oauth.exchange_code(
+            self.session, s["token_url"], client_id=s["client_id"],
+            client_secret=s["client_secret"], code=code, redirect_uri=s["redirect_uri"],
+            timeout=self.timeout, verify=self.verify,
+        )
+
+
+def chat_path(payload: Mapping[str, Any]) -> str:
+    """``/conversations/{id}``, ``/groupchats/{id}`` or their ``/aux/...`` forms."""
+    resource = "conversations" if payload["chat_type"] == "conversation" else "groupchats"
+    if not is_blank(payload.get("aux_id")):
+        return f"/aux/{resource}/{quote(str(payload['aux_id']), safe='')}"
+    return f"/{resource}/{quote(str(payload['chat_id']), safe='')}"
+
+
+def _accepted(response: requests.Response) -> SendResult:
+    message_id = get_ci(json_body(response), "id")
+    remote_id = str(message_id) if message_id is not None else None
+    ids = {"id": remote_id} if remote_id else {}
+    return SendResult(Outcome.ACCEPTED, remote_id=remote_id, vendor_ids=ids)

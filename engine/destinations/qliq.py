@@ -1,0 +1,241 @@
+"""Qliq Cloud Messaging: secure messages to Qliq members, groups, SMS and non-Qliq users.
+
+``POST /secure_messages/send`` with the ``api_key`` in the body. One attachment per request:
+further attachments go as follow-up requests in the conversation the first one opened, and
+the conversation id is returned so the queue can thread later messages (e.g. per patient and
+order) by passing it back in.
+
+Conflicts in the vendor document, and how they are resolved here:
+
+* Encoding: query string, form, multipart and JSON are all shown; JSON is required above 150
+  characters of text. We always send JSON: it works for every length and carries the
+  attachment inline, so there is one request shape to test.
+* The attachment keys are printed with spaces (``content type``, ``file name``); we send
+  ``content_type`` and ``file_name``, the spelling every other key in the API uses.
+* Responses spell ``conversation_id`` and ``Conversation_id``: keys are read case-insensitively.
+* A group/subgroup QliqID and a mobile number are both strings of digits. The annexes tell
+  them apart: a payload with ``no_phi`` is an SMS and one with ``send_non_qliq_user`` goes to
+  a non-Qliq user, so ``to`` must then be a mobile number; otherwise digits are a QliqID.
+* SMS is not HIPAA compliant: ``no_phi`` must be true, and an SMS payload with attachments
+  (clinical documents are PHI) is refused before the ACK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from engine.destinations import rules
+from engine.destinations.base import DestinationError, Outcome, Problem, SendResult, StatusUpdate
+from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
+from engine.destinations.payload import (
+    DATA_TYPE,
+    TABLE_VALUE,
+    as_bool,
+    as_number,
+    check_payload,
+    is_blank,
+)
+from engine.spec import Spec, boolean, integer, objects, string
+
+SEND_PATH = "/secure_messages/send"
+STATUS_PATH = "/secure_messages/message_status"
+MAX_EXPIRY_MINUTES = 7 * 24 * 60
+ATTACHMENT_TYPES = (
+    "application/pdf",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "image/png",
+    "image/jpeg",
+)
+_QLIQ_ID = re.compile(r"^\d+$")
+_MOBILE_NUMBER = re.compile(r"^\+?\d{10,15}$")
+
+ATTACHMENT_SPEC = Spec(
+    "qliq attachment",
+    "A PDF, Word, Excel, PNG or JPG document; each one after the first is a follow-up request.",
+    (
+        string("content_type", "MIME type of the document.", required=True,
+               choices=ATTACHMENT_TYPES),
+        string("file_name", "File name shown to the recipient.", required=True),
+        string("base64", "The document, Base64.", required=True),
+    ),
+)
+PAYLOAD_SPEC = Spec(
+    "qliq payload",
+    "What a mapping produces for a Qliq secure message, SMS or non-Qliq message.",
+    (
+        string("to", "Member e-mail, group/subgroup QliqID, or mobile number (SMS, non-Qliq).",
+               required=True, example="oncall@example.org"),
+        string("from", "E-mail of the sending member; default: the group's point of contact."),
+        string("subject", "Subject; Qliq groups messages by it."),
+        string("priority", "Message priority.", choices=("fyi", "asap", "urgent")),
+        string("text", "The message text.", required=True),
+        boolean("no_phi", "SMS to a patient: must be true (SMS may carry no PHI)."),
+        string("reply_posting_url", "SMS only: webhook for the patient's replies."),
+        boolean("send_non_qliq_user", "Send a secure link to a non-Qliq user: must be true."),
+        integer("expiry_in_minutes", "Non-Qliq only: link lifetime, at most 7 days.",
+                min=1, max=MAX_EXPIRY_MINUTES),
+        objects("attachments", ATTACHMENT_SPEC),
+    ),
+)
+
+
+class QliqDestination(HttpDestination):
+    """Qliq Cloud Messaging (``/secure_messages/send``)."""
+
+    kind = "qliq"
+    has_status_api = True
+    settings_spec = http_settings_spec(
+        "qliq",
+        "How to reach Qliq Cloud Messaging.",
+        string("api_key", "API key from the Qliq Admin Portal.", required=True, secret=True),
+    )
+    payload_spec = PAYLOAD_SPEC
+    auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
+
+    def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
+        problems = check_payload(PAYLOAD_SPEC, payload)
+        sms = not is_blank(payload.get("no_phi"))
+        non_qliq = not is_blank(payload.get("send_non_qliq_user"))
+        if sms and non_qliq:
+            problems.append(Problem("send_non_qliq_user", DATA_TYPE,
+                                    "a message is either an SMS (no_phi) or non-Qliq, not both"))
+        if sms and as_bool(payload["no_phi"]) is False:
+            problems.append(Problem("no_phi", TABLE_VALUE, "SMS may not carry PHI: no_phi must be true"))
+        if sms and not is_blank(payload.get("attachments")):
+            problems.append(Problem("attachments", DATA_TYPE, "SMS cannot carry attachments (PHI)"))
+        if non_qliq and as_bool(payload["send_non_qliq_user"]) is False:
+            problems.append(Problem("send_non_qliq_user", TABLE_VALUE,
+                                    "send_non_qliq_user must be true"))
+        if not non_qliq and not is_blank(payload.get("expiry_in_minutes")):
+            problems.append(Problem("expiry_in_minutes", DATA_TYPE,
+                                    "expiry_in_minutes applies only to non-Qliq users"))
+        if not sms and not is_blank(payload.get("reply_posting_url")):
+            problems.append(Problem("reply_posting_url", DATA_TYPE,
+                                    "reply_posting_url applies only to SMS"))
+        problems += _address_problems(payload, needs_mobile=sms or non_qliq)
+        for i, attachment in enumerate(payload.get("attachments") or ()):
+            content = attachment.get("base64") if isinstance(attachment, Mapping) else None
+            if isinstance(content, str) and content and rules.base64_decoded_size(content) is None:
+                problems.append(Problem(f"attachments[{i}].base64", DATA_TYPE,
+                                        "base64 is not valid Base64"))
+        return problems
+
+    def send(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        conversation_id: str | None = None,
+    ) -> SendResult:
+        """Send the message, then each further attachment in the same conversation.
+
+        Qliq has no idempotency key: a retry after a failed follow-up sends the whole message
+        again, into the same conversation when the queue passes the conversation id back.
+        """
+        requests_to_send = build_requests(payload, self.settings["api_key"])
+        message_ids: dict[str, str] = {}
+        result = SendResult(Outcome.ACCEPTED)
+        for n, body in enumerate(requests_to_send, start=1):
+            if conversation_id:
+                body["conversation_id"] = conversation_id
+            result = self.request("POST", SEND_PATH, json=body, on_success=_accepted)
+            conversation_id = result.conversation_id or conversation_id
+            if result.outcome is not Outcome.ACCEPTED:
+                prefix = f"request {n} of {len(requests_to_send)}: " if n > 1 else ""
+                return SendResult(
+                    result.outcome,
+                    vendor_ids=message_ids,
+                    conversation_id=conversation_id,
+                    reason=prefix + result.reason,
+                    retry_after_s=result.retry_after_s,
+                    http_status=result.http_status,
+                )
+            if result.remote_id:
+                message_ids["message_id" if n == 1 else f"message_id_{n}"] = result.remote_id
+        return SendResult(
+            Outcome.ACCEPTED,
+            remote_id=message_ids.get("message_id"),
+            vendor_ids=message_ids,
+            conversation_id=conversation_id,
+            http_status=result.http_status,
+        )
+
+    def check_status(self, remote_id: str) -> list[StatusUpdate]:
+        """One update per recipient; an empty list from Qliq means nobody has it yet."""
+        response = self.http(
+            "GET", STATUS_PATH, params={"api_key": self.settings["api_key"], "message_id": remote_id}
+        )
+        recipients = json_body(response)
+        if response.status_code != 200 or not isinstance(recipients, list):
+            raise DestinationError(f"Qliq status query failed: HTTP {response.status_code}")
+        if not recipients:
+            return [StatusUpdate("pending", detail="not delivered to any recipient yet")]
+        return [_recipient_status(r) for r in recipients if isinstance(r, Mapping)]
+
+
+def build_requests(payload: Mapping[str, Any], api_key: str) -> list[dict[str, Any]]:
+    """The JSON bodies to send in order: the message with its first attachment, then the rest."""
+    message: dict[str, Any] = {"api_key": api_key}
+    for key in ("to", "from", "subject", "priority", "text", "reply_posting_url"):
+        if payload.get(key):
+            message[key] = payload[key]
+    for key in ("no_phi", "send_non_qliq_user"):
+        if not is_blank(payload.get(key)):
+            message[key] = as_bool(payload[key])
+    if not is_blank(payload.get("expiry_in_minutes")):
+        message["expiry_in_minutes"] = as_number(payload["expiry_in_minutes"])
+    attachments = [
+        {"content_type": a["content_type"], "file_name": a["file_name"], "base64": a["base64"]}
+        for a in payload.get("attachments") or ()
+    ]
+    if not attachments:
+        return [message]
+    bodies = [{**message, "attachment": attachments[0]}]
+    for n, attachment in enumerate(attachments[1:], start=2):
+        follow_up = {k: v for k, v in message.items() if k in ("api_key", "to", "from", "subject")}
+        # text is mandatory; a neutral text avoids repeating (possibly PHI) content
+        follow_up["text"] = f"Attachment {n} of {len(attachments)}"
+        bodies.append({**follow_up, "attachment": attachment})
+    return bodies
+
+
+def _accepted(response: requests.Response) -> SendResult:
+    body = json_body(response)
+    message_id, conversation_id = get_ci(body, "message_id"), get_ci(body, "conversation_id")
+    return SendResult(
+        Outcome.ACCEPTED,
+        remote_id=str(message_id) if message_id else None,
+        conversation_id=str(conversation_id) if conversation_id else None,
+        reason=str(get_ci(body, "status") or ""),
+    )
+
+
+def _address_problems(payload: Mapping[str, Any], *, needs_mobile: bool) -> list[Problem]:
+    problems = []
+    to = payload.get("to")
+    if isinstance(to, str) and to:
+        if needs_mobile and not _MOBILE_NUMBER.match(to):
+            problems.append(Problem("to", DATA_TYPE, "to must be a mobile number for SMS/non-Qliq"))
+        elif not needs_mobile and not (rules.is_email(to) or _QLIQ_ID.match(to)):
+            problems.append(Problem("to", DATA_TYPE, "to must be a member e-mail or a QliqID"))
+    sender = payload.get("from")
+    if isinstance(sender, str) and sender and not rules.is_email(sender):
+        problems.append(Problem("from", DATA_TYPE, "from must be a member's e-mail address"))
+    return problems
+
+
+def _recipient_status(recipient: Mapping[str, Any]) -> StatusUpdate:
+    who = recipient.get("to")
+    for key, state in (("read_at", "read"), ("delivered_at", "delivered")):
+        epoch = as_number(recipient.get(key))
+        if epoch is not None:
+            return StatusUpdate(state, at=datetime.fromtimestamp(epoch, UTC), recipient=who)
+    return StatusUpdate("pending", recipient=who)
