@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, CourierError
 
 # -- declarations -------------------------------------------------------------------------
 
@@ -84,7 +85,11 @@ class Field:
 
 @dataclass(frozen=True)
 class Spec:
-    """A table of fields; ``build`` (a frozen dataclass) receives the parsed values."""
+    """A table of fields; ``build`` (a frozen dataclass) receives the parsed values.
+
+    An ``obj`` field declared with ``default=None`` is an optional section: absent → None.
+    List fields run ``check`` on each item.
+    """
 
     name: str
     doc: str
@@ -240,7 +245,8 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _suggest(name: str, known: list[str]) -> str:
+def suggest(name: str, known: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name, or "" when none is close."""
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -249,7 +255,7 @@ def _parse_table(spec: Spec, data: Mapping[str, Any], prefix: str, ctx: _Context
     known = [f.name for f in spec.fields] + [f"{f.name}_file" for f in spec.fields if f.secret]
     for key in data:
         if key not in known:
-            ctx.problem(_join(prefix, key), f"unknown key{_suggest(key, known)}")
+            ctx.problem(_join(prefix, key), f"unknown key{suggest(key, known)}")
     values: dict[str, Any] = {}
     for f in spec.fields:
         values[f.name] = _parse_field(f, data, prefix, ctx)
@@ -257,10 +263,10 @@ def _parse_table(spec: Spec, data: Mapping[str, Any], prefix: str, ctx: _Context
         return MappingProxyType(values)
     try:
         return spec.build(**values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, CourierError):
         if not ctx.problems:
             raise
-        return None
+        return None  # the build choked on a value already reported as a problem
 
 
 def _parse_field(f: Field, data: Mapping[str, Any], prefix: str, ctx: _Context) -> Any:
@@ -272,7 +278,7 @@ def _parse_field(f: Field, data: Mapping[str, Any], prefix: str, ctx: _Context) 
     if f.name not in data:
         if f.required:
             ctx.problem(key, "missing required key")
-        if f.kind == "object":
+        if f.kind == "object" and not f.has_default:
             return _parse_table(f.spec, {}, key, ctx)
         if f.kind == "table":
             return _convert_table(f, {}, key, data, ctx)
@@ -280,10 +286,14 @@ def _parse_field(f: Field, data: Mapping[str, Any], prefix: str, ctx: _Context) 
             return ()
         return f.default if f.has_default else None
     value = _convert(f, data[f.name], key, data, ctx)
-    if value is not None and f.check is not None:
-        message = f.check(value)
-        if message:
-            ctx.problem(key, message)
+    return value if f.kind == "list" else _checked(f, value, key, ctx)
+
+
+def _checked(f: Field, value: Any, key: str, ctx: _Context) -> Any:
+    message = f.check(value) if value is not None and f.check is not None else None
+    if message:
+        ctx.problem(key, message)
+        return None
     return value
 
 
@@ -303,7 +313,9 @@ def _read_secret_file(name: Any, key: str, ctx: _Context) -> Secret | None:
 
 def _resolve_path(name: str, ctx: _Context) -> Path:
     file = Path(name).expanduser()
-    return file if file.is_absolute() or ctx.base_dir is None else ctx.base_dir / file
+    if file.is_absolute() or ctx.base_dir is None:
+        return file
+    return Path(os.path.normpath(ctx.base_dir / file))
 
 
 def _type_error(f: Field, value: Any, key: str, ctx: _Context) -> None:
@@ -347,8 +359,9 @@ def _convert(f: Field, value: Any, key: str, parent: Mapping[str, Any], ctx: _Co
 def _convert_list(f: Field, value: Any, key: str, ctx: _Context) -> tuple[Any, ...] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return _type_error(f, value, key, ctx)
-    items = (_interpolate(v, f, f"{key}[{i}]", ctx) for i, v in enumerate(value))
-    return tuple(_in_choices(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items))
+    items = [_interpolate(v, f, f"{key}[{i}]", ctx) for i, v in enumerate(value)]
+    items = [_in_choices(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items)]
+    return tuple(_checked(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items))
 
 
 def _convert_table(
@@ -365,7 +378,7 @@ def _convert_table(
 def _in_choices(f: Field, value: Any, key: str, ctx: _Context) -> Any:
     if value is not None and f.choices is not None and value not in f.choices:
         shown = ", ".join(repr(c) for c in f.choices)
-        ctx.problem(key, f"{value!r} is not one of {shown}{_suggest(str(value), list(f.choices))}")
+        ctx.problem(key, f"{value!r} is not one of {shown}{suggest(str(value), list(f.choices))}")
         return None
     return value
 
@@ -520,31 +533,32 @@ def locate_problems(problems: list[Problem], file: Path, text: str) -> list[Prob
 
 
 def _default_text(f: Field) -> str:
-    if not f.has_default:
+    if not f.has_default or f.default is None:
         return "required" if f.required else ""
-    if isinstance(f.default, bool):
-        return "`true`" if f.default else "`false`"
-    if isinstance(f.default, tuple):
-        return "`[" + ", ".join(_toml_scalar(v) for v in f.default) + "]`"
-    return f"`{_toml_scalar(f.default)}`"
+    return f"`{_toml_value(f.default)}`"
 
 
-def _toml_scalar(value: Any) -> str:
+def _toml_value(value: Any) -> str:
+    """``value`` written as it would be in the TOML file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return str(value)
 
 
 def _doc_cell(f: Field) -> str:
     notes = [f.doc]
     if f.choices:
-        notes.append("One of " + ", ".join(f"`{_toml_scalar(c)}`" for c in f.choices) + ".")
+        notes.append("One of " + ", ".join(f"`{_toml_value(c)}`" for c in f.choices) + ".")
     if f.min is not None or f.max is not None:
         notes.append(f"Range {_range(f)}.")
     if f.secret:
         notes.append(f"Secret: `${{ENV_VAR}}` or `{f.name}_file`.")
     if f.example is not _MISSING:
-        notes.append(f"Example: `{_toml_scalar(f.example)}`.")
+        notes.append(f"Example: `{_toml_value(f.example)}`.")
     return " ".join(n for n in notes if n).replace("|", "\\|")
 
 

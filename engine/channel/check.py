@@ -1,0 +1,165 @@
+"""``courier check`` and ``courier run``'s loading: every channel file, its mappings, and the
+rules that span files (two channels on one port, duplicate channel names).
+
+All problems are collected, each printed as ``file:line: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from engine.channel.config import Channel, Destination, parse_channel
+from engine.channel.endpoints import addresses_clash, listen_address
+from engine.channel.registry import payload_spec_for
+from engine.errors import ConfigError
+from engine.spec import Problem, Spec, SpecError, key_lines, locate, locate_problems, suggest
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    channel: Channel
+    lines: Mapping[tuple[str, ...], int]
+
+
+def channel_files(paths: Iterable[Path]) -> list[Path]:
+    """The ``*.toml`` files named by ``paths``: files as given, directories searched (sorted)."""
+    files: list[Path] = []
+    for given in paths:
+        files.extend(sorted(given.glob("*.toml")) if given.is_dir() else [given])
+    return files
+
+
+def check(
+    paths: list[Path], *, skip_env: bool, env: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Every problem in the channels (and their mappings) under ``paths``; [] when all is well.
+
+    ``skip_env`` neither resolves ``${VAR}`` nor reads ``*_file`` secrets, for CI machines
+    that do not have them.
+    """
+    resolved_env = None if skip_env else (os.environ if env is None else env)
+    return _load(paths, resolved_env)[1]
+
+
+def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) -> list[Channel]:
+    """The channels under ``paths`` for ``courier run``; raise :class:`SpecError` on any problem."""
+    channels, problems = _load(paths, os.environ if env is None else env)
+    if problems:
+        raise SpecError(problems)
+    return channels
+
+
+def _load(
+    paths: list[Path], env: Mapping[str, str] | None
+) -> tuple[list[Channel], list[Problem]]:
+    loaded: list[_Loaded] = []
+    problems: list[Problem] = []
+    for file in channel_files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(Problem("", f"cannot read channel file: {exc.strerror}", file))
+            continue
+        channel, found = parse_channel(file, text, env=env)
+        if channel is not None:
+            found += _mapping_problems(channel)
+            loaded.append(_Loaded(channel, key_lines(text)))
+        problems += locate_problems(found, file, text)
+    problems += _clashes(loaded)
+    return [entry.channel for entry in loaded], problems
+
+
+def _clashes(loaded: list[_Loaded]) -> list[Problem]:
+    """Two channels may not share a name, nor listen on the same port and interface."""
+    problems: list[Problem] = []
+    for i, entry in enumerate(loaded):
+        channel = entry.channel
+        for earlier in (e.channel for e in loaded[:i]):
+            if earlier.name == channel.name:
+                problems.append(Problem("name", f"channel {channel.name!r} is also defined in "
+                                        f"{earlier.file}", channel.file, locate(entry.lines, "name")))
+            mine, theirs = (listen_address(c.source.listen) for c in (channel, earlier))
+            if mine and theirs and addresses_clash(mine, theirs):
+                problems.append(Problem(
+                    "source.listen", f"port {mine[1]} is already used by channel "
+                    f"{earlier.name!r} ({earlier.file})", channel.file,
+                    locate(entry.lines, "source.listen"),
+                ))
+    return problems
+
+
+def _load_mapping_function() -> Any:
+    """``engine.mapping.load_mapping``, or None while that package does not provide it."""
+    try:
+        return importlib.import_module("engine.mapping").load_mapping
+    except (ImportError, AttributeError):
+        return None
+
+
+def _mapping_problems(channel: Channel) -> list[Problem]:
+    load_mapping = _load_mapping_function()
+    problems: list[Problem] = []
+    for i, destination in enumerate(channel.destinations):
+        key = f"destinations[{i}].mapping"
+        if not destination.mapping.is_file():
+            problems.append(Problem(key, f"mapping file {destination.mapping} not found"))
+            continue
+        if load_mapping is None:
+            continue
+        try:
+            mapping = load_mapping(destination.mapping)
+        except ConfigError as exc:
+            problems += [Problem(key, f"mapping does not load: {line}")
+                         for line in str(exc).splitlines() if line.strip()]
+            continue
+        problems += [Problem(key, message)
+                     for message in _fit_problems(mapping, destination, channel)]
+    return problems
+
+
+def _fit_problems(mapping: Any, destination: Destination, channel: Channel) -> list[str]:
+    """Does the mapping produce what this destination takes, for what this channel accepts?"""
+    output = getattr(mapping, "output", destination.type)
+    if output != destination.type:
+        return [f"the mapping produces {output!r} payloads but the destination type is "
+                f"{destination.type!r}"]
+    messages: list[str] = []
+    inputs = tuple(getattr(mapping, "input", ()))
+    accepted = channel.source.filter.message_types
+    if inputs and not any(_types_overlap(i, a) for i in inputs for a in accepted):
+        messages.append(f"the mapping handles {', '.join(inputs)} but the channel accepts only "
+                        f"{', '.join(accepted)}")
+    spec = payload_spec_for(destination.type)
+    keys = mapping.output_keys() if hasattr(mapping, "output_keys") else None
+    if spec is not None and keys is not None:
+        messages += payload_key_problems(keys, spec)
+    return messages
+
+
+def _types_overlap(mapping_input: str, accepted: str) -> bool:
+    return fnmatchcase(mapping_input, accepted) or fnmatchcase(accepted, mapping_input)
+
+
+def payload_key_problems(keys: Any, spec: Spec, prefix: str = "") -> list[str]:
+    """Compare a mapping's output keys with a payload spec: unknown keys, missing required ones.
+
+    ``keys`` is a mapping from key to its nested keys (or None for a plain value), or just an
+    iterable of top-level key names.
+    """
+    nested = keys if isinstance(keys, Mapping) else dict.fromkeys(keys)
+    known = [f.name for f in spec.fields]
+    messages = [f"output key {prefix}{k} is not a {spec.name} field{suggest(k, known)}"
+                for k in nested if k not in known]
+    messages += [f"the mapping does not produce required {spec.name} field {prefix}{f.name}"
+                 for f in spec.fields if f.required and f.name not in nested]
+    for f in spec.fields:
+        child = nested.get(f.name)
+        if f.spec is not None and child is not None:
+            messages += payload_key_problems(child, f.spec, f"{prefix}{f.name}.")
+    return messages

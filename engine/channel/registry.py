@@ -1,0 +1,44 @@
+"""Look up what a destination type declares, without importing every vendor at load time.
+
+``engine.destinations.REGISTRY`` maps a type (``qliq``) to its class, which declares
+``settings_spec`` and ``payload_spec``. Until that package exists (or for a type it does not
+know) these return None, and callers accept the table unchecked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from engine.spec import Spec
+
+DESTINATION_TYPES = ("conneqt", "kpn", "medallies", "qliq")
+
+
+def _registry() -> dict[str, Any]:
+    try:
+        module = importlib.import_module("engine.destinations")
+    except ImportError:
+        return {}
+    return getattr(module, "REGISTRY", {})
+
+
+def _spec(type_: str, attribute: str) -> Spec | None:
+    spec = getattr(_registry().get(type_), attribute, None)
+    return spec if isinstance(spec, Spec) else None
+
+
+def settings_spec_for(type_: str) -> Spec | None:
+    """The spec of a destination type's ``[destinations.settings]``, or None if unknown."""
+    return _spec(type_, "settings_spec")
+
+
+def payload_spec_for(type_: str) -> Spec | None:
+    """The spec of the payload a mapping must produce for this destination type, or None."""
+    return _spec(type_, "payload_spec")
+
+
+def settings_specs() -> dict[str, Spec]:
+    """Every known settings spec by destination type (the discriminator's variants)."""
+    found = {t: settings_spec_for(t) for t in DESTINATION_TYPES}
+    return {t: spec for t, spec in found.items() if spec is not None}
