@@ -198,8 +198,8 @@ class VendorSandbox:
         entry: dict[str, Any] = {"kind": kind, "url": url, "at": self.now()}
         self.state.webhooks.append(entry)
 
-        def done(result: tuple[int, bytes]) -> dict[str, Any]:
-            entry["status"] = result[0]
+        def done(status: int) -> dict[str, Any]:
+            entry["status"] = status
             return entry
 
         def failed(failure: Failure) -> dict[str, Any]:
