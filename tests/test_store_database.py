@@ -1,0 +1,385 @@
+"""The store's synchronous core on a real SQLite file: messages, queue, outbox, kv, schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import replace
+
+import pytest
+
+from engine.errors import StoreError
+from engine.store.base import DeliverySelection, Incoming
+from engine.store.crypto import Cipher
+from engine.store.database import Database
+from engine.store.schema import LATEST_VERSION, migrate, schema_version
+
+T0 = 1_700_000_000.0
+RAW = b"MSH|^~\\&|LIS|HOSP|COURIER|CLINIC|20240101||ORU^R01|C1|P|2.5\rPID|1||MRN123^^^HOSP||DOE^JANE"
+
+
+def incoming(**changes) -> Incoming:
+    """A stored-to-be ORU with two destinations; override any field."""
+    base = Incoming(
+        channel="lab",
+        raw=RAW,
+        sending_application="LIS",
+        sending_facility="HOSP",
+        control_id="C1",
+        message_type="ORU^R01",
+        received_at=T0,
+        peer="127.0.0.1:40000",
+        destinations=("qliq", "kpn"),
+    )
+    return replace(base, **changes)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db(tmp_path, key, clock):
+    database = Database.open(tmp_path / "var" / "engine.sqlite3", Cipher(key), clock=clock)
+    yield database
+    database.close()
+
+
+def receive(db: Database, message: Incoming):
+    with db.transaction():
+        return db.receive(message)
+
+
+# Opening, pragmas, schema -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("full", 2), ("normal", 1)])
+def test_durability_sets_the_synchronous_pragma_and_wal(tmp_path, key, durability, synchronous):
+    db = Database.open(tmp_path / "s.sqlite3", Cipher(key), durability=durability)
+    try:
+        assert db.connection.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+        assert db.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_opening_with_the_wrong_key_fails_at_open(tmp_path, key):
+    path = tmp_path / "s.sqlite3"
+    Database.open(path, Cipher(key)).close()
+    with pytest.raises(StoreError, match="key does not fit"):
+        Database.open(path, Cipher(os.urandom(32)))
+    Database.open(path, Cipher(key)).close()
+
+
+def test_database_at_version_1_is_migrated_and_keeps_its_rows(tmp_path, key):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=1) == 1
+    conn.execute(
+        "INSERT INTO messages (channel, sending_application, sending_facility, control_id,"
+        " message_type, body_sha256, received_at, peer, state, ack_code, application_ack,"
+        " raw_enc) VALUES ('lab', 'LIS', 'HOSP', 'OLD1', 'ORU^R01', x'00', 1.0, 'p',"
+        " 'RECEIVED', 'AA', '', ?)",
+        (Cipher(key).encrypt(b"old body"),),
+    )
+    assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone()
+    conn.close()
+
+    db = Database.open(path, Cipher(key))
+    try:
+        assert schema_version(db.connection) == LATEST_VERSION > 1
+        assert db.get_message("OLD1", with_body=True).raw == b"old body"
+        with db.transaction():
+            db.outbox_add("lab", "tcp:127.0.0.1:2575", b"ACK", "C9")
+            db.kv_put("qliq", "conversation", b"c-1")
+        assert db.kv_get("qliq", "conversation") == b"c-1"
+    finally:
+        db.close()
+
+
+def test_a_newer_schema_than_this_code_is_refused(tmp_path, key):
+    path = tmp_path / "new.sqlite3"
+    Database.open(path, Cipher(key)).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE schema_version SET version = ?", (LATEST_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Database.open(path, Cipher(key))
+
+
+def test_read_only_connection_cannot_write(tmp_path, key):
+    path = tmp_path / "s.sqlite3"
+    Database.open(path, Cipher(key)).close()
+    reader = Database.open(path, Cipher(key), readonly=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"), reader.transaction():
+            reader.receive(incoming())
+    finally:
+        reader.close()
+
+
+# Messages -------------------------------------------------------------------------------
+
+
+def test_receive_stores_the_message_and_one_queued_delivery_per_destination(db):
+    receipt = receive(db, incoming(ack_code="CA", application_ack="AL"))
+    assert receipt.duplicate is False and receipt.ack_code == "CA"
+    message = db.get_message(receipt.message_id, with_body=True)
+    assert message.raw == RAW
+    assert (message.control_id, message.state, message.application_ack) == ("C1", "RECEIVED", "AL")
+    deliveries = db.list_deliveries()
+    assert sorted(d.destination for d in deliveries) == ["kpn", "qliq"]
+    assert {d.state for d in deliveries} == {"QUEUED"}
+    assert {d.message_id for d in deliveries} == {receipt.message_id}
+
+
+def test_raw_hl7_is_encrypted_in_the_file_but_control_id_is_clear(tmp_path, key):
+    path = tmp_path / "s.sqlite3"
+    db = Database.open(path, Cipher(key))
+    receive(db, incoming(control_id="CTRL-CLEAR-42"))
+    with db.transaction():
+        db.kv_put("kpn", "token", b"TOKEN-SECRET-XYZ")
+    db.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"CTRL-CLEAR-42" in on_disk
+    assert b"DOE^JANE" not in on_disk and b"MRN123" not in on_disk
+    assert b"TOKEN-SECRET-XYZ" not in on_disk
+
+
+def test_duplicate_gets_the_same_ack_no_new_message_and_is_counted(db, clock):
+    first = receive(db, incoming(ack_code="CA"))
+    clock.now = T0 + 60
+    again = receive(db, incoming(received_at=T0 + 60, ack_code="AA", peer="127.0.0.1:40001"))
+    assert again.duplicate is True
+    assert again.message_id == first.message_id
+    assert again.ack_code == "CA"
+    assert len(db.list_messages()) == 1
+    assert len(db.list_deliveries()) == 2
+    assert db.get_message(first.message_id).duplicates == 1
+    assert [e.kind for e in db.timeline("C1") if e.delivery_id is None] == [
+        "received",
+        "duplicate",
+    ]
+
+
+def test_same_control_id_with_another_body_is_a_new_message_and_warns(db, caplog):
+    first = receive(db, incoming())
+    with caplog.at_level(logging.WARNING, logger="engine.store.database"):
+        second = receive(db, incoming(raw=RAW.replace(b"DOE^JANE", b"ROE^RICHARD")))
+    assert second.duplicate is False and second.message_id != first.message_id
+    assert len(db.list_deliveries()) == 4
+    (record,) = caplog.records
+    assert "C1" in record.getMessage() and "lab" in record.getMessage()
+    assert "ROE" not in record.getMessage() and "MRN" not in record.getMessage()
+
+
+def test_resend_after_the_duplicate_window_is_a_new_message(tmp_path, key):
+    db = Database.open(tmp_path / "s.sqlite3", Cipher(key), duplicate_window_s=3600)
+    try:
+        first = receive(db, incoming())
+        later = receive(db, incoming(received_at=T0 + 3601))
+        assert later.duplicate is False and later.message_id != first.message_id
+    finally:
+        db.close()
+
+
+def test_duplicate_check_is_per_channel_and_sender(db):
+    first = receive(db, incoming())
+    other_channel = receive(db, incoming(channel="rad"))
+    other_facility = receive(db, incoming(sending_facility="CLINIC2"))
+    ids = {first.message_id, other_channel.message_id, other_facility.message_id}
+    assert len(ids) == 3
+
+
+def test_unknown_message_state_is_refused(db):
+    with pytest.raises(ValueError, match="state"):
+        receive(db, incoming(state="BOGUS"))
+    assert db.list_messages() == []
+
+
+def test_receive_many_stores_a_batch_in_one_transaction(db):
+    batch = [incoming(control_id=f"B{i}") for i in range(3)]
+    commits = db.commits
+    with db.transaction():
+        receipts = db.receive_many(batch)
+    assert db.commits == commits + 1
+    assert [db.get_message(r.message_id).control_id for r in receipts] == ["B0", "B1", "B2"]
+
+
+def test_list_messages_filters_and_limits_newest_first(db):
+    receive(db, incoming(control_id="A", channel="lab"))
+    receive(db, incoming(control_id="B", channel="rad", received_at=T0 + 10))
+    receive(db, incoming(control_id="C", channel="lab", state="FILTERED", received_at=T0 + 20))
+    assert [m.control_id for m in db.list_messages()] == ["C", "B", "A"]
+    assert [m.control_id for m in db.list_messages(channel="lab")] == ["C", "A"]
+    assert [m.control_id for m in db.list_messages(state="FILTERED")] == ["C"]
+    assert [m.control_id for m in db.list_messages(since=T0 + 5)] == ["C", "B"]
+    assert [m.control_id for m in db.list_messages(limit=1)] == ["C"]
+    assert db.list_messages()[0].raw is None
+    assert db.get_message("nope") is None
+
+
+# Deliveries -----------------------------------------------------------------------------
+
+
+def test_claim_leases_due_deliveries_of_one_destination(db):
+    receive(db, incoming(control_id="A"))
+    receive(db, incoming(control_id="B"))
+    with db.transaction():
+        claimed = db.claim_due("qliq", T0, limit=1, lease_s=30)
+    (d,) = claimed
+    assert (d.destination, d.control_id, d.state, d.attempts) == ("qliq", "A", "SENDING", 1)
+    assert d.lease_until == T0 + 30
+    assert d.raw == RAW
+    with db.transaction():
+        rest = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        assert [x.control_id for x in rest] == ["B"]
+        assert db.claim_due("qliq", T0, limit=10, lease_s=30) == []
+    assert {x.state for x in db.list_deliveries(destination="kpn")} == {"QUEUED"}
+
+
+def test_expired_leases_are_recovered_and_claimed_again(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        assert db.recover_leases(T0 + 29) == 0
+        assert db.recover_leases(T0 + 31) == 1
+        (again,) = db.claim_due("qliq", T0 + 31, limit=10, lease_s=30)
+    assert again.id == d.id and again.attempts == 2
+    assert "lease_expired" in [e.kind for e in db.timeline("C1")]
+
+
+def test_retry_waits_until_next_attempt_and_keeps_the_error(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_retry(d.id, T0 + 60, "HTTP 503 from vendor")
+        assert db.claim_due("qliq", T0 + 59, limit=10, lease_s=30) == []
+        (again,) = db.claim_due("qliq", T0 + 60, limit=10, lease_s=30)
+    assert again.last_error == "HTTP 503 from vendor"
+    assert again.attempts == 2
+
+
+def test_dead_letter_is_not_claimed_until_requeued(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_error(d.id, "vendor rejected: unknown recipient")
+        assert db.claim_due("qliq", T0 + 3600, limit=10, lease_s=30) == []
+    assert db.get_delivery(d.id).state == "ERROR"
+    with db.transaction():
+        assert db.requeue(DeliverySelection(destination="qliq", state="ERROR")) == 1
+        (again,) = db.claim_due("qliq", T0 + 3600, limit=10, lease_s=30)
+    assert again.attempts == 1
+    kinds = [e.kind for e in db.timeline("C1") if e.delivery_id == d.id]
+    assert kinds == ["queued", "claimed", "error", "requeued", "claimed"]
+
+
+def test_requeue_skips_deliveries_in_flight_and_refuses_an_empty_selection(db):
+    receive(db, incoming(destinations=("qliq", "kpn")))
+    with db.transaction():
+        (sending,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        assert db.requeue(DeliverySelection(channel="lab")) == 0
+        with pytest.raises(ValueError, match="not all"):
+            db.requeue(DeliverySelection())
+    assert db.get_delivery(sending.id).state == "SENDING"
+
+
+def test_sent_then_delivered_then_read(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_sent(d.id, "remote-77", "202 Accepted")
+        db.set_state(d.id, "DELIVERED", "delivered to device")
+        db.set_state(d.id, "READ")
+    stored = db.get_delivery(d.id)
+    assert (stored.state, stored.remote_id, stored.lease_until) == ("READ", "remote-77", None)
+    events = [(e.kind, e.state, e.detail) for e in db.timeline("C1") if e.delivery_id == d.id]
+    assert events[-3:] == [
+        ("sent", "SENT", "202 Accepted"),
+        ("status", "DELIVERED", "delivered to device"),
+        ("status", "READ", ""),
+    ]
+
+
+def test_state_changes_on_unknown_deliveries_or_states_fail(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with pytest.raises(StoreError, match="no delivery 999"), db.transaction():
+        db.mark_sent(999, "r")
+    with pytest.raises(ValueError, match="unknown delivery state"), db.transaction():
+        db.set_state(1, "LOST")
+
+
+def test_cancel_stops_queued_deliveries_only(db):
+    receive(db, incoming(destinations=("qliq", "kpn")))
+    with db.transaction():
+        (sending,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        assert db.cancel(DeliverySelection(channel="lab")) == 1
+        assert db.claim_due("kpn", T0, limit=10, lease_s=30) == []
+    states = {d.destination: d.state for d in db.list_deliveries()}
+    assert states == {"qliq": "SENDING", "kpn": "CANCELLED"}
+
+
+def test_list_deliveries_filters(db):
+    receive(db, incoming(control_id="A", destinations=("qliq", "kpn")))
+    receive(db, incoming(control_id="B", channel="rad", destinations=("qliq",)))
+    assert len(db.list_deliveries(destination="qliq")) == 2
+    assert [d.control_id for d in db.list_deliveries(channel="rad")] == ["B"]
+    assert len(db.list_deliveries(state="QUEUED", limit=2)) == 2
+    assert db.list_deliveries(state="SENT") == []
+    assert db.list_deliveries()[0].raw is None
+    assert db.get_delivery(12345) is None
+
+
+# Outbox and key/value -------------------------------------------------------------------
+
+
+def test_outbox_keeps_order_per_channel_even_while_the_head_retries(db):
+    with db.transaction():
+        first = db.outbox_add("lab", "tcp:127.0.0.1:2575", b"ACK-1", "S1")
+        second = db.outbox_add("lab", "tcp:127.0.0.1:2575", b"ACK-2", "S2")
+        third = db.outbox_add("lab", "tcp:127.0.0.1:2575", b"ACK-3", "S3")
+        other = db.outbox_add("rad", "tcp:127.0.0.1:2576", b"ACK-R", "R1")
+    head = db.outbox_next("lab", T0)
+    assert (head.id, head.seq, head.payload, head.state) == (first, 1, b"ACK-1", "PENDING")
+    assert db.outbox_next("rad", T0).seq == 1 and db.outbox_next("rad", T0).id == other
+
+    with db.transaction():
+        db.outbox_retry(first, T0 + 30, "connection refused")
+    assert db.outbox_next("lab", T0 + 29) is None
+    assert db.outbox_next("lab", T0 + 30).attempts == 1
+
+    with db.transaction():
+        db.outbox_done(first)
+    assert db.outbox_next("lab", T0).id == second
+    with db.transaction():
+        db.outbox_error(second, "peer answered AR")
+    assert db.outbox_next("lab", T0).id == third
+    with pytest.raises(StoreError, match="no outbox item"), db.transaction():
+        db.outbox_done(999)
+
+
+def test_kv_round_trip_and_overwrite(db):
+    assert db.kv_get("qliq", "conv:MRN1") is None
+    with db.transaction():
+        db.kv_put("qliq", "conv:MRN1", b"conversation-1")
+    assert db.kv_get("qliq", "conv:MRN1") == b"conversation-1"
+    with db.transaction():
+        db.kv_put("qliq", "conv:MRN1", b"conversation-2")
+    assert db.kv_get("qliq", "conv:MRN1") == b"conversation-2"
+    assert db.kv_get("kpn", "conv:MRN1") is None
