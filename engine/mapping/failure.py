@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from engine.message.path import Path
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class MappingFailure(Exception):
     """A required field is missing or a value is invalid, so the message is refused.
 
@@ -15,6 +15,9 @@ class MappingFailure(Exception):
     103 table value not found) for ERR-3, ``location`` the HL7 position for ERR-2, ``text``
     a readable reason that names the field but never its content (it may be PHI), and ``key``
     the payload key being built (``attachments[0].content``).
+
+    Not ``frozen``: Python assigns ``__traceback__`` on exceptions as they propagate through
+    context managers, which a frozen dataclass refuses (FrozenInstanceError).
     """
 
     code: int
