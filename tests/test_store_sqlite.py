@@ -1,0 +1,145 @@
+"""SQLiteStore through the running reactor: commit before fire, group commit, reads."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from twisted.internet import defer
+
+from engine.errors import StoreError
+from engine.store.base import DeliverySelection
+from engine.store.crypto import Cipher
+from engine.store.sqlite import SQLiteStore
+from tests.conftest import on_reactor
+from tests.test_store_database import RAW, T0, incoming
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "var" / "engine.sqlite3"
+
+
+@pytest.fixture
+def store(reactor, path):
+    s = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal")
+    on_reactor(s.start)
+    yield s
+    on_reactor(s.close)
+
+
+def count_rows(path, table: str) -> int:
+    """Through a separate connection: only committed rows are visible."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_message_is_committed_before_the_deferred_fires(store, path):
+    seen = on_reactor(
+        lambda: store.receive(incoming()).addCallback(
+            lambda receipt: (receipt, count_rows(path, "messages"), count_rows(path, "deliveries"))
+        )
+    )
+    receipt, messages, deliveries = seen
+    assert receipt.duplicate is False
+    assert (messages, deliveries) == (1, 2)
+
+
+def test_concurrent_receives_share_commits(store):
+    def receive_200():
+        before = store.commits
+        ds = [store.receive(incoming(control_id=f"G{i}")) for i in range(200)]
+        return defer.gatherResults(ds).addCallback(lambda r: (r, store.commits - before))
+
+    receipts, commits = on_reactor(receive_200)
+    assert len({r.message_id for r in receipts}) == 200
+    assert 1 <= commits <= 20
+
+
+def test_a_failing_operation_fails_only_its_own_deferred(store):
+    def three_writes():
+        ds = [
+            store.receive(incoming(control_id="OK1")),
+            store.mark_sent(424242, "remote"),
+            store.receive(incoming(control_id="OK2")),
+        ]
+        return defer.DeferredList(ds, consumeErrors=True)
+
+    (ok1, r1), (ok2, r2), (ok3, r3) = on_reactor(three_writes)
+    assert ok1 and ok3 and not ok2
+    assert r2.check(StoreError)
+    stored = on_reactor(store.list_messages)
+    assert sorted(m.control_id for m in stored) == ["OK1", "OK2"]
+
+
+def test_duplicate_answers_with_the_original_ack_code(store):
+    first = on_reactor(store.receive, incoming(ack_code="CA"))
+    again = on_reactor(store.receive, incoming(ack_code="AA"))
+    assert again.duplicate and again.message_id == first.message_id and again.ack_code == "CA"
+    assert len(on_reactor(store.list_deliveries)) == 2
+
+
+def test_queue_round_trip_through_the_reactor(store):
+    on_reactor(store.receive_many, [incoming(control_id="Q1"), incoming(control_id="Q2")])
+    claimed = on_reactor(store.claim_due, "qliq", T0, 10, 30.0)
+    assert [d.control_id for d in claimed] == ["Q1", "Q2"]
+    assert claimed[0].raw == RAW
+    on_reactor(store.mark_sent, claimed[0].id, "r-1")
+    on_reactor(store.mark_retry, claimed[1].id, T0 + 5, "timeout")
+    on_reactor(store.set_state, claimed[0].id, "DELIVERED", "")
+    assert on_reactor(store.get_delivery, claimed[0].id).state == "DELIVERED"
+    on_reactor(store.mark_error, claimed[1].id, "gave up")
+    assert on_reactor(store.requeue, DeliverySelection(ids=(claimed[1].id,))) == 1
+    assert on_reactor(store.cancel, DeliverySelection(ids=(claimed[1].id,))) == 1
+    assert on_reactor(store.recover_leases, T0 + 3600) == 0
+    kinds = [e.kind for e in on_reactor(store.timeline, "Q2") if e.delivery_id == claimed[1].id]
+    assert kinds == ["queued", "claimed", "retry", "error", "requeued", "cancelled"]
+    assert on_reactor(store.get_message, "Q2", True).raw == RAW
+
+
+def test_outbox_and_kv_through_the_reactor(store, reactor):
+    first = on_reactor(store.outbox_add, "lab", "tcp:127.0.0.1:2575", b"ACK-1", "S1")
+    on_reactor(store.outbox_add, "lab", "tcp:127.0.0.1:2575", b"ACK-2", "S2")
+    now = reactor.seconds()
+    assert on_reactor(store.outbox_next, "lab", now).id == first
+    on_reactor(store.outbox_retry, first, now + 60, "refused")
+    assert on_reactor(store.outbox_next, "lab", now) is None
+    on_reactor(store.outbox_done, first)
+    assert on_reactor(store.outbox_next, "lab", now).payload == b"ACK-2"
+    on_reactor(store.kv_put, "kpn", "token", b"t-1")
+    assert on_reactor(store.kv_get, "kpn", "token") == b"t-1"
+
+
+def test_close_finishes_queued_writes_and_reopens_with_the_same_key(reactor, path):
+    cipher = Cipher(os.urandom(32))
+    store = SQLiteStore(path, reactor=reactor, cipher=cipher)
+    on_reactor(store.start)
+
+    def write_then_close():
+        ds = [store.receive(incoming(control_id=f"W{i}")) for i in range(20)]
+        return store.close().addCallback(lambda _: defer.gatherResults(ds))
+
+    assert len(on_reactor(write_then_close)) == 20
+    assert count_rows(path, "messages") == 20
+    with pytest.raises(StoreError, match="not running"):
+        on_reactor(store.receive, incoming())
+
+    reopened = SQLiteStore(path, reactor=reactor, cipher=cipher)
+    on_reactor(reopened.start)
+    try:
+        assert len(on_reactor(reopened.list_messages, None, None, None, 100)) == 20
+    finally:
+        on_reactor(reopened.close)
+
+
+def test_start_with_the_wrong_key_fails(reactor, path):
+    first = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    on_reactor(first.start)
+    on_reactor(first.close)
+    wrong = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    with pytest.raises(StoreError, match="key does not fit"):
+        on_reactor(wrong.start)
