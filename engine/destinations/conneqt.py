@@ -41,6 +41,7 @@ from engine.destinations.base import (
 from engine.destinations.http import ErrorDescription, HttpDestination, get_ci, http_settings_spec
 from engine.destinations.http import json_body as read_json
 from engine.destinations.payload import DATA_TYPE, TOO_LONG, as_number, check_payload, is_blank
+from engine.mapping.checks import nhs_number_problem
 from engine.spec import Spec, number, objects, string
 
 MESSAGE_TYPE = "ToolbarInstantMessage"
@@ -124,8 +125,8 @@ class ConneqtDestination(HttpDestination):
     def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
         problems = check_payload(PAYLOAD_SPEC, payload)
         nhs_number = payload.get("nhsNumber")
-        if isinstance(nhs_number, str) and nhs_number and not rules.is_nhs_number(nhs_number):
-            problems.append(Problem("nhsNumber", DATA_TYPE, "nhsNumber fails the Modulus 11 check"))
+        if isinstance(nhs_number, str) and nhs_number and (why := nhs_number_problem(nhs_number)):
+            problems.append(Problem("nhsNumber", DATA_TYPE, f"nhsNumber: {why}"))
         recipient = payload.get("recipientId")
         if isinstance(recipient, str) and recipient and not _ODS_CODE.match(recipient):
             problems.append(

@@ -106,7 +106,9 @@ class RedirectReceiver:
         self._code: str | None = None
         self._error: str | None = None
         self._server = HTTPServer(("127.0.0.1", port), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property

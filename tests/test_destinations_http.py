@@ -1,0 +1,240 @@
+"""HTTP classification shared by all destinations, over a real loopback HTTP server.
+
+:class:`ScriptedServer` is a tiny stand-in vendor: it answers each request with the next
+scripted response and records what it received. The vendor sandboxes test vendor behaviour;
+this server tests our classification of answers no sandbox may produce on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from engine.destinations import MedAlliesDestination, Outcome
+from engine.destinations.http import retry_after_seconds
+from engine.spec import parse
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict/list → JSON, str/bytes → as is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ScriptedServer:
+    """A real HTTP server on 127.0.0.1 that plays back :class:`Reply` objects in order."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.received: list[Received] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                server.received.append(
+                    Received(self.command, self.path, dict(self.headers.items()), body)
+                )
+                reply = server.replies.pop(0) if server.replies else Reply(200, {})
+                time.sleep(reply.delay_s)
+                payload = reply.body
+                if isinstance(payload, dict | list):
+                    payload = json.dumps(payload)
+                data = payload.encode() if isinstance(payload, str) else payload or b""
+                self.send_response(reply.status)
+                headers = {"Content-Type": "application/json", **reply.headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def reply(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    yield scripted
+    scripted.close()
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def make_settings(cls: type, table: dict[str, Any]) -> Any:
+    """Parse a settings table with the destination's own spec, as a channel file would be."""
+    settings, problems = parse(cls.settings_spec, table, env={})
+    assert problems == []
+    return settings
+
+
+def medallies(base_url: str, session: requests.Session, **extra: Any) -> MedAlliesDestination:
+    settings = make_settings(
+        MedAlliesDestination,
+        {"base_url": base_url, "username": "edge", "password": "pw",
+         "from_direct_address": "lab@direct.example.org", **extra},
+    )
+    return MedAlliesDestination(settings, session)
+
+
+PAYLOAD = {
+    "toDirectAddress": "smith@direct.example.org",
+    "emailAttachmentList": [
+        {"attachmentClass": "application/pdf", "attachmentContent": "JVBERi0=",
+         "attachmentTitle": "Report"},
+    ],
+}
+
+
+def send(server: ScriptedServer, session: requests.Session, *replies: Reply, **settings: Any):
+    server.reply(*replies)
+    return medallies(server.base_url, session, **settings).send(PAYLOAD, idempotency_key="m1:d")
+
+
+# -- Retry-After -------------------------------------------------------------------------
+
+
+def test_retry_after_in_seconds():
+    assert retry_after_seconds("120") == 120.0
+
+
+def test_retry_after_as_http_date():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=90), usegmt=True)
+    assert retry_after_seconds(header, now) == 90.0
+
+
+def test_retry_after_in_the_past_means_now():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0
+
+
+@pytest.mark.parametrize("header", [None, "", "soon", "-5"])
+def test_retry_after_absent_or_unreadable(header):
+    assert retry_after_seconds(header) is None
+
+
+# -- classification over a real socket ---------------------------------------------------
+
+
+def test_2xx_is_accepted(server, session):
+    result = send(server, session, Reply(200, {"messageId": "x", "status": "SUCCESS",
+                                               "transactionId": "t-1"}))
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.http_status == 200
+    assert result.vendor_ids["transactionId"] == "t-1"
+
+
+def test_429_is_retried_after_the_vendors_delay(server, session):
+    result = send(server, session, Reply(429, {"message": "slow down"}, {"Retry-After": "7"}))
+    assert result.outcome is Outcome.RETRY
+    assert result.retry_after_s == 7.0
+    assert result.http_status == 429
+
+
+def test_503_honours_an_http_date_retry_after(server, session):
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    result = send(server, session, Reply(503, "", {"Retry-After": later}))
+    assert result.outcome is Outcome.RETRY
+    assert 50 < result.retry_after_s <= 60
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503])
+def test_transient_statuses_are_retried(server, session, status):
+    result = send(server, session, Reply(status, {}))
+    assert result.outcome is Outcome.RETRY
+    assert result.retry_after_s is None
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 405, 412])
+def test_other_4xx_are_rejected_with_the_vendors_reason(server, session, status):
+    result = send(server, session, Reply(status, {"message": "toDirectAddress unknown"}))
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason == f"HTTP {status}: toDirectAddress unknown"
+
+
+def test_401_is_an_auth_failure_not_a_rejection(server, session):
+    result = send(server, session, Reply(401, {"message": "bad key"}))
+    assert result.outcome is Outcome.AUTH_FAILED
+    assert "MedAllies credentials rejected" in result.reason
+
+
+def test_a_redirect_is_not_followed_and_retried(server, session):
+    result = send(server, session, Reply(302, "", {"Location": "/elsewhere"}))
+    assert result.outcome is Outcome.RETRY
+    assert [r.path for r in server.received] == ["/dirmsg/send_ccda"]
+
+
+def test_a_read_timeout_is_retried(server, session):
+    result = send(server, session, Reply(200, {}, delay_s=1.0), read_timeout_s=0.2)
+    assert result.outcome is Outcome.RETRY
+    assert result.reason == "medallies: timed out"
+
+
+def test_connection_refused_is_retried_without_leaking_the_url(session):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = medallies(f"http://127.0.0.1:{port}", session).send(PAYLOAD, idempotency_key="k")
+    assert result.outcome is Outcome.RETRY
+    assert result.reason == "medallies: ConnectionError"
+
+
+def test_the_ca_file_setting_is_used_for_https(tmp_path, session):
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("")
+    destination = medallies("https://127.0.0.1:1", session, ca_file=str(ca_file))
+    assert destination.verify == str(ca_file)
+    assert medallies("https://127.0.0.1:1", session).verify is True
