@@ -10,7 +10,10 @@ import pytest
 
 from engine.destinations import ConneqtDestination, DestinationError, Outcome, StaticToken
 from engine.destinations.base import message_uuid
-from tests.test_destinations_http import Reply, make_settings, server, session  # noqa: F401
+from tests import test_destinations_http as loopback
+from tests.test_destinations_http import Reply, make_settings
+
+server, session = loopback.server, loopback.session  # the loopback fixtures
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 PDF = base64.b64encode(b"%PDF-1.4 result").decode()
@@ -244,7 +247,7 @@ def test_a_refused_access_code_raises(server, session):
     ("PENDING", "pending"), ("COMPLETED", "delivered"), ("REJECTED", "failed"),
     ("EXPIRED", "expired"),
 ])
-def test_check_status_normalises_states(server, session, vendor, state, ):
+def test_check_status_normalises_states(server, session, vendor, state):
     server.reply(Reply(200, {"status": vendor, "subStatus": "Failed instant message import"}))
     [update] = destination(server.base_url, session).check_status("abc")
     assert update.state == state
