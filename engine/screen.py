@@ -1,0 +1,97 @@
+"""The checks a message passes *before* it is stored and ACKed.
+
+In order: the channel's accept filter, optional hl7apy validation, then every destination's
+mapping and the vendor's pre-flight rules. Anything that fails becomes an HL7 refusal
+(:class:`engine.source.Refused`) naming the HL7 location and the table-0357 code, so a
+message the vendor would reject never enters the queue.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+
+from engine.channel.config import Channel
+from engine.channel.filter import evaluate
+from engine.destinations.base import Destination
+from engine.mapping import Mapping, MappingFailure
+from engine.message import Message, Path
+from engine.message.ack import AckError
+from engine.source import Accepted, Refused
+
+
+@dataclass(frozen=True)
+class Route:
+    """One destination of a channel with what it takes to dry-run it."""
+
+    name: str
+    mapping: Mapping
+    destination: Destination
+
+
+Validator = Callable[[Message], "defer.Deferred[list[AckError]]"]
+"""hl7apy validation, run off the reactor thread; an empty list means valid."""
+
+
+def mapping_context(channel: str, destination: str) -> dict[str, str]:
+    """Values a mapping reads that are not in the message (for uuid5 ids and templates)."""
+    return {"channel": channel, "destination": destination}
+
+
+class Screen:
+    """``check(message)`` for :class:`engine.source.Source`."""
+
+    def __init__(self, channel: Channel, routes: Sequence[Route], validator: Validator | None = None):
+        self.channel = channel
+        self.routes = tuple(routes)
+        self.validator = validator
+
+    def __call__(self, message: Message) -> Accepted | defer.Deferred[Accepted]:
+        verdict = evaluate(self.channel.source.filter, message)
+        if verdict.outcome == "rejected":
+            raise Refused(AckError(verdict.code or 207, verdict.text, _path(verdict.location)))
+        if verdict.outcome == "filtered":
+            return Accepted((), "FILTERED")
+        if self.validator is None:
+            return self._dry_run(message)
+        d = self.validator(message)
+        d.addCallback(self._validated, message)
+        return d
+
+    def _validated(self, problems: list[AckError], message: Message) -> Accepted:
+        if problems:
+            raise Refused(problems[0])
+        return self._dry_run(message)
+
+    def _dry_run(self, message: Message) -> Accepted:
+        names = []
+        for route in self.routes:
+            if not route.mapping.accepts(message):
+                continue
+            payload = self.payload(route, message)
+            problems = route.destination.validate(payload)
+            if problems:
+                problem = problems[0]
+                raise Refused(AckError(problem.code, f"{route.name}: {problem.text}", None))
+            names.append(route.name)
+        if not names:
+            raise Refused(AckError(207, "no destination of this channel takes this message type"))
+        return Accepted(tuple(names))
+
+    def payload(self, route: Route, message: Message) -> dict[str, Any]:
+        """The mapped payload; a mapping failure is a refusal naming the HL7 location."""
+        try:
+            return route.mapping.apply(message, context=mapping_context(self.channel.name, route.name))
+        except MappingFailure as failure:
+            raise Refused(
+                AckError(failure.code, f"{route.name}: {failure.text}", failure.location)
+            ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _path(location: str | None) -> Path | None:
+    return Path.parse(location) if location else None

@@ -1,0 +1,104 @@
+"""Assemble the running engine: one service per channel, under one parent service.
+
+For each channel: its destinations (mapping + vendor client), the :class:`Screen` of checks,
+the :class:`Source`, and the MLLP listener (TLS-wrapped when the channel asks). The
+delivery queues and status reporting hang off the same channel service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import requests
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import serverFromString
+
+from engine.channel.config import Channel
+from engine.destinations import REGISTRY
+from engine.mapping import load_mapping
+from engine.message import Message
+from engine.message.ack import AckError
+from engine.mllp.server import Limits, MLLPServerFactory
+from engine.screen import Route, Screen, Validator
+from engine.source import Source
+from engine.store import Store
+from engine.tls import TLSSettings, wrap_server_factory
+
+
+def limits(channel: Channel) -> Limits:
+    source = channel.source
+    return Limits(
+        max_message_bytes=source.max_message_bytes,
+        idle_timeout_s=source.idle_timeout_s,
+        frame_timeout_s=source.frame_timeout_s,
+        max_connections=source.max_connections,
+        max_pending_frames=source.max_pending_frames,
+        mllp_release2=source.mllp_release2,
+    )
+
+
+def routes(channel: Channel, clock: Callable[[], float]) -> list[Route]:
+    """Each destination with its compiled mapping and a vendor client on its own HTTP session."""
+    return [
+        Route(
+            destination.name,
+            load_mapping(destination.mapping),
+            REGISTRY[destination.type](destination.settings, requests.Session(), clock=clock),
+        )
+        for destination in channel.destinations
+    ]
+
+
+def hl7apy_validator(reactor, level: str, version: str | None) -> Validator:
+    """hl7apy validation (tens of milliseconds a message) in the reactor's thread pool."""
+    from engine.channel.validation import validate
+
+    def run(message: Message) -> defer.Deferred[list[AckError]]:
+        return threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), validate, message.text, level, version
+        )
+
+    return run
+
+
+def build_source(reactor, channel: Channel, store: Store, channel_routes: Sequence[Route]) -> Source:
+    validation = channel.source.validation
+    validator = None
+    if validation.level != "off":
+        validator = hl7apy_validator(reactor, validation.level, validation.version)
+    return Source(
+        channel.name,
+        store,
+        reactor,
+        Screen(channel, channel_routes, validator),
+        charset=channel.source.charset,
+        force_charset=channel.source.force_charset,
+        ack_mode=channel.ack.mode,
+        reject_duplicates=channel.ack.duplicates == "reject",
+    )
+
+
+def build_listener(reactor, channel: Channel, source: Source) -> StreamServerEndpointService:
+    factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
+    tls = channel.source.tls
+    served = factory
+    if tls is not None:
+        settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
+        served = wrap_server_factory(factory, settings)
+    service = StreamServerEndpointService(serverFromString(reactor, channel.source.listen), served)
+    service.setName(f"{channel.name}/listener")
+    return service
+
+
+def build_engine(reactor, channels: Sequence[Channel], store: Store) -> MultiService:
+    """One MultiService holding every enabled channel's listener."""
+    engine = MultiService()
+    for channel in channels:
+        if not channel.enabled:
+            continue
+        channel_routes = routes(channel, reactor.seconds)
+        source = build_source(reactor, channel, store, channel_routes)
+        build_listener(reactor, channel, source).setServiceParent(engine)
+    return engine

@@ -1,0 +1,236 @@
+"""A channel source over real sockets with a real store: what is ACKed, when, and how."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from twisted.internet import defer
+
+from engine.errors import StoreError
+from engine.message import Message
+from engine.message.ack import AckError
+from engine.source import Accepted, Refused, Source
+from tests.conftest import on_reactor
+from tests.support.engine import listen, open_store
+from tests.support.mllp import BlockingClient
+
+ORU = (
+    b"MSH|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101120000+0000||ORU^R01^ORU_R01|%s|P|2.5\r"
+    b"PID|1||12345^^^HOSP^MR~9434765919^^^NHS^NH||DOE^JANE||19800101|F\r"
+    b"OBR|1|ORD1|ACC1|24331-1^Lipid panel^LN|||20260101110000\r"
+    b"OBX|1|NM|2093-3^Cholesterol^LN||5.2|mmol/L|||||F\r"
+)
+
+
+def oru(control_id: str, version: bytes = b"2.5", msh15: bytes = b"", msh16: bytes = b"") -> bytes:
+    message = ORU % control_id.encode()
+    if version != b"2.5" or msh15 or msh16:
+        head, rest = message.split(b"\r", 1)
+        fields = head.split(b"|")
+        fields[11] = version
+        fields += [b""] * (17 - len(fields))
+        fields[14], fields[15] = msh15, msh16
+        message = b"|".join(fields) + b"\r" + rest
+    return message
+
+
+def accept_all(message: Message) -> Accepted:
+    return Accepted(("dest-a", "dest-b"))
+
+
+class BrokenStore:
+    """A store whose disk is gone: every write fails the way SQLiteStore reports it."""
+
+    def receive(self, incoming):
+        return defer.fail(StoreError("disk I/O error"))
+
+    def receive_many(self, incoming):
+        return defer.fail(StoreError("disk I/O error"))
+
+
+@pytest.fixture
+def engine(reactor, tmp_path):
+    started = []
+
+    def start(check=accept_all, store=None, **source_options):
+        store = store or open_store(reactor, tmp_path / "courier.sqlite3")
+        source = Source("lab", store, reactor, check, **source_options)
+        port, listening, _ = listen(reactor, "lab", source)
+        started.append((listening, store))
+        return port, store
+
+    yield start
+    for listening, store in started:
+        on_reactor(listening.stopListening)
+        if hasattr(store, "close"):
+            on_reactor(store.close)
+
+
+def rows(db_path, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(db_path) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def ack(reply: bytes) -> Message:
+    return Message.parse(reply)
+
+
+def test_message_is_committed_before_the_ack_arrives(engine, tmp_path) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00001")))
+        # Read the database from a separate connection the moment the ACK is in hand.
+        stored = rows(tmp_path / "courier.sqlite3", "SELECT control_id, state FROM messages")
+        queued = rows(
+            tmp_path / "courier.sqlite3", "SELECT destination, state FROM deliveries ORDER BY destination"
+        )
+    assert reply.segment("MSA").value(1) == "AA"
+    assert reply.segment("MSA").value(2) == "MSG00001"
+    assert stored == [("MSG00001", "RECEIVED")]
+    assert queued == [("dest-a", "QUEUED"), ("dest-b", "QUEUED")]
+
+
+def test_ack_swaps_sender_and_receiver_and_answers_the_trigger(engine) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00002")))
+    assert reply.message_type == "ACK" and reply.trigger_event == "R01"
+    assert (reply.sending_application, reply.sending_facility) == ("COURIER", "NHS")
+    assert (reply.receiving_application, reply.receiving_facility) == ("LAB", "CITYHOSP")
+    assert reply.control_id and reply.control_id != "MSG00002"
+
+
+def test_non_hl7_frame_gets_ar_with_err_and_empty_msa2_and_the_connection_keeps_serving(engine) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = ack(client.request(b"this is not HL7 at all"))
+        assert reply.segment("MSA").value(1) == "AR"
+        assert reply.segment("MSA").value(2) == "", "never invent a control id"
+        assert reply.segment("ERR").value(3, component=1) == "100"
+        assert ack(client.request(oru("MSG00003"))).segment("MSA").value(2) == "MSG00003"
+
+
+def test_refusal_is_ar_with_the_err_location_and_code_and_nothing_is_stored(engine, tmp_path) -> None:
+    def refuse(message: Message) -> Accepted:
+        raise Refused(AckError(101, "NHS number is required", None))
+
+    port, _ = engine(check=refuse)
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00004")))
+    assert reply.segment("MSA").value(1) == "AR"
+    err = reply.segment("ERR")
+    assert err.value(3, component=1) == "101"
+    assert err.value(8) == "NHS number is required"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM messages") == [(0,)]
+
+
+def test_version_before_2_5_carries_err_1_and_msa_3(engine) -> None:
+    def refuse(message: Message) -> Accepted:
+        raise Refused(AckError(200, "message type not accepted"))
+
+    port, _ = engine(check=refuse)
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00005", version=b"2.3")))
+    assert reply.segment("MSA").value(3) == "message type not accepted"
+    assert "200" in reply.segment("ERR").field(1)
+
+
+def test_store_failure_answers_ae_so_the_sender_resends(engine) -> None:
+    port, _ = engine(store=BrokenStore())
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00006")))
+    assert reply.segment("MSA").value(1) == "AE"
+    assert reply.segment("ERR").value(3, component=1) == "207"
+
+
+def test_duplicate_gets_the_same_ack_again_and_creates_no_new_work(engine, tmp_path) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        first = ack(client.request(oru("MSG00007")))
+        second = ack(client.request(oru("MSG00007")))
+    assert first.segment("MSA").value(1) == second.segment("MSA").value(1) == "AA"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*), max(duplicates) FROM messages") == [(1, 1)]
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM deliveries") == [(2,)]
+
+
+def test_duplicates_can_be_rejected_with_205(engine) -> None:
+    port, _ = engine(reject_duplicates=True)
+    with BlockingClient(port) as client:
+        client.request(oru("MSG00008"))
+        reply = ack(client.request(oru("MSG00008")))
+    assert reply.segment("MSA").value(1) == "AR"
+    assert reply.segment("ERR").value(3, component=1) == "205"
+
+
+def test_an_ack_is_recorded_and_never_answered(engine, tmp_path) -> None:
+    port, _ = engine()
+    inbound_ack = b"MSH|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||ACK^R01^ACK|A1|P|2.5\rMSA|AA|X1\r"
+    with BlockingClient(port) as client:
+        client.send(inbound_ack)
+        # The next message's ACK is the next frame: nothing was sent for the ACK.
+        assert ack(client.request(oru("MSG00009"))).segment("MSA").value(2) == "MSG00009"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id, state FROM messages ORDER BY id") == [
+        ("A1", "ACK_RECEIVED"),
+        ("MSG00009", "RECEIVED"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("msh15", "outcome_ok", "expect"),
+    [
+        (b"AL", True, "CA"),
+        (b"SU", True, "CA"),
+        (b"ER", True, None),
+        (b"NE", True, None),
+        (b"AL", False, "CR"),
+        (b"ER", False, "CR"),
+        (b"SU", False, None),
+    ],
+)
+def test_enhanced_mode_commit_ack_follows_msh15(engine, msh15, outcome_ok, expect) -> None:
+    def check(message: Message) -> Accepted:
+        if not outcome_ok:
+            raise Refused(AckError(200, "not accepted"))
+        return Accepted(("dest-a",))
+
+    port, _ = engine(check=check)
+    with BlockingClient(port, timeout=0.5) as client:
+        client.send(oru("ENH" + msh15.decode(), msh15=msh15, msh16=b"AL"))
+        if expect is None:
+            with pytest.raises(TimeoutError):
+                client.receive()
+        else:
+            assert ack(client.receive()).segment("MSA").value(1) == expect
+
+
+def test_enhanced_mode_records_that_an_application_ack_is_owed(engine, tmp_path) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = ack(client.request(oru("MSG00010", msh15=b"AL", msh16=b"ER")))
+    assert reply.segment("MSA").value(1) == "CA"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT ack_code, application_ack FROM messages") == [
+        ("CA", "ER")
+    ]
+
+
+def test_batch_file_is_split_stored_and_answered_with_an_ack_batch(engine, tmp_path) -> None:
+    batch = (
+        b"FHS|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||||F1\r"
+        b"BHS|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||||B1\r"
+        + oru("BAT1")
+        + oru("BAT2")
+        + b"not a message\r"
+        + b"BTS|3\rFTS|1\r"
+    )
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = client.request(batch)
+    text = reply.decode()
+    assert text.startswith("FHS|") or text.startswith("BHS|")
+    msas = [line.split("|")[1:3] for line in text.split("\r") if line.startswith("MSA|")]
+    assert ["AA", "BAT1"] in msas and ["AA", "BAT2"] in msas
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id FROM messages ORDER BY id") == [
+        ("BAT1",),
+        ("BAT2",),
+    ]
