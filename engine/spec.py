@@ -361,7 +361,8 @@ def _convert_list(f: Field, value: Any, key: str, ctx: _Context) -> tuple[Any, .
         return _type_error(f, value, key, ctx)
     items = [_interpolate(v, f, f"{key}[{i}]", ctx) for i, v in enumerate(value)]
     items = [_in_choices(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items)]
-    return tuple(_checked(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items))
+    items = [_checked(f, v, f"{key}[{i}]", ctx) for i, v in enumerate(items)]
+    return None if None in items else tuple(items)
 
 
 def _convert_table(
@@ -643,7 +644,11 @@ def _field_schema(f: Field) -> dict[str, Any]:
     if f.max is not None:
         schema["maximum"] = f.max
     if f.has_default and f.default is not None:
-        schema["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+        schema["default"] = _json_value(f.default)
     if f.example is not _MISSING:
-        schema["examples"] = [f.example]
+        schema["examples"] = [_json_value(f.example)]
     return schema
+
+
+def _json_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

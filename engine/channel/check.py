@@ -136,30 +136,31 @@ def _fit_problems(mapping: Any, destination: Destination, channel: Channel) -> l
         messages.append(f"the mapping handles {', '.join(inputs)} but the channel accepts only "
                         f"{', '.join(accepted)}")
     spec = payload_spec_for(destination.type)
-    keys = mapping.output_keys() if hasattr(mapping, "output_keys") else None
-    if spec is not None and keys is not None:
-        messages += payload_key_problems(keys, spec)
+    if spec is not None:
+        messages += payload_key_problems(mapping.output_keys(), spec)
     return messages
 
 
 def _types_overlap(mapping_input: str, accepted: str) -> bool:
-    return fnmatchcase(mapping_input, accepted) or fnmatchcase(accepted, mapping_input)
+    """``"ORU"`` (any ORU event, in a mapping) overlaps ``"ORU^R01"``; ``"MDM^*"`` overlaps both."""
+    pattern = mapping_input if "^" in mapping_input else f"{mapping_input}^*"
+    return fnmatchcase(pattern, accepted) or fnmatchcase(accepted, pattern)
 
 
-def payload_key_problems(keys: Any, spec: Spec, prefix: str = "") -> list[str]:
+def payload_key_problems(keys: Iterable[Any], spec: Spec, prefix: str = "") -> list[str]:
     """Compare a mapping's output keys with a payload spec: unknown keys, missing required ones.
 
-    ``keys`` is a mapping from key to its nested keys (or None for a plain value), or just an
-    iterable of top-level key names.
+    ``keys`` are :class:`engine.mapping.OutputKey`-like: a ``name`` and the ``fields`` of the
+    items of a list (empty for a plain value).
     """
-    nested = keys if isinstance(keys, Mapping) else dict.fromkeys(keys)
+    by_name = {key.name: key for key in keys}
     known = [f.name for f in spec.fields]
-    messages = [f"output key {prefix}{k} is not a {spec.name} field{suggest(k, known)}"
-                for k in nested if k not in known]
+    messages = [f"output key {prefix}{name} is not a {spec.name} field{suggest(name, known)}"
+                for name in by_name if name not in known]
     messages += [f"the mapping does not produce required {spec.name} field {prefix}{f.name}"
-                 for f in spec.fields if f.required and f.name not in nested]
+                 for f in spec.fields if f.required and f.name not in by_name]
     for f in spec.fields:
-        child = nested.get(f.name)
-        if f.spec is not None and child is not None:
-            messages += payload_key_problems(child, f.spec, f"{prefix}{f.name}.")
+        key = by_name.get(f.name)
+        if f.spec is not None and key is not None and key.fields:
+            messages += payload_key_problems(key.fields, f.spec, f"{prefix}{f.name}[].")
     return messages

@@ -369,11 +369,11 @@ CHANNEL = Spec("channel", (
 ))
 
 
-def _cross_checks(values: Mapping[str, Any]) -> list[Problem]:
+def _cross_checks(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[Problem]:
     """Rules that span keys, which a single field's spec cannot see."""
     problems: list[Problem] = []
-    source = values["source"]
-    if source is not None and source.tls is not None and source.listen.startswith("ssl:"):
+    source = data.get("source", {})
+    if "tls" in source and str(source.get("listen", "")).startswith("ssl:"):
         problems.append(Problem("source.tls", "give TLS either in an ssl: listen string or "
                                 "in [source.tls], not both"))
     seen: set[str] = set()
@@ -404,7 +404,7 @@ def parse_channel(
         line = re.search(r"at line (\d+)", str(exc))
         return None, [Problem("", f"not valid TOML: {exc}", file, int(line[1]) if line else None)]
     values, problems = parse(CHANNEL, data, env=env, base_dir=file.parent)
-    problems += _cross_checks(values)
+    problems += _cross_checks(data, values)
     if data.get("destinations") == []:
         problems.append(Problem("destinations", "a channel needs at least one destination"))
     if problems:
