@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hl7
 import pytest
 
 from engine.errors import MessageError
@@ -219,3 +220,16 @@ class TestCharacterSets:
         message = Message.parse(self.LATIN1.format(msh18="8859/1~ISO IR87").encode("latin-1"))
         assert message.character_sets == ("8859/1", "ISO IR87")
         assert message.charset == "iso8859-1"
+
+
+def test_raw_fields_and_repetitions_agree_with_python_hl7():
+    ours = parse(ORU)
+    theirs = hl7.parse(ORU)
+    assert len(ours.segments) == len(theirs)
+    for mine, other in zip(ours.segments, theirs, strict=True):
+        assert mine.name == str(other[0])
+        assert len(mine) == len(other) - 1
+        for n in range(1, len(other)):
+            assert mine.field(n) == str(other[n]), f"{mine.name}-{n}"
+            if n > 2 or mine.name != "MSH":
+                assert mine.repetitions(n) == ([str(r) for r in other[n]] if str(other[n]) else [])
