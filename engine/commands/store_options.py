@@ -1,0 +1,36 @@
+"""The store options every command that reads or changes the store shares."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+DEFAULT_STORE = Path("var/courier.sqlite3")
+DEFAULT_KEY_FILE = Path("var/store.key")
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help=f"SQLite database file (default: {DEFAULT_STORE})"
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=DEFAULT_KEY_FILE,
+        help=f"encryption key file, unless $COURIER_STORE_KEY is set (default: {DEFAULT_KEY_FILE})",
+    )
+
+
+def open_database(args: argparse.Namespace, *, readonly: bool = True):
+    """The synchronous store (:class:`engine.store.Database`) for one command's work."""
+    from engine.store import Cipher, Database, load_or_create_key
+
+    if not args.store.exists():
+        raise SystemExit(f"courier: no store at {args.store} (run `courier run` first, or pass --store)")
+    return Database.open(args.store, Cipher(load_or_create_key(key_file=args.key_file)), readonly=readonly)
+
+
+def when(epoch: float | None) -> str:
+    """Local time, to the second, for tables."""
+    return "-" if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
