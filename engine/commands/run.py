@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.commands.store_options import add_store_arguments
+
 log = logging.getLogger("engine.run")
 
 
@@ -18,18 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[Path("channels")],
         help="channel files or directories (default: channels/)",
     )
-    parser.add_argument(
-        "--store",
-        type=Path,
-        default=Path("var/courier.sqlite3"),
-        help="SQLite database file (default: var/courier.sqlite3)",
-    )
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        default=Path("var/store.key"),
-        help="encryption key file, created 0600 on first run, unless $COURIER_STORE_KEY is set",
-    )
+    add_store_arguments(parser)
     parser.add_argument(
         "--durability",
         choices=("full", "normal"),
