@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 import requests
-from twisted.internet.task import Clock
 
 from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from tests.conftest import on_reactor
+from tests.test_sandbox_support import fake_clock, fresh, serve
 
 KEY = {"ApiKey": "sandbox-conneqt-key"}
 PDF = base64.b64encode(b"%PDF-1.4 sandbox").decode()
@@ -20,22 +20,18 @@ PDF = base64.b64encode(b"%PDF-1.4 sandbox").decode()
 
 @pytest.fixture(scope="module")
 def clock():
-    fake = Clock()
-    fake.advance(time.time())
-    return fake
+    return fake_clock()
 
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
     sandbox = ConneqtSandbox(reactor, clock=clock, timings=ConneqtTimings(completed_after_s=5))
-    on_reactor(sandbox.listen)
-    yield sandbox
-    on_reactor(sandbox.stop)
+    yield from serve(sandbox)
 
 
 @pytest.fixture
 def sandbox(started):
-    on_reactor(started.reset)
+    fresh(started)
     return started
 
 

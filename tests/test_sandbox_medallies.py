@@ -5,17 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import queue
-import threading
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from twisted.internet.task import Clock
 
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from tests.conftest import on_reactor
+from tests.test_sandbox_support import Receiver, fake_clock, fresh, serve
 
 AUTH = ("courier", "sandbox-medallies-password")
 SENDER = "john@medalliestestdomain.com"
@@ -23,55 +20,21 @@ SENDER = "john@medalliestestdomain.com"
 
 @pytest.fixture(scope="module")
 def clock():
-    fake = Clock()
-    fake.advance(time.time())
-    return fake
+    return fake_clock()
 
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
     sandbox = MedAlliesSandbox(reactor, clock=clock, timings=MedAlliesTimings(
         processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60))
-    on_reactor(sandbox.listen)
-    yield sandbox
-    on_reactor(sandbox.stop)
+    yield from serve(sandbox)
 
 
 @pytest.fixture
 def sandbox(started):
-    on_reactor(started.reset)
+    fresh(started)
     started.dsn_url = started.inbound_url = None
     return started
-
-
-class Receiver:
-    """A small webhook endpoint on 127.0.0.1 that queues what it is POSTed."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.posts: queue.Queue = queue.Queue()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.posts.put((self.path, dict(self.headers), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def next(self, timeout: float = 5):
-        return self.posts.get(timeout=timeout)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
