@@ -12,6 +12,7 @@ from engine.store.base import (
     Message,
     OutboxItem,
     Receipt,
+    StatusPoll,
     Store,
 )
 from engine.store.crypto import Cipher, load_or_create_key
@@ -29,6 +30,7 @@ __all__ = [
     "OutboxItem",
     "Receipt",
     "SQLiteStore",
+    "StatusPoll",
     "Store",
     "load_or_create_key",
 ]

@@ -110,6 +110,19 @@ class DeliverySelection:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusPoll:
+    """When to ask the vendor next about a SENT delivery, kept in the store across restarts."""
+
+    delivery_id: int
+    destination: str
+    remote_id: str
+    next_at: float
+    give_up_at: float
+    expires_at: float | None
+    polls: int
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One line of a message's audit trail: what happened, when, and the state it left."""
 
@@ -194,6 +207,27 @@ class Store(Protocol):
     ) -> Deferred[list[Delivery]]: ...
 
     def get_delivery(self, delivery_id: int) -> Deferred[Delivery | None]: ...
+
+    def find_delivery(self, destination: str, remote_id: str) -> Deferred[Delivery | None]: ...
+
+    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
+
+    def next_attempt_due(self, destination: str) -> Deferred[float | None]: ...
+
+    # Status polls (vendors with a status API).
+    def mark_sent_polled(
+        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
+    ) -> Deferred[None]: ...
+
+    def claim_status_polls(
+        self, destination: str, now: float, limit: int, lease_s: float
+    ) -> Deferred[list[StatusPoll]]: ...
+
+    def reschedule_status_poll(self, delivery_id: int, next_at: float) -> Deferred[None]: ...
+
+    def end_status_poll(self, delivery_id: int) -> Deferred[None]: ...
+
+    def next_status_poll_due(self, destination: str) -> Deferred[float | None]: ...
 
     # Outbox (HL7 back to the hospital).
     def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> Deferred[int]: ...

@@ -33,6 +33,7 @@ from engine.store.base import (
     Message,
     OutboxItem,
     Receipt,
+    StatusPoll,
 )
 from engine.store.crypto import Cipher
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
@@ -104,6 +105,29 @@ _MOVE = """
     UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
         updated_at = ?
     WHERE id = ?"""
+_RELEASE = """
+    UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
+        last_error_enc = ?, lease_until = NULL, updated_at = ?
+    WHERE id = ? RETURNING message_id"""
+_NEXT_ATTEMPT_DUE = (
+    "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
+)
+
+_STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
+    p.expires_at, p.polls"""
+_ADD_STATUS_POLL = """
+    INSERT INTO status_polls (delivery_id, destination, next_at, give_up_at, expires_at)
+    VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (delivery_id) DO UPDATE SET next_at = excluded.next_at,
+        give_up_at = excluded.give_up_at, expires_at = excluded.expires_at, polls = 0"""
+_CLAIM_STATUS_POLLS = """
+    UPDATE status_polls SET next_at = ?, polls = polls + 1
+    WHERE delivery_id IN (SELECT delivery_id FROM status_polls
+                          WHERE destination = ? AND next_at <= ? ORDER BY next_at LIMIT ?)
+    RETURNING delivery_id"""
+_RESCHEDULE_STATUS_POLL = "UPDATE status_polls SET next_at = ? WHERE delivery_id = ?"
+_END_STATUS_POLL = "DELETE FROM status_polls WHERE delivery_id = ?"
+_NEXT_STATUS_POLL_DUE = "SELECT MIN(next_at) FROM status_polls WHERE destination = ?"
 
 _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next_attempt_at,
     created_at, payload_enc"""
@@ -404,6 +428,61 @@ class Database:
         """One delivery with its message body."""
         found = self._deliveries_by_id([delivery_id], with_body=True)
         return found[0] if found else None
+
+    def find_delivery(self, destination: str, remote_id: str) -> Delivery | None:
+        """The newest delivery the vendor knows as ``remote_id`` (for statuses it pushes)."""
+        row = self.connection.execute(
+            f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_FROM} WHERE d.destination = ? AND d.remote_id = ?"
+            " ORDER BY d.id DESC LIMIT 1",
+            (destination, remote_id),
+        ).fetchone()
+        return None if row is None else self._delivery(row)
+
+    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> None:
+        """Back to QUEUED without counting the attempt: the credentials failed, not the message."""
+        at = self._clock()
+        params = (next_attempt_at, self._encrypt_text(error), at, delivery_id)
+        self._change(delivery_id, _RELEASE, params, at, "auth_failed", QUEUED, error)
+
+    def next_attempt_due(self, destination: str) -> float | None:
+        """When the destination's earliest QUEUED delivery is due, so its queue can sleep till then."""
+        return self.connection.execute(_NEXT_ATTEMPT_DUE, (destination,)).fetchone()[0]
+
+    # Status polls -----------------------------------------------------------------------
+
+    def mark_sent_polled(self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll) -> None:
+        """SENT and the first status poll scheduled, in one change: no SENT row goes unpolled."""
+        self.mark_sent(delivery_id, remote_id, detail)
+        self.connection.execute(
+            _ADD_STATUS_POLL,
+            (delivery_id, poll.destination, poll.next_at, poll.give_up_at, poll.expires_at),
+        )
+
+    def claim_status_polls(
+        self, destination: str, now: float, limit: int, lease_s: float
+    ) -> list[StatusPoll]:
+        """Take up to ``limit`` due polls; each is pushed ``lease_s`` ahead until rescheduled."""
+        claimed = self.connection.execute(
+            _CLAIM_STATUS_POLLS, (now + lease_s, destination, now, limit)
+        ).fetchall()
+        if not claimed:
+            return []
+        rows = self.connection.execute(
+            f"SELECT {_STATUS_POLL_COLUMNS} FROM status_polls p JOIN deliveries d ON d.id = p.delivery_id"
+            " WHERE p.delivery_id IN (SELECT value FROM json_each(?)) ORDER BY p.delivery_id",
+            (_json_ids(i for (i,) in claimed),),
+        )
+        return [StatusPoll(*row) for row in rows]
+
+    def reschedule_status_poll(self, delivery_id: int, next_at: float) -> None:
+        self.connection.execute(_RESCHEDULE_STATUS_POLL, (next_at, delivery_id))
+
+    def end_status_poll(self, delivery_id: int) -> None:
+        """Stop polling: a final state was reached, or polling gave up."""
+        self.connection.execute(_END_STATUS_POLL, (delivery_id,))
+
+    def next_status_poll_due(self, destination: str) -> float | None:
+        return self.connection.execute(_NEXT_STATUS_POLL_DUE, (destination,)).fetchone()[0]
 
     def _deliveries_by_id(self, delivery_ids: list[int], with_body: bool) -> list[Delivery]:
         if not delivery_ids:

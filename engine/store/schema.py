@@ -96,6 +96,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;
     """,
+    # 4: the status-poll schedule of SENT deliveries (survives restarts), and remote id lookup
+    # for statuses the vendor pushes (webhooks name the vendor's id, not ours).
+    """
+    CREATE TABLE status_polls (
+        delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),
+        destination TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        give_up_at REAL NOT NULL,
+        expires_at REAL,
+        polls INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX status_polls_due ON status_polls (destination, next_at);
+    CREATE INDEX deliveries_by_remote_id ON deliveries (remote_id);
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

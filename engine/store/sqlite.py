@@ -14,7 +14,16 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from engine.store.base import Delivery, DeliverySelection, Event, Incoming, Message, OutboxItem, Receipt
+from engine.store.base import (
+    Delivery,
+    DeliverySelection,
+    Event,
+    Incoming,
+    Message,
+    OutboxItem,
+    Receipt,
+    StatusPoll,
+)
 from engine.store.crypto import Cipher
 from engine.store.database import (
     DEFAULT_DUPLICATE_WINDOW_S,
@@ -139,6 +148,36 @@ class SQLiteStore:
 
     def get_delivery(self, delivery_id: int) -> Deferred[Delivery | None]:
         return self._read(Database.get_delivery, delivery_id)
+
+    def find_delivery(self, destination: str, remote_id: str) -> Deferred[Delivery | None]:
+        return self._read(Database.find_delivery, destination, remote_id)
+
+    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]:
+        return self._write(Database.release, delivery_id, next_attempt_at, error)
+
+    def next_attempt_due(self, destination: str) -> Deferred[float | None]:
+        return self._read(Database.next_attempt_due, destination)
+
+    # Status polls
+
+    def mark_sent_polled(
+        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
+    ) -> Deferred[None]:
+        return self._write(Database.mark_sent_polled, delivery_id, remote_id, detail, poll)
+
+    def claim_status_polls(
+        self, destination: str, now: float, limit: int, lease_s: float
+    ) -> Deferred[list[StatusPoll]]:
+        return self._write(Database.claim_status_polls, destination, now, limit, lease_s)
+
+    def reschedule_status_poll(self, delivery_id: int, next_at: float) -> Deferred[None]:
+        return self._write(Database.reschedule_status_poll, delivery_id, next_at)
+
+    def end_status_poll(self, delivery_id: int) -> Deferred[None]:
+        return self._write(Database.end_status_poll, delivery_id)
+
+    def next_status_poll_due(self, destination: str) -> Deferred[float | None]:
+        return self._read(Database.next_status_poll_due, destination)
 
     # Outbox
 
