@@ -43,9 +43,9 @@ def test_accepted_message():
 ])
 def test_routing_mismatches_are_rejected_with_their_0357_code(msh, code, location):
     verdict = evaluate(channel_filter(), message(**msh))
-    assert (verdict.outcome, verdict.code, verdict.location) == (
-        "rejected", code, Path.parse(location))
-    assert verdict.ack_error().code == code
+    assert (verdict.outcome, verdict.code, verdict.location) == ("rejected", code, location)
+    error = verdict.ack_error()
+    assert (error.code, error.location) == (code, Path.parse(location))
 
 
 def test_wildcard_event_accepts_any_event_of_that_type():
@@ -55,15 +55,14 @@ def test_wildcard_event_accepts_any_event_of_that_type():
 def test_sender_lists_restrict_application_and_facility():
     only = channel_filter(sending_applications=["LIS"], sending_facilities=["OTHERLAB"])
     verdict = evaluate(only, message())
-    assert (verdict.outcome, verdict.code, str(verdict.location)) == ("rejected", 207, "MSH-4.1")
-    assert evaluate(channel_filter(sending_applications=["RIS"]), message()).location == (
-        Path.parse("MSH-3.1"))
+    assert (verdict.outcome, verdict.code, verdict.location) == ("rejected", 207, "MSH-4.1")
+    assert evaluate(channel_filter(sending_applications=["RIS"]), message()).location == "MSH-3.1"
 
 
 def test_condition_miss_filters_or_rejects_without_quoting_the_message():
     prelim = message(ORU.replace("||F\r", "||P\r"))
     verdict = evaluate(channel_filter(conditions=["OBR-25 = F"]), prelim)
-    assert (verdict.outcome, verdict.code, str(verdict.location)) == ("filtered", 207, "OBR-25")
+    assert (verdict.outcome, verdict.code, verdict.location) == ("filtered", 207, "OBR-25")
     assert verdict.text == "condition 'OBR-25 = F' does not hold"
     rejecting = channel_filter(conditions=["PID-5.1 = SMITH"], on_condition_miss="reject")
     verdict = evaluate(rejecting, prelim)

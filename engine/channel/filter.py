@@ -48,25 +48,26 @@ class Filterable(Readable, Protocol):
 
 @dataclass(frozen=True)
 class Verdict:
-    """``code``/``location``/``text`` fill the ERR segment when not accepted."""
+    """``code`` (table 0357), ``location`` (HL7 path text, e.g. ``MSH-9.1``) and ``text`` fill
+    the ERR segment when not accepted."""
 
     outcome: Literal["accepted", "filtered", "rejected"]
     code: int | None = None
-    location: Path | None = None
+    location: str | None = None
     text: str = ""
 
     def ack_error(self) -> AckError | None:
         """The ERR content for the ACK, or None when accepted."""
         if self.code is None:
             return None
-        return AckError(self.code, self.text, self.location)
+        return AckError(self.code, self.text, Path.parse(self.location) if self.location else None)
 
 
 ACCEPTED = Verdict("accepted")
 
 
 def _reject(code: int, location: str, text: str) -> Verdict:
-    return Verdict("rejected", code, Path.parse(location), text)
+    return Verdict("rejected", code, location, text)
 
 
 def evaluate(channel_filter: ChannelFilter, message: Filterable) -> Verdict:
@@ -95,6 +96,6 @@ def evaluate(channel_filter: ChannelFilter, message: Filterable) -> Verdict:
     for condition in channel_filter.conditions:
         if not condition.holds(message):
             outcome = "filtered" if channel_filter.on_condition_miss == "filter" else "rejected"
-            return Verdict(outcome, APPLICATION_ERROR, condition.path,
+            return Verdict(outcome, APPLICATION_ERROR, str(condition.path),
                            f"condition {condition.text!r} does not hold")
     return ACCEPTED
