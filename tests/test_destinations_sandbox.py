@@ -1,0 +1,299 @@
+"""The destinations against the vendor sandboxes: two independent readings of the documents.
+
+The sandboxes run in the session reactor thread on 127.0.0.1:0; the destinations talk to them
+from the test thread with a real ``requests.Session``, as the dispatcher's worker threads will.
+Status progressions use a fake clock advanced in the reactor thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from twisted.internet.task import Clock
+
+from engine.destinations import (
+    ConneqtDestination,
+    MedAlliesDestination,
+    Outcome,
+    QliqDestination,
+    StaticToken,
+)
+from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from tests.conftest import on_reactor
+from tests.test_destinations_http import make_settings
+
+PDF = base64.b64encode(b"%PDF-1.4 sandbox result").decode()
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    fake = Clock()
+    fake.advance(time.time())
+    return fake
+
+
+def start(sandbox):
+    on_reactor(sandbox.listen)
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def sandboxes(reactor, clock) -> Iterator[dict]:
+    started = {
+        "conneqt": start(ConneqtSandbox(reactor, clock=clock,
+                                        timings=ConneqtTimings(completed_after_s=5))),
+        "medallies": start(MedAlliesSandbox(reactor, clock=clock, timings=MedAlliesTimings(
+            processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60))),
+        "qliq": start(QliqSandbox(reactor, clock=clock, timings=QliqTimings(
+            delivered_after_s=2, read_after_s=5, recipient_stagger_s=0))),
+    }
+    yield started
+    for sandbox in started.values():
+        on_reactor(sandbox.stop)
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def fresh(sandboxes, name):
+    sandbox = sandboxes[name]
+    on_reactor(sandbox.reset)
+    on_reactor(sandbox.set_faults, outage=None)
+    return sandbox
+
+
+def advance(clock: Clock, seconds: float) -> None:
+    on_reactor(clock.advance, seconds)
+
+
+# -- conneQt -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def conneqt(sandboxes):
+    return fresh(sandboxes, "conneqt")
+
+
+def conneqt_destination(sandbox, session, *, api_key="sandbox-conneqt-key", token=None,
+                        **settings):
+    table = {"base_url": sandbox.base_url, "api_key": api_key, **settings}
+    destination = ConneqtDestination(make_settings(ConneqtDestination, table), session)
+    if token is None:
+        token = destination.exchange_access_code("SANDBOX-ACCESS")
+    destination.token_provider = StaticToken(token)
+    return destination
+
+
+def conneqt_payload(**changes):
+    return {
+        "topic": "PathologyResult",
+        "recipientId": "A81001",
+        "nhsNumber": "9434765919",
+        "bodyContent": "Full blood count attached",
+        "attachments": [{"mimeType": "application/pdf", "fileName": "FBC.pdf", "content": PDF}],
+        "codedDataItems": [{"code": "407554009", "value": "140", "unit": "mmHg"}],
+        **changes,
+    }
+
+
+def test_conneqt_accepts_what_we_validate_and_records_the_fields(conneqt, session):
+    destination = conneqt_destination(conneqt, session)
+    payload = conneqt_payload()
+    assert destination.validate(payload) == []
+    result = destination.send(payload, idempotency_key="1:conneqt")
+    assert result.outcome is Outcome.ACCEPTED
+    assert conneqt.state.messages[result.remote_id]["recipient"] == "A81001"
+    body = conneqt.state.requests[-1].body
+    assert body["subject"] == {"id": {"type": "VerifiedNhsNumber", "value": "9434765919"}}
+    assert body["attachments"][0]["fileName"] == "FBC.pdf"
+    # the recording masks every key named "code" (meant for OAuth codes), SNOMED codes too
+    assert body["codedDataItems"][0]["value"] == 140
+
+
+def test_conneqt_resend_is_recognised_as_a_duplicate(conneqt, session):
+    destination = conneqt_destination(conneqt, session)
+    first = destination.send(conneqt_payload(), idempotency_key="2:conneqt")
+    again = destination.send(conneqt_payload(), idempotency_key="2:conneqt")
+    assert first.remote_id == again.remote_id
+    assert again.outcome is Outcome.ACCEPTED
+    assert conneqt.state.duplicates[first.remote_id] == 1
+
+
+def test_conneqt_problem_details_reach_the_result(conneqt, session):
+    # validate() would refuse this NHS number; sending it anyway shows the RFC 7807 path
+    result = conneqt_destination(conneqt, session).send(
+        conneqt_payload(nhsNumber="9434765918", recipientId="UNKNOWN1"), idempotency_key="3"
+    )
+    assert result.outcome is Outcome.REJECTED
+    assert result.http_status == 400
+    names = {p.name for p in result.invalid_parameters}
+    assert {"recipient", "subject.id.value"} <= names
+
+
+def test_conneqt_wrong_token_is_an_auth_failure(conneqt, session):
+    result = conneqt_destination(conneqt, session, token="not-a-token").send(
+        conneqt_payload(), idempotency_key="4"
+    )
+    assert result.outcome is Outcome.AUTH_FAILED
+
+
+def test_conneqt_unauthorised_client_is_rejected(conneqt, session):
+    destination = conneqt_destination(conneqt, session, api_key="sandbox-conneqt-unauthorised",
+                                      token="whatever")
+    assert destination.send(conneqt_payload(), idempotency_key="5").outcome is Outcome.REJECTED
+
+
+def test_conneqt_status_moves_to_completed(conneqt, session, clock):
+    destination = conneqt_destination(conneqt, session)
+    result = destination.send(conneqt_payload(), idempotency_key="6:conneqt")
+    assert [u.state for u in destination.check_status(result.remote_id)] == ["pending"]
+    advance(clock, 6)
+    assert [u.state for u in destination.check_status(result.remote_id)] == ["delivered"]
+
+
+def test_conneqt_429_carries_retry_after(conneqt, session):
+    destination = conneqt_destination(conneqt, session)
+    on_reactor(conneqt.set_faults, throttle_next=1, retry_after_s=3)
+    result = destination.send(conneqt_payload(), idempotency_key="7")
+    assert (result.outcome, result.retry_after_s) == (Outcome.RETRY, 3.0)
+    assert destination.send(conneqt_payload(), idempotency_key="7").outcome is Outcome.ACCEPTED
+
+
+def test_conneqt_blackhole_times_out_and_is_retried(conneqt, session):
+    destination = conneqt_destination(conneqt, session, read_timeout_s=0.3)
+    on_reactor(conneqt.set_faults, blackhole_next=1)
+    result = destination.send(conneqt_payload(), idempotency_key="8")
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "conneqt: timed out")
+
+
+def test_conneqt_refused_connection_is_retried(conneqt, session):
+    destination = conneqt_destination(conneqt, session)
+    on_reactor(conneqt.set_faults, outage="refuse")
+    result = destination.send(conneqt_payload(), idempotency_key="9")
+    on_reactor(conneqt.set_faults, outage=None)
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "conneqt: ConnectionError")
+
+
+# -- MedAllies ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def medallies(sandboxes):
+    return fresh(sandboxes, "medallies")
+
+
+def medallies_destination(sandbox, session, password="sandbox-medallies-password"):
+    table = {"base_url": f"{sandbox.base_url}/MessagingAPI", "username": "courier",
+             "password": password, "from_direct_address": "lab@direct.example.org"}
+    return MedAlliesDestination(make_settings(MedAlliesDestination, table), session)
+
+
+MEDALLIES_PAYLOAD = {
+    "toDirectAddress": "smith@direct.example.org,jones@direct.example.org",
+    "messageSubject": "Radiology report",
+    "emailAttachmentList": [{"attachmentClass": "application/pdf", "attachmentContent": PDF,
+                             "attachmentTitle": "MR Lumbar Spine", "attachmentFileName": "mr"}],
+    "patientLastname": "Kramden",
+    "patientDOB": "19160226",
+    "xdm": "true",
+}
+
+
+def test_medallies_send_and_status_to_dispatched(medallies, session, clock):
+    destination = medallies_destination(medallies, session)
+    assert destination.validate(MEDALLIES_PAYLOAD) == []
+    result = destination.send(MEDALLIES_PAYLOAD, idempotency_key="1:medallies")
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.remote_id.startswith("urn:uuid:")
+    assert medallies.state.requests[-1].body["xdm"] is True
+    advance(clock, 3)
+    states = {u.state for u in destination.check_status(result.remote_id)}
+    assert states == {"delivered"}
+
+
+def test_medallies_wrong_password_is_an_auth_failure(medallies, session):
+    result = medallies_destination(medallies, session, "wrong").send(
+        MEDALLIES_PAYLOAD, idempotency_key="2"
+    )
+    assert result.outcome is Outcome.AUTH_FAILED
+
+
+@pytest.mark.parametrize("fault", [{"throttle_next": 1}, {"outage": "503"}, {"fail_next": 1}])
+def test_medallies_transient_faults_are_retried(medallies, session, fault):
+    on_reactor(medallies.set_faults, **fault)
+    result = medallies_destination(medallies, session).send(MEDALLIES_PAYLOAD, idempotency_key="3")
+    assert result.outcome is Outcome.RETRY
+
+
+# -- Qliq --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def qliq(sandboxes):
+    return fresh(sandboxes, "qliq")
+
+
+def qliq_destination(sandbox, session, api_key="sandbox-qliq-key"):
+    table = {"base_url": sandbox.base_url, "api_key": api_key}
+    return QliqDestination(make_settings(QliqDestination, table), session)
+
+
+def test_qliq_attachments_share_one_conversation(qliq, session):
+    payload = {
+        "to": "doctor@sandbox.qliq", "from": "nurse@sandbox.qliq", "subject": "Discharge",
+        "text": "Discharge summary " + "x" * 200, "priority": "asap",
+        "attachments": [
+            {"content_type": "application/pdf", "file_name": "summary.pdf", "base64": PDF},
+            {"content_type": "image/png", "file_name": "wound.png", "base64": PNG},
+        ],
+    }
+    destination = qliq_destination(qliq, session)
+    assert destination.validate(payload) == []
+    result = destination.send(payload, idempotency_key="1")
+    assert result.outcome is Outcome.ACCEPTED
+    messages = list(qliq.state.messages.values())
+    assert [m["attachment"]["file_name"] for m in messages] == ["summary.pdf", "wound.png"]
+    assert {m["conversation_id"] for m in messages} == {result.conversation_id}
+
+
+def test_qliq_status_moves_per_recipient(qliq, session, clock):
+    destination = qliq_destination(qliq, session)
+    result = destination.send({"to": "469841783", "text": "On-call handover"},
+                              idempotency_key="2")
+    assert {u.state for u in destination.check_status(result.remote_id)} == {"pending"}
+    advance(clock, 6)
+    updates = destination.check_status(result.remote_id)
+    assert len(updates) == 3
+    assert {u.state for u in updates} == {"read"}
+
+
+def test_qliq_sms_reaches_the_sandbox(qliq, session):
+    payload = {"to": "4693110979", "text": "Please call the clinic", "no_phi": True}
+    destination = qliq_destination(qliq, session)
+    assert destination.validate(payload) == []
+    assert destination.send(payload, idempotency_key="3").outcome is Outcome.ACCEPTED
+
+
+def test_qliq_wrong_key_is_an_auth_failure(qliq, session):
+    result = qliq_destination(qliq, session, api_key="wrong").send(
+        {"to": "doctor@sandbox.qliq", "text": "x"}, idempotency_key="4"
+    )
+    assert result.outcome is Outcome.AUTH_FAILED
+
+
+def test_qliq_unknown_sender_is_rejected(qliq, session):
+    result = qliq_destination(qliq, session).send(
+        {"to": "doctor@sandbox.qliq", "from": "stranger@example.org", "text": "x"},
+        idempotency_key="5",
+    )
+    assert (result.outcome, result.http_status) == (Outcome.REJECTED, 403)
