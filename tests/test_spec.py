@@ -213,3 +213,23 @@ def test_json_schema_is_strict_and_knows_variants():
     qliq = rule["then"]["properties"]["settings"]
     assert set(qliq["properties"]) == {"base_url", "api_key", "api_key_file"}
     assert qliq["required"] == ["base_url"]
+
+
+def test_a_key_hidden_in_an_env_default_is_still_a_literal_secret():
+    table_ = settings(base_url="http://x", api_key="${QLIQ_KEY:-qK7vP2xR9tL4mZ8wB3nH6jD1}")
+    _, problems = parse(TOP, table_, env={"QLIQ_KEY": "set"})
+    assert [p.key for p in problems] == ["destinations[0].settings.api_key"]
+    assert "qK7vP2" not in str(problems[0])
+
+
+def test_skipping_env_does_not_read_secret_files(tmp_path):
+    value, problems = parse(TOP, settings(base_url="http://x", api_key_file="/nonexistent/key"),
+                            env=None, base_dir=tmp_path)
+    assert problems == [] and value["destinations"][0]["settings"]["api_key"] is None
+
+
+def test_giving_a_secret_twice_is_a_problem(tmp_path):
+    (tmp_path / "key").write_text("k")
+    _, problems = parse(TOP, settings(base_url="http://x", api_key="${K}", api_key_file="key"),
+                        env={"K": "k"}, base_dir=tmp_path)
+    assert [p.message for p in problems] == ["give either api_key or api_key_file, not both"]
