@@ -77,10 +77,9 @@ def fingerprint(content: Any) -> str:
 
 
 def _redact(values: Any) -> Any:
+    """Hide top-level secret parameters (nested keys such as a SNOMED ``code`` are data)."""
     if isinstance(values, dict):
-        return {k: (REDACTED if k in SECRET_FIELDS else _redact(v)) for k, v in values.items()}
-    if isinstance(values, list):
-        return [_redact(v) for v in values]
+        return {k: (REDACTED if k in SECRET_FIELDS else v) for k, v in values.items()}
     return values
 
 
