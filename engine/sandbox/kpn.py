@@ -189,13 +189,20 @@ class KpnSandbox(VendorSandbox):
         return refused or json_reply(200, {"id": "sandbox-courier", "first_name": "Courier",
                                            "last_name": "Sandbox", "company_name": "Sandbox"})
 
-    def send_message(self, request: ParsedRequest, chat: str) -> Reply:
+    def _writable_chat(self, request: ParsedRequest, chat: str) -> tuple[str, Reply | None]:
+        """The canonical chat a send goes to, or the refusal (401/403/429/404)."""
         refused = self._authorise(request, "write")
         if refused:
-            return refused
+            return "", refused
         target = self.directory.resolve(chat)
         if target is None:
-            return self.error_reply(404, "chat not found")
+            return "", self.error_reply(404, "chat not found")
+        return target, None
+
+    def send_message(self, request: ParsedRequest, chat: str) -> Reply:
+        target, refused = self._writable_chat(request, chat)
+        if refused:
+            return refused
         if request.json_error or not isinstance(request.json, dict):
             return self.error_reply(400, "send a JSON object")
         body = request.json.get("body")
@@ -204,12 +211,9 @@ class KpnSandbox(VendorSandbox):
         return self._accept(target, chat, {"body": body, "attachments": []})
 
     def send_attachments(self, request: ParsedRequest, chat: str) -> Reply:
-        refused = self._authorise(request, "write")
+        target, refused = self._writable_chat(request, chat)
         if refused:
             return refused
-        target = self.directory.resolve(chat)
-        if target is None:
-            return self.error_reply(404, "chat not found")
         if request.content_type != "multipart/form-data":
             return self.error_reply(400, "send multipart/form-data")
         files = [p for p in request.files if p.name == "files"]
