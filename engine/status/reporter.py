@@ -1,0 +1,259 @@
+"""The status reporter: transitions → status messages → durable outbox → MLLP, in order.
+
+Every HL7 message for the hospital (status ACKs, vendor replies, inbound Direct messages)
+is written to the store's outbox first (:meth:`StatusReporter.enqueue` fires once it is
+committed), then one :class:`ChannelSender` per channel sends the outbox strictly in order:
+the head item is retried with backoff until the peer acknowledges it (AA, or CA, with MSA-2
+= its MSH-10), and nothing behind it goes first.
+
+Delivery is at least once: if Courier stops after the peer ACKed an item but before the
+store marked it SENT, that one item is sent again after the restart. Its MSH-10 is the same,
+so the receiver can spot the repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks, succeed
+from twisted.internet.endpoints import clientFromString, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+
+from engine.channel.config import Channel, StatusReports
+from engine.errors import MessageError
+from engine.message import Message
+from engine.mllp.client import MLLPClientProtocol
+from engine.source import ControlIds
+from engine.status.messages import Transition, build_status_message, is_wanted
+from engine.store import OutboxItem, Store
+from engine.tls import TLSSettings, client_options
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_REPLIES = frozenset({"AA", "CA"})
+
+
+class NotAcknowledged(Exception):
+    """The peer's answer does not acknowledge the status message we sent."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Wait before retrying an unacknowledged item: ``initial_s * factor**attempts``, capped."""
+
+    initial_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.max_s, self.initial_s * self.factor ** min(attempts, 64))
+
+
+def check_acknowledgement(reply: bytes, control_id: str) -> None:
+    """Raise :class:`NotAcknowledged` unless ``reply`` is an AA/CA whose MSA-2 is ``control_id``."""
+    try:
+        msa = Message.parse(reply, default_charset="latin-1").segment("MSA")
+    except MessageError as exc:
+        raise NotAcknowledged(f"the reply is not HL7: {exc}") from None
+    if msa is None:
+        raise NotAcknowledged("the reply has no MSA segment")
+    if msa.value(2) != control_id:
+        raise NotAcknowledged("the reply acknowledges another message (MSA-2 differs)")
+    if msa.value(1) not in ACCEPTED_REPLIES:
+        raise NotAcknowledged(f"the peer answered {msa.value(1) or 'without MSA-1'}")
+
+
+def status_endpoint(reactor: IReactorTime, reports: StatusReports) -> IStreamClientEndpoint:
+    """The client endpoint of ``reports.to`` with its connect timeout, wrapped in TLS if set.
+
+    Reads the TLS files once, here, so connecting later never touches the disk.
+    """
+    description = reports.to
+    if "timeout=" not in description:
+        description += f":timeout={reports.connect_timeout_s:g}"
+    endpoint = clientFromString(reactor, description)
+    if reports.tls is None:
+        return endpoint
+    settings = TLSSettings(cert_file=reports.tls.cert_file, key_file=reports.tls.key_file,
+                           ca_file=reports.tls.ca_file)
+    host = re.search(r"host=([^:]+)", reports.to)
+    return wrapClientTLS(client_options(settings, host.group(1) if host else "localhost"), endpoint)
+
+
+class ChannelSender:
+    """Sends one channel's outbox in order over one reused MLLP connection."""
+
+    def __init__(
+        self, channel: str, reports: StatusReports, store: Store, reactor: IReactorTime, *,
+        backoff: Backoff, idle_poll_s: float,
+    ) -> None:
+        self.channel = channel
+        self.reports = reports
+        self.store = store
+        self.clock = reactor
+        self.backoff = backoff
+        self.idle_poll_s = idle_poll_s
+        self._endpoint = status_endpoint(reactor, reports)
+        self._client: MLLPClientProtocol | None = None
+        self._wakeup: Deferred[None] | None = None
+        self._running = False
+        self._finished: Deferred[None] | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._finished = self._run()
+
+    def stop(self) -> Deferred[None]:
+        """Stop after the exchange in progress (if any); the outbox keeps what is left."""
+        self._running = False
+        self.wake()
+        if self._client is not None:
+            self._client.close()
+        return self._finished
+
+    def wake(self) -> None:
+        """Something was added: look at the outbox now rather than at the next poll."""
+        if self._wakeup is not None and not self._wakeup.called:
+            self._wakeup.callback(None)
+
+    @inlineCallbacks
+    def _run(self):
+        while self._running:
+            try:
+                item = yield self.store.outbox_next(self.channel, self.clock.seconds())
+                if item is None:
+                    yield self._sleep(self.idle_poll_s)
+                else:
+                    yield self._deliver(item)
+            except Exception:
+                log.exception("status reports for channel %s: store error; trying again", self.channel)
+                yield self._sleep(self.idle_poll_s)
+
+    @inlineCallbacks
+    def _deliver(self, item: OutboxItem):
+        try:
+            client = yield self._connection()
+            reply = yield client.send(item.payload, timeout=self.reports.ack_timeout_s)
+            check_acknowledgement(reply, item.control_id)
+        except Exception as exc:
+            delay = self.backoff.delay(item.attempts)
+            log.warning("status reports for channel %s: outbox item %d (%s) not acknowledged: %s;"
+                        " retrying in %.1fs", self.channel, item.id, item.control_id, exc, delay)
+            self._drop_connection()
+            yield self.store.outbox_retry(item.id, self.clock.seconds() + delay, str(exc))
+            if self._running:
+                yield self._sleep(delay)
+            return
+        yield self.store.outbox_done(item.id)
+        log.info("status reports for channel %s: outbox item %d (%s) acknowledged",
+                 self.channel, item.id, item.control_id)
+
+    def _connection(self) -> Deferred[MLLPClientProtocol]:
+        if self._client is not None:
+            return succeed(self._client)
+        d = connectProtocol(self._endpoint, MLLPClientProtocol(self.clock))
+        return d.addCallback(self._connected)
+
+    def _connected(self, client: MLLPClientProtocol) -> MLLPClientProtocol:
+        self._client = client
+        client.closed.addCallback(self._forget, client)
+        return client
+
+    def _forget(self, _: None, client: MLLPClientProtocol) -> None:
+        if self._client is client:
+            self._client = None
+
+    def _drop_connection(self) -> None:
+        """After a failed exchange a late reply must never be matched to the next item."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+    def _sleep(self, seconds: float) -> Deferred[None]:
+        """Fires after ``seconds``, or earlier on :meth:`wake`."""
+        wakeup: Deferred[None] = Deferred()
+        call = self.clock.callLater(seconds, self.wake)
+        self._wakeup = wakeup
+
+        def cancel_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+            return result
+
+        return wakeup.addBoth(cancel_timer)
+
+
+class StatusReporter:
+    """The :class:`TransitionListener` of the delivery queue, and the outbox of ``engine.status``."""
+
+    def __init__(
+        self, store: Store, reactor: IReactorTime, channels: Iterable[Channel], *,
+        control_ids: Callable[[], str] | None = None, backoff: Backoff = Backoff(),
+        idle_poll_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.clock = reactor
+        self.control_ids = control_ids or ControlIds()
+        self._channels = {c.name: c for c in channels if c.status_reports is not None}
+        self._senders = {
+            name: ChannelSender(name, c.status_reports, store, reactor, backoff=backoff,
+                                idle_poll_s=idle_poll_s)
+            for name, c in self._channels.items()
+        }
+        self._order = {name: DeferredLock() for name in self._channels}
+
+    def start(self) -> None:
+        """Start every channel's sender; items left PENDING by an earlier run go first."""
+        for sender in self._senders.values():
+            sender.start()
+
+    def stop(self) -> Deferred[None]:
+        return gatherResults([s.stop() for s in self._senders.values()]).addCallback(lambda _: None)
+
+    def reports_for(self, channel: str) -> bool:
+        """Whether the channel sends anything back (it has a ``[status_reports]`` section)."""
+        return channel in self._channels
+
+    def enqueue(self, channel: str, payload: bytes, control_id: str) -> Deferred[int]:
+        """Store an HL7 message for the hospital; fires (with the outbox id) once it is durable."""
+        if channel not in self._channels:
+            raise ValueError(f"channel {channel!r} has no [status_reports] section")
+        target = self._channels[channel].status_reports.to
+        d = self.store.outbox_add(channel, target, payload, control_id)
+        return d.addCallback(self._added, channel)
+
+    def _added(self, item_id: int, channel: str) -> int:
+        self._senders[channel].wake()
+        return item_id
+
+    def on_transition(self, transition: Transition) -> Deferred[None] | None:
+        """Queue the status message the channel asks for; fires once it is in the outbox.
+
+        Transitions of one channel are stored in the order they arrive.
+        """
+        if transition.channel not in self._channels:
+            return None
+        return self._order[transition.channel].run(self._report, transition)
+
+    @inlineCallbacks
+    def _report(self, transition: Transition):
+        stored = yield self.store.get_message(transition.message_id, with_body=True)
+        if stored is None:
+            log.error("status reports: message %d of delivery %d is not in the store",
+                      transition.message_id, transition.delivery_id)
+            return
+        channel = self._channels[transition.channel]
+        original = Message.parse(stored.raw, default_charset="latin-1")
+        if not is_wanted(original, transition.event, channel.status_reports.events):
+            return
+        vendors = {d.name: d.type for d in channel.destinations}
+        control_id = self.control_ids()
+        payload = build_status_message(
+            original, transition, vendor=vendors.get(transition.destination, ""),
+            control_id=control_id, now=datetime.fromtimestamp(self.clock.seconds(), UTC),
+        )
+        yield self.enqueue(transition.channel, payload, control_id)

@@ -1,0 +1,279 @@
+"""The status reporter over real sockets: durable outbox, order, retries, restarts, none twice.
+
+Also home of the helpers the other ``test_status_*`` modules share: a store in tmp_path, the
+hospital's MLLP listener and a channel pointed at it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+
+from engine.channel.config import Channel, StatusReports, parse_channel
+from engine.listener import AcknowledgingReceiver
+from engine.message import Message
+from engine.mllp.server import MLLPServerFactory, Reply
+from engine.status.reporter import Backoff, NotAcknowledged, StatusReporter, check_acknowledgement
+from engine.store import Cipher, Incoming, SQLiteStore
+from tests.conftest import on_reactor
+
+CHANNELS = Path(__file__).resolve().parent.parent / "channels"
+ORU = (
+    b"MSH|^~\\&|LIS|LAB|COURIER|HOSP|20240131120000+0000||ORU^R01^ORU_R01|LAB0001|P|2.5.1\r"
+    b"PID|1||123^^^HOSP^MR||DOE^JANE\rOBR|1||F1|CBC\r"
+)
+FAST = {"backoff": Backoff(initial_s=0.05, max_s=0.2), "idle_poll_s": 0.2}
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def open_store(path: Path, key: bytes, reactor) -> SQLiteStore:
+    store = SQLiteStore(path, reactor=reactor, cipher=Cipher(key), durability="normal")
+    on_reactor(store.start)
+    return store
+
+
+def channel_file(name: str, port: int, events=("accepted", "delivered", "read", "failed")) -> Channel:
+    """An example channel whose status reports go to the test hospital on ``port``."""
+    path = CHANNELS / name
+    channel, problems = parse_channel(path, path.read_text(), env={})
+    assert not problems
+    reports = StatusReports(to=f"tcp:host=127.0.0.1:port={port}", events=tuple(events),
+                            connect_timeout_s=1.0, ack_timeout_s=1.0, tls=None)
+    return replace(channel, status_reports=reports)
+
+
+class Hospital:
+    """The hospital's MLLP listener: ACKs like a well-behaved engine and queues what it got."""
+
+    def __init__(self, reactor, port: int = 0, receiver=None) -> None:
+        self.reactor = reactor
+        self.received: queue.Queue[Message] = queue.Queue()
+        self.receiver = receiver or AcknowledgingReceiver(reactor, self.received.put)
+        self.port = port
+        self._listening = None
+
+    def up(self) -> Hospital:
+        factory = MLLPServerFactory("hospital", self.receiver, self.reactor)
+        self._listening = on_reactor(self.reactor.listenTCP, self.port, factory, interface="127.0.0.1")
+        self.port = self._listening.getHost().port
+        return self
+
+    def down(self) -> None:
+        on_reactor(self._listening.stopListening)
+
+    def next(self, timeout: float = 5.0) -> Message:
+        return self.received.get(timeout=timeout)
+
+    def nothing_more(self, wait: float = 0.5) -> bool:
+        try:
+            self.received.get(timeout=wait)
+        except queue.Empty:
+            return True
+        return False
+
+
+def free_port(reactor) -> int:
+    """A loopback port nobody listens on (bound, noted, released)."""
+    hospital = Hospital(reactor).up()
+    hospital.down()
+    return hospital.port
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    delivery_id: int
+    message_id: int
+    channel: str
+    destination: str
+    control_id: str
+    state: str
+    event: str
+    at: float
+    remote_id: str | None = None
+    recipient: str | None = None
+    detail: str = ""
+    invalid_parameters: tuple = ()
+
+
+@pytest.fixture
+def key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def store(tmp_path, key, reactor):
+    store = open_store(tmp_path / "courier.sqlite3", key, reactor)
+    yield store
+    on_reactor(store.close)
+
+
+def receive(store, channel: Channel, raw: bytes = ORU) -> int:
+    incoming = Incoming(channel=channel.name, raw=raw, sending_application="LIS", sending_facility="LAB",
+                        control_id=Message.parse(raw).control_id, message_type="ORU^R01",
+                        received_at=time.time(), peer="127.0.0.1")
+    return on_reactor(store.receive, incoming).message_id
+
+
+def transition(channel: Channel, message_id: int, event: str, state: str, n: int = 0) -> Transition:
+    return Transition(delivery_id=1, message_id=message_id, channel=channel.name,
+                      destination=channel.destinations[0].name, control_id="LAB0001", state=state,
+                      event=event, at=1706711101.0 + n, remote_id="v-1", recipient="gp@example.org",
+                      detail="HTTP 400" if state == "ERROR" else "")
+
+
+EVENTS = [("accepted", "SENT"), ("delivered", "DELIVERED"), ("read", "READ"), ("failed", "ERROR"),
+          ("expired", "ERROR")]
+
+
+def start_reporter(store, reactor, channel: Channel) -> StatusReporter:
+    reporter = StatusReporter(store, reactor, [channel], **FAST)
+    on_reactor(reporter.start)
+    return reporter
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def test_statuses_arrive_in_order_with_msa2_and_zds(store, reactor):
+    hospital = Hospital(reactor).up()
+    channel = channel_file("lis_oru_to_conneqt.toml", hospital.port)
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        for n, (event, state) in enumerate(EVENTS):
+            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+        got = [hospital.next() for _ in EVENTS]
+        assert [m.get("ZDS-1") for m in got] == [event for event, _ in EVENTS]
+        assert [m.get("MSA-1") for m in got] == ["AA", "AA", "AA", "AE", "AE"]
+        assert {m.get("MSA-2") for m in got} == {"LAB0001"}
+        assert [m.get("ZDS-7") for m in got] == [state for _, state in EVENTS]
+        assert {(m.get("ZDS-3"), m.get("ZDS-4"), m.get("ZDS-5")) for m in got} == {
+            (channel.destinations[0].name, "conneqt", "v-1")}
+        assert got[0].get("ZDS-2") == "20240131142501+0000"
+        assert "HTTP 400" in got[3].get("ERR-8")
+        wait_until(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600) is None)
+        assert hospital.nothing_more()
+    finally:
+        on_reactor(reporter.stop)
+        hospital.down()
+
+
+def test_only_the_channels_events_are_queued(store, reactor):
+    hospital = Hospital(reactor).up()
+    channel = channel_file("lis_oru_to_conneqt.toml", hospital.port, events=("delivered", "failed"))
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        for n, (event, state) in enumerate(EVENTS):
+            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+        assert [hospital.next().get("ZDS-1") for _ in range(3)] == ["delivered", "failed", "expired"]
+        assert hospital.nothing_more()
+    finally:
+        on_reactor(reporter.stop)
+        hospital.down()
+
+
+def test_retries_while_the_hospital_is_down_and_sends_each_once(store, reactor):
+    port = free_port(reactor)
+    channel = channel_file("lis_oru_to_conneqt.toml", port)
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    hospital = Hospital(reactor, port)
+    try:
+        for n, (event, state) in enumerate(EVENTS[:3]):
+            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+        wait_until(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600).attempts >= 2)
+        hospital.up()
+        assert [hospital.next().get("ZDS-1") for _ in range(3)] == ["accepted", "delivered", "read"]
+        assert hospital.nothing_more(wait=1.0)
+    finally:
+        on_reactor(reporter.stop)
+        hospital.down()
+
+
+def test_pending_items_are_sent_after_a_restart(tmp_path, key, reactor):
+    path = tmp_path / "courier.sqlite3"
+    port = free_port(reactor)
+    channel = channel_file("lis_oru_to_conneqt.toml", port)
+    store = open_store(path, key, reactor)
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    for n, (event, state) in enumerate(EVENTS[:2]):
+        on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+    on_reactor(reporter.stop)
+    on_reactor(store.close)
+
+    hospital = Hospital(reactor, port).up()
+    store = open_store(path, key, reactor)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        assert [hospital.next().get("ZDS-1") for _ in range(2)] == ["accepted", "delivered"]
+        assert hospital.nothing_more(wait=1.0)
+    finally:
+        on_reactor(reporter.stop)
+        on_reactor(store.close)
+        hospital.down()
+
+
+class WrongControlIdReceiver:
+    """A broken peer that acknowledges every message with someone else's control id."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def handle_frame(self, payload: bytes, peer: str) -> Deferred[Reply]:
+        self.frames += 1
+        return succeed(Reply(b"MSH|^~\\&|H|H|C|C|20240101000000||ACK|X1|P|2.5.1\rMSA|CA|NOT-OURS\r"))
+
+    def refuse_oversize(self, head: bytes, peer: str) -> None:
+        return None
+
+
+def test_an_ack_for_another_message_is_not_taken_as_delivery(store, reactor):
+    receiver = WrongControlIdReceiver()
+    hospital = Hospital(reactor, receiver=receiver).up()
+    channel = channel_file("lis_oru_to_conneqt.toml", hospital.port)
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        on_reactor(reporter.on_transition, transition(channel, message_id, "delivered", "DELIVERED"))
+        wait_until(lambda: receiver.frames >= 2)
+        item = on_reactor(store.outbox_next, channel.name, time.time() + 3600)
+        assert item is not None and item.attempts >= 1
+    finally:
+        on_reactor(reporter.stop)
+        hospital.down()
+
+
+@pytest.mark.parametrize(("reply", "accepted"), [
+    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S1\r", True),
+    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AA|S1\r", True),
+    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AE|S1\r", False),
+    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S2\r", False),
+    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\r", False),
+    (b"not hl7", False),
+])
+def test_check_acknowledgement(reply, accepted):
+    if accepted:
+        check_acknowledgement(reply, "S1")
+    else:
+        with pytest.raises(NotAcknowledged):
+            check_acknowledgement(reply, "S1")
