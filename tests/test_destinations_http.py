@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from engine.destinations import MedAlliesDestination, Outcome
+from engine.destinations import DestinationError, MedAlliesDestination, Outcome
 from engine.destinations.http import retry_after_seconds
 from engine.spec import parse
 
@@ -238,3 +238,20 @@ def test_the_ca_file_setting_is_used_for_https(tmp_path, session):
     destination = medallies("https://127.0.0.1:1", session, ca_file=str(ca_file))
     assert destination.verify == str(ca_file)
     assert medallies("https://127.0.0.1:1", session).verify is True
+
+
+# -- status queries and token exchanges --------------------------------------------------
+
+
+def test_a_failed_status_query_raises_a_phi_free_error(server, session):
+    server.reply(Reply(500, {"message": "database down"}))
+    with pytest.raises(DestinationError, match="MedAllies status query failed: HTTP 500"):
+        medallies(server.base_url, session).check_status("urn:uuid:1")
+
+
+def test_an_unreachable_status_api_raises(session):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DestinationError, match="ConnectionError"):
+        medallies(f"http://127.0.0.1:{port}", session).check_status("urn:uuid:1")

@@ -38,8 +38,13 @@ from engine.destinations.base import (
     StatusUpdate,
     message_uuid,
 )
-from engine.destinations.http import ErrorDescription, HttpDestination, get_ci, http_settings_spec
-from engine.destinations.http import json_body as read_json
+from engine.destinations.http import (
+    ErrorDescription,
+    HttpDestination,
+    get_ci,
+    http_settings_spec,
+    json_body,
+)
 from engine.destinations.payload import DATA_TYPE, TOO_LONG, as_number, check_payload, is_blank
 from engine.mapping.checks import nhs_number_problem
 from engine.spec import Spec, number, objects, string
@@ -164,7 +169,7 @@ class ConneqtDestination(HttpDestination):
         message_id = str(message_uuid(idempotency_key))
 
         def accepted(response: requests.Response) -> SendResult:
-            endpoint = get_ci(read_json(response), "messageStatusEndpoint")
+            endpoint = get_ci(json_body(response), "messageStatusEndpoint")
             ids = {"messageId": message_id}
             if isinstance(endpoint, str):
                 ids["messageStatusEndpoint"] = endpoint
@@ -187,30 +192,31 @@ class ConneqtDestination(HttpDestination):
 
     def exchange_access_code(self, access_code: str) -> str:
         """Trade a toolbar access code for the AccessToken that instant messages need."""
-        response = self.http(
+        answer = self.fetch_json(
             "POST",
             "/api/v1/messages/instant/access/token",
+            purpose="conneQt access code exchange",
+            describe_error=describe_problem,
             json={"accessCode": access_code},
             headers={"ApiKey": self.settings["api_key"]},
         )
-        token = get_ci(read_json(response), "token")
-        if response.status_code != 200 or not isinstance(token, str):
-            reason, _ = describe_problem(response)
-            raise DestinationError(f"conneQt access code exchange failed: HTTP "
-                                   f"{response.status_code}: {reason}")
+        token = get_ci(answer, "token")
+        if not isinstance(token, str) or not token:
+            raise DestinationError("conneQt access code exchange failed: no token in the answer")
         return token
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """The message's state; the response layout is undocumented, so it is read loosely."""
-        response = self.http(
+        body = self.fetch_json(
             "GET",
             f"/api/v1/messages/{remote_id}/status",
+            purpose="conneQt status query",
+            describe_error=describe_problem,
             headers={"ApiKey": self.settings["api_key"]},
         )
-        body = read_json(response)
         status = get_ci(body, "status")
-        if response.status_code != 200 or not isinstance(status, str):
-            raise DestinationError(f"conneQt status query failed: HTTP {response.status_code}")
+        if not isinstance(status, str):
+            raise DestinationError("conneQt status query failed: no status in the answer")
         sub_status = get_ci(body, "subStatus")
         detail = f"{status}: {sub_status}" if sub_status else status
         return [StatusUpdate(STATUS_STATES.get(status.upper(), "pending"), detail=detail)]
@@ -293,7 +299,7 @@ def _coded_item_problems(items: Any) -> list[Problem]:
 
 def describe_problem(response: requests.Response) -> ErrorDescription:
     """An RFC 7807 problem as a reason and the invalid parameters it names."""
-    problem = read_json(response)
+    problem = json_body(response)
     title = get_ci(problem, "title") or response.reason or f"HTTP {response.status_code}"
     detail = get_ci(problem, "detail")
     reason = f"{title}: {detail}" if isinstance(detail, str) and detail else str(title)
@@ -311,6 +317,6 @@ def is_content_problem(response: requests.Response) -> bool:
     _, invalid = describe_problem(response)
     if any(p.name.startswith("attachments") for p in invalid):
         return True
-    problem = read_json(response)
+    problem = json_body(response)
     words = " ".join(str(get_ci(problem, k) or "") for k in ("type", "title", "detail")).lower()
     return "attachment" in words or "content" in words

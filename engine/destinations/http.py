@@ -21,7 +21,13 @@ from typing import Any
 
 import requests
 
-from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
+from engine.destinations.base import (
+    Destination,
+    DestinationError,
+    InvalidParameter,
+    Outcome,
+    SendResult,
+)
 from engine.spec import Field, Spec, number, path, string
 
 ErrorDescription = tuple[str, tuple[InvalidParameter, ...]]
@@ -141,8 +147,31 @@ class HttpDestination(Destination):
             auth_failed_reason=self.auth_failed_reason,
         )
 
+    def fetch_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        purpose: str,
+        describe_error: Callable[[requests.Response], ErrorDescription] = generic_error,
+        **kwargs: Any,
+    ) -> Any:
+        """The JSON of a 200 answer (status queries, token exchanges); else DestinationError.
+
+        These calls are not deliveries: there is nothing to classify, the caller just tries
+        again later, so one exception type with a PHI-free text is all it needs.
+        """
+        try:
+            response = self.http(method, path, **kwargs)
+        except requests.RequestException as exc:
+            raise DestinationError(f"{purpose} failed: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            reason, _ = describe_error(response)
+            raise DestinationError(f"{purpose} failed: HTTP {response.status_code}: {reason}")
+        return json_body(response)
+
     def http(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """The raw request, for callers that read the answer themselves (status, tokens)."""
+        """The raw request with the configured timeouts and CA, without redirects."""
         return self.session.request(
             method,
             self.url(path),

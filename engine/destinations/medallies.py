@@ -162,16 +162,16 @@ class MedAlliesDestination(HttpDestination):
         )
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
-        response = self.http(
+        body = self.fetch_json(
             "GET",
             STATUS_PATH,
+            purpose="MedAllies status query",
             params={"xdMsgId": remote_id, "fromDirectAddress": self.settings["from_direct_address"]},
             auth=(self.settings["username"], self.settings["password"]),
         )
-        body = json_body(response)
         status = get_ci(body, "status")
-        if response.status_code != 200 or not isinstance(status, str):
-            raise DestinationError(f"MedAllies status query failed: HTTP {response.status_code}")
+        if not isinstance(status, str):
+            raise DestinationError("MedAllies status query failed: no status in the answer")
         failure = get_ci(body, "failureReason")
         detail = f"{status}: {failure}" if failure else status
         state = STATUS_STATES.get(status.upper(), "pending")

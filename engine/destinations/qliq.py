@@ -170,12 +170,14 @@ class QliqDestination(HttpDestination):
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """One update per recipient; an empty list from Qliq means nobody has it yet."""
-        response = self.http(
-            "GET", STATUS_PATH, params={"api_key": self.settings["api_key"], "message_id": remote_id}
+        recipients = self.fetch_json(
+            "GET",
+            STATUS_PATH,
+            purpose="Qliq status query",
+            params={"api_key": self.settings["api_key"], "message_id": remote_id},
         )
-        recipients = json_body(response)
-        if response.status_code != 200 or not isinstance(recipients, list):
-            raise DestinationError(f"Qliq status query failed: HTTP {response.status_code}")
+        if not isinstance(recipients, list):
+            raise DestinationError("Qliq status query failed: the answer is not a list")
         if not recipients:
             return [StatusUpdate("pending", detail="not delivered to any recipient yet")]
         return [_recipient_status(r) for r in recipients if isinstance(r, Mapping)]
