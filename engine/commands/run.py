@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="full: fsync every commit (default); normal: survives a killed process, not a power cut",
     )
     parser.add_argument(
+        "--hold-deliveries",
+        action="store_true",
+        help="receive, store and ACK, but keep every delivery QUEUED (maintenance, benchmarks)",
+    )
+    parser.add_argument(
         "--sandbox", action="store_true", help="also run the four vendor sandboxes on loopback (the demo)"
     )
 

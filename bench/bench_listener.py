@@ -1,0 +1,203 @@
+"""Listener benchmark: MLLP → store → ACK, side by side with a no-parse ceiling, in one run.
+
+    python bench/bench_listener.py [--quick]
+
+Servers run in their own processes; one asyncio client drives them all the same way:
+one connection ping-pong and 8 connections, a ~2 KB ORU^R01 (10 OBX) and a ~200 KB one
+(base64 PDF in OBX ED). Every ACK's MSA-2 is checked against the message's MSH-10.
+Courier runs as ``courier run`` with a benchmark channel (filter, mapping dry-run and a real
+SQLite store) at ``durability=full`` and ``normal``, with its delivery queue held so only the
+receiving path is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from messages import large_oru, small_oru  # noqa: E402
+
+CHANNEL = """
+name = "bench"
+[source]
+listen = "tcp:{port}:interface=127.0.0.1"
+max_message_bytes = 1048576
+[source.filter]
+message_types = ["ORU^R01"]
+[[destinations]]
+name = "team-chat"
+type = "kpn"
+mapping = "bench_kpn.toml"
+  [destinations.settings]
+  base_url = "http://127.0.0.1:9"
+  client_id = "bench"
+"""
+
+MAPPING = """
+input = ["ORU^R01"]
+output = "kpn"
+[fields]
+chat_type = { const = "groupchat" }
+aux_id = { template = "ward-{PV1-3.1}" }
+[fields.body]
+template = "{OBR-4.2} for {PID-5.2} {PID-5.1} ({PID-3.1}): {OBX-5} {OBX-6.1}"
+transforms = [{ max_len = 500 }]
+"""
+
+
+@dataclass
+class Figures:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    count: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start listening")
+
+
+def start_ceiling(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "ceiling_server.py"), str(port)], stdout=subprocess.DEVNULL
+    )
+
+
+def start_courier(port: int, workdir: Path, durability: str) -> subprocess.Popen:
+    (workdir / "bench.toml").write_text(CHANNEL.format(port=port))
+    (workdir / "bench_kpn.toml").write_text(MAPPING)
+    env = dict(os.environ, COURIER_STORE_KEY="YmVuY2htYXJrLWtleS1ub3QtYS1zZWNyZXQtMzJieXQ=")
+    store = workdir / f"courier-{durability}.sqlite3"
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "run",
+        str(workdir / "bench.toml"),
+        "--store",
+        str(store),
+        "--durability",
+        durability,
+        "--hold-deliveries",
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def one_connection(
+    port: int, messages: list[tuple[bytes, bytes]], latencies: list[float], check_msa2: bool
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024 * 1024)
+    try:
+        for payload, control_id in messages:
+            started = time.perf_counter()
+            writer.write(b"\x0b" + payload + b"\x1c\r")
+            reply = await reader.readuntil(b"\x1c\r")
+            latencies.append(time.perf_counter() - started)
+            if check_msa2:
+                msa = reply[reply.index(b"\rMSA|") + 5 :].split(b"\r", 1)[0].split(b"|")
+                if msa[0] not in (b"AA", b"CA") or msa[1] != control_id:
+                    raise AssertionError(f"bad ACK for {control_id!r}: {msa[:2]!r}")
+    finally:
+        writer.close()
+
+
+def batches(make, prefix: str, connections: int, per_connection: int) -> list[list[tuple[bytes, bytes]]]:
+    run = f"{prefix}{time.monotonic_ns() % 10**6:06d}"
+    return [
+        [(make(f"{run}{c:02d}{i:06d}"), f"{run}{c:02d}{i:06d}".encode()) for i in range(per_connection)]
+        for c in range(connections)
+    ]
+
+
+async def drive(port: int, make, connections: int, per_connection: int, check_msa2: bool) -> Figures:
+    warmup = batches(make, "W", connections, max(20, per_connection // 20))
+    await asyncio.gather(*(one_connection(port, b, [], check_msa2) for b in warmup))
+    work = batches(make, "M", connections, per_connection)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(one_connection(port, b, latencies, check_msa2) for b in work))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Figures(
+        rate=len(latencies) / elapsed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        count=len(latencies),
+    )
+
+
+SCENARIOS = [
+    ("1 conn, 2 KB", small_oru, 1, 3000),
+    ("8 conns, 2 KB", small_oru, 8, 600),
+    ("1 conn, 200 KB", large_oru, 1, 300),
+]
+SERVERS = ["ceiling", "courier full", "courier normal"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages (a smoke run)")
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    results: dict[tuple[str, str], Figures] = {}
+    with tempfile.TemporaryDirectory(prefix="courier-bench-") as tmp:
+        for server in SERVERS:
+            port = free_port()
+            if server == "ceiling":
+                process = start_ceiling(port)
+            else:
+                process = start_courier(port, Path(tmp), server.split()[1])
+            try:
+                wait_for_port(port, process)
+                for name, make, connections, per_connection in SCENARIOS:
+                    count = max(30, int(per_connection * scale))
+                    results[(server, name)] = asyncio.run(
+                        drive(port, make, connections, count, check_msa2=server != "ceiling")
+                    )
+            finally:
+                process.terminate()
+                process.wait(10)
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[tuple[str, str], Figures]) -> None:
+    print(f"\n{'scenario':16} {'server':16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of ceiling':>11}")
+    for name, *_ in SCENARIOS:
+        ceiling = results[("ceiling", name)].rate
+        for server in SERVERS:
+            f = results[(server, name)]
+            share = f.rate / ceiling
+            print(f"{name:16} {server:16} {f.rate:9.0f} {f.p50_ms:8.3f} {f.p99_ms:8.3f} {share:10.0%}")
+    print("\nEvery Courier ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
