@@ -133,6 +133,20 @@ def test_read_only_connection_cannot_write(tmp_path, key):
         reader.close()
 
 
+def test_read_only_open_of_a_missing_store_fails_without_creating_it(tmp_path, key):
+    path = tmp_path / "missing.sqlite3"
+    with pytest.raises(StoreError, match="cannot open store"):
+        Database.open(path, Cipher(key), readonly=True)
+    assert not path.exists()
+
+
+def test_path_with_uri_characters_opens(tmp_path, key):
+    path = tmp_path / "odd ?#% name" / "engine.sqlite3"
+    Database.open(path, Cipher(key)).close()
+    Database.open(path, Cipher(key), readonly=True).close()
+    assert path.exists()
+
+
 # Messages -------------------------------------------------------------------------------
 
 

@@ -109,9 +109,7 @@ _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
         last_error_enc = ?, lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
-_NEXT_ATTEMPT_DUE = (
-    "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
-)
+_NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
     p.expires_at, p.polls"""
@@ -186,8 +184,9 @@ class Database:
         path = Path(path)
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
+        uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
         try:
-            conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         db = cls(conn, cipher, duplicate_window_s, clock)
@@ -203,7 +202,6 @@ class Database:
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
             if readonly:
-                conn.execute("PRAGMA query_only = ON")
                 version = schema_version(conn)
                 if version != LATEST_VERSION:
                     raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
