@@ -8,7 +8,6 @@ message the vendor would reject never enters the queue.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from engine.channel.config import Channel
 from engine.channel.filter import evaluate
 from engine.destinations.base import Destination
 from engine.mapping import Mapping, MappingFailure
-from engine.message import Message, Path
+from engine.message import Message
 from engine.message.ack import AckError
 from engine.source import Accepted, Refused
 
@@ -53,7 +52,7 @@ class Screen:
     def __call__(self, message: Message) -> Accepted | defer.Deferred[Accepted]:
         verdict = evaluate(self.channel.source.filter, message)
         if verdict.outcome == "rejected":
-            raise Refused(AckError(verdict.code or 207, verdict.text, _path(verdict.location)))
+            raise Refused(verdict.ack_error())
         if verdict.outcome == "filtered":
             return Accepted((), "FILTERED")
         if self.validator is None:
@@ -91,7 +90,3 @@ class Screen:
                 AckError(failure.code, f"{route.name}: {failure.text}", failure.location)
             ) from None
 
-
-@functools.lru_cache(maxsize=256)
-def _path(location: str | None) -> Path | None:
-    return Path.parse(location) if location else None

@@ -6,8 +6,8 @@ All problems are collected, each printed as ``file:line: key.path: message``.
 
 from __future__ import annotations
 
-import importlib
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -18,6 +18,7 @@ from engine.channel.config import Channel, Destination, parse_channel
 from engine.channel.endpoints import addresses_clash, listen_address
 from engine.channel.registry import payload_spec_for
 from engine.errors import ConfigError
+from engine.mapping import load_mapping
 from engine.spec import Problem, Spec, SpecError, key_lines, locate, locate_problems, suggest
 
 
@@ -66,6 +67,9 @@ def _load(
         except OSError as exc:
             problems.append(Problem("", f"cannot read channel file: {exc.strerror}", file))
             continue
+        if is_mapping_file(file, text):
+            problems += _standalone_mapping_problems(file)
+            continue
         channel, found = parse_channel(file, text, env=env)
         if channel is not None:
             found += _mapping_problems(channel)
@@ -94,23 +98,32 @@ def _clashes(loaded: list[_Loaded]) -> list[Problem]:
     return problems
 
 
-def _load_mapping_function() -> Any:
-    """``engine.mapping.load_mapping``, or None while that package does not provide it."""
+def is_mapping_file(file: Path, text: str) -> bool:
+    """Mapping files declare the destination type they build (``output``); channels do not."""
     try:
-        return importlib.import_module("engine.mapping").load_mapping
-    except (ImportError, AttributeError):
-        return None
+        return "output" in tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+
+
+def _standalone_mapping_problems(file: Path) -> list[Problem]:
+    """A mapping file given on its own: it loads, and its keys fit its output's payload."""
+    try:
+        mapping = load_mapping(file)
+    except ConfigError as exc:
+        return [Problem("", line, file) for line in str(exc).splitlines() if line.strip()]
+    spec = payload_spec_for(mapping.output)
+    if spec is None:
+        return []
+    return [Problem("fields", message, file) for message in payload_key_problems(mapping.output_keys(), spec)]
 
 
 def _mapping_problems(channel: Channel) -> list[Problem]:
-    load_mapping = _load_mapping_function()
     problems: list[Problem] = []
     for i, destination in enumerate(channel.destinations):
         key = f"destinations[{i}].mapping"
         if not destination.mapping.is_file():
             problems.append(Problem(key, f"mapping file {destination.mapping} not found"))
-            continue
-        if load_mapping is None:
             continue
         try:
             mapping = load_mapping(destination.mapping)
