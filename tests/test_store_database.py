@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from engine.errors import StoreError
+from engine.store import database as database_module
 from engine.store.base import DeliverySelection, Incoming
 from engine.store.crypto import Cipher
 from engine.store.database import Database
@@ -397,3 +398,10 @@ def test_kv_round_trip_and_overwrite(db):
         db.kv_put("qliq", "conv:MRN1", b"conversation-2")
     assert db.kv_get("qliq", "conv:MRN1") == b"conversation-2"
     assert db.kv_get("kpn", "conv:MRN1") is None
+
+
+def test_duplicate_lookup_reads_only_the_covering_index(db):
+    plan = db.connection.execute(
+        "EXPLAIN QUERY PLAN " + database_module._FIND_SAME_CONTROL_ID, ("lab", "LIS", "HOSP", "C1", T0)
+    ).fetchall()
+    assert "USING COVERING INDEX messages_by_sender_control_id" in plan[0][-1]

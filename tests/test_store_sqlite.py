@@ -143,3 +143,31 @@ def test_start_with_the_wrong_key_fails(reactor, path):
     wrong = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
     with pytest.raises(StoreError, match="key does not fit"):
         on_reactor(wrong.start)
+
+
+def test_calls_queued_before_a_failed_open_fail_too(reactor, path):
+    first = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    on_reactor(first.start)
+    on_reactor(first.close)
+    wrong = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+
+    def start_and_receive():
+        started = wrong.start()
+        received = wrong.receive(incoming())
+        return defer.DeferredList([started, received], consumeErrors=True)
+
+    (started_ok, _), (received_ok, failure) = on_reactor(start_and_receive)
+    assert not started_ok and not received_ok
+    assert failure.check(StoreError)
+
+
+def test_store_sets_the_durability_it_was_given(reactor, path):
+    store = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal")
+    on_reactor(store.start)
+    try:
+        synchronous = on_reactor(
+            store._writer.submit, lambda db: db.connection.execute("PRAGMA synchronous").fetchone()[0]
+        )
+    finally:
+        on_reactor(store.close)
+    assert synchronous == 1  # NORMAL; the default "full" is tested on the Database

@@ -124,8 +124,7 @@ class Worker:
         try:
             db = self._db = self._open_db()
         except Exception as exc:
-            self._stopping = True
-            call_soon(opened.errback, Failure(exc))
+            call_soon(self._open_failed, opened, Failure(exc))
             return
         call_soon(opened.callback, None)
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -146,6 +145,20 @@ class Worker:
                 db.close()
                 call_soon(stop[1].callback, None)
                 return
+
+    def _open_failed(self, opened: Deferred[None], failure: Failure) -> None:
+        """In the reactor thread: nothing queued so far will ever run; say so to each caller."""
+        self._stopping = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] is _STOP:
+                item[1].callback(None)
+            else:
+                item[2].errback(failure)
+        opened.errback(failure)
 
 
 def _fire(deferreds: list[Deferred[Any]], outcomes: list[Outcome]) -> None:
