@@ -61,7 +61,7 @@ def problems_of(tmp_path, text: str) -> list[str]:
             '[each.a]\nsegment = "OBX"\nmin = -1\n[each.a.fields]\nx = "OBX-5"\n',
             "5: each.a.min: expected a whole number, 0 or more",
         ),
-        ("[each.a]\nsegment = \"obx\"\n", "4: each.a.segment: expected a segment name"),
+        ('[each.a]\nsegment = "obx"\n', "4: each.a.segment: expected a segment name"),
         ("[feilds]\n", "3: feilds: unknown key (did you mean 'fields'?)"),
     ],
 )

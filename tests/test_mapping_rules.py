@@ -263,3 +263,10 @@ c = { path = "OBX-5", required = true }
         OutputKey("b", False),
         OutputKey("x", True, (OutputKey("c", True),)),
     )
+
+
+def test_a_list_of_paths_takes_the_first_with_a_value(mapping_from, message):
+    out = fields(mapping_from, message, 'v = { path = ["ORC-7.6", "TQ1-9.1", "OBR-5"] }')
+    assert out == {"v": "S"}
+    out = fields(mapping_from, message, 'v = { path = ["ORC-2", "OBR-5"] }')
+    assert out == {"v": "PLC1"}

@@ -38,7 +38,8 @@ def test_nhs_numbers_that_fail_say_why(number, reason):
 
 
 @pytest.mark.parametrize(
-    "code", ["407554009", "407555005", "248223005", "22298006", "441000000100"]  # last: long form
+    "code",
+    ["407554009", "407555005", "248223005", "22298006", "441000000100"],  # last: long form
 )
 def test_snomed_ids_pass_verhoeff_and_partition(code):
     assert sctid_problem(code) is None

@@ -43,6 +43,7 @@ Example::
 Rules the evaluator follows:
 
 - A value is read from exactly one source: ``path``, ``const``, ``template`` or ``context``.
+  ``path = ["TQ1-9.1", "ORC-7.6", "OBR-5"]`` reads the first of several paths that has a value.
 - ``where`` is a table of path → value (or list of accepted values). Conditions on the value's
   own field (``PID-3`` where ``PID-3.5 = NH``) pick the first matching *repetition*; any other
   condition filters *segments* (``OBX-5`` where ``OBX-3.3 = SCT``: the first OBX coded so).
@@ -77,7 +78,7 @@ MAPPING_KEYS: dict[str, str] = {
 SOURCES = ("path", "const", "template", "context")
 
 FIELD_KEYS: dict[str, str] = {
-    "path": "read the value at an HL7 path, e.g. PID-5.1",
+    "path": 'read the value at an HL7 path, e.g. "PID-5.1"; a list of paths takes the first with a value',
     "const": "a literal value (string, number or boolean)",
     "template": 'text with {PATH} and {context.<name>} placeholders, e.g. "{PID-5.2} {PID-5.1}"',
     "context": "a value given by the engine rather than the message, e.g. channel",

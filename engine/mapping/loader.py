@@ -21,6 +21,7 @@ from engine.mapping.rules import (
     ContextSource,
     EachRule,
     FieldRule,
+    FirstOf,
     PathSource,
     Rule,
     Source,
@@ -194,20 +195,26 @@ class _Compiler:
                 self.problem(key, "expected a string, number or boolean")
                 return None
             return ConstSource(value)
+        if kind == "path" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            sources = [self.path_source(text, spec, prefix, f"{key}[{i}]") for i, text in enumerate(value)]
+            return FirstOf(tuple(sources)) if None not in sources else None
         if not isinstance(value, str):
-            self.problem(key, "expected a string")
+            self.problem(key, "expected a string" + (" or a list of paths" if kind == "path" else ""))
             return None
         if kind == "context":
             return ContextSource(value)
         if kind == "template":
             return self.template(value, key)
-        path = self.path(value, key)
+        return self.path_source(value, spec, prefix, key)
+
+    def path_source(self, text: str, spec: dict[str, Any], prefix: str, key: str) -> PathSource | None:
+        path = self.path(text, key)
         if path is None:
             return None
         conditions = self.conditions(spec.get("where", {}), _join(prefix, "where"))
         same_field = [c for c in conditions if _picks_repetition(c.path, path)]
         others = tuple(c for c in conditions if c not in same_field)
-        return PathSource(path, others, tuple(same_field), collect_all is True)
+        return PathSource(path, others, tuple(same_field), spec.get("all") is True)
 
     def path(self, text: str, key: str) -> Path | None:
         try:

@@ -96,6 +96,17 @@ class PathSource:
 
 
 @dataclass(frozen=True)
+class FirstOf:
+    """``path = ["TQ1-9.1", "ORC-7.6", "OBR-5"]``: the first path that has a value."""
+
+    sources: tuple[PathSource, ...]
+
+    def read(self, scope: Scope) -> Reading:
+        readings = [source.read(scope) for source in self.sources]
+        return next((r for r in readings if not _is_empty(r.raw)), readings[0])
+
+
+@dataclass(frozen=True)
 class ConstSource:
     value: str | int | float | bool
 
@@ -123,7 +134,7 @@ class TemplateSource:
         return Reading("".join(out), None, self.text)
 
 
-Source = PathSource | ConstSource | ContextSource | TemplateSource
+Source = PathSource | FirstOf | ConstSource | ContextSource | TemplateSource
 
 
 class Recorder:
