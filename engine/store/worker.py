@@ -33,7 +33,8 @@ def run_in_one_transaction(db: Database, calls: list[Call]) -> list[Outcome]:
     """Group commit: one transaction and one COMMIT for the batch.
 
     With more than one call, each runs in its own savepoint so a failing call undoes only
-    its own changes. If the COMMIT fails, every call in the batch fails.
+    its own changes (a lone call needs none: rolling back the transaction is the same).
+    If the COMMIT fails, every call in the batch fails.
     """
     isolate = db.savepoint if len(calls) > 1 else None
     outcomes: list[Outcome] = []
