@@ -153,6 +153,13 @@ def test_the_redirect_receiver_aborts_on_a_wrong_state():
         receiver.wait(timeout=5)
 
 
+@pytest.mark.parametrize("uri", ["https://127.0.0.1:8765/callback", "http://example.org:80/cb",
+                                 "http://127.0.0.1/callback"])
+def test_the_redirect_receiver_listens_only_on_loopback_http(uri):
+    with pytest.raises(DestinationError, match="redirect_uri must be"):
+        RedirectReceiver.for_redirect_uri(uri, "state")
+
+
 def test_the_redirect_receiver_times_out():
     with pytest.raises(DestinationError, match="timed out"):
         RedirectReceiver(new_state()).wait(timeout=0.05)
@@ -191,9 +198,15 @@ class FakeTime:
         self.sleeps.append(seconds)
 
 
-def test_the_bucket_allows_a_burst_then_spaces_requests():
+def test_the_bucket_spaces_requests_evenly_by_default():
     clock = FakeTime()
     bucket = TokenBucket(30, clock=lambda: clock.now, sleep=clock.sleep)
+    assert [bucket.acquire() for _ in range(3)] == pytest.approx([0, 1 / 30, 2 / 30])
+
+
+def test_a_bucket_with_capacity_allows_a_burst_then_spaces_requests():
+    clock = FakeTime()
+    bucket = TokenBucket(30, capacity=30, clock=lambda: clock.now, sleep=clock.sleep)
     waits = [bucket.acquire() for _ in range(32)]
     assert waits[:30] == [0.0] * 30
     assert waits[30:] == pytest.approx([1 / 30, 2 / 30])

@@ -8,6 +8,8 @@ Status progressions use a fake clock advanced in the reactor thread.
 from __future__ import annotations
 
 import base64
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,12 +19,16 @@ from twisted.internet.task import Clock
 
 from engine.destinations import (
     ConneqtDestination,
+    KpnDestination,
     MedAlliesDestination,
     Outcome,
     QliqDestination,
     StaticToken,
 )
+from engine.destinations.kpn import TOKEN_EXPIRED
+from engine.destinations.kpn_oauth import RedirectReceiver, new_state
 from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from engine.sandbox.kpn import KpnSandbox
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
@@ -53,6 +59,8 @@ def sandboxes(reactor, clock) -> Iterator[dict]:
             processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60))),
         "qliq": start(QliqSandbox(reactor, clock=clock, timings=QliqTimings(
             delivered_after_s=2, read_after_s=5, recipient_stagger_s=0))),
+        # real time: the rate limit and token expiry are measured on the reactor's clock
+        "kpn": start(KpnSandbox(reactor)),
     }
     yield started
     for sandbox in started.values():
@@ -70,6 +78,12 @@ def fresh(sandboxes, name):
     on_reactor(sandbox.reset)
     on_reactor(sandbox.set_faults, outage=None)
     return sandbox
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def advance(clock: Clock, seconds: float) -> None:
@@ -297,3 +311,85 @@ def test_qliq_unknown_sender_is_rejected(qliq, session):
         idempotency_key="5",
     )
     assert (result.outcome, result.http_status) == (Outcome.REJECTED, 403)
+
+
+# -- KPN ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kpn(sandboxes):
+    return fresh(sandboxes, "kpn")
+
+
+def authorised_kpn(sandbox, session) -> KpnDestination:
+    """Run the three legs of ``courier kpn authorize`` against the sandbox."""
+    table = {
+        "base_url": f"{sandbox.base_url}/communication/kpn/healthcare-messenger",
+        "client_id": "sandbox-kpn-client",
+        "client_secret": "sandbox-kpn-secret",
+        "authorize_url": f"{sandbox.base_url}/healthcaremessenger_oauth/authorize",
+        "token_url": f"{sandbox.base_url}/healthcaremessenger_oauth/token",
+        "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
+    }
+    destination = KpnDestination(make_settings(KpnDestination, table), session)
+    state = new_state()
+    receiver = RedirectReceiver.for_redirect_uri(table["redirect_uri"], state)
+    requests.get(destination.authorization_url(state), timeout=5)  # the operator's browser
+    token = destination.exchange_code(receiver.wait(timeout=5))
+    destination.token_provider = StaticToken(token.access_token)
+    return destination
+
+
+def test_kpn_oauth_then_a_message_to_a_group_chat_by_aux_id(kpn, session):
+    destination = authorised_kpn(kpn, session)
+    payload = {"chat_type": "groupchat", "aux_id": "ward-7", "body": "Discharge letter ready"}
+    assert destination.validate(payload) == []
+    result = destination.send(payload, idempotency_key="1")
+    assert result.outcome is Outcome.ACCEPTED
+    assert kpn.state.requests[-1].path.endswith("/aux/groupchats/ward-7/messages")
+
+
+def test_kpn_attachments_arrive_as_files(kpn, session):
+    destination = authorised_kpn(kpn, session)
+    payload = {"chat_type": "conversation", "chat_id": "sandbox-user-1", "body": "See letter",
+               "attachments": [{"file_name": "letter.pdf", "mime_type": "application/pdf",
+                                "content": PDF}]}
+    result = destination.send(payload, idempotency_key="2")
+    assert result.outcome is Outcome.ACCEPTED
+    files = kpn.state.requests[-1].body["files"]
+    assert [f["filename"] for f in files] == ["letter.pdf"]
+
+
+def test_kpn_unknown_chat_is_rejected(kpn, session):
+    result = authorised_kpn(kpn, session).send(
+        {"chat_type": "groupchat", "aux_id": "no-such-ward", "body": "x"}, idempotency_key="3"
+    )
+    assert (result.outcome, result.http_status) == (Outcome.REJECTED, 404)
+
+
+def test_kpn_expired_token_asks_for_authorisation(kpn, session):
+    on_reactor(kpn.configure, {"token_ttl_s": 0.2})
+    destination = authorised_kpn(kpn, session)
+    time.sleep(0.3)
+    result = destination.send({"chat_type": "groupchat", "chat_id": "sandbox-group-1",
+                               "body": "x"}, idempotency_key="4")
+    on_reactor(kpn.configure, {"token_ttl_s": 3 * 24 * 3600})
+    assert result.outcome is Outcome.AUTH_FAILED
+    assert result.reason.startswith(TOKEN_EXPIRED)
+
+
+def test_kpn_shared_rate_limit_keeps_two_channels_under_30_per_second(kpn, session):
+    first = authorised_kpn(kpn, session)
+    second = KpnDestination(first.settings, session, token_provider=first.token_provider)
+    payload = {"chat_type": "groupchat", "chat_id": "sandbox-group-1", "body": "x"}
+    results = []
+
+    def deliver(destination, n):
+        results.extend(destination.send(payload, idempotency_key=str(i)) for i in range(n))
+
+    threads = [threading.Thread(target=deliver, args=(d, 20)) for d in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 40

@@ -93,19 +93,20 @@ def classify(
     status = response.status_code
     if 200 <= status < 300:
         return replace(on_success(response), http_status=status)
-    reason, invalid = describe_error(response)
+    vendor_reason, invalid = describe_error(response)
+    reason = f"HTTP {status}: {vendor_reason}"
     if is_permanent(response):
         outcome = Outcome.REJECTED
     elif status == 401:
         outcome = Outcome.AUTH_FAILED
-        reason = f"{auth_failed_reason} ({reason})"
+        reason = f"{auth_failed_reason} ({reason})"  # what the operator must do comes first
     elif status in RETRYABLE_STATUSES or status >= 500 or 300 <= status < 400:
         outcome = Outcome.RETRY
     else:
         outcome = Outcome.REJECTED
     return SendResult(
         outcome,
-        reason=f"HTTP {status}: {reason}",
+        reason=reason,
         invalid_parameters=invalid,
         retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
         http_status=status,

@@ -111,6 +111,15 @@ class RedirectReceiver:
         )
         self._thread.start()
 
+    @classmethod
+    def for_redirect_uri(cls, redirect_uri: str, expected_state: str) -> RedirectReceiver:
+        """A receiver on the port and path of a loopback ``redirect_uri`` (the registered one)."""
+        url = urlsplit(redirect_uri)
+        if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost") or not url.port:
+            raise DestinationError("redirect_uri must be http://127.0.0.1:<port>/<path> to receive "
+                                   "the authorization code locally")
+        return cls(expected_state, port=url.port, path=url.path or "/")
+
     @property
     def redirect_uri(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"

@@ -13,18 +13,23 @@ from collections.abc import Callable
 
 
 class TokenBucket:
-    """``rate`` requests per second on average, bursts of up to ``capacity``."""
+    """``rate`` requests per second on average, bursts of up to ``capacity``.
+
+    The default capacity of one spaces requests evenly (1/rate apart). KPN does not say how it
+    counts "30 calls per second"; a full burst followed by steady traffic would put more than
+    30 calls in some one-second window, so even spacing is the reading that is always safe.
+    """
 
     def __init__(
         self,
         rate: float,
-        capacity: float | None = None,
+        capacity: float = 1.0,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rate = rate
-        self.capacity = capacity if capacity is not None else rate
+        self.capacity = capacity
         self._clock = clock
         self._sleep = sleep
         self._tokens = self.capacity
