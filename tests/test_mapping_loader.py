@@ -25,11 +25,11 @@ def problems_of(tmp_path, text: str) -> list[str]:
     [
         (
             '[fields]\na = "PID-5"\nb = { path = "PID-3", requird = true }\n',
-            "5: fields.b.requird: unknown key (did you mean 'required'?)",
+            "5: fields.b.requird: unknown key; did you mean 'required'?",
         ),
         (
             '[fields]\nb = { path = "PID-3", transforms = ["strip", "uper"] }\n',
-            "4: fields.b.transforms[1]: unknown transform 'uper' (did you mean 'upper'?)",
+            "4: fields.b.transforms[1]: unknown transform 'uper'; did you mean 'upper'?",
         ),
         (
             '[fields]\n\nb = { path = "PID.3" }\n',
@@ -38,7 +38,7 @@ def problems_of(tmp_path, text: str) -> list[str]:
         ),
         (
             '[lookups.ods]\nA = "B"\n[fields]\nb = { path = "PD1-3", transforms = [{ lookup = "odss" }] }\n',
-            "6: fields.b.transforms[0]: unknown lookup 'odss' (did you mean 'ods'?)",
+            "6: fields.b.transforms[0]: unknown lookup 'odss'; did you mean 'ods'?",
         ),
         (
             '[fields]\nb = { path = "PID-3.1", where = { "PID-3,5" = "NH" } }\n',
@@ -62,7 +62,7 @@ def problems_of(tmp_path, text: str) -> list[str]:
             "5: each.a.min: expected a whole number, 0 or more",
         ),
         ('[each.a]\nsegment = "obx"\n', "4: each.a.segment: expected a segment name"),
-        ("[feilds]\n", "3: feilds: unknown key (did you mean 'fields'?)"),
+        ("[feilds]\n", "3: feilds: unknown key; did you mean 'fields'?"),
     ],
 )
 def test_broken_mapping_files_name_line_key_and_problem(tmp_path, body, expected):
@@ -74,7 +74,7 @@ def test_input_and_output_are_checked(tmp_path):
     found = problems_of(tmp_path, 'input = ["ORU-R01"]\noutput = "conect"\n')
     assert "1: input[0]: 'ORU-R01' is not a message type such as ORU^R01 or MDM" in found
     assert any(line.startswith("2: output: expected one of qliq, conneqt, medallies, kpn") for line in found)
-    assert "(did you mean 'conneqt'?)" in found[-1]
+    assert "; did you mean 'conneqt'?" in found[-1]
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):
@@ -97,3 +97,22 @@ def test_a_good_file_loads_with_its_declared_input_and_output(tmp_path):
     file.write_text('input = "MDM^T02"\noutput = "qliq"\n[fields]\nsubject = "TXA-12"\n', encoding="utf-8")
     mapping = load_mapping(file)
     assert (mapping.path, mapping.input, mapping.output) == (file, ("MDM^T02",), "qliq")
+
+
+def test_the_grammar_reference_lists_every_key_and_transform():
+    from engine.mapping.grammar import EACH_KEYS, FIELD_KEYS, MAPPING_KEYS, TRANSFORMS, render_markdown
+
+    text = render_markdown()
+    for name in [*MAPPING_KEYS, *FIELD_KEYS, *EACH_KEYS, *TRANSFORMS]:
+        assert f"| `{name}` |" in text, name
+
+
+def test_the_loader_accepts_exactly_the_declared_keys(tmp_path):
+    from engine.mapping.grammar import EACH_KEYS, FIELD_KEYS
+
+    found = problems_of(
+        tmp_path, HEAD + '[fields]\na = { path = "PID-5", sorce = "x" }\n[each.e]\nsegmnt = "OBX"\n'
+    )
+    assert "4: fields.a.sorce: unknown key" in found[0]
+    assert any("each.e.segmnt: unknown key; did you mean 'segment'?" in line for line in found)
+    assert "sorce" not in FIELD_KEYS and "segment" in EACH_KEYS

@@ -96,4 +96,22 @@ EACH_KEYS: dict[str, str] = {
     "fields": "[each.<name>.fields] output key = field rule, read per segment",
 }
 
-__all__ = ["EACH_KEYS", "FIELD_KEYS", "MAPPING_KEYS", "OUTPUTS", "SOURCES", "TRANSFORMS"]
+
+def render_markdown() -> str:
+    """The README's mapping reference: one table per key group, then the transforms."""
+    out = ["#### Mapping file keys", ""]
+    for title, keys in (
+        ("top level", MAPPING_KEYS),
+        ("field rule", FIELD_KEYS),
+        ("`[each.<name>]`", EACH_KEYS),
+    ):
+        out += [f"| {title} key | meaning |", "|---|---|"]
+        out += [f"| `{name}` | {doc} |" for name, doc in keys.items()]
+        out.append("")
+    out += ["#### Transforms", "", "| transform | argument | what it does |", "|---|---|---|"]
+    for spec in TRANSFORMS.values():
+        argument = spec.argument or "—"
+        if spec.options:
+            argument += "; options: " + ", ".join(spec.options)
+        out.append(f"| `{spec.name}` | {argument} | {spec.doc} |")
+    return "\n".join(out) + "\n"

@@ -27,10 +27,9 @@ from engine.mapping.rules import (
     Source,
     TemplateSource,
 )
-from engine.mapping.suggest import did_you_mean
 from engine.mapping.transforms import Step, compile_transform
 from engine.message.path import Path
-from engine.spec import Problem, SpecError, locate_problems
+from engine.spec import Problem, SpecError, locate_problems, suggest
 
 _MESSAGE_TYPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -77,7 +76,7 @@ class _Compiler:
     def unknown_keys(self, table: dict[str, Any], known: dict[str, str], prefix: str) -> None:
         for name in table:
             if name not in known:
-                self.problem(_join(prefix, name), f"unknown key{did_you_mean(name, known)}")
+                self.problem(_join(prefix, name), f"unknown key{suggest(name, list(known))}")
 
     def table(self, data: dict[str, Any], name: str, prefix: str = "") -> dict[str, Any]:
         value = data.get(name, {})
@@ -120,7 +119,7 @@ class _Compiler:
 
     def read_output(self, value: Any) -> str:
         if value not in OUTPUTS:
-            hint = did_you_mean(value, OUTPUTS) if isinstance(value, str) else ""
+            hint = suggest(value, list(OUTPUTS)) if isinstance(value, str) else ""
             self.problem("output", f"expected one of {', '.join(OUTPUTS)}{hint}")
             return ""
         return value

@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.mapping.checks import nhs_number_problem, sctid_problem
 from engine.mapping.dates import DateError, format_dtm, is_offset
-from engine.mapping.suggest import did_you_mean
+from engine.spec import suggest
 
 REQUIRED_FIELD_MISSING, DATA_TYPE_ERROR, TABLE_VALUE_NOT_FOUND = 101, 102, 103
 
@@ -124,7 +124,7 @@ def compile_transform(entry: object, lookups: Mapping[str, Mapping[str, str]]) -
         raise ValueError('a transform is a name ("upper") or a table ({ date = "%Y-%m-%d" })')
     spec = TRANSFORMS.get(name)
     if spec is None:
-        raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}")
+        raise ValueError(f"unknown transform {name!r}{suggest(name, list(TRANSFORMS))}")
     if spec.argument is None and argument is not None:
         raise ValueError(f'transform {name!r} takes no argument; write it as "{name}"')
     if spec.argument is not None and argument is None:
@@ -187,7 +187,7 @@ def _date(argument: object, options: Mapping[str, object], _lookups: object) -> 
 
 def _lookup(argument: object, options: Mapping[str, object], lookups: Mapping) -> Apply:
     if not isinstance(argument, str) or argument not in lookups:
-        raise ValueError(f"unknown lookup {argument!r}{did_you_mean(str(argument), lookups)}")
+        raise ValueError(f"unknown lookup {argument!r}{suggest(str(argument), list(lookups))}")
     table = lookups[argument]
     default = options.get("default")
     if default is not None and not isinstance(default, str):
