@@ -9,7 +9,7 @@ serves :meth:`Mapping.apply` (stop at the first failure) and ``explain`` (record
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from engine.mapping.failure import MappingFailure
@@ -36,7 +36,12 @@ class Reading:
 
     raw: str | list[str] | Any
     location: Path | None
-    source: str
+    described: str | None = None  # how to show the source; None: the location itself
+
+    @property
+    def source(self) -> str:
+        """The source as ``explain`` and failure texts show it (built only when needed)."""
+        return self.described if self.described is not None else str(self.location)
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,9 @@ class PathSource:
             location = hits[0][0] if hits else self.path
             return Reading(values, location, str(self.path))
         if not hits:
-            return Reading("", self.path, str(self.path))
+            return Reading("", self.path)
         location, value = hits[0]
-        return Reading(value, location, str(location))
+        return Reading(value, location)
 
     def hits(self, scope: Scope) -> list[tuple[Path, str]]:
         """(located path, decoded value) for each matching segment and repetition, in order."""
@@ -88,7 +93,8 @@ class PathSource:
                 if not all(c.holds_at(segment, repetition) for c in self.repetition_conditions):
                     continue
                 value = segment.value(p.field, repetition, p.component, p.subcomponent)
-                located = replace(p, occurrence=segment.occurrence, repetition=repetition)
+                occurrence = segment.occurrence
+                located = Path(p.segment, occurrence, p.field, repetition, p.component, p.subcomponent)
                 found.append((located, value))
                 if not self.collect_all:
                     return found

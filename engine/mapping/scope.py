@@ -10,7 +10,7 @@ message. Explicit occurrences (``OBX[2]-5``) always address the whole message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from engine.message.path import Path
 from engine.message.reader import Message, Segment
@@ -26,7 +26,7 @@ class Scope:
 
     def within(self, segment: Segment) -> Scope:
         """The scope of one ``each`` item (or of a segment a ``where`` is testing)."""
-        return replace(self, current=segment)
+        return Scope(self.message, self.context, segment)  # not dataclasses.replace: hot path
 
     def segments_for(self, path: Path) -> list[Segment]:
         """The segments ``path`` may read from here, in message order."""
