@@ -1,0 +1,156 @@
+"""MedAllies webhooks: inbound Direct messages (→ MDM^T02 to the hospital) and DSN statuses.
+
+Both are POSTed by MedAllies with Basic auth and the shared secret we gave them (the
+document names it for inbound messages and says nothing for DSNs; the sandbox signs both).
+
+- **Inbound**: the JSON becomes an :class:`InboundDocument` (body text, every
+  ``emailAttachmentList`` item as an OBX ED, the patient fields as PID) and is stored in the
+  outbox of the channel it is configured for; only then does MedAllies get its 200.
+- **DSN**: ``Disposition`` is read loosely (split on ';', last token: processed, dispatched,
+  displayed, failed), ``Status: Error`` always means failed, and the result goes to
+  :meth:`StatusTracker.apply_update` under the original ``messageId`` (our remote id).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from base64 import b64decode
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from engine.destinations.base import StatusUpdate
+from engine.destinations.medallies import STATUS_STATES
+from engine.source import ControlIds
+from engine.status.documents import Attachment, InboundDocument, Patient, build_document_message
+from engine.status.reporter import StatusReporter
+from engine.status.webhooks import BasicAuth, answer, answer_when_done, refuse_unauthorised
+
+log = logging.getLogger(__name__)
+REALM = "courier-medallies"
+
+
+class StatusTracker(Protocol):
+    """The delivery side's entry for pushed statuses (``engine.delivery``)."""
+
+    def apply_update(self, ref: int | str, update: StatusUpdate) -> Deferred[None] | None: ...
+
+
+class InvalidInbound(ValueError):
+    """The POSTed JSON is not an inbound Direct message we can file."""
+
+
+def inbound_document(body: Any, received_at: float) -> InboundDocument:
+    """The documented inbound JSON as a document; raises :class:`InvalidInbound`."""
+    if not isinstance(body, dict) or not isinstance(body.get("messageId"), str):
+        raise InvalidInbound("not a Direct message: no messageId")
+    attachments = []
+    for n, item in enumerate(body.get("emailAttachmentList") or [], start=1):
+        try:
+            data = b64decode(item["attachmentContent"], validate=True)
+        except (KeyError, TypeError, binascii.Error):
+            raise InvalidInbound(f"attachment {n} has no Base64 attachmentContent") from None
+        name = item.get("attachmentFileName") or item.get("attachmentTitle") or ""
+        attachments.append(Attachment(item.get("attachmentClass") or "application/octet-stream", data, name))
+    text = "\n\n".join(str(body[key]) for key in ("messageSubject", "messageBody") if body.get(key))
+    return InboundDocument(
+        vendor="medallies", vendor_message_id=body["messageId"], received_at=received_at,
+        sender=str(body.get("fromDirectAddress", "")), text=text, attachments=tuple(attachments),
+        conversation_id=str(body.get("replyToMessageId") or ""), document_type="CD",
+        patient=Patient(*(str(body.get(key) or "") for key in (
+            "patientId", "assigning_authority", "patientLastname", "patientFirstname",
+            "patientMiddlename", "patientDOB", "patientGender"))),
+    )
+
+
+def dsn_update(body: Any) -> tuple[str, StatusUpdate]:
+    """(original messageId, normalised status) from a DSN; raises ValueError when unreadable."""
+    if not isinstance(body, dict) or not isinstance(body.get("Id"), str):
+        raise ValueError("not a DSN: no Id")
+    disposition = str(body.get("Disposition") or "").split(";")[-1].strip()
+    state = STATUS_STATES.get(disposition.upper())
+    if str(body.get("Status", "")).lower() == "error" or state is None and "fail" in disposition.lower():
+        state = "failed"
+    if state is None:
+        raise ValueError("DSN disposition not understood")
+    detail = f"DSN {disposition}"
+    if body.get("Description") and body["Description"] != disposition:
+        detail += f": {body['Description']}"
+    return body["Id"], StatusUpdate(state, at=_timestamp(body.get("Timestamp")), detail=detail)
+
+
+def _timestamp(text: Any) -> datetime | None:
+    """``2017-06-13T16:25:54.873043z`` and similar; None when it does not read as ISO 8601."""
+    if not isinstance(text, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.strip().rstrip("zZ"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+class InboundResource(Resource):
+    """``POST`` an inbound Direct message: 200 once it is in the channel's outbox."""
+
+    isLeaf = True
+
+    def __init__(
+        self, channel: str, reporter: StatusReporter, reactor: IReactorTime, auth: BasicAuth, *,
+        control_ids: Callable[[], str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.channel = channel
+        self.reporter = reporter
+        self.clock = reactor
+        self.auth = auth
+        self.control_ids = control_ids or ControlIds()
+
+    def render_POST(self, request: Request) -> object:
+        if not self.auth.allows(request):
+            log.warning("MedAllies inbound: refused a POST without the shared secret")
+            return refuse_unauthorised(request, REALM)
+        now = self.clock.seconds()
+        try:
+            document = inbound_document(json.loads(request.content.read()), now)
+        except ValueError as exc:  # InvalidInbound says why; a JSON error could quote the body
+            reason = exc if isinstance(exc, InvalidInbound) else "not JSON"
+            log.warning("MedAllies inbound: refused: %s", reason)
+            return answer(request, 400, b"not an inbound Direct message\n")
+        control_id = self.control_ids()
+        payload = build_document_message(document, control_id=control_id,
+                                         now=datetime.fromtimestamp(now, UTC))
+        stored = self.reporter.enqueue(self.channel, payload, control_id)
+        log.info("MedAllies inbound %s: queued for the hospital as %s",
+                 document.vendor_message_id, control_id)
+        return answer_when_done(request, stored, "MedAllies inbound")
+
+
+class DSNResource(Resource):
+    """``POST`` a delivery status notification: 200 once the tracker has applied it."""
+
+    isLeaf = True
+
+    def __init__(self, tracker: StatusTracker, auth: BasicAuth) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.auth = auth
+
+    def render_POST(self, request: Request) -> object:
+        if not self.auth.allows(request):
+            log.warning("MedAllies DSN: refused a POST without the shared secret")
+            return refuse_unauthorised(request, REALM)
+        try:
+            message_id, update = dsn_update(json.loads(request.content.read()))
+        except ValueError as exc:
+            log.warning("MedAllies DSN: refused: %s", exc)
+            return answer(request, 400, b"not a DSN\n")
+        applied = maybeDeferred(self.tracker.apply_update, message_id, update)
+        return answer_when_done(request, applied, f"MedAllies DSN for {message_id}")

@@ -1,0 +1,174 @@
+"""MedAllies webhooks over real sockets: inbound Direct messages reach the hospital as MDM^T02,
+200 only once stored, Basic auth, and DSNs reach the status tracker."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import pytest
+import requests
+from twisted.internet.defer import Deferred
+
+from engine.message import Message
+from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from engine.status import webhooks
+from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
+from engine.status.reporter import StatusReporter
+from engine.status.webhooks import BasicAuth
+from tests.conftest import on_reactor
+from tests.test_status_reporter import FAST, Hospital, channel_file, key, store, wait_until  # noqa: F401
+
+AUTH = BasicAuth("medallies", "sandbox-inbound-secret")
+PDF, XML = b"%PDF-1.4 referral letter", b"<ClinicalDocument/>"
+TWO_ATTACHMENTS = {
+    "emailAttachmentList": [
+        {"attachmentClass": "text/xml", "attachmentContent": base64.b64encode(XML).decode(),
+         "attachmentTitle": "CCDA"},
+        {"attachmentClass": "application/pdf", "attachmentContent": base64.b64encode(PDF).decode(),
+         "attachmentTitle": "Referral letter"},
+    ],
+    "messageBody": "Please see attached\nThanks",
+    "patientId": "22943847", "assigning_authority": "2.16.840.1.113883.3.9999",
+    "patientLastname": "Kramden", "patientFirstname": "Ralph",
+}
+
+
+class GatedStore:
+    """The real store, but ``outbox_add`` waits until the test opens the gate."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.gate: Deferred[None] = Deferred()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def outbox_add(self, *args):
+        return self.gate.addCallback(lambda _: self._store.outbox_add(*args))
+
+
+class RecordingTracker:
+    """A status tracker that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.updates = []
+
+    def apply_update(self, ref, update):
+        self.updates.append((ref, update))
+
+
+@pytest.fixture
+def served(store, reactor):
+    hospital = Hospital(reactor).up()
+    channel = channel_file("ris_oru_to_medallies.toml", hospital.port)
+    gated = GatedStore(store)
+    reporter = StatusReporter(gated, reactor, [channel], **FAST)
+    on_reactor(reporter.start)
+    tracker = RecordingTracker()
+    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1", {
+        "medallies/inbound": InboundResource(channel.name, reporter, reactor, AUTH),
+        "medallies/dsn": DSNResource(tracker, AUTH),
+    })
+    url = f"http://127.0.0.1:{port.getHost().port}/medallies"
+    yield url, hospital, gated, channel, tracker
+    on_reactor(port.stopListening)
+    on_reactor(reporter.stop)
+    hospital.down()
+
+
+@pytest.fixture
+def sandbox(reactor):
+    sandbox = MedAlliesSandbox(reactor, timings=MedAlliesTimings(processed_after_s=0.05, dispatched_after_s=0.1))
+    on_reactor(sandbox.listen)
+    yield sandbox
+    on_reactor(sandbox.stop)
+
+
+def test_inbound_message_with_two_attachments_reaches_the_hospital_as_mdm_t02(served, sandbox):
+    url, hospital, gated, channel, _ = served
+    on_reactor(gated.gate.callback, None)
+    sandbox.inbound_url = url + "/inbound"
+    entry = on_reactor(sandbox.send_inbound, TWO_ATTACHMENTS)
+    assert entry["status"] == 200
+    message = hospital.next()
+    assert message.msh.field(9) == "MDM^T02^MDM_T02"
+    assert message.get("TXA-12") == entry["messageId"]
+    assert message.get("PID-3.1") == "22943847" and message.get("PID-5.1") == "Kramden"
+    assert message.get("OBX-5") == "Referral\n\nPlease see attached\nThanks"
+    attachments = message.all("OBX")[1:]
+    assert [obx.value(2) for obx in attachments] == ["ED", "ED"]
+    assert [obx.value(5, component=3) for obx in attachments] == ["XML", "PDF"]
+    assert [obx.value(5, component=4) for obx in attachments] == ["Base64", "Base64"]
+    assert [base64.b64decode(obx.value(5, component=5)) for obx in attachments] == [XML, PDF]
+    assert message.get("ZIN-4") == "referrer@medalliestestdomain.com"
+    assert hospital.nothing_more()
+
+
+def test_inbound_is_answered_only_after_it_is_stored(served):
+    url, hospital, gated, channel, _ = served
+    body = {"messageId": "urn:uuid:1", "messageBody": "hello", **TWO_ATTACHMENTS}
+    answers = []
+    post = threading.Thread(target=lambda: answers.append(
+        requests.post(url + "/inbound", json=body, auth=("medallies", "sandbox-inbound-secret"), timeout=5)))
+    post.start()
+    time.sleep(0.3)
+    assert answers == []  # the store has not committed, so MedAllies has no answer yet
+    assert on_reactor(gated.outbox_next, channel.name, time.time() + 60) is None
+    on_reactor(gated.gate.callback, None)
+    post.join(5)
+    assert answers[0].status_code == 200
+    assert Message.parse(hospital.next().raw).get("TXA-12") == "urn:uuid:1"
+
+
+@pytest.mark.parametrize("auth", [None, ("medallies", "wrong"), ("someone", "sandbox-inbound-secret")])
+def test_wrong_or_missing_basic_auth_gets_401(served, auth):
+    url, hospital, gated, channel, tracker = served
+    on_reactor(gated.gate.callback, None)
+    for path in ("/inbound", "/dsn"):
+        answer = requests.post(url + path, json={"messageId": "x", "Id": "x"}, auth=auth, timeout=5)
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert hospital.nothing_more(wait=0.3)
+    assert tracker.updates == []
+
+
+def test_not_json_gets_400(served):
+    url, *_ = served
+    answer = requests.post(url + "/inbound", data=b"{", auth=("medallies", "sandbox-inbound-secret"), timeout=5)
+    assert answer.status_code == 400
+
+
+def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
+    url, _, _, _, tracker = served
+    sandbox.dsn_url = url + "/dsn"
+    message_id = "urn:uuid:dsn-1"
+    sent = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", timeout=5,
+                         auth=("courier", "sandbox-medallies-password"), json={
+                             "fromDirectAddress": "radiology@direct.courier.example",
+                             "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id,
+                             "asmEnabled": True, "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"]})
+    assert sent.status_code == 200
+    wait_until(lambda: len(tracker.updates) >= 2)
+    assert [(ref, update.state) for ref, update in tracker.updates] == [
+        (message_id, "pending"), (message_id, "delivered")]
+    assert tracker.updates[1][1].detail == "DSN dispatched"
+    assert tracker.updates[1][1].at is not None
+
+
+@pytest.mark.parametrize(("body", "state"), [
+    ({"Id": "m", "Status": "Success", "Disposition": "automatic-action/MDN-sent-automatically; displayed"},
+     "read"),
+    ({"Id": "m", "Status": "Error", "Description": "9002: ERROR=NoTrustedRecipients",
+      "Disposition": "action/MDN-sent-automatically;failed"}, "failed"),
+    ({"Id": "m", "Status": "Error", "Disposition": ""}, "failed"),
+])
+def test_dsn_is_read_loosely(body, state):
+    ref, update = dsn_update(body)
+    assert (ref, update.state) == ("m", state)
+
+
+def test_dsn_without_a_known_disposition_is_refused():
+    with pytest.raises(ValueError):
+        dsn_update({"Id": "m", "Status": "Success", "Disposition": "x;weird"})
