@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import requests
 
 from engine.errors import CourierError
+from engine.spec import Spec
 
 #: Namespace for the deterministic vendor message ids (uuid5 of the idempotency key), so a
 #: resend of the same stored delivery carries the same id and the vendor can spot duplicates.
@@ -89,7 +90,9 @@ class Problem:
     """A pre-flight finding: the HL7 ACK refuses the message with AR before it is stored.
 
     ``code`` is from HL7 table 0357: 101 required field missing, 102 data type error,
-    103 table value not found, 104 value too long. ``text`` names the field, never its value.
+    103 table value not found, 104 value too long, and 207 (application internal error) for a
+    payload key the destination does not know, which is the mapping's fault, not the
+    sender's. ``text`` names the field, never its value.
     """
 
     key: str
@@ -127,8 +130,8 @@ class Destination(abc.ABC):
     """One vendor API. Subclasses declare their specs and implement validate/send."""
 
     kind: ClassVar[str]
-    settings_spec: ClassVar[Any]  # channel ``[destinations.settings]``
-    payload_spec: ClassVar[Any]  # what a mapping must/may produce
+    settings_spec: ClassVar[Spec]  # channel ``[destinations.settings]``
+    payload_spec: ClassVar[Spec]  # what a mapping must/may produce
     has_status_api: ClassVar[bool] = False
 
     def __init__(
@@ -139,6 +142,8 @@ class Destination(abc.ABC):
         token_provider: TokenProvider | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``settings`` is the channel's table parsed with ``settings_spec`` (defaults filled
+        in, secrets resolved); ``session`` is this destination's own connection pool."""
         self.settings = settings
         self.session = session
         self.token_provider = token_provider
@@ -162,5 +167,8 @@ class Destination(abc.ABC):
         """Deliver one payload. Blocking; runs in a worker thread. Never raises for HTTP."""
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
-        """Ask the vendor for the delivery state of ``remote_id`` (one update per recipient)."""
+        """Ask the vendor for the delivery state of ``remote_id`` (one update per recipient).
+
+        Raises :class:`DestinationError` when the vendor cannot answer; ask again later.
+        """
         raise NotImplementedError(f"{self.kind} has no status API")

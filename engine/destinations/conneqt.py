@@ -31,21 +31,15 @@ import requests
 from engine.destinations import rules
 from engine.destinations.base import (
     DestinationError,
-    InvalidParameter,
     Outcome,
     Problem,
     SendResult,
     StatusUpdate,
     message_uuid,
 )
-from engine.destinations.http import (
-    ErrorDescription,
-    HttpDestination,
-    get_ci,
-    http_settings_spec,
-    json_body,
-)
+from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.payload import DATA_TYPE, TOO_LONG, as_number, check_payload, is_blank
+from engine.destinations.problem_details import describe_problem, is_content_problem
 from engine.mapping.checks import nhs_number_problem
 from engine.spec import Spec, number, objects, string
 
@@ -295,28 +289,3 @@ def _coded_item_problems(items: Any) -> list[Problem]:
         if isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]
         if (why := rules.snomed_concept_problem(item["code"]))
     ]
-
-
-def describe_problem(response: requests.Response) -> ErrorDescription:
-    """An RFC 7807 problem as a reason and the invalid parameters it names."""
-    problem = json_body(response)
-    title = get_ci(problem, "title") or response.reason or f"HTTP {response.status_code}"
-    detail = get_ci(problem, "detail")
-    reason = f"{title}: {detail}" if isinstance(detail, str) and detail else str(title)
-    raw = get_ci(problem, "invalidParameters")
-    invalid = tuple(
-        InvalidParameter(str(get_ci(p, "name") or ""), str(get_ci(p, "reason") or ""))
-        for p in (raw if isinstance(raw, list) else [])
-        if isinstance(p, Mapping)
-    )
-    return reason, invalid
-
-
-def is_content_problem(response: requests.Response) -> bool:
-    """Whether an error is about the attachment content (then it must never be resent)."""
-    _, invalid = describe_problem(response)
-    if any(p.name.startswith("attachments") for p in invalid):
-        return True
-    problem = json_body(response)
-    words = " ".join(str(get_ci(problem, k) or "") for k in ("type", "title", "detail")).lower()
-    return "attachment" in words or "content" in words
