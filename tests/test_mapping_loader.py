@@ -29,7 +29,7 @@ def problems_of(tmp_path, text: str) -> list[str]:
         ),
         (
             '[fields]\nb = { path = "PID-3", transforms = ["strip", "uper"] }\n',
-            "4: fields.b.transforms[1]: unknown transform 'uper'; did you mean 'upper'?",
+            "4: fields.b.transforms[1]: unknown transform 'uper' (did you mean 'upper'?)",
         ),
         (
             '[fields]\n\nb = { path = "PID.3" }\n',
@@ -38,7 +38,7 @@ def problems_of(tmp_path, text: str) -> list[str]:
         ),
         (
             '[lookups.ods]\nA = "B"\n[fields]\nb = { path = "PD1-3", transforms = [{ lookup = "odss" }] }\n',
-            "6: fields.b.transforms[0]: unknown lookup 'odss'; did you mean 'ods'?",
+            "6: fields.b.transforms[0]: unknown lookup 'odss' (did you mean 'ods'?)",
         ),
         (
             '[fields]\nb = { path = "PID-3.1", where = { "PID-3,5" = "NH" } }\n',

@@ -188,11 +188,11 @@ def test_failing_transforms_carry_the_hl7_error_code_and_no_value(entry, value, 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("uper", "unknown transform 'uper'; did you mean 'upper'?"),
+        ("uper", "unknown transform 'uper' (did you mean 'upper'?)"),
         ({"date": 5}, "strftime format"),
         ("date", "needs an argument"),
         ({"upper": True}, "takes no argument"),
-        ({"lookup": "priorty"}, "unknown lookup 'priorty'; did you mean 'priority'?"),
+        ({"lookup": "priorty"}, "unknown lookup 'priorty' (did you mean 'priority'?)"),
         ({"lookup": "priority", "fallback": "x"}, "no option 'fallback'"),
         ({"max_len": 0}, "positive whole number"),
         ({"uuid5": "nope"}, "namespace"),

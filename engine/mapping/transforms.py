@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,7 +23,6 @@ from typing import Any
 
 from engine.mapping.checks import nhs_number_problem, sctid_problem
 from engine.mapping.dates import DateError, format_dtm, is_offset
-from engine.spec import suggest
 
 REQUIRED_FIELD_MISSING, DATA_TYPE_ERROR, TABLE_VALUE_NOT_FOUND = 101, 102, 103
 
@@ -124,7 +124,7 @@ def compile_transform(entry: object, lookups: Mapping[str, Mapping[str, str]]) -
         raise ValueError('a transform is a name ("upper") or a table ({ date = "%Y-%m-%d" })')
     spec = TRANSFORMS.get(name)
     if spec is None:
-        raise ValueError(f"unknown transform {name!r}{suggest(name, list(TRANSFORMS))}")
+        raise ValueError(f"unknown transform {name!r}{_hint(name, TRANSFORMS)}")
     if spec.argument is None and argument is not None:
         raise ValueError(f'transform {name!r} takes no argument; write it as "{name}"')
     if spec.argument is not None and argument is None:
@@ -133,6 +133,12 @@ def compile_transform(entry: object, lookups: Mapping[str, Mapping[str, str]]) -
         if option not in spec.options:
             raise ValueError(f"transform {name!r} has no option {option!r}")
     return Step(name, _BUILDERS[name](argument, options, lookups), spec.combines_list)
+
+
+def _hint(name: str, known: Mapping[str, object]) -> str:
+    """`` (did you mean 'x'?)`` — the wording ``courier check`` shows for names used as values."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _fixed(function: Apply) -> Callable[..., Apply]:
@@ -187,7 +193,7 @@ def _date(argument: object, options: Mapping[str, object], _lookups: object) -> 
 
 def _lookup(argument: object, options: Mapping[str, object], lookups: Mapping) -> Apply:
     if not isinstance(argument, str) or argument not in lookups:
-        raise ValueError(f"unknown lookup {argument!r}{suggest(str(argument), list(lookups))}")
+        raise ValueError(f"unknown lookup {argument!r}{_hint(str(argument), lookups)}")
     table = lookups[argument]
     default = options.get("default")
     if default is not None and not isinstance(default, str):
