@@ -1,0 +1,282 @@
+"""The queue of one destination: due QUEUED deliveries → mapped payload → vendor → new state.
+
+Each destination has its own :class:`DeliveryQueue` with its own threads (``concurrency``),
+rate limit and schedule, so a slow or broken vendor never delays another one; inside one
+destination a failing delivery is rescheduled into the future (``next_attempt_at``) and the
+deliveries behind it still go. The payload is mapped again from the *stored* raw message, so
+a corrected mapping plus ``courier requeue`` replays cleanly.
+
+Outcomes (Mirth words): ACCEPTED → SENT; RETRY → QUEUED at exponential backoff with jitter
+(never sooner than the vendor's Retry-After) until ``max_attempts`` or ``max_age_s``, then
+ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED → QUEUED again
+without counting the attempt, the whole queue paused, and an ERROR log line telling the
+operator what to do.
+
+**Delivery is at-least-once.** A claimed delivery is leased (SENDING, ``lease_until``) for
+longer than the vendor's timeouts; at start-up every expired lease goes back to QUEUED.
+A duplicate can therefore reach the vendor when the process dies (or the store fails)
+*after the vendor accepted a message and before SENT was committed*. conneQt and MedAllies
+then see the same ``messageId`` (derived from the idempotency key
+``"{channel}:{destination}:{message_id}"``) and answer with the original acknowledgement
+without delivering twice. Qliq and KPN have no idempotency key: there the recipient gets the
+message twice (a Qliq resend lands in the same conversation when it has a thread key).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+
+from engine.channel.config import Destination as DestinationConfig
+from engine.delivery import polling, transitions
+from engine.delivery.backoff import give_up_reason, retry_delay
+from engine.delivery.conversations import Conversations, thread_key
+from engine.delivery.pump import Pump
+from engine.delivery.ratelimit import TokenBucket
+from engine.delivery.transitions import TransitionListener, announce, transition_of
+from engine.delivery.workers import Workers
+from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
+from engine.errors import MessageError
+from engine.mapping import Mapping as PayloadMapping
+from engine.mapping import MappingFailure
+from engine.message import Message
+from engine.screen import mapping_context
+from engine.store.base import ERROR, SENT, Delivery, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_S = 2.0
+DEFAULT_AUTH_RETRY_S = 60.0
+
+
+def idempotency_key(channel: str, destination: str, message_id: int) -> str:
+    """The same on every attempt of one delivery, and across restarts."""
+    return f"{channel}:{destination}:{message_id}"
+
+
+def default_lease_s(settings: Mapping[str, Any]) -> float:
+    """Comfortably longer than one send may take (Qliq may make several requests per send)."""
+    per_request = settings.get("connect_timeout_s", 5.0) + settings.get("read_timeout_s", 30.0)
+    return 4 * per_request + 30.0
+
+
+class DeliveryQueue(Service):
+    """Delivers one destination's QUEUED rows. Call :meth:`wake` after storing new ones."""
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        config: DestinationConfig,
+        destination: Destination,
+        mapping: PayloadMapping,
+        store: Store,
+        reactor: IReactorFromThreads,
+        clock: IReactorTime,
+        listener: TransitionListener | None = None,
+        conversations: Conversations | None = None,
+        lease_s: float | None = None,
+        idle_s: float = DEFAULT_IDLE_S,
+        auth_retry_s: float = DEFAULT_AUTH_RETRY_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.channel = channel
+        self.name = config.name
+        self.config = config
+        self.destination = destination
+        self.mapping = mapping
+        self._store = store
+        self._clock = clock
+        self._listener = listener
+        self._conversations = conversations
+        self._lease_s = lease_s if lease_s is not None else default_lease_s(config.settings)
+        self._idle_s = idle_s
+        self._auth_retry_s = auth_retry_s
+        self._rng = rng or random.Random()
+        rate = config.rate_limit
+        self._bucket = TokenBucket(rate.per_second, rate.burst, clock.seconds) if rate.per_second else None
+        self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
+        self._pump = Pump(f"queue {self.name}", clock, self._step)
+        self._in_flight: dict[int, Deferred[None]] = {}
+        self._paused_until = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Put back deliveries a crashed run left SENDING, then start delivering."""
+        return self._store.recover_leases(self._clock.seconds()).addCallback(self._recovered)
+
+    def _recovered(self, count: int) -> None:
+        if count:
+            log.warning("queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
+                        " (at-least-once: the vendor may see them twice)", self.name, count)
+        self._workers.start()
+        self._pump.start()
+
+    def wake(self) -> None:
+        """New deliveries were stored (or requeued): look for due rows now."""
+        self._pump.wake()
+
+    def stop(self) -> Deferred[None]:
+        """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads."""
+        d = self._pump.stop()
+        d.addCallback(lambda _: DeferredList(list(self._in_flight.values())))
+        d.addCallback(lambda _: self._workers.stop())
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self.start().addErrback(lambda f: log.error("queue %s did not start: %s", self.name,
+                                                    f.getErrorMessage()))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.stop()
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def _step(self) -> Deferred[float | None] | float | None:
+        now = self._clock.seconds()
+        if now < self._paused_until:
+            return self._paused_until - now
+        free = self.config.concurrency - len(self._in_flight)
+        if free <= 0:
+            return None  # a finishing delivery wakes the pump
+        if self._bucket is not None:
+            tokens = self._bucket.available()
+            if tokens < 1:
+                return self._bucket.wait_s()
+            free = min(free, tokens)
+        d = self._store.claim_due(self.name, now, free, self._lease_s)
+        return d.addCallback(self._claimed, free)
+
+    def _claimed(self, deliveries: list[Delivery], asked: int) -> Deferred[float | None] | float:
+        if self._bucket is not None:
+            self._bucket.take(len(deliveries))
+        for delivery in deliveries:
+            d = self._in_flight[delivery.id] = self._deliver(delivery)
+            d.addBoth(self._finished, delivery.id)
+        if len(deliveries) == asked:
+            return 0.0  # there may be more due rows
+        return self._store.next_attempt_due(self.name).addCallback(self._sleep_until)
+
+    def _sleep_until(self, due: float | None) -> float:
+        if due is None:
+            return self._idle_s
+        return min(max(due - self._clock.seconds(), 0.0), self._idle_s)
+
+    def _finished(self, _: object, delivery_id: int) -> None:
+        del self._in_flight[delivery_id]
+        self._pump.wake()
+
+    # -- one delivery --------------------------------------------------------------------
+
+    @inlineCallbacks
+    def _deliver(self, delivery: Delivery):
+        try:
+            try:
+                payload, thread = yield self._workers.run(self._prepare, delivery.raw)
+            except MappingFailure as failure:
+                detail = f"mapping failed at send time: {failure.text}"
+                yield self._error(delivery, transitions.REJECTED, detail)
+                return
+            except MessageError:
+                yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
+                return
+            conversation_id = (yield self._conversations.get(thread)) if thread else None
+            key = idempotency_key(self.channel, self.name, delivery.message_id)
+            result = yield self._workers.run(self._send, payload, key, conversation_id)
+            yield self._record(delivery, result, payload, thread)
+        except Exception as exc:  # the store failed: the lease brings the row back at start-up
+            log.error("queue %s: delivery %d left SENDING until restart: %s: %s",
+                      self.name, delivery.id, type(exc).__name__, exc)
+
+    def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
+        """In a worker thread: parse the stored message and map it (a big PDF takes a while)."""
+        message = Message.parse(raw)
+        payload = self.mapping.apply(message, context=mapping_context(self.channel, self.name))
+        thread = thread_key(message, self.channel, self.name) if self._conversations else None
+        return payload, thread
+
+    def _send(self, payload: dict[str, Any], key: str, conversation_id: str | None) -> SendResult:
+        """In a worker thread. A destination never raises for HTTP; anything else is a bug
+        (logged by type only, the traceback could quote the payload) and is retried."""
+        try:
+            return self.destination.send(payload, idempotency_key=key, conversation_id=conversation_id)
+        except Exception as exc:
+            log.error("queue %s: %s destination raised %s", self.name, self.destination.kind,
+                      type(exc).__name__)
+            return SendResult(Outcome.RETRY, reason=f"internal error ({type(exc).__name__})")
+
+    def _record(
+        self, delivery: Delivery, result: SendResult, payload: Mapping[str, Any], thread: str | None
+    ) -> Deferred[None]:
+        if result.outcome is Outcome.ACCEPTED:
+            return self._sent(delivery, result, payload, thread)
+        if result.outcome is Outcome.REJECTED:
+            detail = f"rejected by {self.destination.kind}: {result.reason}"
+            return self._error(delivery, transitions.REJECTED, detail, result.invalid_parameters)
+        if result.outcome is Outcome.AUTH_FAILED:
+            return self._auth_failed(delivery, result)
+        return self._retry(delivery, result)
+
+    @inlineCallbacks
+    def _sent(self, delivery: Delivery, result: SendResult, payload: Mapping[str, Any], thread: str | None):
+        now = self._clock.seconds()
+        if thread and result.conversation_id:
+            yield self._conversations.remember(thread, result.conversation_id)
+        remote_id = result.remote_id or ""
+        detail = f"accepted by {self.destination.kind}"
+        kind = self.destination.kind
+        poll = None
+        if remote_id and self.destination.has_status_api:
+            expires_at = polling.payload_expiry(kind, payload)
+            poll = polling.first_poll(kind, self.config.status, self.name, now, expires_at)
+        if poll is None:
+            yield self._store.mark_sent(delivery.id, remote_id, detail)
+        else:
+            yield self._store.mark_sent_polled(delivery.id, remote_id, detail, poll)
+        yield announce(self._listener, transition_of(
+            delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None))
+
+    @inlineCallbacks
+    def _retry(self, delivery: Delivery, result: SendResult):
+        now = self._clock.seconds()
+        gave_up = give_up_reason(self.config.retry, delivery.attempts, delivery.created_at, now)
+        if gave_up is not None:
+            yield self._error(delivery, transitions.DEAD_LETTER, f"{gave_up}; last error: {result.reason}")
+            return
+        delay = retry_delay(self.config.retry, delivery.attempts, result.retry_after_s, self._rng)
+        yield self._store.mark_retry(delivery.id, now + delay, result.reason)
+        log.warning("queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
+                    self.name, delivery.id, delivery.attempts, result.reason, delay)
+
+    @inlineCallbacks
+    def _auth_failed(self, delivery: Delivery, result: SendResult):
+        retry_at = self._clock.seconds() + (result.retry_after_s or self._auth_retry_s)
+        yield self._store.release(delivery.id, retry_at, result.reason)
+        self._paused_until = max(self._paused_until, retry_at)
+        log.error("queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
+                  " at %.0f. Fix the credentials, then run `courier requeue` or wait.",
+                  self.name, result.reason, retry_at)
+
+    @inlineCallbacks
+    def _error(
+        self,
+        delivery: Delivery,
+        event: str,
+        detail: str,
+        invalid_parameters: tuple[InvalidParameter, ...] = (),
+    ):
+        yield self._store.mark_error(delivery.id, detail)
+        log.error("queue %s: delivery %d of message %s is ERROR (%s): %s",
+                  self.name, delivery.id, delivery.control_id, event, detail)
+        yield announce(self._listener, transition_of(
+            delivery, ERROR, event, self._clock.seconds(), detail,
+            invalid_parameters=invalid_parameters))

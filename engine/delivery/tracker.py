@@ -1,0 +1,134 @@
+"""Vendor statuses → delivery states, by one set of rules whether polled or pushed (webhooks).
+
+Rules:
+
+* states only move forward: SENT → DELIVERED → READ; a status that would go back is ignored;
+* a failure (``failed``, ``expired``) ends a delivery in ERROR only while it is SENT: once a
+  vendor said delivered (MedAllies DISPATCHED), a later FAILED never overrides it, while
+  DISPATCHED can still be upgraded to DISPLAYED (READ);
+* a vendor reporting several recipients (Qliq) counts as far as its most advanced recipient:
+  read by anyone is READ, and a failure counts only when no recipient got the message;
+* ``accepted`` and ``pending`` change nothing.
+
+Each change is committed (``set_state`` / ``mark_error`` write an event with its time) and
+then announced as a :class:`~engine.delivery.transitions.Transition`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+
+from engine.delivery import transitions
+from engine.delivery.transitions import Transition, TransitionListener, announce, transition_of
+from engine.destinations.base import StatusUpdate
+from engine.store.base import DELIVERED, ERROR, READ, SENT, Delivery, Store
+
+log = logging.getLogger(__name__)
+
+_PROGRESS = {SENT: 0, DELIVERED: 1, READ: 2}
+_TARGETS = {
+    "delivered": (DELIVERED, transitions.DELIVERED),
+    "read": (READ, transitions.READ),
+    "failed": (ERROR, transitions.FAILED),
+    "expired": (ERROR, transitions.EXPIRED),
+}
+#: How far one recipient's status got, to pick the one a multi-recipient delivery follows.
+_RECIPIENT_RANK = {"failed": 0, "expired": 0, "accepted": 1, "pending": 1, "delivered": 2, "read": 3}
+
+
+def next_state(current: str, update: str) -> tuple[str, str] | None:
+    """``(new delivery state, transition event)`` for a vendor status, or None to ignore it."""
+    target = _TARGETS.get(update)
+    if target is None or current not in _PROGRESS:
+        return None
+    if target[0] == ERROR:
+        return target if current == SENT else None
+    return target if _PROGRESS[target[0]] > _PROGRESS[current] else None
+
+
+def leading_update(updates: Sequence[StatusUpdate]) -> StatusUpdate | None:
+    """The update of the most advanced recipient."""
+    return max(updates, key=lambda u: _RECIPIENT_RANK.get(u.state, 1), default=None)
+
+
+class StatusTracker:
+    """Applies vendor statuses to deliveries and announces the changes, one at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        listener: TransitionListener | None = None,
+        destinations: Iterable[str] = (),
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._listener = listener
+        self._destinations = tuple(destinations)
+        self._lock = DeferredLock()  # read state, decide, write: never two at once
+
+    def apply_update(
+        self, ref: int | str, update: StatusUpdate, *, destination: str | None = None
+    ) -> Deferred[Transition | None]:
+        """A status for a delivery id, or for a vendor's remote id (webhooks know only that).
+
+        A remote id is looked up in ``destination``, or else in every destination this
+        tracker was given. Fires with the announced transition, or None when nothing changed.
+        """
+        return self._lock.run(self._apply_ref, ref, update, destination)
+
+    def apply_updates(self, delivery_id: int, updates: Sequence[StatusUpdate]) -> Deferred[str | None]:
+        """A poll's answer (one update per recipient); fires with the delivery's state after it."""
+        return self._lock.run(self._apply_polled, delivery_id, updates)
+
+    @inlineCallbacks
+    def _apply_ref(self, ref: int | str, update: StatusUpdate, destination: str | None):
+        delivery = yield self._find(ref, destination)
+        if delivery is None:
+            log.warning("status %r for an unknown delivery %r ignored", update.state, ref)
+            return None
+        _, transition = yield self._apply(delivery, update)
+        return transition
+
+    @inlineCallbacks
+    def _apply_polled(self, delivery_id: int, updates: Sequence[StatusUpdate]):
+        delivery = yield self._store.get_delivery(delivery_id)
+        if delivery is None:
+            return None
+        update = leading_update(updates)
+        if update is None:
+            return delivery.state
+        state, _ = yield self._apply(delivery, update)
+        return state
+
+    @inlineCallbacks
+    def _find(self, ref: int | str, destination: str | None):
+        if isinstance(ref, int):
+            return (yield self._store.get_delivery(ref))
+        for name in (destination,) if destination else self._destinations:
+            delivery = yield self._store.find_delivery(name, ref)
+            if delivery is not None:
+                return delivery
+        return None
+
+    @inlineCallbacks
+    def _apply(self, delivery: Delivery, update: StatusUpdate):
+        """Returns ``(state after, transition or None)``."""
+        change = next_state(delivery.state, update.state)
+        if change is None:
+            return delivery.state, None
+        state, event = change
+        detail = f"{event} ({update.detail})" if update.detail else event
+        if state == ERROR:
+            yield self._store.mark_error(delivery.id, detail)
+            yield self._store.end_status_poll(delivery.id)
+        else:
+            yield self._store.set_state(delivery.id, state, detail)
+        at = update.at.timestamp() if update.at is not None else self._clock.seconds()
+        transition = transition_of(delivery, state, event, at, detail, recipient=update.recipient)
+        yield announce(self._listener, transition)
+        return state, transition
