@@ -18,9 +18,10 @@ from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_up
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
-from tests.test_status_reporter import FAST, Hospital, channel_file, key, store, wait_until  # noqa: F401
+from tests.test_status_reporter import FAST, Hospital, channel_file, temporary_store, wait_until
 
-AUTH = BasicAuth("medallies", "sandbox-inbound-secret")
+SECRET = ("medallies", "sandbox-inbound-secret")
+AUTH = BasicAuth(*SECRET)
 PDF, XML = b"%PDF-1.4 referral letter", b"<ClinicalDocument/>"
 TWO_ATTACHMENTS = {
     "emailAttachmentList": [
@@ -38,8 +39,8 @@ TWO_ATTACHMENTS = {
 class GatedStore:
     """The real store, but ``outbox_add`` waits until the test opens the gate."""
 
-    def __init__(self, store) -> None:
-        self._store = store
+    def __init__(self, real) -> None:
+        self._store = real
         self.gate: Deferred[None] = Deferred()
 
     def __getattr__(self, name):
@@ -57,6 +58,12 @@ class RecordingTracker:
 
     def apply_update(self, ref, update):
         self.updates.append((ref, update))
+
+
+@pytest.fixture
+def store(tmp_path, reactor):
+    with temporary_store(tmp_path, reactor) as store:
+        yield store
 
 
 @pytest.fixture
@@ -80,7 +87,8 @@ def served(store, reactor):
 
 @pytest.fixture
 def sandbox(reactor):
-    sandbox = MedAlliesSandbox(reactor, timings=MedAlliesTimings(processed_after_s=0.05, dispatched_after_s=0.1))
+    timings = MedAlliesTimings(processed_after_s=0.05, dispatched_after_s=0.1)
+    sandbox = MedAlliesSandbox(reactor, timings=timings)
     on_reactor(sandbox.listen)
     yield sandbox
     on_reactor(sandbox.stop)
@@ -111,7 +119,7 @@ def test_inbound_is_answered_only_after_it_is_stored(served):
     body = {"messageId": "urn:uuid:1", "messageBody": "hello", **TWO_ATTACHMENTS}
     answers = []
     post = threading.Thread(target=lambda: answers.append(
-        requests.post(url + "/inbound", json=body, auth=("medallies", "sandbox-inbound-secret"), timeout=5)))
+        requests.post(url + "/inbound", json=body, auth=SECRET, timeout=5)))
     post.start()
     time.sleep(0.3)
     assert answers == []  # the store has not committed, so MedAllies has no answer yet
@@ -136,7 +144,7 @@ def test_wrong_or_missing_basic_auth_gets_401(served, auth):
 
 def test_not_json_gets_400(served):
     url, *_ = served
-    answer = requests.post(url + "/inbound", data=b"{", auth=("medallies", "sandbox-inbound-secret"), timeout=5)
+    answer = requests.post(url + "/inbound", data=b"{", auth=SECRET, timeout=5)
     assert answer.status_code == 400
 
 
@@ -144,11 +152,13 @@ def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     url, _, _, _, tracker = served
     sandbox.dsn_url = url + "/dsn"
     message_id = "urn:uuid:dsn-1"
-    sent = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", timeout=5,
-                         auth=("courier", "sandbox-medallies-password"), json={
-                             "fromDirectAddress": "radiology@direct.courier.example",
-                             "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id,
-                             "asmEnabled": True, "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"]})
+    direct_message = {
+        "fromDirectAddress": "radiology@direct.courier.example",
+        "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id, "asmEnabled": True,
+        "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"],
+    }
+    sent = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=direct_message,
+                         auth=("courier", "sandbox-medallies-password"), timeout=5)
     assert sent.status_code == 200
     wait_until(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +40,16 @@ def open_store(path: Path, key: bytes, reactor) -> SQLiteStore:
     store = SQLiteStore(path, reactor=reactor, cipher=Cipher(key), durability="normal")
     on_reactor(store.start)
     return store
+
+
+@contextmanager
+def temporary_store(tmp_path: Path, reactor) -> Iterator[SQLiteStore]:
+    """A started store in a fresh file under tmp_path, closed afterwards."""
+    store = open_store(tmp_path / "courier.sqlite3", os.urandom(32), reactor)
+    try:
+        yield store
+    finally:
+        on_reactor(store.close)
 
 
 def channel_file(name: str, port: int, events=("accepted", "delivered", "read", "failed")) -> Channel:
@@ -119,10 +131,9 @@ def key() -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path, key, reactor):
-    store = open_store(tmp_path / "courier.sqlite3", key, reactor)
-    yield store
-    on_reactor(store.close)
+def store(tmp_path, reactor):
+    with temporary_store(tmp_path, reactor) as store:
+        yield store
 
 
 def receive(store, channel: Channel, raw: bytes = ORU) -> int:
