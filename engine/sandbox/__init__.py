@@ -1,1 +1,92 @@
-"""Vendor sandboxes: the four secure-messaging APIs served on loopback."""
+"""Vendor sandboxes: the four secure-messaging APIs served on loopback, as the documents say.
+
+There is no internet here, so Courier ships real HTTP servers (Twisted web) that behave like
+Qliq, conneQt, MedAllies Direct and KPN Healthcare Messenger, built from the vendor
+documents in ``shared/seeds`` rather than from Courier's clients. Each sandbox records what
+it received, can be made to misbehave (:mod:`engine.sandbox.faults`), and is driven through
+a JSON control API under ``/_sandbox/`` (:mod:`engine.sandbox.base`).
+
+Start them all with :func:`start_sandboxes`; they accept the fixed demo credentials of
+:mod:`engine.sandbox.credentials` (Qliq ``api_key`` ``sandbox-qliq-key``, conneQt
+``ApiKey`` ``sandbox-conneqt-key`` + access code ``SANDBOX-ACCESS``, MedAllies Basic
+``courier``/``sandbox-medallies-password``, KPN client ``sandbox-kpn-client``/
+``sandbox-kpn-secret``). Default ports: see :data:`DEFAULT_PORTS`; pass 0 for a free one.
+For HTTPS, make a CA and server certificate with :func:`engine.sandbox.certs.make_certificates`
+and pass ``tls=paths.server_tls()``; clients verify against ``paths.ca_cert``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+
+from engine.sandbox.base import ServerTLS, VendorSandbox
+from engine.sandbox.conneqt import ConneqtSandbox
+from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.kpn import KpnSandbox
+from engine.sandbox.medallies import MedAlliesSandbox
+from engine.sandbox.qliq import QliqSandbox
+
+__all__ = [
+    "DEFAULT_PORTS", "DEMO_CREDENTIALS", "Credentials", "Sandboxes", "ServerTLS",
+    "start_sandboxes",
+]
+
+DEFAULT_PORTS = {"qliq": 18441, "conneqt": 18442, "medallies": 18443, "kpn": 18444}
+
+
+@dataclass
+class Sandboxes:
+    """The four running sandboxes; each has ``port``, ``base_url``, ``state``, ``faults``."""
+
+    qliq: QliqSandbox
+    conneqt: ConneqtSandbox
+    medallies: MedAlliesSandbox
+    kpn: KpnSandbox
+
+    def __iter__(self) -> Iterator[VendorSandbox]:
+        return iter((self.qliq, self.conneqt, self.medallies, self.kpn))
+
+    def base_urls(self) -> dict[str, str]:
+        return {sandbox.name: sandbox.base_url for sandbox in self}
+
+    def stop(self) -> Deferred[Any]:
+        return DeferredList([sandbox.stop() for sandbox in self], consumeErrors=True)
+
+
+@inlineCallbacks
+def start_sandboxes(
+    reactor: Any,
+    *,
+    host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None,
+    tls: ServerTLS | None = None,
+    credentials: Credentials = DEMO_CREDENTIALS,
+    clock: IReactorTime | None = None,
+    seed: int = 0,
+) -> Deferred[Sandboxes]:
+    """Listen with all four sandboxes; fires with :class:`Sandboxes`.
+
+    ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
+    ``clock`` drives status transitions and token expiry (default: the reactor);
+    ``seed`` makes fault rates repeatable.
+    """
+    chosen = {**DEFAULT_PORTS, **(ports or {})}
+    common = {"credentials": credentials, "clock": clock, "seed": seed}
+    sandboxes = Sandboxes(
+        qliq=QliqSandbox(reactor, **common),
+        conneqt=ConneqtSandbox(reactor, **common),
+        medallies=MedAlliesSandbox(reactor, **common),
+        kpn=KpnSandbox(reactor, **common),
+    )
+    try:
+        for sandbox in sandboxes:
+            yield sandbox.listen(host, chosen[sandbox.name], tls)
+    except Exception:
+        yield sandboxes.stop()
+        raise
+    return sandboxes

@@ -14,7 +14,6 @@ as webhook URLs) and ``POST /_sandbox/status/<message id>`` (force a status, ven
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -80,8 +79,7 @@ class VendorSandbox:
         self.state = SandboxState()
         self.faults = Faults(seed=seed)
         self._timers: list[IDelayedCall] = []
-        self._held: list[Request] = []
-        self._factory = WrappingFactory(Site(_SandboxResource(self)))
+        self._factory = _TrackingSite(_SandboxResource(self))
         self._listening: IListeningPort | None = None
         self._endpoint: Any = None
         self.host = "127.0.0.1"
@@ -150,7 +148,9 @@ class VendorSandbox:
         self.faults.update(changes)
         if self.faults.outage == "refuse" and self._listening is not None:
             lp, self._listening = self._listening, None
-            self._drop_connections()
+            # Close open keep-alive connections too, after the current answer (perhaps the
+            # control request's own) has been written: a refused server has no connections.
+            self.reactor.callLater(0, self._close_connections)
             d = maybeDeferred(lp.stopListening)
             if restore_after_s is not None:
                 self.reactor.callLater(restore_after_s, self.set_faults, outage=None)
@@ -163,9 +163,12 @@ class VendorSandbox:
         self._listening = lp
 
     def _drop_connections(self) -> None:
-        for wrapper in list(self._factory.protocols):
-            wrapper.transport.abortConnection()
-        self._held.clear()
+        for transport in self._factory.transports():
+            transport.abortConnection()
+
+    def _close_connections(self) -> None:
+        for transport in self._factory.transports():
+            transport.loseConnection()
 
     def reset(self) -> None:
         """Back to a fresh sandbox: no recording, no faults, no timers, no vendor state."""
@@ -288,6 +291,34 @@ def _control_body(request: ParsedRequest) -> dict[str, Any]:
     return request.json or {}
 
 
+class _TrackedChannel(HTTPChannel):
+    """An HTTP/1.1 channel that tells its site when it opens and closes."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
+
+
+class _TrackingSite(Site):
+    """A Site that knows its open connections, so outages and stop() can close them.
+
+    (``WrappingFactory`` would do this too, but its wrappers break TLS's ALPN.)
+    """
+
+    protocol = _TrackedChannel
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.connections: set[_TrackedChannel] = set()
+
+    def transports(self) -> list[Any]:
+        return [channel.transport for channel in list(self.connections)]
+
+
 class _SandboxResource(Resource):
     """Every request to a sandbox lands here: control API, or faults + record + vendor route."""
 
@@ -307,8 +338,7 @@ class _SandboxResource(Resource):
         entry = sandbox.state.record(parsed, sandbox.now())
         entry.fault = sandbox.faults.draw()
         if entry.fault == "blackhole":
-            sandbox._held.append(request)
-            return NOT_DONE_YET
+            return NOT_DONE_YET  # read, recorded, never answered
         if entry.fault is not None:
             d = succeed(sandbox.fault_reply(entry.fault))
         else:
@@ -334,12 +364,3 @@ def _write(reply: Reply, request: Request) -> None:
         request.setHeader(name, value)
     request.write(reply.body)
     request.finish()
-
-
-def decode_json_object(text: bytes) -> dict[str, Any] | None:
-    """Parse bytes as a JSON object; None when they are not one."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
