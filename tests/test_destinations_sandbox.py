@@ -12,12 +12,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from twisted.internet.task import Clock
 
 from engine.destinations import (
+    REGISTRY,
     ConneqtDestination,
     KpnDestination,
     MedAlliesDestination,
@@ -27,6 +29,9 @@ from engine.destinations import (
 )
 from engine.destinations.kpn import TOKEN_EXPIRED
 from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+from engine.mapping import load_mapping
+from engine.message.reader import Message
+from engine.sandbox.certs import make_certificates
 from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from engine.sandbox.kpn import KpnSandbox
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
@@ -393,3 +398,78 @@ def test_kpn_shared_rate_limit_keeps_two_channels_under_30_per_second(kpn, sessi
     for thread in threads:
         thread.join()
     assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 40
+
+
+# -- shipped mappings end to end ---------------------------------------------------------
+
+SETTINGS_FOR_SANDBOX = {
+    "conneqt": lambda base: {"base_url": base, "api_key": "sandbox-conneqt-key"},
+    "medallies": lambda base: {"base_url": f"{base}/MessagingAPI", "username": "courier",
+                               "password": "sandbox-medallies-password",
+                               "from_direct_address": "lab@direct.example.org"},
+    "qliq": lambda base: {"base_url": base, "api_key": "sandbox-qliq-key"},
+}
+
+
+@pytest.mark.parametrize(("mapping", "sample"), [
+    ("oru_r01_to_conneqt.toml", "oru_r01_lab_fbc_pdf.hl7"),
+    ("oru_r01_to_medallies.toml", "oru_r01_radiology_mri.hl7"),
+    ("mdm_t02_to_qliq.toml", "mdm_t02_discharge_summary.hl7"),
+])
+def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(
+    sandboxes, session, mapping, sample
+):
+    root = Path(__file__).resolve().parent.parent
+    loaded = load_mapping(root / "mappings" / mapping)
+    payload = loaded.apply(Message.parse((root / "sample_messages" / sample).read_bytes()),
+                           context={"channel": "test"})
+    sandbox = fresh(sandboxes, loaded.output)
+    cls = REGISTRY[loaded.output]
+    destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)),
+                      session)
+    if loaded.output == "conneqt":
+        destination.token_provider = StaticToken(
+            destination.exchange_access_code("SANDBOX-ACCESS"))
+    assert destination.validate(payload) == []
+    result = destination.send(payload, idempotency_key=f"{sample}:{mapping}")
+    assert result.outcome is Outcome.ACCEPTED, result.reason
+
+
+def test_the_shipped_kpn_mapping_reaches_the_care_team_chat(kpn, session):
+    root = Path(__file__).resolve().parent.parent
+    loaded = load_mapping(root / "mappings" / "mdm_to_kpn.toml")
+    message = Message.parse((root / "sample_messages" / "mdm_t02_discharge_summary.hl7").read_bytes())
+    payload = loaded.apply(message, context={"channel": "test"})
+    on_reactor(kpn.directory.aux_groupchats.__setitem__, payload["aux_id"], "sandbox-group-1")
+    destination = authorised_kpn(kpn, session)
+    assert destination.validate(payload) == []
+    result = destination.send(payload, idempotency_key="mdm:kpn")
+    on_reactor(kpn.directory.aux_groupchats.pop, payload["aux_id"])
+    assert result.outcome is Outcome.ACCEPTED, result.reason
+
+
+# -- HTTPS with the sandbox CA -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def https_medallies(reactor, tmp_path_factory):
+    certs = make_certificates(tmp_path_factory.mktemp("certs"))
+    sandbox = MedAlliesSandbox(reactor)
+    on_reactor(sandbox.listen, tls=certs.server_tls())
+    yield sandbox, certs
+    on_reactor(sandbox.stop)
+
+
+def test_https_is_verified_against_the_configured_ca(https_medallies, session):
+    sandbox, certs = https_medallies
+    assert sandbox.base_url.startswith("https://127.0.0.1:")
+    table = {"base_url": f"{sandbox.base_url}/MessagingAPI", "username": "courier",
+             "password": "sandbox-medallies-password",
+             "from_direct_address": "lab@direct.example.org"}
+    trusted = MedAlliesDestination(
+        make_settings(MedAlliesDestination, {**table, "ca_file": str(certs.ca_cert)}), session
+    )
+    assert trusted.send(MEDALLIES_PAYLOAD, idempotency_key="tls").outcome is Outcome.ACCEPTED
+    untrusted = MedAlliesDestination(make_settings(MedAlliesDestination, table), session)
+    result = untrusted.send(MEDALLIES_PAYLOAD, idempotency_key="tls")
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "medallies: SSLError")
