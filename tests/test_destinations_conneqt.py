@@ -213,6 +213,15 @@ def test_a_content_error_is_never_resent_even_as_a_5xx(server, session):
     assert result.outcome is Outcome.REJECTED
 
 
+def test_a_refused_attachment_parameter_is_never_resent(server, session):
+    problem = {"title": "Service Unavailable", "status": 503,
+               "invalidParameters": [{"name": "attachments[0].content", "reason": "Malware"}]}
+    server.reply(Reply(503, problem, {"Content-Type": "application/problem+json"}))
+    result = destination(server.base_url, session).send(good_payload(), idempotency_key="k")
+    assert result.outcome is Outcome.REJECTED
+    assert result.invalid_parameters[0].name == "attachments[0].content"
+
+
 def test_a_plain_server_error_is_retried(server, session):
     server.reply(Reply(500, {"title": "Internal Server Error", "status": 500}))
     result = destination(server.base_url, session).send(good_payload(), idempotency_key="k")
