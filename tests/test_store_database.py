@@ -404,4 +404,4 @@ def test_duplicate_lookup_reads_only_the_covering_index(db):
     plan = db.connection.execute(
         "EXPLAIN QUERY PLAN " + database_module._FIND_SAME_CONTROL_ID, ("lab", "LIS", "HOSP", "C1", T0)
     ).fetchall()
-    assert "USING COVERING INDEX messages_by_sender_control_id" in plan[0][-1]
+    assert "USING COVERING INDEX messages_by_control_id" in plan[0][-1]

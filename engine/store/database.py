@@ -69,6 +69,20 @@ _INSERT_EVENT = """
     INSERT INTO events (message_id, delivery_id, at, kind, state, detail_enc)
     VALUES (?, ?, ?, ?, ?, ?)"""
 
+# Recorded events, plus the "received" and "queued" events implied by the rows themselves.
+_TIMELINE = """
+    SELECT id, message_id, delivery_id, at, kind, state, detail_enc FROM (
+        SELECT 0 AS id, m.id AS message_id, NULL AS delivery_id, m.received_at AS at,
+               'received' AS kind, m.state AS state, NULL AS detail_enc, 0 AS rank
+        FROM messages m WHERE m.control_id = ?
+        UNION ALL
+        SELECT 0, d.message_id, d.id, d.created_at, 'queued', 'QUEUED', NULL, 1
+        FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE m.control_id = ?
+        UNION ALL
+        SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc, 2
+        FROM events e JOIN messages m ON m.id = e.message_id WHERE m.control_id = ?
+    ) ORDER BY at, rank, id"""
+
 _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, control_id,
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
 _DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
@@ -312,13 +326,11 @@ class Database:
                 self._cipher.encrypt(m.raw),
             ),
         ).lastrowid
-        execute(_INSERT_EVENT, (message_id, None, m.received_at, "received", m.state, None))
+        # The "received" and "queued" events are read from these rows by timeline(): writing
+        # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
         for destination in m.destinations:
-            delivery_id = execute(
-                _INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at)
-            ).lastrowid
-            execute(_INSERT_EVENT, (message_id, delivery_id, at, "queued", QUEUED, None))
+            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at))
         return Receipt(message_id, False, m.ack_code)
 
     def receive_many(self, incoming: Iterable[Incoming]) -> list[Receipt]:
@@ -353,12 +365,7 @@ class Database:
 
     def timeline(self, control_id: str) -> list[Event]:
         """Every event of every message with this control id, oldest first."""
-        rows = self.connection.execute(
-            """SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc
-               FROM events e JOIN messages m ON m.id = e.message_id
-               WHERE m.control_id = ? ORDER BY e.at, e.id""",
-            (control_id,),
-        )
+        rows = self.connection.execute(_TIMELINE, (control_id,) * 3)
         return [Event(*row[:-1], detail=self._decrypt_text(row[-1])) for row in rows]
 
     # Deliveries -------------------------------------------------------------------------

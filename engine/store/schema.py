@@ -30,13 +30,12 @@ MIGRATIONS: tuple[str, ...] = (
         last_duplicate_at REAL,
         raw_enc BLOB NOT NULL
     );
-    -- Covers the duplicate lookup: no table access needed.
-    CREATE INDEX messages_by_sender_control_id ON messages (
-        channel, sending_application, sending_facility, control_id,
+    -- One index, written on every ACK's commit: it covers the duplicate lookup (no table
+    -- access needed) and finds messages by control id. Listings go by id, which follows time.
+    CREATE INDEX messages_by_control_id ON messages (
+        control_id, channel, sending_application, sending_facility,
         received_at, body_sha256, ack_code
     );
-    CREATE INDEX messages_by_control_id ON messages (control_id);
-    CREATE INDEX messages_by_received_at ON messages (received_at);
 
     CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY,
@@ -53,7 +52,6 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     CREATE INDEX deliveries_due ON deliveries (destination, state, next_attempt_at);
-    CREATE INDEX deliveries_by_state ON deliveries (state, lease_until);
     CREATE INDEX deliveries_by_message ON deliveries (message_id);
 
     CREATE TABLE events (
@@ -108,7 +106,7 @@ MIGRATIONS: tuple[str, ...] = (
         polls INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX status_polls_due ON status_polls (destination, next_at);
-    CREATE INDEX deliveries_by_remote_id ON deliveries (remote_id);
+    CREATE INDEX deliveries_by_remote_id ON deliveries (remote_id) WHERE remote_id IS NOT NULL;
     """,
 )
 
