@@ -63,6 +63,15 @@ def test_recipient_ods_code(value, ok):
     assert (problems_of(recipientId=value) == []) is ok
 
 
+def test_body_mime_type_from_the_table():
+    assert problems_of(bodyContent="<p>ok</p>", bodyMimeType="text/html") == []
+    assert problems_of(bodyContent="x", bodyMimeType="application/pdf") == [("bodyMimeType", 103)]
+
+
+def test_a_key_the_destination_does_not_know_is_a_mapping_error():
+    assert problems_of(messageId="x") == [("messageId", 207)]
+
+
 def test_recipient_id_type_from_the_table():
     assert problems_of(recipientIdType="OcsClientIdentifier") == []
     assert problems_of(recipientIdType="Email") == [("recipientIdType", 103)]
