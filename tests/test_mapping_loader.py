@@ -63,6 +63,8 @@ def problems_of(tmp_path, text: str) -> list[str]:
         ),
         ('[each.a]\nsegment = "obx"\n', "4: each.a.segment: expected a segment name"),
         ("[feilds]\n", "3: feilds: unknown key; did you mean 'fields'?"),
+        ('[fields]\nb = { path = ["PID-5", "PID5"] }\n', "4: fields.b.path[1]: invalid HL7 path 'PID5'"),
+        ("[fields]\nb = { path = 5 }\n", "4: fields.b.path: expected an HL7 path or a list of them"),
     ],
 )
 def test_broken_mapping_files_name_line_key_and_problem(tmp_path, body, expected):

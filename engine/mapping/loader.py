@@ -194,26 +194,35 @@ class _Compiler:
                 self.problem(key, "expected a string, number or boolean")
                 return None
             return ConstSource(value)
-        if kind == "path" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            sources = [self.path_source(text, spec, prefix, f"{key}[{i}]") for i, text in enumerate(value)]
-            return FirstOf(tuple(sources)) if None not in sources else None
+        if kind == "path":
+            return self.path_sources(value, spec, prefix)
         if not isinstance(value, str):
-            self.problem(key, "expected a string" + (" or a list of paths" if kind == "path" else ""))
+            self.problem(key, "expected a string")
             return None
         if kind == "context":
             return ContextSource(value)
-        if kind == "template":
-            return self.template(value, key)
-        return self.path_source(value, spec, prefix, key)
+        return self.template(value, key)
 
-    def path_source(self, text: str, spec: dict[str, Any], prefix: str, key: str) -> PathSource | None:
-        path = self.path(text, key)
-        if path is None:
+    def path_sources(self, value: Any, spec: dict[str, Any], prefix: str) -> PathSource | FirstOf | None:
+        """``path = "PID-5.1"``, or a list of paths of which the first with a value wins."""
+        key = _join(prefix, "path")
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            self.problem(key, "expected an HL7 path or a list of them")
             return None
         conditions = self.conditions(spec.get("where", {}), _join(prefix, "where"))
-        same_field = [c for c in conditions if _picks_repetition(c.path, path)]
+        paths = [self.path(text, key if len(texts) == 1 else f"{key}[{i}]") for i, text in enumerate(texts)]
+        if None in paths:
+            return None
+        sources = tuple(self.path_source(path, conditions, spec.get("all") is True) for path in paths)
+        return sources[0] if len(sources) == 1 else FirstOf(sources)
+
+    @staticmethod
+    def path_source(path: Path, conditions: tuple[Condition, ...], collect_all: bool) -> PathSource:
+        """Split ``where``: conditions on the value's own field pick repetitions, others segments."""
+        same_field = tuple(c for c in conditions if _picks_repetition(c.path, path))
         others = tuple(c for c in conditions if c not in same_field)
-        return PathSource(path, others, tuple(same_field), spec.get("all") is True)
+        return PathSource(path, others, same_field, collect_all)
 
     def path(self, text: str, key: str) -> Path | None:
         try:
