@@ -198,3 +198,17 @@ def test_identical_sends_are_counted(sandbox):
     first = requests.post(url, json={"body": "same"}, headers=bearer(token), timeout=5).json()
     requests.post(url, json={"body": "same"}, headers=bearer(token), timeout=5)
     assert dict(sandbox.state.duplicates) == {first["id"]: 1}
+
+
+def test_control_api_expires_tokens_and_adds_chats(sandbox):
+    token = login(sandbox)
+    added = requests.post(f"{sandbox.base_url}/_sandbox/config",
+                          json={"aux_groupchats": {"ward-9": "sandbox-group-1"}}, timeout=5)
+    assert added.status_code == 200
+    url = f"{sandbox.base_url}{API}/aux/groupchats/ward-9/messages"
+    assert requests.post(url, json={"body": "x"}, headers=bearer(token),
+                         timeout=5).status_code == 201
+    assert requests.post(f"{sandbox.base_url}/_sandbox/expire_tokens", timeout=5).json() == {
+        "expired": 1}
+    assert requests.post(url, json={"body": "x"}, headers=bearer(token),
+                         timeout=5).status_code == 401

@@ -310,10 +310,14 @@ class _TrackingSite(Site):
     """
 
     protocol = _TrackedChannel
+    noisy = False
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource)
         self.connections: set[_TrackedChannel] = set()
+
+    def log(self, request: Request) -> None:
+        """No access log: query strings carry api keys (Qliq) and message text."""
 
     def transports(self) -> list[Any]:
         return [channel.transport for channel in list(self.connections)]
@@ -331,9 +335,11 @@ class _SandboxResource(Resource):
     def render(self, request: Request) -> int:
         sandbox = self.sandbox
         parsed = parse_request(request)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
         if parsed.path.startswith(CONTROL_PREFIX):
             d = sandbox.dispatch(parsed, sandbox._all_control_routes())
-            d.addCallback(_write, request)
+            d.addCallback(_write, request, gone)
             return NOT_DONE_YET
         entry = sandbox.state.record(parsed, sandbox.now())
         entry.fault = sandbox.faults.draw()
@@ -346,7 +352,7 @@ class _SandboxResource(Resource):
         latency = sandbox.faults.latency_s
         if latency > 0:
             d.addCallback(_after, sandbox.reactor, latency)
-        d.addCallback(_write, request)
+        d.addCallback(_write, request, gone)
         return NOT_DONE_YET
 
 
@@ -356,9 +362,9 @@ def _after(reply: Reply, reactor: Any, delay_s: float) -> Deferred[Reply]:
     return d
 
 
-def _write(reply: Reply, request: Request) -> None:
-    if request.finished or request.channel is None:
-        return  # the client went away (timeout); nothing to answer
+def _write(reply: Reply, request: Request, gone: list[Failure]) -> None:
+    if gone:
+        return  # the client went away (e.g. its timeout); nothing to answer
     request.setResponseCode(reply.status)
     for name, value in reply.headers.items():
         request.setHeader(name, value)

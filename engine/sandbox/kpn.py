@@ -110,10 +110,17 @@ class KpnSandbox(VendorSandbox):
             Route("GET", API + CHAT + r"/messages/(?P<message_id>[^/]+)", self.get_message),
         ]
 
+    def control_routes(self) -> list[Route]:
+        return [Route("POST", r"/_sandbox/expire_tokens", self._control_expire_tokens)]
+
     def configure(self, settings: dict[str, Any]) -> None:
+        """Also takes directory entries: ``conversations``, ``groupchats`` (lists of ids),
+        ``aux_conversations``, ``aux_groupchats`` (aux id → chat id); they are added."""
         for name, value in settings.items():
             if name == "callback_url":
                 self.callback_url = value
+            elif name in ("conversations", "groupchats", "aux_conversations", "aux_groupchats"):
+                getattr(self.directory, name).update(value)
             elif hasattr(self.timings, name):
                 setattr(self.timings, name, value)
             else:
@@ -123,6 +130,12 @@ class KpnSandbox(VendorSandbox):
         self.codes.clear()
         self.tokens.clear()
         self._first_by_content.clear()
+
+    def _control_expire_tokens(self, request: ParsedRequest) -> Reply:
+        """Make every issued access token expired now (for out-of-process expiry tests)."""
+        for token in self.tokens.values():
+            token.expires_at = self.now()
+        return json_reply(200, {"expired": len(self.tokens)})
 
     # -- OAuth -------------------------------------------------------------------------
     def authorize(self, request: ParsedRequest) -> Reply:
