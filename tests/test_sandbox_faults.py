@@ -147,3 +147,24 @@ def test_recording_hides_secrets(all_sandboxes):
     assert recorded[0].headers["authorization"] == "***"
     assert recorded[1].body["form"] == {"api_key": "***", "to": "x"}
     assert "sandbox-medallies-password" not in repr(recorded)
+
+
+@pytest.mark.parametrize("name, content_type, key", [
+    ("qliq", "application/json", "error"),
+    ("conneqt", "application/problem+json", "title"),
+    ("medallies", "application/json", "result"),
+    ("kpn", "application/json", "error"),
+])
+def test_fault_answers_use_each_vendors_error_format(all_sandboxes, name, content_type, key):
+    sandbox = getattr(all_sandboxes, name)
+    on_reactor(sandbox.reset)
+    try:
+        on_reactor(sandbox.set_faults, throttle_next=1, fail_next=1)
+        answers = [requests.get(f"{sandbox.base_url}/anything", timeout=5) for _ in range(2)]
+        on_reactor(sandbox.set_faults, outage="503")
+        answers.append(requests.get(f"{sandbox.base_url}/anything", timeout=5))
+    finally:
+        on_reactor(sandbox.set_faults, outage=None)
+    assert [a.status_code for a in answers] == [429, 500, 503]
+    for answer in answers:
+        assert answer.headers["Content-Type"] == content_type and key in answer.json()

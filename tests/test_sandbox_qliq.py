@@ -321,3 +321,18 @@ def test_get_replies_filters_by_mobile_and_since(sandbox, private_key):
                             timeout=5).status_code == 400
     finally:
         receiver.close()
+
+
+def test_multipart_type_from_extension_and_unknown_parts(sandbox):
+    data = {"api_key": KEY, "to": "827790129", "text": "x"}
+    typed = {"attachment": ("scan.JPG", b"\xff\xd8\xff", "application/octet-stream")}
+    r = requests.post(url(sandbox, "send"), data=data, files=typed, timeout=5)
+    assert r.status_code == 202
+    assert sandbox.state.messages[r.json()["message_id"]]["attachment"]["content_type"] == (
+        "image/jpeg")
+    stray = {"document": ("a.pdf", b"%PDF", "application/pdf")}
+    assert requests.post(url(sandbox, "send"), data=data, files=stray,
+                         timeout=5).status_code == 400
+    unknown = {"attachment": ("a.exe", b"MZ", "application/octet-stream")}
+    assert requests.post(url(sandbox, "send"), data=data, files=unknown,
+                         timeout=5).status_code == 400

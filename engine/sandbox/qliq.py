@@ -74,6 +74,7 @@ ATTACHMENT_TYPES = {
 }
 EXTENSION_TYPES = {ext: mime for mime, ext in ATTACHMENT_TYPES.items()} | {
     ".jpeg": "image/jpeg"}
+ATTACHMENT_PARTS = frozenset({"attachment", "file"})  # curl example; captured request
 PRIORITIES = frozenset({"fyi", "asap", "urgent"})
 MAX_QUERY_TEXT = 150
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
@@ -430,7 +431,9 @@ def _send_problem(params: dict[str, Any]) -> str | None:
 
 def _attachment(request: ParsedRequest, params: dict[str, Any]) -> tuple[Part | None, str | None]:
     """The one attachment of a send (JSON object or multipart part) and any problem with it."""
-    parts = [p for p in request.files if p.name in ("attachment", "file")]
+    if any(p.name not in ATTACHMENT_PARTS for p in request.files):
+        return None, "unknown file part; send the attachment as 'attachment'"
+    parts = list(request.files)
     if isinstance(params.get("attachment"), dict):
         a = params["attachment"]
         data = decode_base64(str(a.get("base64", "")))
@@ -438,8 +441,6 @@ def _attachment(request: ParsedRequest, params: dict[str, Any]) -> tuple[Part | 
             return None, "attachment.base64 must be Base64"
         parts.append(Part("attachment", a.get("file_name") or a.get("file name"),
                           a.get("content_type") or a.get("content type") or "", data))
-    if len(request.files) > len([p for p in request.files if p.name in ("attachment", "file")]):
-        return None, "unknown file part; send the attachment as 'attachment'"
     if len(parts) > 1:
         return None, "only one attachment per request"
     if not parts:
