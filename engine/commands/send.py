@@ -37,11 +37,17 @@ def run(args: argparse.Namespace) -> int:
         replay = Replay(reactor, args.to, connections=args.connections, rate=args.rate, timeout=args.timeout)
         d = replay.run(messages, on_result=_progress_printer(len(messages)) if progress else None)
         d.addCallback(_report, args.quiet)
+        d.addCallback(_exit)
         return d
 
-    exit_code: list[int] = []
-    task.react(lambda reactor: main(reactor).addCallback(exit_code.append))
-    return exit_code[0] if exit_code else 1
+    task.react(main)
+    return 0
+
+
+def _exit(code: int) -> None:
+    """``task.react`` ends the process; a non-zero status travels as a SystemExit failure."""
+    if code:
+        raise SystemExit(code)
 
 
 def _progress_printer(total: int):
