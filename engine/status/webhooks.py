@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -55,8 +56,11 @@ def answer(request: Request, code: int, body: bytes = b"") -> bytes:
     return body
 
 
-def answer_when_done(request: Request, work: Deferred[object], what: str) -> object:
-    """Answer 200 once ``work`` fires, 500 (so the vendor sends again) if it fails."""
+def answer_when_done(
+    request: Request, work: Deferred[object], what: str, refused: tuple[type[Exception], ...] = ()
+) -> object:
+    """Answer 200 once ``work`` fires; 400 if it fails with one of ``refused`` (the vendor sent
+    something we will never accept); 500 otherwise, so the vendor sends it again."""
     hung_up: list[Failure] = []
     request.notifyFinish().addErrback(hung_up.append)
 
@@ -66,8 +70,12 @@ def answer_when_done(request: Request, work: Deferred[object], what: str) -> obj
             request.finish()
 
     def failed(failure: Failure) -> None:
-        log.error("%s: not stored, answering 500: %s", what, failure.getErrorMessage())
-        finish(500, b"not stored, send again\n")
+        if refused and failure.check(*refused):
+            log.warning("%s: refused: %s", what, failure.getErrorMessage())
+            finish(400, b"refused\n")
+        else:
+            log.error("%s: not stored, answering 500: %s", what, failure.getErrorMessage())
+            finish(500, b"not stored, send again\n")
 
     work.addCallbacks(lambda _: finish(200, b"OK\n"), failed)
     return NOT_DONE_YET
@@ -78,7 +86,7 @@ def listen(
 ) -> Deferred[IListeningPort]:
     """Serve ``routes`` (URL path such as ``qliq/<token>/reply`` → resource) on a Twisted
     server endpoint string, over TLS when ``tls`` is given."""
-    root = Resource()
+    root = _Branch()
     for path, resource in routes.items():
         parent, *names = [root, *path.strip("/").encode().split(b"/")]
         for name in names[:-1]:
@@ -90,7 +98,14 @@ def listen(
 
 
 
+class _Branch(Resource):
+    """A path segment on the way to a webhook; anything else below it is 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return notFound()
+
+
 def _child(parent: Resource, name: bytes) -> Resource:
-    child = Resource()
+    child = _Branch()
     parent.putChild(name, child)
     return child

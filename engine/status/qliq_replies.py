@@ -1,0 +1,314 @@
+"""Qliq replies back to the hospital: the encrypted reply webhook and the get_replies poll.
+
+**Webhook.** Qliq POSTs ``multipart/form-data`` to the "Reply API URL": fields
+``conversation_id`` and ``message_id``, and a part ``message`` holding Base64 ciphertext
+(the official C# sample). We Base64-decode it, split it into 256-byte blocks, decrypt each
+with our RSA-2048 private key (PKCS#1 v1.5) and parse the joined JSON. Its one attachment
+is downloaded from ``url`` and decrypted with its AES-256 ``key`` in the sandbox's layout
+(CBC, PKCS#7 padding, 16-byte IV in front of the file; see ``engine.sandbox.qliq_crypto``).
+The document shows no authentication for this webhook, so it can be served on a path with a
+secret token in it (``qliq/<token>/reply``, see ``engine.status.webhooks.listen``) and/or
+behind Basic auth, if Qliq's dashboard URL can carry user:password. A reply that does not
+decrypt, or whose outer ``message_id`` differs from the encrypted one, is refused with 400
+and one log line without content.
+
+**Poll.** SMS replies (and webhook replies when the webhook is down) are fetched with
+``GET /secure_messages/get_replies?since=...``; the cursor is kept in the store.
+
+**Into HL7.** A reply becomes an MDM^T02 (``engine.status.documents``): the reply text as
+OBX TX, the attachment as OBX ED. It answers the hospital message whose delivery opened the
+conversation: the dispatcher calls :func:`remember_conversation` when Qliq accepts a
+message, and the reply then reuses that message's PID, PV1, addressing and delimiters and
+names its MSH-10 in TXA-13 and ZIN-5. A reply in an unknown conversation goes to the
+configured channel without patient. Each reply is filed once (its id is kept in the store);
+if Courier stops between filing and remembering, a repeat POST can file it twice.
+
+Once the HL7 is durably queued, the reply is marked ``opened`` with ``update_message_status``
+(Qliq marks it "delivered" itself when the POST is answered).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.asymmetric import padding as asymmetric_padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from engine.message import Message
+from engine.source import ControlIds
+from engine.status.documents import Attachment, InboundDocument, build_document_message
+from engine.status.reporter import StatusReporter
+from engine.status.webhooks import BasicAuth, answer_when_done, refuse_unauthorised
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+CONVERSATIONS = "qliq-conversations"  # kv: conversation id → {"channel", "message_id"}
+FILED = "qliq-replies"  # kv: reply message id → b"filed"
+POLL_CURSOR = ("qliq-poll", "since")
+_AES_BLOCK = 16
+
+
+class RefusedReply(ValueError):
+    """A reply we cannot read: wrong key, tampered, or not Qliq's layout. Says nothing of content."""
+
+
+class QliqApiError(Exception):
+    """A Qliq call failed; the message never holds the URL or the API key."""
+
+
+@dataclass(frozen=True)
+class QliqReplySettings:
+    channel: str  # where replies in unknown conversations go
+    base_url: str
+    api_key: str = field(repr=False)
+    sender: str = ""  # our Qliq member, whose public key Qliq encrypts with
+    timeout_s: float = 30.0
+    verify: str | bool = True  # CA file for a sandbox over HTTPS
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply, decrypted; attachments still encrypted at Qliq (``url``, ``key``, ...)."""
+
+    conversation_id: str
+    message_id: str
+    text: str = field(repr=False)
+    created_at: float | None = None
+    attachments: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+
+def decrypt_reply(private_key: RSAPrivateKey, ciphertext_b64: bytes) -> Reply:
+    """The ``message`` part as a :class:`Reply`; raises :class:`RefusedReply`."""
+    try:
+        ciphertext = base64.b64decode(ciphertext_b64.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise RefusedReply("the message part is not Base64") from None
+    block = private_key.key_size // 8
+    if not ciphertext or len(ciphertext) % block:
+        raise RefusedReply(f"the ciphertext is not whole {block}-byte blocks")
+    try:
+        clear = b"".join(
+            private_key.decrypt(ciphertext[i:i + block], asymmetric_padding.PKCS1v15())
+            for i in range(0, len(ciphertext), block)
+        )
+        data = json.loads(clear)["Message"]["Data"]
+        return Reply(
+            conversation_id=str(data["conversationUuid"]), message_id=str(data["messageId"]),
+            text=str(data.get("text") or ""), created_at=_epoch(data.get("createdAt")),
+            attachments=tuple(a for a in data.get("attachments") or () if isinstance(a, dict)),
+        )
+    except (ValueError, KeyError, TypeError):  # a wrong key yields garbage or a padding error
+        raise RefusedReply("the message does not decrypt to a Qliq reply (wrong key or tampered)") from None
+
+
+def decrypt_attachment(encrypted: bytes, key_b64: str) -> bytes:
+    """AES-256-CBC with the IV in front and PKCS#7 padding; raises :class:`RefusedReply`."""
+    try:
+        key = base64.b64decode(key_b64, validate=True)
+        iv, body = encrypted[:_AES_BLOCK], encrypted[_AES_BLOCK:]
+        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(body) + decryptor.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        return unpadder.update(padded) + unpadder.finalize()
+    except (ValueError, binascii.Error):
+        raise RefusedReply("the attachment does not decrypt with its key") from None
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+class QliqReplyApi:
+    """The blocking Qliq calls replies need; run them in a worker thread."""
+
+    def __init__(self, session: requests.Session, settings: QliqReplySettings) -> None:
+        self.session = session
+        self.settings = settings
+
+    def _call(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
+        """One request; errors name the call and the HTTP status, never the URL (it holds the key)."""
+        url = path_or_url if "://" in path_or_url else self.settings.base_url.rstrip("/") + path_or_url
+        what = f"Qliq {method} {path_or_url.split('?')[0] if '://' not in path_or_url else 'attachment'}"
+        try:
+            response = self.session.request(method, url, timeout=self.settings.timeout_s,
+                                            verify=self.settings.verify, **kwargs)
+        except requests.RequestException as exc:
+            raise QliqApiError(f"{what}: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise QliqApiError(f"{what}: HTTP {response.status_code}")
+        return response
+
+    def attachment(self, meta: dict[str, Any]) -> Attachment:
+        encrypted = self._call("GET", str(meta["url"])).content
+        data = decrypt_attachment(encrypted, str(meta["key"]))
+        media_type = str(meta.get("mime") or "application/octet-stream")
+        return Attachment(media_type, data, str(meta.get("fileName", "")))
+
+    def mark_opened(self, reply: Reply) -> None:
+        self._call("PUT", "/secure_messages/update_message_status", data={
+            "api_key": self.settings.api_key, "sender": self.settings.sender,
+            "conversation_id": reply.conversation_id, "message_id": reply.message_id, "status": "opened",
+        })
+
+    def replies_since(self, since: str | None) -> list[Reply]:
+        params = {"api_key": self.settings.api_key, **({"since": since} if since else {})}
+        found = self._call("GET", "/secure_messages/get_replies", params=params).json()
+        return [Reply(str(r["conversation_id"]), str(r["message_id"]), str(r.get("reply") or ""),
+                      _epoch(r.get("received_at"))) for r in found if isinstance(r, dict)]
+
+
+def remember_conversation(
+    store: Store, conversation_id: str, channel: str, message_id: int
+) -> Deferred[None]:
+    """Note which stored message opened a Qliq conversation, so its replies can answer it."""
+    value = json.dumps({"channel": channel, "message_id": message_id}).encode()
+    return store.kv_put(CONVERSATIONS, conversation_id, value)
+
+
+class ReplyInbox:
+    """Files each reply once, as HL7 in the outbox of the conversation's channel."""
+
+    def __init__(
+        self, store: Store, reporter: StatusReporter, reactor: IReactorTime, api: QliqReplyApi, *,
+        control_ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.store = store
+        self.reporter = reporter
+        self.reactor = reactor
+        self.api = api
+        self.control_ids = control_ids or ControlIds()
+
+    def in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
+    @inlineCallbacks
+    def file(self, reply: Reply):
+        """Queue the reply for the hospital (fires True), or fire False if it was filed before."""
+        if (yield self.store.kv_get(FILED, reply.message_id)) is not None:
+            return False
+        channel, answers = yield self._conversation(reply.conversation_id)
+        attachments = []
+        for meta in reply.attachments:
+            attachments.append((yield self.in_thread(self.api.attachment, meta)))
+        now = self.reactor.seconds()
+        document = InboundDocument(
+            vendor="qliq", vendor_message_id=reply.message_id, received_at=reply.created_at or now,
+            text=reply.text, attachments=tuple(attachments), conversation_id=reply.conversation_id,
+            answers_control_id=answers.control_id if answers else "",
+        )
+        control_id = self.control_ids()
+        payload = build_document_message(document, control_id=control_id,
+                                         now=datetime.fromtimestamp(now, UTC), answers=answers)
+        yield self.reporter.enqueue(channel, payload, control_id)
+        yield self.store.kv_put(FILED, reply.message_id, b"filed")
+        log.info("Qliq reply %s in conversation %s: queued for the hospital as %s",
+                 reply.message_id, reply.conversation_id, control_id)
+        self.in_thread(self.api.mark_opened, reply).addErrback(
+            lambda f: log.warning("Qliq reply %s: could not mark it opened: %s",
+                                  reply.message_id, f.getErrorMessage()))
+        return True
+
+    @inlineCallbacks
+    def _conversation(self, conversation_id: str):
+        """(channel, the hospital message that opened the conversation or None)."""
+        link = yield self.store.kv_get(CONVERSATIONS, conversation_id)
+        if link is None:
+            return self.api.settings.channel, None
+        known = json.loads(link)
+        stored = yield self.store.get_message(known["message_id"], with_body=True)
+        answers = Message.parse(stored.raw, default_charset="latin-1") if stored else None
+        return known["channel"], answers
+
+
+class ReplyWebhook(Resource):
+    """The Reply API URL: decrypt, file, then answer 200 (Qliq then marks it delivered)."""
+
+    isLeaf = True
+
+    def __init__(self, inbox: ReplyInbox, private_key: RSAPrivateKey, auth: BasicAuth | None = None) -> None:
+        super().__init__()
+        self.inbox = inbox
+        self.private_key = private_key
+        self.auth = auth
+
+    def render_POST(self, request: Request) -> object:
+        if self.auth is not None and not self.auth.allows(request):
+            log.warning("Qliq reply webhook: refused a POST without credentials")
+            return refuse_unauthorised(request, "courier-qliq")
+        parts = request.args or {}
+        ciphertext = (parts.get(b"message") or [b""])[0]
+        outer_id = (parts.get(b"message_id") or [b""])[0].decode("utf-8", "replace")
+        d = self.inbox.in_thread(decrypt_reply, self.private_key, ciphertext)
+        d.addCallback(_same_reply, outer_id)
+        d.addCallback(self.inbox.file)
+        return answer_when_done(request, d, "Qliq reply webhook", refused=(RefusedReply,))
+
+
+def _same_reply(reply: Reply, outer_id: str) -> Reply:
+    """The form fields are not encrypted: they must name the reply the ciphertext holds."""
+    if outer_id and outer_id != reply.message_id:
+        raise RefusedReply("the form's message_id is not the encrypted reply's")
+    return reply
+
+
+class ReplyPoller:
+    """The fallback: every ``every_s``, fetch replies since the last poll and file new ones.
+
+    The cursor goes back ``overlap_s`` so a reply Qliq stamps late is not missed; replies
+    already filed (by the webhook or an earlier poll) are skipped.
+    """
+
+    def __init__(self, inbox: ReplyInbox, *, every_s: float = 300.0, overlap_s: float = 300.0) -> None:
+        self.inbox = inbox
+        self.every_s = every_s
+        self.overlap_s = overlap_s
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = inbox.reactor
+
+    def start(self) -> None:
+        self._loop.start(self.every_s, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    @inlineCallbacks
+    def poll(self):
+        """One poll; fires with the number of replies filed. Failures are logged, never raised."""
+        store = self.inbox.store
+        filed = 0
+        try:
+            since = yield store.kv_get(*POLL_CURSOR)
+            started = self.inbox.reactor.seconds() - self.overlap_s
+            api = self.inbox.api
+            replies = yield self.inbox.in_thread(api.replies_since, since.decode() if since else None)
+            for reply in replies:
+                filed += bool((yield self.inbox.file(reply)))
+            cursor = datetime.fromtimestamp(started, UTC).isoformat()
+            yield store.kv_put(*POLL_CURSOR, cursor.encode())
+        except Exception as exc:  # the next poll tries again
+            log.warning("Qliq get_replies poll failed: %s", exc)
+        return filed

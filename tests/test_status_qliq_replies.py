@@ -1,0 +1,200 @@
+"""Qliq replies over real sockets: the sandbox encrypts with the key we uploaded, the webhook
+decrypts, the hospital gets an MDM^T02; tampered or wrongly keyed replies are refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import stat
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from engine.sandbox.http import Part
+from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
+from engine.status import webhooks
+from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
+from engine.status.qliq_replies import (
+    QliqReplyApi,
+    QliqReplySettings,
+    Reply,
+    ReplyInbox,
+    ReplyPoller,
+    ReplyWebhook,
+    remember_conversation,
+)
+from engine.status.reporter import StatusReporter
+from engine.status.webhooks import BasicAuth
+from tests.conftest import on_reactor
+from tests.test_status_reporter import FAST, Hospital, channel_file, receive, temporary_store, wait_until
+
+MDM = (
+    b"MSH|^~\\&|EHR|HOSP|COURIER|HOSP|20240131120000+0000||MDM^T02^MDM_T02|DOC0042|P|2.5.1\r"
+    b"EVN|T02|20240131120000\rPID|1||555^^^HOSP^MR||DOE^JANE\rPV1|1|I\r"
+    b"TXA|1|DS|TX|||||||||DOC-1||||||AU\rOBX|1|TX|DS^Discharge summary^L||Home tomorrow||||||F\r"
+)
+US = "courier@sandbox.qliq"
+PDF = b"%PDF-1.4 signed consent"
+TOKEN = "s3cret-path-token"
+
+
+@pytest.fixture
+def store(tmp_path, reactor):
+    with temporary_store(tmp_path, reactor) as store:
+        yield store
+
+
+@pytest.fixture
+def sandbox(reactor):
+    sandbox = QliqSandbox(reactor, timings=QliqTimings(delivered_after_s=None, read_after_s=None))
+    on_reactor(sandbox.listen)
+    yield sandbox
+    on_reactor(sandbox.stop)
+
+
+@pytest.fixture
+def courier(tmp_path, store, sandbox, reactor):
+    """Courier's side: key pair uploaded, reporter, reply inbox and webhook, hospital listener."""
+    hospital = Hospital(reactor).up()
+    channel = channel_file("ehr_mdm_to_qliq.toml", hospital.port)
+    key_file = tmp_path / "qliq" / "reply_key.pem"
+    public_pem = generate_key_pair(key_file)
+    session = requests.Session()
+    upload_public_key(session, sandbox.base_url, "sandbox-qliq-key", US, public_pem)
+    reporter = StatusReporter(store, reactor, [channel], **FAST)
+    on_reactor(reporter.start)
+    settings = QliqReplySettings(channel=channel.name, base_url=sandbox.base_url,
+                                 api_key="sandbox-qliq-key", sender=US, timeout_s=5)
+    inbox = ReplyInbox(store, reporter, reactor, QliqReplyApi(session, settings))
+    private_key = load_private_key(key_file)
+    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1", {
+        f"qliq/{TOKEN}/reply": ReplyWebhook(inbox, private_key),
+        "qliq/basic/reply": ReplyWebhook(inbox, private_key, BasicAuth("qliq", "hook-secret")),
+    })
+    base = f"http://127.0.0.1:{port.getHost().port}/qliq"
+    sandbox.reply_url = f"{base}/{TOKEN}/reply"
+    yield {"hospital": hospital, "channel": channel, "inbox": inbox, "url": sandbox.reply_url,
+           "basic_url": f"{base}/basic/reply", "key_file": key_file}
+    on_reactor(port.stopListening)
+    on_reactor(reporter.stop)
+    hospital.down()
+
+
+def send_and_remember(store, sandbox, channel) -> dict:
+    """Send the discharge summary to Qliq as the dispatcher would, and note its conversation."""
+    answer = requests.post(f"{sandbox.base_url}/secure_messages/send", timeout=5, data={
+        "api_key": "sandbox-qliq-key", "from": US, "to": "doctor@sandbox.qliq",
+        "subject": "Discharge", "text": "Discharge summary"}).json()
+    message_id = receive(store, channel, MDM)
+    on_reactor(remember_conversation, store, answer["conversation_id"], channel.name, message_id)
+    return answer
+
+
+def test_key_file_is_private(courier):
+    assert stat.S_IMODE(os.stat(courier["key_file"]).st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        generate_key_pair(courier["key_file"])
+
+
+def test_passphrase_protected_key_needs_its_passphrase(tmp_path):
+    key_file = tmp_path / "key.pem"
+    generate_key_pair(key_file, passphrase=b"correct horse")
+    assert load_private_key(key_file, b"correct horse").key_size == 2048
+    with pytest.raises((ValueError, TypeError)):
+        load_private_key(key_file, b"wrong")
+
+
+def test_reply_with_attachment_reaches_the_hospital_as_mdm_t02(courier, store, sandbox):
+    sent = send_and_remember(store, sandbox, courier["channel"])
+    attachment = Part("attachment", "consent.pdf", "application/pdf", PDF)
+    entry = on_reactor(sandbox.reply, sent["message_id"], "Seen, will call the patient\nDr. Who",
+                       attachment=attachment)
+    assert entry["status"] == 200
+    message = courier["hospital"].next()
+    assert message.msh.field(9) == "MDM^T02^MDM_T02"
+    assert (message.receiving_application, message.receiving_facility) == ("EHR", "HOSP")
+    assert message.get("PID-3.1") == "555" and message.get("PV1-2") == "I"
+    assert message.get("TXA-12") == entry["message_id"]
+    assert message.get("TXA-13") == "DOC0042"
+    assert message.get("OBX-5") == "Seen, will call the patient\nDr. Who"
+    ed = message.segment("OBX", 2)
+    assert ed.value(2) == "ED" and ed.value(3, component=2) == "consent.pdf"
+    assert ed.value(5, component=3) == "PDF" and ed.value(5, component=4) == "Base64"
+    assert base64.b64decode(ed.value(5, component=5)) == PDF
+    assert message.get("ZIN-3") == sent["conversation_id"]
+    wait_until(lambda: sandbox.replies[entry["message_id"]]["status"] == "read")
+
+
+def test_a_repeated_post_is_filed_once(courier, store, sandbox):
+    sent = send_and_remember(store, sandbox, courier["channel"])
+    reply_id = on_reactor(sandbox.reply, sent["message_id"], "ok")["message_id"]
+    courier["hospital"].next()
+    record = sandbox.replies[reply_id]
+    assert on_reactor(courier["inbox"].file, _reply_like(record)) is False
+    assert courier["hospital"].nothing_more()
+
+
+def _reply_like(record):
+    return Reply(record["conversation_id"], record["message_id"], record["reply"])
+
+
+def post_reply(url, ciphertext: str, message_id: str = "m1", auth=None):
+    return requests.post(url, auth=auth, timeout=5, data={"conversation_id": "c1", "message_id": message_id},
+                         files={"message": ("message", ciphertext.encode(), "text/plain")})
+
+
+def reply_json(message_id: str = "m1") -> bytes:
+    return json.dumps({"Message": {"Data": {"conversationUuid": "c1", "messageId": message_id,
+                                            "text": "secret clinical text"}}}).encode()
+
+
+def test_wrongly_keyed_reply_is_refused_with_a_log_line(courier, caplog):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    with caplog.at_level(logging.WARNING):
+        answer = post_reply(courier["url"], rsa_encrypt_chunked(other, reply_json()))
+    assert answer.status_code == 400
+    assert any("refused" in r.getMessage() for r in caplog.records)
+    assert "secret clinical text" not in caplog.text
+    assert courier["hospital"].nothing_more(wait=0.3)
+
+
+def test_tampered_reply_is_refused_and_the_webhook_keeps_working(courier, store, sandbox, caplog):
+    public = load_private_key(courier["key_file"]).public_key()
+    ciphertext = bytearray(base64.b64decode(rsa_encrypt_chunked(public, reply_json())))
+    ciphertext[10] ^= 0xFF
+    with caplog.at_level(logging.WARNING):
+        assert post_reply(courier["url"], base64.b64encode(bytes(ciphertext)).decode()).status_code == 400
+        assert post_reply(courier["url"], "not base64 !").status_code == 400
+        swapped = rsa_encrypt_chunked(public, reply_json("m1"))
+        assert post_reply(courier["url"], swapped, message_id="other").status_code == 400
+    assert "secret clinical text" not in caplog.text
+    sent = send_and_remember(store, sandbox, courier["channel"])
+    assert on_reactor(sandbox.reply, sent["message_id"], "still fine")["status"] == 200
+    assert courier["hospital"].next().get("OBX-5") == "still fine"
+
+
+def test_webhook_with_basic_auth_refuses_wrong_credentials_with_401(courier):
+    assert post_reply(courier["basic_url"], "x").status_code == 401
+    assert post_reply(courier["basic_url"], "x", auth=("qliq", "wrong")).status_code == 401
+    assert post_reply(courier["basic_url"], "x", auth=("qliq", "hook-secret")).status_code == 400
+
+
+def test_without_the_secret_path_token_there_is_no_webhook(courier):
+    assert post_reply(courier["url"].replace(TOKEN, "guess"), "x").status_code == 404
+
+
+def test_poll_files_replies_the_webhook_missed_once(courier, store, sandbox):
+    sandbox.reply_url = "http://127.0.0.1:9/down"
+    sent = send_and_remember(store, sandbox, courier["channel"])
+    on_reactor(sandbox.reply, sent["message_id"], "SMS reply: yes")
+    poller = ReplyPoller(courier["inbox"], every_s=3600)
+    assert on_reactor(poller.poll) == 1
+    message = courier["hospital"].next()
+    assert message.get("OBX-5") == "SMS reply: yes" and message.get("TXA-13") == "DOC0042"
+    assert on_reactor(poller.poll) == 0
+    assert courier["hospital"].nothing_more()
+    assert on_reactor(store.kv_get, "qliq-poll", "since") is not None
