@@ -11,6 +11,7 @@ import pytest
 import requests
 from twisted.internet.defer import Deferred
 
+from engine.delivery.tracker import StatusTracker
 from engine.message import Message
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.status import webhooks
@@ -18,7 +19,15 @@ from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_up
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
-from tests.test_status_reporter import FAST, Hospital, channel_file, temporary_store, wait_until
+from tests.test_status_reporter import (
+    FAST,
+    ORU,
+    Hospital,
+    channel_file,
+    receive,
+    temporary_store,
+    wait_until,
+)
 
 SECRET = ("medallies", "sandbox-inbound-secret")
 AUTH = BasicAuth(*SECRET)
@@ -56,7 +65,7 @@ class RecordingTracker:
     def __init__(self) -> None:
         self.updates = []
 
-    def apply_update(self, ref, update):
+    def apply_update(self, ref, update, *, destination=None):
         self.updates.append((ref, update))
 
 
@@ -152,19 +161,23 @@ def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     url, _, _, _, tracker = served
     sandbox.dsn_url = url + "/dsn"
     message_id = "urn:uuid:dsn-1"
-    direct_message = {
-        "fromDirectAddress": "radiology@direct.courier.example",
-        "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id, "asmEnabled": True,
-        "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"],
-    }
-    sent = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=direct_message,
-                         auth=("courier", "sandbox-medallies-password"), timeout=5)
-    assert sent.status_code == 200
+    assert send_direct_message(sandbox, message_id).status_code == 200
     wait_until(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [
         (message_id, "pending"), (message_id, "delivered")]
     assert tracker.updates[1][1].detail == "DSN dispatched"
     assert tracker.updates[1][1].at is not None
+
+
+def send_direct_message(sandbox, message_id: str) -> requests.Response:
+    """What the MedAllies destination sends, with the 'Dispatched' DSN asked for."""
+    direct_message = {
+        "fromDirectAddress": "radiology@direct.courier.example",
+        "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id, "asmEnabled": True,
+        "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"],
+    }
+    return requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=direct_message,
+                         auth=("courier", "sandbox-medallies-password"), timeout=5)
 
 
 @pytest.mark.parametrize(("body", "state"), [
@@ -182,3 +195,30 @@ def test_dsn_is_read_loosely(body, state):
 def test_dsn_without_a_known_disposition_is_refused():
     with pytest.raises(ValueError):
         dsn_update({"Id": "m", "Status": "Success", "Disposition": "x;weird"})
+
+
+def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(store, sandbox, reactor):
+    hospital = Hospital(reactor).up()
+    channel = channel_file("ris_oru_to_medallies.toml", hospital.port)
+    destination = channel.destinations[0].name
+    reporter = StatusReporter(store, reactor, [channel], **FAST)
+    on_reactor(reporter.start)
+    tracker = StatusTracker(store, reactor, listener=reporter, destinations=[destination])
+    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1",
+                      {"dsn": DSNResource(tracker, AUTH, destination)})
+    try:
+        receive(store, channel, ORU, destinations=(destination,))
+        (delivery,) = on_reactor(store.claim_due, destination, time.time() + 1, 1, 60.0)
+        remote_id = "urn:uuid:e2e-1"
+        on_reactor(store.mark_sent, delivery.id, remote_id)
+        sandbox.dsn_url = f"http://127.0.0.1:{port.getHost().port}/dsn"
+        assert send_direct_message(sandbox, remote_id).status_code == 200
+        status = hospital.next()
+        assert (status.get("MSA-1"), status.get("MSA-2")) == ("AA", "LAB0001")
+        assert (status.get("ZDS-1"), status.get("ZDS-4"), status.get("ZDS-5")) == (
+            "delivered", "medallies", remote_id)
+        assert hospital.nothing_more()  # "processed" changes nothing, so it is not reported
+    finally:
+        on_reactor(port.stopListening)
+        on_reactor(reporter.stop)
+        hospital.down()

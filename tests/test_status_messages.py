@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
+from engine.delivery.transitions import Transition
+from engine.destinations.base import InvalidParameter
 from engine.message import Message
 from engine.status.messages import build_status_message, describe_failure, hl7_time, is_wanted
 
@@ -18,31 +19,16 @@ ORU = (
 NOW = datetime(2024, 1, 31, 14, 25, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Transition:
-    delivery_id: int = 7
-    message_id: int = 3
-    channel: str = "lis-oru"
-    destination: str = "gp-conneqt"
-    control_id: str = "LAB0001"
-    state: str = "DELIVERED"
-    event: str = "delivered"
-    at: float = NOW.timestamp()
-    remote_id: str | None = "v-42"
-    recipient: str | None = "gp@example.org"
-    detail: str = ""
-    invalid_parameters: tuple = ()
+def transition(**changes) -> Transition:
+    fields = dict(delivery_id=7, message_id=3, channel="lis-oru", destination="gp-conneqt",
+                  control_id="LAB0001", state="DELIVERED", event="delivered", at=NOW.timestamp(),
+                  remote_id="v-42", recipient="gp@example.org", detail="")
+    return Transition(**{**fields, **changes})
 
 
 def build(original: bytes = ORU, **changes) -> Message:
     payload = build_status_message(
-        Message.parse(original), Transition(**changes), vendor="conneqt", control_id="S1", now=NOW
+        Message.parse(original), transition(**changes), vendor="conneqt", control_id="S1", now=NOW
     )
     return Message.parse(payload)
 
@@ -74,7 +60,8 @@ def test_msa_code_follows_the_event(event, code):
 
 def test_rejection_names_the_vendors_invalid_parameters_in_err():
     status = build(event="rejected", state="ERROR", detail="HTTP 400",
-                   invalid_parameters=(Param("to", "unknown recipient"), Param("subject", "")))
+                   invalid_parameters=(InvalidParameter("to", "unknown recipient"),
+                                       InvalidParameter("subject", "")))
     err = status.segment("ERR")
     assert err.value(3, component=1) == "207" and err.value(3, component=3) == "HL70357"
     assert err.value(4) == "E"
@@ -99,7 +86,7 @@ def test_before_v25_the_error_goes_to_msa3_and_err1():
 
 
 def test_describe_failure_without_detail():
-    assert describe_failure(Transition(event="expired")) == (
+    assert describe_failure(transition(event="expired")) == (
         "Delivery expired before the recipient got the message (destination gp-conneqt)"
     )
 

@@ -11,13 +11,14 @@ import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
 from engine.channel.config import Channel, StatusReports, parse_channel
+from engine.delivery.transitions import Transition
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.mllp.server import MLLPServerFactory, Reply
@@ -109,22 +110,6 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
 # -- fixtures -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Transition:
-    delivery_id: int
-    message_id: int
-    channel: str
-    destination: str
-    control_id: str
-    state: str
-    event: str
-    at: float
-    remote_id: str | None = None
-    recipient: str | None = None
-    detail: str = ""
-    invalid_parameters: tuple = ()
-
-
 @pytest.fixture
 def key() -> bytes:
     return os.urandom(32)
@@ -136,10 +121,11 @@ def store(tmp_path, reactor):
         yield store
 
 
-def receive(store, channel: Channel, raw: bytes = ORU) -> int:
+def receive(store, channel: Channel, raw: bytes = ORU, destinations: tuple[str, ...] = ()) -> int:
+    """Store ``raw`` as the source would (with QUEUED deliveries to ``destinations``)."""
     incoming = Incoming(channel=channel.name, raw=raw, sending_application="LIS", sending_facility="LAB",
                         control_id=Message.parse(raw).control_id, message_type="ORU^R01",
-                        received_at=time.time(), peer="127.0.0.1")
+                        received_at=time.time(), peer="127.0.0.1", destinations=destinations)
     return on_reactor(store.receive, incoming).message_id
 
 

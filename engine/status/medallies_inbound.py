@@ -40,7 +40,9 @@ REALM = "courier-medallies"
 class StatusTracker(Protocol):
     """The delivery side's entry for pushed statuses (``engine.delivery``)."""
 
-    def apply_update(self, ref: int | str, update: StatusUpdate) -> Deferred[None] | None: ...
+    def apply_update(
+        self, ref: int | str, update: StatusUpdate, *, destination: str | None = None
+    ) -> Deferred[object] | None: ...
 
 
 class InvalidInbound(ValueError):
@@ -138,10 +140,11 @@ class DSNResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, tracker: StatusTracker, auth: BasicAuth) -> None:
+    def __init__(self, tracker: StatusTracker, auth: BasicAuth, destination: str | None = None) -> None:
         super().__init__()
         self.tracker = tracker
         self.auth = auth
+        self.destination = destination  # the MedAllies destination whose remote ids DSNs name
 
     def render_POST(self, request: Request) -> object:
         if not self.auth.allows(request):
@@ -152,5 +155,5 @@ class DSNResource(Resource):
         except ValueError as exc:
             log.warning("MedAllies DSN: refused: %s", exc)
             return answer(request, 400, b"not a DSN\n")
-        applied = maybeDeferred(self.tracker.apply_update, message_id, update)
+        applied = maybeDeferred(self.tracker.apply_update, message_id, update, destination=self.destination)
         return answer_when_done(request, applied, f"MedAllies DSN for {message_id}")

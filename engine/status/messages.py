@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
+from engine.delivery.transitions import Transition
 from engine.message import ACCEPT, ERROR, REJECT, AckError, Message, build_ack, escape
 
 # Which channel ``status_reports.events`` entry asks for each transition event.
@@ -58,28 +58,6 @@ _WORDS = {
     "dead_letter": "Delivery given up after all retries",
 }
 STATUS_SEGMENT = "ZDS"
-
-
-class InvalidParameter(Protocol):
-    name: str
-    reason: str
-
-
-class Transition(Protocol):
-    """What the status reporter reads of ``engine.delivery.transitions.Transition``."""
-
-    delivery_id: int
-    message_id: int
-    channel: str
-    destination: str
-    control_id: str
-    state: str
-    event: str
-    at: float
-    remote_id: str | None
-    recipient: str | None
-    detail: str
-    invalid_parameters: Sequence[InvalidParameter]
 
 
 def outcome(event: str) -> str:
