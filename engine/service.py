@@ -1,21 +1,23 @@
-"""Assemble the running engine: one service per channel, under one parent service.
+"""Assemble the running engine from channel configurations, under one parent service.
 
 For each channel: its destinations (mapping + vendor client), the :class:`Screen` of checks,
-the :class:`Source`, and the MLLP listener (TLS-wrapped when the channel asks). The
-delivery queues and status reporting hang off the same channel service.
+the :class:`Source`, the MLLP listener (TLS-wrapped when the channel asks), a delivery queue
+per destination, and the status reporter that sends HL7 back to the sender.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import requests
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
 
 from engine.channel.config import Channel
+from engine.delivery import DeliveryService
 from engine.destinations import REGISTRY
 from engine.mapping import load_mapping
 from engine.message import Message
@@ -23,6 +25,7 @@ from engine.message.ack import AckError
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
+from engine.status.reporter import StatusReporter
 from engine.store import Store
 from engine.tls import TLSSettings, wrap_server_factory
 
@@ -63,7 +66,13 @@ def hl7apy_validator(reactor, level: str, version: str | None) -> Validator:
     return run
 
 
-def build_source(reactor, channel: Channel, store: Store, channel_routes: Sequence[Route]) -> Source:
+def build_source(
+    reactor,
+    channel: Channel,
+    store: Store,
+    channel_routes: Sequence[Route],
+    on_queued: Callable[[tuple[str, ...]], None] | None = None,
+) -> Source:
     validation = channel.source.validation
     validator = None
     if validation.level != "off":
@@ -77,6 +86,7 @@ def build_source(reactor, channel: Channel, store: Store, channel_routes: Sequen
         force_charset=channel.source.force_charset,
         ack_mode=channel.ack.mode,
         reject_duplicates=channel.ack.duplicates == "reject",
+        on_queued=on_queued,
     )
 
 
@@ -92,13 +102,48 @@ def build_listener(reactor, channel: Channel, source: Source) -> StreamServerEnd
     return service
 
 
-def build_engine(reactor, channels: Sequence[Channel], store: Store) -> MultiService:
-    """One MultiService holding every enabled channel's listener."""
-    engine = MultiService()
-    for channel in channels:
-        if not channel.enabled:
-            continue
+class ReporterService(Service):
+    """Runs the status reporter's per-channel senders for as long as the engine runs."""
+
+    def __init__(self, reporter: StatusReporter) -> None:
+        self.reporter = reporter
+
+    def startService(self) -> None:
+        super().startService()
+        self.reporter.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return self.reporter.stop()
+
+
+@dataclass
+class Engine:
+    """The running parts, for the CLI and tests to reach into."""
+
+    service: MultiService
+    deliveries: DeliveryService
+    reporter: StatusReporter
+
+
+def build_engine(
+    reactor, channels: Sequence[Channel], store: Store, *, hold_deliveries: bool = False
+) -> Engine:
+    """Every enabled channel: listener → source → store, its destination queues, its reports.
+
+    With ``hold_deliveries`` messages are received, stored and ACKed, and their deliveries
+    wait QUEUED until the engine runs without it.
+    """
+    enabled = [channel for channel in channels if channel.enabled]
+    service = MultiService()
+    reporter = StatusReporter(store, reactor, enabled)
+    ReporterService(reporter).setServiceParent(service)
+    deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
+    if not hold_deliveries:
+        deliveries.setServiceParent(service)
+    for channel in enabled:
         channel_routes = routes(channel, reactor.seconds)
-        source = build_source(reactor, channel, store, channel_routes)
-        build_listener(reactor, channel, source).setServiceParent(engine)
-    return engine
+        deliveries.add_channel(channel, channel_routes)
+        source = build_source(reactor, channel, store, channel_routes, on_queued=deliveries.wake)
+        build_listener(reactor, channel, source).setServiceParent(service)
+    return Engine(service, deliveries, reporter)

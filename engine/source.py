@@ -102,6 +102,7 @@ class Source:
         ack_mode: AckMode = "auto",
         reject_duplicates: bool = False,
         control_ids: Callable[[], str] | None = None,
+        on_queued: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
@@ -112,6 +113,8 @@ class Source:
         self.ack_mode = ack_mode
         self.reject_duplicates = reject_duplicates
         self.control_ids = control_ids or ControlIds()
+        self.on_queued = on_queued
+        """Told which destinations got new deliveries, after the commit (wakes their queues)."""
 
     # FrameHandler
 
@@ -174,12 +177,16 @@ class Source:
         if isinstance(verdict, _Answer):
             return verdict
         d = self.store.receive(self._incoming(message, payload, peer, verdict))
-        d.addCallbacks(self._stored, self._store_failed, errbackArgs=(message,))
+        d.addCallbacks(
+            self._stored, self._store_failed, callbackArgs=(verdict.destinations,), errbackArgs=(message,)
+        )
         return d
 
-    def _stored(self, receipt: Receipt) -> _Answer:
+    def _stored(self, receipt: Receipt, destinations: tuple[str, ...]) -> _Answer:
         if receipt.duplicate and self.reject_duplicates:
             return _Answer(REJECT, DUPLICATE, committed=True)
+        if not receipt.duplicate and destinations and self.on_queued is not None:
+            self.on_queued(destinations)
         return _Answer(ACCEPT, None, committed=True, code=receipt.ack_code)
 
     def _store_failed(self, failure: Failure, message: Message) -> _Answer:
@@ -238,7 +245,7 @@ class Source:
                 if isinstance(receipts, Failure):
                     answers[i] = _Answer(ERROR, STORE_FAILED, committed=False)
                 else:
-                    answers[i] = self._stored(receipts[position])
+                    answers[i] = self._stored(receipts[position], to_store[position][1].destinations)
             acks = [
                 self._unreadable() if message is None else self._answer(message, reply, force=True)
                 for message, reply in zip(parsed, answers, strict=True)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         cipher=Cipher(load_or_create_key(key_file=args.key_file)),
         durability=args.durability,
     )
-    engine = build_engine(reactor, channels, store)
+    engine = build_engine(reactor, channels, store, hold_deliveries=args.hold_deliveries).service
 
     def start() -> None:
         d = store.start()
