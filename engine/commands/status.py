@@ -9,8 +9,13 @@ quote the vendor, so they are shown only with ``--details``; bodies are never sh
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from engine.commands.store_options import add_store_arguments, open_database, when
+
+if TYPE_CHECKING:
+    from engine.store import Delivery, Event, Message
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
         db.close()
 
 
-def render(message, deliveries, events, *, details: bool = False) -> list[str]:
+def render(
+    message: Message, deliveries: Sequence[Delivery], events: Sequence[Event], *, details: bool = False
+) -> list[str]:
     """The report as lines; ``message`` is the newest stored message with the control id."""
     lines = [
         f"{message.control_id}  {message.message_type}  channel {message.channel}  "

@@ -1,7 +1,8 @@
 """Statuses and replies going back to the hospital as HL7, over MLLP, through a durable outbox.
 
-``messages`` builds the status ACKs and decides which ones a channel gets; ``outbound``
-builds the other HL7 we send back (vendor replies, inbound Direct messages); ``reporter``
-keeps the outbox and sends it in order; ``qliq_replies`` and ``medallies_inbound`` are the
-vendors' webhooks; ``timeline`` renders ``courier status``.
+``messages`` builds the status ACKs (MSA, ERR, ``ZDS``) and decides which ones a channel
+gets; ``documents`` builds the MDM^T02 for messages from outside (``ZIN``); ``reporter``
+keeps the per-channel outbox and sends it in order; ``webhooks`` serves the vendors' POSTs;
+``qliq_replies`` / ``qliq_keys`` and ``medallies_inbound`` are the vendor-specific parts.
+``courier status`` (``engine.commands.status``) shows one message's whole timeline.
 """
