@@ -38,8 +38,9 @@ def get(sandbox, timeout: float = 5) -> requests.Response:
 
 
 def test_all_four_listen_on_distinct_free_ports(all_sandboxes):
-    urls = all_sandboxes.base_urls()
-    assert set(urls) == {"qliq", "conneqt", "medallies", "kpn"}
+    urls = all_sandboxes.api_urls()
+    assert set(urls) == {"qliq", "conneqt", "medallies", "kpn", "kpn_oauth"}
+    assert urls["medallies"].endswith("/MessagingAPI")
     assert len({s.port for s in all_sandboxes}) == 4
     for sandbox in all_sandboxes:
         r = requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=5)

@@ -52,7 +52,13 @@ class Sandboxes:
         return iter((self.qliq, self.conneqt, self.medallies, self.kpn))
 
     def base_urls(self) -> dict[str, str]:
+        """Each sandbox's scheme://host:port by vendor name."""
         return {sandbox.name: sandbox.base_url for sandbox in self}
+
+    def api_urls(self) -> dict[str, str]:
+        """What to configure clients with: each vendor's API root, plus KPN's OAuth root."""
+        return {**{sandbox.name: sandbox.api_url for sandbox in self},
+                "kpn_oauth": self.kpn.oauth_url}
 
     def stop(self) -> Deferred[Any]:
         return DeferredList([sandbox.stop() for sandbox in self], consumeErrors=True)

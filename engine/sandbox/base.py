@@ -72,6 +72,7 @@ class VendorSandbox:
     """One vendor's API on loopback. Subclasses provide ``name``, ``routes`` and rules."""
 
     name = "vendor"
+    api_path = ""  # what a client appends to base_url to get the vendor's API base
 
     def __init__(self, reactor: Any, *, clock: IReactorTime | None = None, seed: int = 0) -> None:
         self.reactor = reactor
@@ -113,6 +114,11 @@ class VendorSandbox:
     @property
     def base_url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The base URL a client is configured with (the vendor's API root)."""
+        return self.base_url + self.api_path
 
     def listen(self, host: str = "127.0.0.1", port: int = 0, tls: ServerTLS | None = None
                ) -> Deferred[VendorSandbox]:

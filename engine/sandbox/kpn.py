@@ -87,6 +87,12 @@ class _Token:
 
 class KpnSandbox(VendorSandbox):
     name = "kpn"
+    api_path = "/communication/kpn/healthcare-messenger/v1"
+
+    @property
+    def oauth_url(self) -> str:
+        """Root of ``/authorize`` and ``/token``."""
+        return self.base_url + "/healthcaremessenger_oauth"
 
     def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
                  timings: KpnTimings | None = None, directory: KpnDirectory | None = None,

@@ -72,6 +72,7 @@ class MedAlliesTimings:
 
 class MedAlliesSandbox(VendorSandbox):
     name = "medallies"
+    api_path = "/MessagingAPI"
 
     def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
                  timings: MedAlliesTimings | None = None, dsn_url: str | None = None,
