@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
-from engine.channel.config import Channel, StatusReports, parse_channel
+from engine.channel.config import Channel, ClientTls, StatusReports, parse_channel
 from engine.delivery.transitions import Transition
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.mllp.server import MLLPServerFactory, Reply
+from engine.sandbox.certs import make_certificates
 from engine.status.reporter import Backoff, NotAcknowledged, StatusReporter, check_acknowledgement
 from engine.store import Cipher, Incoming, SQLiteStore
+from engine.tls import TLSSettings, wrap_server_factory
 from tests.conftest import on_reactor
 
 CHANNELS = Path(__file__).resolve().parent.parent / "channels"
@@ -274,3 +276,23 @@ def test_check_acknowledgement(reply, accepted):
     else:
         with pytest.raises(NotAcknowledged):
             check_acknowledgement(reply, "S1")
+
+
+def test_statuses_go_over_tls_when_the_channel_says_so(store, reactor, tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    hospital = Hospital(reactor)
+    factory = wrap_server_factory(MLLPServerFactory("hospital", hospital.receiver, reactor),
+                                  TLSSettings(cert_file=certs.server_cert, key_file=certs.server_key))
+    listening = on_reactor(reactor.listenTCP, 0, factory, interface="127.0.0.1")
+    channel = channel_file("lis_oru_to_conneqt.toml", listening.getHost().port)
+    reports = replace(channel.status_reports, to=channel.status_reports.to.replace("127.0.0.1", "localhost"),
+                      tls=ClientTls(ca_file=certs.ca_cert, cert_file=None, key_file=None))
+    channel = replace(channel, status_reports=reports)
+    message_id = receive(store, channel)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        on_reactor(reporter.on_transition, transition(channel, message_id, "read", "READ"))
+        assert hospital.next().get("ZDS-1") == "read"
+    finally:
+        on_reactor(reporter.stop)
+        on_reactor(listening.stopListening)

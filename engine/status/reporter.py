@@ -6,6 +6,10 @@ committed), then one :class:`ChannelSender` per channel sends the outbox strictl
 the head item is retried with backoff until the peer acknowledges it (AA, or CA, with MSA-2
 = its MSH-10), and nothing behind it goes first.
 
+A peer that answers with an error (AE/AR/CE/CR), or acknowledges another control id, has
+not taken the item: it is retried like a timeout, with backoff capped at ``Backoff.max_s``,
+and every failed attempt is logged. The channel's later items wait behind it by design.
+
 Delivery is at least once: if Courier stops after the peer ACKed an item but before the
 store marked it SENT, that one item is sent again after the restart. Its MSH-10 is the same,
 so the receiver can spot the repeat.
