@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
@@ -137,10 +136,15 @@ class VendorSandbox:
     def _make_endpoint(self, port: int, tls: ServerTLS | None) -> Any:
         if tls is None:
             return TCP4ServerEndpoint(self.reactor, port, interface=self.host)
-        with open(tls.cert_path, "rb") as cert, open(tls.key_path, "rb") as key:
-            pem = cert.read() + b"\n" + key.read()
-        options = ssl.PrivateCertificate.loadPEM(pem).options()
-        return SSL4ServerEndpoint(self.reactor, port, options, interface=self.host)
+        # Imported here: pyOpenSSL comes with the optional twisted[tls] extra. The files are
+        # loaded by OpenSSL itself; Twisted's PrivateCertificate path hands pyOpenSSL objects
+        # over, which pyOpenSSL now deprecates.
+        from OpenSSL import SSL
+        from twisted.internet import ssl
+
+        context = ssl.DefaultOpenSSLContextFactory(tls.key_path, tls.cert_path)
+        context.getContext().set_min_proto_version(SSL.TLS1_2_VERSION)
+        return SSL4ServerEndpoint(self.reactor, port, context, interface=self.host)
 
     def stop(self) -> Deferred[None]:
         """Stop listening, drop open connections and cancel scheduled transitions."""
