@@ -13,12 +13,14 @@
 from engine.delivery.conversations import Conversations, thread_key
 from engine.delivery.poller import StatusPoller
 from engine.delivery.queue import DeliveryQueue, idempotency_key
+from engine.delivery.service import DeliveryService
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import Transition, TransitionListener
 
 __all__ = [
     "Conversations",
     "DeliveryQueue",
+    "DeliveryService",
     "StatusPoller",
     "StatusTracker",
     "Transition",

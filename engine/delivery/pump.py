@@ -71,9 +71,8 @@ class Pump:
         if self._stopped or self._running is not None:
             return
         self._again = False
-        d = maybeDeferred(self._step)
+        d = self._running = maybeDeferred(self._step)
         d.addCallbacks(self._finished, self._failed)
-        self._running = d
 
     def _finished(self, delay_s: float | None) -> None:
         self._running = None

@@ -68,8 +68,12 @@ class StatusTracker:
         self._store = store
         self._clock = clock
         self._listener = listener
-        self._destinations = tuple(destinations)
+        self._destinations = list(destinations)
         self._lock = DeferredLock()  # read state, decide, write: never two at once
+
+    def track(self, destination: str) -> None:
+        """Also look up remote ids of ``destination`` in :meth:`apply_update`."""
+        self._destinations.append(destination)
 
     def apply_update(
         self, ref: int | str, update: StatusUpdate, *, destination: str | None = None

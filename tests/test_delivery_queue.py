@@ -1,0 +1,379 @@
+"""The delivery queue against the real vendor sandboxes, over loopback, with a real store file.
+
+Everything runs in the session reactor thread; the test thread stores messages, wakes the
+queues and watches the store and the sandboxes' recordings. Retry delays are a few tens of
+milliseconds so outages, throttling and dead letters take well under a second each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from engine.channel.config import Destination as DestinationConfig
+from engine.channel.config import RateLimit, Retry, StatusPolling
+from engine.delivery import DeliveryQueue, Transition, idempotency_key
+from engine.delivery.conversations import Conversations
+from engine.destinations import REGISTRY, StaticToken
+from engine.destinations.base import message_uuid
+from engine.mapping import load_mapping
+from engine.message import Message
+from engine.sandbox import start_sandboxes
+from engine.spec import parse
+from engine.store import Cipher, Incoming, SQLiteStore
+from engine.store.base import ERROR, QUEUED, SENDING, SENT
+from tests.conftest import on_reactor
+
+PDF = "JVBERi0xLjQKc2FuZGJveA=="
+FAST_RETRY = Retry(max_attempts=20, initial_delay_s=0.05, max_delay_s=0.2, factor=2, jitter=0, max_age_s=60)
+NO_POLLING = StatusPolling(poll=False, poll_every_s=60, give_up_after_s=3600)
+
+MAPPINGS = {
+    "conneqt": """
+        schema = 1
+        input = ["ORU^R01"]
+        output = "conneqt"
+        [fields]
+        topic = { const = "PathologyResult" }
+        recipientId = { path = "PD1-3.3", required = true }
+        nhsNumber = { path = "PID-3.1", required = true }
+        bodyContent = { template = "{OBR-4.2} report {OBR-3.1}" }
+        [each.attachments]
+        segment = "OBX"
+        where = { "OBX-2" = "ED" }
+        min = 1
+          [each.attachments.fields]
+          mimeType = { const = "application/pdf" }
+          fileName = { template = "{OBR-3.1}.pdf" }
+          content = { path = "OBX-5.5", required = true }
+    """,
+    "medallies": """
+        schema = 1
+        input = ["ORU^R01"]
+        output = "medallies"
+        [fields]
+        toDirectAddress = { const = "smith@direct.example.org" }
+        messageSubject = { template = "Report {OBR-3.1}" }
+        [each.emailAttachmentList]
+        segment = "OBX"
+        where = { "OBX-2" = "ED" }
+        min = 1
+          [each.emailAttachmentList.fields]
+          attachmentClass = { const = "application/pdf" }
+          attachmentTitle = { const = "Report" }
+          attachmentContent = { path = "OBX-5.5", required = true }
+    """,
+    "qliq": """
+        schema = 1
+        input = ["ORU^R01"]
+        output = "qliq"
+        [fields]
+        to = { const = "nurse@sandbox.qliq" }
+        subject = { template = "Report {OBR-3.1}" }
+        text = { template = "{OBR-4.2} report {OBR-3.1} is ready" }
+    """,
+}
+SETTINGS = {
+    "conneqt": {"api_key": "sandbox-conneqt-key"},
+    "medallies": {"username": "courier", "password": "sandbox-medallies-password",
+                  "from_direct_address": "lab@direct.example.org"},
+    "qliq": {"api_key": "sandbox-qliq-key"},
+}
+
+
+def oru(control_id: str, *, practice: str = "B86001", patient: str = "9434765919", order: str = "ORD1"
+        ) -> bytes:
+    return "\r".join((
+        f"MSH|^~\\&|LIS|LAB|COURIER|GP|20240315103000||ORU^R01|{control_id}|P|2.5.1",
+        f"PID|1||{patient}^^^NHS^NH||DOE^JANE",
+        f"PD1|||Moor Lane^^{practice}",
+        f"ORC|RE|{order}",
+        f"OBR|1|{order}|ACC-{control_id}|FBC^Full blood count",
+        f"OBX|1|ED|PDF^Report||^AP^PDF^Base64^{PDF}",
+    )).encode()
+
+
+class Transitions:
+    """The test's TransitionListener: records every announced transition."""
+
+    def __init__(self) -> None:
+        self.seen: list[Transition] = []
+
+    def on_transition(self, transition: Transition) -> None:
+        self.seen.append(transition)
+
+    def events(self, delivery_id: int | None = None) -> list[str]:
+        return [t.event for t in self.seen if delivery_id in (None, t.delivery_id)]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def sandboxes(reactor):
+    free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
+    started = on_reactor(start_sandboxes, reactor, ports=free_ports)
+    yield started
+    on_reactor(started.stop)
+
+
+@pytest.fixture
+def store(reactor, tmp_path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "engine.sqlite3", reactor=reactor, cipher=Cipher(os.urandom(32)),
+                         durability="normal")
+    on_reactor(opened.start)
+    yield opened
+    on_reactor(opened.close)
+
+
+@pytest.fixture
+def listener() -> Transitions:
+    return Transitions()
+
+
+class Harness:
+    """Builds queues for one test and stops them afterwards."""
+
+    def __init__(self, reactor, sandboxes, store, listener, tmp_path: Path) -> None:
+        self.reactor, self.sandboxes, self.store, self.listener = reactor, sandboxes, store, listener
+        self.tmp_path = tmp_path
+        self.queues: list[DeliveryQueue] = []
+        self.sessions: list[requests.Session] = []
+        for sandbox in sandboxes:
+            on_reactor(sandbox.reset)
+            on_reactor(sandbox.set_faults, outage=None)
+
+    def destination(self, kind: str, **settings: Any):
+        table = {"base_url": self.sandboxes.base_urls()[kind], **SETTINGS[kind],
+                 "read_timeout_s": 5.0, **settings}
+        cls = REGISTRY[kind]
+        parsed, problems = parse(cls.settings_spec, table, env={})
+        assert problems == []
+        session = requests.Session()
+        self.sessions.append(session)
+        destination = cls(parsed, session)
+        if kind == "conneqt":
+            destination.token_provider = StaticToken(destination.exchange_access_code("SANDBOX-ACCESS"))
+        return destination
+
+    def config(self, kind: str, name: str | None = None, **changes: Any) -> DestinationConfig:
+        base = DestinationConfig(
+            name=name or kind, type=kind, mapping=Path(f"{kind}.toml"), settings={},
+            retry=FAST_RETRY, rate_limit=RateLimit(None, 1), concurrency=1, status=NO_POLLING,
+        )
+        return replace(base, **changes)
+
+    def queue(self, kind: str, *, name: str | None = None, destination=None, start: bool = True,
+              conversations: bool = False, **changes: Any) -> DeliveryQueue:
+        mapping_file = self.tmp_path / f"{kind}.toml"
+        mapping_file.write_text(textwrap.dedent(MAPPINGS[kind]))
+        config = self.config(kind, name, **changes)
+        queue = DeliveryQueue(
+            channel="lab", config=config, destination=destination or self.destination(kind),
+            mapping=load_mapping(mapping_file), store=self.store, reactor=self.reactor,
+            clock=self.reactor, listener=self.listener, idle_s=0.2,
+            conversations=Conversations(self.store) if conversations else None,
+        )
+        self.queues.append(queue)
+        if start:
+            on_reactor(queue.start)
+        return queue
+
+    def receive(self, raw: bytes, *destinations: str) -> int:
+        message = Message.parse(raw)
+        incoming = Incoming(
+            channel="lab", raw=raw, sending_application="LIS", sending_facility="LAB",
+            control_id=message.get("MSH-10"), message_type="ORU^R01", received_at=self.reactor.seconds(),
+            peer="test", destinations=destinations,
+        )
+        receipt = on_reactor(self.store.receive, incoming)
+        for queue in self.queues:
+            on_reactor(queue.wake)
+        return receipt.message_id
+
+    def deliveries(self, destination: str, state: str | None = None):
+        return on_reactor(self.store.list_deliveries, destination=destination, state=state, limit=500)
+
+    def wait_states(self, destination: str, state: str, count: int, timeout: float = 10.0):
+        return wait_for(lambda: len(self.deliveries(destination, state)) == count and
+                        self.deliveries(destination, state), timeout, f"{count} {state} at {destination}")
+
+    def close(self) -> None:
+        for queue in self.queues:
+            on_reactor(queue.stop)
+        for session in self.sessions:
+            session.close()
+
+
+@pytest.fixture
+def harness(reactor, sandboxes, store, listener, tmp_path) -> Iterator[Harness]:
+    made = Harness(reactor, sandboxes, store, listener, tmp_path)
+    yield made
+    made.close()
+
+
+def sent_bodies(sandbox, path_end: str) -> list[dict]:
+    return [r.body for r in sandbox.state.requests if r.path.endswith(path_end) and r.method == "POST"]
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+def test_stored_messages_are_mapped_from_the_store_sent_and_announced(harness, sandboxes, listener):
+    harness.queue("medallies")
+    ids = [harness.receive(oru(f"C{i}"), "medallies") for i in range(3)]
+    sent = harness.wait_states("medallies", SENT, 3)
+    assert len(sandboxes.medallies.state.messages) == 3
+    for delivery in sent:
+        expected = f"urn:uuid:{message_uuid(idempotency_key('lab', 'medallies', delivery.message_id))}"
+        assert delivery.remote_id == expected
+        assert expected in sandboxes.medallies.state.messages
+    accepted = [t for t in listener.seen if t.event == "accepted"]
+    assert sorted(t.message_id for t in accepted) == sorted(ids)
+    assert all(t.state == SENT and t.channel == "lab" and t.remote_id for t in accepted)
+    subjects = sorted(b["messageSubject"] for b in sent_bodies(sandboxes.medallies, "send_ccda"))
+    assert subjects == ["Report ACC-C0", "Report ACC-C1", "Report ACC-C2"]
+
+
+def test_an_outage_queues_messages_and_all_arrive_once_the_vendor_is_back(harness, sandboxes):
+    on_reactor(sandboxes.medallies.set_faults, outage="refuse", restore_after_s=0.4)
+    harness.queue("medallies", concurrency=2)
+    for i in range(4):
+        harness.receive(oru(f"OUT{i}"), "medallies")
+    sent = harness.wait_states("medallies", SENT, 4)
+    assert len(sandboxes.medallies.state.messages) == 4
+    assert max(d.attempts for d in sent) > 1  # they really were retried through the outage
+
+
+def test_429_retry_after_is_honoured_between_attempts(harness, sandboxes):
+    destination = harness.destination("conneqt")  # the token exchange is not throttled
+    on_reactor(sandboxes.conneqt.set_faults, throttle_next=1, retry_after_s=1)
+    harness.queue("conneqt", destination=destination)
+    harness.receive(oru("T429"), "conneqt")
+    (delivery,) = harness.wait_states("conneqt", SENT, 1)
+    attempts = [r for r in sandboxes.conneqt.state.requests if r.path == "/api/v1/messages/instant"]
+    assert [r.fault for r in attempts] == ["429", None]
+    assert attempts[1].at - attempts[0].at >= 1.0  # backoff alone would be 0.05 s
+    assert delivery.attempts == 2
+
+
+def test_a_rejected_message_is_dead_lettered_and_the_ones_behind_it_still_go(harness, sandboxes, listener):
+    harness.queue("conneqt")
+    bad = harness.receive(oru("BAD", practice="UNKNOWN1"), "conneqt")
+    harness.receive(oru("GOOD1"), "conneqt")
+    harness.receive(oru("GOOD2"), "conneqt")
+    harness.wait_states("conneqt", SENT, 2)
+    (rejected,) = harness.wait_states("conneqt", ERROR, 1)
+    assert rejected.message_id == bad and rejected.attempts == 1
+    assert "Unknown Recipient" in rejected.last_error or "400" in rejected.last_error
+    (transition,) = [t for t in listener.seen if t.state == ERROR]
+    assert transition.event == "rejected"
+    assert [p.name for p in transition.invalid_parameters] == ["recipient"]
+    assert "DOE" not in transition.detail and "9434765919" not in transition.detail
+
+
+def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(harness, sandboxes):
+    on_reactor(sandboxes.medallies.set_faults, latency_s=1.5)
+    harness.queue("medallies")
+    harness.queue("qliq")
+    started = time.monotonic()
+    for i in range(3):
+        harness.receive(oru(f"SLOW{i}"), "medallies", "qliq")
+    harness.wait_states("qliq", SENT, 3, timeout=1.2)
+    assert time.monotonic() - started < 1.2
+    assert len(harness.deliveries("medallies", SENT)) == 0  # the slow one is still at its first
+
+
+def test_max_attempts_dead_letters_with_the_same_message_id_on_every_attempt(harness, sandboxes, listener):
+    on_reactor(sandboxes.medallies.set_faults, outage="503")
+    harness.queue("medallies", retry=replace(FAST_RETRY, max_attempts=3))
+    harness.receive(oru("DEAD"), "medallies")
+    (dead,) = harness.wait_states("medallies", ERROR, 1)
+    assert dead.attempts == 3 and "3 attempts" in dead.last_error and "503" in dead.last_error
+    ids = {b["messageId"] for b in sent_bodies(sandboxes.medallies, "send_ccda")}
+    assert len(sent_bodies(sandboxes.medallies, "send_ccda")) == 3 and len(ids) == 1
+    assert listener.events() == ["dead_letter"]
+
+
+def test_max_age_dead_letters_a_delivery_that_keeps_failing(harness, sandboxes):
+    on_reactor(sandboxes.medallies.set_faults, outage="503")
+    harness.queue("medallies", retry=replace(FAST_RETRY, max_attempts=1000, max_age_s=0.3))
+    harness.receive(oru("OLD"), "medallies")
+    (dead,) = harness.wait_states("medallies", ERROR, 1)
+    assert "max_age_s" in dead.last_error and dead.attempts > 1
+
+
+def test_a_crash_after_the_vendor_accepted_resends_with_the_same_id_and_the_vendor_dedups(
+    harness, sandboxes, store, reactor
+):
+    destination = harness.destination("medallies")
+    message_id = harness.receive(oru("CRASH"), "medallies")
+    # The "previous run": claimed with a short lease, sent, then died before mark_sent.
+    (claimed,) = on_reactor(store.claim_due, "medallies", reactor.seconds(), 1, 0.05)
+    mapping_file = harness.tmp_path / "m.toml"
+    mapping_file.write_text(textwrap.dedent(MAPPINGS["medallies"]))
+    payload = load_mapping(mapping_file).apply(Message.parse(claimed.raw), context={})
+    first = destination.send(payload, idempotency_key=idempotency_key("lab", "medallies", message_id))
+    assert harness.deliveries("medallies", SENDING)
+    time.sleep(0.1)  # the lease runs out
+    harness.queue("medallies", destination=destination)  # start-up recovers the lease
+    (delivery,) = harness.wait_states("medallies", SENT, 1)
+    assert delivery.remote_id == first.remote_id
+    assert len(sandboxes.medallies.state.messages) == 1
+    assert sandboxes.medallies.state.duplicates[first.remote_id] == 1
+    kinds = [e.kind for e in on_reactor(store.timeline, "CRASH")]
+    assert "lease_expired" in kinds and kinds[-1] == "sent"
+
+
+def test_auth_failure_keeps_the_delivery_queued_without_counting_and_tells_the_operator(
+    harness, sandboxes, caplog
+):
+    destination = harness.destination("conneqt")
+    destination.token_provider = StaticToken("not-a-token")
+    harness.queue("conneqt", destination=destination)
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.queue"):
+        harness.receive(oru("AUTH"), "conneqt")
+        wait_for(lambda: any("AccessToken" in r.getMessage() for r in caplog.records), what="log line")
+    (delivery,) = harness.deliveries("conneqt", QUEUED)
+    assert delivery.attempts == 0 and delivery.next_attempt_at > time.time() + 30
+    assert "exchange a new access code" in caplog.records[-1].getMessage()
+    assert [e.kind for e in on_reactor(harness.store.timeline, "AUTH")][-1] == "auth_failed"
+
+
+def test_qliq_follow_ups_for_the_same_patient_and_order_join_one_conversation(harness, sandboxes):
+    harness.queue("qliq", conversations=True)
+    harness.receive(oru("Q1", order="ORD9"), "qliq")
+    harness.wait_states("qliq", SENT, 1)
+    harness.receive(oru("Q2", order="ORD9"), "qliq")
+    harness.receive(oru("Q3", order="OTHER"), "qliq")
+    harness.wait_states("qliq", SENT, 3)
+    bodies = sent_bodies(sandboxes.qliq, "/secure_messages/send")
+    conversation = next(iter(sandboxes.qliq.state.messages.values()))["conversation_id"]
+    assert "conversation_id" not in bodies[0]
+    assert bodies[1]["conversation_id"] == conversation
+    assert "conversation_id" not in bodies[2]
+
+
+def test_the_rate_limit_spaces_sends(harness, sandboxes):
+    harness.queue("qliq", rate_limit=RateLimit(per_second=10, burst=1), concurrency=4)
+    for i in range(4):
+        harness.receive(oru(f"R{i}", order=f"O{i}"), "qliq")
+    harness.wait_states("qliq", SENT, 4)
+    times = [r.at for r in sandboxes.qliq.state.requests if r.path == "/secure_messages/send"]
+    assert times[-1] - times[0] >= 0.25  # 4 sends at 10/s with a burst of 1: at least 0.3 s
