@@ -117,7 +117,7 @@ class ChannelSender:
         self.wake()
         if self._client is not None:
             self._client.close()
-        return self._finished
+        return self._finished or succeed(None)
 
     def wake(self) -> None:
         """Something was added: look at the outbox now rather than at the next poll."""
