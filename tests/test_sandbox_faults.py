@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from engine.sandbox import Sandboxes, start_sandboxes
+from engine.sandbox.kpn import KpnSandbox
 from tests.conftest import on_reactor
 
 ZERO_PORTS = {"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0}
@@ -169,3 +170,21 @@ def test_fault_answers_use_each_vendors_error_format(all_sandboxes, name, conten
     assert [a.status_code for a in answers] == [429, 500, 503]
     for answer in answers:
         assert answer.headers["Content-Type"] == content_type and key in answer.json()
+
+
+def test_reset_ends_a_refuse_outage(qliq):
+    on_reactor(qliq.set_faults, outage="refuse", seed=99)
+    with pytest.raises(requests.ConnectionError):
+        get(qliq, timeout=2)
+    on_reactor(qliq.reset)
+    assert get(qliq).status_code == 400
+    assert qliq.faults.seed == 7  # back to the seed start_sandboxes was given
+
+
+def test_a_stopped_sandbox_stays_stopped(reactor):
+    sandbox = KpnSandbox(reactor)
+    on_reactor(sandbox.listen)
+    on_reactor(sandbox.stop)
+    on_reactor(sandbox.set_faults, outage=None)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=2)

@@ -78,6 +78,7 @@ class VendorSandbox:
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.state = SandboxState()
         self.faults = Faults(seed=seed)
+        self._seed = seed
         self._timers: list[IDelayedCall] = []
         self._factory = _TrackingSite(_SandboxResource(self))
         self._listening: IListeningPort | None = None
@@ -150,7 +151,7 @@ class VendorSandbox:
         """Stop listening, drop open connections and cancel scheduled transitions."""
         self._cancel_timers()
         self._drop_connections()
-        lp, self._listening = self._listening, None
+        lp, self._listening, self._endpoint = self._listening, None, None
         return maybeDeferred(lp.stopListening) if lp else succeed(None)
 
     def set_faults(self, restore_after_s: float | None = None, **changes: Any) -> Deferred[None]:
@@ -180,12 +181,13 @@ class VendorSandbox:
         for transport in self._factory.transports():
             transport.loseConnection()
 
-    def reset(self) -> None:
-        """Back to a fresh sandbox: no recording, no faults, no timers, no vendor state."""
+    def reset(self) -> Deferred[None]:
+        """Back to a fresh sandbox: no recording, no faults (listening again after a refuse
+        outage), no timers, no vendor state. Configuration (timings, URLs) stays."""
         self._cancel_timers()
         self.state.reset()
-        self.faults.reset()
         self.reset_vendor()
+        return self.set_faults(**{**Faults.defaults(), "seed": self._seed})
 
     # -- helpers for subclasses --------------------------------------------------------
     def now(self) -> float:
@@ -280,9 +282,8 @@ class VendorSandbox:
             raise ControlError(400, str(exc)) from exc
         return d.addCallback(lambda _: json_reply(200, self.faults.to_json()))
 
-    def _control_reset(self, request: ParsedRequest) -> Reply:
-        self.reset()
-        return json_reply(200, {"reset": self.name})
+    def _control_reset(self, request: ParsedRequest) -> Deferred[Reply]:
+        return self.reset().addCallback(lambda _: json_reply(200, {"reset": self.name}))
 
     def _control_config(self, request: ParsedRequest) -> Reply:
         try:

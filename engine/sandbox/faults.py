@@ -54,8 +54,10 @@ class Faults:
         if "seed" in changes:
             self._random.seed(self.seed)
 
-    def reset(self) -> None:
-        self.update({f.name: f.default for f in fields(self) if not f.name.startswith("_")})
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting at its default: no faults."""
+        return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
 
     def draw(self) -> str | None:
         """Decide the fate of one request: 'blackhole', '503', '429', '500' or None."""
