@@ -218,3 +218,13 @@ def test_resend_counts_duplicate_and_conflicting_reuse_is_rejected(sandbox):
     state = requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=5).json()
     assert state["duplicates"] == {body["messageId"]: 1}
     assert all(r["headers"].get("apikey") in (None, "***") for r in state["requests"])
+
+
+def test_revoked_permission_is_403(sandbox):
+    access = token(sandbox)
+    assert send(sandbox, message(), access=access).status_code == 200
+    assert requests.post(f"{sandbox.base_url}/_sandbox/revoke_tokens", timeout=5).json() == {
+        "revoked": 1}
+    r = send(sandbox, message(), access=access)
+    assert r.status_code == 403 and r.headers["Content-Type"] == "application/problem+json"
+    assert send(sandbox, message()).status_code == 200  # a new access code exchange works

@@ -9,7 +9,10 @@ Decisions where the document is silent or contradicts itself:
   ``body.fileName`` and ``codedDataItems[].units`` are accepted (and ``units`` is not read as
   ``unit``). The example's attachment without ``fileName`` is *rejected*: the schema says 1..1.
 - A missing or wrong AccessToken answers 401 (the user is not authenticated); the doc's 401
-  speaks only of the ApiKey. The unauthorised demo ApiKey answers 403.
+  speaks only of the ApiKey. The unauthorised demo ApiKey answers 403, and so does a token
+  whose user revoked permission (control ``POST /_sandbox/revoke_tokens``; the document
+  says only "an HTTP error status"). AccessTokens do not otherwise expire (no lifetime is
+  documented).
 - "Unknown Recipient": any recipient value starting with ``UNKNOWN`` (the sandbox cannot know
   the real register of GP practices).
 - 5 MB per attachment is read as 5 MiB (5,242,880 bytes) after Base64 decoding.
@@ -68,6 +71,7 @@ class ConneqtSandbox(VendorSandbox):
         self.credentials = credentials
         self.timings = timings or ConneqtTimings()
         self.tokens: set[str] = set()
+        self.revoked: set[str] = set()
 
     def routes(self) -> list[Route]:
         return [
@@ -76,8 +80,18 @@ class ConneqtSandbox(VendorSandbox):
             Route("GET", r"/api/v1/messages/(?P<message_id>[^/]+)/status", self.status),
         ]
 
+    def control_routes(self) -> list[Route]:
+        return [Route("POST", r"/_sandbox/revoke_tokens", self._control_revoke)]
+
     def reset_vendor(self) -> None:
         self.tokens.clear()
+        self.revoked.clear()
+
+    def _control_revoke(self, request: ParsedRequest) -> Reply:
+        """The toolbar user withdraws permission: every AccessToken issued so far stops."""
+        self.revoked |= self.tokens
+        self.tokens.clear()
+        return json_reply(200, {"revoked": len(self.revoked)})
 
     def configure(self, settings: dict[str, Any]) -> None:
         for name, value in settings.items():
@@ -114,7 +128,10 @@ class ConneqtSandbox(VendorSandbox):
         refused = self._check_api_key(request)
         if refused:
             return refused
-        if request.header("AccessToken") not in self.tokens:
+        access_token = request.header("AccessToken")
+        if access_token in self.revoked:
+            return self.error_reply(403, "The user has revoked permission for instant messages")
+        if access_token not in self.tokens:
             return self.error_reply(401, "Missing or invalid AccessToken")
         refused = self._check_json(request)
         if refused:
