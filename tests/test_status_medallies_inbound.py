@@ -111,6 +111,7 @@ def test_inbound_message_with_two_attachments_reaches_the_hospital_as_mdm_t02(se
     assert entry["status"] == 200
     message = hospital.next()
     assert message.msh.field(9) == "MDM^T02^MDM_T02"
+    assert message.character_sets == ("UNICODE UTF-8",)
     assert message.get("TXA-12") == entry["messageId"]
     assert message.get("PID-3.1") == "22943847" and message.get("PID-5.1") == "Kramden"
     assert message.get("OBX-5") == "Referral\n\nPlease see attached\nThanks"

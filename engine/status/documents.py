@@ -20,6 +20,8 @@ vendors::
 - ED components follow the reference §5.8: ED-2 type of data (table 0191: AP, IM, TEXT),
   ED-3 subtype from the media type (PDF, JPEG, PNG, XML, ...), ED-4 ``Base64``.
 - MSH-15 AL / MSH-16 NE, as for status messages: the hospital answers with a commit ACK.
+- Without an answered message the text is UTF-8 and MSH-18 says ``UNICODE UTF-8``; with one,
+  its character set is kept (characters it cannot hold become ``?``).
 - ``ZIN`` (Courier inbound) keeps the vendor's references: ZIN-1 vendor, ZIN-2 vendor
   message id, ZIN-3 conversation id (Qliq) or replied-to message id (Direct), ZIN-4 sender
   (e-mail or Direct address), ZIN-5 the answered MSH-10, ZIN-6 when the vendor received it.
@@ -96,7 +98,7 @@ def build_document_message(
         msh.field(3) if msh else "", msh.field(4) if msh else "", stamp, "",
         d.component.join(["MDM", "T02", "MDM_T02"]), text(control_id),
         msh.field(11) if msh else "P", msh.field(12) if msh else "2.5.1", "", "", "AL", "NE", "",
-        msh.field(18) if msh else "",
+        msh.field(18) if msh else "UNICODE UTF-8",
     ]).rstrip(d.field)
     segments = [header, segment("EVN", "T02", stamp), *_patient_and_visit(document, answers, d)]
     segments.append(segment(
