@@ -17,17 +17,15 @@ from engine.delivery import StatusPoller, StatusTracker
 from engine.delivery.polling import CONNEQT_MIN_INTERVAL_S
 from engine.destinations.base import StatusUpdate
 from engine.store.base import DELIVERED, ERROR, READ, SENT
+from tests import test_delivery_queue as queue_tests
 from tests.conftest import on_reactor
-from tests.test_delivery_queue import (  # noqa: F401  (fixtures)
-    Harness,
-    Transitions,
-    harness,
-    listener,
-    oru,
-    sandboxes,
-    store,
-    wait_for,
-)
+from tests.test_delivery_queue import Harness, Transitions, oru, wait_for
+
+# The queue tests' fixtures: sandboxes on free ports, a store file, a listener, a harness.
+sandboxes = queue_tests.sandboxes
+store = queue_tests.store
+listener = queue_tests.listener
+harness = queue_tests.harness
 
 QUICK_POLLING = StatusPolling(poll=True, poll_every_s=0.1, give_up_after_s=30)
 
