@@ -43,7 +43,6 @@ from urllib.parse import urlencode
 from engine.sandbox.base import Route, VendorSandbox
 from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
 from engine.sandbox.http import ParsedRequest, Reply, json_reply
-from engine.sandbox.recording import fingerprint
 
 OAUTH = r"/healthcaremessenger_oauth"
 API = r"/communication/kpn/healthcare-messenger(?:/v1)?"
@@ -104,7 +103,6 @@ class KpnSandbox(VendorSandbox):
         self.callback_url = callback_url
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, _Token] = {}
-        self._first_by_content: dict[str, str] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -135,7 +133,6 @@ class KpnSandbox(VendorSandbox):
     def reset_vendor(self) -> None:
         self.codes.clear()
         self.tokens.clear()
-        self._first_by_content.clear()
 
     def _control_expire_tokens(self, request: ParsedRequest) -> Reply:
         """Make every issued access token expired now (for out-of-process expiry tests)."""
@@ -248,12 +245,8 @@ class KpnSandbox(VendorSandbox):
     def _accept(self, target: str, chat: str, message: dict[str, Any]) -> Reply:
         content = {"chat": target, "body": message["body"],
                    "files": [(a["name"], a["size"]) for a in message["attachments"]]}
-        first = self._first_by_content.get(fingerprint(content))
         message_id = str(uuid.uuid4())
-        if first is not None:
-            self.state.duplicates[first] += 1
-        else:
-            self._first_by_content[fingerprint(content)] = message_id
+        self.state.count_if_duplicate(content, message_id)
         record = {"id": message_id, "chat": target, "requested_as": chat,
                   "created_at": int(self.now()), **message}
         self.state.messages[message_id] = record

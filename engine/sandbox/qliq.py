@@ -61,7 +61,6 @@ from engine.sandbox.http import (
     text_reply,
 )
 from engine.sandbox.qliq_crypto import aes_encrypt_file, rsa_encrypt_chunked
-from engine.sandbox.recording import fingerprint
 
 ATTACHMENT_TYPES = {
     "application/pdf": ".pdf",
@@ -119,7 +118,6 @@ class QliqSandbox(VendorSandbox):
         self.public_keys: dict[str, RSAPublicKey] = {}
         self.replies: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
-        self._first_by_content: dict[str, str] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -147,7 +145,6 @@ class QliqSandbox(VendorSandbox):
         self.public_keys.clear()
         self.replies.clear()
         self.files.clear()
-        self._first_by_content.clear()
 
     def _authenticate(self, request: ParsedRequest) -> tuple[dict[str, Any], Reply | None]:
         """All parameters, and a 401 when their ``api_key`` is not the sandbox's."""
@@ -205,13 +202,13 @@ class QliqSandbox(VendorSandbox):
         content = {k: params.get(k) for k in ("to", "from", "subject", "text", "priority",
                                               "conversation_id")}
         content["attachment"] = hashlib.sha256(attachment.data).hexdigest() if attachment else None
-        first = self._first_by_content.get(fingerprint(content))
         message_id = uuid.uuid4().hex
         conversation_id = params.get("conversation_id") or uuid.uuid4().hex
-        if first is not None:
-            self.state.duplicates[first] += 1
-        else:
-            self._first_by_content[fingerprint(content)] = message_id
+        self.state.count_if_duplicate(content, message_id)
+        expiry = int(params.get("expiry_in_minutes") or 1440) if kind == "non_qliq" else None
+        about_attachment = attachment and {"file_name": attachment.filename, "size":
+                                           len(attachment.data),
+                                           "content_type": attachment.content_type}
         self.state.messages[message_id] = {
             "message_id": message_id,
             "conversation_id": conversation_id,
@@ -219,11 +216,8 @@ class QliqSandbox(VendorSandbox):
             "sender": sender,
             "subject": params.get("subject"),
             "reply_posting_url": params.get("reply_posting_url"),
-            "expiry_in_minutes": int(params.get("expiry_in_minutes") or 1440)
-            if kind == "non_qliq" else None,
-            "attachment": {"file_name": attachment.filename, "content_type":
-                           attachment.content_type, "size": len(attachment.data)}
-            if attachment else None,
+            "expiry_in_minutes": expiry,
+            "attachment": about_attachment,
             "recipients": [{"to": to} for to in recipients],
         }
         t = self.timings

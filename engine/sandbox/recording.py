@@ -39,6 +39,14 @@ class SandboxState:
     duplicates: Counter[str] = field(default_factory=Counter)
     status_polls: Counter[str] = field(default_factory=Counter)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    _first_by_content: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def count_if_duplicate(self, content: Any, message_id: str) -> None:
+        """For APIs without a client message id: content seen before counts as a duplicate
+        of the first message that carried it."""
+        first = self._first_by_content.setdefault(fingerprint(content), message_id)
+        if first != message_id:
+            self.duplicates[first] += 1
 
     def record(self, request: ParsedRequest, at: float) -> RecordedRequest:
         entry = RecordedRequest(
@@ -60,6 +68,7 @@ class SandboxState:
         self.duplicates.clear()
         self.status_polls.clear()
         self.webhooks.clear()
+        self._first_by_content.clear()
 
     def to_json(self) -> dict[str, Any]:
         return {
