@@ -218,10 +218,6 @@ class StatusReporter:
     def stop(self) -> Deferred[None]:
         return gatherResults([s.stop() for s in self._senders.values()]).addCallback(lambda _: None)
 
-    def reports_for(self, channel: str) -> bool:
-        """Whether the channel sends anything back (it has a ``[status_reports]`` section)."""
-        return channel in self._channels
-
     def enqueue(self, channel: str, payload: bytes, control_id: str) -> Deferred[int]:
         """Store an HL7 message for the hospital; fires (with the outbox id) once it is durable."""
         if channel not in self._channels:
