@@ -107,9 +107,28 @@ def _pick(text: str, separator: str, n: int) -> str:
     return parts[n - 1] if n <= len(parts) else ""
 
 
-def _msh_shortcut(field: int, component: int | None, doc: str) -> property:
-    """A read-only :class:`Message` attribute holding one decoded MSH value."""
-    return property(lambda message: message.msh.value(field, 1, component), doc=doc)
+class _MSHShortcut:
+    """A :class:`Message` attribute holding one decoded MSH value, read once then kept.
+
+    Routing, the filter, the store and the ACK all read the same few MSH fields; keeping
+    each in the instance's ``__dict__`` after the first read makes later reads free.
+    """
+
+    def __init__(self, field: int, component: int | None, doc: str) -> None:
+        self.field = field
+        self.component = component
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, message: Message | None, owner: type) -> str:
+        if message is None:
+            return self  # type: ignore[return-value]
+        value = message.msh.value(self.field, 1, self.component)
+        message.__dict__[self.name] = value
+        return value
+
 
 
 class Message:
@@ -230,18 +249,18 @@ class Message:
         return value or default
 
     # MSH shortcuts: decoded strings, "" when absent.
-    control_id = _msh_shortcut(10, None, "MSH-10 message control ID")
-    message_type = _msh_shortcut(9, 1, "MSH-9.1 message type, e.g. ORU")
-    trigger_event = _msh_shortcut(9, 2, "MSH-9.2 trigger event, e.g. R01")
-    message_structure = _msh_shortcut(9, 3, "MSH-9.3 message structure, e.g. ORU_R01")
-    processing_id = _msh_shortcut(11, 1, "MSH-11.1 processing ID: P, T or D")
-    version = _msh_shortcut(12, 1, "MSH-12.1 version ID, e.g. 2.5.1")
-    sending_application = _msh_shortcut(3, 1, "MSH-3.1")
-    sending_facility = _msh_shortcut(4, 1, "MSH-4.1")
-    receiving_application = _msh_shortcut(5, 1, "MSH-5.1")
-    receiving_facility = _msh_shortcut(6, 1, "MSH-6.1")
-    accept_ack_type = _msh_shortcut(15, None, "MSH-15 accept acknowledgement type (table 0155)")
-    application_ack_type = _msh_shortcut(16, None, "MSH-16 application acknowledgement type (table 0155)")
+    control_id = _MSHShortcut(10, None, "MSH-10 message control ID")
+    message_type = _MSHShortcut(9, 1, "MSH-9.1 message type, e.g. ORU")
+    trigger_event = _MSHShortcut(9, 2, "MSH-9.2 trigger event, e.g. R01")
+    message_structure = _MSHShortcut(9, 3, "MSH-9.3 message structure, e.g. ORU_R01")
+    processing_id = _MSHShortcut(11, 1, "MSH-11.1 processing ID: P, T or D")
+    version = _MSHShortcut(12, 1, "MSH-12.1 version ID, e.g. 2.5.1")
+    sending_application = _MSHShortcut(3, 1, "MSH-3.1")
+    sending_facility = _MSHShortcut(4, 1, "MSH-4.1")
+    receiving_application = _MSHShortcut(5, 1, "MSH-5.1")
+    receiving_facility = _MSHShortcut(6, 1, "MSH-6.1")
+    accept_ack_type = _MSHShortcut(15, None, "MSH-15 accept acknowledgement type (table 0155)")
+    application_ack_type = _MSHShortcut(16, None, "MSH-16 application acknowledgement type (table 0155)")
 
     @property
     def character_sets(self) -> tuple[str, ...]:
