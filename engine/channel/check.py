@@ -110,8 +110,8 @@ def _standalone_mapping_problems(file: Path) -> list[Problem]:
     """A mapping file given on its own: it loads, and its keys fit its output's payload."""
     try:
         mapping = load_mapping(file)
-    except ConfigError as exc:
-        return [Problem("", line, file) for line in str(exc).splitlines() if line.strip()]
+    except SpecError as exc:
+        return list(exc.problems)
     spec = payload_spec_for(mapping.output)
     if spec is None:
         return []
