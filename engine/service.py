@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import requests
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 
 from engine.channel.config import Channel
 from engine.delivery import DeliveryService
@@ -90,16 +90,39 @@ def build_source(
     )
 
 
-def build_listener(reactor, channel: Channel, source: Source) -> StreamServerEndpointService:
+class ListenerService(Service):
+    """One channel's MLLP listener; ``port`` is the listening port once started."""
+
+    def __init__(self, reactor, channel: Channel, factory: IProtocolFactory) -> None:
+        self.endpoint = serverFromString(reactor, channel.source.listen)
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
+        self.setName(f"{channel.name}/listener")
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.endpoint.listen(self.factory)
+        d.addCallback(self._listening)
+        d.chainDeferred(self.listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        return self.port.stopListening() if self.port is not None else None
+
+
+def build_listener(reactor, channel: Channel, source: Source) -> ListenerService:
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
     tls = channel.source.tls
     served = factory
     if tls is not None:
         settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
         served = wrap_server_factory(factory, settings)
-    service = StreamServerEndpointService(serverFromString(reactor, channel.source.listen), served)
-    service.setName(f"{channel.name}/listener")
-    return service
+    return ListenerService(reactor, channel, served)
 
 
 class ReporterService(Service):
@@ -124,6 +147,20 @@ class Engine:
     service: MultiService
     deliveries: DeliveryService
     reporter: StatusReporter
+    listeners: dict[str, ListenerService]
+
+    def start(self) -> defer.Deferred[None]:
+        """Start everything; fires once every listener is listening (or fails if one cannot)."""
+        self.service.startService()
+        waiting = [listener.listening for listener in self.listeners.values()]
+        return defer.gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)
+
+    def stop(self) -> defer.Deferred[None]:
+        return defer.maybeDeferred(self.service.stopService)
+
+    def port(self, channel: str) -> int:
+        """The TCP port a channel's listener got (useful with ``tcp:0``)."""
+        return self.listeners[channel].port.getHost().port
 
 
 def build_engine(
@@ -141,9 +178,11 @@ def build_engine(
     deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
     if not hold_deliveries:
         deliveries.setServiceParent(service)
+    listeners = {}
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds)
         deliveries.add_channel(channel, channel_routes)
         source = build_source(reactor, channel, store, channel_routes, on_queued=deliveries.wake)
-        build_listener(reactor, channel, source).setServiceParent(service)
-    return Engine(service, deliveries, reporter)
+        listeners[channel.name] = build_listener(reactor, channel, source)
+        listeners[channel.name].setServiceParent(service)
+    return Engine(service, deliveries, reporter, listeners)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         cipher=Cipher(load_or_create_key(key_file=args.key_file)),
         durability=args.durability,
     )
-    engine = build_engine(reactor, channels, store, hold_deliveries=args.hold_deliveries).service
+    engine = build_engine(reactor, channels, store, hold_deliveries=args.hold_deliveries)
 
     def start() -> None:
         d = store.start()
@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
             from engine.sandbox import start_sandboxes
 
             d.addCallback(lambda _: start_sandboxes(reactor))
-        d.addCallback(lambda _: engine.startService())
+        d.addCallback(lambda _: engine.start())
         d.addCallback(lambda _: _announce(channels))
         d.addErrback(_fatal, reactor)
 
     def stop():
-        d = engine.stopService()
+        d = engine.stop()
         d.addBoth(lambda _: store.close())
         return d
 
