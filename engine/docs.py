@@ -24,9 +24,48 @@ def _mapping_reference() -> str:
     return render_markdown()
 
 
+def _status_samples() -> str:
+    """One status message per event, built by the real code from a shipped sample message."""
+    from datetime import UTC, datetime
+
+    from engine.delivery.transitions import Transition
+    from engine.destinations.base import InvalidParameter
+    from engine.message import Message
+    from engine.status.messages import build_status_message
+
+    sample = Path(__file__).resolve().parent.parent / "sample_messages" / "mdm_t02_discharge_summary.hl7"
+    original = Message.parse(sample.read_bytes())
+    at = datetime(2026, 3, 15, 14, 25, 1, tzinfo=UTC)
+    cases = [
+        ("accepted", "SENT", "", ()),
+        ("delivered", "DELIVERED", "", ()),
+        ("read", "READ", "", ()),
+        ("failed", "ERROR", "9002: ERROR=NoTrustedRecipients", ()),
+        ("expired", "ERROR", "", ()),
+        ("rejected", "ERROR", "400 Bad Request",
+         (InvalidParameter("attachments[0].fileName", "not a valid Windows file name"),)),
+        ("dead_letter", "ERROR", "gave up after 20 attempts over 72 hours", ()),
+    ]
+    blocks = []
+    for number, (event, state, detail, invalid) in enumerate(cases, 1):
+        transition = Transition(
+            delivery_id=7, message_id=3, channel="ehr-mdm-to-qliq", destination="ward-qliq",
+            control_id=original.control_id, state=state, event=event, at=at.timestamp(),
+            remote_id="6f1c2a9e04b34d0f", recipient="dr.jones@cityhospital.example", detail=detail,
+            invalid_parameters=invalid,
+        )
+        payload = build_status_message(
+            original, transition, vendor="qliq", control_id=f"CST{number:04d}", now=at
+        )
+        text = payload.decode(original.charset).strip("\r").replace("\r", "\n")
+        blocks.append(f"`{event}`:\n\n```\n{text}\n```\n")
+    return "\n".join(blocks)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "channel-reference": _channel_reference,
     "mapping-reference": _mapping_reference,
+    "status-samples": _status_samples,
 }
 
 _SECTION = re.compile(
