@@ -214,50 +214,62 @@ class Source:
         return d
 
     def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
-        """Split, check and store every message of a batch in one transaction; answer with an ACK batch."""
-        parsed: list[Message | None] = []
-        for raw in batch.messages:
-            try:
-                parsed.append(self._parse(raw))
-            except MessageError:
-                parsed.append(None)
-        screens = [defer.succeed(None) if message is None else self._screen(message) for message in parsed]
-        d = defer.gatherResults(screens, consumeErrors=True)
-        d.addCallback(self._store_batch, batch, parsed, peer)
+        """Check every message of a batch, store the accepted ones in one transaction, and
+        answer with an acknowledgement batch holding one ACK per message, in order."""
+        items = [_BatchItem(raw, self._parse_or_none(raw)) for raw in batch.messages]
+        screened = [self._screen(item.message) for item in items if item.message is not None]
+        d = defer.gatherResults(screened, consumeErrors=True)
+        d.addCallback(self._store_batch, items, peer)
+        d.addCallback(
+            lambda committed: Reply(
+                build_batch_ack(
+                    batch,
+                    [self._batch_ack(item) for item in items],
+                    control_id=self.control_ids(),
+                    timestamp=self._now(),
+                ),
+                committed,
+            )
+        )
         return d
+
+    def _parse_or_none(self, payload: bytes) -> Message | None:
+        try:
+            return self._parse(payload)
+        except MessageError:
+            return None
 
     def _store_batch(
-        self, verdicts: list, batch: Batch, parsed: list[Message | None], peer: str
-    ) -> defer.Deferred[Reply]:
-        to_store = [
-            (i, self._incoming(message, raw, peer, verdict))
-            for i, (message, raw, verdict) in enumerate(zip(parsed, batch.messages, verdicts, strict=True))
-            if isinstance(verdict, Accepted)
-        ]
-        d = self.store.receive_many([incoming for _, incoming in to_store]) if to_store else defer.succeed([])
+        self, verdicts: list[Accepted | _Answer], items: list[_BatchItem], peer: str
+    ) -> defer.Deferred[bool]:
+        readable = [item for item in items if item.message is not None]
+        accepted = []
+        for item, verdict in zip(readable, verdicts, strict=True):
+            if isinstance(verdict, _Answer):
+                item.answer = verdict
+            else:
+                item.incoming = self._incoming(item.message, item.raw, peer, verdict)
+                accepted.append(item)
+        if not accepted:
+            return defer.succeed(True)
+        d = self.store.receive_many([item.incoming for item in accepted])
 
-        def answer(receipts: list[Receipt] | Failure) -> Reply:
-            answers: list[_Answer | None] = [
-                None if message is None else verdict if isinstance(verdict, _Answer) else None
-                for message, verdict in zip(parsed, verdicts, strict=True)
-            ]
-            for position, (i, _) in enumerate(to_store):
-                if isinstance(receipts, Failure):
-                    answers[i] = _Answer(ERROR, STORE_FAILED, committed=False)
-                else:
-                    answers[i] = self._stored(receipts[position], to_store[position][1].destinations)
-            acks = [
-                self._unreadable() if message is None else self._answer(message, reply, force=True)
-                for message, reply in zip(parsed, answers, strict=True)
-            ]
-            committed = not isinstance(receipts, Failure)
-            return Reply(
-                build_batch_ack(batch, acks, control_id=self.control_ids(), timestamp=self._now()),
-                committed=committed,
-            )
+        def stored(receipts: list[Receipt]) -> bool:
+            for item, receipt in zip(accepted, receipts, strict=True):
+                item.answer = self._stored(receipt, item.incoming.destinations)
+            return True
 
-        d.addBoth(answer)
-        return d
+        def failed(failure: Failure) -> bool:
+            for item in accepted:
+                item.answer = self._store_failed(failure, item.message)
+            return False
+
+        return d.addCallbacks(stored, failed)
+
+    def _batch_ack(self, item: _BatchItem) -> bytes:
+        if item.message is None:
+            return self._unreadable()
+        return self._answer(item.message, item.answer, force=True)
 
     # ACK building
 
@@ -302,6 +314,16 @@ class Source:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.seconds(), UTC).astimezone()
+
+
+@dataclass
+class _BatchItem:
+    """One message of a batch on its way through: parsed, then refused or stored."""
+
+    raw: bytes
+    message: Message | None
+    answer: _Answer | None = None
+    incoming: Incoming | None = None
 
 
 @dataclass(frozen=True)
