@@ -17,7 +17,8 @@ longer than the vendor's timeouts; at start-up every expired lease goes back to 
 A duplicate can therefore reach the vendor when the process dies (or the store fails)
 *after the vendor accepted a message and before SENT was committed*. conneQt and MedAllies
 then see the same ``messageId`` (derived from the idempotency key
-``"{channel}:{destination}:{message_id}"``) and answer with the original acknowledgement
+``"{channel}:{destination}:{message_id}"``, plus ``":{requeues}"`` once an operator has
+requeued it) and answer with the original acknowledgement
 without delivering twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
 """
@@ -47,6 +48,7 @@ from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
 from engine.screen import mapping_context
+from engine.status.qliq_replies import remember_conversation
 from engine.store.base import ERROR, SENT, Delivery, Store
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,11 @@ DEFAULT_IDLE_S = 2.0
 DEFAULT_AUTH_RETRY_S = 60.0
 
 
-def idempotency_key(channel: str, destination: str, message_id: int) -> str:
-    """The same on every attempt of one delivery, and across restarts."""
-    return f"{channel}:{destination}:{message_id}"
+def idempotency_key(channel: str, destination: str, message_id: int, requeues: int = 0) -> str:
+    """The same on every attempt of one delivery, and across restarts; a requeue (a corrected
+    mapping replayed) starts a new generation, which the vendor must take as a new message."""
+    key = f"{channel}:{destination}:{message_id}"
+    return f"{key}:{requeues}" if requeues else key
 
 
 def default_lease_s(settings: Mapping[str, Any]) -> float:
@@ -190,7 +194,7 @@ class DeliveryQueue(Service):
                 yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
                 return
             conversation_id = (yield self._conversations.get(thread)) if thread else None
-            key = idempotency_key(self.channel, self.name, delivery.message_id)
+            key = idempotency_key(self.channel, self.name, delivery.message_id, delivery.requeues)
             result = yield self._workers.run(self._send, payload, key, conversation_id)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: the lease brings the row back at start-up
@@ -229,8 +233,12 @@ class DeliveryQueue(Service):
     @inlineCallbacks
     def _sent(self, delivery: Delivery, result: SendResult, payload: Mapping[str, Any], thread: str | None):
         now = self._clock.seconds()
-        if thread and result.conversation_id:
-            yield self._conversations.remember(thread, result.conversation_id)
+        if self._conversations is not None and result.conversation_id:
+            # Qliq: a reply in this conversation answers this message (the latest one in it).
+            yield remember_conversation(self._store, result.conversation_id, self.channel,
+                                        delivery.message_id)
+            if thread:
+                yield self._conversations.remember(thread, result.conversation_id)
         remote_id = result.remote_id or ""
         detail = f"accepted by {self.destination.kind}"
         kind = self.destination.kind

@@ -95,6 +95,7 @@ class Delivery:
     remote_id: str | None
     created_at: float
     updated_at: float
+    requeues: int = 0  # how often an operator requeued it: its generation for the vendor
     last_error: str | None = field(default=None, repr=False)
     raw: bytes | None = field(default=None, repr=False)
 

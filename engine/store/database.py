@@ -87,7 +87,7 @@ _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, contro
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
 _DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
     d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
-    d.last_error_enc"""
+    d.requeues, d.last_error_enc"""
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
 _CLAIM = """
@@ -117,7 +117,7 @@ _SET_STATE = """
     WHERE id = ? RETURNING message_id"""
 _MOVE = """
     UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
-        updated_at = ?
+        updated_at = ?, requeues = requeues + ?
     WHERE id = ?"""
 _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
@@ -399,8 +399,9 @@ class Database:
         self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail)
 
     def requeue(self, selection: DeliverySelection) -> int:
-        """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING)."""
-        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued")
+        """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING),
+        as their next generation: the vendor sees a new message id."""
+        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued", generation=1)
 
     def cancel(self, selection: DeliverySelection) -> int:
         """Stop the selected deliveries that are still QUEUED or in ERROR."""
@@ -501,8 +502,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: tuple[Any, ...]) -> Delivery:
-        raw = self._cipher.decrypt(row[13]) if len(row) > 13 else None
-        return Delivery(*row[:12], last_error=self._decrypt_text(row[12]), raw=raw)
+        raw = self._cipher.decrypt(row[14]) if len(row) > 14 else None
+        return Delivery(*row[:13], last_error=self._decrypt_text(row[13]), raw=raw)
 
     def _change(
         self,
@@ -523,7 +524,12 @@ class Database:
         )
 
     def _move(
-        self, selection: DeliverySelection, from_states: frozenset[str], to_state: str, kind: str
+        self,
+        selection: DeliverySelection,
+        from_states: frozenset[str],
+        to_state: str,
+        kind: str,
+        generation: int = 0,
     ) -> int:
         s = selection
         ids = None if s.ids is None else _json_ids(s.ids)
@@ -540,7 +546,7 @@ class Database:
         ).fetchall()
         moving = [(d, m) for d, m, state in rows if state in from_states]
         at = self._clock()
-        self.connection.executemany(_MOVE, [(to_state, 0, at, at, d) for d, _ in moving])
+        self.connection.executemany(_MOVE, [(to_state, 0, at, at, generation, d) for d, _ in moving])
         self._append_events(moving, at, kind, to_state)
         return len(moving)
 

@@ -108,6 +108,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX status_polls_due ON status_polls (destination, next_at);
     CREATE INDEX deliveries_by_remote_id ON deliveries (remote_id) WHERE remote_id IS NOT NULL;
     """,
+    # 5: how often a delivery was requeued: each requeue is a new message for the vendor
+    # (a new idempotency key), while the retries of one generation share theirs.
+    """
+    ALTER TABLE deliveries ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,82 @@
+"""Requeue generations and Qliq conversation memory, against the sandboxes with a real store.
+
+A requeued delivery is a new message for the vendor (a new idempotency key, so a new
+``messageId``), while the retries of one generation keep theirs; and a Qliq delivery that
+was accepted leaves the link conversation → message that replies are answered with.
+"""
+
+from __future__ import annotations
+
+import json
+
+from engine.delivery import idempotency_key
+from engine.destinations.base import message_uuid
+from engine.status.qliq_replies import CONVERSATIONS
+from engine.store import DeliverySelection
+from engine.store.base import ERROR, SENT
+from tests import test_delivery_queue as queue_tests
+from tests.conftest import on_reactor
+from tests.test_delivery_queue import oru, sent_bodies
+
+# The queue tests' fixtures: sandboxes on free ports, a store file, a listener, a harness.
+sandboxes = queue_tests.sandboxes
+store = queue_tests.store
+listener = queue_tests.listener
+harness = queue_tests.harness
+
+
+def test_idempotency_key_names_the_generation_only_after_a_requeue():
+    assert idempotency_key("lab", "gp", 7) == "lab:gp:7"
+    assert idempotency_key("lab", "gp", 7, 0) == "lab:gp:7"
+    assert idempotency_key("lab", "gp", 7, 2) == "lab:gp:7:2"
+
+
+def test_requeue_counts_generations_and_cancel_does_not(harness):
+    message_id = harness.receive(oru("GEN1"), "conneqt")
+    (delivery,) = harness.deliveries("conneqt")
+    assert delivery.requeues == 0
+    on_reactor(harness.store.mark_error, delivery.id, "mapping was wrong")
+    assert on_reactor(harness.store.requeue, DeliverySelection(ids=(delivery.id,))) == 1
+    on_reactor(harness.store.mark_error, delivery.id, "still wrong")
+    on_reactor(harness.store.requeue, DeliverySelection(ids=(delivery.id,)))
+    on_reactor(harness.store.cancel, DeliverySelection(ids=(delivery.id,)))
+    again = on_reactor(harness.store.get_delivery, delivery.id)
+    assert (again.message_id, again.requeues, again.attempts) == (message_id, 2, 0)
+
+
+def test_a_requeued_delivery_reaches_conneqt_under_a_new_message_id(harness, sandboxes):
+    harness.queue("conneqt")
+    message_id = harness.receive(oru("GEN2"), "conneqt")
+    (first,) = harness.wait_states("conneqt", SENT, 1)
+    assert first.remote_id == str(message_uuid(idempotency_key("lab", "conneqt", message_id)))
+
+    # An operator requeues it (say, after fixing the mapping): conneQt would answer 400 to new
+    # content under the old messageId; the new generation is a new message instead.
+    assert on_reactor(harness.store.requeue, DeliverySelection(ids=(first.id,))) == 1
+    harness.queues[0].wake()
+    (second,) = harness.wait_states("conneqt", SENT, 1)
+    assert second.requeues == 1
+    assert second.remote_id == str(message_uuid(idempotency_key("lab", "conneqt", message_id, 1)))
+    assert second.remote_id != first.remote_id
+    ids = [body["messageId"] for body in sent_bodies(sandboxes.conneqt, "/messages/instant")]
+    assert ids == [first.remote_id, second.remote_id]
+    assert not harness.deliveries("conneqt", ERROR)
+
+
+def test_retries_of_one_generation_share_the_message_id(harness, sandboxes):
+    on_reactor(sandboxes.medallies.set_faults, outage="refuse", restore_after_s=0.3)
+    harness.queue("medallies")
+    message_id = harness.receive(oru("GEN3"), "medallies")
+    (sent,) = harness.wait_states("medallies", SENT, 1)
+    assert sent.attempts > 1
+    expected = f"urn:uuid:{message_uuid(idempotency_key('lab', 'medallies', message_id))}"
+    assert sent.remote_id == expected
+
+
+def test_an_accepted_qliq_message_is_remembered_for_its_replies(harness, sandboxes):
+    harness.queue("qliq", conversations=True)
+    message_id = harness.receive(oru("QREPLY", order="ORD42"), "qliq")
+    harness.wait_states("qliq", SENT, 1)
+    conversation = next(iter(sandboxes.qliq.state.messages.values()))["conversation_id"]
+    link = on_reactor(harness.store.kv_get, CONVERSATIONS, conversation)
+    assert json.loads(link) == {"channel": "lab", "message_id": message_id}
