@@ -144,7 +144,16 @@ class Source:
     # Steps
 
     def _parse(self, payload: bytes) -> Message:
-        return Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
+        message = Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
+        if message.charset_problem:
+            log.warning(
+                "channel %s: control id %s: %s; stored as received (set the channel's charset or "
+                "force_charset for this sender)",
+                self.channel,
+                message.control_id,
+                message.charset_problem,
+            )
+        return message
 
     def _screen(self, message: Message) -> defer.Deferred[Accepted | _Answer]:
         d = defer.maybeDeferred(self.check, message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import pytest
@@ -234,3 +235,20 @@ def test_batch_file_is_split_stored_and_answered_with_an_ack_batch(engine, tmp_p
         ("BAT1",),
         ("BAT2",),
     ]
+
+
+def test_a_sender_that_lies_about_its_charset_is_stored_as_received_with_a_warning(
+    engine, tmp_path, caplog
+) -> None:
+    lying = (
+        oru("LIAR1")
+        .replace(b"|P|2.5\r", b"|P|2.5||||||UNICODE UTF-8\r")
+        .replace(b"DOE^JANE", "MÜLLER^JANE".encode("latin-1"))
+    )
+    port, _ = engine()
+    with caplog.at_level(logging.WARNING), BlockingClient(port) as client:
+        reply = ack(client.request(lying))
+    assert reply.segment("MSA").value(1) == "AA"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("LIAR1" in w and "utf" in w.lower() for w in warnings)
+    assert not any("MÜLLER" in w or "MLLER" in w for w in warnings), "no PHI in the log"
