@@ -82,3 +82,18 @@ def test_plain_client_on_a_tls_listener_gets_no_ack(pki, tls_listener) -> None:
         client.send(b"MSH|1")
         with pytest.raises((ConnectionError, TimeoutError)):
             client.receive()
+
+
+def test_ssl_endpoint_string_serves_the_same_listener(pki, reactor) -> None:
+    from twisted.internet import endpoints
+
+    from engine.mllp.server import Limits, MLLPServerFactory
+
+    description = f"ssl:0:interface=127.0.0.1:privateKey={pki.server_key}:certKey={pki.server_cert}"
+    factory = MLLPServerFactory("ssl", EchoHandler(reactor), reactor, Limits())
+    port = on_reactor(endpoints.serverFromString(reactor, description).listen, factory)
+    try:
+        with BlockingClient(port.getHost().port, tls=client_context(pki, with_certificate=False)) as client:
+            assert client.request(b"MSH|1") == b"ACK:MSH|1"
+    finally:
+        on_reactor(port.stopListening)
