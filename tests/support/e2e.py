@@ -1,0 +1,255 @@
+"""End-to-end harness: the shipped example channels, the four vendor sandboxes, a hospital.
+
+The channels and mappings are the real files in ``channels/`` and ``mappings/``, loaded the
+way ``courier run`` loads them, with their ``${VAR:-default}`` URLs pointed at sandboxes on
+free ports. Only what a test must control is replaced in the loaded dataclasses: each
+listener moves to a free loopback port, status reports go to the test's :class:`Hospital`,
+retries and status polls are a few tens of milliseconds apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from engine.channel.check import load_channels
+from engine.channel.config import Channel, Destination, Retry
+from engine.destinations import StaticToken
+from engine.destinations.kpn_oauth import authorization_url, exchange_code
+from engine.listener import AcknowledgingReceiver
+from engine.message import Message
+from engine.message.batch import split_file
+from engine.sandbox import Sandboxes, start_sandboxes
+from engine.service import Engine, build_engine
+from engine.store import Store
+from engine.store.base import Delivery
+from tests.conftest import on_reactor
+from tests.support.engine import listen, open_store
+from tests.support.mllp import BlockingClient
+
+ROOT = Path(__file__).resolve().parents[2]
+CHANNELS = ROOT / "channels"
+SAMPLES = ROOT / "sample_messages"
+
+#: Channel name → its one destination's name, as in ``channels/*.toml``.
+DESTINATIONS = {
+    "lis-oru-to-conneqt": "gp-conneqt",
+    "ehr-mdm-to-qliq": "care-team-qliq",
+    "ris-oru-to-medallies": "referrers-direct",
+    "ehr-mdm-to-kpn": "ward-kpn",
+}
+FAST_RETRY = Retry(max_attempts=6, initial_delay_s=0.05, max_delay_s=0.3, factor=2, jitter=0, max_age_s=60)
+#: Vendor status transitions a few hundred milliseconds apart instead of seconds or hours.
+FAST_TIMINGS = {
+    "qliq": {"delivered_after_s": 0.1, "read_after_s": 0.3, "recipient_stagger_s": 0.05},
+    "conneqt": {"completed_after_s": None},
+    "medallies": {"processed_after_s": 0.1, "dispatched_after_s": 0.2},
+    # The example KPN mapping addresses group chats by our own auxiliary ids; register them
+    # in the sandbox's directory as an operator registers them with KPN.
+    "kpn": {"aux_groupchats": {"courier-ward-7": "sandbox-group-1",
+                               "courier-emergency-department": "sandbox-group-1"}},
+}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def sample(name: str) -> bytes:
+    """The first message of a shipped sample file, segments separated by CR as on the wire."""
+    return split_file((SAMPLES / name).read_bytes())[0]
+
+
+def obx_pdf(raw: bytes) -> bytes:
+    """The decoded bytes of the first OBX ED's OBX-5.5 (the PDF a sample carries)."""
+    message = Message.parse(raw)
+    ed = next(s for s in message.all("OBX") if s.value(2) == "ED")
+    return base64.b64decode(ed.value(5, component=5))
+
+
+def reset_sandboxes(sandboxes: Sandboxes) -> None:
+    """A fresh recording, no faults, fast status timings; between tests."""
+    for sandbox in sandboxes:
+        on_reactor(sandbox.reset)
+        sandbox.configure(FAST_TIMINGS[sandbox.name])
+
+
+class Hospital:
+    """The sending system's status listener: ACKs every HL7 message it gets and keeps it."""
+
+    def __init__(self, reactor, port: int = 0) -> None:
+        self.reactor = reactor
+        self.messages: list[Message] = []
+        self.port, self._listening, _ = listen(
+            reactor, "hospital", AcknowledgingReceiver(reactor, self.messages.append)
+        )
+
+    def about(self, control_id: str) -> list[Message]:
+        """The messages answering ``control_id`` (their MSA-2), in arrival order."""
+        return [m for m in list(self.messages)
+                if m.segment("MSA") is not None and m.segment("MSA").value(2) == control_id]
+
+    def wait_about(self, control_id: str, count: int, timeout: float = 10.0) -> list[Message]:
+        return wait_for(lambda: len(self.about(control_id)) >= count and self.about(control_id),
+                        timeout, f"{count} messages about {control_id} at the hospital")
+
+    def stop(self) -> None:
+        on_reactor(self._listening.stopListening)
+
+
+def sandbox_env(sandboxes: Sandboxes) -> dict[str, str]:
+    """The environment the example channels read their vendor URLs from."""
+    return {
+        "QLIQ_BASE_URL": sandboxes.qliq.base_url,
+        "CONNEQT_BASE_URL": sandboxes.conneqt.base_url,
+        "MEDALLIES_BASE_URL": sandboxes.medallies.base_url,
+        "KPN_BASE_URL": sandboxes.kpn.base_url,
+    }
+
+
+#: The KPN API root under the host (the sandbox serves the API there, as KPN does).
+KPN_API_PATH = "/communication/kpn/healthcare-messenger/v1"
+
+
+def with_kpn_api_path(destination: Destination) -> Destination:
+    """Workaround, reported: ``channels/ehr_mdm_to_kpn.toml`` sets ``base_url`` to the bare host,
+    so every KPN request misses the API path and gets 404. Remove once the channel carries it
+    (``test_the_shipped_kpn_channel_reaches_the_kpn_api`` then passes and, strict, says so)."""
+    base_url = destination.settings["base_url"]
+    if destination.type != "kpn" or base_url.endswith(KPN_API_PATH):
+        return destination
+    return replace(destination, settings={**destination.settings, "base_url": base_url + KPN_API_PATH})
+
+
+def example_channels(
+    sandboxes: Sandboxes, hospital_port: int, *, retry: Retry = FAST_RETRY, poll_every_s: float = 0.1
+) -> list[Channel]:
+    """``channels/`` against the sandboxes, listening on free ports, reporting to the hospital."""
+    loaded = load_channels([CHANNELS], env=sandbox_env(sandboxes))
+    return [
+        replace(
+            channel,
+            source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
+            destinations=tuple(
+                replace(with_kpn_api_path(d), retry=retry,
+                        status=replace(d.status, poll_every_s=poll_every_s))
+                for d in channel.destinations
+            ),
+            status_reports=replace(
+                channel.status_reports, to=f"tcp:host=127.0.0.1:port={hospital_port}",
+                connect_timeout_s=1.0, ack_timeout_s=2.0,
+            ),
+        )
+        for channel in loaded
+    ]
+
+
+def kpn_sandbox_token(sandboxes: Sandboxes, settings: dict[str, Any]) -> str:
+    """A user grant from the KPN sandbox (it approves at once), as ``courier kpn authorize``
+    would obtain it: authorization URL → redirect with a code → token exchange."""
+    url = authorization_url(settings["authorize_url"], client_id=settings["client_id"],
+                            redirect_uri=settings["redirect_uri"], scope=settings["scope"], state="e2e")
+    with requests.Session() as session:
+        redirect = session.get(url, allow_redirects=False, timeout=5)
+        code = parse_qs(urlparse(redirect.headers["Location"]).query)["code"][0]
+        return exchange_code(session, settings["token_url"], client_id=settings["client_id"],
+                             client_secret=settings["client_secret"], code=code,
+                             redirect_uri=settings["redirect_uri"], timeout=(5, 5)).access_token
+
+
+def grant_tokens(engine: Engine, sandboxes: Sandboxes) -> None:
+    """Give conneQt and KPN destinations that have no token provider a sandbox token."""
+    for queue in engine.deliveries.queues.values():
+        destination = queue.destination
+        if destination.token_provider is not None:
+            continue
+        if destination.kind == "conneqt":
+            token = destination.exchange_access_code("SANDBOX-ACCESS")
+        elif destination.kind == "kpn":
+            token = kpn_sandbox_token(sandboxes, dict(destination.settings))
+        else:
+            continue
+        destination.token_provider = StaticToken(token)
+
+
+class RunningEngine:
+    """``build_engine`` over the example channels, with helpers to talk to it and watch it."""
+
+    def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel]) -> None:
+        self.store = store
+        self.channels = {c.name: c for c in channels}
+        self.engine = build_engine(reactor, channels, store)
+        grant_tokens(self.engine, sandboxes)
+        on_reactor(self.engine.start)
+
+    def send(self, channel: str, payload: bytes) -> Message:
+        """Send one message over a new MLLP connection; its ACK."""
+        with BlockingClient(self.engine.port(channel)) as client:
+            return Message.parse(client.request(payload))
+
+    def deliveries(self, control_id: str) -> list[Delivery]:
+        found = on_reactor(self.store.list_deliveries, limit=1000)
+        return [d for d in found if d.control_id == control_id]
+
+    def states(self, control_id: str) -> list[str]:
+        """The delivery states the message's timeline went through, in order."""
+        return [event.state for event in on_reactor(self.store.timeline, control_id)
+                if event.delivery_id is not None]
+
+    def wait_state(self, control_id: str, *states: str, timeout: float = 10.0) -> Delivery:
+        """Wait until the message's (only) delivery is in one of ``states``."""
+        def reached() -> Delivery | None:
+            found = self.deliveries(control_id)
+            return found[0] if len(found) == 1 and found[0].state in states else None
+        return wait_for(reached, timeout, f"delivery of {control_id} in {states}")
+
+    def stop(self) -> None:
+        on_reactor(self.engine.stop)
+
+
+# Fixtures, imported by the test modules that use them.
+
+@pytest.fixture(scope="module")
+def sandboxes(reactor) -> Iterator[Sandboxes]:
+    """The four vendor sandboxes on free ports, for one test module."""
+    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(FAST_TIMINGS, 0))
+    yield started
+    on_reactor(started.stop)
+
+
+@pytest.fixture
+def hospital(reactor) -> Iterator[Hospital]:
+    listening = Hospital(reactor)
+    yield listening
+    listening.stop()
+
+
+@pytest.fixture
+def store(reactor, tmp_path) -> Iterator[Store]:
+    opened = open_store(reactor, tmp_path / "courier.sqlite3")
+    yield opened
+    on_reactor(opened.close)
+
+
+@pytest.fixture
+def engine(reactor, sandboxes, hospital, store) -> Iterator[RunningEngine]:
+    """The example channels running against fresh sandboxes, reporting to ``hospital``."""
+    reset_sandboxes(sandboxes)
+    running = RunningEngine(reactor, sandboxes, store, example_channels(sandboxes, hospital.port))
+    yield running
+    running.stop()
