@@ -28,6 +28,7 @@ from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.sandbox import Sandboxes, start_sandboxes
+from engine.sandbox.base import VendorSandbox
 from engine.service import Engine, build_engine
 from engine.store import Store
 from engine.store.base import Delivery
@@ -47,11 +48,11 @@ DESTINATIONS = {
     "ehr-mdm-to-kpn": "ward-kpn",
 }
 FAST_RETRY = Retry(max_attempts=6, initial_delay_s=0.05, max_delay_s=0.3, factor=2, jitter=0, max_age_s=60)
-#: Vendor status transitions a few hundred milliseconds apart instead of seconds or hours.
-FAST_TIMINGS = {
-    "qliq": {"delivered_after_s": 0.1, "read_after_s": 0.3, "recipient_stagger_s": 0.05},
+#: Vendor statuses move only when a test forces them (control API), so every sequence is exact.
+MANUAL_STATUSES = {
+    "qliq": {"delivered_after_s": None, "read_after_s": None},
     "conneqt": {"completed_after_s": None},
-    "medallies": {"processed_after_s": 0.1, "dispatched_after_s": 0.2},
+    "medallies": {"processed_after_s": None, "dispatched_after_s": None},
     # The example KPN mapping addresses group chats by our own auxiliary ids; register them
     # in the sandbox's directory as an operator registers them with KPN.
     "kpn": {"aux_groupchats": {"courier-ward-7": "sandbox-group-1",
@@ -75,6 +76,20 @@ def sample(name: str) -> bytes:
     return split_file((SAMPLES / name).read_bytes())[0]
 
 
+def with_msh(raw: bytes, *, control_id: str, app_ack: str | None = None) -> bytes:
+    """``raw`` with a new MSH-10, and MSH-16 (application ACK type) when given; "" clears
+    MSH-15 and MSH-16 both, so the channel's ``status_reports.events`` decide (original mode)."""
+    header, rest = raw.split(b"\r", 1)
+    fields = header.decode("ascii").split("|")
+    fields.extend([""] * (17 - len(fields)))
+    fields[9] = control_id
+    if app_ack == "":
+        fields[14] = fields[15] = ""
+    elif app_ack is not None:
+        fields[15] = app_ack
+    return "|".join(fields).encode("ascii") + b"\r" + rest
+
+
 def obx_pdf(raw: bytes) -> bytes:
     """The decoded bytes of the first OBX ED's OBX-5.5 (the PDF a sample carries)."""
     message = Message.parse(raw)
@@ -82,11 +97,17 @@ def obx_pdf(raw: bytes) -> bytes:
     return base64.b64decode(ed.value(5, component=5))
 
 
+def force_status(sandbox: VendorSandbox, message_id: str, **change: str) -> None:
+    """Move a message to a status through the sandbox's control API, over HTTP."""
+    answer = requests.post(f"{sandbox.base_url}/_sandbox/status/{message_id}", json=change, timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
 def reset_sandboxes(sandboxes: Sandboxes) -> None:
-    """A fresh recording, no faults, fast status timings; between tests."""
+    """A fresh recording, no faults, statuses that move only when forced; between tests."""
     for sandbox in sandboxes:
         on_reactor(sandbox.reset)
-        sandbox.configure(FAST_TIMINGS[sandbox.name])
+        sandbox.configure(MANUAL_STATUSES[sandbox.name])
 
 
 class Hospital:
@@ -206,6 +227,12 @@ class RunningEngine:
         found = on_reactor(self.store.list_deliveries, limit=1000)
         return [d for d in found if d.control_id == control_id]
 
+    def poll_now(self, control_id: str) -> None:
+        """Make the message's status poll due now and wake its poller (as if its time came)."""
+        [delivery] = self.deliveries(control_id)
+        on_reactor(self.store.reschedule_status_poll, delivery.id, 0.0)
+        on_reactor(self.engine.deliveries.pollers[delivery.destination].wake)
+
     def states(self, control_id: str) -> list[str]:
         """The delivery states the message's timeline went through, in order."""
         return [event.state for event in on_reactor(self.store.timeline, control_id)
@@ -227,7 +254,7 @@ class RunningEngine:
 @pytest.fixture(scope="module")
 def sandboxes(reactor) -> Iterator[Sandboxes]:
     """The four vendor sandboxes on free ports, for one test module."""
-    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(FAST_TIMINGS, 0))
+    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(MANUAL_STATUSES, 0))
     yield started
     on_reactor(started.stop)
 
