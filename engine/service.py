@@ -2,32 +2,60 @@
 
 For each channel: its destinations (mapping + vendor client), the :class:`Screen` of checks,
 the :class:`Source`, the MLLP listener (TLS-wrapped when the channel asks), a delivery queue
-per destination, and the status reporter that sends HL7 back to the sender.
+per destination, and the status reporter that sends HL7 back to the sender. Tokens the
+vendors need (KPN OAuth, conneQt AccessToken) are read from the store (:mod:`engine.delivery.tokens`).
+
+With a ``webhooks`` endpoint the engine also serves the vendors' webhooks, one URL per
+channel and destination:
+
+* ``/qliq/<channel>/<destination>/replies`` (``.../<reply_webhook_token>/replies`` when the
+  destination has a path token): Qliq replies, encrypted for ``reply_key_file``;
+* ``/medallies/<channel>/<destination>/dsn``: delivery status notifications;
+* ``/medallies/<channel>/<destination>/inbound``: inbound Direct messages, filed as MDM^T02
+  in the channel's ``[status_reports]`` outbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort
+from twisted.web.resource import Resource
 
 from engine.channel.config import Channel
-from engine.delivery import DeliveryService
-from engine.destinations import REGISTRY
+from engine.channel.config import Destination as DestinationConfig
+from engine.delivery import DeliveryQueue, DeliveryService, StatusTracker
+from engine.delivery.tokens import StoredToken, StoredTokens, conneqt_token_key, kpn_token_key
+from engine.destinations import REGISTRY, TokenProvider
+from engine.errors import ConfigError
 from engine.mapping import load_mapping
 from engine.message import Message
 from engine.message.ack import AckError
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
+from engine.status import qliq_keys, webhooks
+from engine.status.medallies_inbound import DSNResource, InboundResource
+from engine.status.qliq_replies import (
+    QliqReplyApi,
+    QliqReplySettings,
+    ReplyInbox,
+    ReplyPoller,
+    ReplyWebhook,
+)
 from engine.status.reporter import StatusReporter
+from engine.status.webhooks import BasicAuth
 from engine.store import Store
 from engine.tls import TLSSettings, wrap_server_factory
+
+log = logging.getLogger(__name__)
 
 
 def limits(channel: Channel) -> Limits:
@@ -42,16 +70,66 @@ def limits(channel: Channel) -> Limits:
     )
 
 
-def routes(channel: Channel, clock: Callable[[], float]) -> list[Route]:
+def routes(
+    channel: Channel, clock: Callable[[], float], tokens: StoredTokens | None = None
+) -> list[Route]:
     """Each destination with its compiled mapping and a vendor client on its own HTTP session."""
     return [
         Route(
-            destination.name,
-            load_mapping(destination.mapping),
-            REGISTRY[destination.type](destination.settings, requests.Session(), clock=clock),
+            config.name,
+            load_mapping(config.mapping),
+            REGISTRY[config.type](
+                config.settings,
+                requests.Session(),
+                token_provider=token_provider(channel, config, tokens),
+                clock=clock,
+            ),
         )
-        for destination in channel.destinations
+        for config in channel.destinations
     ]
+
+
+def token_provider(
+    channel: Channel, config: DestinationConfig, tokens: StoredTokens | None
+) -> TokenProvider | None:
+    """KPN: the stored OAuth token of its client id. conneQt: its stored AccessToken, unless
+    ``access_token`` is given in the settings."""
+    if tokens is None:
+        return None
+    if config.type == "kpn":
+        return tokens.get(kpn_token_key(config.settings["client_id"]))
+    if config.type == "conneqt" and not config.settings.get("access_token"):
+        return tokens.get(conneqt_token_key(channel.name, config.name))
+    return None
+
+
+def missing_token(queue: DeliveryQueue, kind: str) -> StoredToken | None:
+    """The queue's stored token when its destination is of ``kind`` and has none yet."""
+    provider = queue.destination.token_provider
+    if queue.destination.kind != kind or not isinstance(provider, StoredToken):
+        return None
+    return provider if provider.token() is None else None
+
+
+@defer.inlineCallbacks
+def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]):
+    """conneQt destinations with an ``access_code`` and no stored token: exchange and store.
+
+    A failed exchange is logged, not fatal: the queue then reports the missing token.
+    """
+    for queue in queues:
+        stored = missing_token(queue, "conneqt")
+        code = queue.destination.settings.get("access_code")
+        if stored is None or not code:
+            continue
+        try:
+            token = yield threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), queue.destination.exchange_access_code, code)
+        except Exception as exc:
+            log.error("queue %s: conneQt access code exchange failed: %s", queue.name, exc)
+            continue
+        yield stored.save(token)
+        log.warning("queue %s: conneQt access code exchanged; the AccessToken is stored", queue.name)
 
 
 def hl7apy_validator(reactor, level: str, version: str | None) -> Validator:
@@ -91,18 +169,17 @@ def build_source(
 
 
 class ListenerService(Service):
-    """One channel's MLLP listener; ``port`` is the listening port once started."""
+    """A listening port (a channel's MLLP listener, the webhooks); ``port`` once started."""
 
-    def __init__(self, reactor, channel: Channel, factory: IProtocolFactory) -> None:
-        self.endpoint = serverFromString(reactor, channel.source.listen)
-        self.factory = factory
+    def __init__(self, name: str, listen: Callable[[], defer.Deferred[IListeningPort]]) -> None:
+        self.listen = listen
         self.port: IListeningPort | None = None
         self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
-        self.setName(f"{channel.name}/listener")
+        self.setName(name)
 
     def startService(self) -> None:
         super().startService()
-        d = self.endpoint.listen(self.factory)
+        d = self.listen()
         d.addCallback(self._listening)
         d.chainDeferred(self.listening)
 
@@ -122,37 +199,116 @@ def build_listener(reactor, channel: Channel, source: Source) -> ListenerService
     if tls is not None:
         settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
         served = wrap_server_factory(factory, settings)
-    return ListenerService(reactor, channel, served)
+    endpoint = serverFromString(reactor, channel.source.listen)
+    return ListenerService(f"{channel.name}/listener", lambda: endpoint.listen(served))
 
 
-class ReporterService(Service):
-    """Runs the status reporter's per-channel senders for as long as the engine runs."""
+class Running(Service):
+    """Runs something with ``start()`` and ``stop()`` (the status reporter, a reply poller)
+    for as long as the engine runs."""
 
-    def __init__(self, reporter: StatusReporter) -> None:
-        self.reporter = reporter
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
 
     def startService(self) -> None:
         super().startService()
-        self.reporter.start()
+        self.runner.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-        return self.reporter.stop()
+        return defer.maybeDeferred(self.runner.stop)
+
+
+def reply_inbox(reactor, channel: Channel, config: DestinationConfig, store: Store,
+                reporter: StatusReporter) -> ReplyInbox:
+    """Where one Qliq destination's replies are filed (its channel's outbox)."""
+    s = config.settings
+    settings = QliqReplySettings(
+        channel=channel.name, base_url=s["base_url"], api_key=s["api_key"], sender=s["reply_sender"],
+        timeout_s=s["read_timeout_s"], verify=str(s["ca_file"]) if s.get("ca_file") else True,
+    )
+    return ReplyInbox(store, reporter, reactor, QliqReplyApi(requests.Session(), settings))
+
+
+def qliq_reply_route(channel: Channel, config: DestinationConfig, inbox: ReplyInbox) -> dict[str, Resource]:
+    """The reply webhook of one Qliq destination, when it has a ``reply_key_file``."""
+    s = config.settings
+    if not s.get("reply_key_file"):
+        return {}
+    try:
+        key = qliq_keys.load_private_key(s["reply_key_file"], qliq_keys.passphrase_from_env())
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"channel {channel.name}, destination {config.name}: cannot load "
+                          f"reply_key_file {s['reply_key_file']}: {exc}") from None
+    password = s.get("reply_webhook_password")
+    auth = BasicAuth(s["reply_webhook_user"], password) if password else None
+    token = s.get("reply_webhook_token")
+    if auth is None and not token:
+        log.warning("Qliq reply webhook of %s/%s has neither a path token nor Basic auth",
+                    channel.name, config.name)
+    path = f"qliq/{channel.name}/{config.name}" + (f"/{token}" if token else "") + "/replies"
+    return {path: ReplyWebhook(inbox, key, auth)}
+
+
+def medallies_routes(reactor, channel: Channel, config: DestinationConfig, reporter: StatusReporter,
+                     tracker: StatusTracker) -> dict[str, Resource]:
+    """DSN and inbound webhooks of one MedAllies destination, when it has a ``webhook_secret``."""
+    secret = config.settings.get("webhook_secret")
+    if not secret:
+        return {}
+    auth = BasicAuth(config.settings["webhook_user"], secret)
+    base = f"medallies/{channel.name}/{config.name}"
+    found: dict[str, Resource] = {f"{base}/dsn": DSNResource(tracker, auth, config.name)}
+    if channel.status_reports is not None:
+        found[f"{base}/inbound"] = InboundResource(channel.name, reporter, reactor, auth)
+    else:
+        log.warning("channel %s has no [status_reports]: MedAllies inbound messages are not served",
+                    channel.name)
+    return found
+
+
+def add_webhooks(reactor, channels: Sequence[Channel], store: Store, reporter: StatusReporter,
+                 deliveries: DeliveryService, parent: MultiService, *, serve: bool) -> dict[str, Resource]:
+    """Every channel's webhook resources (URL path → resource), and Qliq reply pollers."""
+    found: dict[str, Resource] = {}
+    for channel in channels:
+        for config in channel.destinations:
+            if config.type == "qliq":
+                inbox = reply_inbox(reactor, channel, config, store, reporter)
+                if serve:
+                    found.update(qliq_reply_route(channel, config, inbox))
+                if config.settings.get("poll_replies_s"):
+                    poller = ReplyPoller(inbox, every_s=config.settings["poll_replies_s"])
+                    Running(poller).setServiceParent(parent)
+            elif config.type == "medallies" and serve:
+                found.update(medallies_routes(reactor, channel, config, reporter, deliveries.tracker))
+    return found
 
 
 @dataclass
 class Engine:
     """The running parts, for the CLI and tests to reach into."""
 
+    reactor: Any
     service: MultiService
     deliveries: DeliveryService
     reporter: StatusReporter
     listeners: dict[str, ListenerService]
+    tokens: StoredTokens
+    webhooks: ListenerService | None = None
 
     def start(self) -> defer.Deferred[None]:
-        """Start everything; fires once every listener is listening (or fails if one cannot)."""
+        """Load the stored tokens (exchanging conneQt access codes where none is stored), then
+        start everything; fires once every listener is listening (or fails if one cannot)."""
+        d = self.tokens.load()
+        d.addCallback(lambda _: exchange_access_codes(self.reactor, self.deliveries.queues.values()))
+        d.addCallback(lambda _: self._start_services())
+        return d
+
+    def _start_services(self) -> defer.Deferred[None]:
         self.service.startService()
-        waiting = [listener.listening for listener in self.listeners.values()]
+        ports = [*self.listeners.values(), *([self.webhooks] if self.webhooks else [])]
+        waiting = [listener.listening for listener in ports]
         return defer.gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)
 
     def stop(self) -> defer.Deferred[None]:
@@ -162,27 +318,49 @@ class Engine:
         """The TCP port a channel's listener got (useful with ``tcp:0``)."""
         return self.listeners[channel].port.getHost().port
 
+    def webhook_port(self) -> int:
+        """The TCP port the webhooks are served on."""
+        return self.webhooks.port.getHost().port
+
 
 def build_engine(
-    reactor, channels: Sequence[Channel], store: Store, *, hold_deliveries: bool = False
+    reactor,
+    channels: Sequence[Channel],
+    store: Store,
+    *,
+    hold_deliveries: bool = False,
+    webhook_endpoint: str | None = None,
+    webhook_tls: TLSSettings | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
     With ``hold_deliveries`` messages are received, stored and ACKed, and their deliveries
-    wait QUEUED until the engine runs without it.
+    wait QUEUED until the engine runs without it. ``webhook_endpoint`` is the server endpoint (such as
+    ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
+    ``webhook_tls``. Raises ConfigError when a Qliq reply key cannot be loaded.
     """
     enabled = [channel for channel in channels if channel.enabled]
     service = MultiService()
+    tokens = StoredTokens(store, reactor)
+    tokens.setServiceParent(service)
     reporter = StatusReporter(store, reactor, enabled)
-    ReporterService(reporter).setServiceParent(service)
+    Running(reporter).setServiceParent(service)
     deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
     if not hold_deliveries:
         deliveries.setServiceParent(service)
     listeners = {}
     for channel in enabled:
-        channel_routes = routes(channel, reactor.seconds)
+        channel_routes = routes(channel, reactor.seconds, tokens)
         deliveries.add_channel(channel, channel_routes)
         source = build_source(reactor, channel, store, channel_routes, on_queued=deliveries.wake)
         listeners[channel.name] = build_listener(reactor, channel, source)
         listeners[channel.name].setServiceParent(service)
-    return Engine(service, deliveries, reporter, listeners)
+    resources = add_webhooks(reactor, enabled, store, reporter, deliveries, service,
+                             serve=webhook_endpoint is not None)
+    served = None
+    if webhook_endpoint is not None:
+        served = ListenerService(
+            "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls))
+        served.setServiceParent(service)
+    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served)
+

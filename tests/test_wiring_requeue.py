@@ -8,6 +8,7 @@ was accepted leaves the link conversation → message that replies are answered 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from engine.delivery import idempotency_key
 from engine.destinations.base import message_uuid
@@ -23,6 +24,8 @@ sandboxes = queue_tests.sandboxes
 store = queue_tests.store
 listener = queue_tests.listener
 harness = queue_tests.harness
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_idempotency_key_names_the_generation_only_after_a_requeue():

@@ -115,8 +115,9 @@ class ConneqtDestination(HttpDestination):
         "How to reach Quicksilva conneQt.",
         string("api_key", "The ApiKey Quicksilva issued to this system.", required=True,
                secret=True),
-        string("access_token", "AccessToken, if not kept in the store by the caller.",
-               secret=True),
+        string("access_code", "Toolbar access code: at start, when no AccessToken is stored, "
+               "it is exchanged for one, which is then kept (encrypted) in the store.", secret=True),
+        string("access_token", "AccessToken given directly, instead of access_code.", secret=True),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "conneQt ApiKey or AccessToken rejected: exchange a new access code"

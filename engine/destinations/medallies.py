@@ -119,6 +119,10 @@ class MedAlliesDestination(HttpDestination):
         string("password", "Basic-auth password.", required=True, secret=True),
         string("from_direct_address", "This edge's own Direct address.", required=True,
                example="lab@direct.example.org"),
+        string("webhook_user", "Basic-auth user MedAllies signs its DSN and inbound POSTs with.",
+               default="medallies"),
+        string("webhook_secret", "The shared secret of those POSTs; with `courier run --webhooks` "
+               "it serves the DSN and inbound Direct message webhooks.", secret=True),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "MedAllies credentials rejected: check username and password"

@@ -40,7 +40,7 @@ from engine.destinations.payload import (
     check_payload,
     is_blank,
 )
-from engine.spec import Spec, boolean, integer, objects, string
+from engine.spec import Spec, boolean, integer, number, objects, path, string
 
 SEND_PATH = "/secure_messages/send"
 STATUS_PATH = "/secure_messages/message_status"
@@ -96,6 +96,16 @@ class QliqDestination(HttpDestination):
         "qliq",
         "How to reach Qliq Cloud Messaging.",
         string("api_key", "API key from the Qliq Admin Portal.", required=True, secret=True),
+        path("reply_key_file", "RSA private key replies are encrypted for (`courier qliq keys`); "
+             "with `courier run --webhooks` it serves the reply webhook. Passphrase: "
+             "$COURIER_QLIQ_KEY_PASSPHRASE."),
+        string("reply_sender", "Our Qliq member (e-mail) whose key encrypts the replies.",
+               default=""),
+        string("reply_webhook_token", "Secret path segment of the reply webhook URL.", secret=True),
+        string("reply_webhook_user", "Basic auth user of the reply webhook.", default="qliq"),
+        string("reply_webhook_password", "Basic auth password of the reply webhook.", secret=True),
+        number("poll_replies_s", "Also fetch replies with get_replies every so many seconds "
+               "(SMS replies, or replies missed while the webhook was down).", min=1.0),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
