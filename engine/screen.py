@@ -17,9 +17,11 @@ from twisted.internet import defer
 from engine.channel.config import Channel
 from engine.channel.filter import evaluate
 from engine.destinations.base import Destination
+from engine.errors import PathError
 from engine.mapping import Mapping, MappingFailure
 from engine.message import Message
 from engine.message.ack import AckError
+from engine.message.path import Path
 from engine.source import Accepted, Refused
 
 
@@ -39,6 +41,21 @@ Validator = Callable[[Message], "defer.Deferred[list[AckError]]"]
 def mapping_context(channel: str, destination: str) -> dict[str, str]:
     """Values a mapping reads that are not in the message (for uuid5 ids and templates)."""
     return {"channel": channel, "destination": destination}
+
+
+def source_location(mapping: Mapping, message: Message, key: str) -> Path | None:
+    """The HL7 field a payload key was read from, for ERR-2 of a vendor pre-flight refusal.
+
+    Explaining the mapping costs a second run, so it is done only for a refused message.
+    None when the key came from a template, a constant or the context.
+    """
+    for trace in mapping.explain(message):
+        if trace.key == key:
+            try:
+                return Path.parse(trace.source)
+            except PathError:
+                return None
+    return None
 
 
 class Screen:
@@ -75,7 +92,8 @@ class Screen:
             problems = route.destination.validate(payload)
             if problems:
                 problem = problems[0]
-                raise Refused(AckError(problem.code, f"{route.name}: {problem.text}", None))
+                location = source_location(route.mapping, message, problem.key)
+                raise Refused(AckError(problem.code, f"{route.name}: {problem.text}", location))
             names.append(route.name)
         if not names:
             raise Refused(AckError(207, "no destination of this channel takes this message type"))
