@@ -21,15 +21,15 @@ import pytest
 import requests
 
 from engine.channel.check import load_channels
-from engine.channel.config import Channel, Destination, Retry
-from engine.destinations import StaticToken
+from engine.channel.config import Channel, Retry
+from engine.delivery.tokens import StoredToken, kpn_token_key
 from engine.destinations.kpn_oauth import authorization_url, exchange_code
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.sandbox import Sandboxes, start_sandboxes
 from engine.sandbox.base import VendorSandbox
-from engine.service import Engine, build_engine
+from engine.service import build_engine
 from engine.store import Store
 from engine.store.base import Delivery
 from tests.conftest import on_reactor
@@ -143,20 +143,6 @@ def sandbox_env(sandboxes: Sandboxes) -> dict[str, str]:
     }
 
 
-#: The KPN API root under the host (the sandbox serves the API there, as KPN does).
-KPN_API_PATH = "/communication/kpn/healthcare-messenger/v1"
-
-
-def with_kpn_api_path(destination: Destination) -> Destination:
-    """Workaround, reported: ``channels/ehr_mdm_to_kpn.toml`` sets ``base_url`` to the bare host,
-    so every KPN request misses the API path and gets 404. Remove once the channel carries it
-    (``test_the_shipped_kpn_channel_reaches_the_kpn_api`` then passes and, strict, says so)."""
-    base_url = destination.settings["base_url"]
-    if destination.type != "kpn" or base_url.endswith(KPN_API_PATH):
-        return destination
-    return replace(destination, settings={**destination.settings, "base_url": base_url + KPN_API_PATH})
-
-
 def example_channels(
     sandboxes: Sandboxes, hospital_port: int, *, retry: Retry = FAST_RETRY, poll_every_s: float = 0.1
 ) -> list[Channel]:
@@ -167,8 +153,7 @@ def example_channels(
             channel,
             source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
             destinations=tuple(
-                replace(with_kpn_api_path(d), retry=retry,
-                        status=replace(d.status, poll_every_s=poll_every_s))
+                replace(d, retry=retry, status=replace(d.status, poll_every_s=poll_every_s))
                 for d in channel.destinations
             ),
             status_reports=replace(
@@ -193,29 +178,24 @@ def kpn_sandbox_token(sandboxes: Sandboxes, settings: dict[str, Any]) -> str:
                              redirect_uri=settings["redirect_uri"], timeout=(5, 5)).access_token
 
 
-def grant_tokens(engine: Engine, sandboxes: Sandboxes) -> None:
-    """Give conneQt and KPN destinations that have no token provider a sandbox token."""
-    for queue in engine.deliveries.queues.values():
-        destination = queue.destination
-        if destination.token_provider is not None:
-            continue
-        if destination.kind == "conneqt":
-            token = destination.exchange_access_code("SANDBOX-ACCESS")
-        elif destination.kind == "kpn":
-            token = kpn_sandbox_token(sandboxes, dict(destination.settings))
-        else:
-            continue
-        destination.token_provider = StaticToken(token)
+def authorize_kpn(store: Store, sandboxes: Sandboxes, channels: list[Channel]) -> None:
+    """Store a KPN grant for every KPN destination, where ``courier kpn authorize`` keeps it."""
+    for destination in (d for c in channels for d in c.destinations if d.type == "kpn"):
+        token = kpn_sandbox_token(sandboxes, dict(destination.settings))
+        stored = StoredToken(store, kpn_token_key(destination.settings["client_id"]))
+        on_reactor(stored.save, token)
 
 
 class RunningEngine:
-    """``build_engine`` over the example channels, with helpers to talk to it and watch it."""
+    """``build_engine`` over the example channels (``options`` are its keyword arguments),
+    with helpers to talk to it and watch it. conneQt exchanges its access code at start."""
 
-    def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel]) -> None:
+    def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel],
+                 **options: Any) -> None:
         self.store = store
         self.channels = {c.name: c for c in channels}
-        self.engine = build_engine(reactor, channels, store)
-        grant_tokens(self.engine, sandboxes)
+        authorize_kpn(store, sandboxes, channels)
+        self.engine = build_engine(reactor, channels, store, **options)
         on_reactor(self.engine.start)
 
     def send(self, channel: str, payload: bytes) -> Message:
