@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -296,6 +296,8 @@ class Engine:
     listeners: dict[str, ListenerService]
     tokens: StoredTokens
     webhooks: ListenerService | None = None
+    webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
+    webhook_tls: TLSSettings | None = None
 
     def start(self) -> defer.Deferred[None]:
         """Load the stored tokens (exchanging conneQt access codes where none is stored), then
@@ -362,5 +364,5 @@ def build_engine(
         served = ListenerService(
             "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls))
         served.setServiceParent(service)
-    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served)
+    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, webhook_tls)
 

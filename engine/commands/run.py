@@ -1,4 +1,10 @@
-"""``courier run``: start every channel's listener and queue from the channel files."""
+"""``courier run``: start every channel's listener and queue from the channel files.
+
+``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
+``--sandbox`` runs the four vendor sandboxes too and makes the example channels work as
+they are: KPN destinations without a token are authorised against the sandbox, and the
+sandboxes' webhook URLs point at the engine's webhooks.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from twisted.internet.defer import inlineCallbacks
 
 from engine.commands.store_options import add_store_arguments
 
@@ -35,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sandbox", action="store_true", help="also run the four vendor sandboxes on loopback (the demo)"
     )
+    parser.add_argument(
+        "--webhooks",
+        metavar="ENDPOINT",
+        help="serve the vendor webhooks on this Twisted endpoint, e.g. tcp:8480:interface=127.0.0.1",
+    )
+    parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
+    parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
     from engine.service import build_engine
     from engine.store import Cipher, SQLiteStore, load_or_create_key
+    from engine.tls import TLSSettings
 
     try:
         channels = load_channels(list(args.paths))
@@ -59,15 +75,25 @@ def run(args: argparse.Namespace) -> int:
         cipher=Cipher(load_or_create_key(key_file=args.key_file)),
         durability=args.durability,
     )
-    engine = build_engine(reactor, channels, store, hold_deliveries=args.hold_deliveries)
+    if bool(args.webhook_cert) != bool(args.webhook_key):
+        print("courier run: give both --webhook-cert and --webhook-key", file=sys.stderr)
+        return 2
+    webhook_tls = TLSSettings(args.webhook_cert, args.webhook_key) if args.webhook_cert else None
+    try:
+        engine = build_engine(
+            reactor, channels, store, hold_deliveries=args.hold_deliveries,
+            webhook_endpoint=args.webhooks, webhook_tls=webhook_tls,
+        )
+    except ConfigError as error:
+        print(f"courier run: {error}", file=sys.stderr)
+        return 2
 
     def start() -> None:
         d = store.start()
         if args.sandbox:
-            from engine.sandbox import start_sandboxes
-
-            d.addCallback(lambda _: start_sandboxes(reactor))
-        d.addCallback(lambda _: engine.start())
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine))
+        else:
+            d.addCallback(lambda _: engine.start())
         d.addCallback(lambda _: _announce(channels))
         d.addErrback(_fatal, reactor)
 
@@ -80,6 +106,54 @@ def run(args: argparse.Namespace) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     return 0
+
+
+@inlineCallbacks
+def _with_sandboxes(reactor, engine):
+    """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
+    from engine.sandbox import start_sandboxes
+
+    sandboxes = yield start_sandboxes(reactor)
+    yield engine.tokens.load()
+    yield authorize_kpn_in_sandbox(reactor, engine)
+    yield engine.start()
+    if engine.webhooks is not None:
+        point_sandboxes_at_webhooks(sandboxes, engine)
+
+
+@inlineCallbacks
+def authorize_kpn_in_sandbox(reactor, engine):
+    """Every KPN destination without a token: authorise it (the sandbox approves at once)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from engine.commands.kpn import authorize
+    from engine.service import missing_token
+
+    for queue in engine.deliveries.queues.values():
+        stored = missing_token(queue, "kpn")
+        if stored is None:
+            continue
+        token = yield deferToThreadPool(reactor, reactor.getThreadPool(), authorize,
+                                        queue.destination, auto=True, timeout_s=10.0, show=log.info)
+        yield stored.save(token)
+        log.warning("queue %s: authorised with the KPN sandbox", queue.name)
+
+
+def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
+    """The Qliq reply URL and MedAllies DSN and inbound URLs: the engine's first such webhooks."""
+    from engine.status.medallies_inbound import DSNResource, InboundResource
+    from engine.status.qliq_replies import ReplyWebhook
+
+    scheme = "https" if engine.webhook_tls is not None else "http"
+    base = f"{scheme}://127.0.0.1:{engine.webhook_port()}"
+    targets = {ReplyWebhook: (sandboxes.qliq, "reply_url"), DSNResource: (sandboxes.medallies, "dsn_url"),
+               InboundResource: (sandboxes.medallies, "inbound_url")}
+    configured = set()
+    for path, resource in sorted(engine.webhook_resources.items()):
+        sandbox, setting = targets[type(resource)]
+        if setting not in configured:
+            sandbox.configure({setting: f"{base}/{path}"})
+            configured.add(setting)
 
 
 def _announce(channels) -> None:
