@@ -86,19 +86,36 @@ class PathSource:
         p = self.path
         found: list[tuple[Path, str]] = []
         for segment in scope.segments_for(p):
-            if not all(c.holds_in(scope.within(segment)) for c in self.segment_conditions):
+            if self.segment_conditions and not self._segment_matches(scope, segment):
                 continue
-            count = max(1, len(segment.repetitions(p.field)))
-            for repetition in [p.repetition] if p.repetition else range(1, count + 1):
-                if not all(c.holds_at(segment, repetition) for c in self.repetition_conditions):
+            for repetition in self._repetitions(segment):
+                if self.repetition_conditions and not self._repetition_matches(segment, repetition):
                     continue
                 value = segment.value(p.field, repetition, p.component, p.subcomponent)
-                occurrence = segment.occurrence
-                located = Path(p.segment, occurrence, p.field, repetition, p.component, p.subcomponent)
-                found.append((located, value))
+                found.append((p.at(segment.occurrence, repetition), value))
                 if not self.collect_all:
                     return found
         return found
+
+    def _repetitions(self, segment: Segment) -> range:
+        """The repetitions to try: the one the path names, else every one of the field.
+
+        Without ``all`` or a repetition ``where``, the first repetition is always the hit, so
+        the field is not split just to count them (this runs for every path of every message).
+        """
+        p = self.path
+        if p.repetition:
+            return range(p.repetition, p.repetition + 1)
+        if not self.collect_all and not self.repetition_conditions:
+            return range(1, 2)
+        return range(1, max(1, len(segment.repetitions(p.field))) + 1)
+
+    def _segment_matches(self, scope: Scope, segment: Segment) -> bool:
+        candidate = scope.within(segment)
+        return all(c.holds_in(candidate) for c in self.segment_conditions)
+
+    def _repetition_matches(self, segment: Segment, repetition: int) -> bool:
+        return all(c.holds_at(segment, repetition) for c in self.repetition_conditions)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,16 @@ class Path:
                 parts.append(str(self.subcomponent))
         return delimiters.component.join(parts)
 
+    def at(self, occurrence: int, repetition: int | None) -> Path:
+        """This path pinned to one segment occurrence and field repetition (where a value was read)."""
+        return _pinned(self, occurrence, repetition)
+
+
+@lru_cache(maxsize=4096)
+def _pinned(path: Path, occurrence: int, repetition: int | None) -> Path:
+    """Mappings pin the same few paths in every message, so keep them rather than rebuild them."""
+    return Path(path.segment, occurrence, path.field, repetition, path.component, path.subcomponent)
+
 
 @lru_cache(maxsize=1024)
 def _parse_cached(text: str) -> Path:
