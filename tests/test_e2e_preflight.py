@@ -8,24 +8,20 @@ vendor sandbox received nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import pytest
 
 from tests.support import e2e
-from tests.support.e2e import sample, with_msh
+from tests.support.e2e import sample, set_field, with_msh
 
 sandboxes, hospital, store, engine = e2e.sandboxes, e2e.hospital, e2e.store, e2e.engine  # fixtures
 
 
-def set_field(segment: str, field: int, value: str):
-    """An edit: one field of the first ``segment`` (not MSH) replaced."""
-    def edit(raw: bytes) -> bytes:
-        lines = raw.split(b"\r")
-        i = next(i for i, line in enumerate(lines) if line.startswith(segment.encode() + b"|"))
-        fields = lines[i].split(b"|")
-        fields[field] = value.encode()
-        lines[i] = b"|".join(fields)
-        return b"\r".join(lines)
-    return edit
+def replaced(segment: str, field: int, value: str) -> Callable[[bytes], bytes]:
+    """An edit: one field of the first ``segment`` replaced."""
+    return partial(set_field, segment=segment, field=field, value=value)
 
 
 def corrupt_base64(raw: bytes) -> bytes:
@@ -51,22 +47,22 @@ CASES = {
         "lis-oru-to-conneqt", "invalid/oru_r01_bad_snomed_code.hl7", unchanged,
         "AR", "102", "OBX^1^3^1^1", "gp-conneqt: codedDataItems[0].code: the SNOMED CT id check digit"),
     "medallies: gender not in table 0001": (
-        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", set_field("PID", 8, "Z"),
+        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", replaced("PID", 8, "Z"),
         "AR", "103", "PID^1^8^1", "referrers-direct: patientGender must be from table 0001"),
     "medallies: date of birth without a day": (
-        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", set_field("PID", 7, "1961"),
+        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", replaced("PID", 7, "1961"),
         "AR", "102", "PID^1^7^1^1", "referrers-direct: patientDOB"),
     "medallies: referrer without a Direct address": (
-        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", set_field("OBR", 28, "555"),
+        "ris-oru-to-medallies", "oru_r01_radiology_mri.hl7", replaced("OBR", 28, "555"),
         "AR", "103", "OBR^1^28^1^1", "referrers-direct: toDirectAddress: the value has no entry in lookup"),
     "qliq: ward without a Qliq group": (
-        "ehr-mdm-to-qliq", "mdm_t02_discharge_summary.hl7", set_field("PV1", 3, "ICU"),
+        "ehr-mdm-to-qliq", "mdm_t02_discharge_summary.hl7", replaced("PV1", 3, "ICU"),
         "CR", "103", "PV1^1^3^1^1", "care-team-qliq: to: the value has no entry in lookup"),
     "qliq: attachment not Base64": (
         "ehr-mdm-to-qliq", "mdm_t02_discharge_summary.hl7", corrupt_base64,
         "CR", "102", "OBX^3^5^1^5", "care-team-qliq: attachments[0].base64"),
     "kpn: ward without a group chat": (
-        "ehr-mdm-to-kpn", "mdm_t02_escapes_lf.hl7", set_field("PV1", 3, "ICU"),
+        "ehr-mdm-to-kpn", "mdm_t02_escapes_lf.hl7", replaced("PV1", 3, "ICU"),
         "AR", "103", "PV1^1^3^1^1", "ward-kpn: aux_id: the value has no entry in lookup"),
 }
 

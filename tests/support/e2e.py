@@ -90,6 +90,16 @@ def with_msh(raw: bytes, *, control_id: str, app_ack: str | None = None) -> byte
     return "|".join(fields).encode("ascii") + b"\r" + rest
 
 
+def set_field(raw: bytes, segment: str, field: int, value: str) -> bytes:
+    """``raw`` with one field of the first ``segment`` (not MSH) replaced."""
+    lines = raw.split(b"\r")
+    i = next(i for i, line in enumerate(lines) if line.startswith(segment.encode() + b"|"))
+    fields = lines[i].split(b"|")
+    fields[field] = value.encode()
+    lines[i] = b"|".join(fields)
+    return b"\r".join(lines)
+
+
 def obx_pdf(raw: bytes) -> bytes:
     """The decoded bytes of the first OBX ED's OBX-5.5 (the PDF a sample carries)."""
     message = Message.parse(raw)
