@@ -1,0 +1,156 @@
+"""The vendor webhooks served by the running engine, reached by the sandboxes over HTTP.
+
+The example MedAllies and Qliq channels run in one engine with ``webhook_endpoint``; the
+sandboxes are pointed at it as ``courier run --sandbox --webhooks`` does. A MedAllies DSN
+moves the delivery to DELIVERED (status polling is off, so only the webhook can), an inbound
+Direct message and a Qliq reply reach the hospital as MDM^T02.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import replace
+
+import pytest
+import requests
+
+from engine.channel.check import load_channels
+from engine.channel.config import StatusReports
+from engine.commands.run import point_sandboxes_at_webhooks
+from engine.message.batch import split_file
+from engine.sandbox import start_sandboxes
+from engine.service import build_engine
+from engine.status.qliq_keys import generate_key_pair, upload_public_key
+from engine.store.base import DELIVERED, SENT
+from tests.conftest import on_reactor
+from tests.support.engine import open_store
+from tests.support.mllp import BlockingClient
+from tests.test_delivery_queue import wait_for
+from tests.test_status_reporter import Hospital
+from tests.test_wiring_requeue import REPO
+
+QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact: the example mapping sets no from
+PATH_TOKEN = "reply-path-token"
+
+
+def sample(name: str) -> bytes:
+    return split_file((REPO / "sample_messages" / name).read_bytes())[0]
+
+
+@pytest.fixture
+def sandboxes(reactor):
+    free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
+    started = on_reactor(start_sandboxes, reactor, ports=free_ports)
+    started.medallies.configure({"processed_after_s": 0.05, "dispatched_after_s": 0.1})
+    started.qliq.configure({"delivered_after_s": None, "read_after_s": None})
+    yield started
+    on_reactor(started.stop)
+
+
+@pytest.fixture
+def hospital(reactor):
+    listening = Hospital(reactor).up()
+    yield listening
+    listening.down()
+
+
+def example_channel(name: str, sandboxes, hospital, **settings):
+    env = {"MEDALLIES_BASE_URL": sandboxes.medallies.base_url, "QLIQ_BASE_URL": sandboxes.qliq.base_url}
+    (channel,) = load_channels([REPO / "channels" / name], env=env)
+    (destination,) = channel.destinations
+    destination = replace(destination, settings={**destination.settings, **settings},
+                          status=replace(destination.status, poll=False))
+    reports = StatusReports(to=f"tcp:host=127.0.0.1:port={hospital.port}",
+                            events=("delivered", "failed"), connect_timeout_s=1.0, ack_timeout_s=1.0,
+                            tls=None)
+    return replace(channel, source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
+                   destinations=(destination,), status_reports=reports)
+
+
+@pytest.fixture
+def engine(reactor, tmp_path, sandboxes, hospital):
+    key_file = tmp_path / "qliq_reply_key.pem"
+    public_pem = generate_key_pair(key_file)
+    with requests.Session() as session:
+        upload_public_key(session, sandboxes.qliq.base_url, "sandbox-qliq-key", QLIQ_SENDER, public_pem)
+    channels = [
+        example_channel("ris_oru_to_medallies.toml", sandboxes, hospital,
+                        webhook_secret="sandbox-inbound-secret"),
+        example_channel("ehr_mdm_to_qliq.toml", sandboxes, hospital, reply_key_file=key_file,
+                        reply_sender=QLIQ_SENDER, reply_webhook_token=PATH_TOKEN),
+    ]
+    store = open_store(reactor, tmp_path / "courier.sqlite3", durability="normal")
+    running = build_engine(reactor, channels, store, webhook_endpoint="tcp:0:interface=127.0.0.1")
+    on_reactor(running.start)
+    point_sandboxes_at_webhooks(sandboxes, running)
+    running.store = store
+    yield running
+    on_reactor(running.stop)
+    on_reactor(store.close)
+
+
+def send(engine, channel: str, raw: bytes) -> None:
+    with BlockingClient(engine.port(channel)) as client:
+        client.request(raw)
+
+
+def delivery_in(engine, destination: str, state: str):
+    found = on_reactor(engine.store.list_deliveries, destination=destination, state=state)
+    return found[0] if found else None
+
+
+def next_document(hospital: Hospital, timeout: float = 5.0):
+    """The next MDM^T02 the hospital got (status reports in between are skipped)."""
+    while True:
+        try:
+            message = hospital.next(timeout)
+        except queue.Empty:
+            raise AssertionError("no MDM^T02 reached the hospital") from None
+        if message.msh.field(9).startswith("MDM^T02"):
+            return message
+
+
+def test_the_urls_follow_the_documented_scheme(engine):
+    assert sorted(engine.webhook_resources) == [
+        "medallies/ris-oru-to-medallies/referrers-direct/dsn",
+        "medallies/ris-oru-to-medallies/referrers-direct/inbound",
+        f"qliq/ehr-mdm-to-qliq/care-team-qliq/{PATH_TOKEN}/replies",
+    ]
+
+
+def test_a_medallies_dsn_moves_the_delivery_to_delivered(engine, sandboxes):
+    send(engine, "ris-oru-to-medallies", sample("oru_r01_radiology_mri.hl7"))
+    delivered = wait_for(lambda: delivery_in(engine, "referrers-direct", DELIVERED), 10, "DELIVERED")
+    dsns = [w for w in sandboxes.medallies.state.webhooks if w["kind"] == "dsn"]
+    assert dsns and all(w["status"] == 200 for w in dsns)
+    assert delivered.remote_id
+    assert not any("/dirmsg/status" in r.path for r in sandboxes.medallies.state.requests)
+
+
+def test_an_inbound_direct_message_reaches_the_hospital(engine, sandboxes, hospital):
+    entry = on_reactor(sandboxes.medallies.send_inbound, {"messageBody": "Please see the patient"})
+    assert entry["status"] == 200
+    document = next_document(hospital)
+    assert document.get("TXA-12") == entry["messageId"]
+    assert "Please see the patient" in document.get("OBX-5")
+
+
+def test_a_qliq_reply_answers_the_original_message(engine, sandboxes, hospital):
+    raw = sample("mdm_t02_discharge_summary.hl7")
+    send(engine, "ehr-mdm-to-qliq", raw)
+    wait_for(lambda: delivery_in(engine, "care-team-qliq", SENT), 10, "SENT to Qliq")
+    (qliq_message_id,) = sandboxes.qliq.state.messages
+    entry = on_reactor(sandboxes.qliq.reply, qliq_message_id, "Seen, thanks")
+    assert entry["status"] == 200
+    document = next_document(hospital)
+    assert document.get("TXA-13") == "EPR-T02-0002"  # the discharge summary's control id
+    assert document.get("PID-3.1") == "E4445556"
+
+
+def test_webhooks_refuse_callers_without_the_secret(engine):
+    base = f"http://127.0.0.1:{engine.webhook_port()}"
+    dsn = f"{base}/medallies/ris-oru-to-medallies/referrers-direct/dsn"
+    assert requests.post(dsn, json={"Id": "x"}, timeout=5).status_code == 401
+    assert requests.post(dsn, json={"Id": "x"}, auth=("medallies", "wrong"), timeout=5).status_code == 401
+    no_token = f"{base}/qliq/ehr-mdm-to-qliq/care-team-qliq/replies"
+    assert requests.post(no_token, data={"message": "x"}, timeout=5).status_code == 404
