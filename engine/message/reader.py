@@ -22,17 +22,33 @@ _HEADER_NAMES = ("MSH", "FHS", "BHS")  # segments whose 1st field is the field s
 
 
 class Segment:
-    """One segment; its fields are split on first access and kept raw (still escaped)."""
+    """One segment; its fields are split on first access and kept raw (still escaped).
 
-    __slots__ = ("name", "index", "occurrence", "_line", "_delimiters", "_charset", "_fields")
+    A segment is the span ``text[start:end]`` of its message's text, copied out only when a
+    field is read: a 200 KB base64 OBX that routing and mapping never read is never copied.
+    """
+
+    __slots__ = (
+        "name", "index", "occurrence", "_text", "_start", "_end", "_delimiters", "_charset", "_fields"
+    )
 
     def __init__(
-        self, line: str, index: int, occurrence: int, delimiters: Delimiters, charset: str
+        self,
+        name: str,
+        text: str,
+        start: int,
+        end: int,
+        index: int,
+        occurrence: int,
+        delimiters: Delimiters,
+        charset: str,
     ) -> None:
-        self.name = line[:3]
+        self.name = name  # text[start:end][:3], sliced once by the caller
         self.index = index
         self.occurrence = occurrence
-        self._line = line
+        self._text = text
+        self._start = start
+        self._end = end
         self._delimiters = delimiters
         self._charset = charset
         self._fields: list[str] | None = None
@@ -40,7 +56,7 @@ class Segment:
     def _split(self) -> list[str]:
         """Fields indexed by HL7 field number: ``fields[n]`` is SEG-n, ``fields[0]`` the name."""
         if self._fields is None:
-            fields = self._line.split(self._delimiters.field)
+            fields = self._text[self._start : self._end].split(self._delimiters.field)
             if self.name in _HEADER_NAMES:
                 fields.insert(1, self._delimiters.field)  # MSH-1 *is* the field separator
             self._fields = fields
@@ -155,7 +171,8 @@ class Message:
         self.charset_problem = charset_problem
         self.delimiters = delimiters
         end = text.find("\r")
-        self.msh = Segment(text if end < 0 else text[:end], 0, 1, delimiters, charset)
+        end = len(text) if end < 0 else end
+        self.msh = Segment(text[: min(3, end)], text, 0, end, 0, 1, delimiters, charset)
         self._segments: list[Segment] | None = None
         self._by_name: dict[str, list[Segment]] = {}
 
@@ -211,15 +228,25 @@ class Message:
         return self._segments
 
     def _split_segments(self) -> None:
+        """Find each segment's span (no ``text.split``: that would copy every segment)."""
+        text, size, find = self.text, len(self.text), self.text.find
+        delimiters, charset = self.delimiters, self.charset
         segments = [self.msh]
         by_name = {self.msh.name: [self.msh]}
-        for line in self.text.split("\r")[1:]:
-            if not line.strip():
-                continue
-            same_name = by_name.setdefault(line[:3], [])
-            segment = Segment(line, len(segments), len(same_name) + 1, self.delimiters, self.charset)
-            same_name.append(segment)
-            segments.append(segment)
+        start = self.msh._end + 1
+        while start < size:
+            end = find("\r", start)
+            if end < 0:
+                end = size
+            # Skip blank lines; only a line that starts with whitespace is sliced to check.
+            if start < end and not (text[start].isspace() and text[start:end].isspace()):
+                name = text[start : min(start + 3, end)]
+                same_name = by_name.setdefault(name, [])
+                occurrence = len(same_name) + 1
+                segment = Segment(name, text, start, end, len(segments), occurrence, delimiters, charset)
+                same_name.append(segment)
+                segments.append(segment)
+            start = end + 1
         self._segments, self._by_name = segments, by_name
 
     def _named(self, name: str) -> list[Segment]:
