@@ -87,13 +87,13 @@ def test_leading_whitespace_and_nuls_are_skipped_and_blank_lines_ignored():
 
 
 def test_segments_end_at_their_own_separator_whatever_their_length():
-    text = "MSH|^~\\&|LAB|||||||X1\rZ\r \t \rZB|1\rOBX|1|ED|PDF^Report^L||^AP^PDF^Base64^" + "A" * 70000
+    text = "MSH|^~\\&|LAB|||||||X1\rZ\r \t \rZB\rZZZ|1\rOBX|1|ED|PDF^Report^L||^AP^PDF^Base64^" + "A" * 70000
     message = Message.parse(text.encode("ascii") + b"\rNTE|1||last")
     assert [(s.name, s.index, s.occurrence) for s in message.segments] == [
-        ("MSH", 0, 1), ("Z", 1, 1), ("ZB", 2, 1), ("OBX", 3, 1), ("NTE", 4, 1)
+        ("MSH", 0, 1), ("Z", 1, 1), ("ZB", 2, 1), ("ZZZ", 3, 1), ("OBX", 4, 1), ("NTE", 5, 1)
     ]
-    assert len(message.segment("Z")) == 0
-    assert message.get("ZB-1") == "1"
+    assert len(message.segment("Z")) == 0 and len(message.segment("ZB")) == 0
+    assert message.get("ZZZ-1") == "1"
     assert message.get("OBX-5.5") == "A" * 70000
     assert message.get("NTE-3") == "last"
     assert message.msh.field(10) == "X1"
