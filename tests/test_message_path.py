@@ -74,3 +74,12 @@ def test_erl_is_the_err_2_error_location(text, erl):
 
 def test_erl_uses_the_message_component_separator():
     assert Path.parse("OBX[3]-5.4").erl(Delimiters("#", "$", "*", "@", "!")) == "OBX$3$5$1$4"
+
+
+def test_at_pins_the_occurrence_and_repetition_and_keeps_the_rest():
+    path = Path.parse("OBX-5.2.1")
+    pinned = path.at(3, 2)
+    assert pinned == Path("OBX", 3, 5, 2, 2, 1)
+    assert str(pinned) == "OBX[3]-5[2].2.1"
+    assert path.at(3, 2) is pinned  # cached: mappings pin the same paths for every message
+    assert str(Path.parse("PID-3[2]").at(1, 2)) == "PID[1]-3[2]"
