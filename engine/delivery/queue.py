@@ -114,7 +114,8 @@ class DeliveryQueue(Service):
 
     def start(self) -> Deferred[None]:
         """Put back deliveries a crashed run left SENDING, then start delivering."""
-        return self._store.recover_leases(self._clock.seconds()).addCallback(self._recovered)
+        d = self._store.recover_left_sending(self.name, self._clock.seconds())
+        return d.addCallback(self._recovered)
 
     def _recovered(self, count: int) -> None:
         if count:

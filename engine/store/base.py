@@ -199,6 +199,8 @@ class Store(Protocol):
 
     def recover_leases(self, now: float) -> Deferred[int]: ...
 
+    def recover_left_sending(self, destination: str, now: float) -> Deferred[int]: ...
+
     def list_deliveries(
         self,
         channel: str | None = None,

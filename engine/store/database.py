@@ -102,6 +102,11 @@ _RECOVER = """
         updated_at = ?
     WHERE state = 'SENDING' AND lease_until < ?
     RETURNING id, message_id"""
+_RECOVER_LEFT_SENDING = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
+        updated_at = ?
+    WHERE destination = ? AND state = 'SENDING'
+    RETURNING id, message_id"""
 _MARK_SENT = """
     UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
@@ -411,6 +416,17 @@ class Database:
         """Put back deliveries whose sender died mid-send (lease expired): at-least-once."""
         recovered = self.connection.execute(_RECOVER, (now, now, now)).fetchall()
         self._append_events(recovered, now, "lease_expired", QUEUED)
+        return len(recovered)
+
+    def recover_left_sending(self, destination: str, now: float) -> int:
+        """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.
+
+        Its queue calls this as it starts, before it claims anything, so none of these sends
+        is in flight any more (one engine per store). Waiting for their leases instead would
+        hold them after a quick restart until the next restart.
+        """
+        recovered = self.connection.execute(_RECOVER_LEFT_SENDING, (now, now, destination)).fetchall()
+        self._append_events(recovered, now, "lease_expired", QUEUED)  # its holder is gone
         return len(recovered)
 
     def list_deliveries(

@@ -137,6 +137,9 @@ class SQLiteStore:
     def recover_leases(self, now: float) -> Deferred[int]:
         return self._write(Database.recover_leases, now)
 
+    def recover_left_sending(self, destination: str, now: float) -> Deferred[int]:
+        return self._write(Database.recover_left_sending, destination, now)
+
     def list_deliveries(
         self,
         channel: str | None = None,
