@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from twisted.internet import endpoints
 
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Retry
@@ -27,13 +28,14 @@ from engine.destinations.kpn_oauth import authorization_url, exchange_code
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
+from engine.mllp.server import Limits, MLLPServerFactory
 from engine.sandbox import Sandboxes, start_sandboxes
 from engine.sandbox.base import VendorSandbox
 from engine.service import build_engine
 from engine.store import Store
 from engine.store.base import Delivery
 from tests.conftest import on_reactor
-from tests.support.engine import listen, open_store
+from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,14 +123,17 @@ def reset_sandboxes(sandboxes: Sandboxes) -> None:
 
 
 class Hospital:
-    """The sending system's status listener: ACKs every HL7 message it gets and keeps it."""
+    """The sending system's status listener (on ``port``, or a free one): ACKs every HL7
+    message it gets and keeps it."""
 
     def __init__(self, reactor, port: int = 0) -> None:
         self.reactor = reactor
         self.messages: list[Message] = []
-        self.port, self._listening, _ = listen(
-            reactor, "hospital", AcknowledgingReceiver(reactor, self.messages.append)
-        )
+        factory = MLLPServerFactory("hospital", AcknowledgingReceiver(reactor, self.messages.append),
+                                    reactor, Limits())
+        endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
+        self._listening = on_reactor(endpoint.listen, factory)
+        self.port = self._listening.getHost().port
 
     def about(self, control_id: str) -> list[Message]:
         """The messages answering ``control_id`` (their MSA-2), in arrival order."""
