@@ -98,3 +98,21 @@ def test_in_frame_tracks_unfinished_frames() -> None:
     assert framer.in_frame and framer.buffered == 3
     framer.feed(b"|\x1c\r")
     assert not framer.in_frame
+
+
+def test_a_large_frame_over_several_reads_keeps_every_byte_in_order() -> None:
+    payload = MSG + bytes(range(32, 127)) * 3000
+    data = frame(payload)
+    framer = Framer(1 << 20)
+    for start in range(0, len(data) - 2, 65536):
+        assert framer.feed(data[start : min(start + 65536, len(data) - 2)]) == []
+        assert framer.buffered == min(start + 65536, len(data) - 2) - 1  # all but the start byte
+    assert framer.feed(b"\x1c\r" + frame(MSG)) == [Frame(payload), Frame(MSG)]
+    assert framer.buffered == 0
+
+
+def test_oversize_head_is_the_first_4096_bytes_across_reads() -> None:
+    framer = Framer(10_000)
+    assert framer.feed(b"\x0b" + b"A" * 3000) == []
+    events = framer.feed(b"B" * 3000) + framer.feed(b"C" * 5000)
+    assert events == [Oversize(b"A" * 3000 + b"B" * 1096)]

@@ -72,7 +72,10 @@ class Framer:
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
+        # An unfinished frame is kept as the reads it arrived in and joined once at its end:
+        # growing one buffer read by read copies a 200 KB frame several times over.
+        self._parts: list[bytes] = []
+        self._buffered = 0
         self._in_frame = False
         self._expect_cr = False
         self._failed = False
@@ -85,7 +88,7 @@ class Framer:
     @property
     def buffered(self) -> int:
         """Bytes of the unfinished frame held so far."""
-        return len(self._buffer)
+        return self._buffered
 
     def feed(self, data: bytes) -> list[Event]:
         """Consume ``data`` and return what it completed, in stream order."""
@@ -113,26 +116,26 @@ class Framer:
             end = data.find(_END, position)
             restart = data.find(_START, position, size if end == -1 else end)
             if restart != -1:
-                self._buffer += data[position:restart]
-                events.append(BrokenFrame(len(self._buffer)))
-                self._buffer.clear()
+                events.append(BrokenFrame(self._buffered + restart - position))
+                self._drop()
                 position = restart + 1
                 continue
             stop = size if end == -1 else end
-            if len(self._buffer) + stop - position > self.max_frame_bytes:
-                self._buffer += data[position : position + _HEAD_BYTES]
-                events.append(Oversize(bytes(self._buffer[:_HEAD_BYTES])))
-                self._buffer.clear()
+            if self._buffered + stop - position > self.max_frame_bytes:
+                head = b"".join([*self._parts, data[position : position + _HEAD_BYTES]])[:_HEAD_BYTES]
+                events.append(Oversize(head))
+                self._drop()
                 self._in_frame = False
                 self._failed = True
                 break
             if end == -1:
-                self._buffer += data[position:]
+                self._parts.append(data[position:])
+                self._buffered += size - position
                 break
-            if self._buffer:
-                self._buffer += data[position:end]
-                payload = bytes(self._buffer)
-                self._buffer.clear()
+            if self._parts:
+                self._parts.append(data[position:end])
+                payload = b"".join(self._parts)
+                self._drop()
             else:
                 payload = data[position:end]
             events.append(Frame(payload))
@@ -146,3 +149,7 @@ class Framer:
             else:
                 self._expect_cr = True
         return events
+
+    def _drop(self) -> None:
+        self._parts.clear()
+        self._buffered = 0
