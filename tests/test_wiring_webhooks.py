@@ -77,7 +77,7 @@ def engine(reactor, tmp_path, sandboxes, hospital):
         example_channel("ris_oru_to_medallies.toml", sandboxes, hospital,
                         webhook_secret="sandbox-inbound-secret"),
         example_channel("ehr_mdm_to_qliq.toml", sandboxes, hospital, reply_key_file=key_file,
-                        reply_sender=QLIQ_SENDER, reply_webhook_token=PATH_TOKEN),
+                        reply_sender=QLIQ_SENDER, reply_webhook_token=PATH_TOKEN, poll_replies_s=1.0),
     ]
     store = open_store(reactor, tmp_path / "courier.sqlite3", durability="normal")
     running = build_engine(reactor, channels, store, webhook_endpoint="tcp:0:interface=127.0.0.1")
@@ -145,6 +145,18 @@ def test_a_qliq_reply_answers_the_original_message(engine, sandboxes, hospital):
     document = next_document(hospital)
     assert document.get("TXA-13") == "EPR-T02-0002"  # the discharge summary's control id
     assert document.get("PID-3.1") == "E4445556"
+
+
+def test_a_reply_the_webhook_missed_is_fetched_by_the_poller(engine, sandboxes, hospital):
+    send(engine, "ehr-mdm-to-qliq", sample("mdm_t02_discharge_summary.hl7"))
+    wait_for(lambda: delivery_in(engine, "care-team-qliq", SENT), 10, "SENT to Qliq")
+    (qliq_message_id,) = sandboxes.qliq.state.messages
+    sandboxes.qliq.configure({"reply_url": "http://127.0.0.1:1/webhook-down"})
+    entry = on_reactor(sandboxes.qliq.reply, qliq_message_id, "Replying while you were down")
+    assert entry.get("status") != 200
+    document = next_document(hospital, timeout=5.0)  # the poller asks every second
+    assert document.get("TXA-13") == "EPR-T02-0002"
+    assert "while you were down" in document.get("OBX-5")
 
 
 def test_webhooks_refuse_callers_without_the_secret(engine):
