@@ -23,6 +23,7 @@ from twisted.internet import endpoints
 
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Retry
+from engine.commands.run import point_sandboxes_at_webhooks
 from engine.delivery.tokens import StoredToken, kpn_token_key
 from engine.destinations.kpn_oauth import authorization_url, exchange_code
 from engine.listener import AcknowledgingReceiver
@@ -203,7 +204,8 @@ def authorize_kpn(store: Store, sandboxes: Sandboxes, channels: list[Channel]) -
 
 class RunningEngine:
     """``build_engine`` over the example channels (``options`` are its keyword arguments),
-    with helpers to talk to it and watch it. conneQt exchanges its access code at start."""
+    with helpers to talk to it and watch it. conneQt exchanges its access code at start; with
+    webhooks the sandboxes are pointed at them, as ``courier run --sandbox --webhooks`` does."""
 
     def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel],
                  **options: Any) -> None:
@@ -212,6 +214,8 @@ class RunningEngine:
         authorize_kpn(store, sandboxes, channels)
         self.engine = build_engine(reactor, channels, store, **options)
         on_reactor(self.engine.start)
+        if self.engine.webhook_resources:
+            point_sandboxes_at_webhooks(sandboxes, self.engine)
 
     def send(self, channel: str, payload: bytes) -> Message:
         """Send one message over a new MLLP connection; its ACK."""

@@ -1,0 +1,147 @@
+"""Messages from the vendors to the hospital, through the engine's webhook endpoint.
+
+A Qliq recipient's reply, encrypted by the sandbox with the public key Courier uploaded,
+reaches the hospital as HL7 with the decrypted text and attachment; a tampered or wrongly
+keyed reply is refused with a log line and the engine carries on. A MedAllies inbound Direct
+message with two attachments reaches the hospital as MDM^T02 with two OBX ED segments, and
+the webhook answers 200 only once it is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import requests
+
+from engine.message import Message
+from engine.sandbox.http import Part, encode_multipart
+from engine.status.qliq_keys import generate_key_pair, upload_public_key
+from engine.store.base import SENT
+from tests.conftest import on_reactor
+from tests.support import e2e
+from tests.support.e2e import RunningEngine, example_channels, reset_sandboxes, sample, wait_for, with_msh
+
+sandboxes, hospital, store = e2e.sandboxes, e2e.hospital, e2e.store  # fixtures
+
+QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact, the sender of our messages
+PDF = b"%PDF-1.4\n% a scanned reply\n"
+
+
+def upload(sandboxes, public_pem: bytes) -> None:
+    with requests.Session() as session:
+        upload_public_key(session, sandboxes.qliq.base_url, "sandbox-qliq-key", QLIQ_SENDER, public_pem)
+
+
+@pytest.fixture
+def reply_key(tmp_path, sandboxes) -> bytes:
+    """Courier's reply key pair (private key file for the engine); the public key uploaded."""
+    reset_sandboxes(sandboxes)
+    public_pem = generate_key_pair(tmp_path / "qliq_reply_key.pem")
+    upload(sandboxes, public_pem)
+    return public_pem
+
+
+@pytest.fixture
+def engine(reactor, sandboxes, hospital, store, tmp_path, reply_key) -> Iterator[RunningEngine]:
+    """The example channels with the engine's webhooks served and the Qliq reply key set."""
+    channels = []
+    for channel in example_channels(sandboxes, hospital.port):
+        if channel.name == "ehr-mdm-to-qliq":
+            (qliq,) = channel.destinations
+            settings = {**qliq.settings, "reply_key_file": tmp_path / "qliq_reply_key.pem",
+                        "reply_sender": QLIQ_SENDER}
+            channel = replace(channel, destinations=(replace(qliq, settings=settings),))
+        channels.append(channel)
+    running = RunningEngine(reactor, sandboxes, store, channels, webhook_endpoint="tcp:0:interface=127.0.0.1")
+    yield running
+    running.stop()
+
+
+def documents(hospital) -> list[Message]:
+    return [m for m in list(hospital.messages) if m.message_type == "MDM"]
+
+
+def sent_to_qliq(engine, sandboxes, control_id: str) -> str:
+    """Send the discharge summary under ``control_id``; Qliq's message id once SENT."""
+    engine.send("ehr-mdm-to-qliq", with_msh(sample("mdm_t02_discharge_summary.hl7"), control_id=control_id))
+    return engine.wait_state(control_id, SENT).remote_id
+
+
+def test_a_qliq_reply_reaches_the_hospital_decrypted_with_its_attachment(engine, sandboxes, hospital):
+    qliq_id = sent_to_qliq(engine, sandboxes, "EPR-REPLY-1")
+    entry = on_reactor(sandboxes.qliq.reply, qliq_id, "Seen, thanks. Scan attached.",
+                       attachment=Part("attachment", "scan.pdf", "application/pdf", PDF))
+    assert entry["status"] == 200
+
+    [document] = wait_for(lambda: documents(hospital), what="the reply at the hospital")
+    assert document.get("MSH-9").startswith("MDM^T02")
+    assert document.get("TXA-13") == "EPR-REPLY-1", "answers the original message"
+    assert document.get("PID-3.1") == "E4445556"
+    text, attachment = [s for s in document.all("OBX")]
+    assert (text.value(2), text.value(5)) == ("TX", "Seen, thanks. Scan attached.")
+    assert attachment.value(2) == "ED"
+    assert attachment.value(5, component=4) == "Base64"
+    assert base64.b64decode(attachment.value(5, component=5)) == PDF
+    assert "scan.pdf" in attachment.value(3)
+
+
+def test_a_wrongly_keyed_reply_is_refused_with_a_log_line_and_the_engine_carries_on(
+        engine, sandboxes, hospital, tmp_path, reply_key, caplog):
+    qliq_id = sent_to_qliq(engine, sandboxes, "EPR-REPLY-2")
+    upload(sandboxes, generate_key_pair(tmp_path / "someone_elses_key.pem"))
+    with caplog.at_level(logging.WARNING):
+        entry = on_reactor(sandboxes.qliq.reply, qliq_id, "For someone else's eyes")
+    assert entry["status"] == 400, "refused for good: resending the same ciphertext cannot help"
+    assert any("Qliq reply webhook" in r.getMessage() for r in caplog.records)
+    assert "someone else" not in caplog.text, "no message text in the log"
+
+    upload(sandboxes, reply_key)
+    assert on_reactor(sandboxes.qliq.reply, qliq_id, "Now readable")["status"] == 200
+    [document] = wait_for(lambda: documents(hospital), what="the readable reply")
+    assert document.all("OBX")[0].value(5) == "Now readable"
+
+
+def test_a_tampered_reply_is_refused_with_a_log_line(engine, sandboxes, hospital, caplog):
+    qliq_id = sent_to_qliq(engine, sandboxes, "EPR-REPLY-3")
+    original = sandboxes.qliq.state.messages[qliq_id]
+    garbage = base64.b64encode(bytes(range(256)) * 2)  # not our ciphertext
+    body, content_type = encode_multipart(
+        {"conversation_id": original["conversation_id"], "message_id": "tampered"},
+        [Part("message", "message", "text/plain", garbage)], boundary="e2e-boundary")
+    with caplog.at_level(logging.WARNING):
+        answer = requests.post(sandboxes.qliq.reply_url, data=body, headers={"Content-Type": content_type},
+                               timeout=5)
+    assert answer.status_code == 400
+    assert any("Qliq reply webhook" in r.getMessage() for r in caplog.records)
+    assert on_reactor(sandboxes.qliq.reply, qliq_id, "Genuine")["status"] == 200
+    [document] = wait_for(lambda: documents(hospital), what="the genuine reply")
+    assert document.all("OBX")[0].value(5) == "Genuine"
+
+
+def test_a_medallies_inbound_message_with_two_attachments_becomes_an_mdm_t02(
+        engine, sandboxes, hospital, store):
+    attachments = [
+        {"attachmentClass": "application/pdf", "attachmentTitle": "Referral letter",
+         "attachmentContent": base64.b64encode(b"%PDF-1.4 letter").decode()},
+        {"attachmentClass": "image/png", "attachmentTitle": "Wound photo",
+         "attachmentContent": base64.b64encode(b"\x89PNG photo").decode()},
+    ]
+    hospital.stop()  # down: the answer must not wait for the hospital, only for the store
+    entry = on_reactor(sandboxes.medallies.send_inbound,
+                       {"emailAttachmentList": attachments, "messageBody": "Please review"})
+    assert entry["status"] == 200
+    pending = on_reactor(store.outbox_next, "ris-oru-to-medallies", float("inf"))
+    assert pending is not None, "stored before the 200"
+    document = Message.parse(pending.payload)
+    assert document.get("MSH-9").startswith("MDM^T02")
+    assert document.get("TXA-12") == entry["messageId"]
+    text, *eds = document.all("OBX")
+    assert "Please review" in text.value(5)
+    assert [ed.value(2) for ed in eds] == ["ED", "ED"]
+    assert [ed.value(5, component=3) for ed in eds] == ["PDF", "PNG"]
+    decoded = [base64.b64decode(ed.value(5, component=5)) for ed in eds]
+    assert decoded == [b"%PDF-1.4 letter", b"\x89PNG photo"]
