@@ -19,9 +19,11 @@ from engine.channel.config import StatusReports
 from engine.commands.run import point_sandboxes_at_webhooks
 from engine.message.batch import split_file
 from engine.sandbox import start_sandboxes
+from engine.sandbox.certs import make_certificates
 from engine.service import build_engine
 from engine.status.qliq_keys import generate_key_pair, upload_public_key
 from engine.store.base import DELIVERED, SENT
+from engine.tls import TLSSettings
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
@@ -166,3 +168,24 @@ def test_webhooks_refuse_callers_without_the_secret(engine):
     assert requests.post(dsn, json={"Id": "x"}, auth=("medallies", "wrong"), timeout=5).status_code == 401
     no_token = f"{base}/qliq/ehr-mdm-to-qliq/care-team-qliq/replies"
     assert requests.post(no_token, data={"message": "x"}, timeout=5).status_code == 404
+
+
+def test_webhooks_over_tls(reactor, tmp_path, sandboxes, hospital):
+    certs = make_certificates(tmp_path / "certs")
+    channel = example_channel("ris_oru_to_medallies.toml", sandboxes, hospital, webhook_secret="hook-secret")
+    store = open_store(reactor, tmp_path / "tls.sqlite3", durability="normal")
+    running = build_engine(reactor, [channel], store, hold_deliveries=True,
+                           webhook_endpoint="tcp:0:interface=127.0.0.1",
+                           webhook_tls=TLSSettings(certs.server_cert, certs.server_key))
+    on_reactor(running.start)
+    try:
+        url = f"https://localhost:{running.webhook_port()}/medallies/ris-oru-to-medallies/referrers-direct/dsn"
+        dsn = {"Id": "urn:uuid:unknown", "Disposition": "automatic-action/MDN-sent-automatically; processed"}
+        answer = requests.post(url, json=dsn, auth=("medallies", "hook-secret"), verify=str(certs.ca_cert),
+                               timeout=5)
+        assert answer.status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.post(url, json=dsn, timeout=5)  # a client that does not trust our CA
+    finally:
+        on_reactor(running.stop)
+        on_reactor(store.close)
