@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from engine.delivery import idempotency_key
 from engine.destinations.base import message_uuid
 from engine.store.base import DELIVERED, READ, SENT
@@ -138,3 +140,29 @@ def test_documents_and_their_replacement_reach_the_kpn_group_chats_in_order(engi
         assert record["chat"] == "groupchats/sandbox-group-1"
     wait_for(lambda: all(SENT in engine.states(c) for c in ("EPR-T02-0007", "EPR-T10-0005")))
 
+
+
+#: The shipped samples each example channel takes in and delivers (sample_messages/README.md).
+DELIVERED_SAMPLES = {
+    "oru_r01_lab_fbc_pdf.hl7": "lis-oru-to-conneqt",
+    "oru_r01_lab_two_orders.hl7": "lis-oru-to-conneqt",
+    "oru_r01_microbiology_urine.hl7": "lis-oru-to-conneqt",
+    "oru_r01_lab_latin1_name.hl7": "lis-oru-to-conneqt",
+    "oru_r01_lab_utf8_name.hl7": "lis-oru-to-conneqt",
+    "oru_r01_lab_zsegments_v27.hl7": "lis-oru-to-conneqt",
+    "oru_r01_radiology_mri.hl7": "ris-oru-to-medallies",
+    "mdm_t02_discharge_summary.hl7": "ehr-mdm-to-qliq",
+    "mdm_t02_escapes_lf.hl7": "ehr-mdm-to-kpn",
+    "mdm_t10_replacement_content.hl7": "ehr-mdm-to-kpn",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DELIVERED_SAMPLES))
+def test_every_sample_its_channel_accepts_reaches_the_vendor_once(engine, sandboxes, name):
+    channel = DELIVERED_SAMPLES[name]
+    ack = engine.send(channel, sample(name))
+    assert ack.segment("MSA").value(1) in ("AA", "CA")
+    delivery = engine.wait_state(ack.segment("MSA").value(2), *SENT_OR_LATER)
+    vendor = {s.name: s for s in sandboxes}[engine.channels[channel].destinations[0].type]
+    assert list(vendor.state.messages) == [delivery.remote_id]
+    assert all(not s.state.messages for s in sandboxes if s is not vendor)
