@@ -1,4 +1,6 @@
-"""Messages from the vendors to the hospital, through the engine's webhook endpoint.
+"""What the vendors push to the engine's webhook endpoint, through to the hospital.
+
+MedAllies DSNs move deliveries on and are reported as status ACKs.
 
 A Qliq recipient's reply, encrypted by the sandbox with the public key Courier uploaded,
 reaches the hospital as HL7 with the decrypted text and attachment; a tampered or wrongly
@@ -23,7 +25,15 @@ from engine.status.qliq_keys import generate_key_pair, upload_public_key
 from engine.store.base import SENT
 from tests.conftest import on_reactor
 from tests.support import e2e
-from tests.support.e2e import RunningEngine, example_channels, reset_sandboxes, sample, wait_for, with_msh
+from tests.support.e2e import (
+    RunningEngine,
+    example_channels,
+    force_status,
+    reset_sandboxes,
+    sample,
+    wait_for,
+    with_msh,
+)
 
 sandboxes, hospital, store = e2e.sandboxes, e2e.hospital, e2e.store  # fixtures
 
@@ -50,11 +60,14 @@ def engine(reactor, sandboxes, hospital, store, tmp_path, reply_key) -> Iterator
     """The example channels with the engine's webhooks served and the Qliq reply key set."""
     channels = []
     for channel in example_channels(sandboxes, hospital.port):
+        (destination,) = channel.destinations
         if channel.name == "ehr-mdm-to-qliq":
-            (qliq,) = channel.destinations
-            settings = {**qliq.settings, "reply_key_file": tmp_path / "qliq_reply_key.pem",
+            settings = {**destination.settings, "reply_key_file": tmp_path / "qliq_reply_key.pem",
                         "reply_sender": QLIQ_SENDER}
-            channel = replace(channel, destinations=(replace(qliq, settings=settings),))
+            channel = replace(channel, destinations=(replace(destination, settings=settings),))
+        if channel.name == "ris-oru-to-medallies":  # statuses by DSN webhook only
+            no_polls = replace(destination.status, poll=False)
+            channel = replace(channel, destinations=(replace(destination, status=no_polls),))
         channels.append(channel)
     running = RunningEngine(reactor, sandboxes, store, channels, webhook_endpoint="tcp:0:interface=127.0.0.1")
     yield running
@@ -145,3 +158,19 @@ def test_a_medallies_inbound_message_with_two_attachments_becomes_an_mdm_t02(
     assert [ed.value(5, component=3) for ed in eds] == ["PDF", "PNG"]
     decoded = [base64.b64decode(ed.value(5, component=5)) for ed in eds]
     assert decoded == [b"%PDF-1.4 letter", b"\x89PNG photo"]
+
+
+def test_medallies_dsns_pushed_to_the_engine_are_reported_delivered_then_read(engine, sandboxes, hospital):
+    raw = with_msh(sample("oru_r01_radiology_mri.hl7"), control_id="RAD-DSN", app_ack="AL")
+    engine.send("ris-oru-to-medallies", raw)
+    remote_id = engine.wait_state("RAD-DSN", SENT).remote_id
+    for status in ("PROCESSED", "DISPATCHED", "DISPLAYED"):
+        force_status(sandboxes.medallies, remote_id, status=status)
+
+    reports = hospital.wait_about("RAD-DSN", 3)
+    assert [(r.segment("ZDS").value(1), r.segment("ZDS").value(7)) for r in reports] == [
+        ("accepted", "SENT"), ("delivered", "DELIVERED"), ("read", "READ")]
+    assert all(r.segment("MSA").value(1) == "AA" for r in reports)
+    dsns = [w for w in sandboxes.medallies.state.webhooks if w["kind"] == "dsn"]
+    assert len(dsns) == 3 and all(w["status"] == 200 for w in dsns)
+    assert not any("/dirmsg/status" in r.path for r in sandboxes.medallies.state.requests), "no polling"
