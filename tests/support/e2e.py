@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 from twisted.internet import endpoints
 
 from engine.channel.check import load_channels
-from engine.channel.config import Channel, Retry
-from engine.commands.run import point_sandboxes_at_webhooks
-from engine.delivery.tokens import StoredToken, kpn_token_key
-from engine.destinations.kpn_oauth import authorization_url, exchange_code
+from engine.channel.config import Channel, Destination, Retry
+from engine.commands.run import authorize_kpn_in_sandbox, point_sandboxes_at_webhooks
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
@@ -38,18 +35,12 @@ from engine.store.base import Delivery
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
+from tests.support.subprocess_engine import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = ROOT / "channels"
 SAMPLES = ROOT / "sample_messages"
 
-#: Channel name → its one destination's name, as in ``channels/*.toml``.
-DESTINATIONS = {
-    "lis-oru-to-conneqt": "gp-conneqt",
-    "ehr-mdm-to-qliq": "care-team-qliq",
-    "ris-oru-to-medallies": "referrers-direct",
-    "ehr-mdm-to-kpn": "ward-kpn",
-}
 FAST_RETRY = Retry(max_attempts=6, initial_delay_s=0.05, max_delay_s=0.3, factor=2, jitter=0, max_age_s=60)
 #: Vendor statuses move only when a test forces them (control API), so every sequence is exact.
 MANUAL_STATUSES = {
@@ -159,6 +150,13 @@ def sandbox_env(sandboxes: Sandboxes) -> dict[str, str]:
     }
 
 
+def loopback_redirect(destination: Destination) -> Mapping[str, Any]:
+    """KPN's OAuth redirect on a free port rather than the example's fixed 8765."""
+    if destination.type != "kpn":
+        return destination.settings
+    return {**destination.settings, "redirect_uri": f"http://127.0.0.1:{free_port()}/callback"}
+
+
 def example_channels(
     sandboxes: Sandboxes, hospital_port: int, *, retry: Retry = FAST_RETRY, poll_every_s: float = 0.1
 ) -> list[Channel]:
@@ -169,7 +167,8 @@ def example_channels(
             channel,
             source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
             destinations=tuple(
-                replace(d, retry=retry, status=replace(d.status, poll_every_s=poll_every_s))
+                replace(d, settings=loopback_redirect(d), retry=retry,
+                        status=replace(d.status, poll_every_s=poll_every_s))
                 for d in channel.destinations
             ),
             status_reports=replace(
@@ -181,40 +180,21 @@ def example_channels(
     ]
 
 
-def kpn_sandbox_token(sandboxes: Sandboxes, settings: dict[str, Any]) -> str:
-    """A user grant from the KPN sandbox (it approves at once), as ``courier kpn authorize``
-    would obtain it: authorization URL → redirect with a code → token exchange."""
-    url = authorization_url(settings["authorize_url"], client_id=settings["client_id"],
-                            redirect_uri=settings["redirect_uri"], scope=settings["scope"], state="e2e")
-    with requests.Session() as session:
-        redirect = session.get(url, allow_redirects=False, timeout=5)
-        code = parse_qs(urlparse(redirect.headers["Location"]).query)["code"][0]
-        return exchange_code(session, settings["token_url"], client_id=settings["client_id"],
-                             client_secret=settings["client_secret"], code=code,
-                             redirect_uri=settings["redirect_uri"], timeout=(5, 5)).access_token
-
-
-def authorize_kpn(store: Store, sandboxes: Sandboxes, channels: list[Channel]) -> None:
-    """Store a KPN grant for every KPN destination, where ``courier kpn authorize`` keeps it."""
-    for destination in (d for c in channels for d in c.destinations if d.type == "kpn"):
-        token = kpn_sandbox_token(sandboxes, dict(destination.settings))
-        stored = StoredToken(store, kpn_token_key(destination.settings["client_id"]))
-        on_reactor(stored.save, token)
-
-
 class RunningEngine:
     """``build_engine`` over the example channels (``options`` are its keyword arguments),
-    with helpers to talk to it and watch it. conneQt exchanges its access code at start; with
-    webhooks the sandboxes are pointed at them, as ``courier run --sandbox --webhooks`` does."""
+    with helpers to talk to it and watch it. Started as ``courier run --sandbox`` starts it: KPN
+    authorised against the sandbox, conneQt's access code exchanged, the sandboxes' webhook
+    URLs pointed at the engine when it serves webhooks."""
 
     def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel],
                  **options: Any) -> None:
         self.store = store
         self.channels = {c.name: c for c in channels}
-        authorize_kpn(store, sandboxes, channels)
         self.engine = build_engine(reactor, channels, store, **options)
+        on_reactor(self.engine.tokens.load)
+        on_reactor(authorize_kpn_in_sandbox, reactor, self.engine)
         on_reactor(self.engine.start)
-        if self.engine.webhook_resources:
+        if self.engine.webhooks is not None:
             point_sandboxes_at_webhooks(sandboxes, self.engine)
 
     def send(self, channel: str, payload: bytes) -> Message:
