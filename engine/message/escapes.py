@@ -6,6 +6,8 @@ write into ACKs and status messages must be escaped so it cannot break the messa
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from engine.message.delimiters import Delimiters
 
 # Formatting commands (FT/TX data types) that end the current output line.
@@ -68,7 +70,13 @@ def escape(text: str, delimiters: Delimiters) -> str:
 
     Used wherever Courier writes free text into HL7 (ERR-8, MSA-3, status messages).
     """
-    d = delimiters
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.translate(_escapes(delimiters))
+
+
+@lru_cache(maxsize=64)
+def _escapes(d: Delimiters) -> dict[int, str]:
+    """The translation table for one set of delimiters: built once, not for every ACK."""
     table = {
         d.escape: f"{d.escape}E{d.escape}",
         d.field: f"{d.escape}F{d.escape}",
@@ -79,5 +87,4 @@ def escape(text: str, delimiters: Delimiters) -> str:
     }
     if d.truncation is not None:
         table[d.truncation] = f"{d.escape}P{d.escape}"
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.translate(str.maketrans(table))
+    return str.maketrans(table)
