@@ -8,14 +8,16 @@ what the sandbox received, field by field, and the delivery's state in the store
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 
 from engine.delivery import idempotency_key
 from engine.destinations.base import message_uuid
-from engine.store.base import DELIVERED, READ, SENT
+from engine.message import Message
+from engine.store.base import DELIVERED, ERROR, READ, SENT
 from tests.support import e2e
-from tests.support.e2e import obx_pdf, sample, wait_for
+from tests.support.e2e import obx_pdf, sample, set_field, wait_for, with_msh
 
 sandboxes, hospital, store, engine = e2e.sandboxes, e2e.hospital, e2e.store, e2e.engine  # fixtures
 
@@ -166,3 +168,25 @@ def test_every_sample_its_channel_accepts_reaches_the_vendor_once(engine, sandbo
     vendor = {s.name: s for s in sandboxes}[engine.channels[channel].destinations[0].type]
     assert list(vendor.state.messages) == [delivery.remote_id]
     assert all(not s.state.messages for s in sandboxes if s is not vendor)
+
+
+def test_no_phi_reaches_the_log_on_the_way(engine, sandboxes, caplog):
+    """Names, identifiers and message text stay out of the log, delivered or refused."""
+    patients = [Message.parse(sample(name)) for name in DELIVERED_SAMPLES]
+    identifiers = [p.get("PID-3[2].1") or p.get("PID-3.1") for p in patients]  # NHS number or MRN
+    phi = [*(p.get("PID-5.1") for p in patients), *identifiers,
+           "Admitted with community-acquired pneumonia", "sprain", "Chauncey Street"]
+    with caplog.at_level(logging.INFO):
+        for name, channel in DELIVERED_SAMPLES.items():
+            control_id = engine.send(channel, sample(name)).segment("MSA").value(2)
+            engine.wait_state(control_id, *SENT_OR_LATER)
+        unknown_ward = set_field(sample("mdm_t02_discharge_summary.hl7"), "PV1", 3, "ICU")
+        assert engine.send("ehr-mdm-to-qliq", unknown_ward).segment("MSA").value(1) == "CR"
+        sandboxes.kpn.directory.aux_groupchats.pop("courier-emergency-department")  # 404: rejected
+        rejected = with_msh(sample("mdm_t02_escapes_lf.hl7"), control_id="EPR-404")
+        engine.send("ehr-mdm-to-kpn", rejected)
+        engine.wait_state("EPR-404", ERROR)
+    assert caplog.records, "the run logged something"
+    assert all(phi)
+    leaked = [value for value in phi if value in caplog.text]
+    assert leaked == []
