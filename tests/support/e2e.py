@@ -27,7 +27,7 @@ from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.mllp.server import Limits, MLLPServerFactory
-from engine.sandbox import Sandboxes, start_sandboxes
+from engine.sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
 from engine.sandbox.base import VendorSandbox
 from engine.service import build_engine
 from engine.store import Store
@@ -119,7 +119,6 @@ class Hospital:
     message it gets and keeps it."""
 
     def __init__(self, reactor, port: int = 0) -> None:
-        self.reactor = reactor
         self.messages: list[Message] = []
         factory = MLLPServerFactory("hospital", AcknowledgingReceiver(reactor, self.messages.append),
                                     reactor, Limits())
@@ -233,7 +232,7 @@ class RunningEngine:
 @pytest.fixture(scope="module")
 def sandboxes(reactor) -> Iterator[Sandboxes]:
     """The four vendor sandboxes on free ports, for one test module."""
-    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(MANUAL_STATUSES, 0))
+    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(DEFAULT_PORTS, 0))
     yield started
     on_reactor(started.stop)
 
