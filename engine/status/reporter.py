@@ -178,7 +178,9 @@ class ChannelSender:
             client.close()
 
     def _sleep(self, seconds: float) -> Deferred[None]:
-        """Fires after ``seconds``, or earlier on :meth:`wake`."""
+        """Fires after ``seconds``, or earlier on :meth:`wake`; at once when stopping."""
+        if not self._running:
+            return succeed(None)
         wakeup: Deferred[None] = Deferred()
         call = self.clock.callLater(seconds, self.wake)
         self._wakeup = wakeup
