@@ -241,7 +241,7 @@ def test_stored_messages_are_mapped_from_the_store_sent_and_announced(harness, s
     sent = harness.wait_states("medallies", SENT, 3)
     assert len(sandboxes.medallies.state.messages) == 3
     for delivery in sent:
-        expected = f"urn:uuid:{message_uuid(idempotency_key('lab', 'medallies', delivery.message_id))}"
+        expected = f"urn:uuid:{message_uuid(idempotency_key(delivery))}"
         assert delivery.remote_id == expected
         assert expected in sandboxes.medallies.state.messages
     accepted = [t for t in listener.seen if t.event == "accepted"]
@@ -323,13 +323,13 @@ def test_a_crash_after_the_vendor_accepted_resends_with_the_same_id_and_the_vend
     harness, sandboxes, store, reactor
 ):
     destination = harness.destination("medallies")
-    message_id = harness.receive(oru("CRASH"), "medallies")
+    harness.receive(oru("CRASH"), "medallies")
     # The "previous run": claimed with a short lease, sent, then died before mark_sent.
     (claimed,) = on_reactor(store.claim_due, "medallies", reactor.seconds(), 1, 0.05)
     mapping_file = harness.tmp_path / "m.toml"
     mapping_file.write_text(textwrap.dedent(MAPPINGS["medallies"]))
     payload = load_mapping(mapping_file).apply(Message.parse(claimed.raw), context={})
-    first = destination.send(payload, idempotency_key=idempotency_key("lab", "medallies", message_id))
+    first = destination.send(payload, idempotency_key=idempotency_key(claimed))
     assert harness.deliveries("medallies", SENDING)
     time.sleep(0.1)  # the lease runs out
     harness.queue("medallies", destination=destination)  # start-up recovers the lease

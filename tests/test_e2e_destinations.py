@@ -29,7 +29,7 @@ def sent_requests(sandbox, path_end: str) -> list:
 
 
 def expected_message_id(delivery) -> str:
-    return str(message_uuid(idempotency_key(delivery.channel, delivery.destination, delivery.message_id)))
+    return str(message_uuid(idempotency_key(delivery)))
 
 
 def test_lab_result_reaches_the_gp_over_conneqt(engine, sandboxes):

@@ -163,9 +163,6 @@ def test_a_delivery_left_sending_by_the_kill_is_sent_again_and_medallies_keeps_o
     assert medallies.state.duplicates[message_id] == 1, "the resend was recognised, not stored again"
 
 
-@pytest.mark.xfail(strict=True, reason="the vendor message id is uuid5 of channel:destination:<store row "
-                   "id>; a fresh or restored store numbers messages from 1 again, so conneQt gets a known "
-                   "messageId with other content and rejects it (400): the new message is never delivered")
 def test_a_store_restored_from_backup_does_not_reuse_vendor_message_ids(reactor, sandboxes, tmp_path):
     reset_sandboxes(sandboxes)
     hospital = Hospital(reactor)

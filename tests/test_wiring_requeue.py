@@ -7,6 +7,7 @@ was accepted leaves the link conversation → message that replies are answered 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,10 +29,13 @@ harness = queue_tests.harness
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_idempotency_key_names_the_generation_only_after_a_requeue():
-    assert idempotency_key("lab", "gp", 7) == "lab:gp:7"
-    assert idempotency_key("lab", "gp", 7, 0) == "lab:gp:7"
-    assert idempotency_key("lab", "gp", 7, 2) == "lab:gp:7:2"
+def test_idempotency_key_is_stable_per_stored_delivery_and_names_the_generation_after_a_requeue(harness):
+    harness.receive(oru("KEY1"), "conneqt")
+    (delivery,) = harness.deliveries("conneqt")
+    key = idempotency_key(delivery)
+    assert key == idempotency_key(on_reactor(harness.store.get_delivery, delivery.id))
+    assert key.startswith(f"lab:conneqt:{delivery.message_id}:")
+    assert idempotency_key(dataclasses.replace(delivery, requeues=2)) == f"{key}:2"
 
 
 def test_requeue_counts_generations_and_cancel_does_not(harness):
@@ -49,9 +53,9 @@ def test_requeue_counts_generations_and_cancel_does_not(harness):
 
 def test_a_requeued_delivery_reaches_conneqt_under_a_new_message_id(harness, sandboxes):
     harness.queue("conneqt")
-    message_id = harness.receive(oru("GEN2"), "conneqt")
+    harness.receive(oru("GEN2"), "conneqt")
     (first,) = harness.wait_states("conneqt", SENT, 1)
-    assert first.remote_id == str(message_uuid(idempotency_key("lab", "conneqt", message_id)))
+    assert first.remote_id == str(message_uuid(idempotency_key(first)))
 
     # An operator requeues it (say, after fixing the mapping): conneQt would answer 400 to new
     # content under the old messageId; the new generation is a new message instead.
@@ -59,7 +63,7 @@ def test_a_requeued_delivery_reaches_conneqt_under_a_new_message_id(harness, san
     harness.queues[0].wake()
     (second,) = harness.wait_states("conneqt", SENT, 1)
     assert second.requeues == 1
-    assert second.remote_id == str(message_uuid(idempotency_key("lab", "conneqt", message_id, 1)))
+    assert second.remote_id == str(message_uuid(idempotency_key(second)))
     assert second.remote_id != first.remote_id
     ids = [body["messageId"] for body in sent_bodies(sandboxes.conneqt, "/messages/instant")]
     assert ids == [first.remote_id, second.remote_id]
@@ -69,10 +73,10 @@ def test_a_requeued_delivery_reaches_conneqt_under_a_new_message_id(harness, san
 def test_retries_of_one_generation_share_the_message_id(harness, sandboxes):
     on_reactor(sandboxes.medallies.set_faults, outage="refuse", restore_after_s=0.3)
     harness.queue("medallies")
-    message_id = harness.receive(oru("GEN3"), "medallies")
+    harness.receive(oru("GEN3"), "medallies")
     (sent,) = harness.wait_states("medallies", SENT, 1)
     assert sent.attempts > 1
-    expected = f"urn:uuid:{message_uuid(idempotency_key('lab', 'medallies', message_id))}"
+    expected = f"urn:uuid:{message_uuid(idempotency_key(sent))}"
     assert sent.remote_id == expected
 
 

@@ -57,11 +57,16 @@ DEFAULT_IDLE_S = 2.0
 DEFAULT_AUTH_RETRY_S = 60.0
 
 
-def idempotency_key(channel: str, destination: str, message_id: int, requeues: int = 0) -> str:
-    """The same on every attempt of one delivery, and across restarts; a requeue (a corrected
-    mapping replayed) starts a new generation, which the vendor must take as a new message."""
-    key = f"{channel}:{destination}:{message_id}"
-    return f"{key}:{requeues}" if requeues else key
+def idempotency_key(delivery: Delivery) -> str:
+    """The same on every attempt of one stored delivery, and across restarts.
+
+    The store's row id alone is not enough: a fresh or restored store numbers rows from 1
+    again, and a vendor would then see a known id with other content. The time the delivery
+    was queued makes the key belong to this stored message only. A requeue (a corrected
+    mapping replayed) starts a new generation, which the vendor must take as a new message.
+    """
+    key = f"{delivery.channel}:{delivery.destination}:{delivery.message_id}:{delivery.created_at!r}"
+    return f"{key}:{delivery.requeues}" if delivery.requeues else key
 
 
 def default_lease_s(settings: Mapping[str, Any]) -> float:
@@ -195,7 +200,7 @@ class DeliveryQueue(Service):
                 yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
                 return
             conversation_id = (yield self._conversations.get(thread)) if thread else None
-            key = idempotency_key(self.channel, self.name, delivery.message_id, delivery.requeues)
+            key = idempotency_key(delivery)
             result = yield self._workers.run(self._send, payload, key, conversation_id)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: the lease brings the row back at start-up
