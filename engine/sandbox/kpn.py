@@ -58,7 +58,14 @@ class KpnDirectory:
     groupchats: set[str] = field(default_factory=lambda: {"sandbox-group-1"})
     aux_conversations: dict[str, str] = field(
         default_factory=lambda: {"patient-0001": "sandbox-user-1"})
-    aux_groupchats: dict[str, str] = field(default_factory=lambda: {"ward-7": "sandbox-group-1"})
+    # Two of the example mapping's care-team chats (mappings/mdm_to_kpn.toml) are registered,
+    # so the demo (`courier run --sandbox`) delivers; its third, courier-outpatients-4, is left
+    # unknown to show a rejection (404).
+    aux_groupchats: dict[str, str] = field(default_factory=lambda: {
+        "ward-7": "sandbox-group-1",
+        "courier-ward-7": "sandbox-group-1",
+        "courier-emergency-department": "sandbox-group-1",
+    })
 
     def resolve(self, chat: str) -> str | None:
         """The canonical ``conversations/{id}`` or ``groupchats/{id}`` of a chat path."""
