@@ -19,6 +19,9 @@ from engine.commands.store_options import add_store_arguments
 
 log = logging.getLogger("engine.run")
 
+SANDBOX_WEBHOOKS = "tcp:18480:interface=127.0.0.1"
+"""Where ``--sandbox`` serves the webhooks when ``--webhooks`` is not given."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -46,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--webhooks",
         metavar="ENDPOINT",
-        help="serve the vendor webhooks on this Twisted endpoint, e.g. tcp:8480:interface=127.0.0.1",
+        help="serve the vendor webhooks on this Twisted endpoint, e.g. tcp:8480:interface=127.0.0.1 "
+        f"(with --sandbox the default is {SANDBOX_WEBHOOKS})",
     )
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print("courier run: give both --webhook-cert and --webhook-key", file=sys.stderr)
         return 2
     webhook_tls = TLSSettings(args.webhook_cert, args.webhook_key) if args.webhook_cert else None
+    if args.sandbox and args.webhooks is None:
+        args.webhooks = SANDBOX_WEBHOOKS
     try:
         engine = build_engine(
             reactor, channels, store, hold_deliveries=args.hold_deliveries,
