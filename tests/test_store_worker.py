@@ -1,4 +1,4 @@
-"""Group commit: one transaction per batch, a savepoint per call."""
+"""Group commit: one transaction per batch; savepoints only once a call has failed."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ def test_batch_commits_once_and_a_failing_call_undoes_only_its_own_changes(db):
     assert isinstance(outcomes[1][1], ValueError)
     assert sorted(m.control_id for m in db.list_messages()) == ["A", "B"]
     assert len(db.list_deliveries()) == 4
+
+
+def test_a_batch_that_succeeds_runs_no_savepoint(db):
+    statements: list[str] = []
+    db.connection.set_trace_callback(statements.append)
+    good = [(Database.receive, (incoming(control_id=f"G{i}"),)) for i in range(3)]
+    assert [ok for ok, _ in run_in_one_transaction(db, good)] == [True, True, True]
+    assert not any(s.startswith("SAVEPOINT") for s in statements)
+    bad = [(Database.receive, (incoming(control_id="C"),)), (Database.mark_error, (77, "boom"))]
+    assert [ok for ok, _ in run_in_one_transaction(db, bad)] == [True, False]
+    assert any(s.startswith("SAVEPOINT") for s in statements)
+    assert sorted(m.control_id for m in db.list_messages()) == ["C", "G0", "G1", "G2"]
 
 
 def test_single_failing_call_rolls_back_and_leaves_the_connection_usable(db):
