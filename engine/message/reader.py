@@ -240,7 +240,7 @@ class Message:
                 end = size
             # Skip blank lines; only a line that starts with whitespace is sliced to check.
             if start < end and not (text[start].isspace() and text[start:end].isspace()):
-                name = text[start : min(start + 3, end)]
+                name = text[start : start + 3] if end - start >= 3 else text[start:end]
                 same_name = by_name.setdefault(name, [])
                 occurrence = len(same_name) + 1
                 segment = Segment(name, text, start, end, len(segments), occurrence, delimiters, charset)
