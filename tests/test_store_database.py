@@ -268,13 +268,14 @@ def test_claim_leases_due_deliveries_of_one_destination(db):
     assert {x.state for x in db.list_deliveries(destination="kpn")} == {"QUEUED"}
 
 
-def test_expired_leases_are_recovered_and_claimed_again(db):
-    receive(db, incoming(destinations=("qliq",)))
+def test_deliveries_an_earlier_run_left_sending_are_recovered_and_claimed_again(db):
+    receive(db, incoming(destinations=("qliq", "kpn")))
     with db.transaction():
         (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
-        assert db.recover_leases(T0 + 29) == 0
-        assert db.recover_leases(T0 + 31) == 1
-        (again,) = db.claim_due("qliq", T0 + 31, limit=10, lease_s=30)
+        db.claim_due("kpn", T0, limit=10, lease_s=30)
+        assert db.recover_left_sending("qliq", T0 + 1) == 1, "lease or not: its holder is gone"
+        assert db.recover_left_sending("qliq", T0 + 1) == 0
+        (again,) = db.claim_due("qliq", T0 + 1, limit=10, lease_s=30)
     assert again.id == d.id and again.attempts == 2
     assert "lease_expired" in [e.kind for e in db.timeline("C1")]
 

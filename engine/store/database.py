@@ -97,11 +97,6 @@ _CLAIM = """
                  WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
                  ORDER BY next_attempt_at, id LIMIT ?)
     RETURNING id, message_id"""
-_RECOVER = """
-    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
-        updated_at = ?
-    WHERE state = 'SENDING' AND lease_until < ?
-    RETURNING id, message_id"""
 _RECOVER_LEFT_SENDING = """
     UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
         updated_at = ?
@@ -411,12 +406,6 @@ class Database:
     def cancel(self, selection: DeliverySelection) -> int:
         """Stop the selected deliveries that are still QUEUED or in ERROR."""
         return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled")
-
-    def recover_leases(self, now: float) -> int:
-        """Put back deliveries whose sender died mid-send (lease expired): at-least-once."""
-        recovered = self.connection.execute(_RECOVER, (now, now, now)).fetchall()
-        self._append_events(recovered, now, "lease_expired", QUEUED)
-        return len(recovered)
 
     def recover_left_sending(self, destination: str, now: float) -> int:
         """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.

@@ -134,9 +134,6 @@ class SQLiteStore:
     def cancel(self, selection: DeliverySelection) -> Deferred[int]:
         return self._write(Database.cancel, selection)
 
-    def recover_leases(self, now: float) -> Deferred[int]:
-        return self._write(Database.recover_leases, now)
-
     def recover_left_sending(self, destination: str, now: float) -> Deferred[int]:
         return self._write(Database.recover_left_sending, destination, now)
 
