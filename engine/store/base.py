@@ -197,7 +197,6 @@ class Store(Protocol):
 
     def cancel(self, selection: DeliverySelection) -> Deferred[int]: ...
 
-
     def recover_left_sending(self, destination: str, now: float) -> Deferred[int]: ...
 
     def list_deliveries(
