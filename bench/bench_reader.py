@@ -47,17 +47,41 @@ def oru_r01(target_size: int = 2048) -> bytes:
 
 def courier_msh(data: bytes) -> tuple:
     m = Message.parse(data)
-    return (m.control_id, m.message_type, m.trigger_event, m.message_structure, m.processing_id,
-            m.version, m.sending_application, m.sending_facility, m.receiving_application,
-            m.receiving_facility, m.accept_ack_type, m.application_ack_type, m.character_sets)
+    return (
+        m.control_id,
+        m.message_type,
+        m.trigger_event,
+        m.message_structure,
+        m.processing_id,
+        m.version,
+        m.sending_application,
+        m.sending_facility,
+        m.receiving_application,
+        m.receiving_facility,
+        m.accept_ack_type,
+        m.application_ack_type,
+        m.character_sets,
+    )
 
 
 def python_hl7_msh(data: bytes) -> tuple:
     msh = hl7.parse(data, encoding="utf-8").segment("MSH")
     message_type = msh[9][0]
-    return (str(msh[10]), str(message_type[0]), str(message_type[1]), str(message_type[2]), str(msh[11]),
-            str(msh[12]), str(msh[3][0][0]), str(msh[4][0][0]), str(msh[5]), str(msh[6]), str(msh[15]),
-            str(msh[16]), str(msh[18]))
+    return (
+        str(msh[10]),
+        str(message_type[0]),
+        str(message_type[1]),
+        str(message_type[2]),
+        str(msh[11]),
+        str(msh[12]),
+        str(msh[3][0][0]),
+        str(msh[4][0][0]),
+        str(msh[5]),
+        str(msh[6]),
+        str(msh[15]),
+        str(msh[16]),
+        str(msh[18]),
+    )
 
 
 def courier_last_obx_value(data: bytes) -> str:
