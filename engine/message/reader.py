@@ -8,6 +8,7 @@ message into segments only when somebody asks. Values are unescaped on access.
 from __future__ import annotations
 
 import codecs
+from functools import lru_cache
 
 from engine.errors import MessageError
 from engine.message.charsets import codec_for
@@ -308,7 +309,12 @@ def _delimiters(header: str) -> Delimiters:
         raise MessageError("MSH is too short to declare its delimiters")
     field = header[3]
     end = header.find(field, 4)
-    encoding = header[4:] if end < 0 else header[4:end]
+    return _declared(field, header[4:] if end < 0 else header[4:end])
+
+
+@lru_cache(maxsize=64)
+def _declared(field: str, encoding: str) -> Delimiters:
+    """Check and build one set of delimiters; a sender declares the same set in every message."""
     if len(encoding) not in (4, 5):
         raise MessageError(f"MSH-2 must hold 4 or 5 encoding characters, found {len(encoding)}")
     chars = field + encoding
