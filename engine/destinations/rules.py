@@ -56,9 +56,9 @@ _RFC3339 = re.compile(
 )
 
 
-def parse_rfc3339(value: str) -> datetime | None:
+def parse_rfc3339(value: object) -> datetime | None:
     """An RFC 3339 timestamp *with* ``Z`` or an offset, as an aware datetime; else None."""
-    if not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.match(value):
         return None
     try:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
