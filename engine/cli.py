@@ -22,6 +22,7 @@ COMMANDS = {
     "deliveries": "list, show, requeue or cancel deliveries",
     "status": "the full timeline of one message across destinations",
     "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
+    "conneqt": "conneQt: exchange a new access code for an AccessToken",
     "qliq": "Qliq: generate and upload the reply-encryption key pair",
 }
 

@@ -34,23 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import requests
 
-    from engine.channel.check import load_channels
-    from engine.delivery.tokens import NAMESPACE, kpn_token_key
+    from engine.commands.credentials import find_destination, save_token
+    from engine.delivery.tokens import kpn_token_key
     from engine.destinations import KpnDestination
     from engine.destinations.base import DestinationError
-    from engine.errors import ConfigError
-    from engine.store import Cipher, Database, load_or_create_key
 
-    try:
-        (channel,) = load_channels([args.channel])
-    except (ConfigError, ValueError) as error:
-        print(f"courier kpn authorize: {args.channel}: {error}", file=sys.stderr)
+    found = find_destination("kpn authorize", args.channel, args.destination, "kpn")
+    if found is None:
         return 2
-    config = next((d for d in channel.destinations if d.name == args.destination), None)
-    if config is None or config.type != "kpn":
-        print(f"courier kpn authorize: channel {channel.name} has no KPN destination "
-              f"{args.destination!r}", file=sys.stderr)
-        return 2
+    _, config = found
     if not config.settings.get("client_secret"):
         print("courier kpn authorize: the destination has no client_secret", file=sys.stderr)
         return 2
@@ -60,12 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except DestinationError as error:
         print(f"courier kpn authorize: KPN did not authorise Courier: {error}", file=sys.stderr)
         return 1
-    db = Database.open(args.store, Cipher(load_or_create_key(key_file=args.key_file)))
-    try:
-        with db.transaction():
-            db.kv_put(NAMESPACE, kpn_token_key(config.settings["client_id"]), token.encode())
-    finally:
-        db.close()
+    save_token(args, kpn_token_key(config.settings["client_id"]), token)
     print(f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
           f"in {args.store} (a running engine picks it up within a minute)")
     return 0

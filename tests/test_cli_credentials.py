@@ -1,0 +1,76 @@
+"""``courier conneqt exchange`` against the conneQt sandbox, storing the token as the engine reads it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.delivery.tokens import NAMESPACE, conneqt_token_key
+from engine.sandbox import start_sandboxes
+from engine.store import Cipher, Database
+from tests.conftest import on_reactor
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = base64.b64encode(b"credentials-test-key-32-bytes-ok").decode()
+
+
+@pytest.fixture(scope="module")
+def conneqt(reactor):
+    sandboxes = on_reactor(
+        start_sandboxes, reactor, ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0}
+    )
+    yield sandboxes.conneqt
+    on_reactor(sandboxes.stop)
+
+
+def exchange(conneqt, store: Path, code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COURIER_STORE_KEY=KEY, CONNEQT_BASE_URL=conneqt.base_url, CONNEQT_ACCESS_CODE=code)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "conneqt",
+            "exchange",
+            str(ROOT / "channels" / "lis_oru_to_conneqt.toml"),
+            "gp-conneqt",
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def stored_token(store: Path) -> str | None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)), readonly=True)
+    try:
+        value = db.kv_get(NAMESPACE, conneqt_token_key("lis-oru-to-conneqt", "gp-conneqt"))
+    finally:
+        db.close()
+    return value.decode() if value else None
+
+
+def test_a_new_access_code_replaces_the_stored_token(conneqt, tmp_path) -> None:
+    store = tmp_path / "courier.sqlite3"
+    result = exchange(conneqt, store, "SANDBOX-ACCESS")
+    assert result.returncode == 0, result.stderr
+    token = stored_token(store)
+    assert token in conneqt.tokens, "the token conneQt issued is the one stored"
+    assert token not in result.stdout + result.stderr, "a token is never printed"
+
+
+def test_a_refused_access_code_stores_nothing(conneqt, tmp_path) -> None:
+    store = tmp_path / "courier.sqlite3"
+    Database.open(store, Cipher(base64.b64decode(KEY))).close()
+    result = exchange(conneqt, store, "WRONG-CODE")
+    assert result.returncode == 1
+    assert "refused the access code" in result.stderr
+    assert stored_token(store) is None
