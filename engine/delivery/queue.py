@@ -4,7 +4,7 @@ Each destination has its own :class:`DeliveryQueue` with its own threads (``conc
 rate limit and schedule, so a slow or broken vendor never delays another one; inside one
 destination a failing delivery is rescheduled into the future (``next_attempt_at``) and the
 deliveries behind it still go. The payload is mapped again from the *stored* raw message, so
-a corrected mapping plus ``courier requeue`` replays cleanly.
+a corrected mapping plus ``courier deliveries requeue`` replays cleanly.
 
 Outcomes (Mirth words): ACCEPTED → SENT; RETRY → QUEUED at exponential backoff with jitter
 (never sooner than the vendor's Retry-After) until ``max_attempts`` or ``max_age_s``, then
@@ -12,14 +12,13 @@ ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED → QU
 without counting the attempt, the whole queue paused, and an ERROR log line telling the
 operator what to do.
 
-**Delivery is at-least-once.** A claimed delivery is leased (SENDING, ``lease_until``) for
-longer than the vendor's timeouts; at start-up every expired lease goes back to QUEUED.
-A duplicate can therefore reach the vendor when the process dies (or the store fails)
-*after the vendor accepted a message and before SENT was committed*. conneQt and MedAllies
-then see the same ``messageId`` (derived from the idempotency key
-``"{channel}:{destination}:{message_id}"``, plus ``":{requeues}"`` once an operator has
-requeued it) and answer with the original acknowledgement
-without delivering twice. Qliq and KPN have no idempotency key: there the recipient gets the
+**Delivery is at-least-once.** A claimed delivery is SENDING until its outcome is
+committed; when the queue starts, every delivery an earlier run left SENDING goes back to
+QUEUED (one engine per store). A duplicate can therefore reach the vendor when the process
+dies (or the store fails) *after the vendor accepted a message and before SENT was
+committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
+:func:`idempotency_key`) and answer with the original acknowledgement without delivering
+twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
 """
 
