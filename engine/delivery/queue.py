@@ -272,12 +272,13 @@ class DeliveryQueue(Service):
 
     @inlineCallbacks
     def _auth_failed(self, delivery: Delivery, result: SendResult):
-        retry_at = self._clock.seconds() + (result.retry_after_s or self._auth_retry_s)
+        wait = result.retry_after_s or self._auth_retry_s
+        retry_at = self._clock.seconds() + wait
         yield self._store.release(delivery.id, retry_at, result.reason)
         self._paused_until = max(self._paused_until, retry_at)
         log.error("queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
-                  " at %.0f. Fix the credentials, then run `courier requeue` or wait.",
-                  self.name, result.reason, retry_at)
+                  " in %.0f s, and picks up fixed credentials by itself.",
+                  self.name, result.reason, wait)
 
     @inlineCallbacks
     def _error(
