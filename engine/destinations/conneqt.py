@@ -269,15 +269,14 @@ def _attachment_problems(attachments: Any) -> list[Problem]:
             continue
         name, content = attachment.get("fileName"), attachment.get("content")
         if isinstance(name, str) and name and (why := rules.windows_file_name_problem(name)):
-            problems.append(Problem(f"attachments[{i}].fileName", DATA_TYPE, f"fileName {why}"))
+            key = f"attachments[{i}].fileName"
+            problems.append(Problem(key, DATA_TYPE, f"{key} {why}"))
         if isinstance(content, str) and content:
-            size = rules.base64_decoded_size(content)
+            key, size = f"attachments[{i}].content", rules.base64_decoded_size(content)
             if size is None:
-                problems.append(Problem(f"attachments[{i}].content", DATA_TYPE,
-                                        "content is not valid Base64"))
+                problems.append(Problem(key, DATA_TYPE, f"{key} is not valid Base64"))
             elif size > MAX_ATTACHMENT_BYTES:
-                problems.append(Problem(f"attachments[{i}].content", TOO_LONG,
-                                        "attachment is larger than 5 MB"))
+                problems.append(Problem(key, TOO_LONG, f"{key} is larger than 5 MB decoded"))
     return problems
 
 
@@ -285,7 +284,7 @@ def _coded_item_problems(items: Any) -> list[Problem]:
     if not isinstance(items, list | tuple):
         return []
     return [
-        Problem(f"codedDataItems[{i}].code", DATA_TYPE, why)
+        Problem(f"codedDataItems[{i}].code", DATA_TYPE, f"codedDataItems[{i}].code: {why}")
         for i, item in enumerate(items)
         if isinstance(item, Mapping) and isinstance(item.get("code"), str) and item["code"]
         if (why := rules.snomed_concept_problem(item["code"]))

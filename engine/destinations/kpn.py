@@ -97,8 +97,8 @@ class KpnDestination(HttpDestination):
         for i, attachment in enumerate(payload.get("attachments") or ()):
             content = attachment.get("content") if isinstance(attachment, Mapping) else None
             if isinstance(content, str) and content and not rules.base64_decoded_size(content):
-                problems.append(Problem(f"attachments[{i}].content", DATA_TYPE,
-                                        "content is not valid, non-empty Base64"))
+                key = f"attachments[{i}].content"
+                problems.append(Problem(key, DATA_TYPE, f"{key} is not valid, non-empty Base64"))
         return problems
 
     def send(

@@ -212,14 +212,13 @@ def _answer(response: requests.Response, message_id: str) -> SendResult:
 
 def _attachment_problems(prefix: str, attachment: Mapping[str, Any]) -> list[Problem]:
     problems = []
-    media_type = attachment.get("attachmentClass")
+    media_type, key = attachment.get("attachmentClass"), prefix + "attachmentClass"
     if isinstance(media_type, str) and media_type and not _MIME_TYPE.match(media_type):
-        problems.append(Problem(prefix + "attachmentClass", DATA_TYPE,
-                                "attachmentClass must be a media type such as application/pdf"))
-    content = attachment.get("attachmentContent")
+        problems.append(Problem(key, DATA_TYPE,
+                                f"{key} must be a media type such as application/pdf"))
+    content, key = attachment.get("attachmentContent"), prefix + "attachmentContent"
     if isinstance(content, str) and content and rules.base64_decoded_size(content) is None:
-        problems.append(Problem(prefix + "attachmentContent", DATA_TYPE,
-                                "attachmentContent is not valid Base64"))
+        problems.append(Problem(key, DATA_TYPE, f"{key} is not valid Base64"))
     return problems + _file_name_problems(
         prefix + "attachmentFileName", attachment.get("attachmentFileName")
     )

@@ -116,7 +116,7 @@ class QliqDestination(HttpDestination):
         non_qliq = not is_blank(payload.get("send_non_qliq_user"))
         if sms and non_qliq:
             problems.append(Problem("send_non_qliq_user", DATA_TYPE,
-                                    "a message is either an SMS (no_phi) or non-Qliq, not both"))
+                                    "send_non_qliq_user with no_phi: SMS or non-Qliq, not both"))
         if sms and as_bool(payload["no_phi"]) is False:
             problems.append(Problem("no_phi", TABLE_VALUE, "SMS may not carry PHI: no_phi must be true"))
         if sms and not is_blank(payload.get("attachments")):
@@ -134,8 +134,8 @@ class QliqDestination(HttpDestination):
         for i, attachment in enumerate(payload.get("attachments") or ()):
             content = attachment.get("base64") if isinstance(attachment, Mapping) else None
             if isinstance(content, str) and content and rules.base64_decoded_size(content) is None:
-                problems.append(Problem(f"attachments[{i}].base64", DATA_TYPE,
-                                        "base64 is not valid Base64"))
+                key = f"attachments[{i}].base64"
+                problems.append(Problem(key, DATA_TYPE, f"{key} is not valid Base64"))
         return problems
 
     def send(
