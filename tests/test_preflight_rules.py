@@ -321,6 +321,9 @@ CASES = {
         "conneqt", Edit(coded={"code": ""}), "101", "OBX^2^3^1^1", "codedDataItems[0].code"),
     "conneqt: coded item code not digits": Case(
         "conneqt", Edit(coded={"code": "BP-SYS"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"),
+    "conneqt: coded item code with a leading zero": Case(
+        "conneqt", Edit(coded={"code": "0271649006"}), "102", "OBX^2^3^1^1",
+        "codedDataItems[0].code"),
     "conneqt: coded item code failing Verhoeff": Case(
         "conneqt", Edit(coded={"code": "271649007"}), "102", "OBX^2^3^1^1",
         "codedDataItems[0].code"),
