@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from engine.channel.check import load_channels
-from engine.message import Message
 from engine.sandbox import Sandboxes
+from engine.sandbox.recording import RecordedRequest
 from tests.conftest import on_reactor
 from tests.support import e2e
 from tests.support.e2e import RunningEngine, reset_sandboxes, sandbox_env, wait_for
@@ -40,7 +40,7 @@ sandboxes = e2e.sandboxes  # module-scoped fixture: the four vendor sandboxes on
 
 PREFLIGHT = Path(__file__).parent / "preflight"
 PDF = base64.b64encode(b"%PDF-1.4\n% pre-flight test document\n%%EOF\n").decode("ascii")
-PATIENT_NAME = "PREFLIGHT^PATIENT"
+PATIENT_NAME = ("ZEBEDEE", "QUINTANILLA")  # PID-5: must never reach ERR-8
 #: How long a refused message gets to show up at the sandbox anyway (it must not).
 NOTHING_SENT_WAIT_S = 0.1
 #: The request each vendor's send makes (token grants and status polls are not sends).
@@ -105,7 +105,7 @@ class Draft:
         segments = [
             f"MSH|^~\\&|PREFLIGHT|CITY HOSPITAL|COURIER|COURIER|20260101120000||ORU^R01^ORU_R01"
             f"|{control_id}|P|2.5.1{ack_types}",
-            f"PID|1||4711^^^HOSP^MR||{PATIENT_NAME}||19610203|F",
+            f"PID|1||4711^^^HOSP^MR||{'^'.join(PATIENT_NAME)}||19610203|F",
             "OBR|1|ORD-1|FIL-1|11502-2^Laboratory report^LN|||20260101110000",
             "ZPF|" + "|".join(zpf),
         ]
@@ -412,14 +412,10 @@ def engine(reactor, sandboxes: Sandboxes, tmp_path_factory) -> Iterator[RunningE
     on_reactor(store.close)
 
 
-def sends(sandboxes: Sandboxes, vendor: str) -> list[object]:
+def sends(sandboxes: Sandboxes, vendor: str) -> list[RecordedRequest]:
     """The send requests the vendor's sandbox has received."""
     sandbox = getattr(sandboxes, vendor)
     return [r for r in list(sandbox.state.requests) if SEND_PATHS[vendor].search(r.path)]
-
-
-def send(engine: RunningEngine, vendor: str, raw: bytes) -> Message:
-    return engine.send(f"preflight-{vendor}", raw)
 
 
 @pytest.mark.parametrize("name", [*BASES, *VARIANTS])
@@ -428,7 +424,7 @@ def test_the_valid_base_message_is_accepted_and_reaches_the_sandbox(engine, sand
     control_id = f"BASE-{name.replace(' ', '-')}"
     before = len(sends(sandboxes, vendor))
 
-    ack = send(engine, vendor, BASES[vendor].edited(edit).render(vendor, control_id))
+    ack = engine.send(f"preflight-{vendor}", BASES[vendor].edited(edit).render(vendor, control_id))
 
     assert ack.segment("MSA").value(1) == "AA", ack.text
     assert on_reactor(engine.store.get_message, control_id) is not None
@@ -445,7 +441,7 @@ def test_a_message_breaking_one_rule_is_refused_with_a_useful_err_and_nothing_is
     before = len(sends(sandboxes, case.vendor))
 
     raw = BASES[case.vendor].edited(case.edit).render(case.vendor, control_id)
-    ack = send(engine, case.vendor, raw)
+    ack = engine.send(f"preflight-{case.vendor}", raw)
 
     msa = ack.segment("MSA")
     assert (msa.value(1), msa.value(2)) == ("AR", control_id), ack.text
@@ -455,19 +451,19 @@ def test_a_message_breaking_one_rule_is_refused_with_a_useful_err_and_nothing_is
     assert err.value(4) == "E"
     text = err.value(8)
     assert text.startswith(f"preflight-{case.vendor}: ") and case.key in text, text
-    for value in [*case.edit.values(), PATIENT_NAME]:
+    for value in [*case.edit.values(), *PATIENT_NAME]:
         assert len(value) < 3 or value not in text, f"ERR-8 echoes a value: {text}"
     assert on_reactor(engine.store.get_message, control_id) is None
     time.sleep(NOTHING_SENT_WAIT_S)
     assert len(sends(sandboxes, case.vendor)) == before
 
 
-def test_enhanced_mode_refuses_with_cr(engine, sandboxes):
+def test_enhanced_mode_refuses_with_cr(engine):
     """A sender that asked for enhanced acknowledgements gets the refusal as a commit reject."""
     edit = Edit(zpf={"nhsNumber": "9434765918"})
     raw = BASES["conneqt"].edited(edit).render("conneqt", "PF-ENHANCED", enhanced=True)
 
-    ack = send(engine, "conneqt", raw)
+    ack = engine.send("preflight-conneqt", raw)
 
     assert ack.segment("MSA").value(1) == "CR", ack.text
     [err] = ack.all("ERR")
