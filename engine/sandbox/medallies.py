@@ -49,7 +49,6 @@ from engine.sandbox.recording import fingerprint
 PREFIX = r"(?:/MessagingAPI)?"
 FAILURE_REASON = "9002: ERROR=NoTrustedRecipients"
 TIMEOUT_REASON = "9003: ERROR=NoMDNWithinTimeframe"
-FINAL = frozenset({"DISPLAYED", "FAILED", "FAILED-TO"})
 NEXT = {
     "SMTPINIT": {"PROCESSED", "DISPATCHED", "FAILED", "FAILED-TO"},
     "PROCESSED": {"DISPATCHED", "FAILED", "FAILED-TO"},
@@ -110,7 +109,7 @@ class MedAlliesSandbox(VendorSandbox):
 
     # -- endpoints ---------------------------------------------------------------------
     def send_ccda(self, request: ParsedRequest) -> Reply:
-        refused = self._check_auth(request, sending=True)
+        refused = self._check_auth(request)
         if refused:
             return refused
         if request.content_type != "application/json":
@@ -132,7 +131,7 @@ class MedAlliesSandbox(VendorSandbox):
         return json_reply(200, self._acks[message_id])
 
     def status(self, request: ParsedRequest) -> Reply:
-        refused = self._check_auth(request, sending=False)
+        refused = self._check_auth(request)
         if refused:
             return refused
         message_id = request.query.get("xdMsgId")
@@ -253,7 +252,7 @@ class MedAlliesSandbox(VendorSandbox):
         overrides = request.json if isinstance(request.json, dict) else {}
         return self.send_inbound(overrides).addCallback(lambda entry: json_reply(200, entry))
 
-    def _check_auth(self, request: ParsedRequest, *, sending: bool) -> Reply | None:
+    def _check_auth(self, request: ParsedRequest) -> Reply | None:
         user, password = basic_auth(request.header("Authorization"))
         c = self.credentials
         if (user, password) == (c.medallies_readonly_user, c.medallies_readonly_password):

@@ -30,7 +30,6 @@ DELIVERY_STATES = frozenset({QUEUED, SENDING, SENT, DELIVERED, READ, ERROR, CANC
 
 # Outbox states (HL7 sent back to the hospital).
 PENDING = "PENDING"
-OUTBOX_STATES = frozenset({PENDING, SENT, ERROR})
 
 
 @dataclass(frozen=True, slots=True)
