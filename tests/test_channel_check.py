@@ -17,7 +17,7 @@ REPO = Path(__file__).parent.parent
 @pytest.mark.parametrize(("file", "expected"), [
     ("unknown_key.toml",
      "20: destinations[0].retry.max_attempt: unknown key; did you mean 'max_attempts'?"),
-    ("wrong_type.toml", "5: source.max_connections: expected int, got str '64'"),
+    ("wrong_type.toml", "5: source.max_connections: expected a whole number, got text '64'"),
     ("missing_mapping.toml",
      f"13: destinations[0].mapping: mapping file {BROKEN}/mappings/absent.toml not found"),
     ("literal_secret.toml",

@@ -81,7 +81,7 @@ def test_all_problems_are_collected_with_key_paths_and_suggestions():
     got = {p.key: p.message for p in problems}
     assert got["nmae"] == "unknown key; did you mean 'name'?"
     assert got["name"] == "missing required key"
-    assert got["enabled"] == "expected bool, got str 'yes'"
+    assert got["enabled"] == "expected true or false, got text 'yes'"
     assert "did you mean 'delivered'" in got["events[0]"]
     assert got["destinations[0].retry.max_attempts"] == "0 is out of range [1, inf]"
     assert "did you mean 'factor'" in got["destinations[0].retry.factr"]
@@ -198,7 +198,7 @@ def test_locate_problems_prints_file_line_key_message(tmp_path):
 def test_render_markdown_lists_every_key_under_toml_headers():
     text = render_markdown(TOP)
     assert "### `[[destinations]]`" in text and "### `[destinations.retry]`" in text
-    assert "| `max_attempts` | int | `5` | Attempts. Range [1, inf]. |" in text
+    assert "| `max_attempts` | a whole number | `5` | Attempts. Range [1, inf]. |" in text
     assert "Secret: `${ENV_VAR}` or `api_key_file`." not in text  # variant tables not inlined
     assert "One of `\"delivered\"`, `\"failed\"`." in text
 

@@ -59,7 +59,16 @@ class Field:
             return "list of tables"
         if self.kind in ("object", "table"):
             return "table"
-        return {"str": "string", "path": "path", "float": "number"}.get(self.kind, self.kind)
+        return _PLAIN_TYPE_NAMES.get(self.kind, self.kind)
+
+
+_PLAIN_TYPE_NAMES = {
+    "str": "text",
+    "path": "a file path",
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+}
 
 
 @dataclass(frozen=True)

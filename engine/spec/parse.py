@@ -146,8 +146,14 @@ def _resolve_path(name: str, ctx: _Context) -> Path:
 
 
 def _type_error(f: Field, value: Any, key: str, ctx: _Context) -> None:
-    got = type(value).__name__ if f.secret else f"{type(value).__name__} {value!r}"
+    kind = _TOML_TYPE_NAMES.get(type(value), type(value).__name__)
+    got = kind if f.secret else f"{kind} {value!r}"
     ctx.problem(key, f"expected {f.type_name}, got {got}")
+
+
+# What a TOML value read by tomllib is, in the words of the reference tables.
+_TOML_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+                    list: "a list", dict: "a table"}
 
 
 def _convert(f: Field, value: Any, key: str, parent: Mapping[str, Any], ctx: _Context) -> Any:
