@@ -54,7 +54,7 @@ class Field:
     def type_name(self) -> str:
         """The type as an interface analyst reads it in the reference tables."""
         if self.kind == "list":
-            return f"list of {self.item}"
+            return f"list of {_PLAIN_TYPE_NAMES.get(self.item, self.item)}"
         if self.kind == "objects":
             return "list of tables"
         if self.kind in ("object", "table"):
