@@ -64,4 +64,4 @@ def test_reference_has_a_table_per_section_and_every_key():
         assert f"### {heading}" in text
     for field in CHANNEL.fields:
         assert f"| `{field.name}` |" in text
-    assert '| `processing_ids` | list of str | `["P"]` |' in text
+    assert '| `processing_ids` | list of text | `["P"]` |' in text
