@@ -12,7 +12,7 @@ import requests
 
 from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from tests.conftest import on_reactor
-from tests.test_sandbox_support import fake_clock, fresh, serve
+from tests.support.sandbox import fake_clock, fresh, serve
 
 KEY = {"ApiKey": "sandbox-conneqt-key"}
 PDF = base64.b64encode(b"%PDF-1.4 sandbox").decode()

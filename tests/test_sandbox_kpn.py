@@ -9,7 +9,7 @@ import requests
 
 from engine.sandbox.kpn import KpnSandbox, KpnTimings
 from tests.conftest import on_reactor
-from tests.test_sandbox_support import fake_clock, fresh, serve
+from tests.support.sandbox import fake_clock, fresh, serve
 
 CLIENT = {"client_id": "sandbox-kpn-client", "client_secret": "sandbox-kpn-secret"}
 CALLBACK = "https://courier.example/oauth2/callback"

@@ -12,7 +12,7 @@ import requests
 
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from tests.conftest import on_reactor
-from tests.test_sandbox_support import Receiver, fake_clock, fresh, serve
+from tests.support.sandbox import Receiver, fake_clock, fresh, serve
 
 AUTH = ("courier", "sandbox-medallies-password")
 SENDER = "john@medalliestestdomain.com"

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
-from tests.test_sandbox_support import Receiver, fake_clock, fresh, serve
+from tests.support.sandbox import Receiver, fake_clock, fresh, serve
 
 KEY = "sandbox-qliq-key"
 CAPTURED = "H4sICI0fXVQAA3BhZ2UucGRmAAvOz01VCE7MLchJVQhITE8FAAyOwbUQAAAA"  # from the doc
