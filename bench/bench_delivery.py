@@ -86,8 +86,17 @@ def start_courier(workdir: Path, port: int, qliq_url: str, concurrency: int) -> 
     (workdir / "bench_qliq.toml").write_text(MAPPING)
     store = workdir / f"delivery-{concurrency}.sqlite3"
     env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY)
-    command = [sys.executable, "-m", "engine", "run", str(channel), "--store", str(store),
-               "--durability", "normal"]
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "run",
+        str(channel),
+        "--store",
+        str(store),
+        "--durability",
+        "normal",
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -42,16 +42,28 @@ def _status_samples() -> str:
         ("read", "READ", "", ()),
         ("failed", "ERROR", "9002: ERROR=NoTrustedRecipients", ()),
         ("expired", "ERROR", "", ()),
-        ("rejected", "ERROR", "400 Bad Request",
-         (InvalidParameter("attachments[0].fileName", "not a valid Windows file name"),)),
+        (
+            "rejected",
+            "ERROR",
+            "400 Bad Request",
+            (InvalidParameter("attachments[0].fileName", "not a valid Windows file name"),),
+        ),
         ("dead_letter", "ERROR", "gave up after 20 attempts over 72 hours", ()),
     ]
     blocks = []
     for number, (event, state, detail, invalid) in enumerate(cases, 1):
         transition = Transition(
-            delivery_id=7, message_id=3, channel="ehr-mdm-to-qliq", destination="ward-qliq",
-            control_id=original.control_id, state=state, event=event, at=at.timestamp(),
-            remote_id="6f1c2a9e04b34d0f", recipient="dr.jones@cityhospital.example", detail=detail,
+            delivery_id=7,
+            message_id=3,
+            channel="ehr-mdm-to-qliq",
+            destination="ward-qliq",
+            control_id=original.control_id,
+            state=state,
+            event=event,
+            at=at.timestamp(),
+            remote_id="6f1c2a9e04b34d0f",
+            recipient="dr.jones@cityhospital.example",
+            detail=detail,
             invalid_parameters=invalid,
         )
         payload = build_status_message(

@@ -128,7 +128,9 @@ class Replay:
         return summary
 
     @defer.inlineCallbacks
-    def _worker(self, queue: Iterator[Outgoing], summary: Summary, on_result) -> Iterator[defer.Deferred]:
+    def _worker(
+        self, queue: Iterator[Outgoing], summary: Summary, on_result: Callable[[Result], None] | None
+    ) -> Iterator[defer.Deferred]:
         client = None
         for message in queue:
             yield self._wait_for_slot()

@@ -104,7 +104,4 @@ class Screen:
         try:
             return route.mapping.apply(message, context=mapping_context(self.channel.name, route.name))
         except MappingFailure as failure:
-            raise Refused(
-                AckError(failure.code, f"{route.name}: {failure.text}", failure.location)
-            ) from None
-
+            raise Refused(AckError(failure.code, f"{route.name}: {failure.text}", failure.location)) from None

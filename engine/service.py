@@ -12,7 +12,7 @@ channel and destination (:mod:`engine.status.routes`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +55,7 @@ def limits(channel: Channel) -> Limits:
     )
 
 
-def routes(
-    channel: Channel, clock: Callable[[], float], tokens: StoredTokens | None = None
-) -> list[Route]:
+def routes(channel: Channel, clock: Callable[[], float], tokens: StoredTokens | None = None) -> list[Route]:
     """Each destination with its compiled mapping and a vendor client on its own HTTP session."""
     return [
         Route(
@@ -97,7 +95,7 @@ def missing_token(queue: DeliveryQueue, kind: str) -> StoredToken | None:
 
 
 @defer.inlineCallbacks
-def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]):
+def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]) -> Generator[defer.Deferred, Any, None]:
     """conneQt destinations with an ``access_code`` and no stored token: exchange and store.
 
     A failed exchange is logged, not fatal: the queue then reports the missing token.
@@ -109,7 +107,8 @@ def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]):
             continue
         try:
             token = yield threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), queue.destination.exchange_access_code, code)
+                reactor, reactor.getThreadPool(), queue.destination.exchange_access_code, code
+            )
         except Exception as exc:
             log.error("queue %s: conneQt access code exchange failed: %s", queue.name, exc)
             continue
@@ -284,7 +283,7 @@ def build_engine(
     served = None
     if webhook_endpoint is not None:
         served = ListenerService(
-            "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls))
+            "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls)
+        )
         served.setServiceParent(service)
     return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, webhook_tls)
-

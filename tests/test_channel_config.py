@@ -34,7 +34,10 @@ def test_minimal_channel_gets_documented_defaults():
     assert problems == []
     source = channel.source
     assert (source.max_message_bytes, source.idle_timeout_s, source.frame_timeout_s) == (
-        16 * 1024 * 1024, 300.0, 30.0)
+        16 * 1024 * 1024,
+        300.0,
+        30.0,
+    )
     assert (source.max_connections, source.max_pending_frames) == (64, 16)
     assert (source.charset, source.force_charset, source.mllp_release2) == ("ascii", False, False)
     assert source.tls is None and source.validation.level == "off"
@@ -52,17 +55,23 @@ def test_minimal_channel_gets_documented_defaults():
 
 
 def test_optional_sections_parse_when_present():
-    text = MINIMAL.replace("[source.filter]", """\
+    text = (
+        MINIMAL.replace(
+            "[source.filter]",
+            """\
 [source.tls]
 cert_file = "tls/server.pem"
 key_file = "tls/server.key"
 ca_file = "tls/clients.pem"
 require_client_cert = true
-[source.filter]""") + """
+[source.filter]""",
+        )
+        + """
 [status_reports]
 to = "tcp:host=127.0.0.1:port=2590"
 events = ["read"]
 """
+    )
     channel, problems = load(text)
     assert problems == []
     assert channel.source.tls.ca_file == Path("/etc/courier/channels/tls/clients.pem")
@@ -71,23 +80,46 @@ events = ["read"]
     assert channel.status_reports.connect_timeout_s == 10.0
 
 
-@pytest.mark.parametrize(("change", "key", "message"), [
-    (("[source.filter]", '[status_reports]\nto = "tcp:host=127.0.0.1"\n[source.filter]'),
-     "status_reports.to", "not a valid client endpoint string"),
-    (('listen = "tcp:2575:interface=127.0.0.1"', 'listen = "ssl:2575:privateKey=absent.pem"'),
-     "source.listen", "not a valid server endpoint string"),
-    (('listen = "tcp:2575:interface=127.0.0.1"',
-      'listen = "ssl:2575:privateKey=k.pem"\n[source.tls]\ncert_file = "c"\nkey_file = "k"'),
-     "source.tls", "give TLS either in an ssl: listen string or in [source.tls], not both"),
-    (('type = "kpn"', 'type = "kpm"'), "destinations[0].type", "did you mean 'kpn'?"),
-    (('name = "gp"', 'name = "GP Practice"'), "destinations[0].name", "lower-case letters"),
-    (("[source.filter]", '[source.validation]\nlevel = "paranoid"\n[source.filter]'),
-     "source.validation.level", "'paranoid' is not one of 'off', 'tolerant', 'strict'"),
-    (("[source.filter]", 'charset = "klingon"\n[source.filter]'),
-     "source.charset", "unknown character set 'klingon'"),
-    (('message_types = ["ORU^R01"]', 'message_types = ["ORU_R01"]'),
-     "source.filter.message_types[0]", "is not a message type such as 'ORU^R01'"),
-])
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (
+            ("[source.filter]", '[status_reports]\nto = "tcp:host=127.0.0.1"\n[source.filter]'),
+            "status_reports.to",
+            "not a valid client endpoint string",
+        ),
+        (
+            ('listen = "tcp:2575:interface=127.0.0.1"', 'listen = "ssl:2575:privateKey=absent.pem"'),
+            "source.listen",
+            "not a valid server endpoint string",
+        ),
+        (
+            (
+                'listen = "tcp:2575:interface=127.0.0.1"',
+                'listen = "ssl:2575:privateKey=k.pem"\n[source.tls]\ncert_file = "c"\nkey_file = "k"',
+            ),
+            "source.tls",
+            "give TLS either in an ssl: listen string or in [source.tls], not both",
+        ),
+        (('type = "kpn"', 'type = "kpm"'), "destinations[0].type", "did you mean 'kpn'?"),
+        (('name = "gp"', 'name = "GP Practice"'), "destinations[0].name", "lower-case letters"),
+        (
+            ("[source.filter]", '[source.validation]\nlevel = "paranoid"\n[source.filter]'),
+            "source.validation.level",
+            "'paranoid' is not one of 'off', 'tolerant', 'strict'",
+        ),
+        (
+            ("[source.filter]", 'charset = "klingon"\n[source.filter]'),
+            "source.charset",
+            "unknown character set 'klingon'",
+        ),
+        (
+            ('message_types = ["ORU^R01"]', 'message_types = ["ORU_R01"]'),
+            "source.filter.message_types[0]",
+            "is not a message type such as 'ORU^R01'",
+        ),
+    ],
+)
 def test_bad_values_name_their_key(change, key, message):
     channel, problems = load(MINIMAL.replace(*change))
     assert channel is None
@@ -95,7 +127,7 @@ def test_bad_values_name_their_key(change, key, message):
 
 
 def test_cross_key_rules():
-    second = MINIMAL[MINIMAL.index("[[destinations]]"):]
+    second = MINIMAL[MINIMAL.index("[[destinations]]") :]
     text = MINIMAL + second + "  [destinations.retry]\n  initial_delay_s = 7200\n"
     _, problems = load(text)
     assert [(p.key, p.message) for p in problems] == [

@@ -50,8 +50,9 @@ def test_examples_name_the_schema_and_use_only_declared_keys():
     for file in sorted((REPO / "channels").glob("*.toml")):
         text = file.read_text()
         assert text.startswith("#:schema ../engine/channel/channel.schema.json\n"), file
-        assert _keys(schema, {k: v for k, v in tomllib.loads(text).items()
-                              if k != "destinations"}) == [], file
+        assert _keys(schema, {k: v for k, v in tomllib.loads(text).items() if k != "destinations"}) == [], (
+            file
+        )
         destinations = schema["properties"]["destinations"]["items"]
         for item in tomllib.loads(text)["destinations"]:
             assert _keys(destinations, {k: v for k, v in item.items() if k != "settings"}) == []
@@ -59,8 +60,15 @@ def test_examples_name_the_schema_and_use_only_declared_keys():
 
 def test_reference_has_a_table_per_section_and_every_key():
     text = channel_reference_markdown()
-    for heading in ("`[source]`", "`[source.filter]`", "`[source.tls]`", "`[ack]`",
-                    "`[[destinations]]`", "`[destinations.retry]`", "`[status_reports]`"):
+    for heading in (
+        "`[source]`",
+        "`[source.filter]`",
+        "`[source.tls]`",
+        "`[ack]`",
+        "`[[destinations]]`",
+        "`[destinations.retry]`",
+        "`[status_reports]`",
+    ):
         assert f"### {heading}" in text
     for field in CHANNEL.fields:
         assert f"| `{field.name}` |" in text

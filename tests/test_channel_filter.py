@@ -35,12 +35,15 @@ def test_accepted_message():
     assert verdict.outcome == "accepted" and verdict.ack_error() is None
 
 
-@pytest.mark.parametrize(("msh", "code", "location"), [
-    ({"f8": "ADT^A01"}, 200, "MSH-9.1"),
-    ({"f8": "ORU^R30"}, 201, "MSH-9.2"),
-    ({"f10": "T"}, 202, "MSH-11.1"),
-    ({"f11": "2.1"}, 203, "MSH-12.1"),
-])
+@pytest.mark.parametrize(
+    ("msh", "code", "location"),
+    [
+        ({"f8": "ADT^A01"}, 200, "MSH-9.1"),
+        ({"f8": "ORU^R30"}, 201, "MSH-9.2"),
+        ({"f10": "T"}, 202, "MSH-11.1"),
+        ({"f11": "2.1"}, 203, "MSH-12.1"),
+    ],
+)
 def test_routing_mismatches_are_rejected_with_their_0357_code(msh, code, location):
     verdict = evaluate(channel_filter(), message(**msh))
     assert (verdict.outcome, verdict.code, verdict.location) == ("rejected", code, location)
@@ -69,11 +72,18 @@ def test_condition_miss_filters_or_rejects_without_quoting_the_message():
     assert verdict.outcome == "rejected" and "DOE" not in verdict.text
 
 
-@pytest.mark.parametrize(("condition", "holds"), [
-    ("OBR-25 = F", True), ("OBR-25 != F", False), ("OBR-25 in P, F", True),
-    ("PID-3.5 exists", True), ("PID-8 exists", False), ("PID-5.2 = 'JANE'", True),
-    ("OBR-25 in C", False),
-])
+@pytest.mark.parametrize(
+    ("condition", "holds"),
+    [
+        ("OBR-25 = F", True),
+        ("OBR-25 != F", False),
+        ("OBR-25 in P, F", True),
+        ("PID-3.5 exists", True),
+        ("PID-8 exists", False),
+        ("PID-5.2 = 'JANE'", True),
+        ("OBR-25 in C", False),
+    ],
+)
 def test_condition_operators(condition, holds):
     verdict = evaluate(channel_filter(conditions=[condition]), message())
     assert (verdict.outcome == "accepted") is holds

@@ -84,22 +84,28 @@ MAPPINGS = {
 }
 SETTINGS = {
     "conneqt": {"api_key": "sandbox-conneqt-key"},
-    "medallies": {"username": "courier", "password": "sandbox-medallies-password",
-                  "from_direct_address": "lab@direct.example.org"},
+    "medallies": {
+        "username": "courier",
+        "password": "sandbox-medallies-password",
+        "from_direct_address": "lab@direct.example.org",
+    },
     "qliq": {"api_key": "sandbox-qliq-key"},
 }
 
 
-def oru(control_id: str, *, practice: str = "B86001", patient: str = "9434765919", order: str = "ORD1"
-        ) -> bytes:
-    return "\r".join((
-        f"MSH|^~\\&|LIS|LAB|COURIER|GP|20240315103000||ORU^R01|{control_id}|P|2.5.1",
-        f"PID|1||{patient}^^^NHS^NH||DOE^JANE",
-        f"PD1|||Moor Lane^^{practice}",
-        f"ORC|RE|{order}",
-        f"OBR|1|{order}|ACC-{control_id}|FBC^Full blood count",
-        f"OBX|1|ED|PDF^Report||^AP^PDF^Base64^{PDF}",
-    )).encode()
+def oru(
+    control_id: str, *, practice: str = "B86001", patient: str = "9434765919", order: str = "ORD1"
+) -> bytes:
+    return "\r".join(
+        (
+            f"MSH|^~\\&|LIS|LAB|COURIER|GP|20240315103000||ORU^R01|{control_id}|P|2.5.1",
+            f"PID|1||{patient}^^^NHS^NH||DOE^JANE",
+            f"PD1|||Moor Lane^^{practice}",
+            f"ORC|RE|{order}",
+            f"OBR|1|{order}|ACC-{control_id}|FBC^Full blood count",
+            f"OBX|1|ED|PDF^Report||^AP^PDF^Base64^{PDF}",
+        )
+    ).encode()
 
 
 class Transitions:
@@ -135,8 +141,9 @@ def sandboxes(reactor):
 
 @pytest.fixture
 def store(reactor, tmp_path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "engine.sqlite3", reactor=reactor, cipher=Cipher(os.urandom(32)),
-                         durability="normal")
+    opened = SQLiteStore(
+        tmp_path / "engine.sqlite3", reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal"
+    )
     on_reactor(opened.start)
     yield opened
     on_reactor(opened.close)
@@ -160,8 +167,12 @@ class Harness:
             on_reactor(sandbox.set_faults, outage=None)
 
     def destination(self, kind: str, **settings: Any):
-        table = {"base_url": self.sandboxes.base_urls()[kind], **SETTINGS[kind],
-                 "read_timeout_s": 5.0, **settings}
+        table = {
+            "base_url": self.sandboxes.base_urls()[kind],
+            **SETTINGS[kind],
+            "read_timeout_s": 5.0,
+            **settings,
+        }
         cls = REGISTRY[kind]
         parsed, problems = parse(cls.settings_spec, table, env={})
         assert problems == []
@@ -174,20 +185,40 @@ class Harness:
 
     def config(self, kind: str, name: str | None = None, **changes: Any) -> DestinationConfig:
         base = DestinationConfig(
-            name=name or kind, type=kind, mapping=Path(f"{kind}.toml"), settings={},
-            retry=FAST_RETRY, rate_limit=RateLimit(None, 1), concurrency=1, status=NO_POLLING,
+            name=name or kind,
+            type=kind,
+            mapping=Path(f"{kind}.toml"),
+            settings={},
+            retry=FAST_RETRY,
+            rate_limit=RateLimit(None, 1),
+            concurrency=1,
+            status=NO_POLLING,
         )
         return replace(base, **changes)
 
-    def queue(self, kind: str, *, name: str | None = None, destination=None, start: bool = True,
-              conversations: bool = False, **changes: Any) -> DeliveryQueue:
+    def queue(
+        self,
+        kind: str,
+        *,
+        name: str | None = None,
+        destination=None,
+        start: bool = True,
+        conversations: bool = False,
+        **changes: Any,
+    ) -> DeliveryQueue:
         mapping_file = self.tmp_path / f"{kind}.toml"
         mapping_file.write_text(textwrap.dedent(MAPPINGS[kind]))
         config = self.config(kind, name, **changes)
         queue = DeliveryQueue(
-            channel="lab", config=config, destination=destination or self.destination(kind),
-            mapping=load_mapping(mapping_file), store=self.store, reactor=self.reactor,
-            clock=self.reactor, listener=self.listener, idle_s=0.2,
+            channel="lab",
+            config=config,
+            destination=destination or self.destination(kind),
+            mapping=load_mapping(mapping_file),
+            store=self.store,
+            reactor=self.reactor,
+            clock=self.reactor,
+            listener=self.listener,
+            idle_s=0.2,
             conversations=Conversations(self.store) if conversations else None,
         )
         self.queues.append(queue)
@@ -198,9 +229,15 @@ class Harness:
     def receive(self, raw: bytes, *destinations: str) -> int:
         message = Message.parse(raw)
         incoming = Incoming(
-            channel="lab", raw=raw, sending_application="LIS", sending_facility="LAB",
-            control_id=message.get("MSH-10"), message_type="ORU^R01", received_at=self.reactor.seconds(),
-            peer="test", destinations=destinations,
+            channel="lab",
+            raw=raw,
+            sending_application="LIS",
+            sending_facility="LAB",
+            control_id=message.get("MSH-10"),
+            message_type="ORU^R01",
+            received_at=self.reactor.seconds(),
+            peer="test",
+            destinations=destinations,
         )
         receipt = on_reactor(self.store.receive, incoming)
         for queue in self.queues:
@@ -211,8 +248,11 @@ class Harness:
         return on_reactor(self.store.list_deliveries, destination=destination, state=state, limit=500)
 
     def wait_states(self, destination: str, state: str, count: int, timeout: float = 10.0):
-        return wait_for(lambda: len(self.deliveries(destination, state)) == count and
-                        self.deliveries(destination, state), timeout, f"{count} {state} at {destination}")
+        return wait_for(
+            lambda: len(self.deliveries(destination, state)) == count and self.deliveries(destination, state),
+            timeout,
+            f"{count} {state} at {destination}",
+        )
 
     def close(self) -> None:
         for queue in self.queues:

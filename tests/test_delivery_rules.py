@@ -88,8 +88,10 @@ def test_conneqt_polls_at_most_four_times_a_day_and_around_expiry():
 
 
 def test_conneqt_expiry_comes_from_the_payload():
-    assert payload_expiry("conneqt", {"expiryDateTime": "2024-01-01T00:00:00Z"}) == datetime(
-        2024, 1, 1, tzinfo=UTC).timestamp()
+    assert (
+        payload_expiry("conneqt", {"expiryDateTime": "2024-01-01T00:00:00Z"})
+        == datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    )
     assert payload_expiry("conneqt", {}) is None
     assert payload_expiry("qliq", {"expiryDateTime": "2024-01-01T00:00:00Z"}) is None
 

@@ -39,8 +39,12 @@ class Pollers:
     def start(self, queue, clock=None) -> StatusPoller:
         self.tracker.track(queue.name)
         poller = StatusPoller(
-            config=queue.config, destination=queue.destination, store=self.harness.store,
-            tracker=self.tracker, reactor=self.harness.reactor, clock=clock or self.harness.reactor,
+            config=queue.config,
+            destination=queue.destination,
+            store=self.harness.store,
+            tracker=self.tracker,
+            reactor=self.harness.reactor,
+            clock=clock or self.harness.reactor,
             idle_s=0.1,
         )
         on_reactor(poller.start)
@@ -89,8 +93,9 @@ def test_medallies_polls_until_dispatched_and_a_pushed_displayed_upgrades_it(
 
 
 def test_qliq_polls_drive_delivered_then_read(harness, pollers, sandboxes, listener, store):
-    on_reactor(sandboxes.qliq.configure, {"delivered_after_s": 0.1, "read_after_s": 0.4,
-                                          "recipient_stagger_s": 0})
+    on_reactor(
+        sandboxes.qliq.configure, {"delivered_after_s": 0.1, "read_after_s": 0.4, "recipient_stagger_s": 0}
+    )
     queue = harness.queue("qliq", status=QUICK_POLLING)
     pollers.start(queue)
     harness.receive(oru("QL1"), "qliq")
@@ -106,8 +111,9 @@ def test_conneqt_failed_and_expired_become_error_on_the_four_a_day_schedule(
     on_reactor(sandboxes.conneqt.configure, {"completed_after_s": None})
     clock = Clock()
     clock.advance(time.time())
-    queue = harness.queue("conneqt", status=StatusPolling(poll=True, poll_every_s=60,
-                                                          give_up_after_s=3 * 86400))
+    queue = harness.queue(
+        "conneqt", status=StatusPolling(poll=True, poll_every_s=60, give_up_after_s=3 * 86400)
+    )
     harness.receive(oru("CQ1"), "conneqt")
     harness.receive(oru("CQ2"), "conneqt")
     first, second = sorted(harness.wait_states("conneqt", SENT, 2), key=lambda d: d.id)

@@ -24,8 +24,14 @@ def db(tmp_path):
 
 def store_message(db: Database, destinations=("gp",)) -> list[int]:
     incoming = Incoming(
-        channel="lab", raw=RAW, sending_application="LIS", sending_facility="HOSP",
-        control_id="C1", message_type="ORU^R01", received_at=T0, peer="test",
+        channel="lab",
+        raw=RAW,
+        sending_application="LIS",
+        sending_facility="HOSP",
+        control_id="C1",
+        message_type="ORU^R01",
+        received_at=T0,
+        peer="test",
         destinations=destinations,
     )
     with db.transaction():

@@ -33,9 +33,7 @@ def good_payload(**changes):
 
 def destination(base_url="http://127.0.0.1:9", session=None, token="tok-1"):
     settings = make_settings(ConneqtDestination, {"base_url": base_url, "api_key": "key-1"})
-    return ConneqtDestination(
-        settings, session, token_provider=StaticToken(token), clock=lambda: NOW
-    )
+    return ConneqtDestination(settings, session, token_provider=StaticToken(token), clock=lambda: NOW)
 
 
 def problems_of(**changes):
@@ -51,14 +49,14 @@ def test_required_fields(key):
     assert problems_of(**{key: ""}) == [(key, 101)]
 
 
-@pytest.mark.parametrize(("value", "ok"), [("9434765919", True), ("9434765918", False),
-                                           ("943476591", False)])
+@pytest.mark.parametrize(("value", "ok"), [("9434765919", True), ("9434765918", False), ("943476591", False)])
 def test_nhs_number_modulus_11(value, ok):
     assert (problems_of(nhsNumber=value) == []) is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("A81001", True), ("GPPRAC001", True),
-                                           ("a81001", False), ("A8 001", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"), [("A81001", True), ("GPPRAC001", True), ("a81001", False), ("A8 001", False)]
+)
 def test_recipient_ods_code(value, ok):
     assert (problems_of(recipientId=value) == []) is ok
 
@@ -77,13 +75,16 @@ def test_recipient_id_type_from_the_table():
     assert problems_of(recipientIdType="Email") == [("recipientIdType", 103)]
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("2026-03-02T09:00:00Z", None),
-    ("2026-03-02T09:00:00+01:00", None),
-    ("2026-03-02T09:00:00", 102),  # no offset
-    ("2026-02-28T09:00:00Z", 102),  # in the past
-    ("tomorrow", 102),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2026-03-02T09:00:00Z", None),
+        ("2026-03-02T09:00:00+01:00", None),
+        ("2026-03-02T09:00:00", 102),  # no offset
+        ("2026-02-28T09:00:00Z", 102),  # in the past
+        ("tomorrow", 102),
+    ],
+)
 def test_expiry_is_rfc3339_in_the_future(value, problem):
     expected = [] if problem is None else [("expiryDateTime", problem)]
     assert problems_of(expiryDateTime=value) == expected
@@ -102,9 +103,7 @@ def test_one_to_ten_attachments():
 def test_attachment_mime_types():
     for mime in ("image/jpeg", "text/plain", "text/vnd.qxlva.conneqt.consultation"):
         assert problems_of(attachments=[attachment(mimeType=mime)]) == []
-    assert problems_of(attachments=[attachment(mimeType="image/png")]) == [
-        ("attachments[0].mimeType", 103)
-    ]
+    assert problems_of(attachments=[attachment(mimeType="image/png")]) == [("attachments[0].mimeType", 103)]
 
 
 def test_attachment_size_limit_is_5mb_decoded():
@@ -115,9 +114,7 @@ def test_attachment_size_limit_is_5mb_decoded():
 
 
 def test_attachment_content_must_be_base64():
-    assert problems_of(attachments=[attachment(content="not base64!")]) == [
-        ("attachments[0].content", 102)
-    ]
+    assert problems_of(attachments=[attachment(content="not base64!")]) == [("attachments[0].content", 102)]
 
 
 @pytest.mark.parametrize("name", ["Result.pdf", "Blood results 2026.pdf"])
@@ -125,21 +122,23 @@ def test_valid_windows_file_names(name):
     assert problems_of(attachments=[attachment(fileName=name)]) == []
 
 
-@pytest.mark.parametrize("name", [" Result.pdf", "Result.pdf ", ".Result", "Result.",
-                                  "a/b.pdf", "what?.pdf", "CON.pdf", "nul"])
+@pytest.mark.parametrize(
+    "name", [" Result.pdf", "Result.pdf ", ".Result", "Result.", "a/b.pdf", "what?.pdf", "CON.pdf", "nul"]
+)
 def test_invalid_windows_file_names(name):
-    assert problems_of(attachments=[attachment(fileName=name)]) == [
-        ("attachments[0].fileName", 102)
-    ]
+    assert problems_of(attachments=[attachment(fileName=name)]) == [("attachments[0].fileName", 102)]
 
 
-@pytest.mark.parametrize(("code", "ok"), [
-    ("407554009", True),
-    ("248223005", True),
-    ("407554008", False),  # Verhoeff check digit wrong
-    ("407554019", False),  # a description-partition id, not a concept
-    ("012345", False),
-])
+@pytest.mark.parametrize(
+    ("code", "ok"),
+    [
+        ("407554009", True),
+        ("248223005", True),
+        ("407554008", False),  # Verhoeff check digit wrong
+        ("407554019", False),  # a description-partition id, not a concept
+        ("012345", False),
+    ],
+)
 def test_coded_items_carry_snomed_concept_ids(code, ok):
     assert (problems_of(codedDataItems=[{"code": code}]) == []) is ok
 
@@ -177,8 +176,7 @@ def test_send_builds_the_instant_message(server, session):
         "subject": {"id": {"type": "VerifiedNhsNumber", "value": "9434765919"}},
         "expiryDateTime": "2026-03-02T09:00:00Z",
         "body": {"mimeType": "text/plain", "content": "Results attached"},
-        "attachments": [{"mimeType": "application/pdf", "fileName": "Result.pdf",
-                         "content": PDF}],
+        "attachments": [{"mimeType": "application/pdf", "fileName": "Result.pdf", "content": PDF}],
         "codedDataItems": [{"code": "407554009", "value": 140, "unit": "mmHg"}],
     }
     assert result.outcome is Outcome.ACCEPTED
@@ -198,8 +196,11 @@ PROBLEM = {
     "instance": "urn:uuid:123e4567-e89b-12d3-a456-426614174000",
     "invalidParameters": [
         {"name": "recipient", "reason": "Unknown Recipient"},
-        {"name": "body.mimeType", "reason": "Must be 'text/plain' or 'text/html'",
-         "value": "application/pdf"},
+        {
+            "name": "body.mimeType",
+            "reason": "Must be 'text/plain' or 'text/html'",
+            "value": "application/pdf",
+        },
     ],
 }
 
@@ -223,8 +224,11 @@ def test_a_content_error_is_never_resent_even_as_a_5xx(server, session):
 
 
 def test_a_refused_attachment_parameter_is_never_resent(server, session):
-    problem = {"title": "Service Unavailable", "status": 503,
-               "invalidParameters": [{"name": "attachments[0].content", "reason": "Malware"}]}
+    problem = {
+        "title": "Service Unavailable",
+        "status": 503,
+        "invalidParameters": [{"name": "attachments[0].content", "reason": "Malware"}],
+    }
     server.reply(Reply(503, problem, {"Content-Type": "application/problem+json"}))
     result = destination(server.base_url, session).send(good_payload(), idempotency_key="k")
     assert result.outcome is Outcome.REJECTED
@@ -238,9 +242,7 @@ def test_a_plain_server_error_is_retried(server, session):
 
 
 def test_no_access_token_holds_the_message_without_a_request(server, session):
-    result = destination(server.base_url, session, token=None).send(
-        good_payload(), idempotency_key="k"
-    )
+    result = destination(server.base_url, session, token=None).send(good_payload(), idempotency_key="k")
     assert result.outcome is Outcome.AUTH_FAILED
     assert server.received == []
 
@@ -261,10 +263,15 @@ def test_a_refused_access_code_raises(server, session):
         destination(server.base_url, session).exchange_access_code("WRONG")
 
 
-@pytest.mark.parametrize(("vendor", "state"), [
-    ("PENDING", "pending"), ("COMPLETED", "delivered"), ("REJECTED", "failed"),
-    ("EXPIRED", "expired"),
-])
+@pytest.mark.parametrize(
+    ("vendor", "state"),
+    [
+        ("PENDING", "pending"),
+        ("COMPLETED", "delivered"),
+        ("REJECTED", "failed"),
+        ("EXPIRED", "expired"),
+    ],
+)
 def test_check_status_normalises_states(server, session, vendor, state):
     server.reply(Reply(200, {"status": vendor, "subStatus": "Failed instant message import"}))
     [update] = destination(server.base_url, session).check_status("abc")

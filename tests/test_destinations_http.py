@@ -59,9 +59,7 @@ class ScriptedServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                server.received.append(
-                    Received(self.command, self.path, dict(self.headers.items()), body)
-                )
+                server.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
                 reply = server.replies.pop(0) if server.replies else Reply(200, {})
                 time.sleep(reply.delay_s)
                 payload = reply.body
@@ -123,8 +121,13 @@ def make_settings(cls: type, table: dict[str, Any]) -> Any:
 def medallies(base_url: str, session: requests.Session, **extra: Any) -> MedAlliesDestination:
     settings = make_settings(
         MedAlliesDestination,
-        {"base_url": base_url, "username": "edge", "password": "pw",
-         "from_direct_address": "lab@direct.example.org", **extra},
+        {
+            "base_url": base_url,
+            "username": "edge",
+            "password": "pw",
+            "from_direct_address": "lab@direct.example.org",
+            **extra,
+        },
     )
     return MedAlliesDestination(settings, session)
 
@@ -132,8 +135,7 @@ def medallies(base_url: str, session: requests.Session, **extra: Any) -> MedAlli
 PAYLOAD = {
     "toDirectAddress": "smith@direct.example.org",
     "emailAttachmentList": [
-        {"attachmentClass": "application/pdf", "attachmentContent": "JVBERi0=",
-         "attachmentTitle": "Report"},
+        {"attachmentClass": "application/pdf", "attachmentContent": "JVBERi0=", "attachmentTitle": "Report"},
     ],
 }
 
@@ -170,8 +172,9 @@ def test_retry_after_absent_or_unreadable(header):
 
 
 def test_2xx_is_accepted(server, session):
-    result = send(server, session, Reply(200, {"messageId": "x", "status": "SUCCESS",
-                                               "transactionId": "t-1"}))
+    result = send(
+        server, session, Reply(200, {"messageId": "x", "status": "SUCCESS", "transactionId": "t-1"})
+    )
     assert result.outcome is Outcome.ACCEPTED
     assert result.http_status == 200
     assert result.vendor_ids["transactionId"] == "t-1"

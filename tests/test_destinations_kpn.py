@@ -19,15 +19,23 @@ from tests.test_destinations_http import Reply, make_settings
 server, session = loopback.server, loopback.session  # the loopback fixtures
 
 PDF_BYTES = b"%PDF-1.4 discharge letter"
-PDF = {"file_name": "letter.pdf", "mime_type": "application/pdf",
-       "content": base64.b64encode(PDF_BYTES).decode()}
+PDF = {
+    "file_name": "letter.pdf",
+    "mime_type": "application/pdf",
+    "content": base64.b64encode(PDF_BYTES).decode(),
+}
 
 
 def destination(base_url="http://127.0.0.1:9", session=None, token="kpn-token", **extra):
     settings = make_settings(
         KpnDestination,
-        {"base_url": base_url, "client_id": "client-1", "client_secret": "s3cret",
-         "token_url": f"{base_url}/oauth/token", **extra},
+        {
+            "base_url": base_url,
+            "client_id": "client-1",
+            "client_secret": "s3cret",
+            "token_url": f"{base_url}/oauth/token",
+            **extra,
+        },
     )
     return KpnDestination(settings, session, token_provider=StaticToken(token))
 
@@ -56,17 +64,18 @@ def test_body_is_required():
 
 
 def test_attachment_content_must_be_base64():
-    assert problems_of(attachments=[{**PDF, "content": "!!"}]) == [
-        ("attachments[0].content", 102)
-    ]
+    assert problems_of(attachments=[{**PDF, "content": "!!"}]) == [("attachments[0].content", 102)]
 
 
-@pytest.mark.parametrize(("payload", "path"), [
-    ({"chat_type": "conversation", "chat_id": "42"}, "/conversations/42"),
-    ({"chat_type": "groupchat", "chat_id": "42"}, "/groupchats/42"),
-    ({"chat_type": "conversation", "aux_id": "pat/1 2"}, "/aux/conversations/pat%2F1%202"),
-    ({"chat_type": "groupchat", "aux_id": "ward-7"}, "/aux/groupchats/ward-7"),
-])
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ({"chat_type": "conversation", "chat_id": "42"}, "/conversations/42"),
+        ({"chat_type": "groupchat", "chat_id": "42"}, "/groupchats/42"),
+        ({"chat_type": "conversation", "aux_id": "pat/1 2"}, "/aux/conversations/pat%2F1%202"),
+        ({"chat_type": "groupchat", "aux_id": "ward-7"}, "/aux/groupchats/ward-7"),
+    ],
+)
 def test_chat_paths(payload, path):
     assert chat_path(payload) == path
 
@@ -89,11 +98,13 @@ def test_text_goes_as_json_with_the_bearer_token(server, session):
 
 def test_attachments_go_as_multipart(server, session):
     server.reply(Reply(201, {"id": "msg-2"}))
-    png = {"file_name": "wound.png", "mime_type": "image/png",
-           "content": base64.b64encode(b"\x89PNG").decode()}
+    png = {
+        "file_name": "wound.png",
+        "mime_type": "image/png",
+        "content": base64.b64encode(b"\x89PNG").decode(),
+    }
     result = destination(server.base_url, session).send(
-        {"chat_type": "conversation", "chat_id": "42", "body": "See attached",
-         "attachments": [PDF, png]},
+        {"chat_type": "conversation", "chat_id": "42", "body": "See attached", "attachments": [PDF, png]},
         idempotency_key="k",
     )
     request = server.received[0]
@@ -130,11 +141,16 @@ def test_no_token_yet_sends_nothing(server, session):
 def test_authorization_url_carries_the_documented_parameters():
     url = urlsplit(destination().authorization_url("st-1"))
     assert (url.scheme, url.netloc, url.path) == (
-        "https", "api-prd.kpn.com", "/healthcaremessenger_oauth/authorize"
+        "https",
+        "api-prd.kpn.com",
+        "/healthcaremessenger_oauth/authorize",
     )
     assert parse_qs(url.query) == {
-        "response_type": ["code"], "client_id": ["client-1"], "scope": ["read write"],
-        "redirect_uri": ["http://127.0.0.1:8765/callback"], "state": ["st-1"],
+        "response_type": ["code"],
+        "client_id": ["client-1"],
+        "scope": ["read write"],
+        "redirect_uri": ["http://127.0.0.1:8765/callback"],
+        "state": ["st-1"],
     }
 
 
@@ -153,8 +169,9 @@ def test_the_redirect_receiver_aborts_on_a_wrong_state():
         receiver.wait(timeout=5)
 
 
-@pytest.mark.parametrize("uri", ["https://127.0.0.1:8765/callback", "http://example.org:80/cb",
-                                 "http://127.0.0.1/callback"])
+@pytest.mark.parametrize(
+    "uri", ["https://127.0.0.1:8765/callback", "http://example.org:80/cb", "http://127.0.0.1/callback"]
+)
 def test_the_redirect_receiver_listens_only_on_loopback_http(uri):
     with pytest.raises(DestinationError, match="redirect_uri must be"):
         RedirectReceiver.for_redirect_uri(uri, "state")
@@ -166,8 +183,7 @@ def test_the_redirect_receiver_times_out():
 
 
 def test_code_exchange_posts_the_documented_form(server, session):
-    server.reply(Reply(200, {"access_token": "at-1", "scope": "read write",
-                             "token_type": "bearer"}))
+    server.reply(Reply(200, {"access_token": "at-1", "scope": "read write", "token_type": "bearer"}))
     token = destination(server.base_url, session).exchange_code("c-1")
     assert (token.access_token, token.scope, token.token_type) == ("at-1", "read write", "bearer")
     assert "at-1" not in repr(token)
@@ -175,8 +191,11 @@ def test_code_exchange_posts_the_documented_form(server, session):
     assert request.path == "/oauth/token"
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert parse_qs(request.body.decode()) == {
-        "client_id": ["client-1"], "client_secret": ["s3cret"], "code": ["c-1"],
-        "grant_type": ["authorization_code"], "redirect_uri": ["http://127.0.0.1:8765/callback"],
+        "client_id": ["client-1"],
+        "client_secret": ["s3cret"],
+        "code": ["c-1"],
+        "grant_type": ["authorization_code"],
+        "redirect_uri": ["http://127.0.0.1:8765/callback"],
     }
 
 

@@ -23,8 +23,16 @@ def attachment(**changes):
 
 
 def test_a_good_payload_has_no_problems():
-    assert problems_of(patientDOB="19160226", patientGender="M", xdm=True, asmEnabled="true",
-                       assigning_authority="2.16.840.1.113883.3.9999") == []
+    assert (
+        problems_of(
+            patientDOB="19160226",
+            patientGender="M",
+            xdm=True,
+            asmEnabled="true",
+            assigning_authority="2.16.840.1.113883.3.9999",
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("key", ["toDirectAddress", "emailAttachmentList"])
@@ -39,19 +47,21 @@ def test_each_attachment_needs_class_content_and_title(key):
     ]
 
 
-@pytest.mark.parametrize(("to", "ok"), [
-    ("smith@direct.example.org", True),
-    ("a@direct.example.org,b@direct.example.org", True),
-    ("a@direct.example.org, b@direct.example.org", True),
-    ("a@direct.example.org;b@direct.example.org", False),
-    ("smith", False),
-])
+@pytest.mark.parametrize(
+    ("to", "ok"),
+    [
+        ("smith@direct.example.org", True),
+        ("a@direct.example.org,b@direct.example.org", True),
+        ("a@direct.example.org, b@direct.example.org", True),
+        ("a@direct.example.org;b@direct.example.org", False),
+        ("smith", False),
+    ],
+)
 def test_recipients_are_comma_separated_direct_addresses(to, ok):
     assert (problems_of(toDirectAddress=to) == []) is ok
 
 
-@pytest.mark.parametrize(("dob", "ok"), [("19160226", True), ("1916-02-26", False),
-                                         ("19160230", False)])
+@pytest.mark.parametrize(("dob", "ok"), [("19160226", True), ("1916-02-26", False), ("19160230", False)])
 def test_patient_dob_is_yyyymmdd(dob, ok):
     assert (problems_of(patientDOB=dob) == []) is ok
 
@@ -92,8 +102,10 @@ def test_attachment_class_is_a_media_type_and_content_base64():
 
 
 def test_send_uses_basic_auth_and_a_deterministic_urn_uuid(server, session):
-    server.reply(Reply(200, {"status": "SUCCESS", "transactionId": "t-1"}),
-                 Reply(200, {"status": "SUCCESS", "transactionId": "t-2"}))
+    server.reply(
+        Reply(200, {"status": "SUCCESS", "transactionId": "t-1"}),
+        Reply(200, {"status": "SUCCESS", "transactionId": "t-2"}),
+    )
     destination = medallies(server.base_url, session)
     payload = {**PAYLOAD, "xdm": "false", "patientLastname": "Kramden", "messageBody": ""}
     first = destination.send(payload, idempotency_key="7:medallies")
@@ -126,14 +138,29 @@ def test_a_2xx_that_says_error_is_a_rejection(server, session, status):
     assert result.reason == "MedAllies: Message parse failed"
 
 
-@pytest.mark.parametrize(("vendor", "state"), [
-    ("SMTPINIT", "pending"), ("PROCESSED", "pending"), ("DISPATCHED", "delivered"),
-    ("DISPLAYED", "read"), ("FAILED", "failed"), ("FAILED-TO", "failed"),
-])
+@pytest.mark.parametrize(
+    ("vendor", "state"),
+    [
+        ("SMTPINIT", "pending"),
+        ("PROCESSED", "pending"),
+        ("DISPATCHED", "delivered"),
+        ("DISPLAYED", "read"),
+        ("FAILED", "failed"),
+        ("FAILED-TO", "failed"),
+    ],
+)
 def test_check_status_normalises_direct_states(server, session, vendor, state):
-    server.reply(Reply(200, {"sender": "lab@direct.example.org",
-                             "recipient": "smith@direct.example.org",
-                             "xdMsgId": "urn:uuid:1", "status": vendor}))
+    server.reply(
+        Reply(
+            200,
+            {
+                "sender": "lab@direct.example.org",
+                "recipient": "smith@direct.example.org",
+                "xdMsgId": "urn:uuid:1",
+                "status": vendor,
+            },
+        )
+    )
     [update] = medallies(server.base_url, session).check_status("urn:uuid:1")
     assert (update.state, update.recipient) == (state, "smith@direct.example.org")
     assert server.received[0].path == (

@@ -33,14 +33,16 @@ def test_required_fields(key):
     assert problems_of(**{key: ""}) == [(key, 101)]
 
 
-@pytest.mark.parametrize(("to", "ok"), [("oncall@example.org", True), ("469841783", True),
-                                        ("on call", False), ("oncall@", False)])
+@pytest.mark.parametrize(
+    ("to", "ok"), [("oncall@example.org", True), ("469841783", True), ("on call", False), ("oncall@", False)]
+)
 def test_to_is_a_member_email_or_a_qliq_id(to, ok):
     assert (problems_of(to=to) == []) is ok
 
 
-@pytest.mark.parametrize(("priority", "ok"), [("fyi", True), ("asap", True), ("urgent", True),
-                                              ("routine", False)])
+@pytest.mark.parametrize(
+    ("priority", "ok"), [("fyi", True), ("asap", True), ("urgent", True), ("routine", False)]
+)
 def test_priority_table(priority, ok):
     assert (problems_of(priority=priority) == []) is ok
 
@@ -50,11 +52,18 @@ def test_from_must_be_an_email():
     assert problems_of(**{"from": "notifier"}) == [("from", 102)]
 
 
-@pytest.mark.parametrize(("content_type", "ok"), [
-    ("application/pdf", True), ("application/msword", True),
-    ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", True),
-    ("image/png", True), ("image/jpeg", True), ("text/plain", False), ("image/gif", False),
-])
+@pytest.mark.parametrize(
+    ("content_type", "ok"),
+    [
+        ("application/pdf", True),
+        ("application/msword", True),
+        ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", True),
+        ("image/png", True),
+        ("image/jpeg", True),
+        ("text/plain", False),
+        ("image/gif", False),
+    ],
+)
 def test_attachment_types(content_type, ok):
     assert (problems_of(attachments=[{**PDF, "content_type": content_type}]) == []) is ok
 
@@ -86,12 +95,12 @@ def test_reply_posting_url_only_for_sms():
 
 
 def non_qliq(**changes):
-    return {"to": "4693110979", "text": "A referral is waiting", "send_non_qliq_user": True,
-            **changes}
+    return {"to": "4693110979", "text": "A referral is waiting", "send_non_qliq_user": True, **changes}
 
 
-@pytest.mark.parametrize(("minutes", "ok"), [(60, True), ("1440", True), (10080, True),
-                                             (10081, False), (0, False)])
+@pytest.mark.parametrize(
+    ("minutes", "ok"), [(60, True), ("1440", True), (10080, True), (10081, False), (0, False)]
+)
 def test_non_qliq_link_expiry_is_at_most_seven_days(minutes, ok):
     assert (problems_of(**non_qliq(expiry_in_minutes=minutes)) == []) is ok
 
@@ -112,8 +121,9 @@ def test_sms_and_non_qliq_exclude_each_other():
 
 
 def test_a_long_text_goes_as_json_with_the_api_key(server, session):
-    server.reply(Reply(202, {"status": "Message queued for delivery",
-                             "conversation_id": "c-1", "message_id": "m-1"}))
+    server.reply(
+        Reply(202, {"status": "Message queued for delivery", "conversation_id": "c-1", "message_id": "m-1"})
+    )
     text = "x" * 400
     result = destination(server.base_url, session).send(
         {"to": "oncall@example.org", "text": text, "priority": "asap"}, idempotency_key="k"
@@ -121,16 +131,17 @@ def test_a_long_text_goes_as_json_with_the_api_key(server, session):
     request = server.received[0]
     assert (request.method, request.path) == ("POST", "/secure_messages/send")
     assert request.headers["Content-Type"] == "application/json"
-    assert request.json() == {"api_key": "qliq-key", "to": "oncall@example.org", "text": text,
-                              "priority": "asap"}
-    assert (result.outcome, result.remote_id, result.conversation_id) == (
-        Outcome.ACCEPTED, "m-1", "c-1"
-    )
+    assert request.json() == {
+        "api_key": "qliq-key",
+        "to": "oncall@example.org",
+        "text": text,
+        "priority": "asap",
+    }
+    assert (result.outcome, result.remote_id, result.conversation_id) == (Outcome.ACCEPTED, "m-1", "c-1")
 
 
 def test_capitalised_response_keys_are_read(server, session):
-    server.reply(Reply(202, {"status": "Queued for Delivery", "Conversation_id": "c-2",
-                             "Message_id": "m-2"}))
+    server.reply(Reply(202, {"status": "Queued for Delivery", "Conversation_id": "c-2", "Message_id": "m-2"}))
     result = destination(server.base_url, session).send(sms(), idempotency_key="k")
     assert (result.remote_id, result.conversation_id) == ("m-2", "c-2")
     assert server.received[0].json()["no_phi"] is True
@@ -149,8 +160,12 @@ def test_each_further_attachment_is_a_follow_up_in_the_same_conversation(server,
         Reply(202, {"conversation_id": "c-1", "message_id": "m-1"}),
         Reply(202, {"conversation_id": "c-1", "message_id": "m-2"}),
     )
-    payload = {"to": "oncall@example.org", "subject": "Discharge", "text": "Summary",
-               "attachments": [PDF, PNG]}
+    payload = {
+        "to": "oncall@example.org",
+        "subject": "Discharge",
+        "text": "Summary",
+        "attachments": [PDF, PNG],
+    }
     result = destination(server.base_url, session).send(payload, idempotency_key="k")
 
     first, second = (r.json() for r in server.received)
@@ -173,14 +188,21 @@ def test_a_failed_follow_up_keeps_the_conversation_for_the_retry(server, session
 
 
 def test_check_status_per_recipient(server, session):
-    server.reply(Reply(200, [
-        {"to": "a@example.org", "delivered_at": 1700000000, "read_at": 1700000100},
-        {"to": "b@example.org", "delivered_at": 1700000050},
-        {"to": "c@example.org"},
-    ]))
+    server.reply(
+        Reply(
+            200,
+            [
+                {"to": "a@example.org", "delivered_at": 1700000000, "read_at": 1700000100},
+                {"to": "b@example.org", "delivered_at": 1700000050},
+                {"to": "c@example.org"},
+            ],
+        )
+    )
     updates = destination(server.base_url, session).check_status("m-1")
     assert [(u.recipient, u.state) for u in updates] == [
-        ("a@example.org", "read"), ("b@example.org", "delivered"), ("c@example.org", "pending"),
+        ("a@example.org", "read"),
+        ("b@example.org", "delivered"),
+        ("c@example.org", "pending"),
     ]
     assert updates[0].at.timestamp() == 1700000100
     assert server.received[0].path == "/secure_messages/message_status?api_key=qliq-key&message_id=m-1"

@@ -23,19 +23,27 @@ def test_every_destination_declares_its_specs(cls):
     assert render_markdown(cls.payload_spec).startswith(f"### `{cls.kind} payload`")
 
 
-@pytest.mark.parametrize(("kind", "secret"), [
-    ("qliq", "api_key"), ("conneqt", "api_key"), ("conneqt", "access_token"),
-    ("medallies", "password"), ("kpn", "client_secret"),
-])
+@pytest.mark.parametrize(
+    ("kind", "secret"),
+    [
+        ("qliq", "api_key"),
+        ("conneqt", "api_key"),
+        ("conneqt", "access_token"),
+        ("medallies", "password"),
+        ("kpn", "client_secret"),
+    ],
+)
 def test_credentials_are_declared_secret(kind, secret):
     assert REGISTRY[kind].settings_spec.field(secret).secret
 
 
 def test_secrets_come_from_the_environment_not_the_channel_file():
     spec = REGISTRY["qliq"].settings_spec
-    settings, problems = parse(spec, {"base_url": "https://capi.qliqsoft.com",
-                                      "api_key": "${QLIQ_API_KEY}"},
-                               env={"QLIQ_API_KEY": "from-env"})
+    settings, problems = parse(
+        spec,
+        {"base_url": "https://capi.qliqsoft.com", "api_key": "${QLIQ_API_KEY}"},
+        env={"QLIQ_API_KEY": "from-env"},
+    )
     assert problems == []
     assert settings["api_key"] == "from-env"
     assert "from-env" not in repr(settings["api_key"])

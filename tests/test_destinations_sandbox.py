@@ -58,12 +58,21 @@ def start(sandbox):
 @pytest.fixture(scope="module")
 def sandboxes(reactor, clock) -> Iterator[dict]:
     started = {
-        "conneqt": start(ConneqtSandbox(reactor, clock=clock,
-                                        timings=ConneqtTimings(completed_after_s=5))),
-        "medallies": start(MedAlliesSandbox(reactor, clock=clock, timings=MedAlliesTimings(
-            processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60))),
-        "qliq": start(QliqSandbox(reactor, clock=clock, timings=QliqTimings(
-            delivered_after_s=2, read_after_s=5, recipient_stagger_s=0))),
+        "conneqt": start(ConneqtSandbox(reactor, clock=clock, timings=ConneqtTimings(completed_after_s=5))),
+        "medallies": start(
+            MedAlliesSandbox(
+                reactor,
+                clock=clock,
+                timings=MedAlliesTimings(processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60),
+            )
+        ),
+        "qliq": start(
+            QliqSandbox(
+                reactor,
+                clock=clock,
+                timings=QliqTimings(delivered_after_s=2, read_after_s=5, recipient_stagger_s=0),
+            )
+        ),
         # real time: the rate limit and token expiry are measured on the reactor's clock
         "kpn": start(KpnSandbox(reactor)),
     }
@@ -103,8 +112,7 @@ def conneqt(sandboxes):
     return fresh(sandboxes, "conneqt")
 
 
-def conneqt_destination(sandbox, session, *, api_key="sandbox-conneqt-key", token=None,
-                        **settings):
+def conneqt_destination(sandbox, session, *, api_key="sandbox-conneqt-key", token=None, **settings):
     table = {"base_url": sandbox.base_url, "api_key": api_key, **settings}
     destination = ConneqtDestination(make_settings(ConneqtDestination, table), session)
     if token is None:
@@ -167,8 +175,9 @@ def test_conneqt_wrong_token_is_an_auth_failure(conneqt, session):
 
 
 def test_conneqt_unauthorised_client_is_rejected(conneqt, session):
-    destination = conneqt_destination(conneqt, session, api_key="sandbox-conneqt-unauthorised",
-                                      token="whatever")
+    destination = conneqt_destination(
+        conneqt, session, api_key="sandbox-conneqt-unauthorised", token="whatever"
+    )
     assert destination.send(conneqt_payload(), idempotency_key="5").outcome is Outcome.REJECTED
 
 
@@ -212,16 +221,26 @@ def medallies(sandboxes):
 
 
 def medallies_destination(sandbox, session, password="sandbox-medallies-password"):
-    table = {"base_url": f"{sandbox.base_url}/MessagingAPI", "username": "courier",
-             "password": password, "from_direct_address": "lab@direct.example.org"}
+    table = {
+        "base_url": f"{sandbox.base_url}/MessagingAPI",
+        "username": "courier",
+        "password": password,
+        "from_direct_address": "lab@direct.example.org",
+    }
     return MedAlliesDestination(make_settings(MedAlliesDestination, table), session)
 
 
 MEDALLIES_PAYLOAD = {
     "toDirectAddress": "smith@direct.example.org,jones@direct.example.org",
     "messageSubject": "Radiology report",
-    "emailAttachmentList": [{"attachmentClass": "application/pdf", "attachmentContent": PDF,
-                             "attachmentTitle": "MR Lumbar Spine", "attachmentFileName": "mr"}],
+    "emailAttachmentList": [
+        {
+            "attachmentClass": "application/pdf",
+            "attachmentContent": PDF,
+            "attachmentTitle": "MR Lumbar Spine",
+            "attachmentFileName": "mr",
+        }
+    ],
     "patientLastname": "Kramden",
     "patientDOB": "19160226",
     "xdm": "true",
@@ -241,9 +260,7 @@ def test_medallies_send_and_status_to_dispatched(medallies, session, clock):
 
 
 def test_medallies_wrong_password_is_an_auth_failure(medallies, session):
-    result = medallies_destination(medallies, session, "wrong").send(
-        MEDALLIES_PAYLOAD, idempotency_key="2"
-    )
+    result = medallies_destination(medallies, session, "wrong").send(MEDALLIES_PAYLOAD, idempotency_key="2")
     assert result.outcome is Outcome.AUTH_FAILED
 
 
@@ -269,8 +286,11 @@ def qliq_destination(sandbox, session, api_key="sandbox-qliq-key"):
 
 def test_qliq_attachments_share_one_conversation(qliq, session):
     payload = {
-        "to": "doctor@sandbox.qliq", "from": "nurse@sandbox.qliq", "subject": "Discharge",
-        "text": "Discharge summary " + "x" * 200, "priority": "asap",
+        "to": "doctor@sandbox.qliq",
+        "from": "nurse@sandbox.qliq",
+        "subject": "Discharge",
+        "text": "Discharge summary " + "x" * 200,
+        "priority": "asap",
         "attachments": [
             {"content_type": "application/pdf", "file_name": "summary.pdf", "base64": PDF},
             {"content_type": "image/png", "file_name": "wound.png", "base64": PNG},
@@ -287,8 +307,7 @@ def test_qliq_attachments_share_one_conversation(qliq, session):
 
 def test_qliq_status_moves_per_recipient(qliq, session, clock):
     destination = qliq_destination(qliq, session)
-    result = destination.send({"to": "469841783", "text": "On-call handover"},
-                              idempotency_key="2")
+    result = destination.send({"to": "469841783", "text": "On-call handover"}, idempotency_key="2")
     assert {u.state for u in destination.check_status(result.remote_id)} == {"pending"}
     advance(clock, 6)
     updates = destination.check_status(result.remote_id)
@@ -356,9 +375,12 @@ def test_kpn_oauth_then_a_message_to_a_group_chat_by_aux_id(kpn, session):
 
 def test_kpn_attachments_arrive_as_files(kpn, session):
     destination = authorised_kpn(kpn, session)
-    payload = {"chat_type": "conversation", "chat_id": "sandbox-user-1", "body": "See letter",
-               "attachments": [{"file_name": "letter.pdf", "mime_type": "application/pdf",
-                                "content": PDF}]}
+    payload = {
+        "chat_type": "conversation",
+        "chat_id": "sandbox-user-1",
+        "body": "See letter",
+        "attachments": [{"file_name": "letter.pdf", "mime_type": "application/pdf", "content": PDF}],
+    }
     result = destination.send(payload, idempotency_key="2")
     assert result.outcome is Outcome.ACCEPTED
     files = kpn.state.requests[-1].body["files"]
@@ -376,8 +398,9 @@ def test_kpn_expired_token_asks_for_authorisation(kpn, session):
     on_reactor(kpn.configure, {"token_ttl_s": 0.2})
     destination = authorised_kpn(kpn, session)
     time.sleep(0.3)
-    result = destination.send({"chat_type": "groupchat", "chat_id": "sandbox-group-1",
-                               "body": "x"}, idempotency_key="4")
+    result = destination.send(
+        {"chat_type": "groupchat", "chat_id": "sandbox-group-1", "body": "x"}, idempotency_key="4"
+    )
     on_reactor(kpn.configure, {"token_ttl_s": 3 * 24 * 3600})
     assert result.outcome is Outcome.AUTH_FAILED
     assert result.reason.startswith(TOKEN_EXPIRED)
@@ -404,32 +427,35 @@ def test_kpn_shared_rate_limit_keeps_two_channels_under_30_per_second(kpn, sessi
 
 SETTINGS_FOR_SANDBOX = {
     "conneqt": lambda base: {"base_url": base, "api_key": "sandbox-conneqt-key"},
-    "medallies": lambda base: {"base_url": f"{base}/MessagingAPI", "username": "courier",
-                               "password": "sandbox-medallies-password",
-                               "from_direct_address": "lab@direct.example.org"},
+    "medallies": lambda base: {
+        "base_url": f"{base}/MessagingAPI",
+        "username": "courier",
+        "password": "sandbox-medallies-password",
+        "from_direct_address": "lab@direct.example.org",
+    },
     "qliq": lambda base: {"base_url": base, "api_key": "sandbox-qliq-key"},
 }
 
 
-@pytest.mark.parametrize(("mapping", "sample"), [
-    ("oru_r01_to_conneqt.toml", "oru_r01_lab_fbc_pdf.hl7"),
-    ("oru_r01_to_medallies.toml", "oru_r01_radiology_mri.hl7"),
-    ("mdm_t02_to_qliq.toml", "mdm_t02_discharge_summary.hl7"),
-])
-def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(
-    sandboxes, session, mapping, sample
-):
+@pytest.mark.parametrize(
+    ("mapping", "sample"),
+    [
+        ("oru_r01_to_conneqt.toml", "oru_r01_lab_fbc_pdf.hl7"),
+        ("oru_r01_to_medallies.toml", "oru_r01_radiology_mri.hl7"),
+        ("mdm_t02_to_qliq.toml", "mdm_t02_discharge_summary.hl7"),
+    ],
+)
+def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(sandboxes, session, mapping, sample):
     root = Path(__file__).resolve().parent.parent
     loaded = load_mapping(root / "mappings" / mapping)
-    payload = loaded.apply(Message.parse((root / "sample_messages" / sample).read_bytes()),
-                           context={"channel": "test"})
+    payload = loaded.apply(
+        Message.parse((root / "sample_messages" / sample).read_bytes()), context={"channel": "test"}
+    )
     sandbox = fresh(sandboxes, loaded.output)
     cls = REGISTRY[loaded.output]
-    destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)),
-                      session)
+    destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)), session)
     if loaded.output == "conneqt":
-        destination.token_provider = StaticToken(
-            destination.exchange_access_code("SANDBOX-ACCESS"))
+        destination.token_provider = StaticToken(destination.exchange_access_code("SANDBOX-ACCESS"))
     assert destination.validate(payload) == []
     result = destination.send(payload, idempotency_key=f"{sample}:{mapping}")
     assert result.outcome is Outcome.ACCEPTED, result.reason
@@ -463,9 +489,12 @@ def https_medallies(reactor, tmp_path_factory):
 def test_https_is_verified_against_the_configured_ca(https_medallies, session):
     sandbox, certs = https_medallies
     assert sandbox.base_url.startswith("https://127.0.0.1:")
-    table = {"base_url": f"{sandbox.base_url}/MessagingAPI", "username": "courier",
-             "password": "sandbox-medallies-password",
-             "from_direct_address": "lab@direct.example.org"}
+    table = {
+        "base_url": f"{sandbox.base_url}/MessagingAPI",
+        "username": "courier",
+        "password": "sandbox-medallies-password",
+        "from_direct_address": "lab@direct.example.org",
+    }
     trusted = MedAlliesDestination(
         make_settings(MedAlliesDestination, {**table, "ca_file": str(certs.ca_cert)}), session
     )

@@ -45,8 +45,10 @@ def test_lab_result_reaches_the_gp_over_conneqt(engine, sandboxes):
     assert body["topic"] == "PathologyResult"
     assert body["recipient"] == {"id": {"type": "OdsOrganisationId", "value": "B86001"}}
     assert body["subject"] == {"id": {"type": "VerifiedNhsNumber", "value": "9434765919"}}
-    assert body["body"] == {"mimeType": "text/plain",
-                            "content": "Full blood count report CL24-0315-01 from CITYLAB"}
+    assert body["body"] == {
+        "mimeType": "text/plain",
+        "content": "Full blood count report CL24-0315-01 from CITYLAB",
+    }
     [attachment] = body["attachments"]
     assert (attachment["mimeType"], attachment["fileName"]) == ("application/pdf", "CL24-0315-01 6.pdf")
     assert base64.b64decode(attachment["content"]) == obx_pdf(raw)
@@ -70,8 +72,10 @@ def test_discharge_summary_reaches_the_care_team_on_qliq(engine, sandboxes):
     assert body["to"] == "469841783"  # WARD7's group
     assert body["subject"] == "Discharge summary DOC-77-0002"
     assert body["priority"] == "urgent"  # TQ1-9 S
-    assert body["text"] == ("Admitted with community-acquired pneumonia; treated with oral amoxicillin.\n"
-                            "Follow-up: GP review in 2 weeks & repeat chest X-ray in 6 weeks.")
+    assert body["text"] == (
+        "Admitted with community-acquired pneumonia; treated with oral amoxicillin.\n"
+        "Follow-up: GP review in 2 weeks & repeat chest X-ray in 6 weeks."
+    )
     attachment = body["attachment"]
     assert attachment["content_type"] == "application/pdf"
     assert attachment["file_name"] == "Discharge summary.pdf"  # TXA-16
@@ -92,20 +96,29 @@ def test_radiology_report_reaches_referrers_over_medallies(engine, sandboxes):
     body = request.body
     assert body["messageId"] == f"urn:uuid:{expected_message_id(delivery)}"
     assert body["fromDirectAddress"] == "radiology@direct.courier.example"
-    assert body["toDirectAddress"] == ("linda.nguyen@direct.mercyclinic.example,"
-                                       "samuel.brooks@direct.brooksfamilymed.example")
+    assert body["toDirectAddress"] == (
+        "linda.nguyen@direct.mercyclinic.example,samuel.brooks@direct.brooksfamilymed.example"
+    )
     assert body["messageSubject"] == "MR lumbar spine without contrast report RAD-55501"
     assert body["messageBody"] == (
         "EXAM: MR lumbar spine without contrast.\n"
         "FINDINGS: Mild degenerative disc disease at L4-L5 without canal stenosis.\n"
-        "IMPRESSION: No acute abnormality.")
+        "IMPRESSION: No acute abnormality."
+    )
     patient = {k: body[k] for k in body if k.startswith("patient") or k == "assigning_authority"}
     assert patient == {
-        "patientId": "22943847", "assigning_authority": "2.16.840.1.113883.3.9999",
-        "patientFirstname": "PETER", "patientMiddlename": "J", "patientLastname": "KOWALSKI",
-        "patientDOB": "19610704", "patientGender": "M",
-        "patientAddressStreet1": "328 Chauncey Street", "patientAddressStreet2": "Apt 3B",
-        "patientAddressCity": "Brooklyn", "patientAddressState": "NY", "patientAddressZip": "11233",
+        "patientId": "22943847",
+        "assigning_authority": "2.16.840.1.113883.3.9999",
+        "patientFirstname": "PETER",
+        "patientMiddlename": "J",
+        "patientLastname": "KOWALSKI",
+        "patientDOB": "19610704",
+        "patientGender": "M",
+        "patientAddressStreet1": "328 Chauncey Street",
+        "patientAddressStreet2": "Apt 3B",
+        "patientAddressCity": "Brooklyn",
+        "patientAddressState": "NY",
+        "patientAddressZip": "11233",
     }
     assert (body["xdm"], body["asmEnabled"]) == (True, True)
     [attachment] = body["emailAttachmentList"]
@@ -131,17 +144,19 @@ def test_documents_and_their_replacement_reach_the_kpn_group_chats_in_order(engi
         sandboxes.kpn.api_path + "/aux/groupchats/courier-ward-7/attachments",  # PV1-3.1 WARD7
     ]
     recorded = [sandboxes.kpn.state.messages[d.remote_id] for d in deliveries]
-    assert recorded[0]["body"] == ("Diagnosis: sprain & bruising, left ankle.\n"
-                                   "Advice: rest|ice|elevation (\\RICE\\).")
+    assert recorded[0]["body"] == (
+        "Diagnosis: sprain & bruising, left ankle.\nAdvice: rest|ice|elevation (\\RICE\\)."
+    )
     assert recorded[1]["body"] == "Replaces DOC-77-0002: antibiotic course extended to 7 days."
-    for record, raw, name in ((recorded[0], first, "ED discharge.pdf"),
-                              (recorded[1], replacement, "Discharge summary v2.pdf")):
+    for record, raw, name in (
+        (recorded[0], first, "ED discharge.pdf"),
+        (recorded[1], replacement, "Discharge summary v2.pdf"),
+    ):
         [attachment] = record["attachments"]
         assert (attachment["name"], attachment["mime_type"]) == (name, "application/pdf")
         assert attachment["size"] == len(obx_pdf(raw))
         assert record["chat"] == "groupchats/sandbox-group-1"
     wait_for(lambda: all(SENT in engine.states(c) for c in ("EPR-T02-0007", "EPR-T10-0005")))
-
 
 
 #: The shipped samples each example channel takes in and delivers (sample_messages/README.md).
@@ -174,8 +189,13 @@ def test_no_phi_reaches_the_log_on_the_way(engine, sandboxes, caplog):
     """Names, identifiers and message text stay out of the log, delivered or refused."""
     patients = [Message.parse(sample(name)) for name in DELIVERED_SAMPLES]
     identifiers = [p.get("PID-3[2].1") or p.get("PID-3.1") for p in patients]  # NHS number or MRN
-    phi = [*(p.get("PID-5.1") for p in patients), *identifiers,
-           "Admitted with community-acquired pneumonia", "sprain", "Chauncey Street"]
+    phi = [
+        *(p.get("PID-5.1") for p in patients),
+        *identifiers,
+        "Admitted with community-acquired pneumonia",
+        "sprain",
+        "Chauncey Street",
+    ]
     with caplog.at_level(logging.INFO):
         for name, channel in DELIVERED_SAMPLES.items():
             control_id = engine.send(channel, sample(name)).segment("MSA").value(2)

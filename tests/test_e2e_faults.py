@@ -29,16 +29,18 @@ from tests.support.e2e import (
 
 sandboxes, hospital, store, engine = e2e.sandboxes, e2e.hospital, e2e.store, e2e.engine  # fixtures
 
-PATIENT_RETRY = Retry(max_attempts=100, initial_delay_s=0.05, max_delay_s=0.2, factor=2, jitter=0,
-                      max_age_s=60)
+PATIENT_RETRY = Retry(
+    max_attempts=100, initial_delay_s=0.05, max_delay_s=0.2, factor=2, jitter=0, max_age_s=60
+)
 
 
 @pytest.fixture
 def patient_engine(reactor, sandboxes, hospital, store) -> Iterator[RunningEngine]:
     """The example channels with retries that outlast a short outage."""
     reset_sandboxes(sandboxes)
-    running = RunningEngine(reactor, sandboxes, store,
-                            example_channels(sandboxes, hospital.port, retry=PATIENT_RETRY))
+    running = RunningEngine(
+        reactor, sandboxes, store, example_channels(sandboxes, hospital.port, retry=PATIENT_RETRY)
+    )
     yield running
     running.stop()
 
@@ -89,8 +91,9 @@ def test_a_rejected_message_ends_in_error_and_the_ones_behind_it_arrive(engine, 
 
     rejected = engine.wait_state("DOC-REJ", ERROR)
     assert rejected.attempts == 1, "a rejection is not retried"
-    assert [engine.wait_state(f"DOC-OK-{n}", SENT).remote_id in sandboxes.kpn.state.messages
-            for n in range(2)] == [True, True]
+    assert [
+        engine.wait_state(f"DOC-OK-{n}", SENT).remote_id in sandboxes.kpn.state.messages for n in range(2)
+    ] == [True, True]
     [report] = hospital.wait_about("DOC-REJ", 1)
     assert report.segment("MSA").value(1) == "AR"
     assert report.segment("ZDS").value(1) == "rejected"

@@ -62,8 +62,11 @@ def engine(reactor, sandboxes, hospital, store, tmp_path, reply_key) -> Iterator
     for channel in example_channels(sandboxes, hospital.port):
         (destination,) = channel.destinations
         if channel.name == "ehr-mdm-to-qliq":
-            settings = {**destination.settings, "reply_key_file": tmp_path / "qliq_reply_key.pem",
-                        "reply_sender": QLIQ_SENDER}
+            settings = {
+                **destination.settings,
+                "reply_key_file": tmp_path / "qliq_reply_key.pem",
+                "reply_sender": QLIQ_SENDER,
+            }
             channel = replace(channel, destinations=(replace(destination, settings=settings),))
         if channel.name == "ris-oru-to-medallies":  # statuses by DSN webhook only
             no_polls = replace(destination.status, poll=False)
@@ -86,8 +89,12 @@ def sent_to_qliq(engine, sandboxes, control_id: str) -> str:
 
 def test_a_qliq_reply_reaches_the_hospital_decrypted_with_its_attachment(engine, sandboxes, hospital):
     qliq_id = sent_to_qliq(engine, sandboxes, "EPR-REPLY-1")
-    entry = on_reactor(sandboxes.qliq.reply, qliq_id, "Seen, thanks. Scan attached.",
-                       attachment=Part("attachment", "scan.pdf", "application/pdf", PDF))
+    entry = on_reactor(
+        sandboxes.qliq.reply,
+        qliq_id,
+        "Seen, thanks. Scan attached.",
+        attachment=Part("attachment", "scan.pdf", "application/pdf", PDF),
+    )
     assert entry["status"] == 200
 
     [document] = wait_for(lambda: documents(hospital), what="the reply at the hospital")
@@ -103,7 +110,8 @@ def test_a_qliq_reply_reaches_the_hospital_decrypted_with_its_attachment(engine,
 
 
 def test_a_wrongly_keyed_reply_is_refused_with_a_log_line_and_the_engine_carries_on(
-        engine, sandboxes, hospital, tmp_path, reply_key, caplog):
+    engine, sandboxes, hospital, tmp_path, reply_key, caplog
+):
     qliq_id = sent_to_qliq(engine, sandboxes, "EPR-REPLY-2")
     upload(sandboxes, generate_key_pair(tmp_path / "someone_elses_key.pem"))
     with caplog.at_level(logging.WARNING):
@@ -124,10 +132,13 @@ def test_a_tampered_reply_is_refused_with_a_log_line(engine, sandboxes, hospital
     garbage = base64.b64encode(bytes(range(256)) * 2)  # not our ciphertext
     body, content_type = encode_multipart(
         {"conversation_id": original["conversation_id"], "message_id": "tampered"},
-        [Part("message", "message", "text/plain", garbage)], boundary="e2e-boundary")
+        [Part("message", "message", "text/plain", garbage)],
+        boundary="e2e-boundary",
+    )
     with caplog.at_level(logging.WARNING):
-        answer = requests.post(sandboxes.qliq.reply_url, data=body, headers={"Content-Type": content_type},
-                               timeout=5)
+        answer = requests.post(
+            sandboxes.qliq.reply_url, data=body, headers={"Content-Type": content_type}, timeout=5
+        )
     assert answer.status_code == 400
     assert any("Qliq reply webhook" in r.getMessage() for r in caplog.records)
     assert on_reactor(sandboxes.qliq.reply, qliq_id, "Genuine")["status"] == 200
@@ -136,16 +147,24 @@ def test_a_tampered_reply_is_refused_with_a_log_line(engine, sandboxes, hospital
 
 
 def test_a_medallies_inbound_message_with_two_attachments_becomes_an_mdm_t02(
-        engine, sandboxes, hospital, store):
+    engine, sandboxes, hospital, store
+):
     attachments = [
-        {"attachmentClass": "application/pdf", "attachmentTitle": "Referral letter",
-         "attachmentContent": base64.b64encode(b"%PDF-1.4 letter").decode()},
-        {"attachmentClass": "image/png", "attachmentTitle": "Wound photo",
-         "attachmentContent": base64.b64encode(b"\x89PNG photo").decode()},
+        {
+            "attachmentClass": "application/pdf",
+            "attachmentTitle": "Referral letter",
+            "attachmentContent": base64.b64encode(b"%PDF-1.4 letter").decode(),
+        },
+        {
+            "attachmentClass": "image/png",
+            "attachmentTitle": "Wound photo",
+            "attachmentContent": base64.b64encode(b"\x89PNG photo").decode(),
+        },
     ]
     hospital.stop()  # down: the answer must not wait for the hospital, only for the store
-    entry = on_reactor(sandboxes.medallies.send_inbound,
-                       {"emailAttachmentList": attachments, "messageBody": "Please review"})
+    entry = on_reactor(
+        sandboxes.medallies.send_inbound, {"emailAttachmentList": attachments, "messageBody": "Please review"}
+    )
     assert entry["status"] == 200
     pending = on_reactor(store.outbox_next, "ris-oru-to-medallies", float("inf"))
     assert pending is not None, "stored before the 200"
@@ -169,7 +188,10 @@ def test_medallies_dsns_pushed_to_the_engine_are_reported_delivered_then_read(en
 
     reports = hospital.wait_about("RAD-DSN", 3)
     assert [(r.segment("ZDS").value(1), r.segment("ZDS").value(7)) for r in reports] == [
-        ("accepted", "SENT"), ("delivered", "DELIVERED"), ("read", "READ")]
+        ("accepted", "SENT"),
+        ("delivered", "DELIVERED"),
+        ("read", "READ"),
+    ]
     assert all(r.segment("MSA").value(1) == "AA" for r in reports)
     dsns = [w for w in sandboxes.medallies.state.webhooks if w["kind"] == "dsn"]
     assert len(dsns) == 3 and all(w["status"] == 200 for w in dsns)

@@ -62,8 +62,9 @@ class CourierRun:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "engine", "run", str(self.channel), "--store", str(self.store)]
-        self.process = subprocess.Popen(command, env=self.env, cwd=CHANNELS.parent,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            command, env=self.env, cwd=CHANNELS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
         def listening() -> bool:
             if self.process.poll() is not None:
@@ -73,6 +74,7 @@ class CourierRun:
             except OSError:
                 return False
             return True
+
         wait_for(listening, 20, "courier run to listen")
 
     def send(self, raw: bytes) -> str:
@@ -98,8 +100,10 @@ class CourierRun:
             return db.execute(sql, args).fetchall()
 
     def delivery_state(self, control_id: str) -> str | None:
-        rows = self.query("SELECT d.state FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                          " WHERE m.control_id = ?", control_id)
+        rows = self.query(
+            "SELECT d.state FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE m.control_id = ?",
+            control_id,
+        )
         return rows[0][0] if rows else None
 
     def pending_outbox(self) -> tuple[int, int]:
@@ -127,8 +131,10 @@ def test_statuses_pending_in_the_outbox_reach_the_hospital_after_a_kill_each_onc
     for control_id in control_ids:
         assert courier.send(radiology(control_id)) == "CA"
     wait_for(lambda: all(courier.delivery_state(c) == "SENT" for c in control_ids), what="both SENT")
-    wait_for(lambda: courier.pending_outbox()[0] == 2 and courier.pending_outbox()[1] > 0,
-             what="two statuses pending, the first tried while the hospital is down")
+    wait_for(
+        lambda: courier.pending_outbox()[0] == 2 and courier.pending_outbox()[1] > 0,
+        what="two statuses pending, the first tried while the hospital is down",
+    )
     courier.kill()
 
     hospital = Hospital(reactor, port=int(re.search(r"port=(\d+)", courier.channel.read_text()).group(1)))
@@ -137,8 +143,10 @@ def test_statuses_pending_in_the_outbox_reach_the_hospital_after_a_kill_each_onc
         reports = [hospital.wait_about(c, 1, timeout=15)[0] for c in control_ids]
         assert [r.segment("ZDS").value(1) for r in reports] == ["accepted", "accepted"]
         assert [m.segment("MSA").value(2) for m in hospital.messages] == control_ids, "in order"
-        wait_for(lambda: courier.query("SELECT count(*) FROM outbox WHERE state = 'SENT'")[0][0] == 2,
-                 what="the outbox marked SENT")
+        wait_for(
+            lambda: courier.query("SELECT count(*) FROM outbox WHERE state = 'SENT'")[0][0] == 2,
+            what="the outbox marked SENT",
+        )
         time.sleep(0.3)
         assert len(hospital.messages) == 2, "none twice"
     finally:

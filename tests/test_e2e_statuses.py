@@ -17,8 +17,18 @@ from tests.support.e2e import force_status, sample, with_msh
 sandboxes, hospital, store, engine = e2e.sandboxes, e2e.hospital, e2e.store, e2e.engine  # fixtures
 
 
-def assert_status(message: Message, *, answers: str, code: str, event: str, state: str, channel: str,
-                  destination: str, vendor: str, remote_id: str) -> None:
+def assert_status(
+    message: Message,
+    *,
+    answers: str,
+    code: str,
+    event: str,
+    state: str,
+    channel: str,
+    destination: str,
+    vendor: str,
+    remote_id: str,
+) -> None:
     """One status ACK, field by field."""
     msh = message.segment("MSH")
     assert message.message_type == "ACK"
@@ -40,8 +50,14 @@ def test_qliq_reports_accepted_delivered_read_in_order(engine, hospital, sandbox
     raw = with_msh(sample("mdm_t02_discharge_summary.hl7"), control_id="EPR-Q-1", app_ack="AL")
     engine.send("ehr-mdm-to-qliq", raw)
     delivery = engine.wait_state("EPR-Q-1", "SENT")
-    common = {"answers": "EPR-Q-1", "code": "AA", "channel": "ehr-mdm-to-qliq",
-              "destination": "care-team-qliq", "vendor": "qliq", "remote_id": delivery.remote_id}
+    common = {
+        "answers": "EPR-Q-1",
+        "code": "AA",
+        "channel": "ehr-mdm-to-qliq",
+        "destination": "care-team-qliq",
+        "vendor": "qliq",
+        "remote_id": delivery.remote_id,
+    }
     [accepted] = hospital.wait_about("EPR-Q-1", 1)
     assert_status(accepted, event="accepted", state="SENT", **common)
 
@@ -76,9 +92,11 @@ def test_conneqt_reports_delivered_rejected_and_expired(engine, hospital, sandbo
     A REJECTED status comes after conneQt accepted the message, so it is a delivery failure
     (AE, event ``failed``, the vendor's word in ERR-8), not the send-time rejection (AR).
     """
-    outcomes = {"LAB-C-1": ("COMPLETED", "delivered", "AA", "DELIVERED"),
-                "LAB-C-2": ("REJECTED", "failed", "AE", "ERROR"),
-                "LAB-C-3": ("EXPIRED", "expired", "AE", "ERROR")}
+    outcomes = {
+        "LAB-C-1": ("COMPLETED", "delivered", "AA", "DELIVERED"),
+        "LAB-C-2": ("REJECTED", "failed", "AE", "ERROR"),
+        "LAB-C-3": ("EXPIRED", "expired", "AE", "ERROR"),
+    }
     for control_id in outcomes:
         raw = with_msh(sample("oru_r01_lab_fbc_pdf.hl7"), control_id=control_id, app_ack="")
         assert engine.send("lis-oru-to-conneqt", raw).segment("MSA").value(1) == "AA"
@@ -87,9 +105,17 @@ def test_conneqt_reports_delivered_rejected_and_expired(engine, hospital, sandbo
         force_status(sandboxes.conneqt, delivery.remote_id, status=vendor_status)
         engine.poll_now(control_id)
         [report] = hospital.wait_about(control_id, 1)
-        assert_status(report, answers=control_id, code=code, event=event, state=state,
-                      channel="lis-oru-to-conneqt", destination="gp-conneqt", vendor="conneqt",
-                      remote_id=delivery.remote_id)
+        assert_status(
+            report,
+            answers=control_id,
+            code=code,
+            event=event,
+            state=state,
+            channel="lis-oru-to-conneqt",
+            destination="gp-conneqt",
+            vendor="conneqt",
+            remote_id=delivery.remote_id,
+        )
         engine.wait_state(control_id, state)
     rejected, expired = hospital.about("LAB-C-2")[0], hospital.about("LAB-C-3")[0]
     assert "REJECTED" in rejected.segment("ERR").value(8)
@@ -108,14 +134,28 @@ def test_medallies_reports_dispatched_as_delivered_and_failed_as_failed(engine, 
     force_status(sandboxes.medallies, ok.remote_id, status="DISPATCHED")
     engine.poll_now("RAD-M-1")
     [delivered] = hospital.wait_about("RAD-M-1", 1)
-    assert_status(delivered, answers="RAD-M-1", code="AA", event="delivered", state="DELIVERED",
-                  remote_id=ok.remote_id, **common)
+    assert_status(
+        delivered,
+        answers="RAD-M-1",
+        code="AA",
+        event="delivered",
+        state="DELIVERED",
+        remote_id=ok.remote_id,
+        **common,
+    )
 
     force_status(sandboxes.medallies, failed.remote_id, status="FAILED")
     engine.poll_now("RAD-M-2")
     [failure] = hospital.wait_about("RAD-M-2", 1)
-    assert_status(failure, answers="RAD-M-2", code="AE", event="failed", state="ERROR",
-                  remote_id=failed.remote_id, **common)
+    assert_status(
+        failure,
+        answers="RAD-M-2",
+        code="AE",
+        event="failed",
+        state="ERROR",
+        remote_id=failed.remote_id,
+        **common,
+    )
     assert engine.wait_state("RAD-M-2", "ERROR")
 
 
@@ -125,9 +165,17 @@ def test_kpn_reports_accepted_and_nothing_more(engine, hospital, sandboxes):
     engine.send("ehr-mdm-to-kpn", raw)
     delivery = engine.wait_state("EPR-K-1", "SENT")
     [accepted] = hospital.wait_about("EPR-K-1", 1)
-    assert_status(accepted, answers="EPR-K-1", code="AA", event="accepted", state="SENT",
-                  channel="ehr-mdm-to-kpn", destination="ward-kpn", vendor="kpn",
-                  remote_id=delivery.remote_id)
+    assert_status(
+        accepted,
+        answers="EPR-K-1",
+        code="AA",
+        event="accepted",
+        state="SENT",
+        channel="ehr-mdm-to-kpn",
+        destination="ward-kpn",
+        vendor="kpn",
+        remote_id=delivery.remote_id,
+    )
     assert "ward-kpn" not in engine.engine.deliveries.pollers
     time.sleep(0.3)
     assert len(hospital.about("EPR-K-1")) == 1

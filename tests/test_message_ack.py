@@ -26,11 +26,33 @@ WHEN = datetime(2024, 1, 31, 14, 25, 1, tzinfo=timezone(timedelta(hours=1)))
 MISSING_ID = AckError(101, "Patient identifier | missing", Path.parse("PID-3"))
 
 
-def received(version: str = "2.5.1", msh15: str = "", msh16: str = "", msh18: str = "", fs: str = "|",
-             enc: str = "^~\\&") -> Message:
+def received(
+    version: str = "2.5.1",
+    msh15: str = "",
+    msh16: str = "",
+    msh18: str = "",
+    fs: str = "|",
+    enc: str = "^~\\&",
+) -> Message:
     fields = [
-        "MSH", enc, "LAB^1.2.3^ISO", "HOSP", "COURIER", "DEST", "20240131142400", "", "ORU^R01^ORU_R01",
-        "CTL-77", "P", version, "", "", msh15, msh16, "", msh18,
+        "MSH",
+        enc,
+        "LAB^1.2.3^ISO",
+        "HOSP",
+        "COURIER",
+        "DEST",
+        "20240131142400",
+        "",
+        "ORU^R01^ORU_R01",
+        "CTL-77",
+        "P",
+        version,
+        "",
+        "",
+        msh15,
+        msh16,
+        "",
+        msh18,
     ]
     fields[2:] = [field.replace("^", enc[0]) for field in fields[2:]]
     text = fs.join(fields) + "\rPID" + fs + "1" + fs * 2 + "123\r"
@@ -229,8 +251,10 @@ def test_batch_ack_answers_a_file_batch():
         "BTS|2\rFTS|1\r"
     )
     batch = split_batch(text.encode())
-    acks = [build_ack(Message.parse(m), ACCEPT, control_id=f"A{n}", timestamp=WHEN)
-            for n, m in enumerate(batch.messages)]
+    acks = [
+        build_ack(Message.parse(m), ACCEPT, control_id=f"A{n}", timestamp=WHEN)
+        for n, m in enumerate(batch.messages)
+    ]
     data = build_batch_ack(batch, acks, control_id="BA-1", timestamp=WHEN)
     names = [line[:3].decode() for line in data.split(b"\r")]
     assert names == ["FHS", "BHS", "MSH", "MSA", "MSH", "MSA", "BTS", "FTS", ""]

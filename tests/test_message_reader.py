@@ -29,7 +29,9 @@ def test_msh_shortcuts_read_the_header():
     message = parse(ORU)
     assert message.control_id == "CTL-0001"
     assert (message.message_type, message.trigger_event, message.message_structure) == (
-        "ORU", "R01", "ORU_R01",
+        "ORU",
+        "R01",
+        "ORU_R01",
     )
     assert message.processing_id == "P"
     assert message.version == "2.5.1"
@@ -90,7 +92,12 @@ def test_segments_end_at_their_own_separator_whatever_their_length():
     text = "MSH|^~\\&|LAB|||||||X1\rZ\r \t \rZB\rZZZ|1\rOBX|1|ED|PDF^Report^L||^AP^PDF^Base64^" + "A" * 70000
     message = Message.parse(text.encode("ascii") + b"\rNTE|1||last")
     assert [(s.name, s.index, s.occurrence) for s in message.segments] == [
-        ("MSH", 0, 1), ("Z", 1, 1), ("ZB", 2, 1), ("ZZZ", 3, 1), ("OBX", 4, 1), ("NTE", 5, 1)
+        ("MSH", 0, 1),
+        ("Z", 1, 1),
+        ("ZB", 2, 1),
+        ("ZZZ", 3, 1),
+        ("OBX", 4, 1),
+        ("NTE", 5, 1),
     ]
     assert len(message.segment("Z")) == 0 and len(message.segment("ZB")) == 0
     assert message.get("ZZZ-1") == "1"
@@ -101,8 +108,17 @@ def test_segments_end_at_their_own_separator_whatever_their_length():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b" \r\n\x00", b"PID|1||123\rMSH|^~\\&|", b"MSH|^~\\", b"MSH|^~\\&&|", b"MSH|^~\\&#XY|A",
-     b"MSH|^^\\&|A", b"MSHA^~\\&|A", b"\x0bMSH|^~\\&|A"],
+    [
+        b"",
+        b" \r\n\x00",
+        b"PID|1||123\rMSH|^~\\&|",
+        b"MSH|^~\\",
+        b"MSH|^~\\&&|",
+        b"MSH|^~\\&#XY|A",
+        b"MSH|^^\\&|A",
+        b"MSHA^~\\&|A",
+        b"\x0bMSH|^~\\&|A",
+    ],
 )
 def test_content_without_a_readable_msh_raises_message_error(data):
     with pytest.raises(MessageError):

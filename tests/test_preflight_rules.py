@@ -62,8 +62,7 @@ class Attachment:
     title: str = "Laboratory report"
 
     def obx(self, set_id: int) -> str:
-        return (f"OBX|{set_id}|ED|{self.file_name}^{self.title}||"
-                f"^{self.mime_type}^PDF^Base64^{self.content}")
+        return f"OBX|{set_id}|ED|{self.file_name}^{self.title}||^{self.mime_type}^PDF^Base64^{self.content}"
 
 
 @dataclass(frozen=True)
@@ -137,39 +136,74 @@ def zpf_layout(vendor: str) -> dict[str, int]:
 QLIQ_GROUP = "469841783"
 MOBILE = "+447700900123"
 BASES = {
-    "qliq": Draft({
-        "to": QLIQ_GROUP, "from": "courier@sandbox.qliq", "subject": "Lab report",
-        "priority": "asap", "text": "A new laboratory report is available.",
-    }),
-    "conneqt": Draft({
-        "topic": "PathologyResult", "recipientId": "B86001",
-        "recipientIdType": "OdsOrganisationId", "nhsNumber": "9434765919",
-        "expiryDateTime": "2099-01-01T00:00:00Z", "bodyContent": "Full blood count report",
-        "bodyMimeType": "text/plain",
-    }, coded=(CodedItem(),)),
-    "medallies": Draft({
-        "toDirectAddress": "smith@direct.example.org,jones@direct.example.org",
-        "messageSubject": "Radiology report", "messageBody": "Please find the report attached.",
-        "replyToMessageId": "urn:uuid:5b0c2f4e-8d1a-5c7e-9f3b-6a2d4e8c1b70",
-        "xdm": "false", "xdmFileName": "report_package", "asmEnabled": "true",
-        "patientId": "4711", "assigning_authority": "2.16.840.1.113883.3.72.5.9.1",
-        "patientIdType": "MR", "patientFirstname": "Pat", "patientMiddlename": "Q",
-        "patientLastname": "Preflight", "patientDOB": "19610203", "patientGender": "F",
-        "patientAddressStreet1": "1 Main Street", "patientAddressStreet2": "Flat 2",
-        "patientAddressCity": "Springfield", "patientAddressState": "IL",
-        "patientAddressZip": "62701", "patient_summary": "Outpatient", "loincName": "CT Chest",
-        "loincValue": "24627-2", "authorPerson": "Dr Ray", "authorInstitution": "City Radiology",
-    }, attachments=(Attachment(file_name="report"),)),
-    "kpn": Draft({"chat_type": "groupchat", "aux_id": "ward-7",
-                  "body": "A new laboratory report is available."}),
+    "qliq": Draft(
+        {
+            "to": QLIQ_GROUP,
+            "from": "courier@sandbox.qliq",
+            "subject": "Lab report",
+            "priority": "asap",
+            "text": "A new laboratory report is available.",
+        }
+    ),
+    "conneqt": Draft(
+        {
+            "topic": "PathologyResult",
+            "recipientId": "B86001",
+            "recipientIdType": "OdsOrganisationId",
+            "nhsNumber": "9434765919",
+            "expiryDateTime": "2099-01-01T00:00:00Z",
+            "bodyContent": "Full blood count report",
+            "bodyMimeType": "text/plain",
+        },
+        coded=(CodedItem(),),
+    ),
+    "medallies": Draft(
+        {
+            "toDirectAddress": "smith@direct.example.org,jones@direct.example.org",
+            "messageSubject": "Radiology report",
+            "messageBody": "Please find the report attached.",
+            "replyToMessageId": "urn:uuid:5b0c2f4e-8d1a-5c7e-9f3b-6a2d4e8c1b70",
+            "xdm": "false",
+            "xdmFileName": "report_package",
+            "asmEnabled": "true",
+            "patientId": "4711",
+            "assigning_authority": "2.16.840.1.113883.3.72.5.9.1",
+            "patientIdType": "MR",
+            "patientFirstname": "Pat",
+            "patientMiddlename": "Q",
+            "patientLastname": "Preflight",
+            "patientDOB": "19610203",
+            "patientGender": "F",
+            "patientAddressStreet1": "1 Main Street",
+            "patientAddressStreet2": "Flat 2",
+            "patientAddressCity": "Springfield",
+            "patientAddressState": "IL",
+            "patientAddressZip": "62701",
+            "patient_summary": "Outpatient",
+            "loincName": "CT Chest",
+            "loincValue": "24627-2",
+            "authorPerson": "Dr Ray",
+            "authorInstitution": "City Radiology",
+        },
+        attachments=(Attachment(file_name="report"),),
+    ),
+    "kpn": Draft(
+        {"chat_type": "groupchat", "aux_id": "ward-7", "body": "A new laboratory report is available."}
+    ),
 }
 #: Valid variants that put a base in another mode the rules distinguish.
 VARIANTS = {
-    "qliq SMS": ("qliq", Edit(zpf={"to": MOBILE, "no_phi": "true",
-                                   "reply_posting_url": "https://replies.example.org/qliq"},
-                              attachments=())),
-    "qliq non-Qliq user": ("qliq", Edit(zpf={"to": MOBILE, "send_non_qliq_user": "true",
-                                             "expiry_in_minutes": "60"})),
+    "qliq SMS": (
+        "qliq",
+        Edit(
+            zpf={"to": MOBILE, "no_phi": "true", "reply_posting_url": "https://replies.example.org/qliq"},
+            attachments=(),
+        ),
+    ),
+    "qliq non-Qliq user": (
+        "qliq",
+        Edit(zpf={"to": MOBILE, "send_non_qliq_user": "true", "expiry_in_minutes": "60"}),
+    ),
     "kpn by chat id": ("kpn", Edit(zpf={"aux_id": "", "chat_id": "sandbox-group-1"})),
 }
 
@@ -196,105 +230,131 @@ class Case:
 CASES = {
     # -- Qliq ---------------------------------------------------------------------------------
     "qliq: to missing": Case("qliq", Edit(zpf={"to": ""}), "101", ZPF(1), "to"),
-    "qliq: to neither e-mail nor QliqID": Case(
-        "qliq", Edit(zpf={"to": "care team"}), "102", ZPF(1), "to"),
+    "qliq: to neither e-mail nor QliqID": Case("qliq", Edit(zpf={"to": "care team"}), "102", ZPF(1), "to"),
     "qliq: to a mobile number without SMS or non-Qliq": Case(
-        "qliq", Edit(zpf={"to": MOBILE}), "102", ZPF(1), "to"),
+        "qliq", Edit(zpf={"to": MOBILE}), "102", ZPF(1), "to"
+    ),
     "qliq: SMS to an e-mail": Case(
-        "qliq", Edit(zpf={**SMS, "to": "oncall@sandbox.qliq"}, attachments=()), "102", ZPF(1), "to"),
+        "qliq", Edit(zpf={**SMS, "to": "oncall@sandbox.qliq"}, attachments=()), "102", ZPF(1), "to"
+    ),
     "qliq: SMS to a QliqID (too short for a mobile)": Case(
-        "qliq", Edit(zpf={**SMS, "to": QLIQ_GROUP}, attachments=()), "102", ZPF(1), "to"),
+        "qliq", Edit(zpf={**SMS, "to": QLIQ_GROUP}, attachments=()), "102", ZPF(1), "to"
+    ),
     "qliq: non-Qliq to an e-mail": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "to": "oncall@sandbox.qliq"}), "102", ZPF(1), "to"),
-    "qliq: from not an e-mail": Case(
-        "qliq", Edit(zpf={"from": "courier"}), "102", ZPF(2), "from"),
+        "qliq", Edit(zpf={**NON_QLIQ, "to": "oncall@sandbox.qliq"}), "102", ZPF(1), "to"
+    ),
+    "qliq: from not an e-mail": Case("qliq", Edit(zpf={"from": "courier"}), "102", ZPF(2), "from"),
     "qliq: priority not fyi/asap/urgent": Case(
-        "qliq", Edit(zpf={"priority": "stat"}), "103", ZPF(4), "priority"),
+        "qliq", Edit(zpf={"priority": "stat"}), "103", ZPF(4), "priority"
+    ),
     "qliq: text missing": Case("qliq", Edit(zpf={"text": ""}), "101", ZPF(5), "text"),
     "qliq: no_phi not a boolean": Case(
-        "qliq", Edit(zpf={**SMS, "no_phi": "yes"}, attachments=()), "102", ZPF(6), "no_phi"),
+        "qliq", Edit(zpf={**SMS, "no_phi": "yes"}, attachments=()), "102", ZPF(6), "no_phi"
+    ),
     "qliq: SMS with no_phi false": Case(
-        "qliq", Edit(zpf={**SMS, "no_phi": "false"}, attachments=()), "103", ZPF(6), "no_phi"),
-    "qliq: SMS with an attachment": Case(
-        "qliq", Edit(zpf=SMS), "102", None, "attachments"),
+        "qliq", Edit(zpf={**SMS, "no_phi": "false"}, attachments=()), "103", ZPF(6), "no_phi"
+    ),
+    "qliq: SMS with an attachment": Case("qliq", Edit(zpf=SMS), "102", None, "attachments"),
     "qliq: both SMS and non-Qliq": Case(
-        "qliq", Edit(zpf={**SMS, "send_non_qliq_user": "true"}, attachments=()), "102", ZPF(8),
-        "send_non_qliq_user"),
+        "qliq",
+        Edit(zpf={**SMS, "send_non_qliq_user": "true"}, attachments=()),
+        "102",
+        ZPF(8),
+        "send_non_qliq_user",
+    ),
     "qliq: send_non_qliq_user not a boolean": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "send_non_qliq_user": "yes"}), "102", ZPF(8),
-        "send_non_qliq_user"),
+        "qliq", Edit(zpf={**NON_QLIQ, "send_non_qliq_user": "yes"}), "102", ZPF(8), "send_non_qliq_user"
+    ),
     "qliq: send_non_qliq_user false": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "send_non_qliq_user": "false"}), "103", ZPF(8),
-        "send_non_qliq_user"),
+        "qliq", Edit(zpf={**NON_QLIQ, "send_non_qliq_user": "false"}), "103", ZPF(8), "send_non_qliq_user"
+    ),
     "qliq: expiry_in_minutes without non-Qliq": Case(
-        "qliq", Edit(zpf={"expiry_in_minutes": "60"}), "102", ZPF(9), "expiry_in_minutes"),
+        "qliq", Edit(zpf={"expiry_in_minutes": "60"}), "102", ZPF(9), "expiry_in_minutes"
+    ),
     "qliq: expiry_in_minutes over 7 days": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "10081"}), "102", ZPF(9),
-        "expiry_in_minutes"),
+        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "10081"}), "102", ZPF(9), "expiry_in_minutes"
+    ),
     "qliq: expiry_in_minutes under a minute": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "0"}), "102", ZPF(9),
-        "expiry_in_minutes"),
+        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "0"}), "102", ZPF(9), "expiry_in_minutes"
+    ),
     "qliq: expiry_in_minutes not whole minutes": Case(
-        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "90.5"}), "102", ZPF(9),
-        "expiry_in_minutes"),
+        "qliq", Edit(zpf={**NON_QLIQ, "expiry_in_minutes": "90.5"}), "102", ZPF(9), "expiry_in_minutes"
+    ),
     "qliq: reply_posting_url without SMS": Case(
-        "qliq", Edit(zpf={"reply_posting_url": "https://replies.example.org/qliq"}), "102", ZPF(7),
-        "reply_posting_url"),
+        "qliq",
+        Edit(zpf={"reply_posting_url": "https://replies.example.org/qliq"}),
+        "102",
+        ZPF(7),
+        "reply_posting_url",
+    ),
     "qliq: attachment type missing": Case(
-        "qliq", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].content_type"),
+        "qliq", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].content_type"
+    ),
     "qliq: attachment type not allowed": Case(
-        "qliq", Edit(attachment={"mime_type": "text/html"}), "103", OBX_MIME,
-        "attachments[0].content_type"),
+        "qliq", Edit(attachment={"mime_type": "text/html"}), "103", OBX_MIME, "attachments[0].content_type"
+    ),
     "qliq: attachment file name missing": Case(
-        "qliq", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME, "attachments[0].file_name"),
+        "qliq", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME, "attachments[0].file_name"
+    ),
     "qliq: attachment content missing": Case(
-        "qliq", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].base64"),
+        "qliq", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].base64"
+    ),
     "qliq: attachment not Base64": Case(
-        "qliq", Edit(attachment={"content": "*" + PDF}), "102", OBX_CONTENT, "attachments[0].base64"),
+        "qliq", Edit(attachment={"content": "*" + PDF}), "102", OBX_CONTENT, "attachments[0].base64"
+    ),
     # -- conneQt ------------------------------------------------------------------------------
     "conneqt: topic missing": Case("conneqt", Edit(zpf={"topic": ""}), "101", ZPF(1), "topic"),
     "conneqt: recipientId missing": Case(
-        "conneqt", Edit(zpf={"recipientId": ""}), "101", ZPF(2), "recipientId"),
+        "conneqt", Edit(zpf={"recipientId": ""}), "101", ZPF(2), "recipientId"
+    ),
     "conneqt: recipientId not an ODS code": Case(
-        "conneqt", Edit(zpf={"recipientId": "b86001"}), "102", ZPF(2), "recipientId"),
+        "conneqt", Edit(zpf={"recipientId": "b86001"}), "102", ZPF(2), "recipientId"
+    ),
     "conneqt: recipientId too long for an ODS code": Case(
-        "conneqt", Edit(zpf={"recipientId": "B860011234567"}), "102", ZPF(2), "recipientId"),
+        "conneqt", Edit(zpf={"recipientId": "B860011234567"}), "102", ZPF(2), "recipientId"
+    ),
     "conneqt: recipientIdType not allowed": Case(
-        "conneqt", Edit(zpf={"recipientIdType": "NhsNumber"}), "103", ZPF(3), "recipientIdType"),
-    "conneqt: nhsNumber missing": Case(
-        "conneqt", Edit(zpf={"nhsNumber": ""}), "101", ZPF(4), "nhsNumber"),
+        "conneqt", Edit(zpf={"recipientIdType": "NhsNumber"}), "103", ZPF(3), "recipientIdType"
+    ),
+    "conneqt: nhsNumber missing": Case("conneqt", Edit(zpf={"nhsNumber": ""}), "101", ZPF(4), "nhsNumber"),
     "conneqt: nhsNumber not 10 digits": Case(
-        "conneqt", Edit(zpf={"nhsNumber": "943 476 5919"}), "102", ZPF(4), "nhsNumber"),
+        "conneqt", Edit(zpf={"nhsNumber": "943 476 5919"}), "102", ZPF(4), "nhsNumber"
+    ),
     "conneqt: nhsNumber modulus 11 check digit wrong": Case(
-        "conneqt", Edit(zpf={"nhsNumber": "9434765918"}), "102", ZPF(4), "nhsNumber"),
+        "conneqt", Edit(zpf={"nhsNumber": "9434765918"}), "102", ZPF(4), "nhsNumber"
+    ),
     "conneqt: nhsNumber with check digit 10 (never issued)": Case(
-        "conneqt", Edit(zpf={"nhsNumber": "9434765960"}), "102", ZPF(4), "nhsNumber"),
+        "conneqt", Edit(zpf={"nhsNumber": "9434765960"}), "102", ZPF(4), "nhsNumber"
+    ),
     "conneqt: expiryDateTime without an offset": Case(
-        "conneqt", Edit(zpf={"expiryDateTime": "2099-01-01T00:00:00"}), "102", ZPF(5),
-        "expiryDateTime"),
+        "conneqt", Edit(zpf={"expiryDateTime": "2099-01-01T00:00:00"}), "102", ZPF(5), "expiryDateTime"
+    ),
     "conneqt: expiryDateTime not a date-time": Case(
-        "conneqt", Edit(zpf={"expiryDateTime": "20990101"}), "102", ZPF(5), "expiryDateTime"),
+        "conneqt", Edit(zpf={"expiryDateTime": "20990101"}), "102", ZPF(5), "expiryDateTime"
+    ),
     "conneqt: expiryDateTime in the past": Case(
-        "conneqt", Edit(zpf={"expiryDateTime": "2020-01-01T00:00:00+01:00"}), "102", ZPF(5),
-        "expiryDateTime"),
+        "conneqt", Edit(zpf={"expiryDateTime": "2020-01-01T00:00:00+01:00"}), "102", ZPF(5), "expiryDateTime"
+    ),
     "conneqt: bodyMimeType not allowed": Case(
-        "conneqt", Edit(zpf={"bodyMimeType": "text/rtf"}), "103", ZPF(7), "bodyMimeType"),
-    "conneqt: attachments missing": Case(
-        "conneqt", Edit(attachments=()), "101", None, "attachments"),
+        "conneqt", Edit(zpf={"bodyMimeType": "text/rtf"}), "103", ZPF(7), "bodyMimeType"
+    ),
+    "conneqt: attachments missing": Case("conneqt", Edit(attachments=()), "101", None, "attachments"),
     "conneqt: more than 10 attachments": Case(
-        "conneqt", Edit(attachments=ELEVEN_PDFS), "102", None, "attachments"),
+        "conneqt", Edit(attachments=ELEVEN_PDFS), "102", None, "attachments"
+    ),
     "conneqt: attachment mimeType missing": Case(
-        "conneqt", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].mimeType"),
+        "conneqt", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].mimeType"
+    ),
     "conneqt: attachment mimeType not permitted": Case(
-        "conneqt", Edit(attachment={"mime_type": "image/png"}), "103", OBX_MIME,
-        "attachments[0].mimeType"),
+        "conneqt", Edit(attachment={"mime_type": "image/png"}), "103", OBX_MIME, "attachments[0].mimeType"
+    ),
     "conneqt: fileName missing": Case(
-        "conneqt", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME,
-        "attachments[0].fileName"),
+        "conneqt", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME, "attachments[0].fileName"
+    ),
     **{
         f"conneqt: fileName {why}": Case(
-            "conneqt", Edit(attachment={"file_name": name}), "102", OBX_FILE_NAME,
-            "attachments[0].fileName")
+            "conneqt", Edit(attachment={"file_name": name}), "102", OBX_FILE_NAME, "attachments[0].fileName"
+        )
         for why, name in {
             "with a leading space": " Result.pdf",
             "with a trailing space": "Result.pdf ",
@@ -310,92 +370,140 @@ CASES = {
         }.items()
     },
     "conneqt: attachment content missing": Case(
-        "conneqt", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].content"),
+        "conneqt", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].content"
+    ),
     "conneqt: attachment content not Base64": Case(
-        "conneqt", Edit(attachment={"content": PDF[:-2]}), "102", OBX_CONTENT,
-        "attachments[0].content"),
+        "conneqt", Edit(attachment={"content": PDF[:-2]}), "102", OBX_CONTENT, "attachments[0].content"
+    ),
     "conneqt: attachment larger than 5 MB decoded": Case(
-        "conneqt", Edit(attachment={"content": FIVE_MB_AND_A_BYTE}), "104", OBX_CONTENT,
-        "attachments[0].content"),
+        "conneqt",
+        Edit(attachment={"content": FIVE_MB_AND_A_BYTE}),
+        "104",
+        OBX_CONTENT,
+        "attachments[0].content",
+    ),
     "conneqt: coded item code missing": Case(
-        "conneqt", Edit(coded={"code": ""}), "101", "OBX^2^3^1^1", "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": ""}), "101", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item code not digits": Case(
-        "conneqt", Edit(coded={"code": "BP-SYS"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": "BP-SYS"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item code with a leading zero": Case(
-        "conneqt", Edit(coded={"code": "0271649006"}), "102", "OBX^2^3^1^1",
-        "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": "0271649006"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item code failing Verhoeff": Case(
-        "conneqt", Edit(coded={"code": "271649007"}), "102", "OBX^2^3^1^1",
-        "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": "271649007"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item code a description id (partition 01)": Case(
-        "conneqt", Edit(coded={"code": "100000016"}), "102", "OBX^2^3^1^1",
-        "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": "100000016"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item code with an unknown partition": Case(
-        "conneqt", Edit(coded={"code": "12345678"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"),
+        "conneqt", Edit(coded={"code": "12345678"}), "102", "OBX^2^3^1^1", "codedDataItems[0].code"
+    ),
     "conneqt: coded item value not a number": Case(
-        "conneqt", Edit(coded={"value": "high"}), "102", "OBX^2^5^1", "codedDataItems[0].value"),
+        "conneqt", Edit(coded={"value": "high"}), "102", "OBX^2^5^1", "codedDataItems[0].value"
+    ),
     # -- MedAllies ----------------------------------------------------------------------------
     "medallies: toDirectAddress missing": Case(
-        "medallies", Edit(zpf={"toDirectAddress": ""}), "101", ZPF(1), "toDirectAddress"),
+        "medallies", Edit(zpf={"toDirectAddress": ""}), "101", ZPF(1), "toDirectAddress"
+    ),
     "medallies: toDirectAddress not a Direct address": Case(
-        "medallies", Edit(zpf={"toDirectAddress": "Dr Smith"}), "102", ZPF(1), "toDirectAddress"),
+        "medallies", Edit(zpf={"toDirectAddress": "Dr Smith"}), "102", ZPF(1), "toDirectAddress"
+    ),
     "medallies: one of several Direct addresses wrong": Case(
-        "medallies", Edit(zpf={"toDirectAddress": "smith@direct.example.org, jones@"}), "102",
-        ZPF(1), "toDirectAddress"),
-    "medallies: xdm not a boolean": Case(
-        "medallies", Edit(zpf={"xdm": "zip"}), "102", ZPF(5), "xdm"),
+        "medallies",
+        Edit(zpf={"toDirectAddress": "smith@direct.example.org, jones@"}),
+        "102",
+        ZPF(1),
+        "toDirectAddress",
+    ),
+    "medallies: xdm not a boolean": Case("medallies", Edit(zpf={"xdm": "zip"}), "102", ZPF(5), "xdm"),
     "medallies: xdmFileName with an extension": Case(
-        "medallies", Edit(zpf={"xdmFileName": "report_package.zip"}), "102", ZPF(6), "xdmFileName"),
+        "medallies", Edit(zpf={"xdmFileName": "report_package.zip"}), "102", ZPF(6), "xdmFileName"
+    ),
     "medallies: asmEnabled not a boolean": Case(
-        "medallies", Edit(zpf={"asmEnabled": "Y"}), "102", ZPF(7), "asmEnabled"),
+        "medallies", Edit(zpf={"asmEnabled": "Y"}), "102", ZPF(7), "asmEnabled"
+    ),
     "medallies: assigning_authority not an OID": Case(
-        "medallies", Edit(zpf={"assigning_authority": "HOSP"}), "102", ZPF(9),
-        "assigning_authority"),
+        "medallies", Edit(zpf={"assigning_authority": "HOSP"}), "102", ZPF(9), "assigning_authority"
+    ),
     "medallies: patientDOB with dashes": Case(
-        "medallies", Edit(zpf={"patientDOB": "1961-02-03"}), "102", ZPF(14), "patientDOB"),
+        "medallies", Edit(zpf={"patientDOB": "1961-02-03"}), "102", ZPF(14), "patientDOB"
+    ),
     "medallies: patientDOB not a calendar date": Case(
-        "medallies", Edit(zpf={"patientDOB": "19610230"}), "102", ZPF(14), "patientDOB"),
+        "medallies", Edit(zpf={"patientDOB": "19610230"}), "102", ZPF(14), "patientDOB"
+    ),
     "medallies: patientGender not in table 0001": Case(
-        "medallies", Edit(zpf={"patientGender": "X"}), "103", ZPF(15), "patientGender"),
+        "medallies", Edit(zpf={"patientGender": "X"}), "103", ZPF(15), "patientGender"
+    ),
     "medallies: attachments missing": Case(
-        "medallies", Edit(attachments=()), "101", None, "emailAttachmentList"),
+        "medallies", Edit(attachments=()), "101", None, "emailAttachmentList"
+    ),
     "medallies: attachmentClass missing": Case(
-        "medallies", Edit(attachment={"mime_type": ""}), "101", OBX_MIME,
-        "emailAttachmentList[0].attachmentClass"),
+        "medallies",
+        Edit(attachment={"mime_type": ""}),
+        "101",
+        OBX_MIME,
+        "emailAttachmentList[0].attachmentClass",
+    ),
     "medallies: attachmentClass not a media type": Case(
-        "medallies", Edit(attachment={"mime_type": "PDF document"}), "102", OBX_MIME,
-        "emailAttachmentList[0].attachmentClass"),
+        "medallies",
+        Edit(attachment={"mime_type": "PDF document"}),
+        "102",
+        OBX_MIME,
+        "emailAttachmentList[0].attachmentClass",
+    ),
     "medallies: attachmentContent missing": Case(
-        "medallies", Edit(attachment={"content": ""}), "101", OBX_CONTENT,
-        "emailAttachmentList[0].attachmentContent"),
+        "medallies",
+        Edit(attachment={"content": ""}),
+        "101",
+        OBX_CONTENT,
+        "emailAttachmentList[0].attachmentContent",
+    ),
     "medallies: attachmentContent not Base64": Case(
-        "medallies", Edit(attachment={"content": PDF + "!"}), "102", OBX_CONTENT,
-        "emailAttachmentList[0].attachmentContent"),
+        "medallies",
+        Edit(attachment={"content": PDF + "!"}),
+        "102",
+        OBX_CONTENT,
+        "emailAttachmentList[0].attachmentContent",
+    ),
     "medallies: attachmentTitle missing": Case(
-        "medallies", Edit(attachment={"title": ""}), "101", OBX_TITLE,
-        "emailAttachmentList[0].attachmentTitle"),
+        "medallies",
+        Edit(attachment={"title": ""}),
+        "101",
+        OBX_TITLE,
+        "emailAttachmentList[0].attachmentTitle",
+    ),
     "medallies: attachmentFileName with an extension": Case(
-        "medallies", Edit(attachment={"file_name": "report.pdf"}), "102", OBX_FILE_NAME,
-        "emailAttachmentList[0].attachmentFileName"),
+        "medallies",
+        Edit(attachment={"file_name": "report.pdf"}),
+        "102",
+        OBX_FILE_NAME,
+        "emailAttachmentList[0].attachmentFileName",
+    ),
     # -- KPN ----------------------------------------------------------------------------------
     "kpn: chat_type missing": Case("kpn", Edit(zpf={"chat_type": ""}), "101", ZPF(1), "chat_type"),
-    "kpn: chat_type not allowed": Case(
-        "kpn", Edit(zpf={"chat_type": "channel"}), "103", ZPF(1), "chat_type"),
-    "kpn: neither chat_id nor aux_id": Case(
-        "kpn", Edit(zpf={"aux_id": ""}), "101", ZPF(2), "chat_id"),
+    "kpn: chat_type not allowed": Case("kpn", Edit(zpf={"chat_type": "channel"}), "103", ZPF(1), "chat_type"),
+    "kpn: neither chat_id nor aux_id": Case("kpn", Edit(zpf={"aux_id": ""}), "101", ZPF(2), "chat_id"),
     "kpn: both chat_id and aux_id": Case(
-        "kpn", Edit(zpf={"chat_id": "sandbox-group-1"}), "102", ZPF(3), "aux_id"),
+        "kpn", Edit(zpf={"chat_id": "sandbox-group-1"}), "102", ZPF(3), "aux_id"
+    ),
     "kpn: body missing": Case("kpn", Edit(zpf={"body": ""}), "101", ZPF(4), "body"),
     "kpn: attachment file_name missing": Case(
-        "kpn", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME, "attachments[0].file_name"),
+        "kpn", Edit(attachment={"file_name": ""}), "101", OBX_FILE_NAME, "attachments[0].file_name"
+    ),
     "kpn: attachment mime_type missing": Case(
-        "kpn", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].mime_type"),
+        "kpn", Edit(attachment={"mime_type": ""}), "101", OBX_MIME, "attachments[0].mime_type"
+    ),
     "kpn: attachment content missing": Case(
-        "kpn", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].content"),
+        "kpn", Edit(attachment={"content": ""}), "101", OBX_CONTENT, "attachments[0].content"
+    ),
     "kpn: attachment content not Base64": Case(
-        "kpn", Edit(attachment={"content": "%PDF-1.4"}), "102", OBX_CONTENT, "attachments[0].content"),
+        "kpn", Edit(attachment={"content": "%PDF-1.4"}), "102", OBX_CONTENT, "attachments[0].content"
+    ),
     "kpn: attachment content decodes to nothing": Case(
-        "kpn", Edit(attachment={"content": " "}), "102", OBX_CONTENT, "attachments[0].content"),
+        "kpn", Edit(attachment={"content": " "}), "102", OBX_CONTENT, "attachments[0].content"
+    ),
 }
 
 

@@ -14,8 +14,12 @@ from tests.conftest import on_reactor
 @pytest.fixture(scope="module")
 def tls_sandboxes(reactor, tmp_path_factory):
     paths = make_certificates(tmp_path_factory.mktemp("certs"))
-    sandboxes = on_reactor(start_sandboxes, reactor, tls=paths.server_tls(),
-                           ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0})
+    sandboxes = on_reactor(
+        start_sandboxes,
+        reactor,
+        tls=paths.server_tls(),
+        ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0},
+    )
     yield sandboxes, paths
     on_reactor(sandboxes.stop)
 
@@ -35,12 +39,12 @@ def test_https_sandboxes_verify_against_the_ca(tls_sandboxes):
     sandboxes, paths = tls_sandboxes
     for sandbox in sandboxes:
         assert sandbox.base_url.startswith("https://127.0.0.1:")
-        r = requests.get(f"{sandbox.base_url}/_sandbox/state", verify=str(paths.ca_cert),
-                         timeout=5)
+        r = requests.get(f"{sandbox.base_url}/_sandbox/state", verify=str(paths.ca_cert), timeout=5)
         assert r.status_code == 200
     localhost = sandboxes.kpn.base_url.replace("127.0.0.1", "localhost")
-    assert requests.get(f"{localhost}/_sandbox/state", verify=str(paths.ca_cert),
-                        timeout=5).status_code == 200
+    assert (
+        requests.get(f"{localhost}/_sandbox/state", verify=str(paths.ca_cert), timeout=5).status_code == 200
+    )
 
 
 def test_clients_without_the_ca_are_refused(tls_sandboxes):

@@ -36,8 +36,12 @@ def sandbox(started):
 
 
 def token(sandbox) -> str:
-    r = requests.post(f"{sandbox.base_url}/api/v1/messages/instant/access/token",
-                      json={"accessCode": "SANDBOX-ACCESS"}, headers=KEY, timeout=5)
+    r = requests.post(
+        f"{sandbox.base_url}/api/v1/messages/instant/access/token",
+        json={"accessCode": "SANDBOX-ACCESS"},
+        headers=KEY,
+        timeout=5,
+    )
     assert r.status_code == 200
     return r.json()["token"]
 
@@ -50,8 +54,7 @@ def message(**changes) -> dict:
         "recipient": {"id": {"value": "GPPRAC001", "type": "OcsClientIdentifier"}},
         "subject": {"id": {"value": "9547852140", "type": "VerifiedNhsNumber"}},
         "body": {"mimeType": "text/plain", "content": "Result available"},
-        "attachments": [{"mimeType": "application/pdf", "fileName": "Report.pdf",
-                         "content": PDF}],
+        "attachments": [{"mimeType": "application/pdf", "fileName": "Report.pdf", "content": PDF}],
         "codedDataItems": [{"code": "407554009", "value": 140, "unit": "mmHg"}],
     }
     body.update(changes)
@@ -60,8 +63,7 @@ def message(**changes) -> dict:
 
 def send(sandbox, body, *, access=None, headers=None):
     h = {**KEY, "AccessToken": access or token(sandbox), **(headers or {})}
-    return requests.post(f"{sandbox.base_url}/api/v1/messages/instant", json=body, headers=h,
-                         timeout=5)
+    return requests.post(f"{sandbox.base_url}/api/v1/messages/instant", json=body, headers=h, timeout=5)
 
 
 def problems(response) -> dict[str, str]:
@@ -86,12 +88,21 @@ def test_seed_example_quirks_are_tolerated(sandbox):
     assert send(sandbox, body).status_code == 200
 
 
-@pytest.mark.parametrize("headers, status", [
-    ({}, 401), ({"ApiKey": "wrong"}, 401), ({"ApiKey": "sandbox-conneqt-unauthorised"}, 403),
-])
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({}, 401),
+        ({"ApiKey": "wrong"}, 401),
+        ({"ApiKey": "sandbox-conneqt-unauthorised"}, 403),
+    ],
+)
 def test_api_key_is_required(sandbox, headers, status):
-    r = requests.post(f"{sandbox.base_url}/api/v1/messages/instant", json=message(),
-                      headers={"AccessToken": "x", **headers}, timeout=5)
+    r = requests.post(
+        f"{sandbox.base_url}/api/v1/messages/instant",
+        json=message(),
+        headers={"AccessToken": "x", **headers},
+        timeout=5,
+    )
     assert r.status_code == status
     assert r.headers["Content-Type"] == "application/problem+json"
     assert r.json()["status"] == status
@@ -99,50 +110,73 @@ def test_api_key_is_required(sandbox, headers, status):
 
 def test_access_token_is_required_and_codes_are_checked(sandbox):
     assert send(sandbox, message(), access="not-a-token").status_code == 401
-    r = requests.post(f"{sandbox.base_url}/api/v1/messages/instant/access/token",
-                      json={"accessCode": "WRONG"}, headers=KEY, timeout=5)
+    r = requests.post(
+        f"{sandbox.base_url}/api/v1/messages/instant/access/token",
+        json={"accessCode": "WRONG"},
+        headers=KEY,
+        timeout=5,
+    )
     assert "accessCode" in problems(r)
 
 
 def test_non_json_body_is_rejected(sandbox):
-    r = requests.post(f"{sandbox.base_url}/api/v1/messages/instant", data="x=1",
-                      headers={**KEY, "AccessToken": token(sandbox)}, timeout=5)
+    r = requests.post(
+        f"{sandbox.base_url}/api/v1/messages/instant",
+        data="x=1",
+        headers={**KEY, "AccessToken": token(sandbox)},
+        timeout=5,
+    )
     assert "Content-Type" in problems(r)
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"messageId": "not-a-uuid"}, "messageId"),
-    ({"type": "ToolbarMessage"}, "type"),
-    ({"topic": ""}, "topic"),
-    ({"recipient": {"id": {"type": "OcsClientIdentifier"}}}, "recipient.id.value"),
-    ({"recipient": {"id": {"value": "UNKNOWN9", "type": "OcsClientIdentifier"}}}, "recipient"),
-    ({"subject": {"id": {"value": "9547852141", "type": "VerifiedNhsNumber"}}},
-     "subject.id.value"),
-    ({"subject": {"id": {"value": "9547852140"}}}, "subject.id.type"),
-    ({"expiryDateTime": "2030-01-01T00:00:00"}, "expiryDateTime"),
-    ({"expiryDateTime": "2001-01-01T00:00:00Z"}, "expiryDateTime"),
-    ({"body": {"mimeType": "application/pdf", "content": "x"}}, "body.mimeType"),
-    ({"attachments": []}, "attachments"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": "a.pdf", "content": PDF}] * 11},
-     "attachments"),
-    ({"attachments": [{"mimeType": "image/png", "fileName": "a.png", "content": PDF}]},
-     "attachments[0].mimeType"),
-    ({"attachments": [{"mimeType": "application/pdf", "content": PDF}]},
-     "attachments[0].fileName"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": "CON.pdf", "content": PDF}]},
-     "attachments[0].fileName"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": "a?.pdf", "content": PDF}]},
-     "attachments[0].fileName"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": "report.", "content": PDF}]},
-     "attachments[0].fileName"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": " r.pdf", "content": PDF}]},
-     "attachments[0].fileName"),
-    ({"attachments": [{"mimeType": "application/pdf", "fileName": "a.pdf", "content": "@@"}]},
-     "attachments[0].content"),
-    ({"codedDataItems": [{"code": "407554008"}]}, "codedDataItems[0].code"),
-    ({"codedDataItems": [{"code": "407554019"}]}, "codedDataItems[0].code"),
-    ({"codedDataItems": [{"code": "407554009", "value": "high"}]}, "codedDataItems[0].value"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"messageId": "not-a-uuid"}, "messageId"),
+        ({"type": "ToolbarMessage"}, "type"),
+        ({"topic": ""}, "topic"),
+        ({"recipient": {"id": {"type": "OcsClientIdentifier"}}}, "recipient.id.value"),
+        ({"recipient": {"id": {"value": "UNKNOWN9", "type": "OcsClientIdentifier"}}}, "recipient"),
+        ({"subject": {"id": {"value": "9547852141", "type": "VerifiedNhsNumber"}}}, "subject.id.value"),
+        ({"subject": {"id": {"value": "9547852140"}}}, "subject.id.type"),
+        ({"expiryDateTime": "2030-01-01T00:00:00"}, "expiryDateTime"),
+        ({"expiryDateTime": "2001-01-01T00:00:00Z"}, "expiryDateTime"),
+        ({"body": {"mimeType": "application/pdf", "content": "x"}}, "body.mimeType"),
+        ({"attachments": []}, "attachments"),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": "a.pdf", "content": PDF}] * 11},
+            "attachments",
+        ),
+        (
+            {"attachments": [{"mimeType": "image/png", "fileName": "a.png", "content": PDF}]},
+            "attachments[0].mimeType",
+        ),
+        ({"attachments": [{"mimeType": "application/pdf", "content": PDF}]}, "attachments[0].fileName"),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": "CON.pdf", "content": PDF}]},
+            "attachments[0].fileName",
+        ),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": "a?.pdf", "content": PDF}]},
+            "attachments[0].fileName",
+        ),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": "report.", "content": PDF}]},
+            "attachments[0].fileName",
+        ),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": " r.pdf", "content": PDF}]},
+            "attachments[0].fileName",
+        ),
+        (
+            {"attachments": [{"mimeType": "application/pdf", "fileName": "a.pdf", "content": "@@"}]},
+            "attachments[0].content",
+        ),
+        ({"codedDataItems": [{"code": "407554008"}]}, "codedDataItems[0].code"),
+        ({"codedDataItems": [{"code": "407554019"}]}, "codedDataItems[0].code"),
+        ({"codedDataItems": [{"code": "407554009", "value": "high"}]}, "codedDataItems[0].value"),
+    ],
+)
 def test_each_schema_rule(sandbox, changes, field):
     r = send(sandbox, message(**changes))
     assert field in problems(r)
@@ -159,8 +193,7 @@ def test_attachment_over_5mb_is_rejected_and_at_limit_accepted(sandbox):
 
 
 def status(sandbox, message_id):
-    r = requests.get(f"{sandbox.base_url}/api/v1/messages/{message_id}/status", headers=KEY,
-                     timeout=5)
+    r = requests.get(f"{sandbox.base_url}/api/v1/messages/{message_id}/status", headers=KEY, timeout=5)
     return r
 
 
@@ -189,11 +222,11 @@ def test_terminal_states_never_change(sandbox, clock, final):
     body = message()
     send(sandbox, body)
     url = f"{sandbox.base_url}/_sandbox/status/{body['messageId']}"
-    pending = requests.post(url, json={"status": "PENDING",
-                                       "subStatus": "Failed instant message import"}, timeout=5)
+    pending = requests.post(
+        url, json={"status": "PENDING", "subStatus": "Failed instant message import"}, timeout=5
+    )
     assert pending.status_code == 200
-    assert status(sandbox, body["messageId"]).json()["subStatus"] == (
-        "Failed instant message import")
+    assert status(sandbox, body["messageId"]).json()["subStatus"] == ("Failed instant message import")
     assert requests.post(url, json={"status": final}, timeout=5).status_code == 200
     assert requests.post(url, json={"status": "PENDING"}, timeout=5).status_code == 409
     on_reactor(clock.advance, 10)
@@ -223,8 +256,7 @@ def test_resend_counts_duplicate_and_conflicting_reuse_is_rejected(sandbox):
 def test_revoked_permission_is_403(sandbox):
     access = token(sandbox)
     assert send(sandbox, message(), access=access).status_code == 200
-    assert requests.post(f"{sandbox.base_url}/_sandbox/revoke_tokens", timeout=5).json() == {
-        "revoked": 1}
+    assert requests.post(f"{sandbox.base_url}/_sandbox/revoke_tokens", timeout=5).json() == {"revoked": 1}
     r = send(sandbox, message(), access=access)
     assert r.status_code == 403 and r.headers["Content-Type"] == "application/problem+json"
     assert send(sandbox, message()).status_code == 200  # a new access code exchange works

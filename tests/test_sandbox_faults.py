@@ -88,8 +88,9 @@ def test_outage_refuse_really_refuses_then_recovers(qliq):
 
 
 def test_refuse_through_control_api_restores_itself(qliq):
-    r = requests.post(f"{qliq.base_url}/_sandbox/faults",
-                      json={"outage": "refuse", "restore_after_s": 0.3}, timeout=5)
+    r = requests.post(
+        f"{qliq.base_url}/_sandbox/faults", json={"outage": "refuse", "restore_after_s": 0.3}, timeout=5
+    )
     assert r.status_code == 200
     with pytest.raises(requests.ConnectionError):
         get(qliq, timeout=1)
@@ -132,31 +133,40 @@ def test_control_api_validates_and_resets(qliq):
     assert requests.post(f"{qliq.base_url}/_sandbox/reset", timeout=5).status_code == 200
     state = requests.get(f"{qliq.base_url}/_sandbox/state", timeout=5).json()
     assert state["requests"] == [] and state["faults"]["fail_next"] == 0
-    assert requests.post(f"{qliq.base_url}/_sandbox/config", json={"nonsense": 1},
-                         timeout=5).status_code == 400
+    assert (
+        requests.post(f"{qliq.base_url}/_sandbox/config", json={"nonsense": 1}, timeout=5).status_code == 400
+    )
 
 
 def test_recording_hides_secrets(all_sandboxes):
     medallies = all_sandboxes.medallies
     on_reactor(medallies.reset)
-    requests.get(f"{medallies.base_url}/dirmsg/status", params={"xdMsgId": "x"},
-                 auth=("courier", "sandbox-medallies-password"), timeout=5)
+    requests.get(
+        f"{medallies.base_url}/dirmsg/status",
+        params={"xdMsgId": "x"},
+        auth=("courier", "sandbox-medallies-password"),
+        timeout=5,
+    )
     qliq = all_sandboxes.qliq
     on_reactor(qliq.reset)
-    requests.post(f"{qliq.base_url}/secure_messages/send",
-                  data={"api_key": "sandbox-qliq-key", "to": "x"}, timeout=5)
+    requests.post(
+        f"{qliq.base_url}/secure_messages/send", data={"api_key": "sandbox-qliq-key", "to": "x"}, timeout=5
+    )
     recorded = [*medallies.state.requests, *qliq.state.requests]
     assert recorded[0].headers["authorization"] == "***"
     assert recorded[1].body["form"] == {"api_key": "***", "to": "x"}
     assert "sandbox-medallies-password" not in repr(recorded)
 
 
-@pytest.mark.parametrize("name, content_type, key", [
-    ("qliq", "application/json", "error"),
-    ("conneqt", "application/problem+json", "title"),
-    ("medallies", "application/json", "result"),
-    ("kpn", "application/json", "error"),
-])
+@pytest.mark.parametrize(
+    "name, content_type, key",
+    [
+        ("qliq", "application/json", "error"),
+        ("conneqt", "application/problem+json", "title"),
+        ("medallies", "application/json", "result"),
+        ("kpn", "application/json", "error"),
+    ],
+)
 def test_fault_answers_use_each_vendors_error_format(all_sandboxes, name, content_type, key):
     sandbox = getattr(all_sandboxes, name)
     on_reactor(sandbox.reset)

@@ -25,8 +25,11 @@ def clock():
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
-    sandbox = MedAlliesSandbox(reactor, clock=clock, timings=MedAlliesTimings(
-        processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60))
+    sandbox = MedAlliesSandbox(
+        reactor,
+        clock=clock,
+        timings=MedAlliesTimings(processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60),
+    )
     yield from serve(sandbox)
 
 
@@ -48,9 +51,13 @@ def payload(**changes) -> dict:
     body = {
         "fromDirectAddress": SENDER,
         "toDirectAddress": "smith@medalliestestdomain.com",
-        "emailAttachmentList": [{"attachmentClass": "application/pdf",
-                                 "attachmentContent": base64.b64encode(b"%PDF").decode(),
-                                 "attachmentTitle": "Report"}],
+        "emailAttachmentList": [
+            {
+                "attachmentClass": "application/pdf",
+                "attachmentContent": base64.b64encode(b"%PDF").decode(),
+                "attachmentTitle": "Report",
+            }
+        ],
         "messageId": f"urn:uuid:{uuid.uuid4()}",
         "messageSubject": "Result",
         "xdm": False,
@@ -61,14 +68,16 @@ def payload(**changes) -> dict:
 
 
 def send(sandbox, body, auth=AUTH):
-    return requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=body,
-                         auth=auth, timeout=5)
+    return requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=body, auth=auth, timeout=5)
 
 
 def status(sandbox, message_id, sender=SENDER, auth=AUTH):
-    return requests.get(f"{sandbox.base_url}/MessagingAPI/dirmsg/status",
-                        params={"xdMsgId": message_id, "fromDirectAddress": sender},
-                        auth=auth, timeout=5)
+    return requests.get(
+        f"{sandbox.base_url}/MessagingAPI/dirmsg/status",
+        params={"xdMsgId": message_id, "fromDirectAddress": sender},
+        auth=auth,
+        timeout=5,
+    )
 
 
 def test_send_answers_synchronous_acknowledgement(sandbox):
@@ -85,12 +94,18 @@ def test_multi_recipient_addresses_are_split(sandbox):
     body = payload(toDirectAddress="a@x.medalliesdirect.net, b@x.medalliesdirect.net")
     assert send(sandbox, body).status_code == 200
     assert status(sandbox, body["messageId"]).json()["recipient"] == (
-        "a@x.medalliesdirect.net,b@x.medalliesdirect.net")
+        "a@x.medalliesdirect.net,b@x.medalliesdirect.net"
+    )
 
 
-@pytest.mark.parametrize("auth, code", [
-    (None, 401), (("courier", "wrong"), 401), (("readonly", "sandbox-readonly-password"), 403),
-])
+@pytest.mark.parametrize(
+    "auth, code",
+    [
+        (None, 401),
+        (("courier", "wrong"), 401),
+        (("readonly", "sandbox-readonly-password"), 403),
+    ],
+)
 def test_auth(sandbox, auth, code):
     r = send(sandbox, payload(), auth=auth)
     assert r.status_code == code
@@ -98,17 +113,20 @@ def test_auth(sandbox, auth, code):
     assert status(sandbox, "x", auth=auth).status_code == code
 
 
-@pytest.mark.parametrize("changes", [
-    {"fromDirectAddress": "not-an-address"},
-    {"toDirectAddress": ""},
-    {"toDirectAddress": "a@x.net,broken"},
-    {"messageId": ""},
-    {"emailAttachmentList": []},
-    {"emailAttachmentList": [{"attachmentContent": "@@not base64"}]},
-    {"emailAttachmentList": [{"attachmentContent": "QQ==", "attachmentClass": "pdf"}]},
-    {"xdm": "yes"},
-    {"messageSubject": 12},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"fromDirectAddress": "not-an-address"},
+        {"toDirectAddress": ""},
+        {"toDirectAddress": "a@x.net,broken"},
+        {"messageId": ""},
+        {"emailAttachmentList": []},
+        {"emailAttachmentList": [{"attachmentContent": "@@not base64"}]},
+        {"emailAttachmentList": [{"attachmentContent": "QQ==", "attachmentClass": "pdf"}]},
+        {"xdm": "yes"},
+        {"messageSubject": 12},
+    ],
+)
 def test_validation_rules(sandbox, changes):
     body = payload(**changes)
     r = send(sandbox, body)
@@ -120,8 +138,7 @@ def test_missing_required_field_and_non_json(sandbox):
     body = payload()
     del body["messageId"]
     assert send(sandbox, body).status_code == 400
-    r = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", data="a=b", auth=AUTH,
-                      timeout=5)
+    r = requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", data="a=b", auth=AUTH, timeout=5)
     assert r.status_code == 400
 
 
@@ -130,11 +147,17 @@ def test_status_query_errors(sandbox):
     send(sandbox, body)
     assert status(sandbox, body["messageId"], sender="other@x.net").status_code == 403
     assert status(sandbox, "urn:uuid:unknown").status_code == 404
-    r = requests.get(f"{sandbox.base_url}/MessagingAPI/dirmsg/status",
-                     params={"xdMsgId": body["messageId"]}, auth=AUTH, timeout=5)
+    r = requests.get(
+        f"{sandbox.base_url}/MessagingAPI/dirmsg/status",
+        params={"xdMsgId": body["messageId"]},
+        auth=AUTH,
+        timeout=5,
+    )
     assert r.status_code == 400
-    assert requests.get(f"{sandbox.base_url}/MessagingAPI/dirmsg/nothing", auth=AUTH,
-                        timeout=5).status_code == 404
+    assert (
+        requests.get(f"{sandbox.base_url}/MessagingAPI/dirmsg/nothing", auth=AUTH, timeout=5).status_code
+        == 404
+    )
     assert sandbox.state.status_polls[body["messageId"]] == 1  # the 400 is not a poll
 
 
@@ -154,8 +177,9 @@ def test_progression_with_dsn_webhooks(sandbox, clock, receiver):
     on_reactor(clock.advance, 1)
     assert json.loads(receiver.next()[2])["Description"] == "dispatched"
     assert status(sandbox, body["messageId"]).json()["status"] == "DISPATCHED"
-    forced = requests.post(f"{sandbox.base_url}/_sandbox/status/{body['messageId']}",
-                           json={"status": "DISPLAYED"}, timeout=5)
+    forced = requests.post(
+        f"{sandbox.base_url}/_sandbox/status/{body['messageId']}", json={"status": "DISPLAYED"}, timeout=5
+    )
     assert forced.status_code == 200
     assert json.loads(receiver.next()[2])["Disposition"].endswith(";displayed")
     on_reactor(clock.advance, 120)
@@ -216,8 +240,7 @@ def test_duplicates_are_counted_and_conflicting_ids_rejected(sandbox):
 
 def test_inbound_message_is_posted_with_basic_auth(sandbox, receiver):
     sandbox.inbound_url = receiver.url + "/inbound"
-    r = requests.post(f"{sandbox.base_url}/_sandbox/inbound",
-                      json={"messageSubject": "Discharge"}, timeout=5)
+    r = requests.post(f"{sandbox.base_url}/_sandbox/inbound", json={"messageSubject": "Discharge"}, timeout=5)
     assert r.status_code == 200 and r.json()["status"] == 200
     path, headers, raw = receiver.next()
     message = json.loads(raw)
@@ -229,5 +252,4 @@ def test_inbound_message_is_posted_with_basic_auth(sandbox, receiver):
 
 
 def test_inbound_without_url_is_refused(sandbox):
-    assert requests.post(f"{sandbox.base_url}/_sandbox/inbound", json={},
-                         timeout=5).status_code == 409
+    assert requests.post(f"{sandbox.base_url}/_sandbox/inbound", json={}, timeout=5).status_code == 409

@@ -28,8 +28,9 @@ def clock():
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
-    sandbox = QliqSandbox(reactor, clock=clock, timings=QliqTimings(
-        delivered_after_s=2, read_after_s=5, recipient_stagger_s=1))
+    sandbox = QliqSandbox(
+        reactor, clock=clock, timings=QliqTimings(delivered_after_s=2, read_after_s=5, recipient_stagger_s=1)
+    )
     yield from serve(sandbox)
 
 
@@ -50,8 +51,14 @@ def url(sandbox, path):
 
 
 def send_json(sandbox, **fields):
-    body = {"api_key": KEY, "to": "nurse@sandbox.qliq", "from": "courier@sandbox.qliq",
-            "subject": "Result", "text": "Result is available", **fields}
+    body = {
+        "api_key": KEY,
+        "to": "nurse@sandbox.qliq",
+        "from": "courier@sandbox.qliq",
+        "subject": "Result",
+        "text": "Result is available",
+        **fields,
+    }
     return requests.post(url(sandbox, "send"), json=body, timeout=5)
 
 
@@ -61,8 +68,7 @@ def test_json_send_is_queued(sandbox):
     body = r.json()
     assert body["status"] == "Message queued for delivery"
     assert body["conversation_id"] and body["message_id"]
-    assert sandbox.state.messages[body["message_id"]]["recipients"] == [
-        {"to": "nurse@sandbox.qliq"}]
+    assert sandbox.state.messages[body["message_id"]]["recipients"] == [{"to": "nurse@sandbox.qliq"}]
 
 
 def test_query_and_form_sends(sandbox):
@@ -75,31 +81,43 @@ def test_query_and_form_sends(sandbox):
 
 
 def test_multipart_send_with_attachment(sandbox):
-    data = {"api_key": KEY, "to": "827790129", "from": "courier@sandbox.qliq",
-            "subject": "1111", "text": "Hello again"}
+    data = {
+        "api_key": KEY,
+        "to": "827790129",
+        "from": "courier@sandbox.qliq",
+        "subject": "1111",
+        "text": "Hello again",
+    }
     files = {"attachment": ("GNYHA.pdf", b"%PDF-1.4", "application/pdf")}
     r = requests.post(url(sandbox, "send"), data=data, files=files, timeout=5)
     assert r.status_code == 202
     record = sandbox.state.messages[r.json()["message_id"]]
-    assert record["attachment"] == {"file_name": "GNYHA.pdf", "content_type": "application/pdf",
-                                    "size": 8}
+    assert record["attachment"] == {"file_name": "GNYHA.pdf", "content_type": "application/pdf", "size": 8}
 
 
 def test_captured_file_part_with_base64_content_encoding(sandbox):
     boundary = "38516d25820c4a9aad05f1e42cb442f4"
     fields = "".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in {"api_key": KEY, "to": "827790129", "text": "Hi"}.items())
-    body = (fields + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            'filename="GNYHA.pdf"\r\nContent-Type: application/pdf\r\n'
-            'Content-Encoding: base64\r\n\r\n'
-            f'{CAPTURED}\r\n'
-            f'--{boundary}--\r\n')
-    r = requests.post(url(sandbox, "send"), data=body.encode(), timeout=5,
-                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        for k, v in {"api_key": KEY, "to": "827790129", "text": "Hi"}.items()
+    )
+    body = (
+        fields + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="GNYHA.pdf"\r\nContent-Type: application/pdf\r\n'
+        "Content-Encoding: base64\r\n\r\n"
+        f"{CAPTURED}\r\n"
+        f"--{boundary}--\r\n"
+    )
+    r = requests.post(
+        url(sandbox, "send"),
+        data=body.encode(),
+        timeout=5,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 202
     assert sandbox.state.messages[r.json()["message_id"]]["attachment"]["size"] == len(
-        base64.b64decode(CAPTURED))
+        base64.b64decode(CAPTURED)
+    )
 
 
 def test_json_attachment_with_documented_key_spellings(sandbox):
@@ -109,23 +127,26 @@ def test_json_attachment_with_documented_key_spellings(sandbox):
     assert send_json(sandbox, attachment=snake).status_code == 202
 
 
-@pytest.mark.parametrize("fields, code", [
-    ({"api_key": "wrong"}, 401),
-    ({"api_key": None}, 401),
-    ({"text": ""}, 400),
-    ({"to": ""}, 400),
-    ({"to": "not a recipient"}, 400),
-    ({"priority": "whenever"}, 400),
-    ({"from": "stranger@elsewhere.org"}, 403),
-    ({"conversation_id": "0" * 32}, 404),
-    ({"attachment": {"content_type": "text/html", "file_name": "a.html", "base64": PNG}}, 400),
-    ({"attachment": {"content_type": "image/png", "file_name": "a.png", "base64": "@@"}}, 400),
-    ({"to": "4693110979"}, 400),
-    ({"to": "4693110979", "no_phi": False}, 400),
-    ({"to": "4693110979", "send_non_qliq_user": True, "expiry_in_minutes": 10081}, 400),
-    ({"to": "4693110979", "send_non_qliq_user": True, "expiry_in_minutes": 0}, 400),
-    ({"to": "4693110979", "no_phi": True, "reply_posting_url": "ftp://x"}, 400),
-])
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({"api_key": "wrong"}, 401),
+        ({"api_key": None}, 401),
+        ({"text": ""}, 400),
+        ({"to": ""}, 400),
+        ({"to": "not a recipient"}, 400),
+        ({"priority": "whenever"}, 400),
+        ({"from": "stranger@elsewhere.org"}, 403),
+        ({"conversation_id": "0" * 32}, 404),
+        ({"attachment": {"content_type": "text/html", "file_name": "a.html", "base64": PNG}}, 400),
+        ({"attachment": {"content_type": "image/png", "file_name": "a.png", "base64": "@@"}}, 400),
+        ({"to": "4693110979"}, 400),
+        ({"to": "4693110979", "no_phi": False}, 400),
+        ({"to": "4693110979", "send_non_qliq_user": True, "expiry_in_minutes": 10081}, 400),
+        ({"to": "4693110979", "send_non_qliq_user": True, "expiry_in_minutes": 0}, 400),
+        ({"to": "4693110979", "no_phi": True, "reply_posting_url": "ftp://x"}, 400),
+    ],
+)
 def test_send_errors(sandbox, fields, code):
     r = send_json(sandbox, **fields)
     assert r.status_code == code
@@ -134,10 +155,13 @@ def test_send_errors(sandbox, fields, code):
 
 
 def test_two_attachments_are_refused(sandbox):
-    files = [("attachment", ("a.pdf", b"%PDF", "application/pdf")),
-             ("file", ("b.pdf", b"%PDF", "application/pdf"))]
-    r = requests.post(url(sandbox, "send"), data={"api_key": KEY, "to": "827790129",
-                                                  "text": "x"}, files=files, timeout=5)
+    files = [
+        ("attachment", ("a.pdf", b"%PDF", "application/pdf")),
+        ("file", ("b.pdf", b"%PDF", "application/pdf")),
+    ]
+    r = requests.post(
+        url(sandbox, "send"), data={"api_key": KEY, "to": "827790129", "text": "x"}, files=files, timeout=5
+    )
     assert r.status_code == 400
 
 
@@ -148,8 +172,7 @@ def test_unknown_path_is_404_and_wrong_method_405(sandbox):
 
 
 def test_sms_and_non_qliq_annexes_keep_only_last_four_digits(sandbox):
-    sms = send_json(sandbox, to="4693110979", no_phi=True,
-                    reply_posting_url="http://127.0.0.1:9/replies")
+    sms = send_json(sandbox, to="4693110979", no_phi=True, reply_posting_url="http://127.0.0.1:9/replies")
     assert sms.status_code == 202
     record = sandbox.state.messages[sms.json()["message_id"]]
     assert record["kind"] == "sms" and record["recipients"] == [{"to": "XXXXXX0979"}]
@@ -160,8 +183,9 @@ def test_sms_and_non_qliq_annexes_keep_only_last_four_digits(sandbox):
 
 
 def status(sandbox, message_id, api_key=KEY):
-    return requests.get(url(sandbox, "message_status"),
-                        params={"api_key": api_key, "message_id": message_id}, timeout=5)
+    return requests.get(
+        url(sandbox, "message_status"), params={"api_key": api_key, "message_id": message_id}, timeout=5
+    )
 
 
 def test_group_status_moves_per_recipient(sandbox, clock):
@@ -183,10 +207,10 @@ def test_status_errors_and_forced_read(sandbox):
     message_id = send_json(sandbox).json()["message_id"]
     assert status(sandbox, message_id, api_key="bad").status_code == 401
     assert status(sandbox, "f" * 32).status_code == 404
-    assert requests.get(url(sandbox, "message_status"), params={"api_key": KEY},
-                        timeout=5).status_code == 400
-    forced = requests.post(f"{sandbox.base_url}/_sandbox/status/{message_id}",
-                           json={"status": "read"}, timeout=5)
+    assert requests.get(url(sandbox, "message_status"), params={"api_key": KEY}, timeout=5).status_code == 400
+    forced = requests.post(
+        f"{sandbox.base_url}/_sandbox/status/{message_id}", json={"status": "read"}, timeout=5
+    )
     assert forced.status_code == 200
     assert set(status(sandbox, message_id).json()[0]) == {"to", "delivered_at", "read_at"}
 
@@ -200,9 +224,15 @@ def test_identical_sends_count_as_duplicates(sandbox):
 
 def upload_key(sandbox, private_key, sender="courier@sandbox.qliq"):
     pem = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return requests.put(url(sandbox, "set_sender_pubkey"), params={"sender": sender},
-                        data={"api_key": KEY}, files={"file": ("public.pem", pem)}, timeout=5)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return requests.put(
+        url(sandbox, "set_sender_pubkey"),
+        params={"sender": sender},
+        data={"api_key": KEY},
+        files={"file": ("public.pem", pem)},
+        timeout=5,
+    )
 
 
 def test_set_sender_pubkey_rules(sandbox, private_key):
@@ -213,26 +243,36 @@ def test_set_sender_pubkey_rules(sandbox, private_key):
     assert upload_key(sandbox, private_key, "nobody@sandbox.qliq").status_code == 403
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     assert upload_key(sandbox, small).status_code == 400
-    r = requests.put(url(sandbox, "set_sender_pubkey"), params={"sender": "courier@sandbox.qliq"},
-                     data={"api_key": "bad"}, files={"file": ("p.pem", b"x")}, timeout=5)
+    r = requests.put(
+        url(sandbox, "set_sender_pubkey"),
+        params={"sender": "courier@sandbox.qliq"},
+        data={"api_key": "bad"},
+        files={"file": ("p.pem", b"x")},
+        timeout=5,
+    )
     assert r.status_code == 401
 
 
 def decrypt_reply(private_key, ciphertext_b64: bytes) -> dict:
     raw = base64.b64decode(ciphertext_b64)
     assert len(raw) % 256 == 0
-    clear = b"".join(private_key.decrypt(raw[i:i + 256], rsa_padding.PKCS1v15())
-                     for i in range(0, len(raw), 256))
+    clear = b"".join(
+        private_key.decrypt(raw[i : i + 256], rsa_padding.PKCS1v15()) for i in range(0, len(raw), 256)
+    )
     return json.loads(clear)
 
 
 def parse_form(headers, body) -> dict[str, bytes]:
     from email.parser import BytesParser
     from email.policy import HTTP
+
     message = BytesParser(policy=HTTP).parsebytes(
-        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body)
-    return {p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
-            for p in message.iter_parts()}
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body
+    )
+    return {
+        p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
+        for p in message.iter_parts()
+    }
 
 
 def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key):
@@ -243,10 +283,20 @@ def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key)
         sent = send_json(sandbox, subject="Potassium").json()
         long_text = "Please call me about this result. " * 20  # several RSA blocks
         attachment = b"%PDF-1.4 reply attachment"
-        r = requests.post(f"{sandbox.base_url}/_sandbox/reply", json={
-            "message_id": sent["message_id"], "text": long_text, "ack_requested": True,
-            "attachment": {"file_name": "scan.pdf", "content_type": "application/pdf",
-                           "base64": base64.b64encode(attachment).decode()}}, timeout=5)
+        r = requests.post(
+            f"{sandbox.base_url}/_sandbox/reply",
+            json={
+                "message_id": sent["message_id"],
+                "text": long_text,
+                "ack_requested": True,
+                "attachment": {
+                    "file_name": "scan.pdf",
+                    "content_type": "application/pdf",
+                    "base64": base64.b64encode(attachment).decode(),
+                },
+            },
+            timeout=5,
+        )
         assert r.status_code == 200 and r.json()["status"] == 200
         path, headers, body = receiver.next()
         assert path == "/secure_message_replies"
@@ -267,19 +317,34 @@ def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key)
         unpadder = padding.PKCS7(128).unpadder()
         assert unpadder.update(padded) + unpadder.finalize() == attachment
 
-        update = {"api_key": KEY, "sender": "courier@sandbox.qliq",
-                  "conversation_id": sent["conversation_id"], "message_id": reply_id}
+        update = {
+            "api_key": KEY,
+            "sender": "courier@sandbox.qliq",
+            "conversation_id": sent["conversation_id"],
+            "message_id": reply_id,
+        }
         for status_value, code in [("seen", 400), ("opened", 200), ("acked", 200)]:
-            r = requests.put(url(sandbox, "update_message_status"),
-                             data={**update, "status": status_value}, timeout=5)
+            r = requests.put(
+                url(sandbox, "update_message_status"), data={**update, "status": status_value}, timeout=5
+            )
             assert r.status_code == code
         assert r.text == "OK"
-        assert requests.put(url(sandbox, "update_message_status"),
-                            data={**update, "status": "opened", "sender": "nurse@sandbox.qliq"},
-                            timeout=5).status_code == 403
-        assert requests.put(url(sandbox, "update_message_status"),
-                            data={**update, "message_id": "0" * 32, "status": "opened"},
-                            timeout=5).status_code == 404
+        assert (
+            requests.put(
+                url(sandbox, "update_message_status"),
+                data={**update, "status": "opened", "sender": "nurse@sandbox.qliq"},
+                timeout=5,
+            ).status_code
+            == 403
+        )
+        assert (
+            requests.put(
+                url(sandbox, "update_message_status"),
+                data={**update, "message_id": "0" * 32, "status": "opened"},
+                timeout=5,
+            ).status_code
+            == 404
+        )
     finally:
         receiver.close()
 
@@ -287,38 +352,42 @@ def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key)
 def test_reply_needs_key_and_url(sandbox, private_key):
     sent = send_json(sandbox).json()
     reply = {"message_id": sent["message_id"], "text": "ok"}
-    assert requests.post(f"{sandbox.base_url}/_sandbox/reply", json=reply,
-                         timeout=5).status_code == 409
+    assert requests.post(f"{sandbox.base_url}/_sandbox/reply", json=reply, timeout=5).status_code == 409
     upload_key(sandbox, private_key)
-    assert requests.post(f"{sandbox.base_url}/_sandbox/reply", json=reply,
-                         timeout=5).status_code == 409
+    assert requests.post(f"{sandbox.base_url}/_sandbox/reply", json=reply, timeout=5).status_code == 409
 
 
 def test_get_replies_filters_by_mobile_and_since(sandbox, private_key):
     receiver = Receiver()
     try:
         upload_key(sandbox, private_key)
-        sms = send_json(sandbox, to="4693110979", no_phi=True,
-                        reply_posting_url=receiver.url + "/sms").json()
-        requests.post(f"{sandbox.base_url}/_sandbox/reply",
-                      json={"message_id": sms["message_id"], "text": "Taken it"}, timeout=5)
+        sms = send_json(sandbox, to="4693110979", no_phi=True, reply_posting_url=receiver.url + "/sms").json()
+        requests.post(
+            f"{sandbox.base_url}/_sandbox/reply",
+            json={"message_id": sms["message_id"], "text": "Taken it"},
+            timeout=5,
+        )
         assert receiver.next()[0] == "/sms"
         params = {"api_key": KEY}
         [reply] = requests.get(url(sandbox, "get_replies"), params=params, timeout=5).json()
         assert reply["reply"] == "Taken it" and reply["sender_info"] == "XXXXXX0979"
-        assert set(reply) == {"conversation_id", "message_id", "sender_info", "reply",
-                              "received_at"}
-        other = requests.get(url(sandbox, "get_replies"), params={**params, "from": "5551234567"},
-                             timeout=5).json()
+        assert set(reply) == {"conversation_id", "message_id", "sender_info", "reply", "received_at"}
+        other = requests.get(
+            url(sandbox, "get_replies"), params={**params, "from": "5551234567"}, timeout=5
+        ).json()
         assert other == []
-        later = requests.get(url(sandbox, "get_replies"), params={**params, "since": "2999-1-1"},
-                             timeout=5)
+        later = requests.get(url(sandbox, "get_replies"), params={**params, "since": "2999-1-1"}, timeout=5)
         assert later.json() == []
-        earlier = requests.get(url(sandbox, "get_replies"),
-                               params={**params, "since": "2018-1-17"}, timeout=5)
+        earlier = requests.get(
+            url(sandbox, "get_replies"), params={**params, "since": "2018-1-17"}, timeout=5
+        )
         assert [r["message_id"] for r in earlier.json()] == [reply["message_id"]]
-        assert requests.get(url(sandbox, "get_replies"), params={**params, "since": "yesterday"},
-                            timeout=5).status_code == 400
+        assert (
+            requests.get(
+                url(sandbox, "get_replies"), params={**params, "since": "yesterday"}, timeout=5
+            ).status_code
+            == 400
+        )
     finally:
         receiver.close()
 
@@ -328,11 +397,8 @@ def test_multipart_type_from_extension_and_unknown_parts(sandbox):
     typed = {"attachment": ("scan.JPG", b"\xff\xd8\xff", "application/octet-stream")}
     r = requests.post(url(sandbox, "send"), data=data, files=typed, timeout=5)
     assert r.status_code == 202
-    assert sandbox.state.messages[r.json()["message_id"]]["attachment"]["content_type"] == (
-        "image/jpeg")
+    assert sandbox.state.messages[r.json()["message_id"]]["attachment"]["content_type"] == ("image/jpeg")
     stray = {"document": ("a.pdf", b"%PDF", "application/pdf")}
-    assert requests.post(url(sandbox, "send"), data=data, files=stray,
-                         timeout=5).status_code == 400
+    assert requests.post(url(sandbox, "send"), data=data, files=stray, timeout=5).status_code == 400
     unknown = {"attachment": ("a.exe", b"MZ", "application/octet-stream")}
-    assert requests.post(url(sandbox, "send"), data=data, files=unknown,
-                         timeout=5).status_code == 400
+    assert requests.post(url(sandbox, "send"), data=data, files=unknown, timeout=5).status_code == 400

@@ -36,33 +36,58 @@ class Retry:
     factor: float
 
 
-RETRY = Spec("retry", "Backoff.", (
-    integer("max_attempts", "Attempts.", default=5, min=1),
-    number("factor", "Growth.", default=2.0, min=1.0),
-), build=Retry)
-QLIQ = Spec("qliq settings", "Qliq.", (
-    string("base_url", "API root.", required=True),
-    string("api_key", "Key.", required=True, secret=True),
-))
-DEST = Spec("destination", "A destination.", (
-    string("name", "Name.", required=True),
-    string("type", "Vendor.", required=True, choices=("qliq", "kpn")),
-    path("mapping", "Mapping file."),
-    table("settings", "Vendor settings.", discriminator="type", variants=lambda: {"qliq": QLIQ}),
-    obj("retry", RETRY),
-))
-TOP = Spec("channel", "A channel.", (
-    string("name", "Name.", required=True),
-    boolean("enabled", "On.", default=True),
-    string_list("events", "Events.", default=("failed",), choices=("delivered", "failed")),
-    objects("destinations", DEST),
-))
+RETRY = Spec(
+    "retry",
+    "Backoff.",
+    (
+        integer("max_attempts", "Attempts.", default=5, min=1),
+        number("factor", "Growth.", default=2.0, min=1.0),
+    ),
+    build=Retry,
+)
+QLIQ = Spec(
+    "qliq settings",
+    "Qliq.",
+    (
+        string("base_url", "API root.", required=True),
+        string("api_key", "Key.", required=True, secret=True),
+    ),
+)
+DEST = Spec(
+    "destination",
+    "A destination.",
+    (
+        string("name", "Name.", required=True),
+        string("type", "Vendor.", required=True, choices=("qliq", "kpn")),
+        path("mapping", "Mapping file."),
+        table("settings", "Vendor settings.", discriminator="type", variants=lambda: {"qliq": QLIQ}),
+        obj("retry", RETRY),
+    ),
+)
+TOP = Spec(
+    "channel",
+    "A channel.",
+    (
+        string("name", "Name.", required=True),
+        boolean("enabled", "On.", default=True),
+        string_list("events", "Events.", default=("failed",), choices=("delivered", "failed")),
+        objects("destinations", DEST),
+    ),
+)
 
 
 def test_parse_applies_defaults_builds_dataclasses_and_resolves_paths(tmp_path):
-    data = {"name": "c", "destinations": [{
-        "name": "d", "type": "kpn", "mapping": "../m.toml", "retry": {"max_attempts": 3},
-    }]}
+    data = {
+        "name": "c",
+        "destinations": [
+            {
+                "name": "d",
+                "type": "kpn",
+                "mapping": "../m.toml",
+                "retry": {"max_attempts": 3},
+            }
+        ],
+    }
     value, problems = parse(TOP, data, env={}, base_dir=tmp_path)
     assert problems == []
     assert value["enabled"] is True and value["events"] == ("failed",)
@@ -74,9 +99,14 @@ def test_parse_applies_defaults_builds_dataclasses_and_resolves_paths(tmp_path):
 
 
 def test_all_problems_are_collected_with_key_paths_and_suggestions():
-    data = {"nmae": "c", "enabled": "yes", "events": ["delivred"], "destinations": [
-        {"name": "d", "type": "qliq", "retry": {"max_attempts": 0, "factr": 2}},
-    ]}
+    data = {
+        "nmae": "c",
+        "enabled": "yes",
+        "events": ["delivred"],
+        "destinations": [
+            {"name": "d", "type": "qliq", "retry": {"max_attempts": 0, "factr": 2}},
+        ],
+    }
     _, problems = parse(TOP, data, env={})
     got = {p.key: p.message for p in problems}
     assert got["nmae"] == "unknown key; did you mean 'name'?"
@@ -100,8 +130,9 @@ def settings(**table):
 
 
 def test_secret_from_env_with_default_and_repr_hidden():
-    value, problems = parse(TOP, settings(base_url="${URL:-http://127.0.0.1:8081}",
-                                          api_key="${KEY}"), env={"KEY": "s3cr3t-value"})
+    value, problems = parse(
+        TOP, settings(base_url="${URL:-http://127.0.0.1:8081}", api_key="${KEY}"), env={"KEY": "s3cr3t-value"}
+    )
     assert problems == []
     got = value["destinations"][0]["settings"]
     assert got["base_url"] == "http://127.0.0.1:8081"
@@ -113,19 +144,18 @@ def test_missing_env_var_is_a_problem_unless_env_is_skipped():
     table_ = settings(base_url="http://x", api_key="${NOPE}")
     _, problems = parse(TOP, table_, env={})
     assert [str(p) for p in problems] == [
-        "destinations[0].settings.api_key: environment variable NOPE is not set"]
+        "destinations[0].settings.api_key: environment variable NOPE is not set"
+    ]
     _, problems = parse(TOP, table_, env=None)
     assert problems == []
 
 
 def test_secret_file_is_read_relative_to_base_dir(tmp_path):
     (tmp_path / "key").write_text("from-file\n")
-    value, problems = parse(TOP, settings(base_url="http://x", api_key_file="key"),
-                            env={}, base_dir=tmp_path)
+    value, problems = parse(TOP, settings(base_url="http://x", api_key_file="key"), env={}, base_dir=tmp_path)
     assert problems == []
     assert value["destinations"][0]["settings"]["api_key"] == "from-file"
-    _, problems = parse(TOP, settings(base_url="http://x", api_key_file="absent"),
-                        env={}, base_dir=tmp_path)
+    _, problems = parse(TOP, settings(base_url="http://x", api_key_file="absent"), env={}, base_dir=tmp_path)
     assert problems[0].key == "destinations[0].settings.api_key_file"
 
 
@@ -138,14 +168,17 @@ def test_literal_secret_is_refused_and_never_echoed():
     assert "42" not in str(problems[0])
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("sk_live_9fQ2xLp7Tz4Wm8Rb3Kd", True),
-    ("3f2a9c1e-77b0-4c1d-9e5a-2b6f8d0c4e11", True),
-    ("sandbox-qliq-key", False),
-    ("short1A", False),
-    ("aaaaaaaaaaaaaaaaaaaaaaaa1", False),
-    ("a perfectly normal sentence 123", False),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sk_live_9fQ2xLp7Tz4Wm8Rb3Kd", True),
+        ("3f2a9c1e-77b0-4c1d-9e5a-2b6f8d0c4e11", True),
+        ("sandbox-qliq-key", False),
+        ("short1A", False),
+        ("aaaaaaaaaaaaaaaaaaaaaaaa1", False),
+        ("a perfectly normal sentence 123", False),
+    ],
+)
 def test_looks_like_key(text, expected):
     assert looks_like_key(text) is expected
 
@@ -200,7 +233,7 @@ def test_render_markdown_lists_every_key_under_toml_headers():
     assert "### `[[destinations]]`" in text and "### `[destinations.retry]`" in text
     assert "| `max_attempts` | a whole number | `5` | Attempts. Range [1, inf]. |" in text
     assert "Secret: `${ENV_VAR}` or `api_key_file`." not in text  # variant tables not inlined
-    assert "One of `\"delivered\"`, `\"failed\"`." in text
+    assert 'One of `"delivered"`, `"failed"`.' in text
 
 
 def test_json_schema_is_strict_and_knows_variants():
@@ -223,13 +256,18 @@ def test_a_key_hidden_in_an_env_default_is_still_a_literal_secret():
 
 
 def test_skipping_env_does_not_read_secret_files(tmp_path):
-    value, problems = parse(TOP, settings(base_url="http://x", api_key_file="/nonexistent/key"),
-                            env=None, base_dir=tmp_path)
+    value, problems = parse(
+        TOP, settings(base_url="http://x", api_key_file="/nonexistent/key"), env=None, base_dir=tmp_path
+    )
     assert problems == [] and value["destinations"][0]["settings"]["api_key"] is None
 
 
 def test_giving_a_secret_twice_is_a_problem(tmp_path):
     (tmp_path / "key").write_text("k")
-    _, problems = parse(TOP, settings(base_url="http://x", api_key="${K}", api_key_file="key"),
-                        env={"K": "k"}, base_dir=tmp_path)
+    _, problems = parse(
+        TOP,
+        settings(base_url="http://x", api_key="${K}", api_key_file="key"),
+        env={"K": "k"},
+        base_dir=tmp_path,
+    )
     assert [p.message for p in problems] == ["give either api_key or api_key_file, not both"]

@@ -16,9 +16,19 @@ def make_store(tmp_path):
     db = Database.open(path, Cipher(load_or_create_key(env={}, key_file=key_file)))
     now = time.time()
     with db.transaction():
-        db.receive(Incoming(channel="lis-oru", raw=ORU, sending_application="LIS", sending_facility="LAB",
-                            control_id="LAB0001", message_type="ORU^R01", received_at=now, peer="127.0.0.1",
-                            destinations=("gp-conneqt", "gp-direct")))
+        db.receive(
+            Incoming(
+                channel="lis-oru",
+                raw=ORU,
+                sending_application="LIS",
+                sending_facility="LAB",
+                control_id="LAB0001",
+                message_type="ORU^R01",
+                received_at=now,
+                peer="127.0.0.1",
+                destinations=("gp-conneqt", "gp-direct"),
+            )
+        )
     with db.transaction():
         claimed = {d.destination: d for d in db.claim_due("gp-conneqt", now, 1, 60)}
         claimed |= {d.destination: d for d in db.claim_due("gp-direct", now, 1, 60)}
@@ -49,7 +59,7 @@ def test_shows_every_destination_and_event_without_details(tmp_path, capsys, mon
     direct = next(line for line in lines if line.split()[1:2] == ["gp-direct"])
     assert direct.split()[2] == "ERROR"
     header = next(i for i, line in enumerate(lines) if line.startswith("when"))
-    timeline = [line.split()[1:3] for line in lines[header + 1:]]
+    timeline = [line.split()[1:3] for line in lines[header + 1 :]]
     assert [e for where, e in timeline if where == "gp-conneqt"] == ["queued", "claimed", "sent", "status"]
     assert [e for where, e in timeline if where == "gp-direct"] == ["queued", "claimed", "error"]
     assert "DOE" not in out and "HTTP 400" not in out

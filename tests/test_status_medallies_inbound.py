@@ -34,14 +34,22 @@ AUTH = BasicAuth(*SECRET)
 PDF, XML = b"%PDF-1.4 referral letter", b"<ClinicalDocument/>"
 TWO_ATTACHMENTS = {
     "emailAttachmentList": [
-        {"attachmentClass": "text/xml", "attachmentContent": base64.b64encode(XML).decode(),
-         "attachmentTitle": "CCDA"},
-        {"attachmentClass": "application/pdf", "attachmentContent": base64.b64encode(PDF).decode(),
-         "attachmentTitle": "Referral letter"},
+        {
+            "attachmentClass": "text/xml",
+            "attachmentContent": base64.b64encode(XML).decode(),
+            "attachmentTitle": "CCDA",
+        },
+        {
+            "attachmentClass": "application/pdf",
+            "attachmentContent": base64.b64encode(PDF).decode(),
+            "attachmentTitle": "Referral letter",
+        },
     ],
     "messageBody": "Please see attached\nThanks",
-    "patientId": "22943847", "assigning_authority": "2.16.840.1.113883.3.9999",
-    "patientLastname": "Kramden", "patientFirstname": "Ralph",
+    "patientId": "22943847",
+    "assigning_authority": "2.16.840.1.113883.3.9999",
+    "patientLastname": "Kramden",
+    "patientFirstname": "Ralph",
 }
 
 
@@ -83,10 +91,15 @@ def served(store, reactor):
     reporter = StatusReporter(gated, reactor, [channel], **FAST)
     on_reactor(reporter.start)
     tracker = RecordingTracker()
-    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1", {
-        "medallies/inbound": InboundResource(channel.name, reporter, reactor, AUTH),
-        "medallies/dsn": DSNResource(tracker, AUTH),
-    })
+    port = on_reactor(
+        webhooks.listen,
+        reactor,
+        "tcp:0:interface=127.0.0.1",
+        {
+            "medallies/inbound": InboundResource(channel.name, reporter, reactor, AUTH),
+            "medallies/dsn": DSNResource(tracker, AUTH),
+        },
+    )
     url = f"http://127.0.0.1:{port.getHost().port}/medallies"
     yield url, hospital, gated, channel, tracker
     on_reactor(port.stopListening)
@@ -128,8 +141,9 @@ def test_inbound_is_answered_only_after_it_is_stored(served):
     url, hospital, gated, channel, _ = served
     body = {"messageId": "urn:uuid:1", "messageBody": "hello", **TWO_ATTACHMENTS}
     answers = []
-    post = threading.Thread(target=lambda: answers.append(
-        requests.post(url + "/inbound", json=body, auth=SECRET, timeout=5)))
+    post = threading.Thread(
+        target=lambda: answers.append(requests.post(url + "/inbound", json=body, auth=SECRET, timeout=5))
+    )
     post.start()
     time.sleep(0.3)
     assert answers == []  # the store has not committed, so MedAllies has no answer yet
@@ -165,7 +179,9 @@ def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     assert send_direct_message(sandbox, message_id).status_code == 200
     wait_until(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [
-        (message_id, "pending"), (message_id, "delivered")]
+        (message_id, "pending"),
+        (message_id, "delivered"),
+    ]
     assert tracker.updates[1][1].detail == "DSN dispatched"
     assert tracker.updates[1][1].at is not None
 
@@ -174,20 +190,42 @@ def send_direct_message(sandbox, message_id: str) -> requests.Response:
     """What the MedAllies destination sends, with the 'Dispatched' DSN asked for."""
     direct_message = {
         "fromDirectAddress": "radiology@direct.courier.example",
-        "toDirectAddress": "gp@medalliestestdomain.com", "messageId": message_id, "asmEnabled": True,
+        "toDirectAddress": "gp@medalliestestdomain.com",
+        "messageId": message_id,
+        "asmEnabled": True,
         "emailAttachmentList": TWO_ATTACHMENTS["emailAttachmentList"],
     }
-    return requests.post(f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda", json=direct_message,
-                         auth=("courier", "sandbox-medallies-password"), timeout=5)
+    return requests.post(
+        f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda",
+        json=direct_message,
+        auth=("courier", "sandbox-medallies-password"),
+        timeout=5,
+    )
 
 
-@pytest.mark.parametrize(("body", "state"), [
-    ({"Id": "m", "Status": "Success", "Disposition": "automatic-action/MDN-sent-automatically; displayed"},
-     "read"),
-    ({"Id": "m", "Status": "Error", "Description": "9002: ERROR=NoTrustedRecipients",
-      "Disposition": "action/MDN-sent-automatically;failed"}, "failed"),
-    ({"Id": "m", "Status": "Error", "Disposition": ""}, "failed"),
-])
+@pytest.mark.parametrize(
+    ("body", "state"),
+    [
+        (
+            {
+                "Id": "m",
+                "Status": "Success",
+                "Disposition": "automatic-action/MDN-sent-automatically; displayed",
+            },
+            "read",
+        ),
+        (
+            {
+                "Id": "m",
+                "Status": "Error",
+                "Description": "9002: ERROR=NoTrustedRecipients",
+                "Disposition": "action/MDN-sent-automatically;failed",
+            },
+            "failed",
+        ),
+        ({"Id": "m", "Status": "Error", "Disposition": ""}, "failed"),
+    ],
+)
 def test_dsn_is_read_loosely(body, state):
     ref, update = dsn_update(body)
     assert (ref, update.state) == ("m", state)
@@ -205,8 +243,12 @@ def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(sto
     reporter = StatusReporter(store, reactor, [channel], **FAST)
     on_reactor(reporter.start)
     tracker = StatusTracker(store, reactor, listener=reporter, destinations=[destination])
-    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1",
-                      {"dsn": DSNResource(tracker, AUTH, destination)})
+    port = on_reactor(
+        webhooks.listen,
+        reactor,
+        "tcp:0:interface=127.0.0.1",
+        {"dsn": DSNResource(tracker, AUTH, destination)},
+    )
     try:
         receive(store, channel, ORU, destinations=(destination,))
         (delivery,) = on_reactor(store.claim_due, destination, time.time() + 1, 1, 60.0)
@@ -217,7 +259,10 @@ def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(sto
         status = hospital.next()
         assert (status.get("MSA-1"), status.get("MSA-2")) == ("AA", "LAB0001")
         assert (status.get("ZDS-1"), status.get("ZDS-4"), status.get("ZDS-5")) == (
-            "delivered", "medallies", remote_id)
+            "delivered",
+            "medallies",
+            remote_id,
+        )
         assert hospital.nothing_more()  # "processed" changes nothing, so it is not reported
     finally:
         on_reactor(port.stopListening)

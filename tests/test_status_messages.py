@@ -20,9 +20,19 @@ NOW = datetime(2024, 1, 31, 14, 25, 1, tzinfo=UTC)
 
 
 def transition(**changes) -> Transition:
-    fields = dict(delivery_id=7, message_id=3, channel="lis-oru", destination="gp-conneqt",
-                  control_id="LAB0001", state="DELIVERED", event="delivered", at=NOW.timestamp(),
-                  remote_id="v-42", recipient="gp@example.org", detail="")
+    fields = dict(
+        delivery_id=7,
+        message_id=3,
+        channel="lis-oru",
+        destination="gp-conneqt",
+        control_id="LAB0001",
+        state="DELIVERED",
+        event="delivered",
+        at=NOW.timestamp(),
+        remote_id="v-42",
+        recipient="gp@example.org",
+        detail="",
+    )
     return Transition(**{**fields, **changes})
 
 
@@ -45,23 +55,39 @@ def test_delivered_is_an_application_accept_with_the_status_segment():
     assert status.segment("ERR") is None
     zds = status.segment("ZDS")
     assert [zds.value(n) for n in range(1, 9)] == [
-        "delivered", "20240131142501+0000", "gp-conneqt", "conneqt", "v-42", "gp@example.org",
-        "DELIVERED", "lis-oru",
+        "delivered",
+        "20240131142501+0000",
+        "gp-conneqt",
+        "conneqt",
+        "v-42",
+        "gp@example.org",
+        "DELIVERED",
+        "lis-oru",
     ]
 
 
-@pytest.mark.parametrize(("event", "code"), [
-    ("accepted", "AA"), ("read", "AA"), ("failed", "AE"), ("expired", "AE"), ("dead_letter", "AE"),
-    ("rejected", "AR"),
-])
+@pytest.mark.parametrize(
+    ("event", "code"),
+    [
+        ("accepted", "AA"),
+        ("read", "AA"),
+        ("failed", "AE"),
+        ("expired", "AE"),
+        ("dead_letter", "AE"),
+        ("rejected", "AR"),
+    ],
+)
 def test_msa_code_follows_the_event(event, code):
     assert build(event=event, state="ERROR").get("MSA-1") == code
 
 
 def test_rejection_names_the_vendors_invalid_parameters_in_err():
-    status = build(event="rejected", state="ERROR", detail="HTTP 400",
-                   invalid_parameters=(InvalidParameter("to", "unknown recipient"),
-                                       InvalidParameter("subject", "")))
+    status = build(
+        event="rejected",
+        state="ERROR",
+        detail="HTTP 400",
+        invalid_parameters=(InvalidParameter("to", "unknown recipient"), InvalidParameter("subject", "")),
+    )
     err = status.segment("ERR")
     assert err.value(3, component=1) == "207" and err.value(3, component=3) == "HL70357"
     assert err.value(4) == "E"
@@ -95,17 +121,31 @@ def test_hl7_time_has_an_offset():
     assert hl7_time(NOW.timestamp()) == "20240131142501+0000"
 
 
-@pytest.mark.parametrize(("msh16", "event", "wanted"), [
-    ("AL", "read", True), ("NE", "failed", False), ("ER", "failed", True), ("ER", "delivered", False),
-    ("SU", "delivered", True), ("SU", "rejected", False),
-])
+@pytest.mark.parametrize(
+    ("msh16", "event", "wanted"),
+    [
+        ("AL", "read", True),
+        ("NE", "failed", False),
+        ("ER", "failed", True),
+        ("ER", "delivered", False),
+        ("SU", "delivered", True),
+        ("SU", "rejected", False),
+    ],
+)
 def test_enhanced_mode_follows_msh16(msh16, event, wanted):
     original = Message.parse(ORU.replace(b"|2.5.1\r", b"|2.5.1|||NE|" + msh16.encode() + b"\r"))
     assert is_wanted(original, event, channel_events=()) is wanted
 
 
-@pytest.mark.parametrize(("event", "wanted"), [
-    ("accepted", False), ("delivered", True), ("read", False), ("expired", True), ("rejected", True),
-])
+@pytest.mark.parametrize(
+    ("event", "wanted"),
+    [
+        ("accepted", False),
+        ("delivered", True),
+        ("read", False),
+        ("expired", True),
+        ("rejected", True),
+    ],
+)
 def test_original_mode_follows_the_channel_events(event, wanted):
     assert is_wanted(Message.parse(ORU), event, channel_events=("delivered", "failed")) is wanted

@@ -23,8 +23,17 @@ def sandbox(reactor):
 
 
 def keys(sandbox, tmp_path, *extra):
-    argv = ["qliq", "keys", "--sender", "courier@sandbox.qliq", "--key-file", str(tmp_path / "k.pem"),
-            "--base-url", sandbox.base_url, *extra]
+    argv = [
+        "qliq",
+        "keys",
+        "--sender",
+        "courier@sandbox.qliq",
+        "--key-file",
+        str(tmp_path / "k.pem"),
+        "--base-url",
+        sandbox.base_url,
+        *extra,
+    ]
     return qliq.run(build_parser().parse_args(argv))
 
 

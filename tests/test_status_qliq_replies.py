@@ -67,18 +67,30 @@ def courier(tmp_path, store, sandbox, reactor):
     upload_public_key(session, sandbox.base_url, "sandbox-qliq-key", US, public_pem)
     reporter = StatusReporter(store, reactor, [channel], **FAST)
     on_reactor(reporter.start)
-    settings = QliqReplySettings(channel=channel.name, base_url=sandbox.base_url,
-                                 api_key="sandbox-qliq-key", sender=US, timeout_s=5)
+    settings = QliqReplySettings(
+        channel=channel.name, base_url=sandbox.base_url, api_key="sandbox-qliq-key", sender=US, timeout_s=5
+    )
     inbox = ReplyInbox(store, reporter, reactor, QliqReplyApi(session, settings))
     private_key = load_private_key(key_file)
-    port = on_reactor(webhooks.listen, reactor, "tcp:0:interface=127.0.0.1", {
-        f"qliq/{TOKEN}/reply": ReplyWebhook(inbox, private_key),
-        "qliq/basic/reply": ReplyWebhook(inbox, private_key, BasicAuth("qliq", "hook-secret")),
-    })
+    port = on_reactor(
+        webhooks.listen,
+        reactor,
+        "tcp:0:interface=127.0.0.1",
+        {
+            f"qliq/{TOKEN}/reply": ReplyWebhook(inbox, private_key),
+            "qliq/basic/reply": ReplyWebhook(inbox, private_key, BasicAuth("qliq", "hook-secret")),
+        },
+    )
     base = f"http://127.0.0.1:{port.getHost().port}/qliq"
     sandbox.reply_url = f"{base}/{TOKEN}/reply"
-    yield {"hospital": hospital, "channel": channel, "inbox": inbox, "url": sandbox.reply_url,
-           "basic_url": f"{base}/basic/reply", "key_file": key_file}
+    yield {
+        "hospital": hospital,
+        "channel": channel,
+        "inbox": inbox,
+        "url": sandbox.reply_url,
+        "basic_url": f"{base}/basic/reply",
+        "key_file": key_file,
+    }
     on_reactor(port.stopListening)
     on_reactor(reporter.stop)
     hospital.down()
@@ -86,9 +98,17 @@ def courier(tmp_path, store, sandbox, reactor):
 
 def send_and_remember(store, sandbox, channel) -> dict:
     """Send the discharge summary to Qliq as the dispatcher would, and note its conversation."""
-    answer = requests.post(f"{sandbox.base_url}/secure_messages/send", timeout=5, data={
-        "api_key": "sandbox-qliq-key", "from": US, "to": "doctor@sandbox.qliq",
-        "subject": "Discharge", "text": "Discharge summary"}).json()
+    answer = requests.post(
+        f"{sandbox.base_url}/secure_messages/send",
+        timeout=5,
+        data={
+            "api_key": "sandbox-qliq-key",
+            "from": US,
+            "to": "doctor@sandbox.qliq",
+            "subject": "Discharge",
+            "text": "Discharge summary",
+        },
+    ).json()
     message_id = receive(store, channel, MDM)
     on_reactor(remember_conversation, store, answer["conversation_id"], channel.name, message_id)
     return answer
@@ -111,8 +131,9 @@ def test_passphrase_protected_key_needs_its_passphrase(tmp_path):
 def test_reply_with_attachment_reaches_the_hospital_as_mdm_t02(courier, store, sandbox):
     sent = send_and_remember(store, sandbox, courier["channel"])
     attachment = Part("attachment", "consent.pdf", "application/pdf", PDF)
-    entry = on_reactor(sandbox.reply, sent["message_id"], "Seen, will call the patient\nDr. Who",
-                       attachment=attachment)
+    entry = on_reactor(
+        sandbox.reply, sent["message_id"], "Seen, will call the patient\nDr. Who", attachment=attachment
+    )
     assert entry["status"] == 200
     message = courier["hospital"].next()
     assert message.msh.field(9) == "MDM^T02^MDM_T02"
@@ -143,13 +164,23 @@ def _reply_like(record):
 
 
 def post_reply(url, ciphertext: str, message_id: str = "m1", auth=None):
-    return requests.post(url, auth=auth, timeout=5, data={"conversation_id": "c1", "message_id": message_id},
-                         files={"message": ("message", ciphertext.encode(), "text/plain")})
+    return requests.post(
+        url,
+        auth=auth,
+        timeout=5,
+        data={"conversation_id": "c1", "message_id": message_id},
+        files={"message": ("message", ciphertext.encode(), "text/plain")},
+    )
 
 
 def reply_json(message_id: str = "m1") -> bytes:
-    return json.dumps({"Message": {"Data": {"conversationUuid": "c1", "messageId": message_id,
-                                            "text": "secret clinical text"}}}).encode()
+    return json.dumps(
+        {
+            "Message": {
+                "Data": {"conversationUuid": "c1", "messageId": message_id, "text": "secret clinical text"}
+            }
+        }
+    ).encode()
 
 
 def test_wrongly_keyed_reply_is_refused_with_a_log_line(courier, caplog):

@@ -60,8 +60,13 @@ def channel_file(name: str, port: int, events=("accepted", "delivered", "read", 
     path = CHANNELS / name
     channel, problems = parse_channel(path, path.read_text(), env={})
     assert not problems
-    reports = StatusReports(to=f"tcp:host=127.0.0.1:port={port}", events=tuple(events),
-                            connect_timeout_s=1.0, ack_timeout_s=1.0, tls=None)
+    reports = StatusReports(
+        to=f"tcp:host=127.0.0.1:port={port}",
+        events=tuple(events),
+        connect_timeout_s=1.0,
+        ack_timeout_s=1.0,
+        tls=None,
+    )
     return replace(channel, status_reports=reports)
 
 
@@ -125,21 +130,43 @@ def store(tmp_path, reactor):
 
 def receive(store, channel: Channel, raw: bytes = ORU, destinations: tuple[str, ...] = ()) -> int:
     """Store ``raw`` as the source would (with QUEUED deliveries to ``destinations``)."""
-    incoming = Incoming(channel=channel.name, raw=raw, sending_application="LIS", sending_facility="LAB",
-                        control_id=Message.parse(raw).control_id, message_type="ORU^R01",
-                        received_at=time.time(), peer="127.0.0.1", destinations=destinations)
+    incoming = Incoming(
+        channel=channel.name,
+        raw=raw,
+        sending_application="LIS",
+        sending_facility="LAB",
+        control_id=Message.parse(raw).control_id,
+        message_type="ORU^R01",
+        received_at=time.time(),
+        peer="127.0.0.1",
+        destinations=destinations,
+    )
     return on_reactor(store.receive, incoming).message_id
 
 
 def transition(channel: Channel, message_id: int, event: str, state: str, n: int = 0) -> Transition:
-    return Transition(delivery_id=1, message_id=message_id, channel=channel.name,
-                      destination=channel.destinations[0].name, control_id="LAB0001", state=state,
-                      event=event, at=1706711101.0 + n, remote_id="v-1", recipient="gp@example.org",
-                      detail="HTTP 400" if state == "ERROR" else "")
+    return Transition(
+        delivery_id=1,
+        message_id=message_id,
+        channel=channel.name,
+        destination=channel.destinations[0].name,
+        control_id="LAB0001",
+        state=state,
+        event=event,
+        at=1706711101.0 + n,
+        remote_id="v-1",
+        recipient="gp@example.org",
+        detail="HTTP 400" if state == "ERROR" else "",
+    )
 
 
-EVENTS = [("accepted", "SENT"), ("delivered", "DELIVERED"), ("read", "READ"), ("failed", "ERROR"),
-          ("expired", "ERROR")]
+EVENTS = [
+    ("accepted", "SENT"),
+    ("delivered", "DELIVERED"),
+    ("read", "READ"),
+    ("failed", "ERROR"),
+    ("expired", "ERROR"),
+]
 
 
 def start_reporter(store, reactor, channel: Channel) -> StatusReporter:
@@ -165,7 +192,8 @@ def test_statuses_arrive_in_order_with_msa2_and_zds(store, reactor):
         assert {m.get("MSA-2") for m in got} == {"LAB0001"}
         assert [m.get("ZDS-7") for m in got] == [state for _, state in EVENTS]
         assert {(m.get("ZDS-3"), m.get("ZDS-4"), m.get("ZDS-5")) for m in got} == {
-            (channel.destinations[0].name, "conneqt", "v-1")}
+            (channel.destinations[0].name, "conneqt", "v-1")
+        }
         assert got[0].get("ZDS-2") == "20240131142501+0000"
         assert "HTTP 400" in got[3].get("ERR-8")
         wait_until(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600) is None)
@@ -262,14 +290,17 @@ def test_an_ack_for_another_message_is_not_taken_as_delivery(store, reactor):
         hospital.down()
 
 
-@pytest.mark.parametrize(("reply", "accepted"), [
-    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S1\r", True),
-    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AA|S1\r", True),
-    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AE|S1\r", False),
-    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S2\r", False),
-    (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\r", False),
-    (b"not hl7", False),
-])
+@pytest.mark.parametrize(
+    ("reply", "accepted"),
+    [
+        (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S1\r", True),
+        (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AA|S1\r", True),
+        (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|AE|S1\r", False),
+        (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\rMSA|CA|S2\r", False),
+        (b"MSH|^~\\&|H|H|C|C|1||ACK|X|P|2.5\r", False),
+        (b"not hl7", False),
+    ],
+)
 def test_check_acknowledgement(reply, accepted):
     if accepted:
         check_acknowledgement(reply, "S1")
@@ -281,12 +312,17 @@ def test_check_acknowledgement(reply, accepted):
 def test_statuses_go_over_tls_when_the_channel_says_so(store, reactor, tmp_path):
     certs = make_certificates(tmp_path / "certs")
     hospital = Hospital(reactor)
-    factory = wrap_server_factory(MLLPServerFactory("hospital", hospital.receiver, reactor),
-                                  TLSSettings(cert_file=certs.server_cert, key_file=certs.server_key))
+    factory = wrap_server_factory(
+        MLLPServerFactory("hospital", hospital.receiver, reactor),
+        TLSSettings(cert_file=certs.server_cert, key_file=certs.server_key),
+    )
     listening = on_reactor(reactor.listenTCP, 0, factory, interface="127.0.0.1")
     channel = channel_file("lis_oru_to_conneqt.toml", listening.getHost().port)
-    reports = replace(channel.status_reports, to=channel.status_reports.to.replace("127.0.0.1", "localhost"),
-                      tls=ClientTls(ca_file=certs.ca_cert, cert_file=None, key_file=None))
+    reports = replace(
+        channel.status_reports,
+        to=channel.status_reports.to.replace("127.0.0.1", "localhost"),
+        tls=ClientTls(ca_file=certs.ca_cert, cert_file=None, key_file=None),
+    )
     channel = replace(channel, status_reports=reports)
     message_id = receive(store, channel)
     reporter = start_reporter(store, reactor, channel)

@@ -72,17 +72,22 @@ def cli_args(tmp_path, channel_file, kpn, monkeypatch):
 
 
 def test_authorize_auto_stores_the_token_and_the_engine_delivers_with_it(
-        reactor, tmp_path, channel_file, kpn, cli_args, capsys):
+    reactor, tmp_path, channel_file, kpn, cli_args, capsys
+):
     assert main([*cli_args, "--auto"]) == 0
     assert "token is stored" in capsys.readouterr().out
     assert len(kpn.tokens) == 1
 
-    store = SQLiteStore(tmp_path / "courier.sqlite3", reactor=reactor,
-                        cipher=Cipher(load_or_create_key(key_file=tmp_path / "store.key")))
+    store = SQLiteStore(
+        tmp_path / "courier.sqlite3",
+        reactor=reactor,
+        cipher=Cipher(load_or_create_key(key_file=tmp_path / "store.key")),
+    )
     on_reactor(store.start)
     (channel,) = load_channels([channel_file])
-    channel = replace(channel, source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
-                      status_reports=None)
+    channel = replace(
+        channel, source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"), status_reports=None
+    )
     engine = build_engine(reactor, [channel], store)
     on_reactor(engine.start)
     try:
@@ -95,7 +100,9 @@ def test_authorize_auto_stores_the_token_and_the_engine_delivers_with_it(
         assert sent[0].destination == "ward-kpn"
         # The sandbox accepts a send only with a bearer token it issued and has not expired.
         assert [r.path.rsplit("/", 1)[-1] for r in kpn.state.requests if r.method == "POST"] == [
-            "token", "attachments"]
+            "token",
+            "attachments",
+        ]
         assert len(kpn.state.messages) == 1
     finally:
         on_reactor(engine.stop)
@@ -112,8 +119,12 @@ def test_a_refused_authorization_says_so_and_stores_nothing(tmp_path, kpn, cli_a
 
 
 def test_a_redirect_with_the_wrong_state_is_refused(kpn, cli_args, redirect_port, capsys):
-    attacker = threading.Timer(0.3, lambda: requests.get(
-        f"http://127.0.0.1:{redirect_port}/callback?code=stolen&state=forged", timeout=5))
+    attacker = threading.Timer(
+        0.3,
+        lambda: requests.get(
+            f"http://127.0.0.1:{redirect_port}/callback?code=stolen&state=forged", timeout=5
+        ),
+    )
     attacker.start()
     assert main([*cli_args]) == 1
     attacker.join()
@@ -122,8 +133,9 @@ def test_a_redirect_with_the_wrong_state_is_refused(kpn, cli_args, redirect_port
     assert not kpn.tokens
 
 
-def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(reactor, tmp_path, channel_file,
-                                                                      kpn, monkeypatch):
+def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
+    reactor, tmp_path, channel_file, kpn, monkeypatch
+):
     from engine.commands.run import authorize_kpn_in_sandbox
 
     monkeypatch.setenv("KPN_BASE_URL", kpn.base_url)

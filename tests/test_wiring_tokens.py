@@ -81,8 +81,11 @@ def conneqt_channel(conneqt, **settings):
     (channel,) = load_channels([CONNEQT_CHANNEL], env={"CONNEQT_BASE_URL": conneqt.base_url})
     (destination,) = channel.destinations
     destination = replace(destination, settings={**destination.settings, **settings})
-    return replace(channel, source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
-                   destinations=(destination,))
+    return replace(
+        channel,
+        source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
+        destinations=(destination,),
+    )
 
 
 def exchanges(conneqt) -> int:

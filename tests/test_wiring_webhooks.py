@@ -60,13 +60,24 @@ def example_channel(name: str, sandboxes, hospital, **settings):
     env = {"MEDALLIES_BASE_URL": sandboxes.medallies.base_url, "QLIQ_BASE_URL": sandboxes.qliq.base_url}
     (channel,) = load_channels([REPO / "channels" / name], env=env)
     (destination,) = channel.destinations
-    destination = replace(destination, settings={**destination.settings, **settings},
-                          status=replace(destination.status, poll=False))
-    reports = StatusReports(to=f"tcp:host=127.0.0.1:port={hospital.port}",
-                            events=("delivered", "failed"), connect_timeout_s=1.0, ack_timeout_s=1.0,
-                            tls=None)
-    return replace(channel, source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
-                   destinations=(destination,), status_reports=reports)
+    destination = replace(
+        destination,
+        settings={**destination.settings, **settings},
+        status=replace(destination.status, poll=False),
+    )
+    reports = StatusReports(
+        to=f"tcp:host=127.0.0.1:port={hospital.port}",
+        events=("delivered", "failed"),
+        connect_timeout_s=1.0,
+        ack_timeout_s=1.0,
+        tls=None,
+    )
+    return replace(
+        channel,
+        source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
+        destinations=(destination,),
+        status_reports=reports,
+    )
 
 
 @pytest.fixture
@@ -76,10 +87,18 @@ def engine(reactor, tmp_path, sandboxes, hospital):
     with requests.Session() as session:
         upload_public_key(session, sandboxes.qliq.base_url, "sandbox-qliq-key", QLIQ_SENDER, public_pem)
     channels = [
-        example_channel("ris_oru_to_medallies.toml", sandboxes, hospital,
-                        webhook_secret="sandbox-inbound-secret"),
-        example_channel("ehr_mdm_to_qliq.toml", sandboxes, hospital, reply_key_file=key_file,
-                        reply_sender=QLIQ_SENDER, reply_webhook_token=PATH_TOKEN, poll_replies_s=1.0),
+        example_channel(
+            "ris_oru_to_medallies.toml", sandboxes, hospital, webhook_secret="sandbox-inbound-secret"
+        ),
+        example_channel(
+            "ehr_mdm_to_qliq.toml",
+            sandboxes,
+            hospital,
+            reply_key_file=key_file,
+            reply_sender=QLIQ_SENDER,
+            reply_webhook_token=PATH_TOKEN,
+            poll_replies_s=1.0,
+        ),
     ]
     store = open_store(reactor, tmp_path / "courier.sqlite3", durability="normal")
     running = build_engine(reactor, channels, store, webhook_endpoint="tcp:0:interface=127.0.0.1")
@@ -178,15 +197,23 @@ def test_webhooks_over_tls(reactor, tmp_path, sandboxes, hospital):
     certs = make_certificates(tmp_path / "certs")
     channel = example_channel("ris_oru_to_medallies.toml", sandboxes, hospital, webhook_secret="hook-secret")
     store = open_store(reactor, tmp_path / "tls.sqlite3", durability="normal")
-    running = build_engine(reactor, [channel], store, hold_deliveries=True,
-                           webhook_endpoint="tcp:0:interface=127.0.0.1",
-                           webhook_tls=TLSSettings(certs.server_cert, certs.server_key))
+    running = build_engine(
+        reactor,
+        [channel],
+        store,
+        hold_deliveries=True,
+        webhook_endpoint="tcp:0:interface=127.0.0.1",
+        webhook_tls=TLSSettings(certs.server_cert, certs.server_key),
+    )
     on_reactor(running.start)
     try:
-        url = f"https://localhost:{running.webhook_port()}/medallies/ris-oru-to-medallies/referrers-direct/dsn"
+        url = (
+            f"https://localhost:{running.webhook_port()}/medallies/ris-oru-to-medallies/referrers-direct/dsn"
+        )
         dsn = {"Id": "urn:uuid:unknown", "Disposition": "automatic-action/MDN-sent-automatically; processed"}
-        answer = requests.post(url, json=dsn, auth=("medallies", "hook-secret"), verify=str(certs.ca_cert),
-                               timeout=5)
+        answer = requests.post(
+            url, json=dsn, auth=("medallies", "hook-secret"), verify=str(certs.ca_cert), timeout=5
+        )
         assert answer.status_code == 200
         with pytest.raises(requests.exceptions.SSLError):
             requests.post(url, json=dsn, timeout=5)  # a client that does not trust our CA

@@ -36,9 +36,7 @@ def channel_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def check(
-    paths: list[Path], *, skip_env: bool, env: Mapping[str, str] | None = None
-) -> list[Problem]:
+def check(paths: list[Path], *, skip_env: bool, env: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem in the channels (and their mappings) under ``paths``; [] when all is well.
 
     ``skip_env`` neither resolves ``${VAR}`` nor reads ``*_file`` secrets, for CI machines
@@ -56,9 +54,7 @@ def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) ->
     return channels
 
 
-def _load(
-    paths: list[Path], env: Mapping[str, str] | None
-) -> tuple[list[Channel], list[Problem]]:
+def _load(paths: list[Path], env: Mapping[str, str] | None) -> tuple[list[Channel], list[Problem]]:
     loaded: list[_Loaded] = []
     problems: list[Problem] = []
     for file in channel_files(paths):
@@ -86,15 +82,24 @@ def _clashes(loaded: list[_Loaded]) -> list[Problem]:
         channel = entry.channel
         for earlier in (e.channel for e in loaded[:i]):
             if earlier.name == channel.name:
-                problems.append(Problem("name", f"channel {channel.name!r} is also defined in "
-                                        f"{earlier.file}", channel.file, locate(entry.lines, "name")))
+                problems.append(
+                    Problem(
+                        "name",
+                        f"channel {channel.name!r} is also defined in {earlier.file}",
+                        channel.file,
+                        locate(entry.lines, "name"),
+                    )
+                )
             mine, theirs = (listen_address(c.source.listen) for c in (channel, earlier))
             if mine and theirs and addresses_clash(mine, theirs):
-                problems.append(Problem(
-                    "source.listen", f"port {mine[1]} is already used by channel "
-                    f"{earlier.name!r} ({earlier.file})", channel.file,
-                    locate(entry.lines, "source.listen"),
-                ))
+                problems.append(
+                    Problem(
+                        "source.listen",
+                        f"port {mine[1]} is already used by channel {earlier.name!r} ({earlier.file})",
+                        channel.file,
+                        locate(entry.lines, "source.listen"),
+                    )
+                )
     return problems
 
 
@@ -128,11 +133,13 @@ def _mapping_problems(channel: Channel) -> list[Problem]:
         try:
             mapping = load_mapping(destination.mapping)
         except ConfigError as exc:
-            problems += [Problem(key, f"mapping does not load: {line}")
-                         for line in str(exc).splitlines() if line.strip()]
+            problems += [
+                Problem(key, f"mapping does not load: {line}")
+                for line in str(exc).splitlines()
+                if line.strip()
+            ]
             continue
-        problems += [Problem(key, message)
-                     for message in _fit_problems(mapping, destination, channel)]
+        problems += [Problem(key, message) for message in _fit_problems(mapping, destination, channel)]
     return problems
 
 
@@ -140,14 +147,14 @@ def _fit_problems(mapping: Any, destination: Destination, channel: Channel) -> l
     """Does the mapping produce what this destination takes, for what this channel accepts?"""
     output = getattr(mapping, "output", destination.type)
     if output != destination.type:
-        return [f"the mapping produces {output!r} payloads but the destination type is "
-                f"{destination.type!r}"]
+        return [f"the mapping produces {output!r} payloads but the destination type is {destination.type!r}"]
     messages: list[str] = []
     inputs = tuple(getattr(mapping, "input", ()))
     accepted = channel.source.filter.message_types
     if inputs and not any(_types_overlap(i, a) for i in inputs for a in accepted):
-        messages.append(f"the mapping handles {', '.join(inputs)} but the channel accepts only "
-                        f"{', '.join(accepted)}")
+        messages.append(
+            f"the mapping handles {', '.join(inputs)} but the channel accepts only {', '.join(accepted)}"
+        )
     spec = payload_spec_for(destination.type)
     if spec is not None:
         messages += payload_key_problems(mapping.output_keys(), spec)
@@ -168,10 +175,16 @@ def payload_key_problems(keys: Iterable[Any], spec: Spec, prefix: str = "") -> l
     """
     by_name = {key.name: key for key in keys}
     known = [f.name for f in spec.fields]
-    messages = [f"output key {prefix}{name} is not a {spec.name} field{suggest(name, known)}"
-                for name in by_name if name not in known]
-    messages += [f"the mapping does not produce required {spec.name} field {prefix}{f.name}"
-                 for f in spec.fields if f.required and f.name not in by_name]
+    messages = [
+        f"output key {prefix}{name} is not a {spec.name} field{suggest(name, known)}"
+        for name in by_name
+        if name not in known
+    ]
+    messages += [
+        f"the mapping does not produce required {spec.name} field {prefix}{f.name}"
+        for f in spec.fields
+        if f.required and f.name not in by_name
+    ]
     for f in spec.fields:
         key = by_name.get(f.name)
         if f.spec is not None and key is not None and key.fields:

@@ -37,7 +37,17 @@ from engine.spec import (
 
 MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^([A-Z][A-Z0-9]{2}|\*)$")
 DEFAULT_VERSIONS = (
-    "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2",
+    "2.3",
+    "2.3.1",
+    "2.4",
+    "2.5",
+    "2.5.1",
+    "2.6",
+    "2.7",
+    "2.7.1",
+    "2.8",
+    "2.8.1",
+    "2.8.2",
 )
 STATUS_EVENTS = ("accepted", "delivered", "read", "failed")
 DESTINATION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -76,13 +86,17 @@ class Tls:
     require_client_cert: bool
 
 
-TLS = Spec("tls", "TLS on the listener (the `listen` string stays `tcp:`).", (
-    path("cert_file", "PEM certificate (chain) the listener presents.", required=True),
-    path("key_file", "PEM private key of that certificate.", required=True),
-    path("ca_file", "PEM CA certificates that client certificates must chain to."),
-    boolean("require_client_cert", "Refuse clients without a certificate from `ca_file`.",
-            default=False),
-), build=Tls)
+TLS = Spec(
+    "tls",
+    "TLS on the listener (the `listen` string stays `tcp:`).",
+    (
+        path("cert_file", "PEM certificate (chain) the listener presents.", required=True),
+        path("key_file", "PEM private key of that certificate.", required=True),
+        path("ca_file", "PEM CA certificates that client certificates must chain to."),
+        boolean("require_client_cert", "Refuse clients without a certificate from `ca_file`.", default=False),
+    ),
+    build=Tls,
+)
 
 
 @dataclass(frozen=True)
@@ -97,14 +111,10 @@ class ChannelFilter:
     conditions: tuple[Condition, ...]
     on_condition_miss: str
 
-    events_by_type: Mapping[str, frozenset[str] | None] = field(
-        init=False, repr=False, compare=False
-    )
+    events_by_type: Mapping[str, frozenset[str] | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        conditions = tuple(
-            c if isinstance(c, Condition) else parse_condition(c) for c in self.conditions
-        )
+        conditions = tuple(c if isinstance(c, Condition) else parse_condition(c) for c in self.conditions)
         object.__setattr__(self, "conditions", conditions)
         object.__setattr__(self, "events_by_type", _events_by_type(self.message_types))
 
@@ -121,26 +131,48 @@ def _events_by_type(message_types: tuple[str, ...]) -> Mapping[str, frozenset[st
     return MappingProxyType({t: None if e is None else frozenset(e) for t, e in events.items()})
 
 
-FILTER = Spec("filter", (
-    "The accept filter. A message whose type, event, processing id, version or sender is not "
-    "listed is rejected (AR, ERR-3 200/201/202/203/207). A message that fails a `conditions` "
-    "entry is handled by `on_condition_miss`."
-), (
-    string_list("message_types", "MSH-9.1^MSH-9.2 values accepted; `*` accepts any event.",
-                required=True, check=_message_type_problem, example=("ORU^R01", "MDM^*")),
-    string_list("sending_applications", "MSH-3.1 values accepted; empty accepts any.",
-                default=()),
-    string_list("sending_facilities", "MSH-4.1 values accepted; empty accepts any.", default=()),
-    string_list("processing_ids", "MSH-11.1 values accepted (P production, T training, "
-                "D debugging).", default=("P",), choices=("P", "T", "D")),
-    string_list("versions", "MSH-12.1 values accepted.", default=DEFAULT_VERSIONS),
-    string_list("conditions", "Field conditions, all of which must hold: "
-                "`<HL7 path> <op> <value>` with op `=`, `!=`, `in` (comma list) or `exists`.",
-                default=(), check=condition_problem, example=("OBR-25 in F,C",)),
-    string("on_condition_miss", "`filter`: ACK AA, store as FILTERED, deliver nothing (so "
-           "preliminary results do not alarm the sender). `reject`: AR with ERR-3 207.",
-           default="filter", choices=("filter", "reject")),
-), build=ChannelFilter)
+FILTER = Spec(
+    "filter",
+    (
+        "The accept filter. A message whose type, event, processing id, version or sender is not "
+        "listed is rejected (AR, ERR-3 200/201/202/203/207). A message that fails a `conditions` "
+        "entry is handled by `on_condition_miss`."
+    ),
+    (
+        string_list(
+            "message_types",
+            "MSH-9.1^MSH-9.2 values accepted; `*` accepts any event.",
+            required=True,
+            check=_message_type_problem,
+            example=("ORU^R01", "MDM^*"),
+        ),
+        string_list("sending_applications", "MSH-3.1 values accepted; empty accepts any.", default=()),
+        string_list("sending_facilities", "MSH-4.1 values accepted; empty accepts any.", default=()),
+        string_list(
+            "processing_ids",
+            "MSH-11.1 values accepted (P production, T training, D debugging).",
+            default=("P",),
+            choices=("P", "T", "D"),
+        ),
+        string_list("versions", "MSH-12.1 values accepted.", default=DEFAULT_VERSIONS),
+        string_list(
+            "conditions",
+            "Field conditions, all of which must hold: "
+            "`<HL7 path> <op> <value>` with op `=`, `!=`, `in` (comma list) or `exists`.",
+            default=(),
+            check=condition_problem,
+            example=("OBR-25 in F,C",),
+        ),
+        string(
+            "on_condition_miss",
+            "`filter`: ACK AA, store as FILTERED, deliver nothing (so "
+            "preliminary results do not alarm the sender). `reject`: AR with ERR-3 207.",
+            default="filter",
+            choices=("filter", "reject"),
+        ),
+    ),
+    build=ChannelFilter,
+)
 
 
 @dataclass(frozen=True)
@@ -149,12 +181,21 @@ class Validation:
     version: str | None
 
 
-VALIDATION = Spec("validation", "Structure validation with hl7apy (loaded only when used).", (
-    string("level", "`off`; `tolerant`: reject what hl7apy cannot parse at all; `strict`: also "
-           "cardinality, data types and lengths (AR with the first problem found).",
-           default="off", choices=("off", "tolerant", "strict")),
-    string("version", "Validate against this HL7 version instead of MSH-12.", example="2.5"),
-), build=Validation)
+VALIDATION = Spec(
+    "validation",
+    "Structure validation with hl7apy (loaded only when used).",
+    (
+        string(
+            "level",
+            "`off`; `tolerant`: reject what hl7apy cannot parse at all; `strict`: also "
+            "cardinality, data types and lengths (AR with the first problem found).",
+            default="off",
+            choices=("off", "tolerant", "strict"),
+        ),
+        string("version", "Validate against this HL7 version instead of MSH-12.", example="2.5"),
+    ),
+    build=Validation,
+)
 
 
 @dataclass(frozen=True)
@@ -173,26 +214,56 @@ class Source:
     validation: Validation
 
 
-SOURCE = Spec("source", "The MLLP listener that receives messages from the sending system.", (
-    string("listen", "Twisted server endpoint string.", required=True,
-           check=server_endpoint_problem, example="tcp:2575:interface=127.0.0.1"),
-    obj("tls", TLS, default=None),
-    integer("max_message_bytes", "Larger frames are refused and the connection closed.",
-            default=16 * 1024 * 1024, min=1024),
-    number("idle_timeout_s", "Close a connection silent for this long.", default=300.0, min=1),
-    number("frame_timeout_s", "Close a connection whose started frame is not finished in time.",
-           default=30.0, min=1),
-    integer("max_connections", "Refuse connections beyond this many.", default=64, min=1),
-    integer("max_pending_frames", "Pause reading a connection with this many frames waiting.",
-            default=16, min=1),
-    string("charset", "Character set when MSH-18 is empty (HL7's default is ASCII).",
-           default="ascii", check=_charset_problem, example="cp1252"),
-    boolean("force_charset", "Always use `charset`, whatever MSH-18 says.", default=False),
-    boolean("mllp_release2", "MLLP release 2: answer each frame with a commit byte "
-            "(0x06 / 0x15) before the ACK.", default=False),
-    obj("filter", FILTER),
-    obj("validation", VALIDATION),
-), build=Source)
+SOURCE = Spec(
+    "source",
+    "The MLLP listener that receives messages from the sending system.",
+    (
+        string(
+            "listen",
+            "Twisted server endpoint string.",
+            required=True,
+            check=server_endpoint_problem,
+            example="tcp:2575:interface=127.0.0.1",
+        ),
+        obj("tls", TLS, default=None),
+        integer(
+            "max_message_bytes",
+            "Larger frames are refused and the connection closed.",
+            default=16 * 1024 * 1024,
+            min=1024,
+        ),
+        number("idle_timeout_s", "Close a connection silent for this long.", default=300.0, min=1),
+        number(
+            "frame_timeout_s",
+            "Close a connection whose started frame is not finished in time.",
+            default=30.0,
+            min=1,
+        ),
+        integer("max_connections", "Refuse connections beyond this many.", default=64, min=1),
+        integer(
+            "max_pending_frames",
+            "Pause reading a connection with this many frames waiting.",
+            default=16,
+            min=1,
+        ),
+        string(
+            "charset",
+            "Character set when MSH-18 is empty (HL7's default is ASCII).",
+            default="ascii",
+            check=_charset_problem,
+            example="cp1252",
+        ),
+        boolean("force_charset", "Always use `charset`, whatever MSH-18 says.", default=False),
+        boolean(
+            "mllp_release2",
+            "MLLP release 2: answer each frame with a commit byte (0x06 / 0x15) before the ACK.",
+            default=False,
+        ),
+        obj("filter", FILTER),
+        obj("validation", VALIDATION),
+    ),
+    build=Source,
+)
 
 
 # -- ack ------------------------------------------------------------------------------------
@@ -205,15 +276,29 @@ class Ack:
     duplicate_window_s: float
 
 
-ACK = Spec("ack", "How the channel acknowledges; an AA/CA is sent only once the message is stored.", (
-    string("mode", "`auto`: enhanced (CA/CE/CR) when MSH-15 or MSH-16 is set, else original "
-           "(AA/AE/AR).", default="auto", choices=("auto", "original", "enhanced")),
-    string("duplicates", "A resend (same sender, control id and body): `ack` answers with the "
-           "same ACK and delivers nothing again; `reject` answers AR with ERR-3 205.",
-           default="ack", choices=("ack", "reject")),
-    number("duplicate_window_s", "How long a message counts as a duplicate.",
-           default=7 * 24 * 3600.0, min=0),
-), build=Ack)
+ACK = Spec(
+    "ack",
+    "How the channel acknowledges; an AA/CA is sent only once the message is stored.",
+    (
+        string(
+            "mode",
+            "`auto`: enhanced (CA/CE/CR) when MSH-15 or MSH-16 is set, else original (AA/AE/AR).",
+            default="auto",
+            choices=("auto", "original", "enhanced"),
+        ),
+        string(
+            "duplicates",
+            "A resend (same sender, control id and body): `ack` answers with the "
+            "same ACK and delivers nothing again; `reject` answers AR with ERR-3 205.",
+            default="ack",
+            choices=("ack", "reject"),
+        ),
+        number(
+            "duplicate_window_s", "How long a message counts as a duplicate.", default=7 * 24 * 3600.0, min=0
+        ),
+    ),
+    build=Ack,
+)
 
 
 # -- destinations ---------------------------------------------------------------------------
@@ -229,17 +314,23 @@ class Retry:
     max_age_s: float
 
 
-RETRY = Spec("retry", "The destination queue's backoff; past either limit a delivery is ERROR.", (
-    integer("max_attempts", "Attempts before the delivery goes to ERROR (dead letter).",
-            default=20, min=1),
-    number("initial_delay_s", "Wait before the first retry.", default=30.0, min=0),
-    number("max_delay_s", "Longest wait between attempts.", default=3600.0, min=0),
-    number("factor", "Each wait is the previous one times this.", default=2.0, min=1.0),
-    number("jitter", "Random spread of each wait, as a fraction of it.", default=0.1,
-           min=0.0, max=1.0),
-    number("max_age_s", "Give up on a delivery this long after it was queued.",
-           default=72 * 3600.0, min=1),
-), build=Retry)
+RETRY = Spec(
+    "retry",
+    "The destination queue's backoff; past either limit a delivery is ERROR.",
+    (
+        integer(
+            "max_attempts", "Attempts before the delivery goes to ERROR (dead letter).", default=20, min=1
+        ),
+        number("initial_delay_s", "Wait before the first retry.", default=30.0, min=0),
+        number("max_delay_s", "Longest wait between attempts.", default=3600.0, min=0),
+        number("factor", "Each wait is the previous one times this.", default=2.0, min=1.0),
+        number("jitter", "Random spread of each wait, as a fraction of it.", default=0.1, min=0.0, max=1.0),
+        number(
+            "max_age_s", "Give up on a delivery this long after it was queued.", default=72 * 3600.0, min=1
+        ),
+    ),
+    build=Retry,
+)
 
 
 @dataclass(frozen=True)
@@ -248,10 +339,15 @@ class RateLimit:
     burst: int
 
 
-RATE_LIMIT = Spec("rate_limit", "A token bucket in front of the vendor API.", (
-    number("per_second", "Requests per second; unset means no limit.", min=0.01, example=30),
-    integer("burst", "Requests allowed at once after a quiet spell.", default=1, min=1),
-), build=RateLimit)
+RATE_LIMIT = Spec(
+    "rate_limit",
+    "A token bucket in front of the vendor API.",
+    (
+        number("per_second", "Requests per second; unset means no limit.", min=0.01, example=30),
+        integer("burst", "Requests allowed at once after a quiet spell.", default=1, min=1),
+    ),
+    build=RateLimit,
+)
 
 
 @dataclass(frozen=True)
@@ -261,12 +357,16 @@ class StatusPolling:
     give_up_after_s: float
 
 
-STATUS_POLLING = Spec("status", "Polling the vendor for delivery status (where it has an API).", (
-    boolean("poll", "Poll until a final state.", default=True),
-    number("poll_every_s", "Wait between polls of one message.", default=300.0, min=1),
-    number("give_up_after_s", "Stop polling this long after sending.", default=72 * 3600.0,
-           min=1),
-), build=StatusPolling)
+STATUS_POLLING = Spec(
+    "status",
+    "Polling the vendor for delivery status (where it has an API).",
+    (
+        boolean("poll", "Poll until a final state.", default=True),
+        number("poll_every_s", "Wait between polls of one message.", default=300.0, min=1),
+        number("give_up_after_s", "Stop polling this long after sending.", default=72 * 3600.0, min=1),
+    ),
+    build=StatusPolling,
+)
 
 
 @dataclass(frozen=True)
@@ -281,20 +381,39 @@ class Destination:
     status: StatusPolling
 
 
-DESTINATION = Spec("destination", "Where mapped messages go: one vendor API, with its own queue.", (
-    string("name", "Names the queue in logs and `courier` commands; unique in the channel.",
-           required=True, check=_destination_name_problem, example="gp-conneqt"),
-    string("type", "The vendor API.", required=True, choices=DESTINATION_TYPES),
-    path("mapping", "Mapping file, relative to this channel file.", required=True,
-         example="../mappings/oru_r01_to_conneqt.toml"),
-    table("settings", "The vendor's settings, checked against the destination type's own spec.",
-          discriminator="type", variants=settings_specs),
-    obj("retry", RETRY),
-    obj("rate_limit", RATE_LIMIT),
-    integer("concurrency", "Deliveries in flight at once (1 keeps message order).", default=1,
-            min=1, max=64),
-    obj("status", STATUS_POLLING),
-), build=Destination)
+DESTINATION = Spec(
+    "destination",
+    "Where mapped messages go: one vendor API, with its own queue.",
+    (
+        string(
+            "name",
+            "Names the queue in logs and `courier` commands; unique in the channel.",
+            required=True,
+            check=_destination_name_problem,
+            example="gp-conneqt",
+        ),
+        string("type", "The vendor API.", required=True, choices=DESTINATION_TYPES),
+        path(
+            "mapping",
+            "Mapping file, relative to this channel file.",
+            required=True,
+            example="../mappings/oru_r01_to_conneqt.toml",
+        ),
+        table(
+            "settings",
+            "The vendor's settings, checked against the destination type's own spec.",
+            discriminator="type",
+            variants=settings_specs,
+        ),
+        obj("retry", RETRY),
+        obj("rate_limit", RATE_LIMIT),
+        integer(
+            "concurrency", "Deliveries in flight at once (1 keeps message order).", default=1, min=1, max=64
+        ),
+        obj("status", STATUS_POLLING),
+    ),
+    build=Destination,
+)
 
 
 # -- status reports -------------------------------------------------------------------------
@@ -307,11 +426,16 @@ class ClientTls:
     key_file: Path | None
 
 
-CLIENT_TLS = Spec("tls", "TLS towards the sending system's listener (`to` stays `tcp:`).", (
-    path("ca_file", "PEM CA certificates the peer's certificate must chain to."),
-    path("cert_file", "PEM client certificate, for mutual TLS."),
-    path("key_file", "PEM private key of `cert_file`."),
-), build=ClientTls)
+CLIENT_TLS = Spec(
+    "tls",
+    "TLS towards the sending system's listener (`to` stays `tcp:`).",
+    (
+        path("ca_file", "PEM CA certificates the peer's certificate must chain to."),
+        path("cert_file", "PEM client certificate, for mutual TLS."),
+        path("key_file", "PEM private key of `cert_file`."),
+    ),
+    build=ClientTls,
+)
 
 
 @dataclass(frozen=True)
@@ -323,20 +447,36 @@ class StatusReports:
     tls: ClientTls | None
 
 
-STATUS_REPORTS = Spec("status_reports", (
-    "Delivery outcomes sent back to the sending system as HL7 application ACKs, over a new "
-    "MLLP connection. Leave the section out to send none."
-), (
-    string("to", "Twisted client endpoint string of the sending system's MLLP listener.",
-           required=True, check=client_endpoint_problem, example="tcp:host=127.0.0.1:port=2590"),
-    string_list("events", "Which outcomes to report.", default=("delivered", "failed"),
-                choices=STATUS_EVENTS),
-    number("connect_timeout_s", "Give up connecting after this long (then retry later).",
-           default=10.0, min=0.1),
-    number("ack_timeout_s", "Wait this long for the peer's ACK (then retry later).",
-           default=30.0, min=0.1),
-    obj("tls", CLIENT_TLS, default=None),
-), build=StatusReports)
+STATUS_REPORTS = Spec(
+    "status_reports",
+    (
+        "Delivery outcomes sent back to the sending system as HL7 application ACKs, over a new "
+        "MLLP connection. Leave the section out to send none."
+    ),
+    (
+        string(
+            "to",
+            "Twisted client endpoint string of the sending system's MLLP listener.",
+            required=True,
+            check=client_endpoint_problem,
+            example="tcp:host=127.0.0.1:port=2590",
+        ),
+        string_list(
+            "events", "Which outcomes to report.", default=("delivered", "failed"), choices=STATUS_EVENTS
+        ),
+        number(
+            "connect_timeout_s",
+            "Give up connecting after this long (then retry later).",
+            default=10.0,
+            min=0.1,
+        ),
+        number(
+            "ack_timeout_s", "Wait this long for the peer's ACK (then retry later).", default=30.0, min=0.1
+        ),
+        obj("tls", CLIENT_TLS, default=None),
+    ),
+    build=StatusReports,
+)
 
 
 # -- channel --------------------------------------------------------------------------------
@@ -354,19 +494,27 @@ class Channel:
     file: Path
 
 
-CHANNEL = Spec("channel", (
-    "One channel file: a source (MLLP listener and filter) → destinations, plus the ACK policy "
-    "and status reports."
-), (
-    string("name", "Unique name of the channel (logs, store, commands).", required=True,
-           example="lis-oru-to-conneqt"),
-    string("description", "What the channel is for, for the next analyst.", default=""),
-    boolean("enabled", "A disabled channel is checked but not started.", default=True),
-    obj("source", SOURCE, required=True),
-    obj("ack", ACK),
-    objects("destinations", DESTINATION, required=True),
-    obj("status_reports", STATUS_REPORTS, default=None),
-))
+CHANNEL = Spec(
+    "channel",
+    (
+        "One channel file: a source (MLLP listener and filter) → destinations, plus the ACK policy "
+        "and status reports."
+    ),
+    (
+        string(
+            "name",
+            "Unique name of the channel (logs, store, commands).",
+            required=True,
+            example="lis-oru-to-conneqt",
+        ),
+        string("description", "What the channel is for, for the next analyst.", default=""),
+        boolean("enabled", "A disabled channel is checked but not started.", default=True),
+        obj("source", SOURCE, required=True),
+        obj("ack", ACK),
+        objects("destinations", DESTINATION, required=True),
+        obj("status_reports", STATUS_REPORTS, default=None),
+    ),
+)
 
 
 def _cross_checks(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[Problem]:
@@ -374,19 +522,22 @@ def _cross_checks(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[Pr
     problems: list[Problem] = []
     source = data.get("source", {})
     if "tls" in source and str(source.get("listen", "")).startswith("ssl:"):
-        problems.append(Problem("source.tls", "give TLS either in an ssl: listen string or "
-                                "in [source.tls], not both"))
+        problems.append(
+            Problem("source.tls", "give TLS either in an ssl: listen string or in [source.tls], not both")
+        )
     seen: set[str] = set()
     for i, destination in enumerate(values["destinations"] or ()):
         if destination is None:
             continue
         if destination.name in seen:
-            problems.append(Problem(f"destinations[{i}].name",
-                                    f"another destination is already named {destination.name!r}"))
+            problems.append(
+                Problem(
+                    f"destinations[{i}].name", f"another destination is already named {destination.name!r}"
+                )
+            )
         seen.add(destination.name)
         if destination.retry.initial_delay_s > destination.retry.max_delay_s:
-            problems.append(Problem(f"destinations[{i}].retry.initial_delay_s",
-                                    "is longer than max_delay_s"))
+            problems.append(Problem(f"destinations[{i}].retry.initial_delay_s", "is longer than max_delay_s"))
     return problems
 
 

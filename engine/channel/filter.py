@@ -74,28 +74,37 @@ def evaluate(channel_filter: ChannelFilter, message: Filterable) -> Verdict:
     """Decide what the channel does with ``message``; the first rule that fails decides."""
     message_type = message.message_type
     if message_type not in channel_filter.events_by_type:
-        return _reject(UNSUPPORTED_MESSAGE_TYPE, "MSH-9.1",
-                       f"message type {message_type!r} is not accepted by this channel")
+        return _reject(
+            UNSUPPORTED_MESSAGE_TYPE,
+            "MSH-9.1",
+            f"message type {message_type!r} is not accepted by this channel",
+        )
     events = channel_filter.events_by_type[message_type]
     if events is not None and message.trigger_event not in events:
-        return _reject(UNSUPPORTED_EVENT_CODE, "MSH-9.2",
-                       f"event {message_type}^{message.trigger_event} is not accepted")
+        return _reject(
+            UNSUPPORTED_EVENT_CODE, "MSH-9.2", f"event {message_type}^{message.trigger_event} is not accepted"
+        )
     if message.processing_id not in channel_filter.processing_ids:
-        return _reject(UNSUPPORTED_PROCESSING_ID, "MSH-11.1",
-                       f"processing id {message.processing_id!r} is not accepted")
+        return _reject(
+            UNSUPPORTED_PROCESSING_ID, "MSH-11.1", f"processing id {message.processing_id!r} is not accepted"
+        )
     if message.version not in channel_filter.versions:
-        return _reject(UNSUPPORTED_VERSION_ID, "MSH-12.1",
-                       f"HL7 version {message.version!r} is not accepted")
+        return _reject(UNSUPPORTED_VERSION_ID, "MSH-12.1", f"HL7 version {message.version!r} is not accepted")
     apps, facilities = channel_filter.sending_applications, channel_filter.sending_facilities
     if apps and message.sending_application not in apps:
-        return _reject(APPLICATION_ERROR, "MSH-3.1",
-                       f"sending application {message.sending_application!r} is not accepted")
+        return _reject(
+            APPLICATION_ERROR,
+            "MSH-3.1",
+            f"sending application {message.sending_application!r} is not accepted",
+        )
     if facilities and message.sending_facility not in facilities:
-        return _reject(APPLICATION_ERROR, "MSH-4.1",
-                       f"sending facility {message.sending_facility!r} is not accepted")
+        return _reject(
+            APPLICATION_ERROR, "MSH-4.1", f"sending facility {message.sending_facility!r} is not accepted"
+        )
     for condition in channel_filter.conditions:
         if not condition.holds(message):
             outcome = "filtered" if channel_filter.on_condition_miss == "filter" else "rejected"
-            return Verdict(outcome, APPLICATION_ERROR, str(condition.path),
-                           f"condition {condition.text!r} does not hold")
+            return Verdict(
+                outcome, APPLICATION_ERROR, str(condition.path), f"condition {condition.text!r} does not hold"
+            )
     return ACCEPTED

@@ -24,10 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     authorize = actions.add_parser("authorize", help="authorise Courier with KPN and store the token")
     authorize.add_argument("channel", type=Path, help="the channel file of the KPN destination")
     authorize.add_argument("destination", help="the KPN destination's name in that channel")
-    authorize.add_argument("--auto", action="store_true",
-                           help="follow the authorization URL here (the sandbox approves at once)")
-    authorize.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                           help=f"how long to wait for the redirect (default: {DEFAULT_TIMEOUT_S:g})")
+    authorize.add_argument(
+        "--auto", action="store_true", help="follow the authorization URL here (the sandbox approves at once)"
+    )
+    authorize.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the redirect (default: {DEFAULT_TIMEOUT_S:g})",
+    )
     add_store_arguments(authorize)
 
 
@@ -53,14 +59,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"courier kpn authorize: KPN did not authorise Courier: {error}", file=sys.stderr)
         return 1
     save_token(args, kpn_token_key(config.settings["client_id"]), token)
-    print(f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
-          f"in {args.store} (a running engine picks it up within a minute)")
+    print(
+        f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
+        f"in {args.store} (a running engine picks it up within a minute)"
+    )
     return 0
 
 
-def authorize(
-    destination, *, auto: bool, timeout_s: float, show: Callable[[str], None]
-) -> str:
+def authorize(destination, *, auto: bool, timeout_s: float, show: Callable[[str], None]) -> str:
     """The access token of one authorization of a :class:`KpnDestination`. Blocking.
 
     Raises DestinationError when KPN refuses, the state does not match, or nothing comes back.

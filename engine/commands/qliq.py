@@ -19,12 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     keys = actions.add_parser("keys", help="create (or reuse) the reply key pair and upload the public key")
     keys.add_argument("--sender", required=True, help="the Qliq member (e-mail) replies are encrypted for")
-    keys.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
-                      help=f"private key file (default: {DEFAULT_KEY_FILE})")
-    keys.add_argument("--base-url", default=os.environ.get("QLIQ_BASE_URL", "https://capi.qliqsoft.com"),
-                      help="Qliq API base URL (default: $QLIQ_BASE_URL or https://capi.qliqsoft.com)")
-    keys.add_argument("--api-key-env", default="QLIQ_API_KEY", metavar="VAR",
-                      help="environment variable holding the API key (default: QLIQ_API_KEY)")
+    keys.add_argument(
+        "--key-file",
+        type=Path,
+        default=DEFAULT_KEY_FILE,
+        help=f"private key file (default: {DEFAULT_KEY_FILE})",
+    )
+    keys.add_argument(
+        "--base-url",
+        default=os.environ.get("QLIQ_BASE_URL", "https://capi.qliqsoft.com"),
+        help="Qliq API base URL (default: $QLIQ_BASE_URL or https://capi.qliqsoft.com)",
+    )
+    keys.add_argument(
+        "--api-key-env",
+        default="QLIQ_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the API key (default: QLIQ_API_KEY)",
+    )
     keys.add_argument("--ca-file", help="CA certificates for a Qliq sandbox over HTTPS")
     keys.add_argument("--no-upload", action="store_true", help="only create the key file")
 
@@ -59,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
         upload_public_key(session, args.base_url, api_key, args.sender, public_pem)
     except requests.RequestException as exc:
         status = exc.response.status_code if exc.response is not None else type(exc).__name__
-        print(f"courier qliq keys: Qliq refused the public key ({status}); a key can only be set "
-              "while the sender is Inactive or Pending", file=sys.stderr)
+        print(
+            f"courier qliq keys: Qliq refused the public key ({status}); a key can only be set "
+            "while the sender is Inactive or Pending",
+            file=sys.stderr,
+        )
         return 1
     print(f"uploaded the public key for {args.sender}")
     return 0

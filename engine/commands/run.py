@@ -87,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
         args.webhooks = SANDBOX_WEBHOOKS
     try:
         engine = build_engine(
-            reactor, channels, store, hold_deliveries=args.hold_deliveries,
-            webhook_endpoint=args.webhooks, webhook_tls=webhook_tls,
+            reactor,
+            channels,
+            store,
+            hold_deliveries=args.hold_deliveries,
+            webhook_endpoint=args.webhooks,
+            webhook_tls=webhook_tls,
         )
     except ConfigError as error:
         print(f"courier run: {error}", file=sys.stderr)
@@ -139,8 +143,15 @@ def authorize_kpn_in_sandbox(reactor, engine):
         stored = missing_token(queue, "kpn")
         if stored is None:
             continue
-        token = yield deferToThreadPool(reactor, reactor.getThreadPool(), authorize,
-                                        queue.destination, auto=True, timeout_s=10.0, show=log.info)
+        token = yield deferToThreadPool(
+            reactor,
+            reactor.getThreadPool(),
+            authorize,
+            queue.destination,
+            auto=True,
+            timeout_s=10.0,
+            show=log.info,
+        )
         yield stored.save(token)
         log.warning("queue %s: authorised with the KPN sandbox", queue.name)
 
@@ -152,8 +163,11 @@ def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
 
     scheme = "https" if engine.webhook_tls is not None else "http"
     base = f"{scheme}://127.0.0.1:{engine.webhook_port()}"
-    targets = {ReplyWebhook: (sandboxes.qliq, "reply_url"), DSNResource: (sandboxes.medallies, "dsn_url"),
-               InboundResource: (sandboxes.medallies, "inbound_url")}
+    targets = {
+        ReplyWebhook: (sandboxes.qliq, "reply_url"),
+        DSNResource: (sandboxes.medallies, "dsn_url"),
+        InboundResource: (sandboxes.medallies, "inbound_url"),
+    }
     configured = set()
     for path, resource in sorted(engine.webhook_resources.items()):
         sandbox, setting = targets[type(resource)]

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("control_id", metavar="MESSAGE_CONTROL_ID", help="MSH-10 of the message")
-    parser.add_argument("--details", action="store_true",
-                        help="also print event details and delivery errors (may quote the vendor)")
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="also print event details and delivery errors (may quote the vendor)",
+    )
     add_store_arguments(parser)
 
 
@@ -55,8 +58,10 @@ def render(
         f"{'delivery':>8}  {'destination':24}  {'state':10}  {'attempts':>8}  {'updated':25}  vendor id",
     ]
     for d in deliveries:
-        lines.append(f"{d.id:>8}  {d.destination:24}  {d.state:10}  {d.attempts:>8}  "
-                     f"{when(d.updated_at):25}  {d.remote_id or '-'}")
+        lines.append(
+            f"{d.id:>8}  {d.destination:24}  {d.state:10}  {d.attempts:>8}  "
+            f"{when(d.updated_at):25}  {d.remote_id or '-'}"
+        )
         if details and d.last_error:
             lines.append(f"{'':>8}  last error: {d.last_error}")
     names = {d.id: d.destination for d in deliveries}

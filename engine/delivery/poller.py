@@ -92,8 +92,9 @@ class StatusPoller(Service):
         try:
             updates = yield self._workers.run(self.destination.check_status, poll.remote_id)
         except Exception as exc:
-            log.warning("status poller %s: query for delivery %d failed: %s",
-                        self.config.name, poll.delivery_id, exc)
+            log.warning(
+                "status poller %s: query for delivery %d failed: %s", self.config.name, poll.delivery_id, exc
+            )
             state = None
         else:
             state = yield self._tracker.apply_updates(poll.delivery_id, updates)
@@ -103,8 +104,11 @@ class StatusPoller(Service):
         now = self._clock.seconds()
         next_at = polling.next_poll_at(kind, self.config.status, poll, now)
         if next_at is None:
-            log.info("status poller %s: delivery %d reached no final state before give-up; polling stops",
-                     self.config.name, poll.delivery_id)
+            log.info(
+                "status poller %s: delivery %d reached no final state before give-up; polling stops",
+                self.config.name,
+                poll.delivery_id,
+            )
             yield self._store.end_status_poll(poll.delivery_id)
         else:
             yield self._store.reschedule_status_poll(poll.delivery_id, next_at)

@@ -83,6 +83,10 @@ class Pump:
 
     def _failed(self, failure: Failure) -> None:
         self._running = None
-        log.error("%s: step failed, trying again in %g s: %s", self.name, self._retry_after_error_s,
-                  failure.getErrorMessage())
+        log.error(
+            "%s: step failed, trying again in %g s: %s",
+            self.name,
+            self._retry_after_error_s,
+            failure.getErrorMessage(),
+        )
         self.run_in(self._retry_after_error_s)

@@ -123,8 +123,12 @@ class DeliveryQueue(Service):
 
     def _recovered(self, count: int) -> None:
         if count:
-            log.warning("queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
-                        " (at-least-once: the vendor may see them twice)", self.name, count)
+            log.warning(
+                "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
+                " (at-least-once: the vendor may see them twice)",
+                self.name,
+                count,
+            )
         self._workers.start()
         self._pump.start()
 
@@ -141,8 +145,9 @@ class DeliveryQueue(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.start().addErrback(lambda f: log.error("queue %s did not start: %s", self.name,
-                                                    f.getErrorMessage()))
+        self.start().addErrback(
+            lambda f: log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -203,8 +208,13 @@ class DeliveryQueue(Service):
             result = yield self._workers.run(self._send, payload, key, conversation_id)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: the lease brings the row back at start-up
-            log.error("queue %s: delivery %d left SENDING until restart: %s: %s",
-                      self.name, delivery.id, type(exc).__name__, exc)
+            log.error(
+                "queue %s: delivery %d left SENDING until restart: %s: %s",
+                self.name,
+                delivery.id,
+                type(exc).__name__,
+                exc,
+            )
 
     def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
         """In a worker thread: parse the stored message and map it (a big PDF takes a while)."""
@@ -219,8 +229,9 @@ class DeliveryQueue(Service):
         try:
             return self.destination.send(payload, idempotency_key=key, conversation_id=conversation_id)
         except Exception as exc:
-            log.error("queue %s: %s destination raised %s", self.name, self.destination.kind,
-                      type(exc).__name__)
+            log.error(
+                "queue %s: %s destination raised %s", self.name, self.destination.kind, type(exc).__name__
+            )
             return SendResult(Outcome.RETRY, reason=f"internal error ({type(exc).__name__})")
 
     def _record(
@@ -240,8 +251,9 @@ class DeliveryQueue(Service):
         now = self._clock.seconds()
         if self._conversations is not None and result.conversation_id:
             # Qliq: a reply in this conversation answers this message (the latest one in it).
-            yield remember_conversation(self._store, result.conversation_id, self.channel,
-                                        delivery.message_id)
+            yield remember_conversation(
+                self._store, result.conversation_id, self.channel, delivery.message_id
+            )
             if thread:
                 yield self._conversations.remember(thread, result.conversation_id)
         remote_id = result.remote_id or ""
@@ -255,8 +267,10 @@ class DeliveryQueue(Service):
             yield self._store.mark_sent(delivery.id, remote_id, detail)
         else:
             yield self._store.mark_sent_polled(delivery.id, remote_id, detail, poll)
-        yield announce(self._listener, transition_of(
-            delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None))
+        yield announce(
+            self._listener,
+            transition_of(delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None),
+        )
 
     @inlineCallbacks
     def _retry(self, delivery: Delivery, result: SendResult):
@@ -267,8 +281,14 @@ class DeliveryQueue(Service):
             return
         delay = retry_delay(self.config.retry, delivery.attempts, result.retry_after_s, self._rng)
         yield self._store.mark_retry(delivery.id, now + delay, result.reason)
-        log.warning("queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
-                    self.name, delivery.id, delivery.attempts, result.reason, delay)
+        log.warning(
+            "queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
+            self.name,
+            delivery.id,
+            delivery.attempts,
+            result.reason,
+            delay,
+        )
 
     @inlineCallbacks
     def _auth_failed(self, delivery: Delivery, result: SendResult):
@@ -276,9 +296,13 @@ class DeliveryQueue(Service):
         retry_at = self._clock.seconds() + wait
         yield self._store.release(delivery.id, retry_at, result.reason)
         self._paused_until = max(self._paused_until, retry_at)
-        log.error("queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
-                  " in %.0f s, and picks up fixed credentials by itself.",
-                  self.name, result.reason, wait)
+        log.error(
+            "queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
+            " in %.0f s, and picks up fixed credentials by itself.",
+            self.name,
+            result.reason,
+            wait,
+        )
 
     @inlineCallbacks
     def _error(
@@ -289,8 +313,17 @@ class DeliveryQueue(Service):
         invalid_parameters: tuple[InvalidParameter, ...] = (),
     ):
         yield self._store.mark_error(delivery.id, detail)
-        log.error("queue %s: delivery %d of message %s is ERROR (%s): %s",
-                  self.name, delivery.id, delivery.control_id, event, detail)
-        yield announce(self._listener, transition_of(
-            delivery, ERROR, event, self._clock.seconds(), detail,
-            invalid_parameters=invalid_parameters))
+        log.error(
+            "queue %s: delivery %d of message %s is ERROR (%s): %s",
+            self.name,
+            delivery.id,
+            delivery.control_id,
+            event,
+            detail,
+        )
+        yield announce(
+            self._listener,
+            transition_of(
+                delivery, ERROR, event, self._clock.seconds(), detail, invalid_parameters=invalid_parameters
+            ),
+        )

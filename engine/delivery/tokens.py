@@ -82,7 +82,8 @@ class StoredTokens(Service):
 
     def _refresh(self) -> Deferred[None]:
         return self.load().addErrback(
-            lambda failure: log.warning("reloading stored tokens failed: %s", failure.getErrorMessage()))
+            lambda failure: log.warning("reloading stored tokens failed: %s", failure.getErrorMessage())
+        )
 
     def startService(self) -> None:
         super().startService()

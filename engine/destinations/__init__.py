@@ -22,8 +22,7 @@ from engine.destinations.medallies import MedAlliesDestination
 from engine.destinations.qliq import QliqDestination
 
 REGISTRY: dict[str, type[Destination]] = {
-    cls.kind: cls
-    for cls in (QliqDestination, ConneqtDestination, MedAlliesDestination, KpnDestination)
+    cls.kind: cls for cls in (QliqDestination, ConneqtDestination, MedAlliesDestination, KpnDestination)
 }
 
 __all__ = [

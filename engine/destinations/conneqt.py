@@ -59,8 +59,7 @@ ATTACHMENT_SPEC = Spec(
     "conneqt attachment",
     "One document for the patient record (1 to 10 per message).",
     (
-        string("mimeType", "Permitted attachment type.", required=True,
-               choices=ATTACHMENT_MIME_TYPES),
+        string("mimeType", "Permitted attachment type.", required=True, choices=ATTACHMENT_MIME_TYPES),
         string("fileName", "A valid Windows file name.", required=True, example="Result.pdf"),
         string("content", "The document, Base64; at most 5 MB decoded.", required=True),
     ),
@@ -69,8 +68,7 @@ CODED_DATA_ITEM_SPEC = Spec(
     "conneqt coded data item",
     "A SNOMED CT coded item describing the attachment's content.",
     (
-        string("code", "SNOMED CT concept id (Verhoeff check digit).", required=True,
-               example="407554009"),
+        string("code", "SNOMED CT concept id (Verhoeff check digit).", required=True, example="407554009"),
         number("value", "A value for the code, if any."),
         string("unit", "Unit of the value, if any.", example="mmHg"),
         string("additionalText", "Free text linked to the code."),
@@ -80,17 +78,25 @@ PAYLOAD_SPEC = Spec(
     "conneqt payload",
     "What a mapping produces for a conneQt instant message.",
     (
-        string("topic", "System-defined category of the message.", required=True,
-               example="PathologyResult"),
+        string("topic", "System-defined category of the message.", required=True, example="PathologyResult"),
         string("recipientId", "The GP practice's ODS code.", required=True, example="A81001"),
-        string("recipientIdType", "Type of recipientId.", default="OdsOrganisationId",
-               choices=("OdsOrganisationId", "OcsClientIdentifier")),
-        string("nhsNumber", "The patient's verified NHS number (Modulus 11).", required=True,
-               example="9434765919"),
+        string(
+            "recipientIdType",
+            "Type of recipientId.",
+            default="OdsOrganisationId",
+            choices=("OdsOrganisationId", "OcsClientIdentifier"),
+        ),
+        string(
+            "nhsNumber",
+            "The patient's verified NHS number (Modulus 11).",
+            required=True,
+            example="9434765919",
+        ),
         string("expiryDateTime", "RFC 3339 with Z or an offset, in the future."),
         string("bodyContent", "Free text shown to the recipient."),
-        string("bodyMimeType", "Type of bodyContent.", default="text/plain",
-               choices=("text/plain", "text/html")),
+        string(
+            "bodyMimeType", "Type of bodyContent.", default="text/plain", choices=("text/plain", "text/html")
+        ),
         objects("attachments", ATTACHMENT_SPEC, required=True),
         objects("codedDataItems", CODED_DATA_ITEM_SPEC),
     ),
@@ -113,10 +119,13 @@ class ConneqtDestination(HttpDestination):
     settings_spec = http_settings_spec(
         "conneqt",
         "How to reach Quicksilva conneQt.",
-        string("api_key", "The ApiKey Quicksilva issued to this system.", required=True,
-               secret=True),
-        string("access_code", "Toolbar access code: at start, when no AccessToken is stored, "
-               "it is exchanged for one, which is then kept (encrypted) in the store.", secret=True),
+        string("api_key", "The ApiKey Quicksilva issued to this system.", required=True, secret=True),
+        string(
+            "access_code",
+            "Toolbar access code: at start, when no AccessToken is stored, "
+            "it is exchanged for one, which is then kept (encrypted) in the store.",
+            secret=True,
+        ),
         string("access_token", "AccessToken given directly, instead of access_code.", secret=True),
     )
     payload_spec = PAYLOAD_SPEC
@@ -262,8 +271,9 @@ def _attachment_problems(attachments: Any) -> list[Problem]:
         return []
     problems = []
     if len(attachments) > MAX_ATTACHMENTS:
-        problems.append(Problem("attachments", DATA_TYPE,
-                                f"at most {MAX_ATTACHMENTS} attachments per message"))
+        problems.append(
+            Problem("attachments", DATA_TYPE, f"at most {MAX_ATTACHMENTS} attachments per message")
+        )
     for i, attachment in enumerate(attachments):
         if not isinstance(attachment, Mapping):
             continue

@@ -55,8 +55,12 @@ PAYLOAD_SPEC = Spec(
     "kpn payload",
     "What a mapping produces for a KPN Healthcare Messenger message.",
     (
-        string("chat_type", "A 1:1 conversation or a group chat.", required=True,
-               choices=("conversation", "groupchat")),
+        string(
+            "chat_type",
+            "A 1:1 conversation or a group chat.",
+            required=True,
+            choices=("conversation", "groupchat"),
+        ),
         string("chat_id", "The KPN id of the chat (give this or aux_id)."),
         string("aux_id", "Our own auxiliary id of the chat (give this or chat_id)."),
         string("body", "The message text.", required=True),
@@ -73,14 +77,20 @@ class KpnDestination(HttpDestination):
         "kpn",
         "How to reach KPN Healthcare Messenger and authorise Courier with OAuth.",
         string("client_id", "OAuth consumer key.", required=True),
-        string("client_secret", "OAuth consumer secret (for courier kpn authorize).",
-               secret=True),
-        string("authorize_url", "OAuth authorization endpoint.",
-               default="https://api-prd.kpn.com/healthcaremessenger_oauth/authorize"),
-        string("token_url", "OAuth token endpoint.",
-               default="https://api-prd.kpn.com/healthcaremessenger_oauth/token"),
-        string("redirect_uri", "The callback URL registered with KPN.",
-               default="http://127.0.0.1:8765/callback"),
+        string("client_secret", "OAuth consumer secret (for courier kpn authorize).", secret=True),
+        string(
+            "authorize_url",
+            "OAuth authorization endpoint.",
+            default="https://api-prd.kpn.com/healthcaremessenger_oauth/authorize",
+        ),
+        string(
+            "token_url",
+            "OAuth token endpoint.",
+            default="https://api-prd.kpn.com/healthcaremessenger_oauth/token",
+        ),
+        string(
+            "redirect_uri", "The callback URL registered with KPN.", default="http://127.0.0.1:8765/callback"
+        ),
         string("scope", "Space-delimited OAuth scopes.", default="read write"),
         number("requests_per_second", "KPN's rate limit per client id.", default=30.0, min=0.1),
     )
@@ -117,30 +127,48 @@ class KpnDestination(HttpDestination):
         chat = chat_path(payload)
         attachments = payload.get("attachments") or ()
         if not attachments:
-            return self.request("POST", f"{chat}/messages", json={"body": payload["body"]},
-                                headers=headers, on_success=_accepted)
+            return self.request(
+                "POST",
+                f"{chat}/messages",
+                json={"body": payload["body"]},
+                headers=headers,
+                on_success=_accepted,
+            )
         files = [
-            ("files", (a["file_name"], base64.b64decode(a["content"]), a["mime_type"]))
-            for a in attachments
+            ("files", (a["file_name"], base64.b64decode(a["content"]), a["mime_type"])) for a in attachments
         ]
-        return self.request("POST", f"{chat}/attachments", data={"message": payload["body"]},
-                            files=files, headers=headers, on_success=_accepted)
+        return self.request(
+            "POST",
+            f"{chat}/attachments",
+            data={"message": payload["body"]},
+            files=files,
+            headers=headers,
+            on_success=_accepted,
+        )
 
     def authorization_url(self, state: str) -> str:
         """Where the operator authorises Courier (step 1 of ``courier kpn authorize``)."""
         s = self.settings
         return kpn_oauth.authorization_url(
-            s["authorize_url"], client_id=s["client_id"], redirect_uri=s["redirect_uri"],
-            scope=s["scope"], state=state,
+            s["authorize_url"],
+            client_id=s["client_id"],
+            redirect_uri=s["redirect_uri"],
+            scope=s["scope"],
+            state=state,
         )
 
     def exchange_code(self, code: str) -> kpn_oauth.KpnToken:
         """The access token for an authorization code (step 3 of ``courier kpn authorize``)."""
         s = self.settings
         return kpn_oauth.exchange_code(
-            self.session, s["token_url"], client_id=s["client_id"],
-            client_secret=s["client_secret"], code=code, redirect_uri=s["redirect_uri"],
-            timeout=self.timeout, verify=self.verify,
+            self.session,
+            s["token_url"],
+            client_id=s["client_id"],
+            client_secret=s["client_secret"],
+            code=code,
+            redirect_uri=s["redirect_uri"],
+            timeout=self.timeout,
+            verify=self.verify,
         )
 
 

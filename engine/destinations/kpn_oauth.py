@@ -116,8 +116,10 @@ class RedirectReceiver:
         """A receiver on the port and path of a loopback ``redirect_uri`` (the registered one)."""
         url = urlsplit(redirect_uri)
         if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost") or not url.port:
-            raise DestinationError("redirect_uri must be http://127.0.0.1:<port>/<path> to receive "
-                                   "the authorization code locally")
+            raise DestinationError(
+                "redirect_uri must be http://127.0.0.1:<port>/<path> to receive "
+                "the authorization code locally"
+            )
         return cls(expected_state, port=url.port, path=url.path or "/")
 
     @property

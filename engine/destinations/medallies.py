@@ -62,8 +62,7 @@ ATTACHMENT_SPEC = Spec(
     "medallies attachment",
     "One clinical document (C-CDA, PDF, ...), Base64 with its media type and title.",
     (
-        string("attachmentClass", "Media type of the document.", required=True,
-               example="application/pdf"),
+        string("attachmentClass", "Media type of the document.", required=True, example="application/pdf"),
         string("attachmentContent", "The document, Base64.", required=True),
         string("attachmentTitle", "Title of the document.", required=True),
         string("attachmentFileName", "File name to deliver, *without* extension."),
@@ -93,8 +92,12 @@ PAYLOAD_SPEC = Spec(
     "medallies payload",
     "What a mapping produces for a MedAllies Direct message.",
     (
-        string("toDirectAddress", "Recipient Direct address(es), comma-separated.",
-               required=True, example="smith@direct.example.org"),
+        string(
+            "toDirectAddress",
+            "Recipient Direct address(es), comma-separated.",
+            required=True,
+            example="smith@direct.example.org",
+        ),
         objects("emailAttachmentList", ATTACHMENT_SPEC, required=True),
         string("messageSubject", "Subject."),
         string("messageBody", "Introductory note."),
@@ -117,12 +120,23 @@ class MedAlliesDestination(HttpDestination):
         "How to reach the MedAllies HISP.",
         string("username", "Basic-auth user name.", required=True),
         string("password", "Basic-auth password.", required=True, secret=True),
-        string("from_direct_address", "This edge's own Direct address.", required=True,
-               example="lab@direct.example.org"),
-        string("webhook_user", "Basic-auth user MedAllies signs its DSN and inbound POSTs with.",
-               default="medallies"),
-        string("webhook_secret", "The shared secret of those POSTs; with `courier run --webhooks` "
-               "it serves the DSN and inbound Direct message webhooks.", secret=True),
+        string(
+            "from_direct_address",
+            "This edge's own Direct address.",
+            required=True,
+            example="lab@direct.example.org",
+        ),
+        string(
+            "webhook_user",
+            "Basic-auth user MedAllies signs its DSN and inbound POSTs with.",
+            default="medallies",
+        ),
+        string(
+            "webhook_secret",
+            "The shared secret of those POSTs; with `courier run --webhooks` "
+            "it serves the DSN and inbound Direct message webhooks.",
+            secret=True,
+        ),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "MedAllies credentials rejected: check username and password"
@@ -131,8 +145,13 @@ class MedAlliesDestination(HttpDestination):
         problems = check_payload(PAYLOAD_SPEC, payload)
         to = payload.get("toDirectAddress")
         if isinstance(to, str) and to and not all(rules.is_email(a.strip()) for a in to.split(",")):
-            problems.append(Problem("toDirectAddress", DATA_TYPE,
-                                    "toDirectAddress must be Direct addresses separated by commas"))
+            problems.append(
+                Problem(
+                    "toDirectAddress",
+                    DATA_TYPE,
+                    "toDirectAddress must be Direct addresses separated by commas",
+                )
+            )
         dob = payload.get("patientDOB")
         if isinstance(dob, str) and dob and not rules.is_date_yyyymmdd(dob):
             problems.append(Problem("patientDOB", DATA_TYPE, "patientDOB must be a date YYYYMMDD"))
@@ -141,8 +160,7 @@ class MedAlliesDestination(HttpDestination):
             problems.append(Problem("patientGender", TABLE_VALUE, "patientGender must be from table 0001"))
         authority = payload.get("assigning_authority")
         if isinstance(authority, str) and authority and not _OID.match(authority):
-            problems.append(Problem("assigning_authority", DATA_TYPE,
-                                    "assigning_authority must be an OID"))
+            problems.append(Problem("assigning_authority", DATA_TYPE, "assigning_authority must be an OID"))
         problems += _file_name_problems("xdmFileName", payload.get("xdmFileName"))
         for i, attachment in enumerate(payload.get("emailAttachmentList") or ()):
             if isinstance(attachment, Mapping):
@@ -214,14 +232,11 @@ def _attachment_problems(prefix: str, attachment: Mapping[str, Any]) -> list[Pro
     problems = []
     media_type, key = attachment.get("attachmentClass"), prefix + "attachmentClass"
     if isinstance(media_type, str) and media_type and not _MIME_TYPE.match(media_type):
-        problems.append(Problem(key, DATA_TYPE,
-                                f"{key} must be a media type such as application/pdf"))
+        problems.append(Problem(key, DATA_TYPE, f"{key} must be a media type such as application/pdf"))
     content, key = attachment.get("attachmentContent"), prefix + "attachmentContent"
     if isinstance(content, str) and content and rules.base64_decoded_size(content) is None:
         problems.append(Problem(key, DATA_TYPE, f"{key} is not valid Base64"))
-    return problems + _file_name_problems(
-        prefix + "attachmentFileName", attachment.get("attachmentFileName")
-    )
+    return problems + _file_name_problems(prefix + "attachmentFileName", attachment.get("attachmentFileName"))
 
 
 def _file_name_problems(key: str, name: Any) -> list[Problem]:

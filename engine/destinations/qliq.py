@@ -61,8 +61,7 @@ ATTACHMENT_SPEC = Spec(
     "qliq attachment",
     "A PDF, Word, Excel, PNG or JPG document; each one after the first is a follow-up request.",
     (
-        string("content_type", "MIME type of the document.", required=True,
-               choices=ATTACHMENT_TYPES),
+        string("content_type", "MIME type of the document.", required=True, choices=ATTACHMENT_TYPES),
         string("file_name", "File name shown to the recipient.", required=True),
         string("base64", "The document, Base64.", required=True),
     ),
@@ -71,8 +70,12 @@ PAYLOAD_SPEC = Spec(
     "qliq payload",
     "What a mapping produces for a Qliq secure message, SMS or non-Qliq message.",
     (
-        string("to", "Member e-mail, group/subgroup QliqID, or mobile number (SMS, non-Qliq).",
-               required=True, example="oncall@example.org"),
+        string(
+            "to",
+            "Member e-mail, group/subgroup QliqID, or mobile number (SMS, non-Qliq).",
+            required=True,
+            example="oncall@example.org",
+        ),
         string("from", "E-mail of the sending member; default: the group's point of contact."),
         string("subject", "Subject; Qliq groups messages by it."),
         string("priority", "Message priority.", choices=("fyi", "asap", "urgent")),
@@ -80,8 +83,12 @@ PAYLOAD_SPEC = Spec(
         boolean("no_phi", "SMS to a patient: must be true (SMS may carry no PHI)."),
         string("reply_posting_url", "SMS only: webhook for the patient's replies."),
         boolean("send_non_qliq_user", "Send a secure link to a non-Qliq user: must be true."),
-        integer("expiry_in_minutes", "Non-Qliq only: link lifetime, at most 7 days.",
-                min=1, max=MAX_EXPIRY_MINUTES),
+        integer(
+            "expiry_in_minutes",
+            "Non-Qliq only: link lifetime, at most 7 days.",
+            min=1,
+            max=MAX_EXPIRY_MINUTES,
+        ),
         objects("attachments", ATTACHMENT_SPEC),
     ),
 )
@@ -96,16 +103,22 @@ class QliqDestination(HttpDestination):
         "qliq",
         "How to reach Qliq Cloud Messaging.",
         string("api_key", "API key from the Qliq Admin Portal.", required=True, secret=True),
-        path("reply_key_file", "RSA private key replies are encrypted for (`courier qliq keys`); "
-             "with `courier run --webhooks` it serves the reply webhook. Passphrase: "
-             "$COURIER_QLIQ_KEY_PASSPHRASE."),
-        string("reply_sender", "Our Qliq member (e-mail) whose key encrypts the replies.",
-               default=""),
+        path(
+            "reply_key_file",
+            "RSA private key replies are encrypted for (`courier qliq keys`); "
+            "with `courier run --webhooks` it serves the reply webhook. Passphrase: "
+            "$COURIER_QLIQ_KEY_PASSPHRASE.",
+        ),
+        string("reply_sender", "Our Qliq member (e-mail) whose key encrypts the replies.", default=""),
         string("reply_webhook_token", "Secret path segment of the reply webhook URL.", secret=True),
         string("reply_webhook_user", "Basic auth user of the reply webhook.", default="qliq"),
         string("reply_webhook_password", "Basic auth password of the reply webhook.", secret=True),
-        number("poll_replies_s", "Also fetch replies with get_replies every so many seconds "
-               "(SMS replies, or replies missed while the webhook was down).", min=1.0),
+        number(
+            "poll_replies_s",
+            "Also fetch replies with get_replies every so many seconds "
+            "(SMS replies, or replies missed while the webhook was down).",
+            min=1.0,
+        ),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
@@ -115,21 +128,25 @@ class QliqDestination(HttpDestination):
         sms = not is_blank(payload.get("no_phi"))
         non_qliq = not is_blank(payload.get("send_non_qliq_user"))
         if sms and non_qliq:
-            problems.append(Problem("send_non_qliq_user", DATA_TYPE,
-                                    "send_non_qliq_user with no_phi: SMS or non-Qliq, not both"))
+            problems.append(
+                Problem(
+                    "send_non_qliq_user",
+                    DATA_TYPE,
+                    "send_non_qliq_user with no_phi: SMS or non-Qliq, not both",
+                )
+            )
         if sms and as_bool(payload["no_phi"]) is False:
             problems.append(Problem("no_phi", TABLE_VALUE, "SMS may not carry PHI: no_phi must be true"))
         if sms and not is_blank(payload.get("attachments")):
             problems.append(Problem("attachments", DATA_TYPE, "SMS cannot carry attachments (PHI)"))
         if non_qliq and as_bool(payload["send_non_qliq_user"]) is False:
-            problems.append(Problem("send_non_qliq_user", TABLE_VALUE,
-                                    "send_non_qliq_user must be true"))
+            problems.append(Problem("send_non_qliq_user", TABLE_VALUE, "send_non_qliq_user must be true"))
         if not non_qliq and not is_blank(payload.get("expiry_in_minutes")):
-            problems.append(Problem("expiry_in_minutes", DATA_TYPE,
-                                    "expiry_in_minutes applies only to non-Qliq users"))
+            problems.append(
+                Problem("expiry_in_minutes", DATA_TYPE, "expiry_in_minutes applies only to non-Qliq users")
+            )
         if not sms and not is_blank(payload.get("reply_posting_url")):
-            problems.append(Problem("reply_posting_url", DATA_TYPE,
-                                    "reply_posting_url applies only to SMS"))
+            problems.append(Problem("reply_posting_url", DATA_TYPE, "reply_posting_url applies only to SMS"))
         problems += _address_problems(payload, needs_mobile=sms or non_qliq)
         for i, attachment in enumerate(payload.get("attachments") or ()):
             content = attachment.get("base64") if isinstance(attachment, Mapping) else None

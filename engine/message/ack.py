@@ -105,16 +105,23 @@ def build_ack(
     message_type = ["ACK", escape(message.trigger_event, d)]
     if version >= (2, 3, 1):  # MSH-9.3 message structure exists from v2.3.1
         message_type.append("ACK")
-    header = _segment("MSH", d, {
-        2: d.encoding_characters,
-        3: msh.field(5), 4: msh.field(6), 5: msh.field(3), 6: msh.field(4),
-        7: _dtm(timestamp),
-        9: d.component.join(message_type),
-        10: escape(control_id, d),
-        11: msh.field(11) if processing_id is None else escape(processing_id, d),
-        12: msh.field(12),
-        18: msh.field(18),
-    })
+    header = _segment(
+        "MSH",
+        d,
+        {
+            2: d.encoding_characters,
+            3: msh.field(5),
+            4: msh.field(6),
+            5: msh.field(3),
+            6: msh.field(4),
+            7: _dtm(timestamp),
+            9: d.component.join(message_type),
+            10: escape(control_id, d),
+            11: msh.field(11) if processing_id is None else escape(processing_id, d),
+            12: msh.field(12),
+            18: msh.field(18),
+        },
+    )
     code = ("C" if enhanced else "A") + outcome
     segments = [header, *_msa_and_err(d, version, code, msh.field(10), errors)]
     return _encode(segments, message.charset)
@@ -123,10 +130,18 @@ def build_ack(
 def build_unreadable_nak(*, control_id: str, timestamp: datetime, error: AckError) -> bytes:
     """An AR for content that is not HL7 at all: default delimiters, v2.5, MSA-2 left empty."""
     d = DEFAULT_DELIMITERS
-    header = _segment("MSH", d, {
-        2: d.encoding_characters, 7: _dtm(timestamp), 9: "ACK",
-        10: escape(control_id, d), 11: "P", 12: "2.5",
-    })
+    header = _segment(
+        "MSH",
+        d,
+        {
+            2: d.encoding_characters,
+            7: _dtm(timestamp),
+            9: "ACK",
+            10: escape(control_id, d),
+            11: "P",
+            12: "2.5",
+        },
+    )
     return _encode([header, *_msa_and_err(d, (2, 5), "AR", "", [error])], "ascii")
 
 
@@ -143,8 +158,15 @@ def build_batch_ack(batch: Batch, acks: Sequence[bytes], *, control_id: str, tim
     header = received.msh if received is not None else None
     fields = {2: d.encoding_characters, 7: _dtm(timestamp), 11: escape(control_id, d)}
     if header is not None:
-        fields.update({3: header.field(5), 4: header.field(6), 5: header.field(3), 6: header.field(4),
-                       12: header.field(11)})
+        fields.update(
+            {
+                3: header.field(5),
+                4: header.field(6),
+                5: header.field(3),
+                6: header.field(4),
+                12: header.field(11),
+            }
+        )
     trailer = _segment("BTS", d, {1: str(len(acks))})
     if header is not None and header.name == "FHS":
         opening = [_segment("FHS", d, fields), _segment("BHS", d, {**fields, 12: ""})]
@@ -161,7 +183,10 @@ def _check_outcome(outcome: str) -> None:
 
 
 def _msa_and_err(
-    d: Delimiters, version: tuple[int, ...], code: str, original_control_id: str,
+    d: Delimiters,
+    version: tuple[int, ...],
+    code: str,
+    original_control_id: str,
     errors: Sequence[AckError],
 ) -> list[str]:
     """MSA (MSA-2 always the original MSH-10, raw) and the ERR segment(s) in the version's style."""
@@ -180,12 +205,16 @@ def _err(error: AckError, d: Delimiters, version: tuple[int, ...]) -> str:
     """A v2.5+ ERR: ERR-2 location, ERR-3 code^text^HL70357, ERR-4 severity, ERR-8 text."""
     text = escape(error.text, d)
     severity = "E" if error.severity == "F" and version < (2, 7) else error.severity
-    return _segment("ERR", d, {
-        2: error.location.erl(d) if error.location else "",
-        3: d.component.join([str(error.code), text, "HL70357"]),
-        4: severity,
-        8: text,
-    })
+    return _segment(
+        "ERR",
+        d,
+        {
+            2: error.location.erl(d) if error.location else "",
+            3: d.component.join([str(error.code), text, "HL70357"]),
+            4: severity,
+            8: text,
+        },
+    )
 
 
 def _error_code_and_location(error: AckError, d: Delimiters) -> str:

@@ -23,10 +23,7 @@ class Delimiters:
     @property
     def encoding_characters(self) -> str:
         """The MSH-2 text, e.g. ``^~\\&`` (or ``^~\\&#`` with a truncation character)."""
-        return (
-            self.component + self.repetition + self.escape + self.subcomponent
-            + (self.truncation or "")
-        )
+        return self.component + self.repetition + self.escape + self.subcomponent + (self.truncation or "")
 
 
 DEFAULT_DELIMITERS = Delimiters()

@@ -30,7 +30,15 @@ class Segment:
     """
 
     __slots__ = (
-        "name", "index", "occurrence", "_text", "_start", "_end", "_delimiters", "_charset", "_fields"
+        "name",
+        "index",
+        "occurrence",
+        "_text",
+        "_start",
+        "_end",
+        "_delimiters",
+        "_charset",
+        "_fields",
     )
 
     def __init__(
@@ -147,7 +155,6 @@ class _MSHShortcut:
         return value
 
 
-
 class Message:
     """A received HL7 v2 message: raw bytes, decoded text, delimiters, MSH and lazy segments."""
 
@@ -178,9 +185,7 @@ class Message:
         self._by_name: dict[str, list[Segment]] = {}
 
     @classmethod
-    def parse(
-        cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False
-    ) -> Message:
+    def parse(cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False) -> Message:
         """Read a message; raise :class:`MessageError` when there is no readable MSH.
 
         The character set comes from MSH-18 (or ``default_charset`` when MSH-18 is empty, or
@@ -198,9 +203,7 @@ class Message:
         return cls._read(data, ("FHS", "BHS"), default_charset, False)
 
     @classmethod
-    def _read(
-        cls, data: bytes, names: tuple[str, ...], default_charset: str, force_charset: bool
-    ) -> Message:
+    def _read(cls, data: bytes, names: tuple[str, ...], default_charset: str, force_charset: bool) -> Message:
         body = data.lstrip(_LEADING_JUNK)
         if not body:
             raise MessageError("empty message")

@@ -32,7 +32,11 @@ from engine.sandbox.medallies import MedAlliesSandbox
 from engine.sandbox.qliq import QliqSandbox
 
 __all__ = [
-    "DEFAULT_PORTS", "DEMO_CREDENTIALS", "Credentials", "Sandboxes", "ServerTLS",
+    "DEFAULT_PORTS",
+    "DEMO_CREDENTIALS",
+    "Credentials",
+    "Sandboxes",
+    "ServerTLS",
     "start_sandboxes",
 ]
 
@@ -57,8 +61,7 @@ class Sandboxes:
 
     def api_urls(self) -> dict[str, str]:
         """What to configure clients with: each vendor's API root, plus KPN's OAuth root."""
-        return {**{sandbox.name: sandbox.api_url for sandbox in self},
-                "kpn_oauth": self.kpn.oauth_url}
+        return {**{sandbox.name: sandbox.api_url for sandbox in self}, "kpn_oauth": self.kpn.oauth_url}
 
     def stop(self) -> Deferred[Any]:
         return DeferredList([sandbox.stop() for sandbox in self], consumeErrors=True)

@@ -120,8 +120,9 @@ class VendorSandbox:
         """The base URL a client is configured with (the vendor's API root)."""
         return self.base_url + self.api_path
 
-    def listen(self, host: str = "127.0.0.1", port: int = 0, tls: ServerTLS | None = None
-               ) -> Deferred[VendorSandbox]:
+    def listen(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ServerTLS | None = None
+    ) -> Deferred[VendorSandbox]:
         """Start listening (port 0 picks a free port); fires with self."""
         self.host, self.scheme = host, "https" if tls else "http"
         d = self._make_endpoint(port, tls).listen(self._factory)
@@ -254,8 +255,13 @@ class VendorSandbox:
     def _handler_failed(self, failure: Failure, request: ParsedRequest) -> Reply:
         if failure.check(ControlError):
             return json_reply(failure.value.status, {"error": str(failure.value)})
-        log.failure("{sandbox} handler failed for {method} {path}", failure,
-                    sandbox=self.name, method=request.method, path=request.path)
+        log.failure(
+            "{sandbox} handler failed for {method} {path}",
+            failure,
+            sandbox=self.name,
+            method=request.method,
+            path=request.path,
+        )
         return self.error_reply(500, "internal server error")
 
     def fault_reply(self, fate: str) -> Reply:
@@ -270,8 +276,7 @@ class VendorSandbox:
         return self.error_reply(500, "internal server error")
 
     def _control_state(self, request: ParsedRequest) -> Reply:
-        return json_reply(200, {"name": self.name, "faults": self.faults.to_json(),
-                                **self.state.to_json()})
+        return json_reply(200, {"name": self.name, "faults": self.faults.to_json(), **self.state.to_json()})
 
     def _control_faults(self, request: ParsedRequest) -> Deferred[Reply]:
         changes = dict(_control_body(request))

@@ -42,10 +42,17 @@ def make_certificates(directory: str | Path, *, valid_days: int = 30) -> CertPat
         _builder(ca_name, ca_name, ca_key, now, valid_days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .sign(ca_key, hashes.SHA256())
@@ -56,10 +63,12 @@ def make_certificates(directory: str | Path, *, valid_days: int = 30) -> CertPat
         _builder(server_name, ca_name, server_key, now, valid_days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            ]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -80,8 +89,11 @@ def make_certificates(directory: str | Path, *, valid_days: int = 30) -> CertPat
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey,
-    now: datetime.datetime, valid_days: int,
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: rsa.RSAPrivateKey,
+    now: datetime.datetime,
+    valid_days: int,
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()

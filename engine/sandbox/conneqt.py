@@ -65,8 +65,14 @@ class ConneqtTimings:
 class ConneqtSandbox(VendorSandbox):
     name = "conneqt"
 
-    def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
-                 timings: ConneqtTimings | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        credentials: Credentials = DEMO_CREDENTIALS,
+        timings: ConneqtTimings | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(reactor, **kwargs)
         self.credentials = credentials
         self.timings = timings or ConneqtTimings()
@@ -99,8 +105,7 @@ class ConneqtSandbox(VendorSandbox):
                 raise ValueError(f"unknown conneqt setting {name!r}")
             setattr(self.timings, name, value)
 
-    def error_reply(self, status: int, detail: str,
-                    invalid: list[dict[str, Any]] | None = None) -> Reply:
+    def error_reply(self, status: int, detail: str, invalid: list[dict[str, Any]] | None = None) -> Reply:
         problem: dict[str, Any] = {
             "type": PROBLEM_BASE + ("validation-error" if invalid else f"error-{status}"),
             "title": "Request Validation Error" if invalid else detail,
@@ -141,8 +146,7 @@ class ConneqtSandbox(VendorSandbox):
         message_id = message.get("messageId")
         known = self.state.messages.get(message_id) if isinstance(message_id, str) else None
         if known is not None and known["fingerprint"] != fingerprint(message):
-            invalid.append(_param("messageId", "messageId already used for another message",
-                                  message_id))
+            invalid.append(_param("messageId", "messageId already used for another message", message_id))
         if invalid:
             return self._invalid(invalid)
         if known is not None:
@@ -214,8 +218,7 @@ class ConneqtSandbox(VendorSandbox):
 
     def _check_json(self, request: ParsedRequest) -> Reply | None:
         if request.content_type != "application/json":
-            return self._invalid([_param("Content-Type", "Must be 'application/json'",
-                                         request.content_type)])
+            return self._invalid([_param("Content-Type", "Must be 'application/json'", request.content_type)])
         if request.json_error or not isinstance(request.json, dict):
             return self._invalid([_param("body", "Request body must be a JSON object")])
         return None
@@ -245,8 +248,7 @@ def validate_instant(message: dict[str, Any], now: float) -> list[dict[str, Any]
         invalid.append(_param("messageId", "Must be a UUID", message.get("messageId")))
     if message.get("type") != "ToolbarInstantMessage":
         invalid.append(_param("type", "Must be 'ToolbarInstantMessage'", message.get("type")))
-    for path in ("topic", "recipient.id.type", "recipient.id.value",
-                 "subject.id.type", "subject.id.value"):
+    for path in ("topic", "recipient.id.type", "recipient.id.value", "subject.id.type", "subject.id.value"):
         value = _string(message, path)
         if not isinstance(value, str) or not value.strip():
             invalid.append(_param(path, "Required string is missing or empty"))
@@ -254,8 +256,11 @@ def validate_instant(message: dict[str, Any], now: float) -> list[dict[str, Any]
     if isinstance(recipient, str) and recipient.upper().startswith("UNKNOWN"):
         invalid.append(_param("recipient", "Unknown Recipient"))
     subject = _string(message, "subject.id.value")
-    if (_string(message, "subject.id.type") == "VerifiedNhsNumber"
-            and isinstance(subject, str) and not is_nhs_number(subject)):
+    if (
+        _string(message, "subject.id.type") == "VerifiedNhsNumber"
+        and isinstance(subject, str)
+        and not is_nhs_number(subject)
+    ):
         invalid.append(_param("subject.id.value", "Not a valid NHS number"))
     invalid += _expiry_problems(message.get("expiryDateTime"), now)
     invalid += _body_problems(message.get("body"))
@@ -269,8 +274,7 @@ def _expiry_problems(expiry: Any, now: float) -> list[dict[str, Any]]:
         return []
     when = parse_rfc3339(expiry)
     if when is None:
-        return [_param("expiryDateTime", "Must be an RFC 3339 date-time with Z or an offset",
-                       expiry)]
+        return [_param("expiryDateTime", "Must be an RFC 3339 date-time with Z or an offset", expiry)]
     if when.timestamp() <= now:
         return [_param("expiryDateTime", "Must be in the future", expiry)]
     return []
@@ -283,8 +287,7 @@ def _body_problems(body: Any) -> list[dict[str, Any]]:
         return [_param("body", "Must be an object")]
     found = []
     if body.get("mimeType") not in BODY_TYPES:
-        found.append(_param("body.mimeType", "Must be 'text/plain' or 'text/html'",
-                            body.get("mimeType")))
+        found.append(_param("body.mimeType", "Must be 'text/plain' or 'text/html'", body.get("mimeType")))
     if not isinstance(body.get("content"), str):
         found.append(_param("body.content", "Required string is missing"))
     return found
@@ -300,11 +303,15 @@ def _attachment_problems(attachments: Any) -> list[dict[str, Any]]:
             found.append(_param(name, "Must be an object"))
             continue
         if attachment.get("mimeType") not in ATTACHMENT_TYPES:
-            found.append(_param(f"{name}.mimeType", "Not a permitted attachment type",
-                                attachment.get("mimeType")))
+            found.append(
+                _param(f"{name}.mimeType", "Not a permitted attachment type", attachment.get("mimeType"))
+            )
         file_name = attachment.get("fileName")
-        problem = (windows_file_name_problem(file_name) if isinstance(file_name, str)
-                   else "Required string is missing")
+        problem = (
+            windows_file_name_problem(file_name)
+            if isinstance(file_name, str)
+            else "Required string is missing"
+        )
         if problem:
             found.append(_param(f"{name}.fileName", f"File name {problem}"))
         content = attachment.get("content")

@@ -142,9 +142,7 @@ def decode_base64(text: str) -> bytes | None:
         return None
 
 
-def encode_multipart(
-    fields: dict[str, str], files: list[Part], boundary: str
-) -> tuple[bytes, str]:
+def encode_multipart(fields: dict[str, str], files: list[Part], boundary: str) -> tuple[bytes, str]:
     """Build a multipart/form-data body; returns (body, content type header)."""
     chunks: list[bytes] = []
     for name, value in fields.items():
@@ -156,7 +154,7 @@ def encode_multipart(
     for part in files:
         chunks.append(
             (
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"{part.name}\"; "
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{part.name}"; '
                 f'filename="{part.filename}"\r\nContent-Type: {part.content_type}\r\n\r\n'
             ).encode()
             + part.data

@@ -56,16 +56,17 @@ THREE_DAYS_S = 3 * 24 * 3600
 class KpnDirectory:
     conversations: set[str] = field(default_factory=lambda: {"sandbox-user-1", "sandbox-user-2"})
     groupchats: set[str] = field(default_factory=lambda: {"sandbox-group-1"})
-    aux_conversations: dict[str, str] = field(
-        default_factory=lambda: {"patient-0001": "sandbox-user-1"})
+    aux_conversations: dict[str, str] = field(default_factory=lambda: {"patient-0001": "sandbox-user-1"})
     # Two of the example mapping's care-team chats (mappings/mdm_to_kpn.toml) are registered,
     # so the demo (`courier run --sandbox`) delivers; its third, courier-outpatients-4, is left
     # unknown to show a rejection (404).
-    aux_groupchats: dict[str, str] = field(default_factory=lambda: {
-        "ward-7": "sandbox-group-1",
-        "courier-ward-7": "sandbox-group-1",
-        "courier-emergency-department": "sandbox-group-1",
-    })
+    aux_groupchats: dict[str, str] = field(
+        default_factory=lambda: {
+            "ward-7": "sandbox-group-1",
+            "courier-ward-7": "sandbox-group-1",
+            "courier-emergency-department": "sandbox-group-1",
+        }
+    )
 
     def resolve(self, chat: str) -> str | None:
         """The canonical ``conversations/{id}`` or ``groupchats/{id}`` of a chat path."""
@@ -100,9 +101,16 @@ class KpnSandbox(VendorSandbox):
         """Root of ``/authorize`` and ``/token``."""
         return self.base_url + "/healthcaremessenger_oauth"
 
-    def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
-                 timings: KpnTimings | None = None, directory: KpnDirectory | None = None,
-                 callback_url: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        credentials: Credentials = DEMO_CREDENTIALS,
+        timings: KpnTimings | None = None,
+        directory: KpnDirectory | None = None,
+        callback_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(reactor, **kwargs)
         self.credentials = credentials
         self.timings = timings or KpnTimings()
@@ -153,8 +161,7 @@ class KpnSandbox(VendorSandbox):
         redirect = q.get("redirect_uri", "")
         if q.get("client_id") != self.credentials.kpn_client_id:
             return self.error_reply(400, "unknown client_id")
-        if not re.match(r"https?://\S+$", redirect) or (
-                self.callback_url and redirect != self.callback_url):
+        if not re.match(r"https?://\S+$", redirect) or (self.callback_url and redirect != self.callback_url):
             return self.error_reply(400, "redirect_uri does not match the callback URL")
         scope = q.get("scope", "read").split()
         if q.get("response_type") != "code":
@@ -162,17 +169,23 @@ class KpnSandbox(VendorSandbox):
         if not scope or not set(scope) <= SCOPES:
             return _redirect(redirect, error="invalid_scope", state=q.get("state"))
         code = secrets.token_urlsafe(16)
-        self.codes[code] = {"redirect_uri": redirect, "scope": frozenset(scope),
-                            "expires_at": self.now() + self.timings.code_ttl_s}
+        self.codes[code] = {
+            "redirect_uri": redirect,
+            "scope": frozenset(scope),
+            "expires_at": self.now() + self.timings.code_ttl_s,
+        }
         return _redirect(redirect, code=code, state=q.get("state"))
 
     def token(self, request: ParsedRequest) -> Reply:
         if request.content_type != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request",
-                                "content type must be application/x-www-form-urlencoded")
+            return _oauth_error(
+                400, "invalid_request", "content type must be application/x-www-form-urlencoded"
+            )
         form = request.form
         if (form.get("client_id"), form.get("client_secret")) != (
-                self.credentials.kpn_client_id, self.credentials.kpn_client_secret):
+            self.credentials.kpn_client_id,
+            self.credentials.kpn_client_secret,
+        ):
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
         if form.get("grant_type") != "authorization_code":
             return _oauth_error(400, "unsupported_grant_type", "must be authorization_code")
@@ -183,9 +196,10 @@ class KpnSandbox(VendorSandbox):
             return _oauth_error(400, "invalid_grant", "redirect_uri does not match")
         access_token = secrets.token_urlsafe(24)
         self.tokens[access_token] = _Token(grant["scope"], self.now() + self.timings.token_ttl_s)
-        return json_reply(200, {"access_token": access_token,
-                                "scope": " ".join(sorted(grant["scope"])),
-                                "token_type": "bearer"})
+        return json_reply(
+            200,
+            {"access_token": access_token, "scope": " ".join(sorted(grant["scope"])), "token_type": "bearer"},
+        )
 
     def _authorise(self, request: ParsedRequest, scope: str) -> Reply | None:
         header = request.header("Authorization") or ""
@@ -209,8 +223,15 @@ class KpnSandbox(VendorSandbox):
     # -- API ---------------------------------------------------------------------------
     def me(self, request: ParsedRequest) -> Reply:
         refused = self._authorise(request, "read")
-        return refused or json_reply(200, {"id": "sandbox-courier", "first_name": "Courier",
-                                           "last_name": "Sandbox", "company_name": "Sandbox"})
+        return refused or json_reply(
+            200,
+            {
+                "id": "sandbox-courier",
+                "first_name": "Courier",
+                "last_name": "Sandbox",
+                "company_name": "Sandbox",
+            },
+        )
 
     def _writable_chat(self, request: ParsedRequest, chat: str) -> tuple[str, Reply | None]:
         """The canonical chat a send goes to, or the refusal (401/403/429/404)."""
@@ -244,18 +265,29 @@ class KpnSandbox(VendorSandbox):
             return self.error_reply(400, "attach one or more file parts named 'files'")
         if any(not p.data for p in files):
             return self.error_reply(400, "empty files are refused")
-        attachments = [{"id": uuid.uuid4().hex, "name": p.filename, "mime_type": p.content_type,
-                        "size": len(p.data)} for p in files]
-        return self._accept(target, chat, {"body": request.form.get("message", ""),
-                                           "attachments": attachments})
+        attachments = [
+            {"id": uuid.uuid4().hex, "name": p.filename, "mime_type": p.content_type, "size": len(p.data)}
+            for p in files
+        ]
+        return self._accept(
+            target, chat, {"body": request.form.get("message", ""), "attachments": attachments}
+        )
 
     def _accept(self, target: str, chat: str, message: dict[str, Any]) -> Reply:
-        content = {"chat": target, "body": message["body"],
-                   "files": [(a["name"], a["size"]) for a in message["attachments"]]}
+        content = {
+            "chat": target,
+            "body": message["body"],
+            "files": [(a["name"], a["size"]) for a in message["attachments"]],
+        }
         message_id = str(uuid.uuid4())
         self.state.count_if_duplicate(content, message_id)
-        record = {"id": message_id, "chat": target, "requested_as": chat,
-                  "created_at": int(self.now()), **message}
+        record = {
+            "id": message_id,
+            "chat": target,
+            "requested_as": chat,
+            "created_at": int(self.now()),
+            **message,
+        }
         self.state.messages[message_id] = record
         return json_reply(201, record)
 

@@ -55,8 +55,11 @@ NEXT = {
     "DISPATCHED": {"DISPLAYED"},
 }
 DISPOSITION = {
-    "PROCESSED": "processed", "DISPATCHED": "dispatched", "DISPLAYED": "displayed",
-    "FAILED": "failed", "FAILED-TO": "failed",
+    "PROCESSED": "processed",
+    "DISPATCHED": "dispatched",
+    "DISPLAYED": "displayed",
+    "FAILED": "failed",
+    "FAILED-TO": "failed",
 }
 BOOLEAN_FIELDS = ("xdm", "asmEnabled")
 
@@ -73,9 +76,16 @@ class MedAlliesSandbox(VendorSandbox):
     name = "medallies"
     api_path = "/MessagingAPI"
 
-    def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
-                 timings: MedAlliesTimings | None = None, dsn_url: str | None = None,
-                 inbound_url: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        credentials: Credentials = DEMO_CREDENTIALS,
+        timings: MedAlliesTimings | None = None,
+        dsn_url: str | None = None,
+        inbound_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(reactor, **kwargs)
         self.credentials = credentials
         self.timings = timings or MedAlliesTimings()
@@ -144,8 +154,7 @@ class MedAlliesSandbox(VendorSandbox):
             return self.error_reply(404, "unknown xdMsgId")
         if record["sender"].lower() != sender.lower():
             return self.error_reply(403, "fromDirectAddress is not the sender of this message")
-        body = {key: record[key] for key in ("sender", "recipient", "xdMsgId", "sendTime",
-                                             "status")}
+        body = {key: record[key] for key in ("sender", "recipient", "xdMsgId", "sendTime", "status")}
         if record.get("failureReason"):
             body["failureReason"] = record["failureReason"]
         return json_reply(200, body)
@@ -221,8 +230,10 @@ class MedAlliesSandbox(VendorSandbox):
 
     def _webhook_headers(self) -> dict[str, str]:
         pair = f"{self.credentials.medallies_webhook_user}:{self.credentials.medallies_webhook_secret}"
-        return {"Content-Type": "application/json",
-                "Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        return {
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
+        }
 
     # -- inbound -----------------------------------------------------------------------
     def send_inbound(self, overrides: dict[str, Any] | None = None) -> Deferred[dict[str, Any]]:
@@ -232,11 +243,13 @@ class MedAlliesSandbox(VendorSandbox):
         message = {
             "fromDirectAddress": "referrer@medalliestestdomain.com",
             "toDirectAddress": "courier@medalliestestdomain.com",
-            "emailAttachmentList": [{
-                "attachmentClass": "application/pdf",
-                "attachmentContent": base64.b64encode(b"%PDF-1.4 sandbox inbound").decode(),
-                "attachmentTitle": "Referral note",
-            }],
+            "emailAttachmentList": [
+                {
+                    "attachmentClass": "application/pdf",
+                    "attachmentContent": base64.b64encode(b"%PDF-1.4 sandbox inbound").decode(),
+                    "attachmentTitle": "Referral note",
+                }
+            ],
             "messageBody": "Referral from the MedAllies sandbox",
             "messageId": f"urn:uuid:{uuid.uuid4()}",
             "messageSubject": "Referral",
@@ -244,8 +257,9 @@ class MedAlliesSandbox(VendorSandbox):
             "asmEnabled": True,
             **(overrides or {}),
         }
-        d = self.deliver_webhook("inbound", self.inbound_url, json.dumps(message).encode(),
-                                 self._webhook_headers())
+        d = self.deliver_webhook(
+            "inbound", self.inbound_url, json.dumps(message).encode(), self._webhook_headers()
+        )
         return d.addCallback(lambda entry: {**entry, "messageId": message["messageId"]})
 
     def _control_inbound(self, request: ParsedRequest) -> Deferred[Reply]:
@@ -309,7 +323,6 @@ def validate_send(message: dict[str, Any]) -> list[str]:
         if name in message and message[name] not in (True, False, "true", "false"):
             problems.append(f"{name} must be true or false")
     for name, value in message.items():
-        if name not in ("emailAttachmentList", *BOOLEAN_FIELDS) and not isinstance(
-                value, str | type(None)):
+        if name not in ("emailAttachmentList", *BOOLEAN_FIELDS) and not isinstance(value, str | type(None)):
             problems.append(f"{name} must be a string")
     return problems

@@ -71,8 +71,7 @@ ATTACHMENT_TYPES = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
 }
-EXTENSION_TYPES = {ext: mime for mime, ext in ATTACHMENT_TYPES.items()} | {
-    ".jpeg": "image/jpeg"}
+EXTENSION_TYPES = {ext: mime for mime, ext in ATTACHMENT_TYPES.items()} | {".jpeg": "image/jpeg"}
 ATTACHMENT_PARTS = frozenset({"attachment", "file"})  # curl example; captured request
 PRIORITIES = frozenset({"fyi", "asap", "urgent"})
 MAX_QUERY_TEXT = 150
@@ -83,17 +82,21 @@ KEY_STATES_ALLOWED = frozenset({"Inactive", "Pending"})
 
 @dataclass
 class QliqDirectory:
-    members: dict[str, str] = field(default_factory=lambda: {
-        "courier@sandbox.qliq": "Pending",
-        "poc@sandbox.qliq": "Inactive",
-        "nurse@sandbox.qliq": "Active",
-        "doctor@sandbox.qliq": "Active",
-        "oncall@sandbox.qliq": "Accepted",
-    })
-    groups: dict[str, list[str]] = field(default_factory=lambda: {
-        "469841783": ["nurse@sandbox.qliq", "doctor@sandbox.qliq", "oncall@sandbox.qliq"],
-        "827790129": ["doctor@sandbox.qliq"],
-    })
+    members: dict[str, str] = field(
+        default_factory=lambda: {
+            "courier@sandbox.qliq": "Pending",
+            "poc@sandbox.qliq": "Inactive",
+            "nurse@sandbox.qliq": "Active",
+            "doctor@sandbox.qliq": "Active",
+            "oncall@sandbox.qliq": "Accepted",
+        }
+    )
+    groups: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "469841783": ["nurse@sandbox.qliq", "doctor@sandbox.qliq", "oncall@sandbox.qliq"],
+            "827790129": ["doctor@sandbox.qliq"],
+        }
+    )
     point_of_contact: str = "poc@sandbox.qliq"
 
 
@@ -107,9 +110,16 @@ class QliqTimings:
 class QliqSandbox(VendorSandbox):
     name = "qliq"
 
-    def __init__(self, reactor: Any, *, credentials: Credentials = DEMO_CREDENTIALS,
-                 timings: QliqTimings | None = None, directory: QliqDirectory | None = None,
-                 reply_url: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        credentials: Credentials = DEMO_CREDENTIALS,
+        timings: QliqTimings | None = None,
+        directory: QliqDirectory | None = None,
+        reply_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(reactor, **kwargs)
         self.credentials = credentials
         self.timings = timings or QliqTimings()
@@ -175,8 +185,9 @@ class QliqSandbox(VendorSandbox):
         if kind is None:
             return self.error_reply(400, recipients[0])
         conversation_id = params.get("conversation_id")
-        if conversation_id and not any(m["conversation_id"] == conversation_id
-                                       for m in self.state.messages.values()):
+        if conversation_id and not any(
+            m["conversation_id"] == conversation_id for m in self.state.messages.values()
+        ):
             return self.error_reply(404, "unknown conversation_id")
         attachment, problem = _attachment(request, params)
         if problem:
@@ -197,18 +208,20 @@ class QliqSandbox(VendorSandbox):
             return "non_qliq", [masked]
         return None, ["a mobile number needs no_phi=true or send_non_qliq_user=true"]
 
-    def _accept(self, params: dict[str, Any], sender: str, kind: str, recipients: list[str],
-                attachment: Part | None) -> Reply:
-        content = {k: params.get(k) for k in ("to", "from", "subject", "text", "priority",
-                                              "conversation_id")}
+    def _accept(
+        self, params: dict[str, Any], sender: str, kind: str, recipients: list[str], attachment: Part | None
+    ) -> Reply:
+        content = {k: params.get(k) for k in ("to", "from", "subject", "text", "priority", "conversation_id")}
         content["attachment"] = hashlib.sha256(attachment.data).hexdigest() if attachment else None
         message_id = uuid.uuid4().hex
         conversation_id = params.get("conversation_id") or uuid.uuid4().hex
         self.state.count_if_duplicate(content, message_id)
         expiry = int(params.get("expiry_in_minutes") or 1440) if kind == "non_qliq" else None
-        about_attachment = attachment and {"file_name": attachment.filename, "size":
-                                           len(attachment.data),
-                                           "content_type": attachment.content_type}
+        about_attachment = attachment and {
+            "file_name": attachment.filename,
+            "size": len(attachment.data),
+            "content_type": attachment.content_type,
+        }
         self.state.messages[message_id] = {
             "message_id": message_id,
             "conversation_id": conversation_id,
@@ -224,12 +237,17 @@ class QliqSandbox(VendorSandbox):
         for i, _ in enumerate(recipients):
             stagger = i * t.recipient_stagger_s
             if t.delivered_after_s is not None:
-                self.schedule(t.delivered_after_s + stagger, self._mark, message_id, i,
-                              "delivered_at")
+                self.schedule(t.delivered_after_s + stagger, self._mark, message_id, i, "delivered_at")
             if t.read_after_s is not None:
                 self.schedule(t.read_after_s + stagger, self._mark, message_id, i, "read_at")
-        return json_reply(202, {"status": "Message queued for delivery",
-                                "conversation_id": conversation_id, "message_id": message_id})
+        return json_reply(
+            202,
+            {
+                "status": "Message queued for delivery",
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+            },
+        )
 
     def _mark(self, message_id: str, index: int, what: str) -> None:
         recipient = self.state.messages[message_id]["recipients"][index]
@@ -279,8 +297,9 @@ class QliqSandbox(VendorSandbox):
         self.public_keys[sender] = key
         return text_reply(200, "OK")
 
-    def reply(self, message_id: str, text: str, *, attachment: Part | None = None,
-              ack_requested: bool = False) -> Deferred[dict[str, Any]]:
+    def reply(
+        self, message_id: str, text: str, *, attachment: Part | None = None, ack_requested: bool = False
+    ) -> Deferred[dict[str, Any]]:
         """A recipient replies: encrypt for the sender and POST to the reply webhook."""
         original = self.state.messages.get(message_id)
         if original is None:
@@ -303,13 +322,18 @@ class QliqSandbox(VendorSandbox):
         }
         if ack_requested:
             data["ackRequired"] = True  # the doc names no field for "Request Acknowledgement"
-        clear = json.dumps({"Message": {"Command": "extended-im", "Subject": "text",
-                                        "Type": "u2u", "Data": data}}).encode()
+        clear = json.dumps(
+            {"Message": {"Command": "extended-im", "Subject": "text", "Type": "u2u", "Data": data}}
+        ).encode()
         self.replies[reply_id] = {
-            "conversation_id": original["conversation_id"], "message_id": reply_id,
-            "sender_info": original["recipients"][0]["to"], "reply": text,
-            "received_at": created, "recipient": original["sender"],
-            "ack_requested": ack_requested, "status": "delivered",
+            "conversation_id": original["conversation_id"],
+            "message_id": reply_id,
+            "sender_info": original["recipients"][0]["to"],
+            "reply": text,
+            "received_at": created,
+            "recipient": original["sender"],
+            "ack_requested": ack_requested,
+            "status": "delivered",
         }
         body, content_type = encode_multipart(
             {"conversation_id": original["conversation_id"], "message_id": reply_id},
@@ -317,16 +341,22 @@ class QliqSandbox(VendorSandbox):
             boundary=uuid.uuid4().hex,
         )
         d = self.deliver_webhook("reply", url, body, {"Content-Type": content_type})
-        return d.addCallback(lambda entry: {**entry, "message_id": reply_id,
-                                            "conversation_id": original["conversation_id"]})
+        return d.addCallback(
+            lambda entry: {**entry, "message_id": reply_id, "conversation_id": original["conversation_id"]}
+        )
 
     def _encrypted_attachment(self, attachment: Part) -> dict[str, Any]:
         encrypted, key = aes_encrypt_file(attachment.data)
         file_id = uuid.uuid4().hex
         self.files[file_id] = encrypted
-        return {"encryptionMethod": 1, "fileName": attachment.filename, "key": key,
-                "mime": attachment.content_type, "size": len(attachment.data),
-                "url": f"{self.base_url}/files/{file_id}"}
+        return {
+            "encryptionMethod": 1,
+            "fileName": attachment.filename,
+            "key": key,
+            "mime": attachment.content_type,
+            "size": len(attachment.data),
+            "url": f"{self.base_url}/files/{file_id}",
+        }
 
     def _control_reply(self, request: ParsedRequest) -> Deferred[Reply]:
         body = request.json if isinstance(request.json, dict) else {}
@@ -336,10 +366,18 @@ class QliqSandbox(VendorSandbox):
             data = decode_base64(a.get("base64", ""))
             if data is None:
                 raise ControlError(400, "attachment.base64 must be Base64")
-            attachment = Part("attachment", a.get("file_name", "reply.bin"),
-                              a.get("content_type", "application/octet-stream"), data)
-        d = self.reply(str(body.get("message_id")), str(body.get("text", "Received, thanks")),
-                       attachment=attachment, ack_requested=bool(body.get("ack_requested")))
+            attachment = Part(
+                "attachment",
+                a.get("file_name", "reply.bin"),
+                a.get("content_type", "application/octet-stream"),
+                data,
+            )
+        d = self.reply(
+            str(body.get("message_id")),
+            str(body.get("text", "Received, thanks")),
+            attachment=attachment,
+            ack_requested=bool(body.get("ack_requested")),
+        )
         return d.addCallback(lambda entry: json_reply(200, entry))
 
     def download(self, request: ParsedRequest, file_id: str) -> Reply:
@@ -352,8 +390,7 @@ class QliqSandbox(VendorSandbox):
         params, refused = self._authenticate(request)
         if refused:
             return refused
-        missing = [k for k in ("sender", "conversation_id", "message_id", "status")
-                   if not params.get(k)]
+        missing = [k for k in ("sender", "conversation_id", "message_id", "status") if not params.get(k)]
         if missing:
             return self.error_reply(400, f"missing {', '.join(missing)}")
         reply = self.replies.get(params["message_id"])
@@ -382,8 +419,12 @@ class QliqSandbox(VendorSandbox):
                 continue
             if since_at and datetime.datetime.fromisoformat(reply["received_at"]) <= since_at:
                 continue
-            found.append({k: reply[k] for k in ("conversation_id", "message_id",
-                                                "sender_info", "reply", "received_at")})
+            found.append(
+                {
+                    k: reply[k]
+                    for k in ("conversation_id", "message_id", "sender_info", "reply", "received_at")
+                }
+            )
         return json_reply(200, found)
 
 
@@ -433,8 +474,14 @@ def _attachment(request: ParsedRequest, params: dict[str, Any]) -> tuple[Part | 
         data = decode_base64(str(a.get("base64", "")))
         if data is None:
             return None, "attachment.base64 must be Base64"
-        parts.append(Part("attachment", a.get("file_name") or a.get("file name"),
-                          a.get("content_type") or a.get("content type") or "", data))
+        parts.append(
+            Part(
+                "attachment",
+                a.get("file_name") or a.get("file name"),
+                a.get("content_type") or a.get("content type") or "",
+                data,
+            )
+        )
     if len(parts) > 1:
         return None, "only one attachment per request"
     if not parts:

@@ -30,10 +30,8 @@ def rsa_encrypt_chunked(public_key: RSAPublicKey, plaintext: bytes) -> str:
     """Base64 of the concatenated PKCS#1 v1.5 blocks of ``plaintext``."""
     block = public_key.key_size // 8
     step = block - PKCS1_OVERHEAD
-    chunks = [plaintext[i:i + step] for i in range(0, len(plaintext), step)] or [b""]
-    ciphertext = b"".join(
-        public_key.encrypt(chunk, asymmetric_padding.PKCS1v15()) for chunk in chunks
-    )
+    chunks = [plaintext[i : i + step] for i in range(0, len(plaintext), step)] or [b""]
+    ciphertext = b"".join(public_key.encrypt(chunk, asymmetric_padding.PKCS1v15()) for chunk in chunks)
     return base64.b64encode(ciphertext).decode("ascii")
 
 

@@ -53,9 +53,7 @@ class SandboxState:
             method=request.method,
             path=request.path,
             query=_redact(request.query),
-            headers={
-                k: (REDACTED if k in SECRET_HEADERS else v) for k, v in request.headers.items()
-            },
+            headers={k: (REDACTED if k in SECRET_HEADERS else v) for k, v in request.headers.items()},
             body=_body_of(request),
             at=at,
         )
@@ -97,8 +95,7 @@ def _body_of(request: ParsedRequest) -> Any:
         return _redact(request.json)
     if request.form or request.files:
         files = [
-            {"name": p.name, "filename": p.filename, "content_type": p.content_type,
-             "size": len(p.data)}
+            {"name": p.name, "filename": p.filename, "content_type": p.content_type, "size": len(p.data)}
             for p in request.files
         ]
         return {"form": _redact(request.form), "files": files}

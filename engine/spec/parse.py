@@ -152,8 +152,14 @@ def _type_error(f: Field, value: Any, key: str, ctx: _Context) -> None:
 
 
 # What a TOML value read by tomllib is, in the words of the reference tables.
-_TOML_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
-                    list: "a list", dict: "a table"}
+_TOML_TYPE_NAMES = {
+    str: "text",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
 
 
 def _convert(f: Field, value: Any, key: str, parent: Mapping[str, Any], ctx: _Context) -> Any:

@@ -93,29 +93,85 @@ def build_document_message(
         return escape(value, d)
 
     msh = answers.msh if answers else None
-    header = d.field.join([
-        "MSH", d.encoding_characters, "COURIER", text(document.vendor),
-        msh.field(3) if msh else "", msh.field(4) if msh else "", stamp, "",
-        d.component.join(["MDM", "T02", "MDM_T02"]), text(control_id),
-        msh.field(11) if msh else "P", msh.field(12) if msh else "2.5.1", "", "", "AL", "NE", "",
-        msh.field(18) if msh else "UNICODE UTF-8",
-    ]).rstrip(d.field)
+    header = d.field.join(
+        [
+            "MSH",
+            d.encoding_characters,
+            "COURIER",
+            text(document.vendor),
+            msh.field(3) if msh else "",
+            msh.field(4) if msh else "",
+            stamp,
+            "",
+            d.component.join(["MDM", "T02", "MDM_T02"]),
+            text(control_id),
+            msh.field(11) if msh else "P",
+            msh.field(12) if msh else "2.5.1",
+            "",
+            "",
+            "AL",
+            "NE",
+            "",
+            msh.field(18) if msh else "UNICODE UTF-8",
+        ]
+    ).rstrip(d.field)
     segments = [header, segment("EVN", "T02", stamp), *_patient_and_visit(document, answers, d)]
-    segments.append(segment(
-        "TXA", "1", document.document_type, "TX", received, "", "", "", "", "", "", "",
-        text(document.vendor_message_id), text(document.answers_control_id), "", "", "", "DO", "", "AV",
-    ))
-    segments.append(segment("OBX", "1", "TX", d.component.join(["TEXT", "Message text", "L"]), "",
-                            text(document.text), "", "", "", "", "", "F"))
+    segments.append(
+        segment(
+            "TXA",
+            "1",
+            document.document_type,
+            "TX",
+            received,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            text(document.vendor_message_id),
+            text(document.answers_control_id),
+            "",
+            "",
+            "",
+            "DO",
+            "",
+            "AV",
+        )
+    )
+    segments.append(
+        segment(
+            "OBX",
+            "1",
+            "TX",
+            d.component.join(["TEXT", "Message text", "L"]),
+            "",
+            text(document.text),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "F",
+        )
+    )
     for n, attachment in enumerate(document.attachments, start=1):
         label = d.component.join(["ATTACHMENT", text(attachment.name or "Attachment"), "L"])
-        segments.append(segment("OBX", str(n + 1), "ED", label, str(n), _ed(attachment, d),
-                                "", "", "", "", "", "F"))
-    segments.append(segment(
-        DOCUMENT_SEGMENT, text(document.vendor), text(document.vendor_message_id),
-        text(document.conversation_id), text(document.sender), text(document.answers_control_id),
-        received,
-    ))
+        segments.append(
+            segment("OBX", str(n + 1), "ED", label, str(n), _ed(attachment, d), "", "", "", "", "", "F")
+        )
+    segments.append(
+        segment(
+            DOCUMENT_SEGMENT,
+            text(document.vendor),
+            text(document.vendor_message_id),
+            text(document.conversation_id),
+            text(document.sender),
+            text(document.answers_control_id),
+            received,
+        )
+    )
     charset = answers.charset if answers else "utf-8"
     return "".join(s + "\r" for s in segments).encode(charset, errors="replace")
 

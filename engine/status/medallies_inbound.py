@@ -63,12 +63,28 @@ def inbound_document(body: Any, received_at: float) -> InboundDocument:
         attachments.append(Attachment(item.get("attachmentClass") or "application/octet-stream", data, name))
     text = "\n\n".join(str(body[key]) for key in ("messageSubject", "messageBody") if body.get(key))
     return InboundDocument(
-        vendor="medallies", vendor_message_id=body["messageId"], received_at=received_at,
-        sender=str(body.get("fromDirectAddress", "")), text=text, attachments=tuple(attachments),
-        conversation_id=str(body.get("replyToMessageId") or ""), document_type="CD",
-        patient=Patient(*(str(body.get(key) or "") for key in (
-            "patientId", "assigning_authority", "patientLastname", "patientFirstname",
-            "patientMiddlename", "patientDOB", "patientGender"))),
+        vendor="medallies",
+        vendor_message_id=body["messageId"],
+        received_at=received_at,
+        sender=str(body.get("fromDirectAddress", "")),
+        text=text,
+        attachments=tuple(attachments),
+        conversation_id=str(body.get("replyToMessageId") or ""),
+        document_type="CD",
+        patient=Patient(
+            *(
+                str(body.get(key) or "")
+                for key in (
+                    "patientId",
+                    "assigning_authority",
+                    "patientLastname",
+                    "patientFirstname",
+                    "patientMiddlename",
+                    "patientDOB",
+                    "patientGender",
+                )
+            )
+        ),
     )
 
 
@@ -105,7 +121,12 @@ class InboundResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, channel: str, reporter: StatusReporter, reactor: IReactorTime, auth: BasicAuth, *,
+        self,
+        channel: str,
+        reporter: StatusReporter,
+        reactor: IReactorTime,
+        auth: BasicAuth,
+        *,
         control_ids: Callable[[], str] | None = None,
     ) -> None:
         super().__init__()
@@ -127,11 +148,13 @@ class InboundResource(Resource):
             log.warning("MedAllies inbound: refused: %s", reason)
             return answer(request, 400, b"not an inbound Direct message\n")
         control_id = self.control_ids()
-        payload = build_document_message(document, control_id=control_id,
-                                         now=datetime.fromtimestamp(now, UTC))
+        payload = build_document_message(
+            document, control_id=control_id, now=datetime.fromtimestamp(now, UTC)
+        )
         stored = self.reporter.enqueue(self.channel, payload, control_id)
-        log.info("MedAllies inbound %s: queued for the hospital as %s",
-                 document.vendor_message_id, control_id)
+        log.info(
+            "MedAllies inbound %s: queued for the hospital as %s", document.vendor_message_id, control_id
+        )
         return answer_when_done(request, stored, "MedAllies inbound")
 
 

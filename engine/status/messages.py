@@ -126,7 +126,13 @@ def _ask_for_commit_ack(header: str, original: Message) -> str:
 def _zds(original: Message, transition: Transition, vendor: str) -> str:
     d = original.delimiters
     values = (
-        transition.event, hl7_time(transition.at), transition.destination, vendor,
-        transition.remote_id or "", transition.recipient or "", transition.state, transition.channel,
+        transition.event,
+        hl7_time(transition.at),
+        transition.destination,
+        vendor,
+        transition.remote_id or "",
+        transition.recipient or "",
+        transition.state,
+        transition.channel,
     )
     return d.field.join([STATUS_SEGMENT, *(escape(value, d) for value in values)])

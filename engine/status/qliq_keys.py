@@ -22,8 +22,9 @@ PASSPHRASE_ENV = "COURIER_QLIQ_KEY_PASSPHRASE"
 def generate_key_pair(private_key_file: Path, passphrase: bytes | None = None) -> bytes:
     """Create the private key file (refusing to overwrite one) and return the public key PEM."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
-                  else serialization.NoEncryption())
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     private_key_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -52,8 +53,13 @@ def public_key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def upload_public_key(
-    session: requests.Session, base_url: str, api_key: str, sender: str, public_pem: bytes,
-    *, timeout_s: float = 30.0,
+    session: requests.Session,
+    base_url: str,
+    api_key: str,
+    sender: str,
+    public_pem: bytes,
+    *,
+    timeout_s: float = 30.0,
 ) -> None:
     """Upload the public key for ``sender``; raises ``requests.HTTPError`` when Qliq refuses."""
     response = session.put(

@@ -33,7 +33,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,13 +105,15 @@ def decrypt_reply(private_key: RSAPrivateKey, ciphertext_b64: bytes) -> Reply:
         raise RefusedReply(f"the ciphertext is not whole {block}-byte blocks")
     try:
         clear = b"".join(
-            private_key.decrypt(ciphertext[i:i + block], asymmetric_padding.PKCS1v15())
+            private_key.decrypt(ciphertext[i : i + block], asymmetric_padding.PKCS1v15())
             for i in range(0, len(ciphertext), block)
         )
         data = json.loads(clear)["Message"]["Data"]
         return Reply(
-            conversation_id=str(data["conversationUuid"]), message_id=str(data["messageId"]),
-            text=str(data.get("text") or ""), created_at=_epoch(data.get("createdAt")),
+            conversation_id=str(data["conversationUuid"]),
+            message_id=str(data["messageId"]),
+            text=str(data.get("text") or ""),
+            created_at=_epoch(data.get("createdAt")),
             attachments=tuple(a for a in data.get("attachments") or () if isinstance(a, dict)),
         )
     except (ValueError, KeyError, TypeError):  # a wrong key yields garbage or a padding error
@@ -153,8 +155,9 @@ class QliqReplyApi:
         url = path_or_url if "://" in path_or_url else self.settings.base_url.rstrip("/") + path_or_url
         what = f"Qliq {method} {path_or_url.split('?')[0] if '://' not in path_or_url else 'attachment'}"
         try:
-            response = self.session.request(method, url, timeout=self.settings.timeout_s,
-                                            verify=self.settings.verify, **kwargs)
+            response = self.session.request(
+                method, url, timeout=self.settings.timeout_s, verify=self.settings.verify, **kwargs
+            )
         except requests.RequestException as exc:
             raise QliqApiError(f"{what}: {type(exc).__name__}") from None
         if response.status_code >= 400:
@@ -168,16 +171,31 @@ class QliqReplyApi:
         return Attachment(media_type, data, str(meta.get("fileName", "")))
 
     def mark_opened(self, reply: Reply) -> None:
-        self._call("PUT", "/secure_messages/update_message_status", data={
-            "api_key": self.settings.api_key, "sender": self.settings.sender,
-            "conversation_id": reply.conversation_id, "message_id": reply.message_id, "status": "opened",
-        })
+        self._call(
+            "PUT",
+            "/secure_messages/update_message_status",
+            data={
+                "api_key": self.settings.api_key,
+                "sender": self.settings.sender,
+                "conversation_id": reply.conversation_id,
+                "message_id": reply.message_id,
+                "status": "opened",
+            },
+        )
 
     def replies_since(self, since: str | None) -> list[Reply]:
         params = {"api_key": self.settings.api_key, **({"since": since} if since else {})}
         found = self._call("GET", "/secure_messages/get_replies", params=params).json()
-        return [Reply(str(r["conversation_id"]), str(r["message_id"]), str(r.get("reply") or ""),
-                      _epoch(r.get("received_at"))) for r in found if isinstance(r, dict)]
+        return [
+            Reply(
+                str(r["conversation_id"]),
+                str(r["message_id"]),
+                str(r.get("reply") or ""),
+                _epoch(r.get("received_at")),
+            )
+            for r in found
+            if isinstance(r, dict)
+        ]
 
 
 def remember_conversation(
@@ -192,7 +210,12 @@ class ReplyInbox:
     """Files each reply once, as HL7 in the outbox of the conversation's channel."""
 
     def __init__(
-        self, store: Store, reporter: StatusReporter, reactor: IReactorTime, api: QliqReplyApi, *,
+        self,
+        store: Store,
+        reporter: StatusReporter,
+        reactor: IReactorTime,
+        api: QliqReplyApi,
+        *,
         control_ids: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
@@ -205,7 +228,7 @@ class ReplyInbox:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
 
     @inlineCallbacks
-    def file(self, reply: Reply):
+    def file(self, reply: Reply) -> Generator[Deferred, Any, bool]:
         """Queue the reply for the hospital (fires True), or fire False if it was filed before."""
         if (yield self.store.kv_get(FILED, reply.message_id)) is not None:
             return False
@@ -215,20 +238,31 @@ class ReplyInbox:
             attachments.append((yield self.in_thread(self.api.attachment, meta)))
         now = self.reactor.seconds()
         document = InboundDocument(
-            vendor="qliq", vendor_message_id=reply.message_id, received_at=reply.created_at or now,
-            text=reply.text, attachments=tuple(attachments), conversation_id=reply.conversation_id,
+            vendor="qliq",
+            vendor_message_id=reply.message_id,
+            received_at=reply.created_at or now,
+            text=reply.text,
+            attachments=tuple(attachments),
+            conversation_id=reply.conversation_id,
             answers_control_id=answers.control_id if answers else "",
         )
         control_id = self.control_ids()
-        payload = build_document_message(document, control_id=control_id,
-                                         now=datetime.fromtimestamp(now, UTC), answers=answers)
+        payload = build_document_message(
+            document, control_id=control_id, now=datetime.fromtimestamp(now, UTC), answers=answers
+        )
         yield self.reporter.enqueue(channel, payload, control_id)
         yield self.store.kv_put(FILED, reply.message_id, b"filed")
-        log.info("Qliq reply %s in conversation %s: queued for the hospital as %s",
-                 reply.message_id, reply.conversation_id, control_id)
+        log.info(
+            "Qliq reply %s in conversation %s: queued for the hospital as %s",
+            reply.message_id,
+            reply.conversation_id,
+            control_id,
+        )
         self.in_thread(self.api.mark_opened, reply).addErrback(
-            lambda f: log.warning("Qliq reply %s: could not mark it opened: %s",
-                                  reply.message_id, f.getErrorMessage()))
+            lambda f: log.warning(
+                "Qliq reply %s: could not mark it opened: %s", reply.message_id, f.getErrorMessage()
+            )
+        )
         return True
 
     @inlineCallbacks
@@ -296,7 +330,7 @@ class ReplyPoller:
             self._loop.stop()
 
     @inlineCallbacks
-    def poll(self):
+    def poll(self) -> Generator[Deferred, Any, int]:
         """One poll; fires with the number of replies filed. Failures are logged, never raised."""
         store = self.inbox.store
         filed = 0

@@ -82,8 +82,9 @@ def status_endpoint(reactor: IReactorTime, reports: StatusReports) -> IStreamCli
     endpoint = clientFromString(reactor, description)
     if reports.tls is None:
         return endpoint
-    settings = TLSSettings(cert_file=reports.tls.cert_file, key_file=reports.tls.key_file,
-                           ca_file=reports.tls.ca_file)
+    settings = TLSSettings(
+        cert_file=reports.tls.cert_file, key_file=reports.tls.key_file, ca_file=reports.tls.ca_file
+    )
     host = re.search(r"host=([^:]+)", reports.to)
     return wrapClientTLS(client_options(settings, host.group(1) if host else "localhost"), endpoint)
 
@@ -92,8 +93,14 @@ class ChannelSender:
     """Sends one channel's outbox in order over one reused MLLP connection."""
 
     def __init__(
-        self, channel: str, reports: StatusReports, store: Store, reactor: IReactorTime, *,
-        backoff: Backoff, idle_poll_s: float,
+        self,
+        channel: str,
+        reports: StatusReports,
+        store: Store,
+        reactor: IReactorTime,
+        *,
+        backoff: Backoff,
+        idle_poll_s: float,
     ) -> None:
         self.channel = channel
         self.reports = reports
@@ -145,16 +152,26 @@ class ChannelSender:
             check_acknowledgement(reply, item.control_id)
         except Exception as exc:
             delay = self.backoff.delay(item.attempts)
-            log.warning("status reports for channel %s: outbox item %d (%s) not acknowledged: %s;"
-                        " retrying in %.1fs", self.channel, item.id, item.control_id, exc, delay)
+            log.warning(
+                "status reports for channel %s: outbox item %d (%s) not acknowledged: %s; retrying in %.1fs",
+                self.channel,
+                item.id,
+                item.control_id,
+                exc,
+                delay,
+            )
             self._drop_connection()
             yield self.store.outbox_retry(item.id, self.clock.seconds() + delay, str(exc))
             if self._running:
                 yield self._sleep(delay)
             return
         yield self.store.outbox_done(item.id)
-        log.info("status reports for channel %s: outbox item %d (%s) acknowledged",
-                 self.channel, item.id, item.control_id)
+        log.info(
+            "status reports for channel %s: outbox item %d (%s) acknowledged",
+            self.channel,
+            item.id,
+            item.control_id,
+        )
 
     def _connection(self) -> Deferred[MLLPClientProtocol]:
         if self._client is not None:
@@ -197,8 +214,13 @@ class StatusReporter:
     """The :class:`TransitionListener` of the delivery queue, and the outbox of ``engine.status``."""
 
     def __init__(
-        self, store: Store, reactor: IReactorTime, channels: Iterable[Channel], *,
-        control_ids: Callable[[], str] | None = None, backoff: Backoff = Backoff(),
+        self,
+        store: Store,
+        reactor: IReactorTime,
+        channels: Iterable[Channel],
+        *,
+        control_ids: Callable[[], str] | None = None,
+        backoff: Backoff = Backoff(),
         idle_poll_s: float = 5.0,
     ) -> None:
         self.store = store
@@ -206,8 +228,9 @@ class StatusReporter:
         self.control_ids = control_ids or ControlIds()
         self._channels = {c.name: c for c in channels if c.status_reports is not None}
         self._senders = {
-            name: ChannelSender(name, c.status_reports, store, reactor, backoff=backoff,
-                                idle_poll_s=idle_poll_s)
+            name: ChannelSender(
+                name, c.status_reports, store, reactor, backoff=backoff, idle_poll_s=idle_poll_s
+            )
             for name, c in self._channels.items()
         }
         self._order = {name: DeferredLock() for name in self._channels}
@@ -245,8 +268,11 @@ class StatusReporter:
     def _report(self, transition: Transition):
         stored = yield self.store.get_message(transition.message_id, with_body=True)
         if stored is None:
-            log.error("status reports: message %d of delivery %d is not in the store",
-                      transition.message_id, transition.delivery_id)
+            log.error(
+                "status reports: message %d of delivery %d is not in the store",
+                transition.message_id,
+                transition.delivery_id,
+            )
             return
         channel = self._channels[transition.channel]
         original = Message.parse(stored.raw, default_charset="latin-1")
@@ -255,7 +281,10 @@ class StatusReporter:
         vendors = {d.name: d.type for d in channel.destinations}
         control_id = self.control_ids()
         payload = build_status_message(
-            original, transition, vendor=vendors.get(transition.destination, ""),
-            control_id=control_id, now=datetime.fromtimestamp(self.clock.seconds(), UTC),
+            original,
+            transition,
+            vendor=vendors.get(transition.destination, ""),
+            control_id=control_id,
+            now=datetime.fromtimestamp(self.clock.seconds(), UTC),
         )
         yield self.enqueue(transition.channel, payload, control_id)

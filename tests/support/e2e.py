@@ -49,8 +49,12 @@ MANUAL_STATUSES = {
     "medallies": {"processed_after_s": None, "dispatched_after_s": None},
     # The example KPN mapping addresses group chats by our own auxiliary ids; register them
     # in the sandbox's directory as an operator registers them with KPN.
-    "kpn": {"aux_groupchats": {"courier-ward-7": "sandbox-group-1",
-                               "courier-emergency-department": "sandbox-group-1"}},
+    "kpn": {
+        "aux_groupchats": {
+            "courier-ward-7": "sandbox-group-1",
+            "courier-emergency-department": "sandbox-group-1",
+        }
+    },
 }
 
 
@@ -120,20 +124,27 @@ class Hospital:
 
     def __init__(self, reactor, port: int = 0) -> None:
         self.messages: list[Message] = []
-        factory = MLLPServerFactory("hospital", AcknowledgingReceiver(reactor, self.messages.append),
-                                    reactor, Limits())
+        factory = MLLPServerFactory(
+            "hospital", AcknowledgingReceiver(reactor, self.messages.append), reactor, Limits()
+        )
         endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
         self._listening = on_reactor(endpoint.listen, factory)
         self.port = self._listening.getHost().port
 
     def about(self, control_id: str) -> list[Message]:
         """The messages answering ``control_id`` (their MSA-2), in arrival order."""
-        return [m for m in list(self.messages)
-                if m.segment("MSA") is not None and m.segment("MSA").value(2) == control_id]
+        return [
+            m
+            for m in list(self.messages)
+            if m.segment("MSA") is not None and m.segment("MSA").value(2) == control_id
+        ]
 
     def wait_about(self, control_id: str, count: int, timeout: float = 10.0) -> list[Message]:
-        return wait_for(lambda: len(self.about(control_id)) >= count and self.about(control_id),
-                        timeout, f"{count} messages about {control_id} at the hospital")
+        return wait_for(
+            lambda: len(self.about(control_id)) >= count and self.about(control_id),
+            timeout,
+            f"{count} messages about {control_id} at the hospital",
+        )
 
     def stop(self) -> None:
         on_reactor(self._listening.stopListening)
@@ -166,13 +177,19 @@ def example_channels(
             channel,
             source=replace(channel.source, listen="tcp:0:interface=127.0.0.1"),
             destinations=tuple(
-                replace(d, settings=loopback_redirect(d), retry=retry,
-                        status=replace(d.status, poll_every_s=poll_every_s))
+                replace(
+                    d,
+                    settings=loopback_redirect(d),
+                    retry=retry,
+                    status=replace(d.status, poll_every_s=poll_every_s),
+                )
                 for d in channel.destinations
             ),
             status_reports=replace(
-                channel.status_reports, to=f"tcp:host=127.0.0.1:port={hospital_port}",
-                connect_timeout_s=1.0, ack_timeout_s=2.0,
+                channel.status_reports,
+                to=f"tcp:host=127.0.0.1:port={hospital_port}",
+                connect_timeout_s=1.0,
+                ack_timeout_s=2.0,
             ),
         )
         for channel in loaded
@@ -185,8 +202,9 @@ class RunningEngine:
     authorised against the sandbox, conneQt's access code exchanged, the sandboxes' webhook
     URLs pointed at the engine when it serves webhooks."""
 
-    def __init__(self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel],
-                 **options: Any) -> None:
+    def __init__(
+        self, reactor, sandboxes: Sandboxes, store: Store, channels: list[Channel], **options: Any
+    ) -> None:
         self.store = store
         self.channels = {c.name: c for c in channels}
         self.engine = build_engine(reactor, channels, store, **options)
@@ -213,14 +231,19 @@ class RunningEngine:
 
     def states(self, control_id: str) -> list[str]:
         """The delivery states the message's timeline went through, in order."""
-        return [event.state for event in on_reactor(self.store.timeline, control_id)
-                if event.delivery_id is not None]
+        return [
+            event.state
+            for event in on_reactor(self.store.timeline, control_id)
+            if event.delivery_id is not None
+        ]
 
     def wait_state(self, control_id: str, *states: str, timeout: float = 10.0) -> Delivery:
         """Wait until the message's (only) delivery is in one of ``states``."""
+
         def reached() -> Delivery | None:
             found = self.deliveries(control_id)
             return found[0] if len(found) == 1 and found[0].state in states else None
+
         return wait_for(reached, timeout, f"delivery of {control_id} in {states}")
 
     def stop(self) -> None:
@@ -228,6 +251,7 @@ class RunningEngine:
 
 
 # Fixtures, imported by the test modules that use them.
+
 
 @pytest.fixture(scope="module")
 def sandboxes(reactor) -> Iterator[Sandboxes]:
