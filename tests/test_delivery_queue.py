@@ -11,7 +11,7 @@ import logging
 import os
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT
 from tests.conftest import on_reactor
+from tests.support.waiting import wait_for
 
 PDF = "JVBERi0xLjQKc2FuZGJveA=="
 FAST_RETRY = Retry(max_attempts=20, initial_delay_s=0.05, max_delay_s=0.2, factor=2, jitter=0, max_age_s=60)
@@ -119,16 +120,6 @@ class Transitions:
 
     def events(self, delivery_id: int | None = None) -> list[str]:
         return [t.event for t in self.seen if delivery_id in (None, t.delivery_id)]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_up
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
+from tests.support.waiting import wait_for
 from tests.test_status_reporter import (
     FAST,
     ORU,
@@ -26,7 +27,6 @@ from tests.test_status_reporter import (
     channel_file,
     receive,
     temporary_store,
-    wait_until,
 )
 
 SECRET = ("medallies", "sandbox-inbound-secret")
@@ -177,7 +177,7 @@ def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     sandbox.dsn_url = url + "/dsn"
     message_id = "urn:uuid:dsn-1"
     assert send_direct_message(sandbox, message_id).status_code == 200
-    wait_until(lambda: len(tracker.updates) >= 2)
+    wait_for(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [
         (message_id, "pending"),
         (message_id, "delivered"),

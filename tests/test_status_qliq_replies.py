@@ -30,7 +30,8 @@ from engine.status.qliq_replies import (
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
-from tests.test_status_reporter import FAST, Hospital, channel_file, receive, temporary_store, wait_until
+from tests.support.waiting import wait_for
+from tests.test_status_reporter import FAST, Hospital, channel_file, receive, temporary_store
 
 MDM = (
     b"MSH|^~\\&|EHR|HOSP|COURIER|HOSP|20240131120000+0000||MDM^T02^MDM_T02|DOC0042|P|2.5.1\r"
@@ -147,7 +148,7 @@ def test_reply_with_attachment_reaches_the_hospital_as_mdm_t02(courier, store, s
     assert ed.value(5, component=3) == "PDF" and ed.value(5, component=4) == "Base64"
     assert base64.b64decode(ed.value(5, component=5)) == PDF
     assert message.get("ZIN-3") == sent["conversation_id"]
-    wait_until(lambda: sandbox.replies[entry["message_id"]]["status"] == "read")
+    wait_for(lambda: sandbox.replies[entry["message_id"]]["status"] == "read")
 
 
 def test_a_repeated_post_is_filed_once(courier, store, sandbox):

@@ -27,6 +27,7 @@ from engine.status.reporter import Backoff, NotAcknowledged, StatusReporter, che
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.tls import TLSSettings, wrap_server_factory
 from tests.conftest import on_reactor
+from tests.support.waiting import wait_for
 
 CHANNELS = Path(__file__).resolve().parent.parent / "channels"
 ORU = (
@@ -105,13 +106,6 @@ def free_port(reactor) -> int:
     hospital = Hospital(reactor).up()
     hospital.down()
     return hospital.port
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def test_statuses_arrive_in_order_with_msa2_and_zds(store, reactor):
         }
         assert got[0].get("ZDS-2") == "20240131142501+0000"
         assert "HTTP 400" in got[3].get("ERR-8")
-        wait_until(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600) is None)
+        wait_for(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600) is None)
         assert hospital.nothing_more()
     finally:
         on_reactor(reporter.stop)
@@ -227,7 +221,7 @@ def test_retries_while_the_hospital_is_down_and_sends_each_once(store, reactor):
     try:
         for n, (event, state) in enumerate(EVENTS[:3]):
             on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
-        wait_until(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600).attempts >= 2)
+        wait_for(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600).attempts >= 2)
         hospital.up()
         assert [hospital.next().get("ZDS-1") for _ in range(3)] == ["accepted", "delivered", "read"]
         assert hospital.nothing_more(wait=1.0)
@@ -282,7 +276,7 @@ def test_an_ack_for_another_message_is_not_taken_as_delivery(store, reactor):
     reporter = start_reporter(store, reactor, channel)
     try:
         on_reactor(reporter.on_transition, transition(channel, message_id, "delivered", "DELIVERED"))
-        wait_until(lambda: receiver.frames >= 2)
+        wait_for(lambda: receiver.frames >= 2)
         item = on_reactor(store.outbox_next, channel.name, time.time() + 3600)
         assert item is not None and item.attempts >= 1
     finally:

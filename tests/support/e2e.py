@@ -10,8 +10,7 @@ retries and status polls are a few tens of milliseconds apart.
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
 from tests.support.subprocess_engine import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = ROOT / "channels"
@@ -56,17 +56,6 @@ MANUAL_STATUSES = {
         }
     },
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def sample(name: str) -> bytes:
