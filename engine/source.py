@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,10 +78,16 @@ TOO_LARGE = AckError(207, "Message exceeds the listener's maximum size and was r
 
 
 class ControlIds:
-    """Fresh MSH-10 values for the messages we send: unique, short (≤ 20 characters)."""
+    """Fresh MSH-10 values for the messages we send: unique, short (≤ 20 characters).
+
+    Several generators run at once (each channel's ACKs, the status reporter, inbound
+    documents) and all may talk to the same hospital, whose engine may drop a repeated MSH-10
+    as a duplicate. So each generator's prefix is its start time *and* a random part: two
+    generators never share a sequence, not even when started in the same second.
+    """
 
     def __init__(self, prefix: str | None = None) -> None:
-        self._prefix = prefix or format(int(time.time()), "x")
+        self._prefix = (prefix or format(int(time.time()), "x")) + secrets.token_hex(2)
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:

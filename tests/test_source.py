@@ -252,3 +252,12 @@ def test_a_sender_that_lies_about_its_charset_is_stored_as_received_with_a_warni
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("LIAR1" in w and "utf" in w.lower() for w in warnings)
     assert not any("MÜLLER" in w or "MLLER" in w for w in warnings), "no PHI in the log"
+
+
+def test_control_id_generators_started_together_never_repeat_each_other() -> None:
+    from engine.source import ControlIds
+
+    generators = [ControlIds() for _ in range(20)]  # channels, reporter, inbound, all at once
+    ids = [generate() for generate in generators for _ in range(50)]
+    assert len(set(ids)) == len(ids)
+    assert max(len(i) for i in ids) <= 20, "MSH-10 is at most 20 characters before v2.7"
