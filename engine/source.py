@@ -215,19 +215,20 @@ class Source:
         return _Answer(ERROR, STORE_FAILED, committed=False)
 
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
-        """Never ACK an ACK (two engines would loop); keep it for the audit trail."""
-        log.info(
-            "channel %s: %s: received an ACK (%s); recorded, not answered",
-            self.channel,
-            peer,
-            message.control_id,
-        )
+        """Keep an inbound ACK for the audit trail, and never answer it (two engines would
+        loop) unless its MSH-15 asks for a commit ACK, as a status message in enhanced mode does."""
+        log.info("channel %s: %s: received an ACK (%s); recorded", self.channel, peer, message.control_id)
         d = self.store.receive(self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED")))
-        d.addErrback(
-            lambda f: log.error("channel %s: could not record an ACK: %s", self.channel, f.getErrorMessage())
+        d.addCallbacks(
+            lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
         )
-        d.addCallback(lambda _: Reply(None))
+        d.addCallback(lambda answer: Reply(self._answer_ack(message, answer), answer.committed))
         return d
+
+    def _answer_ack(self, message: Message, answer: _Answer) -> bytes | None:
+        if not message.accept_ack_type or not self._enhanced(message):
+            return None
+        return self._answer(message, answer)
 
     def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
         """Check every message of a batch, store the accepted ones in one transaction, and

@@ -261,3 +261,21 @@ def test_control_id_generators_started_together_never_repeat_each_other() -> Non
     ids = [generate() for generate in generators for _ in range(50)]
     assert len(set(ids)) == len(ids)
     assert max(len(i) for i in ids) <= 20, "MSH-10 is at most 20 characters before v2.7"
+
+
+def test_an_ack_asking_for_a_commit_ack_gets_one_after_it_is_recorded(engine, tmp_path) -> None:
+    port, _ = engine()
+    status = (
+        b"MSH|^~\\&|QLIQ|WARDS|LAB|CITYHOSP|20260101||ACK^R01^ACK|S1|P|2.5|||AL|NE\rMSA|AA|X1\rZDS|read\r"
+    )
+    only_msh16 = b"MSH|^~\\&|QLIQ|WARDS|LAB|CITYHOSP|20260101||ACK^R01^ACK|S2|P|2.5||||AL\rMSA|AA|X2\r"
+    with BlockingClient(port) as client:
+        reply = ack(client.request(status))
+        assert (reply.segment("MSA").value(1), reply.segment("MSA").value(2)) == ("CA", "S1")
+        client.send(only_msh16)  # MSH-15 empty: nobody asked for a commit ACK, so none comes
+        assert ack(client.request(oru("AFTER"))).segment("MSA").value(2) == "AFTER"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id, state FROM messages ORDER BY id") == [
+        ("S1", "ACK_RECEIVED"),
+        ("S2", "ACK_RECEIVED"),
+        ("AFTER", "RECEIVED"),
+    ]
