@@ -148,6 +148,7 @@ def build_source(
         force_charset=channel.source.force_charset,
         ack_mode=channel.ack.mode,
         reject_duplicates=channel.ack.duplicates == "reject",
+        duplicate_window_s=channel.ack.duplicate_window_s,
         on_queued=on_queued,
     )
 

@@ -108,6 +108,7 @@ class Source:
         force_charset: bool = False,
         ack_mode: AckMode = "auto",
         reject_duplicates: bool = False,
+        duplicate_window_s: float | None = None,
         control_ids: Callable[[], str] | None = None,
         on_queued: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
@@ -119,6 +120,7 @@ class Source:
         self.force_charset = force_charset
         self.ack_mode = ack_mode
         self.reject_duplicates = reject_duplicates
+        self.duplicate_window_s = duplicate_window_s
         self.control_ids = control_ids or ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
@@ -304,6 +306,7 @@ class Source:
             ack_code=("C" if self._enhanced(message) else "A") + ACCEPT,
             application_ack=message.application_ack_type,
             destinations=accepted.destinations if accepted.state == "RECEIVED" else (),
+            duplicate_window_s=self.duplicate_window_s,
         )
 
     def _enhanced(self, message: Message) -> bool:

@@ -279,3 +279,12 @@ def test_an_ack_asking_for_a_commit_ack_gets_one_after_it_is_recorded(engine, tm
         ("S2", "ACK_RECEIVED"),
         ("AFTER", "RECEIVED"),
     ]
+
+
+def test_a_resend_after_the_channels_duplicate_window_is_new_work(engine, tmp_path) -> None:
+    port, _ = engine(duplicate_window_s=0.0)
+    with BlockingClient(port) as client:
+        for _ in range(2):
+            assert ack(client.request(oru("LATE1"))).segment("MSA").value(1) == "AA"
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*), max(duplicates) FROM messages") == [(2, 0)]
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM deliveries") == [(4,)]

@@ -48,6 +48,8 @@ class Incoming:
     ack_code: str = "AA"
     application_ack: str = ""
     destinations: tuple[str, ...] = ()
+    duplicate_window_s: float | None = None
+    """The channel's duplicate window; None means the store's default."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -293,7 +293,7 @@ class Database:
                 m.sending_application,
                 m.sending_facility,
                 m.control_id,
-                m.received_at - self._window,
+                m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s),
             ),
         ).fetchall()
         for message_id, body_sha256, ack_code in same_control_id:
