@@ -43,13 +43,13 @@ def mapping_context(channel: str, destination: str) -> dict[str, str]:
     return {"channel": channel, "destination": destination}
 
 
-def source_location(mapping: Mapping, message: Message, key: str) -> Path | None:
+def source_location(mapping: Mapping, message: Message, key: str, context: dict[str, str]) -> Path | None:
     """The HL7 field a payload key was read from, for ERR-2 of a vendor pre-flight refusal.
 
     Explaining the mapping costs a second run, so it is done only for a refused message.
     None when the key came from a template, a constant or the context.
     """
-    for trace in mapping.explain(message):
+    for trace in mapping.explain(message, context=context):
         if trace.key == key:
             try:
                 return Path.parse(trace.source)
@@ -92,7 +92,8 @@ class Screen:
             problems = route.destination.validate(payload)
             if problems:
                 problem = problems[0]
-                location = source_location(route.mapping, message, problem.key)
+                context = mapping_context(self.channel.name, route.name)
+                location = source_location(route.mapping, message, problem.key, context)
                 raise Refused(AckError(problem.code, f"{route.name}: {problem.text}", location))
             names.append(route.name)
         if not names:
