@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from engine.errors import MessageError
 from engine.message import Message
-from engine.message.ack import ACCEPT, build_ack, commit_ack_wanted, is_enhanced_mode
+from engine.message.ack import ACCEPT, ack_wanted, build_ack, is_enhanced_mode
 from engine.mllp.server import Reply
 from engine.source import ControlIds
 
@@ -35,9 +35,7 @@ class AcknowledgingReceiver:
             return defer.succeed(Reply(None, committed=False))
         self.on_message(message)
         enhanced = is_enhanced_mode(message)
-        if (message.message_type == "ACK" and not enhanced) or (
-            enhanced and not commit_ack_wanted(message, ACCEPT)
-        ):
+        if not ack_wanted(message, ACCEPT, enhanced=enhanced):
             return defer.succeed(Reply(None))
         ack = build_ack(
             message,

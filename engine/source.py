@@ -31,10 +31,10 @@ from engine.message.ack import (
     ERROR,
     REJECT,
     AckError,
+    ack_wanted,
     build_ack,
     build_batch_ack,
     build_unreadable_nak,
-    commit_ack_wanted,
     is_enhanced_mode,
 )
 from engine.message.batch import Batch, split_batch
@@ -224,13 +224,8 @@ class Source:
         d.addCallbacks(
             lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
         )
-        d.addCallback(lambda answer: Reply(self._answer_ack(message, answer), answer.committed))
+        d.addCallback(lambda answer: Reply(self._answer(message, answer), answer.committed))
         return d
-
-    def _answer_ack(self, message: Message, answer: _Answer) -> bytes | None:
-        if not message.accept_ack_type or not self._enhanced(message):
-            return None
-        return self._answer(message, answer)
 
     def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
         """Check every message of a batch, store the accepted ones in one transaction, and
@@ -316,7 +311,7 @@ class Source:
 
     def _answer(self, message: Message, answer: _Answer, *, force: bool = False) -> bytes | None:
         enhanced = self._enhanced(message)
-        if enhanced and not force and not commit_ack_wanted(message, answer.outcome):
+        if not force and not ack_wanted(message, answer.outcome, enhanced=enhanced):
             return None
         if answer.code is not None:
             enhanced = answer.code.startswith("C")

@@ -272,3 +272,18 @@ def test_batch_ack_answers_a_bhs_batch_with_bhs_and_bts():
     batch = split_batch(b"BHS|^~\\&|LAB||||||||B-5\rMSH|^~\\&|LAB||||||ORU^R01|M1|P|2.5\rBTS|1\r")
     data = build_batch_ack(batch, [], control_id="BA-2", timestamp=WHEN)
     assert data == b"BHS|^~\\&|||LAB||20240131142501+0100||||BA-2|B-5\rBTS|0\r"
+
+
+def test_ack_wanted_answers_an_ack_only_when_its_msh15_asks() -> None:
+    from engine.message import ACCEPT, REJECT, Message, ack_wanted
+
+    def msg(kind: str, msh15: str = "", msh16: str = "") -> Message:
+        return Message.parse(f"MSH|^~\\&|A|B|C|D|20260101||{kind}|1|P|2.5|||{msh15}|{msh16}\r".encode())
+
+    assert ack_wanted(msg("ORU^R01"), ACCEPT, enhanced=False)
+    assert not ack_wanted(msg("ACK^R01^ACK"), ACCEPT, enhanced=False)
+    assert not ack_wanted(msg("ACK^R01^ACK", "", "AL"), ACCEPT, enhanced=True), "MSH-16 alone asks nothing"
+    assert ack_wanted(msg("ACK^R01^ACK", "AL", "NE"), ACCEPT, enhanced=True)
+    assert not ack_wanted(msg("ACK^R01^ACK", "AL", "NE"), ACCEPT, enhanced=False), "forced original mode"
+    assert not ack_wanted(msg("ORU^R01", "ER", "AL"), ACCEPT, enhanced=True)
+    assert ack_wanted(msg("ORU^R01", "ER", "AL"), REJECT, enhanced=True)

@@ -79,6 +79,18 @@ def commit_ack_wanted(message: Message, outcome: str) -> bool:
     return True
 
 
+def ack_wanted(message: Message, outcome: str, *, enhanced: bool) -> bool:
+    """Whether to answer ``message`` at all: the one rule every receiver here follows.
+
+    An inbound ACK is answered only when its MSH-15 explicitly asks for a commit ACK (as a
+    status message in enhanced mode does): answering any other ACK makes two engines loop.
+    Anything else gets its ACK in original mode, and in enhanced mode as MSH-15 asks.
+    """
+    if message.message_type == "ACK":
+        return enhanced and bool(message.accept_ack_type.strip()) and commit_ack_wanted(message, outcome)
+    return not enhanced or commit_ack_wanted(message, outcome)
+
+
 def build_ack(
     message: Message,
     outcome: str,
