@@ -7,7 +7,9 @@ one connection ping-pong and 8 connections, a ~2 KB ORU^R01 (10 OBX) and a ~200 
 (base64 PDF in OBX ED). Every ACK's MSA-2 is checked against the message's MSH-10.
 Courier runs as ``courier run`` with a benchmark channel (filter, mapping dry-run and a real
 SQLite store) at ``durability=full`` and ``normal``, with its delivery queue held so only the
-receiving path is measured. On a shared machine the figures move by 10-20 % from run to run:
+receiving path is measured. Between them runs a second baseline, the Twisted floor
+(``floor_server.py``): Twisted, one writer thread and a SQLite commit before a fixed ACK,
+and nothing else, which is the least any engine built under Courier's rules can do. On a shared machine the figures move by 10-20 % from run to run:
 ``--repeat`` runs everything N times (servers restarted each time) and prints the medians.
 """
 
@@ -91,6 +93,12 @@ def start_ceiling(port: int) -> subprocess.Popen:
     )
 
 
+def start_floor(port: int, durability: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "floor_server.py"), str(port), durability], stdout=subprocess.DEVNULL
+    )
+
+
 def start_courier(port: int, workdir: Path, durability: str) -> subprocess.Popen:
     (workdir / "bench.toml").write_text(CHANNEL.format(port=port))
     (workdir / "bench_kpn.toml").write_text(MAPPING)
@@ -159,7 +167,7 @@ SCENARIOS = [
     ("8 conns, 2 KB", small_oru, 8, 600),
     ("1 conn, 200 KB", large_oru, 1, 300),
 ]
-SERVERS = ["ceiling", "courier full", "courier normal"]
+SERVERS = ["ceiling", "floor full", "floor normal", "courier full", "courier normal"]
 
 
 def main() -> int:
@@ -181,14 +189,20 @@ def main() -> int:
 def run_server(server: str, workdir: Path, scale: float) -> dict[tuple[str, str], Figures]:
     """Start one server, drive every scenario against it, stop it."""
     port = free_port()
-    process = start_ceiling(port) if server == "ceiling" else start_courier(port, workdir, server.split()[1])
+    kind, _, durability = server.partition(" ")
+    if kind == "ceiling":
+        process = start_ceiling(port)
+    elif kind == "floor":
+        process = start_floor(port, durability)
+    else:
+        process = start_courier(port, workdir, durability)
     results = {}
     try:
         wait_for_port(port, process)
         for name, make, connections, per_connection in SCENARIOS:
             count = max(30, int(per_connection * scale))
             results[(server, name)] = asyncio.run(
-                drive(port, make, connections, count, check_msa2=server != "ceiling")
+                drive(port, make, connections, count, check_msa2=kind == "courier")
             )
     finally:
         process.terminate()
@@ -207,13 +221,19 @@ def median(runs: list[Figures]) -> Figures:
 
 
 def print_table(results: dict[tuple[str, str], Figures], repeat: int = 1) -> None:
-    print(f"\n{'scenario':16} {'server':16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of ceiling':>11}")
+    print(
+        f"\n{'scenario':16} {'server':16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'of ceiling':>11} {'of floor':>9}"
+    )
     for name, *_ in SCENARIOS:
         ceiling = results[("ceiling", name)].rate
         for server in SERVERS:
             f = results[(server, name)]
-            share = f.rate / ceiling
-            print(f"{name:16} {server:16} {f.rate:9.0f} {f.p50_ms:8.3f} {f.p99_ms:8.3f} {share:10.0%}")
+            line = f"{name:16} {server:16} {f.rate:9.0f} {f.p50_ms:8.3f} {f.p99_ms:8.3f} {f.rate / ceiling:10.0%}"
+            if server.startswith("courier"):
+                floor = results[("floor " + server.split()[1], name)].rate
+                line += f" {f.rate / floor:8.0%}"
+            print(line)
     if repeat > 1:
         print(f"\nMedians of {repeat} runs; 'of ceiling' compares the median rates.")
     print("\nEvery Courier ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
