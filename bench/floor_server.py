@@ -1,4 +1,4 @@
-"""The benchmark's Twisted floor: the least any engine built like Courier can do per message.
+"""The benchmark's Twisted floor: the best any engine built under Courier's rules can reach.
 
 Courier must listen with Twisted, must commit every message before its ACK, and must never
 let the reactor thread wait on disk. This server does exactly that and nothing more: it

@@ -124,6 +124,8 @@ class Source:
         self.control_ids = control_ids or ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
+        self._second = -1
+        self._second_as_time = datetime.fromtimestamp(0, UTC)
 
     # FrameHandler
 
@@ -328,7 +330,12 @@ class Source:
         return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=NOT_HL7)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC).astimezone()
+        """The ACK time (HL7 DTM to the second): converted to local time once a second."""
+        second = int(self.clock.seconds())
+        if second != self._second:
+            self._second = second
+            self._second_as_time = datetime.fromtimestamp(second, UTC).astimezone()
+        return self._second_as_time
 
 
 @dataclass

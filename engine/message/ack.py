@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from engine.message.batch import Batch
 from engine.message.delimiters import DEFAULT_DELIMITERS, Delimiters
@@ -113,8 +114,55 @@ def build_ack(
         errors = (AckError(207, ERROR_CODES[207]),)
     d = message.delimiters
     msh = message.msh
-    version = _version(message.version)
-    message_type = ["ACK", escape(message.trigger_event, d)]
+    if processing_id is not None:
+        processing_id = escape(processing_id, d)
+    sender = (msh.field(3), msh.field(4), msh.field(5), msh.field(6))
+    received = (msh.field(11) if processing_id is None else processing_id, msh.field(12), msh.field(18))
+    code = ("C" if enhanced else "A") + outcome
+    shape = _ack_shape(
+        d, message.charset, sender, received, message.trigger_event, message.version, code, tuple(errors)
+    )
+    return shape.fill(_dtm(timestamp), escape(control_id, d), msh.field(10))
+
+
+# Where MSH-7, MSH-10 and MSA-2 go in an ACK's shape. A CR cannot occur inside a segment, so
+# these can never be mistaken for text copied from the received message.
+_TIME, _OURS, _THEIRS = "\r7\r", "\r10\r", "\rMSA-2\r"
+
+
+@dataclass(frozen=True)
+class _AckShape:
+    """An ACK with its three per-message values left out: text around them, and the charset."""
+
+    parts: tuple[str, str, str, str]
+    charset: str
+
+    def fill(self, timestamp: str, control_id: str, original_control_id: str) -> bytes:
+        a, b, c, rest = self.parts
+        text = "".join((a, timestamp, b, control_id, c, original_control_id, rest))
+        return text.encode(self.charset, errors="replace")
+
+
+@lru_cache(maxsize=256)
+def _ack_shape(
+    d: Delimiters,
+    charset: str,
+    sender: tuple[str, str, str, str],
+    received: tuple[str, str, str],
+    trigger_event: str,
+    version_id: str,
+    code: str,
+    errors: tuple[AckError, ...],
+) -> _AckShape:
+    """Everything of an ACK but its time and the two control IDs.
+
+    A sender's ACKs differ only in those three values, so the rest is built once per sender
+    and outcome, not for every message (building it costs more than storing a message's row).
+    """
+    application, facility, receiving_application, receiving_facility = sender
+    processing_id, version_field, charsets = received
+    version = _version(version_id)
+    message_type = ["ACK", escape(trigger_event, d)]
     if version >= (2, 3, 1):  # MSH-9.3 message structure exists from v2.3.1
         message_type.append("ACK")
     header = _segment(
@@ -122,21 +170,23 @@ def build_ack(
         d,
         {
             2: d.encoding_characters,
-            3: msh.field(5),
-            4: msh.field(6),
-            5: msh.field(3),
-            6: msh.field(4),
-            7: _dtm(timestamp),
+            3: receiving_application,
+            4: receiving_facility,
+            5: application,
+            6: facility,
+            7: _TIME,
             9: d.component.join(message_type),
-            10: escape(control_id, d),
-            11: msh.field(11) if processing_id is None else escape(processing_id, d),
-            12: msh.field(12),
-            18: msh.field(18),
+            10: _OURS,
+            11: processing_id,
+            12: version_field,
+            18: charsets,
         },
     )
-    code = ("C" if enhanced else "A") + outcome
-    segments = [header, *_msa_and_err(d, version, code, msh.field(10), errors)]
-    return _encode(segments, message.charset)
+    text = "".join(segment + "\r" for segment in [header, *_msa_and_err(d, version, code, _THEIRS, errors)])
+    a, rest = text.split(_TIME)
+    b, rest = rest.split(_OURS)
+    c, rest = rest.split(_THEIRS)
+    return _AckShape((a, b, c, rest), charset)
 
 
 def build_unreadable_nak(*, control_id: str, timestamp: datetime, error: AckError) -> bytes:
@@ -259,6 +309,7 @@ def _version(text: str) -> tuple[int, ...]:
         return (2, 5)
 
 
+@lru_cache(maxsize=8)
 def _dtm(timestamp: datetime) -> str:
     """HL7 DTM with its UTC offset, e.g. ``20240131142501+0100``."""
     if timestamp.utcoffset() is None:
