@@ -140,10 +140,12 @@ class Source:
             return defer.succeed(Reply(self._unreadable(), committed=False))
         if message.message_type == "ACK":
             return self._record_ack(message, payload, peer)
-        d = self._screen(message)
-        d.addCallback(self._store, message, payload, peer)
-        d.addCallback(lambda answer: Reply(self._answer(message, answer), answer.committed))
-        return d
+        verdict = self._screen(message)
+        if isinstance(verdict, defer.Deferred):
+            d = verdict.addCallback(self._store, message, payload, peer)
+        else:
+            d = self._store(verdict, message, payload, peer)
+        return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
         try:
@@ -166,10 +168,16 @@ class Source:
             )
         return message
 
-    def _screen(self, message: Message) -> defer.Deferred[Accepted | _Answer]:
-        d = defer.maybeDeferred(self.check, message)
-        d.addErrback(self._refused, message)
-        return d
+    def _screen(self, message: Message) -> Accepted | _Answer | defer.Deferred[Accepted | _Answer]:
+        """The check's verdict, or the refusal to answer with. At once, unless the check has
+        work to do off the reactor thread (hl7apy validation): then a Deferred."""
+        try:
+            verdict = self.check(message)
+        except Exception:
+            return self._refused(Failure(), message)
+        if isinstance(verdict, defer.Deferred):
+            return verdict.addErrback(self._refused, message)
+        return verdict
 
     def _refused(self, failure: Failure, message: Message) -> _Answer:
         if failure.check(Refused):
@@ -193,14 +201,13 @@ class Source:
 
     def _store(
         self, verdict: Accepted | _Answer, message: Message, payload: bytes, peer: str
-    ) -> defer.Deferred[_Answer] | _Answer:
+    ) -> defer.Deferred[_Answer]:
         if isinstance(verdict, _Answer):
-            return verdict
+            return defer.succeed(verdict)
         d = self.store.receive(self._incoming(message, payload, peer, verdict))
-        d.addCallbacks(
+        return d.addCallbacks(
             self._stored, self._store_failed, callbackArgs=(verdict.destinations,), errbackArgs=(message,)
         )
-        return d
 
     def _stored(self, receipt: Receipt, destinations: tuple[str, ...]) -> _Answer:
         if receipt.duplicate and self.reject_duplicates:
@@ -226,14 +233,15 @@ class Source:
         d.addCallbacks(
             lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
         )
-        d.addCallback(lambda answer: Reply(self._answer(message, answer), answer.committed))
-        return d
+        return d.addCallback(self._reply, message)
 
     def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
         """Check every message of a batch, store the accepted ones in one transaction, and
         answer with an acknowledgement batch holding one ACK per message, in order."""
         items = [_BatchItem(raw, self._parse_or_none(raw)) for raw in batch.messages]
-        screened = [self._screen(item.message) for item in items if item.message is not None]
+        screened = [
+            defer.maybeDeferred(self._screen, item.message) for item in items if item.message is not None
+        ]
         d = defer.gatherResults(screened, consumeErrors=True)
         d.addCallback(self._store_batch, items, peer)
         d.addCallback(
@@ -281,6 +289,9 @@ class Source:
             return False
 
         return d.addCallbacks(stored, failed)
+
+    def _reply(self, answer: _Answer, message: Message) -> Reply:
+        return Reply(self._answer(message, answer), answer.committed)
 
     def _batch_ack(self, item: _BatchItem) -> bytes:
         if item.message is None:
