@@ -68,6 +68,17 @@ class Figures:
     p50_ms: float
     p99_ms: float
     count: int
+    cpu_us: float | None = None
+    """CPU time the server spent per message, all its threads together (None without /proc)."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time so far of a process's threads, to the nanosecond (Linux /proc schedstat)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 def free_port() -> int:
@@ -147,20 +158,25 @@ def batches(make, prefix: str, connections: int, per_connection: int) -> list[li
     ]
 
 
-async def drive(port: int, make, connections: int, per_connection: int, check_msa2: bool) -> Figures:
+async def drive(
+    port: int, pid: int, make, connections: int, per_connection: int, check_msa2: bool
+) -> Figures:
     warmup = batches(make, "W", connections, max(20, per_connection // 20))
     await asyncio.gather(*(one_connection(port, b, [], check_msa2) for b in warmup))
     work = batches(make, "M", connections, per_connection)
     latencies: list[float] = []
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     await asyncio.gather(*(one_connection(port, b, latencies, check_msa2) for b in work))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(pid)
     latencies.sort()
     return Figures(
         rate=len(latencies) / elapsed,
         p50_ms=statistics.median(latencies) * 1000,
         p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
         count=len(latencies),
+        cpu_us=None if cpu_before is None else (cpu_after - cpu_before) / len(latencies) * 1e6,
     )
 
 
@@ -204,7 +220,7 @@ def run_server(server: str, workdir: Path, scale: float) -> dict[tuple[str, str]
         for name, make, connections, per_connection in SCENARIOS:
             count = max(30, int(per_connection * scale))
             results[(server, name)] = asyncio.run(
-                drive(port, make, connections, count, check_msa2=kind == "courier")
+                drive(port, process.pid, make, connections, count, check_msa2=kind == "courier")
             )
     finally:
         process.terminate()
@@ -214,32 +230,38 @@ def run_server(server: str, workdir: Path, scale: float) -> dict[tuple[str, str]
 
 def median(runs: list[Figures]) -> Figures:
     """Each figure's median over the runs (rates and latencies each taken on their own)."""
+    cpu = [f.cpu_us for f in runs if f.cpu_us is not None]
     return Figures(
         rate=statistics.median(f.rate for f in runs),
         p50_ms=statistics.median(f.p50_ms for f in runs),
         p99_ms=statistics.median(f.p99_ms for f in runs),
         count=sum(f.count for f in runs),
+        cpu_us=statistics.median(cpu) if cpu else None,
     )
 
 
 def print_table(results: dict[tuple[str, str], Figures], repeat: int = 1) -> None:
     print(
         f"\n{'scenario':16} {'server':16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'of ceiling':>11} {'of floor':>9}"
+        f" {'CPU µs/msg':>11} {'of ceiling':>11} {'of floor':>9}"
     )
     for name, *_ in SCENARIOS:
         ceiling = results[("ceiling", name)].rate
         for server in SERVERS:
             f = results[(server, name)]
+            cpu = "-" if f.cpu_us is None else f"{f.cpu_us:.0f}"
             share = f.rate / ceiling
-            line = f"{name:16} {server:16} {f.rate:9.0f} {f.p50_ms:8.3f} {f.p99_ms:8.3f} {share:10.0%}"
+            line = (
+                f"{name:16} {server:16} {f.rate:9.0f} {f.p50_ms:8.3f} {f.p99_ms:8.3f} {cpu:>11} {share:10.0%}"
+            )
             if server.startswith("courier"):
                 floor = results[("floor " + server.split()[1], name)].rate
                 line += f" {f.rate / floor:8.0%}"
             print(line)
     if repeat > 1:
         print(f"\nMedians of {repeat} runs; 'of ceiling' compares the median rates.")
-    print("\nEvery Courier ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
+    print("\nCPU µs/msg: the server process's CPU time (every thread) per message, from /proc.")
+    print("Every Courier ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
 
 
 if __name__ == "__main__":
