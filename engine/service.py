@@ -216,7 +216,8 @@ class Engine:
     tokens: StoredTokens
     webhooks: ListenerService | None = None
     webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
-    webhook_tls: TLSSettings | None = None
+    webhook_scheme: str = "http"
+    """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
 
     def start(self) -> defer.Deferred[None]:
         """Load the stored tokens (exchanging conneQt access codes where none is stored), then
@@ -282,9 +283,11 @@ def build_engine(
     for poller in pollers:
         Running(poller).setServiceParent(service)
     served = None
+    scheme = "http"
     if webhook_endpoint is not None:
+        scheme = "https" if webhook_tls is not None or webhook_endpoint.startswith("ssl:") else "http"
         served = ListenerService(
             "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls)
         )
         served.setServiceParent(service)
-    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, webhook_tls)
+    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme)

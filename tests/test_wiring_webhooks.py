@@ -220,3 +220,22 @@ def test_webhooks_over_tls(reactor, tmp_path, sandboxes, hospital):
     finally:
         on_reactor(running.stop)
         on_reactor(store.close)
+
+
+def test_sandboxes_are_pointed_at_https_when_the_webhook_endpoint_is_ssl(
+    reactor, tmp_path, sandboxes, hospital
+):
+    certs = make_certificates(tmp_path / "certs")
+    channel = example_channel("ris_oru_to_medallies.toml", sandboxes, hospital, webhook_secret="hook-secret")
+    store = open_store(reactor, tmp_path / "ssl.sqlite3", durability="normal")
+    endpoint = f"ssl:0:interface=127.0.0.1:privateKey={certs.server_key}:certKey={certs.server_cert}"
+    running = build_engine(reactor, [channel], store, hold_deliveries=True, webhook_endpoint=endpoint)
+    on_reactor(running.start)
+    try:
+        point_sandboxes_at_webhooks(sandboxes, running)
+        assert sandboxes.medallies.dsn_url == (
+            f"https://127.0.0.1:{running.webhook_port()}/medallies/ris-oru-to-medallies/referrers-direct/dsn"
+        )
+    finally:
+        on_reactor(running.stop)
+        on_reactor(store.close)

@@ -161,8 +161,7 @@ def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
     from engine.status.medallies_inbound import DSNResource, InboundResource
     from engine.status.qliq_replies import ReplyWebhook
 
-    scheme = "https" if engine.webhook_tls is not None else "http"
-    base = f"{scheme}://127.0.0.1:{engine.webhook_port()}"
+    base = f"{engine.webhook_scheme}://127.0.0.1:{engine.webhook_port()}"
     targets = {
         ReplyWebhook: (sandboxes.qliq, "reply_url"),
         DSNResource: (sandboxes.medallies, "dsn_url"),
