@@ -21,6 +21,7 @@ COMMANDS = {
     "sandbox": "run the four vendor sandboxes on loopback",
     "deliveries": "list, show, requeue or cancel deliveries",
     "status": "the full timeline of one message across destinations",
+    "outbox": "list, show or skip the HL7 messages waiting to go back to the hospital",
     "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
     "conneqt": "conneQt: exchange a new access code for an AccessToken",
     "qliq": "Qliq: generate and upload the reply-encryption key pair",

@@ -1,4 +1,4 @@
-"""``courier messages`` and ``courier deliveries`` on a real store file, as an operator runs them."""
+"""``courier messages``, ``deliveries`` and ``outbox`` on a real store file, as an operator runs them."""
 
 from __future__ import annotations
 
@@ -69,3 +69,24 @@ def test_deliveries_list_show_cancel_requeue(store) -> None:
     assert "CANCELLED" in courier(store, "deliveries", "list", "--state", "CANCELLED").stdout
     assert "requeued 1 deliveries" in courier(store, "deliveries", "requeue", "--state", "CANCELLED").stdout
     assert courier(store, "deliveries", "requeue").returncode == 2, "no filter: refuse to touch everything"
+
+
+def test_outbox_list_show_and_skip(store) -> None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        first = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW, "S1")
+        db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW, "S2")
+    db.close()
+
+    listing = courier(store, "outbox", "list", "--channel", "lab")
+    assert listing.returncode == 0
+    assert listing.stdout.count("PENDING") == 2 and "SECRETNAME" not in listing.stdout
+    assert "SECRETNAME" not in courier(store, "outbox", "show", str(first)).stdout
+    assert "SECRETNAME" in courier(store, "outbox", "show", str(first), "--body").stdout
+
+    skipped = courier(store, "outbox", "skip", str(first), "--reason", "the listener rejects it")
+    assert skipped.returncode == 0
+    shown = courier(store, "outbox", "show", str(first)).stdout
+    assert "ERROR" in shown and "skipped by an operator: the listener rejects it" in shown
+    assert courier(store, "outbox", "skip", str(first), "--reason", "again").returncode == 1
+    assert courier(store, "outbox", "list", "--state", "PENDING").stdout.count("PENDING") == 1

@@ -6,8 +6,11 @@ hospital's MLLP listener and a channel pointed at it.
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -281,6 +284,71 @@ def test_an_ack_for_another_message_is_not_taken_as_delivery(store, reactor):
         assert item is not None and item.attempts >= 1
     finally:
         on_reactor(reporter.stop)
+        hospital.down()
+
+
+class RefusingTheFirst:
+    """A hospital listener that answers AE, forever, to the first status message it sees."""
+
+    def __init__(self, receiver) -> None:
+        self.receiver = receiver
+        self.refused: str | None = None
+        self.refusals = 0
+
+    def handle_frame(self, payload: bytes, peer: str) -> Deferred[Reply]:
+        control_id = Message.parse(payload).control_id
+        if self.refused in (None, control_id):
+            self.refused = control_id
+            self.refusals += 1
+            nak = f"MSH|^~\\&|H|H|C|C|20240101000000||ACK|X1|P|2.5.1\rMSA|AE|{control_id}\r"
+            return succeed(Reply(nak.encode()))
+        return self.receiver.handle_frame(payload, peer)
+
+    def refuse_oversize(self, head: bytes, peer: str) -> None:
+        return None
+
+
+def test_an_operator_skips_a_refused_status_and_the_channel_moves_on(tmp_path, key, reactor):
+    hospital = Hospital(reactor)
+    refusing = hospital.receiver = RefusingTheFirst(hospital.receiver)
+    hospital.up()
+    channel = channel_file("lis_oru_to_conneqt.toml", hospital.port)
+    path = tmp_path / "courier.sqlite3"
+    store = open_store(path, key, reactor)
+    reporter = start_reporter(store, reactor, channel)
+    try:
+        message_id = receive(store, channel)
+        for n, (event, state) in enumerate(EVENTS[:2]):
+            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+        wait_for(lambda: refusing.refusals >= 3)
+        assert hospital.nothing_more(wait=0.5), "the later status waits behind the refused one"
+
+        head = on_reactor(store.outbox_next, channel.name, time.time() + 3600)
+        skipped = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "outbox",
+                "skip",
+                str(head.id),
+                "--reason",
+                "listener rejects it",
+            ]
+            + ["--store", str(path)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, COURIER_STORE_KEY=base64.b64encode(key).decode()),
+            timeout=60,
+        )
+        assert skipped.returncode == 0, skipped.stderr
+
+        assert hospital.next().get("ZDS-1") == "delivered"
+        item = on_reactor(store.outbox_next, channel.name, time.time() + 3600)
+        assert item is None
+    finally:
+        on_reactor(reporter.stop)
+        on_reactor(store.close)
         hospital.down()
 
 

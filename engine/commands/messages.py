@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.store_options import add_store_arguments, open_database, when
+from engine.commands.store_options import add_list_action, add_store_arguments, open_database, when
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="newest messages first (no bodies)")
-    listing.add_argument("--channel")
-    listing.add_argument("--state", help="RECEIVED, FILTERED or ACK_RECEIVED")
-    listing.add_argument("--limit", type=int, default=50)
-    add_store_arguments(listing)
+    add_list_action(actions, "newest messages first (no bodies)", "RECEIVED, FILTERED or ACK_RECEIVED")
     show = actions.add_parser("show", help="one message by id or control id")
     show.add_argument("ref", help="message id (a number) or MSH-10 control id")
     show.add_argument("--body", action="store_true", help="also print the message body (PHI)")

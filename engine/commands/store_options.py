@@ -22,6 +22,16 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_list_action(actions, help: str, states: str) -> argparse.ArgumentParser:
+    """The ``list`` action of a store command: newest first, by channel and state, no PHI."""
+    listing = actions.add_parser("list", help=help)
+    listing.add_argument("--channel")
+    listing.add_argument("--state", help=states)
+    listing.add_argument("--limit", type=int, default=50)
+    add_store_arguments(listing)
+    return listing
+
+
 def open_database(args: argparse.Namespace, *, readonly: bool = True):
     """The synchronous store (:class:`engine.store.Database`) for one command's work."""
     from engine.store import Cipher, Database, load_or_create_key

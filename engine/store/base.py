@@ -150,7 +150,9 @@ class OutboxItem:
     attempts: int
     next_attempt_at: float
     created_at: float
-    payload: bytes = field(repr=False)
+    payload: bytes | None = field(default=None, repr=False)
+    """The HL7 message (PHI): loaded for sending, and for ``courier outbox show --body``."""
+    last_error: str | None = None
 
 
 class Store(Protocol):

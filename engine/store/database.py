@@ -142,7 +142,7 @@ _END_STATUS_POLL = "DELETE FROM status_polls WHERE delivery_id = ?"
 _NEXT_STATUS_POLL_DUE = "SELECT MIN(next_at) FROM status_polls WHERE destination = ?"
 
 _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next_attempt_at,
-    created_at, payload_enc"""
+    created_at, last_error_enc, payload_enc"""
 _OUTBOX_ADD = """
     INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
         created_at)
@@ -157,6 +157,9 @@ _OUTBOX_RETRY = """
 _OUTBOX_ERROR = """
     UPDATE outbox SET state = 'ERROR', attempts = attempts + 1, last_error_enc = ?
     WHERE id = ? RETURNING id"""
+_OUTBOX_SKIP = """
+    UPDATE outbox SET state = 'ERROR', last_error_enc = ? WHERE id = ? AND state = 'PENDING'
+    RETURNING id"""
 
 _KV_GET = "SELECT value_enc FROM kv WHERE namespace = ? AND key = ?"
 _KV_PUT = """
@@ -573,7 +576,7 @@ class Database:
         row = self.connection.execute(_OUTBOX_HEAD, (channel,)).fetchone()
         if row is None or row[7] > now:
             return None
-        return OutboxItem(*row[:-1], payload=self._cipher.decrypt(row[-1]))
+        return self._outbox_item(row, with_payload=True)
 
     def outbox_done(self, item_id: int) -> None:
         self._change_outbox(item_id, _OUTBOX_DONE, (self._clock(), item_id))
@@ -584,6 +587,32 @@ class Database:
     def outbox_error(self, item_id: int, error: str) -> None:
         """Give up on an item, which lets the channel's later items go."""
         self._change_outbox(item_id, _OUTBOX_ERROR, (self._encrypt_text(error), item_id))
+
+    def outbox_skip(self, item_id: int, reason: str) -> bool:
+        """An operator gives up on a PENDING item so the channel's later items can go;
+        False when the item is not PENDING (already sent, or already given up)."""
+        found = self.connection.execute(_OUTBOX_SKIP, (self._encrypt_text(reason), item_id)).fetchone()
+        return found is not None
+
+    def list_outbox(
+        self, channel: str | None = None, state: str | None = None, limit: int = 50
+    ) -> list[OutboxItem]:
+        """Newest first, without the HL7 payloads (they carry PHI)."""
+        where, params = _where(("channel = ?", channel), ("state = ?", state))
+        rows = self.connection.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox{where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [self._outbox_item(row, with_payload=False) for row in rows]
+
+    def get_outbox_item(self, item_id: int, with_payload: bool = False) -> OutboxItem | None:
+        row = self.connection.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,)
+        ).fetchone()
+        return None if row is None else self._outbox_item(row, with_payload)
+
+    def _outbox_item(self, row: tuple[Any, ...], with_payload: bool) -> OutboxItem:
+        payload = self._cipher.decrypt(row[-1]) if with_payload else None
+        return OutboxItem(*row[:9], payload=payload, last_error=self._decrypt_text(row[9]) or None)
 
     def _change_outbox(self, item_id: int, sql: str, params: tuple[Any, ...]) -> None:
         if self.connection.execute(sql, params).fetchone() is None:
