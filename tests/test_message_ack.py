@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import hl7
 import pytest
@@ -82,6 +82,22 @@ def test_accept_ack_header_swaps_sender_and_receiver_and_echoes_the_rest():
     assert [s.name for s in reply.segments] == ["MSH", "MSA"]
     assert reply.get("MSA-1") == "AA"
     assert reply.get("MSA-2") == "CTL-77"
+
+
+def test_each_ack_gets_its_own_time_and_control_ids():
+    """One sender's ACKs share their shape; the time and both control IDs are each ACK's own."""
+    first = received()
+    second = Message.parse(first.raw.replace(b"CTL-77", b"CTL-78"))
+    utc = WHEN.astimezone(UTC)  # the same instant as WHEN, written another way
+    replies = [ack(first), ack(second, control_id="ACK-2", timestamp=utc + timedelta(seconds=1)), ack(first)]
+    assert [r.msh.field(7) for r in replies] == [
+        "20240131142501+0100",
+        "20240131132502+0000",
+        "20240131142501+0100",
+    ]
+    assert [r.control_id for r in replies] == ["ACK-1", "ACK-2", "ACK-1"]
+    assert [r.get("MSA-2") for r in replies] == ["CTL-77", "CTL-78", "CTL-77"]
+    assert ack(first, timestamp=utc).msh.field(7) == "20240131132501+0000"
 
 
 @pytest.mark.parametrize(("outcome", "code"), [(ACCEPT, "AA"), (ERROR, "AE"), (REJECT, "AR")])

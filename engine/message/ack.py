@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from engine.message.batch import Batch
@@ -309,9 +309,16 @@ def _version(text: str) -> tuple[int, ...]:
         return (2, 5)
 
 
-@lru_cache(maxsize=8)
 def _dtm(timestamp: datetime) -> str:
     """HL7 DTM with its UTC offset, e.g. ``20240131142501+0100``."""
-    if timestamp.utcoffset() is None:
+    offset = timestamp.utcoffset()
+    if offset is None:
         raise ValueError("ACK timestamps must be timezone-aware")
+    return _dtm_text(timestamp, offset)
+
+
+@lru_cache(maxsize=8)
+def _dtm_text(timestamp: datetime, offset: timedelta) -> str:
+    """Kept per second and offset: every ACK of one second has the same time. (Two equal
+    instants in different zones are equal datetimes, hence the offset in the key.)"""
     return timestamp.strftime("%Y%m%d%H%M%S%z")
