@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engine.store import Cipher, Database, Incoming
+from engine.store import Cipher, Database, Incoming, load_cipher
 
 KEY = base64.b64encode(b"cli-test-key-not-a-secret-32byte").decode()
 RAW = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|CTRL1|P|2.5\rPID|1||9434765919^^^NHS^NH||SECRETNAME^JANE\r"
@@ -17,8 +17,12 @@ RAW = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|CTRL1|P|2.5\rPID|1||9434765919^^^
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "courier.sqlite3"
-    db = Database.open(path, Cipher(base64.b64decode(KEY)))
+    return stored_message(tmp_path / "courier.sqlite3", Cipher(base64.b64decode(KEY)))
+
+
+def stored_message(path, cipher: Cipher):
+    """A store file holding RAW, queued for two destinations."""
+    db = Database.open(path, cipher)
     with db.transaction():
         db.receive(
             Incoming(
@@ -90,3 +94,35 @@ def test_outbox_list_show_and_skip(store) -> None:
     assert "ERROR" in shown and "skipped by an operator: the listener rejects it" in shown
     assert courier(store, "outbox", "skip", str(first), "--reason", "again").returncode == 1
     assert courier(store, "outbox", "list", "--state", "PENDING").stdout.count("PENDING") == 1
+
+
+def test_store_rotate_key_with_a_key_file(tmp_path) -> None:
+    key_file = tmp_path / "store.key"
+    path = stored_message(tmp_path / "courier.sqlite3", load_cipher({}, key_file))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("COURIER_STORE")}
+
+    def courier_with_key_file(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "engine", *args, "--store", str(path), "--key-file", str(key_file)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    rotated = courier_with_key_file("store", "rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    old_keys = tmp_path / "store.key.old"
+    assert "SECRETNAME" in courier_with_key_file("messages", "show", "CTRL1", "--body").stdout
+    kept = old_keys.read_text()
+    old_keys.unlink()
+    refused = courier_with_key_file("messages", "show", "CTRL1")
+    assert refused.returncode != 0 and "does not fit" in refused.stderr and "Traceback" not in refused.stderr
+    old_keys.write_text(kept)
+    old_keys.chmod(0o600)
+
+    rekeyed = courier_with_key_file("store", "rekey")
+    assert rekeyed.returncode == 0 and "messages.raw_enc" in rekeyed.stdout
+    old_keys.unlink()
+    assert "SECRETNAME" in courier_with_key_file("messages", "show", "CTRL1", "--body").stdout
+    assert "old keys are no longer needed" in courier_with_key_file("store", "rekey").stdout
+
+
+def test_store_rotate_key_refuses_a_key_from_the_environment(store) -> None:
+    refused = courier(store, "store", "rotate-key")
+    assert refused.returncode == 2 and "COURIER_STORE_OLD_KEYS" in refused.stderr

@@ -9,7 +9,15 @@ import stat
 import pytest
 
 from engine.errors import StoreError
-from engine.store.crypto import KEY_ENV, Cipher, load_or_create_key
+from engine.store.crypto import (
+    KEY_ENV,
+    OLD_KEYS_ENV,
+    Cipher,
+    key_id,
+    load_cipher,
+    load_or_create_key,
+    rotate_key_file,
+)
 
 
 def test_round_trip_uses_a_fresh_nonce_each_time():
@@ -77,3 +85,43 @@ def test_bad_env_key_is_refused_without_echoing_it(tmp_path, value):
     with pytest.raises(StoreError) as excinfo:
         load_or_create_key({KEY_ENV: value}, tmp_path / "store.key")
     assert value not in str(excinfo.value)
+
+
+def test_old_keys_come_from_the_environment_or_the_file_beside_the_key_file(tmp_path):
+    key_file = tmp_path / "store.key"
+    old = [os.urandom(32), os.urandom(32)]
+    encoded = [base64.b64encode(k).decode() for k in old]
+    value = Cipher(old[1]).encrypt(b"written before the rotation")
+
+    from_env = load_cipher(
+        {KEY_ENV: base64.b64encode(os.urandom(32)).decode(), OLD_KEYS_ENV: ",".join(encoded)}
+    )
+    assert from_env.decrypt(value) == b"written before the rotation"
+
+    old_file = tmp_path / "store.key.old"
+    old_file.write_text("\n".join(encoded) + "\n")
+    old_file.chmod(0o600)
+    assert load_cipher({}, key_file).decrypt(value) == b"written before the rotation"
+    old_file.chmod(0o644)
+    with pytest.raises(StoreError, match="chmod 600"):
+        load_cipher({}, key_file)
+
+
+def test_rotating_the_key_file_keeps_the_old_key_for_reading(tmp_path):
+    key_file = tmp_path / "store.key"
+    with pytest.raises(StoreError, match="no key file"):
+        rotate_key_file(key_file)
+    before = load_or_create_key({}, key_file)
+    value = Cipher(before).encrypt(b"PHI")
+
+    after = rotate_key_file(key_file)
+
+    assert after != before and load_or_create_key({}, key_file) == after
+    for path in (key_file, tmp_path / "store.key.old"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (tmp_path / "store.key.new").exists()
+    cipher = load_cipher({}, key_file)
+    assert cipher.key_id == key_id(after)
+    assert cipher.decrypt(value) == b"PHI"
+    rotate_key_file(key_file)
+    assert load_cipher({}, key_file).decrypt(value) == b"PHI", "every old key is kept, not just the last"

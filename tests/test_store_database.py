@@ -406,3 +406,50 @@ def test_duplicate_lookup_reads_only_the_covering_index(db):
         "EXPLAIN QUERY PLAN " + database_module._FIND_SAME_CONTROL_ID, ("lab", "LIS", "HOSP", "C1", T0)
     ).fetchall()
     assert "USING COVERING INDEX messages_by_control_id" in plan[0][-1]
+
+
+# Key rotation -------------------------------------------------------------------------
+
+
+def test_reencrypt_moves_every_value_to_the_current_key(tmp_path, key):
+    path = tmp_path / "rotate.sqlite3"
+    old = Database.open(path, Cipher(key), clock=lambda: T0)
+    receive(old, incoming())
+    with old.transaction():
+        (d,) = old.claim_due("qliq", T0, limit=10, lease_s=30)
+        old.mark_retry(d.id, T0 + 60, "HTTP 503 from vendor")
+        item = old.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S1")
+        old.outbox_retry(item, T0 + 5, "hospital answered AE")
+        old.kv_put("qliq", "conv:MRN1", b"conversation-1")
+    old.close()
+
+    new_key = os.urandom(32)
+    rotating = Database.open(path, Cipher(new_key, old_keys=[key]), clock=lambda: T0)
+    done = rotating.reencrypt(batch=2)
+    assert done["messages.raw_enc"] == 1 and done["deliveries.last_error_enc"] == 1
+    assert done["outbox.payload_enc"] == 1 and done["outbox.last_error_enc"] == 1
+    assert done["kv.value_enc"] == 2, "the vendor state and the store's own key check"
+    assert set(rotating.reencrypt().values()) == {0}, "nothing left for the old key"
+    rotating.close()
+
+    rotated = Database.open(path, Cipher(new_key), clock=lambda: T0)  # the old key is gone
+    try:
+        assert rotated.get_message("C1", with_body=True).raw == RAW
+        assert rotated.get_delivery(d.id).last_error == "HTTP 503 from vendor"
+        assert rotated.get_outbox_item(item, with_payload=True).payload == b"MSH|status"
+        assert rotated.get_outbox_item(item).last_error == "hospital answered AE"
+        assert rotated.kv_get("qliq", "conv:MRN1") == b"conversation-1"
+        assert rotated.timeline("C1")
+    finally:
+        rotated.close()
+
+
+def test_reencrypt_knows_every_encrypted_column(db):
+    tables = [row[0] for row in db.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    encrypted = {
+        (table, column[1])
+        for table in tables
+        for column in db.connection.execute(f"PRAGMA table_info({table})")
+        if column[1].endswith("_enc")
+    }
+    assert encrypted == {(table, column) for table, _, column in database_module._ENCRYPTED_COLUMNS}

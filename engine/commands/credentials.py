@@ -29,9 +29,9 @@ def find_destination(command: str, channel_file: Path, name: str, kind: str):
 def save_token(args: argparse.Namespace, key: str, token: str) -> None:
     """Store a vendor token encrypted, where a running engine picks it up (within 30 s)."""
     from engine.delivery.tokens import NAMESPACE
-    from engine.store import Cipher, Database, load_or_create_key
+    from engine.store import Database, load_cipher
 
-    db = Database.open(args.store, Cipher(load_or_create_key(key_file=args.key_file)))
+    db = Database.open(args.store, load_cipher(key_file=args.key_file))
     try:
         with db.transaction():
             db.kv_put(NAMESPACE, key, token.encode())

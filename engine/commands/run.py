@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
     from engine.service import build_engine
-    from engine.store import Cipher, SQLiteStore, load_or_create_key
+    from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
 
     try:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     store = SQLiteStore(
         args.store,
         reactor=reactor,
-        cipher=Cipher(load_or_create_key(key_file=args.key_file)),
+        cipher=load_cipher(key_file=args.key_file),
         durability=args.durability,
     )
     if bool(args.webhook_cert) != bool(args.webhook_key):

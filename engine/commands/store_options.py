@@ -34,11 +34,15 @@ def add_list_action(actions, help: str, states: str) -> argparse.ArgumentParser:
 
 def open_database(args: argparse.Namespace, *, readonly: bool = True):
     """The synchronous store (:class:`engine.store.Database`) for one command's work."""
-    from engine.store import Cipher, Database, load_or_create_key
+    from engine.errors import StoreError
+    from engine.store import Database, load_cipher
 
     if not args.store.exists():
         raise SystemExit(f"courier: no store at {args.store} (run `courier run` first, or pass --store)")
-    return Database.open(args.store, Cipher(load_or_create_key(key_file=args.key_file)), readonly=readonly)
+    try:
+        return Database.open(args.store, load_cipher(key_file=args.key_file), readonly=readonly)
+    except StoreError as error:
+        raise SystemExit(f"courier: {error}") from None
 
 
 def when(epoch: float | None) -> str:

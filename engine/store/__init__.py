@@ -15,7 +15,7 @@ from engine.store.base import (
     StatusPoll,
     Store,
 )
-from engine.store.crypto import Cipher, load_or_create_key
+from engine.store.crypto import Cipher, load_cipher, load_or_create_key
 from engine.store.database import Database
 from engine.store.sqlite import SQLiteStore
 
@@ -32,5 +32,6 @@ __all__ = [
     "SQLiteStore",
     "StatusPoll",
     "Store",
+    "load_cipher",
     "load_or_create_key",
 ]

@@ -47,6 +47,14 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 _REQUEUEABLE = DELIVERY_STATES - {QUEUED, SENDING}
 _CANCELLABLE = frozenset({QUEUED, ERROR})
 
+_ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *_enc column
+    ("messages", "id", "raw_enc"),
+    ("deliveries", "id", "last_error_enc"),
+    ("events", "id", "detail_enc"),
+    ("outbox", "id", "payload_enc"),
+    ("outbox", "id", "last_error_enc"),
+    ("kv", "namespace, key", "value_enc"),
+)
 _KEY_CHECK = ("_store", "key_check")
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
 
@@ -617,6 +625,36 @@ class Database:
     def _change_outbox(self, item_id: int, sql: str, params: tuple[Any, ...]) -> None:
         if self.connection.execute(sql, params).fetchone() is None:
             raise StoreError(f"no outbox item {item_id}")
+
+    # Key rotation -----------------------------------------------------------------------
+
+    def reencrypt(self, batch: int = 200) -> dict[str, int]:
+        """Re-encrypt with the current key every value an old key wrote; how many, by column.
+
+        Each batch commits on its own, so a running engine waits at most one batch for the
+        write lock. Values written meanwhile by an engine still on the old key are caught by
+        running this again. A value no loaded key can read stops it with a StoreError.
+        """
+        done: dict[str, int] = {}
+        for table, key_columns, column in _ENCRYPTED_COLUMNS:
+            select = (
+                f"SELECT {key_columns}, {column} FROM {table}"
+                f" WHERE {column} IS NOT NULL AND substr({column}, 2, 4) != ? LIMIT ?"
+            )
+            match = " AND ".join(f"{name} = ?" for name in key_columns.split(", "))
+            update = f"UPDATE {table} SET {column} = ? WHERE {match}"
+            done[f"{table}.{column}"] = 0
+            while True:
+                with self.transaction():
+                    rows = self.connection.execute(select, (self._cipher.key_id, batch)).fetchall()
+                    for *key, value in rows:
+                        self.connection.execute(
+                            update, (self._cipher.encrypt(self._cipher.decrypt(value)), *key)
+                        )
+                done[f"{table}.{column}"] += len(rows)
+                if len(rows) < batch:
+                    break
+        return done
 
     # Key/value --------------------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""``courier store rotate-key|rekey``: rotate the key that encrypts the store at rest.
+
+``rotate-key`` puts a new key in the key file and appends the old one to ``<key file>.old``, so
+every value stays readable. A running engine knows only the keys it started with, so restart
+it before ``rekey`` re-encrypts the store with the new key (rekeying first would leave it
+unable to read what was re-encrypted). When ``rekey`` finds nothing left, delete the old file.
+
+With the key in ``$COURIER_STORE_KEY``, rotate it where it is kept: set the new key there and
+the old one in ``$COURIER_STORE_OLD_KEYS``, restart the engine, then run ``rekey``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from engine.commands.store_options import add_store_arguments, open_database
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    rotate = actions.add_parser("rotate-key", help="a new key in the key file; the old one kept for reading")
+    add_store_arguments(rotate)
+    rekey = actions.add_parser("rekey", help="re-encrypt with the current key what old keys wrote")
+    add_store_arguments(rekey)
+
+
+def run(args: argparse.Namespace) -> int:
+    return _rotate(args) if args.action == "rotate-key" else _rekey(args)
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from engine.errors import StoreError
+    from engine.store.crypto import KEY_ENV, old_keys_file, rotate_key_file
+
+    if os.environ.get(KEY_ENV):
+        print(
+            f"courier store: the key comes from ${KEY_ENV}; set the new key there and the old one "
+            "in $COURIER_STORE_OLD_KEYS, restart the engine, then run `courier store rekey`",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.store.exists():
+        print(f"courier store: no store at {args.store}", file=sys.stderr)
+        return 2
+    try:
+        rotate_key_file(args.key_file)
+    except StoreError as error:
+        print(f"courier store: {error}", file=sys.stderr)
+        return 2
+    print(f"new key in {args.key_file}; the old one is kept in {old_keys_file(args.key_file)}")
+    print("next: restart a running engine, then run `courier store rekey`")
+    return 0
+
+
+def _rekey(args: argparse.Namespace) -> int:
+    from engine.errors import StoreError
+
+    db = open_database(args, readonly=False)
+    try:
+        done = db.reencrypt()
+    except StoreError as error:
+        print(f"courier store: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    for column, count in done.items():
+        print(f"{column:28} {count:>8} re-encrypted")
+    if not any(done.values()):
+        print("every value is under the current key: the old keys are no longer needed")
+    return 0
