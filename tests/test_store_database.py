@@ -453,3 +453,14 @@ def test_reencrypt_knows_every_encrypted_column(db):
         if column[1].endswith("_enc")
     }
     assert encrypted == {(table, column) for table, _, column in database_module._ENCRYPTED_COLUMNS}
+
+
+def test_an_attempt_ending_after_an_operator_skip_keeps_the_reason(db):
+    with db.transaction():
+        item = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S1")
+        assert db.outbox_skip(item, "skipped by an operator: listener rejects it")
+        db.outbox_retry(item, T0 + 5, "hospital answered AE")
+        assert not db.outbox_skip(item, "twice")
+    skipped = db.get_outbox_item(item)
+    assert skipped.state == "ERROR" and skipped.last_error == "skipped by an operator: listener rejects it"
+    assert db.outbox_next("lab", T0 + 3600) is None

@@ -160,8 +160,9 @@ _OUTBOX_HEAD = f"""
     ORDER BY seq LIMIT 1"""
 _OUTBOX_DONE = "UPDATE outbox SET state = 'SENT', sent_at = ? WHERE id = ? RETURNING id"
 _OUTBOX_RETRY = """
-    UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error_enc = ?
-    WHERE id = ? RETURNING id"""
+    UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,
+        last_error_enc = CASE state WHEN 'PENDING' THEN ? ELSE last_error_enc END
+    WHERE id = ? RETURNING id"""  # an attempt that ends after an operator's skip keeps the reason
 _OUTBOX_ERROR = """
     UPDATE outbox SET state = 'ERROR', attempts = attempts + 1, last_error_enc = ?
     WHERE id = ? RETURNING id"""
