@@ -1,5 +1,6 @@
 """The README's demo, as a person runs it: ``courier run --sandbox`` from a copy of the repo,
-``courier listen`` as the hospital, ``courier send`` a sample per channel, ``courier status``.
+``courier listen`` as the hospital, ``courier send`` a sample per channel, ``courier status``,
+and a clinician's reply on the Qliq sandbox coming back to the hospital as HL7.
 
 It uses the fixed ports the README names (MLLP 2575–2578, sandboxes 18441–18444, webhooks
 18480, the hospital's listener 2590), so it also proves the example files agree with them.
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import requests
 
 from tests.support.mllp import BlockingClient
 
@@ -67,6 +70,23 @@ def wait_for_state(cwd: Path, control_id: str, state: str, timeout: float = 30.0
         time.sleep(0.5)
 
 
+def wait_for_outbox_sent(cwd: Path, channel: str, timeout: float = 30.0) -> None:
+    """Until nothing of the channel's outbox is PENDING: the hospital has ACKed it all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = subprocess.run(
+            [sys.executable, "-m", "engine", "outbox", "list", "--channel", channel, "--state", "PENDING"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        if "PENDING" not in pending:
+            return
+        assert time.monotonic() < deadline, pending
+        time.sleep(0.5)
+
+
 def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> None:
     for name in ("channels", "mappings", "sample_messages"):
         shutil.copytree(ROOT / name, tmp_path / name)
@@ -101,6 +121,9 @@ def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> No
             ("EPR-T10-0005", "SENT"),
         ):
             wait_for_state(tmp_path, control_id, reached)
+        replied = requests.post("http://127.0.0.1:18441/_sandbox/reply", json={"text": "Seen"}, timeout=10)
+        assert replied.status_code == 200 and replied.json()["status"] == 200, replied.text
+        wait_for_outbox_sent(tmp_path, "ehr-mdm-to-qliq")
     finally:
         for process in (engine, hospital):
             process.send_signal(signal.SIGINT)
@@ -111,4 +134,22 @@ def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> No
                 process.kill()
     printed = hospital.stdout.read()
     assert "ACK^R01" in printed and "MSA AA RAD-20240318-0091" in printed, printed
+    assert "MDM^T02" in printed, "the care team's reply reached the hospital as a document"
+    assert (tmp_path / "var" / "sandbox" / "qliq_reply_key.pem").stat().st_mode & 0o077 == 0
     assert engine.returncode == 0, engine.stderr.read()
+
+
+def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path) -> None:
+    from engine.channel.check import load_channels
+    from engine.commands.run import with_sandbox_replies
+
+    key_file = tmp_path / "sandbox" / "qliq_reply_key.pem"
+    elsewhere = load_channels([ROOT / "channels"], env={"QLIQ_BASE_URL": "https://capi.qliqsoft.com"})
+    assert with_sandbox_replies(elsewhere, key_file) == elsewhere and not key_file.exists()
+
+    demo = with_sandbox_replies(load_channels([ROOT / "channels"], env={}), key_file)
+    settings = {d.name: d.settings for c in demo for d in c.destinations}
+    assert settings["care-team-qliq"]["reply_key_file"] == str(key_file) and key_file.exists()
+    assert settings["care-team-qliq"]["reply_sender"] == "poc@sandbox.qliq"
+    assert len(settings["care-team-qliq"]["reply_webhook_token"]) >= 16
+    assert not any("reply_key_file" in s for name, s in settings.items() if name != "care-team-qliq")

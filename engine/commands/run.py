@@ -2,15 +2,18 @@
 
 ``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
 ``--sandbox`` runs the four vendor sandboxes too and makes the example channels work as
-they are: KPN destinations without a token are authorised against the sandbox, and the
-sandboxes' webhook URLs point at the engine's webhooks.
+they are: KPN destinations without a token are authorised against the sandbox, Qliq
+destinations without a reply key get a demo one (``var/sandbox/``) uploaded to the sandbox,
+and the sandboxes' webhook URLs point at the engine's webhooks.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
@@ -21,6 +24,8 @@ log = logging.getLogger("engine.run")
 
 SANDBOX_WEBHOOKS = "tcp:18480:interface=127.0.0.1"
 """Where ``--sandbox`` serves the webhooks when ``--webhooks`` is not given."""
+SANDBOX_REPLY_KEY = Path("var/sandbox/qliq_reply_key.pem")
+"""The demo key Qliq replies are encrypted with under ``--sandbox`` (made once, mode 0600)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not channels:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
+    if args.sandbox:
+        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY)
     store = SQLiteStore(
         args.store,
         reactor=reactor,
@@ -126,6 +133,7 @@ def _with_sandboxes(reactor, engine):
     sandboxes = yield start_sandboxes(reactor)
     yield engine.tokens.load()
     yield authorize_kpn_in_sandbox(reactor, engine)
+    yield upload_reply_keys_to_sandbox(reactor, engine)
     yield engine.start()
     if engine.webhooks is not None:
         point_sandboxes_at_webhooks(sandboxes, engine)
@@ -154,6 +162,71 @@ def authorize_kpn_in_sandbox(reactor, engine):
         )
         yield stored.save(token)
         log.warning("queue %s: authorised with the KPN sandbox", queue.name)
+
+
+def with_sandbox_replies(channels, key_file: Path):
+    """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
+    here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
+    clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
+    from engine.sandbox import DEFAULT_PORTS
+    from engine.sandbox.qliq import QliqDirectory
+    from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
+
+    sandbox_url = f"http://127.0.0.1:{DEFAULT_PORTS['qliq']}"
+
+    def demo_replies(destination):
+        settings = destination.settings
+        if (
+            destination.type != "qliq"
+            or settings.get("reply_key_file")
+            or str(settings.get("base_url", "")).rstrip("/") != sandbox_url
+        ):
+            return destination
+        if not key_file.exists():
+            generate_key_pair(key_file, passphrase_from_env())
+        demo = {
+            "reply_key_file": str(key_file),
+            "reply_sender": QliqDirectory.point_of_contact,
+            "reply_webhook_token": secrets.token_urlsafe(16),
+        }
+        log.warning("destination %s: sandbox replies with the demo key %s", destination.name, key_file)
+        return replace(destination, settings={**settings, **demo})
+
+    return [
+        replace(channel, destinations=tuple(demo_replies(d) for d in channel.destinations))
+        for channel in channels
+    ]
+
+
+@inlineCallbacks
+def upload_reply_keys_to_sandbox(reactor, engine):
+    """The public half of each Qliq destination's reply key, uploaded for its sender."""
+    import requests
+    from twisted.internet.threads import deferToThreadPool
+
+    from engine.status.qliq_keys import (
+        load_private_key,
+        passphrase_from_env,
+        public_key_pem,
+        upload_public_key,
+    )
+
+    def upload(settings) -> None:
+        public_pem = public_key_pem(load_private_key(settings["reply_key_file"], passphrase_from_env()))
+        with requests.Session() as session:
+            upload_public_key(
+                session,
+                settings["base_url"],
+                settings["api_key"],
+                settings["reply_sender"],
+                public_pem,
+                timeout_s=10,
+            )
+
+    for queue in engine.deliveries.queues.values():
+        settings = queue.config.settings
+        if queue.config.type == "qliq" and settings.get("reply_key_file"):
+            yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, settings)
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:

@@ -4,7 +4,8 @@ Routes (``api_key`` in the query, form, multipart or JSON body, as the document 
 ``POST /secure_messages/send``, ``GET /secure_messages/message_status``,
 ``PUT /secure_messages/set_sender_pubkey``, ``PUT /secure_messages/update_message_status``,
 ``GET /secure_messages/get_replies`` and ``GET /files/<id>`` (encrypted reply attachments).
-Control extra: ``POST /_sandbox/reply`` makes a recipient reply (see :meth:`QliqSandbox.reply`).
+Control extra: ``POST /_sandbox/reply`` makes a recipient reply (see :meth:`QliqSandbox.reply`);
+without a ``message_id``, to the last message sent.
 
 The sandbox directory (:class:`QliqDirectory`) holds the members and groups:
 ``courier@sandbox.qliq`` (Pending: may upload a key), ``poc@sandbox.qliq`` (Inactive, the
@@ -372,8 +373,9 @@ class QliqSandbox(VendorSandbox):
                 a.get("content_type", "application/octet-stream"),
                 data,
             )
+        latest = next(reversed(self.state.messages), None)  # the demo's "reply to the last one"
         d = self.reply(
-            str(body.get("message_id")),
+            str(body.get("message_id") or latest),
             str(body.get("text", "Received, thanks")),
             attachment=attachment,
             ack_requested=bool(body.get("ack_requested")),
