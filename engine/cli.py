@@ -21,6 +21,7 @@ COMMANDS = {
     "sandbox": "run the four vendor sandboxes on loopback",
     "deliveries": "list, show, requeue or cancel deliveries",
     "status": "the full timeline of one message across destinations",
+    "stats": "per channel: messages received, deliveries by state, the outbox (no PHI)",
     "outbox": "list, show or skip the HL7 messages waiting to go back to the hospital",
     "store": "rotate the key that encrypts the store, and re-encrypt with it",
     "kpn": "KPN Healthcare Messenger: authorize (OAuth)",

@@ -126,3 +126,18 @@ def test_store_rotate_key_with_a_key_file(tmp_path) -> None:
 def test_store_rotate_key_refuses_a_key_from_the_environment(store) -> None:
     refused = courier(store, "store", "rotate-key")
     assert refused.returncode == 2 and "COURIER_STORE_OLD_KEYS" in refused.stderr
+
+
+def test_stats_counts_by_channel_destination_and_state(store) -> None:
+    shown = courier(store, "stats")
+    assert shown.returncode == 0, shown.stderr
+    (messages,) = [
+        line.split() for line in shown.stdout.splitlines() if line.startswith("lab ") and "→" not in line
+    ]
+    assert messages == ["lab", "1", "0", "0", "0"], "1 RECEIVED, none FILTERED, ACK_RECEIVED or resent"
+    queued = [line.split() for line in shown.stdout.splitlines() if line.startswith("lab →")]
+    assert sorted(row[2] for row in queued) == ["gp-conneqt", "ward-qliq"]
+    assert all(row[3] == "1" for row in queued), "each destination has one QUEUED delivery"
+    assert "SECRETNAME" not in shown.stdout
+    recent = courier(store, "stats", "--since", "1").stdout
+    assert "lab" not in recent, "the message arrived in 2001, not in the last hour"

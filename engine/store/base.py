@@ -155,6 +155,16 @@ class OutboxItem:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class Counts:
+    """Rows of (keys..., state, count): per channel for messages (with their duplicates) and
+    the outbox, per channel and destination for deliveries."""
+
+    messages: list[tuple[str, str, int, int]]
+    deliveries: list[tuple[str, str, str, int]]
+    outbox: list[tuple[str, str, int]]
+
+
 class Store(Protocol):
     """The durable store. Every method returns a Deferred fired in the reactor thread.
 

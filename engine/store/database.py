@@ -26,6 +26,7 @@ from engine.store.base import (
     QUEUED,
     SENDING,
     SENT,
+    Counts,
     Delivery,
     DeliverySelection,
     Event,
@@ -626,6 +627,27 @@ class Database:
     def _change_outbox(self, item_id: int, sql: str, params: tuple[Any, ...]) -> None:
         if self.connection.execute(sql, params).fetchone() is None:
             raise StoreError(f"no outbox item {item_id}")
+
+    # Statistics -------------------------------------------------------------------------
+
+    def counts(self, since: float | None = None) -> Counts:
+        """How many messages, deliveries and outbox items are in each state, per channel
+        (and destination), received since ``since`` when given: the dashboard's numbers."""
+        messages = self.connection.execute(
+            "SELECT channel, state, COUNT(*), SUM(duplicates) FROM messages"
+            " WHERE received_at >= ? GROUP BY channel, state",
+            (since or 0.0,),
+        ).fetchall()
+        deliveries = self.connection.execute(
+            "SELECT channel, destination, state, COUNT(*) FROM deliveries"
+            " WHERE created_at >= ? GROUP BY channel, destination, state",
+            (since or 0.0,),
+        ).fetchall()
+        outbox = self.connection.execute(
+            "SELECT channel, state, COUNT(*) FROM outbox WHERE created_at >= ? GROUP BY channel, state",
+            (since or 0.0,),
+        ).fetchall()
+        return Counts(messages, deliveries, outbox)
 
     # Key rotation -----------------------------------------------------------------------
 
