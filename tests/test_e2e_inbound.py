@@ -161,7 +161,7 @@ def test_a_medallies_inbound_message_with_two_attachments_becomes_an_mdm_t02(
             "attachmentContent": base64.b64encode(b"\x89PNG photo").decode(),
         },
     ]
-    hospital.stop()  # down: the answer must not wait for the hospital, only for the store
+    hospital.down()  # down: the answer must not wait for the hospital, only for the store
     entry = on_reactor(
         sandboxes.medallies.send_inbound, {"emailAttachmentList": attachments, "messageBody": "Please review"}
     )

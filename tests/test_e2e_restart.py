@@ -27,7 +27,6 @@ from tests.conftest import on_reactor
 from tests.support import e2e
 from tests.support.e2e import (
     CHANNELS,
-    Hospital,
     RunningEngine,
     example_channels,
     reset_sandboxes,
@@ -37,6 +36,7 @@ from tests.support.e2e import (
     with_msh,
 )
 from tests.support.engine import open_store
+from tests.support.hospital import Hospital
 from tests.support.mllp import BlockingClient
 from tests.support.subprocess_engine import free_port
 
@@ -137,7 +137,9 @@ def test_statuses_pending_in_the_outbox_reach_the_hospital_after_a_kill_each_onc
     )
     courier.kill()
 
-    hospital = Hospital(reactor, port=int(re.search(r"port=(\d+)", courier.channel.read_text()).group(1)))
+    hospital = Hospital(
+        reactor, port=int(re.search(r"port=(\d+)", courier.channel.read_text()).group(1))
+    ).up()
     try:
         courier.start()
         reports = [hospital.wait_about(c, 1, timeout=15)[0] for c in control_ids]
@@ -150,7 +152,7 @@ def test_statuses_pending_in_the_outbox_reach_the_hospital_after_a_kill_each_onc
         time.sleep(0.3)
         assert len(hospital.messages) == 2, "none twice"
     finally:
-        hospital.stop()
+        hospital.down()
 
 
 def test_a_delivery_left_sending_by_the_kill_is_sent_again_and_medallies_keeps_one(courier, sandboxes):
@@ -173,7 +175,7 @@ def test_a_delivery_left_sending_by_the_kill_is_sent_again_and_medallies_keeps_o
 
 def test_a_store_restored_from_backup_does_not_reuse_vendor_message_ids(reactor, sandboxes, tmp_path):
     reset_sandboxes(sandboxes)
-    hospital = Hospital(reactor)
+    hospital = Hospital(reactor).up()
     engines = []
     try:
         for n, name in enumerate(("oru_r01_lab_fbc_pdf.hl7", "oru_r01_lab_two_orders.hl7")):
@@ -188,4 +190,4 @@ def test_a_store_restored_from_backup_does_not_reuse_vendor_message_ids(reactor,
         for running, store in engines:
             running.stop()
             on_reactor(store.close)
-        hospital.stop()
+        hospital.down()

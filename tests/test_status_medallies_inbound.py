@@ -19,11 +19,11 @@ from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_up
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
+from tests.support.hospital import Hospital
 from tests.support.waiting import wait_for
 from tests.test_status_reporter import (
     FAST,
     ORU,
-    Hospital,
     channel_file,
     receive,
     temporary_store,

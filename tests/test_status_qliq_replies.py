@@ -30,8 +30,9 @@ from engine.status.qliq_replies import (
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
+from tests.support.hospital import Hospital
 from tests.support.waiting import wait_for
-from tests.test_status_reporter import FAST, Hospital, channel_file, receive, temporary_store
+from tests.test_status_reporter import FAST, channel_file, receive, temporary_store
 
 MDM = (
     b"MSH|^~\\&|EHR|HOSP|COURIER|HOSP|20240131120000+0000||MDM^T02^MDM_T02|DOC0042|P|2.5.1\r"

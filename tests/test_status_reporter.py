@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import queue
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from twisted.internet.defer import Deferred, succeed
 
 from engine.channel.config import Channel, ClientTls, StatusReports, parse_channel
 from engine.delivery.transitions import Transition
-from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.mllp.server import MLLPServerFactory, Reply
 from engine.sandbox.certs import make_certificates
@@ -30,6 +28,8 @@ from engine.status.reporter import Backoff, NotAcknowledged, StatusReporter, che
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.tls import TLSSettings, wrap_server_factory
 from tests.conftest import on_reactor
+from tests.support.hospital import Hospital
+from tests.support.subprocess_engine import free_port
 from tests.support.waiting import wait_for
 
 CHANNELS = Path(__file__).resolve().parent.parent / "channels"
@@ -72,43 +72,6 @@ def channel_file(name: str, port: int, events=("accepted", "delivered", "read", 
         tls=None,
     )
     return replace(channel, status_reports=reports)
-
-
-class Hospital:
-    """The hospital's MLLP listener: ACKs like a well-behaved engine and queues what it got."""
-
-    def __init__(self, reactor, port: int = 0, receiver=None) -> None:
-        self.reactor = reactor
-        self.received: queue.Queue[Message] = queue.Queue()
-        self.receiver = receiver or AcknowledgingReceiver(reactor, self.received.put)
-        self.port = port
-        self._listening = None
-
-    def up(self) -> Hospital:
-        factory = MLLPServerFactory("hospital", self.receiver, self.reactor)
-        self._listening = on_reactor(self.reactor.listenTCP, self.port, factory, interface="127.0.0.1")
-        self.port = self._listening.getHost().port
-        return self
-
-    def down(self) -> None:
-        on_reactor(self._listening.stopListening)
-
-    def next(self, timeout: float = 5.0) -> Message:
-        return self.received.get(timeout=timeout)
-
-    def nothing_more(self, wait: float = 0.5) -> bool:
-        try:
-            self.received.get(timeout=wait)
-        except queue.Empty:
-            return True
-        return False
-
-
-def free_port(reactor) -> int:
-    """A loopback port nobody listens on (bound, noted, released)."""
-    hospital = Hospital(reactor).up()
-    hospital.down()
-    return hospital.port
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -216,7 +179,7 @@ def test_only_the_channels_events_are_queued(store, reactor):
 
 
 def test_retries_while_the_hospital_is_down_and_sends_each_once(store, reactor):
-    port = free_port(reactor)
+    port = free_port()
     channel = channel_file("lis_oru_to_conneqt.toml", port)
     message_id = receive(store, channel)
     reporter = start_reporter(store, reactor, channel)
@@ -235,7 +198,7 @@ def test_retries_while_the_hospital_is_down_and_sends_each_once(store, reactor):
 
 def test_pending_items_are_sent_after_a_restart(tmp_path, key, reactor):
     path = tmp_path / "courier.sqlite3"
-    port = free_port(reactor)
+    port = free_port()
     channel = channel_file("lis_oru_to_conneqt.toml", port)
     store = open_store(path, key, reactor)
     message_id = receive(store, channel)

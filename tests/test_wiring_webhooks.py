@@ -26,9 +26,9 @@ from engine.store.base import DELIVERED, SENT
 from engine.tls import TLSSettings
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
+from tests.support.hospital import Hospital
 from tests.support.mllp import BlockingClient
 from tests.test_delivery_queue import wait_for
-from tests.test_status_reporter import Hospital
 from tests.test_wiring_requeue import REPO
 
 QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact: the example mapping sets no from

@@ -17,15 +17,12 @@ from typing import Any
 
 import pytest
 import requests
-from twisted.internet import endpoints
 
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Destination, Retry
 from engine.commands.run import authorize_kpn_in_sandbox, point_sandboxes_at_webhooks
-from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.batch import split_file
-from engine.mllp.server import Limits, MLLPServerFactory
 from engine.sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
 from engine.sandbox.base import VendorSandbox
 from engine.service import build_engine
@@ -33,6 +30,7 @@ from engine.store import Store
 from engine.store.base import Delivery
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
+from tests.support.hospital import Hospital
 from tests.support.mllp import BlockingClient
 from tests.support.subprocess_engine import free_port
 from tests.support.waiting import wait_for
@@ -105,38 +103,6 @@ def reset_sandboxes(sandboxes: Sandboxes) -> None:
     for sandbox in sandboxes:
         on_reactor(sandbox.reset)
         sandbox.configure(MANUAL_STATUSES[sandbox.name])
-
-
-class Hospital:
-    """The sending system's status listener (on ``port``, or a free one): ACKs every HL7
-    message it gets and keeps it."""
-
-    def __init__(self, reactor, port: int = 0) -> None:
-        self.messages: list[Message] = []
-        factory = MLLPServerFactory(
-            "hospital", AcknowledgingReceiver(reactor, self.messages.append), reactor, Limits()
-        )
-        endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
-        self._listening = on_reactor(endpoint.listen, factory)
-        self.port = self._listening.getHost().port
-
-    def about(self, control_id: str) -> list[Message]:
-        """The messages answering ``control_id`` (their MSA-2), in arrival order."""
-        return [
-            m
-            for m in list(self.messages)
-            if m.segment("MSA") is not None and m.segment("MSA").value(2) == control_id
-        ]
-
-    def wait_about(self, control_id: str, count: int, timeout: float = 10.0) -> list[Message]:
-        return wait_for(
-            lambda: len(self.about(control_id)) >= count and self.about(control_id),
-            timeout,
-            f"{count} messages about {control_id} at the hospital",
-        )
-
-    def stop(self) -> None:
-        on_reactor(self._listening.stopListening)
 
 
 def sandbox_env(sandboxes: Sandboxes) -> dict[str, str]:
@@ -252,9 +218,9 @@ def sandboxes(reactor) -> Iterator[Sandboxes]:
 
 @pytest.fixture
 def hospital(reactor) -> Iterator[Hospital]:
-    listening = Hospital(reactor)
+    listening = Hospital(reactor).up()
     yield listening
-    listening.stop()
+    listening.down()
 
 
 @pytest.fixture
