@@ -207,7 +207,7 @@ class DeliveryQueue(Service):
             key = idempotency_key(delivery)
             result = yield self._workers.run(self._send, payload, key, conversation_id)
             yield self._record(delivery, result, payload, thread)
-        except Exception as exc:  # the store failed: the lease brings the row back at start-up
+        except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
             log.error(
                 "queue %s: delivery %d left SENDING until restart: %s: %s",
                 self.name,
