@@ -23,7 +23,7 @@ COMMANDS = {
     "status": "the full timeline of one message across destinations",
     "stats": "per channel: messages received, deliveries by state, the outbox (no PHI)",
     "outbox": "list, show or skip the HL7 messages waiting to go back to the hospital",
-    "store": "rotate the key that encrypts the store, and re-encrypt with it",
+    "store": "prune old messages; rotate the key that encrypts the store, and re-encrypt with it",
     "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
     "conneqt": "conneQt: exchange a new access code for an AccessToken",
     "qliq": "Qliq: generate and upload the reply-encryption key pair",

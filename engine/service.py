@@ -38,6 +38,7 @@ from engine.status import webhooks
 from engine.status.reporter import StatusReporter
 from engine.status.routes import webhook_routes
 from engine.store import Store
+from engine.store.retention import Pruner
 from engine.tls import TLSSettings, wrap_server_factory
 
 log = logging.getLogger(__name__)
@@ -253,13 +254,16 @@ def build_engine(
     hold_deliveries: bool = False,
     webhook_endpoint: str | None = None,
     webhook_tls: TLSSettings | None = None,
+    prune_after_s: float | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
     With ``hold_deliveries`` messages are received, stored and ACKed, and their deliveries
     wait QUEUED until the engine runs without it. ``webhook_endpoint`` is the server endpoint (such as
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
-    ``webhook_tls``. Raises ConfigError when a Qliq reply key cannot be loaded.
+    ``webhook_tls``. With ``prune_after_s`` the store forgets, every hour, what is older and
+    needs nothing more (:mod:`engine.store.retention`). Raises ConfigError when a Qliq reply
+    key cannot be loaded.
     """
     enabled = [channel for channel in channels if channel.enabled]
     service = MultiService()
@@ -267,6 +271,8 @@ def build_engine(
     tokens.setServiceParent(service)
     reporter = StatusReporter(store, reactor, enabled)
     Running(reporter).setServiceParent(service)
+    if prune_after_s is not None:
+        Pruner(store, reactor, prune_after_s).setServiceParent(service)
     deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
     if not hold_deliveries:
         deliveries.setServiceParent(service)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engine.store import Cipher, Database, Incoming, load_cipher
+from engine.store import Cipher, Database, DeliverySelection, Incoming, load_cipher
 
 KEY = base64.b64encode(b"cli-test-key-not-a-secret-32byte").decode()
 RAW = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|CTRL1|P|2.5\rPID|1||9434765919^^^NHS^NH||SECRETNAME^JANE\r"
@@ -141,3 +141,19 @@ def test_stats_counts_by_channel_destination_and_state(store) -> None:
     assert "SECRETNAME" not in shown.stdout
     recent = courier(store, "stats", "--since", "1").stdout
     assert "lab" not in recent, "the message arrived in 2001, not in the last hour"
+
+
+def test_store_prune_deletes_old_finished_messages_only(store) -> None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        db.cancel(DeliverySelection(channel="lab"))  # both deliveries final: nothing more to do
+    db.close()
+    assert (
+        "messages            0 deleted" in courier(store, "store", "prune", "--older-than", "365000").stdout
+    )
+    pruned = courier(store, "store", "prune", "--older-than", "30", "--vacuum")
+    assert pruned.returncode == 0, pruned.stderr
+    assert (
+        "messages            1 deleted" in pruned.stdout and "deliveries          2 deleted" in pruned.stdout
+    )
+    assert "CTRL1" not in courier(store, "messages", "list").stdout

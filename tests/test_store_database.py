@@ -464,3 +464,41 @@ def test_an_attempt_ending_after_an_operator_skip_keeps_the_reason(db):
     skipped = db.get_outbox_item(item)
     assert skipped.state == "ERROR" and skipped.last_error == "skipped by an operator: listener rejects it"
     assert db.outbox_next("lab", T0 + 3600) is None
+
+
+# Retention ----------------------------------------------------------------------------
+
+
+def test_prune_deletes_only_old_messages_that_need_nothing_more(db, clock):
+    from engine.store.base import StatusPoll
+
+    def old(control_id: str) -> int:
+        return receive(db, incoming(control_id=control_id, destinations=("qliq",))).message_id
+
+    done, waiting, polled = old("DONE"), old("WAITING"), old("POLLED")
+    with db.transaction():
+        for delivery in db.claim_due("qliq", T0, limit=10, lease_s=30):
+            if delivery.control_id == "DONE":
+                db.mark_sent(delivery.id, "v-1")
+            elif delivery.control_id == "POLLED":
+                poll = StatusPoll(delivery.id, "qliq", "v-2", T0 + 60, T0 + 3600, None, 0)
+                db.mark_sent_polled(delivery.id, "v-2", "", poll)
+            else:
+                db.release(delivery.id, T0 + 60, "vendor down")  # QUEUED again
+        sent = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S1")
+        db.outbox_done(sent)
+        pending = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S2")
+    clock.now = T0 + 10 * 86400
+    recent = receive(db, incoming(control_id="RECENT", received_at=clock.now)).message_id
+
+    pruned = db.prune(before=T0 + 86400, batch=1)
+
+    assert pruned["messages"] == 1 and pruned["deliveries"] == 1 and pruned["events"] >= 1
+    assert pruned["outbox"] == 1
+    kept = {m.id for m in db.list_messages(limit=100)}
+    assert done not in kept and {waiting, polled, recent} <= kept
+    assert db.get_outbox_item(sent) is None and db.get_outbox_item(pending) is not None
+    assert db.timeline("DONE") == []
+    assert db.prune(before=T0 + 86400) == {"messages": 0, "deliveries": 0, "events": 0, "outbox": 0}
+    db.vacuum()
+    assert db.get_message("WAITING", with_body=True).raw == RAW

@@ -13,6 +13,7 @@ from engine.store.base import DeliverySelection
 from engine.store.crypto import Cipher
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import on_reactor
+from tests.support.waiting import wait_for
 from tests.test_store_database import RAW, T0, incoming
 
 
@@ -171,3 +172,29 @@ def test_store_sets_the_durability_it_was_given(reactor, path):
     finally:
         on_reactor(store.close)
     assert synchronous == 1  # NORMAL; the default "full" is tested on the Database
+
+
+def test_the_pruner_deletes_old_finished_messages_in_batches_when_the_engine_starts(store, path, reactor):
+    from engine.store.retention import Pruner
+
+    for n in range(5):  # old, and nothing more to do: their deliveries are cancelled
+        on_reactor(store.receive, incoming(control_id=f"OLD{n}", received_at=T0))
+    on_reactor(store.cancel, DeliverySelection(channel="lab"))
+    on_reactor(store.receive, incoming(control_id="NEW", received_at=T0 + 30 * 86400))
+    commits = store.commits
+
+    class Clock:  # the reactor's thread and timers, at a time 40 days after the old messages
+        def seconds(self) -> float:
+            return T0 + 40 * 86400
+
+        def callLater(self, *args, **kwargs):
+            return reactor.callLater(*args, **kwargs)
+
+    pruner = Pruner(store, Clock(), after_s=20 * 86400, every_s=3600, batch=2)
+    on_reactor(pruner.startService)  # the first pass starts at once
+    try:
+        wait_for(lambda: count_rows(path, "messages") == 1, what="the old messages pruned")
+    finally:
+        on_reactor(pruner.stopService)
+    assert count_rows(path, "deliveries") == 2, "the new message's two deliveries stay"
+    assert store.commits - commits >= 3, "one small batch per commit, not one long transaction"

@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the vendor webhooks on this Twisted endpoint, e.g. tcp:8480:interface=127.0.0.1 "
         f"(with --sandbox the default is {SANDBOX_WEBHOOKS})",
     )
+    parser.add_argument(
+        "--prune-after-days",
+        type=float,
+        metavar="DAYS",
+        help="every hour, delete messages older than DAYS whose deliveries are all final, and the "
+        "outbox items sent or given up (default: keep everything); keep DAYS above every duplicate window",
+    )
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             hold_deliveries=args.hold_deliveries,
             webhook_endpoint=args.webhooks,
             webhook_tls=webhook_tls,
+            prune_after_s=None if args.prune_after_days is None else args.prune_after_days * 86400,
         )
     except ConfigError as error:
         print(f"courier run: {error}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""``courier store rotate-key|rekey``: rotate the key that encrypts the store at rest.
+"""``courier store prune|rotate-key|rekey``: the store's retention and its encryption key.
+
+``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
+messages whose deliveries are all final and no longer polled (with their deliveries and
+events), and outbox items sent or given up. Keep DAYS above every channel's duplicate window
+(7 days by default): a resend of a pruned message counts as new. Freed space is reused by new
+messages; ``--vacuum`` also gives it back to the file system, locking the store meanwhile.
 
 ``rotate-key`` puts a new key in the key file and appends the old one to ``<key file>.old``, so
 every value stays readable. A running engine knows only the keys it started with, so restart
@@ -14,12 +20,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from engine.commands.store_options import add_store_arguments, open_database
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
+    prune = actions.add_parser("prune", help="delete what is older than DAYS and needs nothing more")
+    prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    prune.add_argument("--vacuum", action="store_true", help="then shrink the file (locks the store)")
+    add_store_arguments(prune)
     rotate = actions.add_parser("rotate-key", help="a new key in the key file; the old one kept for reading")
     add_store_arguments(rotate)
     rekey = actions.add_parser("rekey", help="re-encrypt with the current key what old keys wrote")
@@ -27,7 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _rotate(args) if args.action == "rotate-key" else _rekey(args)
+    return {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey}[args.action](args)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    db = open_database(args, readonly=False)
+    try:
+        done = db.prune(before=time.time() - args.older_than * 86400)
+        if args.vacuum:
+            db.vacuum()
+    finally:
+        db.close()
+    for table, count in done.items():
+        print(f"{table:12} {count:>8} deleted")
+    return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:

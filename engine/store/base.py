@@ -27,6 +27,8 @@ READ = "READ"
 ERROR = "ERROR"
 CANCELLED = "CANCELLED"
 DELIVERY_STATES = frozenset({QUEUED, SENDING, SENT, DELIVERED, READ, ERROR, CANCELLED})
+PRUNED_TABLES = ("events", "deliveries", "messages", "outbox")
+"""What retention deletes from (``prune_batch`` counts rows by these names)."""
 
 # Outbox states (HL7 sent back to the hospital).
 PENDING = "PENDING"
@@ -242,6 +244,11 @@ class Store(Protocol):
     def end_status_poll(self, delivery_id: int) -> Deferred[None]: ...
 
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]: ...
+
+    # Retention.
+    def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:
+        """Delete one batch of what was received before ``before`` and needs nothing more."""
+        ...
 
     # Outbox (HL7 back to the hospital).
     def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> Deferred[int]: ...

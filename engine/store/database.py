@@ -23,6 +23,7 @@ from engine.store.base import (
     DELIVERY_STATES,
     ERROR,
     MESSAGE_STATES,
+    PRUNED_TABLES,
     QUEUED,
     SENDING,
     SENT,
@@ -56,6 +57,20 @@ _ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *
     ("outbox", "id", "last_error_enc"),
     ("kv", "namespace, key", "value_enc"),
 )
+_PRUNABLE = """
+    SELECT id FROM messages m WHERE received_at < ?
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
+        AND (d.state IN ('QUEUED', 'SENDING')
+             OR EXISTS (SELECT 1 FROM status_polls p WHERE p.delivery_id = d.id)))
+    ORDER BY id LIMIT ?"""
+_PRUNE_MESSAGES = (  # children first: the foreign keys are enforced
+    ("events", "DELETE FROM events WHERE message_id IN (SELECT value FROM json_each(?))"),
+    ("deliveries", "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))"),
+    ("messages", "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))"),
+)
+_PRUNE_OUTBOX = """
+    DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+        WHERE state IN ('SENT', 'ERROR') AND created_at < ? ORDER BY id LIMIT ?)"""
 _KEY_CHECK = ("_store", "key_check")
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
 
@@ -648,6 +663,36 @@ class Database:
             (since or 0.0,),
         ).fetchall()
         return Counts(messages, deliveries, outbox)
+
+    # Retention --------------------------------------------------------------------------
+
+    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
+        """:meth:`prune_batch` until nothing is left, each batch in its own transaction, so it
+        runs beside the engine. How many rows, by table."""
+        done = dict.fromkeys(PRUNED_TABLES, 0)
+        while True:
+            with self.transaction():
+                pruned = self.prune_batch(before, batch)
+            for table, count in pruned.items():
+                done[table] += count
+            if not any(pruned.values()):
+                return done
+
+    def prune_batch(self, before: float, batch: int = 500) -> dict[str, int]:
+        """Delete up to ``batch`` messages received before ``before`` that need nothing more
+        (every delivery final and no longer polled for a status), with their deliveries and
+        events, and up to ``batch`` outbox items sent or given up. How many rows, by table.
+
+        Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
+        """
+        ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
+        done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
+        done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
+        return done
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages (the store is locked meanwhile)."""
+        self.connection.execute("VACUUM")
 
     # Key rotation -----------------------------------------------------------------------
 

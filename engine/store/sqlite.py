@@ -179,6 +179,11 @@ class SQLiteStore:
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_status_poll_due, destination)
 
+    # Retention
+
+    def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:
+        return self._write(Database.prune_batch, before, batch)
+
     # Outbox
 
     def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> Deferred[int]:
