@@ -176,19 +176,11 @@ def with_sandbox_replies(channels, key_file: Path):
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
-    from engine.sandbox import DEFAULT_PORTS
     from engine.sandbox.qliq import QliqDirectory
     from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
 
-    sandbox_url = f"http://127.0.0.1:{DEFAULT_PORTS['qliq']}"
-
     def demo_replies(destination):
-        settings = destination.settings
-        if (
-            destination.type != "qliq"
-            or settings.get("reply_key_file")
-            or str(settings.get("base_url", "")).rstrip("/") != sandbox_url
-        ):
+        if not _aimed_at_qliq_sandbox(destination) or destination.settings.get("reply_key_file"):
             return destination
         if not key_file.exists():
             generate_key_pair(key_file, passphrase_from_env())
@@ -198,7 +190,7 @@ def with_sandbox_replies(channels, key_file: Path):
             "reply_webhook_token": secrets.token_urlsafe(16),
         }
         log.warning("destination %s: sandbox replies with the demo key %s", destination.name, key_file)
-        return replace(destination, settings={**settings, **demo})
+        return replace(destination, settings={**destination.settings, **demo})
 
     return [
         replace(channel, destinations=tuple(demo_replies(d) for d in channel.destinations))
@@ -208,7 +200,8 @@ def with_sandbox_replies(channels, key_file: Path):
 
 @inlineCallbacks
 def upload_reply_keys_to_sandbox(reactor, engine):
-    """The public half of each Qliq destination's reply key, uploaded for its sender."""
+    """The public half of the reply key of each Qliq destination aimed at the sandbox, uploaded
+    for its sender (never to a real Qliq: that is `courier qliq keys`, on purpose)."""
     import requests
     from twisted.internet.threads import deferToThreadPool
 
@@ -232,9 +225,15 @@ def upload_reply_keys_to_sandbox(reactor, engine):
             )
 
     for queue in engine.deliveries.queues.values():
-        settings = queue.config.settings
-        if queue.config.type == "qliq" and settings.get("reply_key_file"):
-            yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, settings)
+        if _aimed_at_qliq_sandbox(queue.config) and queue.config.settings.get("reply_key_file"):
+            yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, queue.config.settings)
+
+
+def _aimed_at_qliq_sandbox(destination) -> bool:
+    from engine.sandbox import DEFAULT_PORTS
+
+    base_url = str(destination.settings.get("base_url", "")).rstrip("/")
+    return destination.type == "qliq" and base_url == f"http://127.0.0.1:{DEFAULT_PORTS['qliq']}"
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
