@@ -42,15 +42,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    import sqlite3
+
     db = open_database(args, readonly=False)
     try:
         done = db.prune(before=time.time() - args.older_than * 86400)
+        for table, count in done.items():
+            print(f"{table:12} {count:>8} deleted")
         if args.vacuum:
             db.vacuum()
+    except sqlite3.Error as error:
+        print(
+            f"courier store: {error} (a running engine holds the store: stop it to vacuum)", file=sys.stderr
+        )
+        return 1
     finally:
         db.close()
-    for table, count in done.items():
-        print(f"{table:12} {count:>8} deleted")
     return 0
 
 
