@@ -50,12 +50,11 @@ def _prune(args: argparse.Namespace) -> int:
         for table, count in done.items():
             print(f"{table:12} {count:>8} deleted")
         if args.vacuum:
-            db.vacuum()
-    except sqlite3.Error as error:
-        print(
-            f"courier store: {error} (a running engine holds the store: stop it to vacuum)", file=sys.stderr
-        )
-        return 1
+            try:
+                db.vacuum()
+            except sqlite3.OperationalError as error:
+                print(f"courier store: cannot vacuum: {error} (stop the engine first)", file=sys.stderr)
+                return 1
     finally:
         db.close()
     return 0
