@@ -11,8 +11,12 @@ are printed only with ``show --body``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from engine.commands.store_options import add_list_action, add_store_arguments, open_database, when
+
+if TYPE_CHECKING:
+    from engine.store import Database, OutboxItem
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         db.close()
 
 
-def _skip(db, item, reason: str) -> int:
+def _skip(db: Database, item: OutboxItem, reason: str) -> int:
     with db.transaction():
         skipped = db.outbox_skip(item.id, f"skipped by an operator: {reason}")
     if not skipped:

@@ -13,12 +13,17 @@ import argparse
 import logging
 import secrets
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
 from engine.commands.store_options import add_store_arguments
+
+if TYPE_CHECKING:
+    from engine.channel.config import Channel, Destination
 
 log = logging.getLogger("engine.run")
 
@@ -172,7 +177,7 @@ def authorize_kpn_in_sandbox(reactor, engine):
         log.warning("queue %s: authorised with the KPN sandbox", queue.name)
 
 
-def with_sandbox_replies(channels, key_file: Path):
+def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Channel]:
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
@@ -229,7 +234,7 @@ def upload_reply_keys_to_sandbox(reactor, engine):
             yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, queue.config.settings)
 
 
-def _aimed_at_qliq_sandbox(destination) -> bool:
+def _aimed_at_qliq_sandbox(destination: Destination) -> bool:
     from engine.sandbox import DEFAULT_PORTS
 
     base_url = str(destination.settings.get("base_url", "")).rstrip("/")

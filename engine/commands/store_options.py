@@ -22,7 +22,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_list_action(actions, help: str, states: str) -> argparse.ArgumentParser:
+def add_list_action(actions: argparse._SubParsersAction, help: str, states: str) -> argparse.ArgumentParser:
     """The ``list`` action of a store command: newest first, by channel and state, no PHI."""
     listing = actions.add_parser("list", help=help)
     listing.add_argument("--channel")
