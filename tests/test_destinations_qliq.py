@@ -212,3 +212,25 @@ def test_check_status_empty_means_pending(server, session):
     server.reply(Reply(200, []))
     [update] = destination(server.base_url, session).check_status("m-1")
     assert update.state == "pending"
+
+
+def test_a_retry_after_a_failed_follow_up_starts_at_that_follow_up(server, session):
+    """The care team must not get the message twice: only the missing attachment goes again."""
+    server.reply(
+        Reply(202, {"conversation_id": "c-1", "message_id": "m-1"}),
+        Reply(500, {}),
+        Reply(202, {"conversation_id": "c-1", "message_id": "m-2"}),
+    )
+    payload = {"to": "oncall@example.org", "text": "Summary", "attachments": [PDF, PNG]}
+    qliq = destination(server.base_url, session)
+    assert qliq.send(payload, idempotency_key="k").outcome is Outcome.RETRY
+
+    result = qliq.send(payload, idempotency_key="k")
+
+    assert len(server.received) == 3, "the message itself was not sent again"
+    resent = server.received[2].json()
+    assert resent["attachment"] == PNG and resent["conversation_id"] == "c-1"
+    assert result.outcome is Outcome.ACCEPTED and result.remote_id == "m-1"
+    assert dict(result.vendor_ids) == {"message_id": "m-1", "message_id_2": "m-2"}
+    qliq.send(payload, idempotency_key="another")  # a new generation (a requeue) starts over
+    assert server.received[3].json()["attachment"] == PDF

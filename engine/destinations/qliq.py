@@ -23,6 +23,7 @@ Conflicts in the vendor document, and how they are resolved here:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,9 @@ from engine.destinations.payload import (
 from engine.spec import Spec, boolean, integer, number, objects, path, string
 
 SEND_PATH = "/secure_messages/send"
+MAX_PARTLY_SENT = 1000
+Progress = tuple[int, dict[str, str], str | None]
+"""A partly sent message: how many requests Qliq accepted, their message ids, the conversation."""
 STATUS_PATH = "/secure_messages/message_status"
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
 ATTACHMENT_TYPES = (
@@ -123,6 +127,12 @@ class QliqDestination(HttpDestination):
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sent_before: dict[str, Progress] = {}
+        """Idempotency key → how far a partly sent message got (see :meth:`send`)."""
+        self._sent_before_lock = threading.Lock()  # sends run on several worker threads
+
     def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
         problems = check_payload(PAYLOAD_SPEC, payload)
         sms = not is_blank(payload.get("no_phi"))
@@ -164,18 +174,26 @@ class QliqDestination(HttpDestination):
     ) -> SendResult:
         """Send the message, then each further attachment in the same conversation.
 
-        Qliq has no idempotency key: a retry after a failed follow-up sends the whole message
-        again, into the same conversation when the queue passes the conversation id back.
+        Qliq has no idempotency key. So that the care team never sees the message twice, a
+        retry after a failed follow-up (same ``idempotency_key``) starts at that follow-up,
+        not at the message. This memory lasts as long as the engine runs: after a restart
+        the whole message goes again, into the same conversation.
         """
         requests_to_send = build_requests(payload, self.settings["api_key"])
-        message_ids: dict[str, str] = {}
+        with self._sent_before_lock:
+            done, message_ids, known = self._sent_before.pop(idempotency_key, (0, {}, None))
+        conversation_id = conversation_id or known
         result = SendResult(Outcome.ACCEPTED)
         for n, body in enumerate(requests_to_send, start=1):
+            if n <= done:
+                continue
             if conversation_id:
                 body["conversation_id"] = conversation_id
             result = self.request("POST", SEND_PATH, json=body, on_success=_accepted)
             conversation_id = result.conversation_id or conversation_id
             if result.outcome is not Outcome.ACCEPTED:
+                if n > 1:
+                    self._remember(idempotency_key, (n - 1, message_ids, conversation_id))
                 prefix = f"request {n} of {len(requests_to_send)}: " if n > 1 else ""
                 return SendResult(
                     result.outcome,
@@ -194,6 +212,12 @@ class QliqDestination(HttpDestination):
             conversation_id=conversation_id,
             http_status=result.http_status,
         )
+
+    def _remember(self, key: str, progress: Progress) -> None:
+        with self._sent_before_lock:
+            if len(self._sent_before) >= MAX_PARTLY_SENT:  # dead-lettered ones never come back
+                del self._sent_before[next(iter(self._sent_before))]
+            self._sent_before[key] = progress
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """One update per recipient; an empty list from Qliq means nobody has it yet."""
