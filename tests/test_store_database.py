@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -428,7 +429,7 @@ def test_reencrypt_moves_every_value_to_the_current_key(tmp_path, key):
     done = rotating.reencrypt(batch=2)
     assert done["messages.raw_enc"] == 1 and done["deliveries.last_error_enc"] == 1
     assert done["outbox.payload_enc"] == 1 and done["outbox.last_error_enc"] == 1
-    assert done["kv.value_enc"] == 2, "the vendor state and the store's own key check"
+    assert done["kv.value_enc"] == 3, "the vendor state, the key check and the hash key"
     assert set(rotating.reencrypt().values()) == {0}, "nothing left for the old key"
     rotating.close()
 
@@ -502,3 +503,58 @@ def test_prune_deletes_only_old_messages_that_need_nothing_more(db, clock):
     assert db.prune(before=T0 + 86400) == {"messages": 0, "deliveries": 0, "events": 0, "outbox": 0}
     db.vacuum()
     assert db.get_message("WAITING", with_body=True).raw == RAW
+
+
+# Keyed hashes -------------------------------------------------------------------------
+
+
+def stored_digest(db: Database, control_id: str) -> bytes:
+    (digest,) = db.connection.execute(
+        "SELECT body_sha256 FROM messages WHERE control_id = ?", (control_id,)
+    ).fetchone()
+    return digest
+
+
+def test_body_digests_are_keyed_so_a_guessed_body_cannot_be_confirmed(tmp_path, key):
+    first_store = Database.open(tmp_path / "a.sqlite3", Cipher(key))
+    other_store = Database.open(tmp_path / "b.sqlite3", Cipher(key))
+    try:
+        for db in (first_store, other_store):
+            receive(db, incoming())
+        digest = stored_digest(first_store, "C1")
+        assert digest != hashlib.sha256(RAW).digest()
+        assert digest != stored_digest(other_store, "C1"), "each store has its own secret"
+        assert receive(first_store, incoming()).duplicate, "the resend is still recognised"
+    finally:
+        first_store.close()
+        other_store.close()
+
+
+def test_a_resend_of_a_message_stored_with_a_plain_digest_is_still_a_duplicate(db):
+    """Rows written before digests were keyed, inside the duplicate window after an upgrade."""
+    first = receive(db, incoming())
+    with db.transaction():
+        db.connection.execute(
+            "UPDATE messages SET body_sha256 = ? WHERE id = ?",
+            (hashlib.sha256(RAW).digest(), first.message_id),
+        )
+    again = receive(db, incoming())
+    assert again.duplicate and again.message_id == first.message_id
+
+
+def test_migration_6_forgets_the_reversible_qliq_conversation_keys(tmp_path, key):
+    path = tmp_path / "v5.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=5) == 5
+    for namespace in ("qliq-conversation", "kpn-token"):
+        conn.execute(
+            "INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, 'k', ?, 1.0)",
+            (namespace, Cipher(key).encrypt(b"v")),
+        )
+    conn.close()
+    db = Database.open(path, Cipher(key))
+    try:
+        assert db.kv_get("qliq-conversation", "k") is None
+        assert db.kv_get("kpn-token", "k") == b"v"
+    finally:
+        db.close()

@@ -2,16 +2,16 @@
 
 The *thread key* of a message is its patient id (``PID-3.1``) plus its order number (the first
 of ``ORC-2.1``, ``OBR-2.1``, ``TXA-14.1`` that is filled in), scoped to channel and
-destination. It is hashed before it is used as a key in the store's kv table (namespace
-``qliq-conversation``), because kv keys are stored in clear and a patient id is PHI; the
-conversation id Qliq returned is the (encrypted) value. A message without a patient id or an
+destination. kv keys are stored in clear and a patient id is PHI, so the key in the store's kv
+table (namespace ``qliq-conversation``) is a *keyed* hash of it (``Store.keyed_hash``): a
+plain hash of an eight-digit patient id is found by trying them all. The conversation id Qliq
+returned is the (encrypted) value. A message without a patient id or an
 order number starts a new conversation. With ``concurrency`` above 1, two messages of one
 thread sent at the same moment can each open a conversation; the later one wins the key.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
@@ -31,13 +31,13 @@ def thread_key(
     patient_path: str = PATIENT_PATH,
     order_paths: Sequence[str] = ORDER_PATHS,
 ) -> str | None:
-    """The hashed thread key of a message, or None when it names no patient and order."""
+    """The thread key of a message, or None when it names no patient and order. It holds the
+    patient id: keep it in memory, and let :class:`Conversations` hash it for the store."""
     patient = message.get(patient_path)
     order = next((value for path in order_paths if (value := message.get(path))), "")
     if not patient or not order:
         return None
-    text = "\x1f".join((channel, destination, patient, order))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return "\x1f".join((channel, destination, patient, order))
 
 
 class Conversations:
@@ -47,7 +47,8 @@ class Conversations:
         self._store = store
 
     def get(self, key: str) -> Deferred[str | None]:
-        return self._store.kv_get(NAMESPACE, key).addCallback(lambda v: v.decode() if v else None)
+        d = self._store.kv_get(NAMESPACE, self._store.keyed_hash(key))
+        return d.addCallback(lambda v: v.decode() if v else None)
 
     def remember(self, key: str, conversation_id: str) -> Deferred[None]:
-        return self._store.kv_put(NAMESPACE, key, conversation_id.encode())
+        return self._store.kv_put(NAMESPACE, self._store.keyed_hash(key), conversation_id.encode())

@@ -245,6 +245,10 @@ class Store(Protocol):
 
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]: ...
 
+    def keyed_hash(self, text: str) -> str:
+        """A keyed hash (hex) of ``text``, for a kv key that must not reveal what it names."""
+        ...
+
     # Retention.
     def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:
         """Delete one batch of what was received before ``before`` and needs nothing more."""

@@ -9,7 +9,9 @@ whole batch at once).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +74,7 @@ _PRUNE_OUTBOX = """
     DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
         WHERE state IN ('SENT', 'ERROR') AND created_at < ? ORDER BY id LIMIT ?)"""
 _KEY_CHECK = ("_store", "key_check")
+_HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
 
 _FIND_SAME_CONTROL_ID = """
@@ -208,6 +211,7 @@ class Database:
         self._cipher = cipher
         self._window = duplicate_window_s
         self._clock = clock
+        self._hash_key: bytes | None = None  # loaded at open (see keyed_hash)
 
     @classmethod
     def open(
@@ -259,17 +263,37 @@ class Database:
         self._check_key(write=not readonly)
 
     def _check_key(self, write: bool) -> None:
-        """Fail at open, not at the first read, when the key is not the one the data needs."""
+        """Fail at open, not at the first read, when the key is not the one the data needs;
+        then load (or, the first time, make) the secret of :meth:`keyed_hash`."""
         stored = self.connection.execute(_KV_GET, _KEY_CHECK).fetchone()
         if stored is None:
             if write:
                 with self.transaction():
                     self.kv_put(*_KEY_CHECK, _KEY_CHECK_PLAINTEXT)
-            return
-        try:
-            self._cipher.decrypt(stored[0])
-        except StoreError as exc:
-            raise StoreError(f"the store key does not fit this database: {exc}") from None
+        else:
+            try:
+                self._cipher.decrypt(stored[0])
+            except StoreError as exc:
+                raise StoreError(f"the store key does not fit this database: {exc}") from None
+        self._hash_key = self.kv_get(*_HASH_KEY)
+        if self._hash_key is None and write:
+            self._hash_key = os.urandom(32)
+            with self.transaction():
+                self.kv_put(*_HASH_KEY, self._hash_key)
+
+    @property
+    def hash_key(self) -> bytes | None:
+        """The secret of :meth:`keyed_hash`, for the async store to hash in the reactor thread."""
+        return self._hash_key
+
+    def keyed_hash(self, data: bytes) -> bytes:
+        """HMAC-SHA256 with the store's own secret, for what is kept in clear but must not be
+        guessable: a plain hash of a patient id or a message body can be found by trying
+        candidates, one keyed with a secret from inside the encrypted store cannot. The
+        secret survives key rotation (``rekey`` re-encrypts it like any value)."""
+        if self._hash_key is None:
+            raise StoreError("this store has no hash key yet; open it for writing once")
+        return hmac.new(self._hash_key, data, hashlib.sha256).digest()
 
     def close(self) -> None:
         self.connection.close()
@@ -313,7 +337,7 @@ class Database:
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
-        digest = hashlib.sha256(m.raw).digest()
+        digest = self.keyed_hash(m.raw)
         same_control_id = execute(
             _FIND_SAME_CONTROL_ID,
             (
@@ -325,7 +349,7 @@ class Database:
             ),
         ).fetchall()
         for message_id, body_sha256, ack_code in same_control_id:
-            if body_sha256 == digest:
+            if _same_body(body_sha256, digest, m.raw):
                 (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
                 execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
                 return Receipt(message_id, True, ack_code)
@@ -740,6 +764,12 @@ class Database:
 
     def _decrypt_text(self, value: bytes | None) -> str:
         return self._cipher.decrypt(value).decode() if value is not None else ""
+
+
+def _same_body(stored: bytes, digest: bytes, raw: bytes) -> bool:
+    """Whether a stored body digest is this body's: keyed, or (rows written before digests
+    were keyed, still inside a duplicate window after an upgrade) a plain SHA-256."""
+    return stored == digest or stored == hashlib.sha256(raw).digest()
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:

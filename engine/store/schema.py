@@ -113,6 +113,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: Qliq conversation keys were plain SHA-256 hashes of patient id and order number, which
+    # can be reversed by trying every patient id. They are now keyed hashes; forget the old
+    # ones (each thread simply starts a new Qliq conversation once).
+    """
+    DELETE FROM kv WHERE namespace = 'qliq-conversation';
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -7,8 +7,11 @@ never waits behind writes. Every Deferred fires in the reactor thread after the 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -67,6 +70,7 @@ class SQLiteStore:
             clock=reactor.seconds,
         )
         self._writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
+        self._hash_key = b""  # set by start()
         self._reader = Worker("store-reader", partial(open_db, readonly=True), run_each, reactor)
 
     @property
@@ -76,7 +80,17 @@ class SQLiteStore:
 
     def start(self) -> Deferred[None]:
         """Open (creating and migrating) the file, then the read connection."""
-        return self._writer.start().addCallback(lambda _: self._reader.start())
+        d = self._writer.start()
+        d.addCallback(lambda _: self._write(attrgetter("hash_key")))
+        d.addCallback(self._keep_hash_key)
+        return d.addCallback(lambda _: self._reader.start())
+
+    def _keep_hash_key(self, key: bytes) -> None:
+        self._hash_key = key
+
+    def keyed_hash(self, text: str) -> str:
+        """HMAC-SHA256 (hex) of ``text`` with the store's secret: see :meth:`Database.keyed_hash`."""
+        return hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
 
     def close(self) -> Deferred[None]:
         """Finish queued work, close both connections and end their threads."""
