@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
+from engine.errors import StoreError
 from engine.store.base import (
     Delivery,
     DeliverySelection,
@@ -70,7 +71,7 @@ class SQLiteStore:
             clock=reactor.seconds,
         )
         self._writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
-        self._hash_key = b""  # set by start()
+        self._hash_key: bytes | None = None  # set by start()
         self._reader = Worker("store-reader", partial(open_db, readonly=True), run_each, reactor)
 
     @property
@@ -90,6 +91,8 @@ class SQLiteStore:
 
     def keyed_hash(self, text: str) -> str:
         """HMAC-SHA256 (hex) of ``text`` with the store's secret: see :meth:`Database.keyed_hash`."""
+        if self._hash_key is None:
+            raise StoreError("the store is not started")
         return hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
 
     def close(self) -> Deferred[None]:
