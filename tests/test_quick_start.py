@@ -21,6 +21,7 @@ import requests
 from tests.support.mllp import BlockingClient
 
 ROOT = Path(__file__).resolve().parent.parent
+CHANNELS = ("lis-oru-to-conneqt", "ehr-mdm-to-qliq", "ris-oru-to-medallies", "ehr-mdm-to-kpn")
 SENDS = {
     2575: "oru_r01_lab_fbc_pdf.hl7",
     2576: "mdm_t02_discharge_summary.hl7",
@@ -124,6 +125,14 @@ def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> No
         replied = requests.post("http://127.0.0.1:18441/_sandbox/reply", json={"text": "Seen"}, timeout=10)
         assert replied.status_code == 200 and replied.json()["status"] == 200, replied.text
         wait_for_outbox_sent(tmp_path, "ehr-mdm-to-qliq")
+        stats = subprocess.run(
+            [sys.executable, "-m", "engine", "stats"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert all(f"{channel} " in stats for channel in CHANNELS), stats
     finally:
         for process in (engine, hospital):
             process.send_signal(signal.SIGINT)
