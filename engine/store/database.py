@@ -277,9 +277,11 @@ class Database:
                 raise StoreError(f"the store key does not fit this database: {exc}") from None
         self._hash_key = self.kv_get(*_HASH_KEY)
         if self._hash_key is None and write:
-            self._hash_key = os.urandom(32)
-            with self.transaction():
-                self.kv_put(*_HASH_KEY, self._hash_key)
+            with self.transaction():  # holds the write lock: two first opens make one secret
+                self._hash_key = self.kv_get(*_HASH_KEY)
+                if self._hash_key is None:
+                    self._hash_key = os.urandom(32)
+                    self.kv_put(*_HASH_KEY, self._hash_key)
 
     @property
     def hash_key(self) -> bytes | None:
