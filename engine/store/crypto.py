@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -68,6 +69,12 @@ class Cipher:
             return aead.decrypt(nonce, value[_HEADER_BYTES + _NONCE_BYTES :], header)
         except InvalidTag:
             raise StoreError("encrypted value failed authentication (corrupt or tampered)") from None
+
+
+def keyed_digest(secret: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256: a digest of something kept in clear that nobody without ``secret`` can
+    reproduce, so it cannot be reversed by hashing candidates (a patient id, a message)."""
+    return hmac.new(secret, data, hashlib.sha256).digest()
 
 
 def load_cipher(env: Mapping[str, str] = os.environ, key_file: Path = DEFAULT_KEY_FILE) -> Cipher:

@@ -9,7 +9,6 @@ whole batch at once).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import sqlite3
@@ -39,7 +38,7 @@ from engine.store.base import (
     Receipt,
     StatusPoll,
 )
-from engine.store.crypto import Cipher
+from engine.store.crypto import Cipher, keyed_digest
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
 
 log = logging.getLogger(__name__)
@@ -295,7 +294,7 @@ class Database:
         secret survives key rotation (``rekey`` re-encrypts it like any value)."""
         if self._hash_key is None:
             raise StoreError("this store has no hash key yet; open it for writing once")
-        return hmac.new(self._hash_key, data, hashlib.sha256).digest()
+        return keyed_digest(self._hash_key, data)
 
     def close(self) -> None:
         self.connection.close()

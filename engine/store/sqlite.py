@@ -7,8 +7,6 @@ never waits behind writes. Every Deferred fires in the reactor thread after the 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 from functools import partial
 from operator import attrgetter
@@ -28,7 +26,7 @@ from engine.store.base import (
     Receipt,
     StatusPoll,
 )
-from engine.store.crypto import Cipher
+from engine.store.crypto import Cipher, keyed_digest
 from engine.store.database import (
     DEFAULT_DUPLICATE_WINDOW_S,
     DEFAULT_PATH,
@@ -93,7 +91,7 @@ class SQLiteStore:
         """HMAC-SHA256 (hex) of ``text`` with the store's secret: see :meth:`Database.keyed_hash`."""
         if self._hash_key is None:
             raise StoreError("the store is not started")
-        return hmac.new(self._hash_key, text.encode(), hashlib.sha256).hexdigest()
+        return keyed_digest(self._hash_key, text.encode()).hex()
 
     def close(self) -> Deferred[None]:
         """Finish queued work, close both connections and end their threads."""
