@@ -92,6 +92,26 @@ def test_medallies_polls_until_dispatched_and_a_pushed_displayed_upgrades_it(
     assert kinds[-2:] == [("status", DELIVERED), ("status", READ)]
 
 
+def test_read_before_delivered_reports_delivered_first_and_the_late_delivered_changes_nothing(
+    harness, pollers, listener, store
+):
+    """DSNs are separate HTTP posts and may arrive out of order; a poll may miss a step."""
+    harness.queue("medallies")
+    harness.receive(oru("MA2"), "medallies")
+    (sent,) = harness.wait_states("medallies", SENT, 1)
+    tracker = pollers.tracker
+    tracker.track("medallies")
+
+    read = on_reactor(tracker.apply_update, sent.remote_id, StatusUpdate("read", detail="DISPLAYED"))
+    assert (read.state, read.event) == (READ, "read")
+    assert listener.events() == ["accepted", "delivered", "read"]
+    assert listener.seen[1].detail == "delivered (implied by read)"
+    late = on_reactor(tracker.apply_update, sent.remote_id, StatusUpdate("delivered", detail="DISPATCHED"))
+    assert late is None and listener.events() == ["accepted", "delivered", "read"]
+    kinds = [(e.kind, e.state) for e in on_reactor(store.timeline, "MA2")]
+    assert kinds[-2:] == [("status", DELIVERED), ("status", READ)]
+
+
 def test_qliq_polls_drive_delivered_then_read(harness, pollers, sandboxes, listener, store):
     on_reactor(
         sandboxes.qliq.configure, {"delivered_after_s": 0.1, "read_after_s": 0.4, "recipient_stagger_s": 0}

@@ -8,7 +8,11 @@ Rules:
   DISPATCHED can still be upgraded to DISPLAYED (READ);
 * a vendor reporting several recipients (Qliq) counts as far as its most advanced recipient:
   read by anyone is READ, and a failure counts only when no recipient got the message;
-* ``accepted`` and ``pending`` change nothing.
+* ``accepted`` and ``pending`` change nothing;
+* read implies delivered: a READ that finds the delivery still SENT (a poll that missed the
+  delivered step, or webhooks arriving out of order, as separate HTTP posts may) commits and
+  announces DELIVERED first, so the hospital always sees the same trail; the late delivered
+  status is then ignored as going back.
 
 Each change is committed (``set_state`` / ``mark_error`` write an event with its time) and
 then announced as a :class:`~engine.delivery.transitions.Transition`.
@@ -126,7 +130,15 @@ class StatusTracker:
         if change is None:
             return delivery.state, None
         state, event = change
-        detail = f"{event} ({update.detail})" if update.detail else event
+        if state == READ and delivery.state == SENT:
+            yield self._commit(delivery, DELIVERED, transitions.DELIVERED, update, "implied by read")
+        transition = yield self._commit(delivery, state, event, update, update.detail)
+        return state, transition
+
+    @inlineCallbacks
+    def _commit(self, delivery: Delivery, state: str, event: str, update: StatusUpdate, why: str | None):
+        """Commit one state change, then announce it; fires with its transition."""
+        detail = f"{event} ({why})" if why else event
         if state == ERROR:
             yield self._store.mark_error(delivery.id, detail)
             yield self._store.end_status_poll(delivery.id)
@@ -135,4 +147,4 @@ class StatusTracker:
         at = update.at.timestamp() if update.at is not None else self._clock.seconds()
         transition = transition_of(delivery, state, event, at, detail, recipient=update.recipient)
         yield announce(self._listener, transition)
-        return state, transition
+        return transition
