@@ -56,6 +56,11 @@ def test_fail_next_and_throttle_next_are_exact(qliq):
     assert [r.fault for r in qliq.state.requests] == ["429", "500", "500", None]
 
 
+def test_pass_next_lets_requests_through_before_the_counted_faults(qliq):
+    on_reactor(qliq.set_faults, pass_next=1, fail_next=1)
+    assert [get(qliq).status_code for _ in range(3)] == [400, 500, 400]  # 400: no message_id
+
+
 def test_rates_are_repeatable_with_a_seed(qliq):
     def pattern() -> list[int]:
         on_reactor(qliq.set_faults, seed=3, error_rate=0.5, rate_429=0.2, retry_after_s=4)

@@ -23,6 +23,7 @@ class Faults:
     latency_s: float = 0.0  # delay before every answer
     outage: str | None = None  # "503": answer 503; "refuse": stop listening
     blackhole: bool = False  # read every request, never answer
+    pass_next: int = 0  # the next N requests are answered normally, before any other fault
     fail_next: int = 0  # the next N requests get 500
     throttle_next: int = 0  # the next N requests get 429
     blackhole_next: int = 0  # the next N requests are never answered
@@ -61,6 +62,8 @@ class Faults:
 
     def draw(self) -> str | None:
         """Decide the fate of one request: 'blackhole', '503', '429', '500' or None."""
+        if self._take("pass_next"):
+            return None
         if self.blackhole or self._take("blackhole_next"):
             return "blackhole"
         if self.outage == "503":
