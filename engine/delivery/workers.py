@@ -31,5 +31,8 @@ class Workers:
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
 
     def stop(self) -> None:
-        """Join the threads; call when no work is in flight (the join is then immediate)."""
-        self._pool.stop()
+        """Join the threads; call when no work is in flight (the join is then immediate).
+
+        Stopping twice is harmless (a queue stopped by hand, then by its service parent)."""
+        if not self._pool.joined:
+            self._pool.stop()
