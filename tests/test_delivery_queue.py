@@ -195,10 +195,11 @@ class Harness:
         destination=None,
         start: bool = True,
         conversations: bool = False,
+        mapping: str | None = None,
         **changes: Any,
     ) -> DeliveryQueue:
         mapping_file = self.tmp_path / f"{kind}.toml"
-        mapping_file.write_text(textwrap.dedent(MAPPINGS[kind]))
+        mapping_file.write_text(textwrap.dedent(MAPPINGS[kind] if mapping is None else mapping))
         config = self.config(kind, name, **changes)
         queue = DeliveryQueue(
             channel="lab",
@@ -399,6 +400,47 @@ def test_qliq_follow_ups_for_the_same_patient_and_order_join_one_conversation(ha
     assert "conversation_id" not in bodies[0]
     assert bodies[1]["conversation_id"] == conversation
     assert "conversation_id" not in bodies[2]
+
+
+QLIQ_WITH_ATTACHMENTS = (
+    MAPPINGS["qliq"]
+    + """
+        [each.attachments]
+        segment = "OBX"
+        where = { "OBX-2" = "ED" }
+          [each.attachments.fields]
+          content_type = { const = "application/pdf" }
+          file_name = { template = "Report {OBX-1}.pdf" }
+          base64 = { path = "OBX-5.5", required = true }
+"""
+)
+
+
+def test_after_a_failed_qliq_follow_up_and_a_restart_only_the_follow_up_is_sent(harness, sandboxes, store):
+    """Qliq has no idempotency key: the progress is stored with the delivery, not in memory."""
+    two_reports = oru("PART") + f"\rOBX|2|ED|PDF^Report||^AP^PDF^Base64^{PDF}".encode()
+    on_reactor(sandboxes.qliq.set_faults, pass_next=1, fail_next=1)  # the follow-up fails once
+    slow_retry = replace(FAST_RETRY, initial_delay_s=0.5, max_delay_s=0.5)
+    first_run = harness.queue("qliq", mapping=QLIQ_WITH_ATTACHMENTS, retry=slow_retry)
+    harness.receive(two_reports, "qliq")
+
+    def failed_once():
+        return [d for d in harness.deliveries("qliq", QUEUED) if d.attempts == 1]
+
+    wait_for(failed_once, what="a failed attempt")
+    on_reactor(first_run.stop)  # the engine stops before the retry
+    (waiting,) = harness.deliveries("qliq", QUEUED)
+    assert waiting.progress and "PART" not in waiting.progress
+    assert "request 2 of 2: HTTP 500" in waiting.last_error
+
+    harness.queue("qliq", mapping=QLIQ_WITH_ATTACHMENTS)  # the restarted engine
+    (sent,) = harness.wait_states("qliq", SENT, 1)
+
+    bodies = sent_bodies(sandboxes.qliq, "/secure_messages/send")
+    assert [b["attachment"]["file_name"] for b in bodies] == ["Report 1.pdf", "Report 2.pdf", "Report 2.pdf"]
+    first, follow_up = sandboxes.qliq.state.messages.values()  # the message, then its follow-up
+    assert sent.remote_id == first["message_id"] and sent.progress is None
+    assert follow_up["conversation_id"] == first["conversation_id"] == bodies[2]["conversation_id"]
 
 
 def test_the_rate_limit_spaces_sends(harness, sandboxes):

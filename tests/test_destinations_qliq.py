@@ -214,7 +214,7 @@ def test_check_status_empty_means_pending(server, session):
     assert update.state == "pending"
 
 
-def test_a_retry_after_a_failed_follow_up_starts_at_that_follow_up(server, session):
+def test_a_retry_given_the_progress_of_a_failed_follow_up_starts_at_that_follow_up(server, session):
     """The care team must not get the message twice: only the missing attachment goes again."""
     server.reply(
         Reply(202, {"conversation_id": "c-1", "message_id": "m-1"}),
@@ -223,14 +223,23 @@ def test_a_retry_after_a_failed_follow_up_starts_at_that_follow_up(server, sessi
     )
     payload = {"to": "oncall@example.org", "text": "Summary", "attachments": [PDF, PNG]}
     qliq = destination(server.base_url, session)
-    assert qliq.send(payload, idempotency_key="k").outcome is Outcome.RETRY
+    failed = qliq.send(payload, idempotency_key="k")
+    assert failed.outcome is Outcome.RETRY and failed.progress is not None
+    assert "Summary" not in failed.progress, "ids only: the store keeps it in clear"
 
-    result = qliq.send(payload, idempotency_key="k")
+    result = qliq.send(payload, idempotency_key="k", resume=failed.progress)
 
     assert len(server.received) == 3, "the message itself was not sent again"
     resent = server.received[2].json()
     assert resent["attachment"] == PNG and resent["conversation_id"] == "c-1"
     assert result.outcome is Outcome.ACCEPTED and result.remote_id == "m-1"
     assert dict(result.vendor_ids) == {"message_id": "m-1", "message_id_2": "m-2"}
-    qliq.send(payload, idempotency_key="another")  # a new generation (a requeue) starts over
+    assert result.progress is None
+    qliq.send(payload, idempotency_key="k")  # without progress (a requeue) it starts over
     assert server.received[3].json()["attachment"] == PDF
+
+
+def test_a_failure_of_the_message_itself_has_no_progress(server, session):
+    server.reply(Reply(500, {}))
+    payload = {"to": "oncall@example.org", "text": "Summary", "attachments": [PDF, PNG]}
+    assert destination(server.base_url, session).send(payload, idempotency_key="k").progress is None

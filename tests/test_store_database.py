@@ -292,6 +292,30 @@ def test_retry_waits_until_next_attempt_and_keeps_the_error(db):
     assert again.attempts == 2
 
 
+def test_a_partial_send_s_progress_lasts_until_the_delivery_is_sent_or_ends(db):
+    receive(db, incoming(destinations=("qliq", "kpn")))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_retry(d.id, T0, "request 2 of 2: HTTP 500", progress='{"done": 1}')
+        db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_retry(d.id, T0, "timed out")  # a failure before any request: progress kept
+        db.recover_left_sending("qliq", T0)
+        (again,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        assert again.progress == '{"done": 1}'
+        db.mark_sent(d.id, "m-1")
+        assert db.get_delivery(d.id).progress is None
+        (other,) = db.claim_due("kpn", T0, limit=10, lease_s=30)
+        db.release(other.id, T0, "auth failed", progress='{"done": 1}')
+        db.claim_due("kpn", T0, limit=10, lease_s=30)
+        db.mark_error(other.id, "rejected")
+        assert db.get_delivery(other.id).progress is None
+        db.requeue(DeliverySelection(ids=(other.id,)))
+        db.claim_due("kpn", T0, limit=10, lease_s=30)
+        db.mark_retry(other.id, T0, "request 2 of 2: HTTP 500", progress='{"done": 1}')
+        db.cancel(DeliverySelection(ids=(other.id,)))
+    assert db.get_delivery(other.id).progress is None, "cancelled: a later requeue starts over"
+
+
 def test_dead_letter_is_not_claimed_until_requeued(db):
     receive(db, incoming(destinations=("qliq",)))
     with db.transaction():

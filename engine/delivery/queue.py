@@ -205,7 +205,7 @@ class DeliveryQueue(Service):
                 return
             conversation_id = (yield self._conversations.get(thread)) if thread else None
             key = idempotency_key(delivery)
-            result = yield self._workers.run(self._send, payload, key, conversation_id)
+            result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
             log.error(
@@ -223,11 +223,15 @@ class DeliveryQueue(Service):
         thread = thread_key(message, self.channel, self.name) if self._conversations else None
         return payload, thread
 
-    def _send(self, payload: dict[str, Any], key: str, conversation_id: str | None) -> SendResult:
+    def _send(
+        self, payload: dict[str, Any], key: str, conversation_id: str | None, resume: str | None
+    ) -> SendResult:
         """In a worker thread. A destination never raises for HTTP; anything else is a bug
         (logged by type only, the traceback could quote the payload) and is retried."""
         try:
-            return self.destination.send(payload, idempotency_key=key, conversation_id=conversation_id)
+            return self.destination.send(
+                payload, idempotency_key=key, conversation_id=conversation_id, resume=resume
+            )
         except Exception as exc:
             log.error(
                 "queue %s: %s destination raised %s", self.name, self.destination.kind, type(exc).__name__
@@ -280,7 +284,7 @@ class DeliveryQueue(Service):
             yield self._error(delivery, transitions.DEAD_LETTER, f"{gave_up}; last error: {result.reason}")
             return
         delay = retry_delay(self.config.retry, delivery.attempts, result.retry_after_s, self._rng)
-        yield self._store.mark_retry(delivery.id, now + delay, result.reason)
+        yield self._store.mark_retry(delivery.id, now + delay, result.reason, result.progress)
         log.warning(
             "queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
             self.name,
@@ -294,7 +298,7 @@ class DeliveryQueue(Service):
     def _auth_failed(self, delivery: Delivery, result: SendResult):
         wait = result.retry_after_s or self._auth_retry_s
         retry_at = self._clock.seconds() + wait
-        yield self._store.release(delivery.id, retry_at, result.reason)
+        yield self._store.release(delivery.id, retry_at, result.reason, result.progress)
         self._paused_until = max(self._paused_until, retry_at)
         log.error(
             "queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"

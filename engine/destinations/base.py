@@ -70,6 +70,7 @@ class SendResult:
     invalid_parameters: tuple[InvalidParameter, ...] = ()
     retry_after_s: float | None = None  # the vendor's Retry-After, when it sent one
     http_status: int | None = None
+    progress: str | None = None  # a send of several requests that failed part way: pass back as resume
 
 
 StatusState = Literal["accepted", "pending", "delivered", "read", "failed", "expired"]
@@ -163,8 +164,12 @@ class Destination(abc.ABC):
         *,
         idempotency_key: str,
         conversation_id: str | None = None,
+        resume: str | None = None,
     ) -> SendResult:
-        """Deliver one payload. Blocking; runs in a worker thread. Never raises for HTTP."""
+        """Deliver one payload. Blocking; runs in a worker thread. Never raises for HTTP.
+
+        ``resume`` is the ``progress`` of this delivery's last failed attempt, if it had any.
+        """
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """Ask the vendor for the delivery state of ``remote_id`` (one update per recipient).

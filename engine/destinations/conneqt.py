@@ -164,6 +164,7 @@ class ConneqtDestination(HttpDestination):
         *,
         idempotency_key: str,
         conversation_id: str | None = None,
+        resume: str | None = None,
     ) -> SendResult:
         token = self._access_token()
         if token is None:

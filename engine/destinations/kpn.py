@@ -117,6 +117,7 @@ class KpnDestination(HttpDestination):
         *,
         idempotency_key: str,
         conversation_id: str | None = None,
+        resume: str | None = None,
     ) -> SendResult:
         token = self.token_provider.token() if self.token_provider else None
         if not token:

@@ -173,6 +173,7 @@ class MedAlliesDestination(HttpDestination):
         *,
         idempotency_key: str,
         conversation_id: str | None = None,
+        resume: str | None = None,
     ) -> SendResult:
         message_id = f"urn:uuid:{message_uuid(idempotency_key)}"
         return self.request(

@@ -22,8 +22,8 @@ Conflicts in the vendor document, and how they are resolved here:
 
 from __future__ import annotations
 
+import json
 import re
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +44,6 @@ from engine.destinations.payload import (
 from engine.spec import Spec, boolean, integer, number, objects, path, string
 
 SEND_PATH = "/secure_messages/send"
-MAX_PARTLY_SENT = 1000
-Progress = tuple[int, dict[str, str], str | None]
-"""A partly sent message: how many requests Qliq accepted, their message ids, the conversation."""
 STATUS_PATH = "/secure_messages/message_status"
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
 ATTACHMENT_TYPES = (
@@ -127,12 +124,6 @@ class QliqDestination(HttpDestination):
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sent_before: dict[str, Progress] = {}
-        """Idempotency key → how far a partly sent message got (see :meth:`send`)."""
-        self._sent_before_lock = threading.Lock()  # sends run on several worker threads
-
     def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
         problems = check_payload(PAYLOAD_SPEC, payload)
         sms = not is_blank(payload.get("no_phi"))
@@ -171,17 +162,17 @@ class QliqDestination(HttpDestination):
         *,
         idempotency_key: str,
         conversation_id: str | None = None,
+        resume: str | None = None,
     ) -> SendResult:
         """Send the message, then each further attachment in the same conversation.
 
         Qliq has no idempotency key. So that the care team never sees the message twice, a
-        retry after a failed follow-up (same ``idempotency_key``) starts at that follow-up,
-        not at the message. This memory lasts as long as the engine runs: after a restart
-        the whole message goes again, into the same conversation.
+        failed follow-up returns ``progress`` (the requests Qliq accepted, their ids and the
+        conversation); the queue stores it with the delivery and passes it back as ``resume``,
+        and the next attempt, even after a restart, starts at the failed follow-up.
         """
         requests_to_send = build_requests(payload, self.settings["api_key"])
-        with self._sent_before_lock:
-            done, message_ids, known = self._sent_before.pop(idempotency_key, (0, {}, None))
+        done, message_ids, known = _resumed(resume)
         conversation_id = conversation_id or known
         result = SendResult(Outcome.ACCEPTED)
         for n, body in enumerate(requests_to_send, start=1):
@@ -192,8 +183,6 @@ class QliqDestination(HttpDestination):
             result = self.request("POST", SEND_PATH, json=body, on_success=_accepted)
             conversation_id = result.conversation_id or conversation_id
             if result.outcome is not Outcome.ACCEPTED:
-                if n > 1:
-                    self._remember(idempotency_key, (n - 1, message_ids, conversation_id))
                 prefix = f"request {n} of {len(requests_to_send)}: " if n > 1 else ""
                 return SendResult(
                     result.outcome,
@@ -202,6 +191,7 @@ class QliqDestination(HttpDestination):
                     reason=prefix + result.reason,
                     retry_after_s=result.retry_after_s,
                     http_status=result.http_status,
+                    progress=_progress(n - 1, message_ids, conversation_id) if n > 1 else None,
                 )
             if result.remote_id:
                 message_ids["message_id" if n == 1 else f"message_id_{n}"] = result.remote_id
@@ -212,12 +202,6 @@ class QliqDestination(HttpDestination):
             conversation_id=conversation_id,
             http_status=result.http_status,
         )
-
-    def _remember(self, key: str, progress: Progress) -> None:
-        with self._sent_before_lock:
-            if len(self._sent_before) >= MAX_PARTLY_SENT:  # dead-lettered ones never come back
-                del self._sent_before[next(iter(self._sent_before))]
-            self._sent_before[key] = progress
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """One update per recipient; an empty list from Qliq means nobody has it yet."""
@@ -232,6 +216,19 @@ class QliqDestination(HttpDestination):
         if not recipients:
             return [StatusUpdate("pending", detail="not delivered to any recipient yet")]
         return [_recipient_status(r) for r in recipients if isinstance(r, Mapping)]
+
+
+def _progress(done: int, message_ids: Mapping[str, str], conversation_id: str | None) -> str:
+    """How far a send got, for ``resume``: Qliq's ids only, never message content."""
+    return json.dumps({"done": done, "message_ids": dict(message_ids), "conversation_id": conversation_id})
+
+
+def _resumed(resume: str | None) -> tuple[int, dict[str, str], str | None]:
+    """(requests already accepted, their message ids, the conversation) from :func:`_progress`."""
+    if not resume:
+        return 0, {}, None
+    progress = json.loads(resume)
+    return progress["done"], dict(progress["message_ids"]), progress["conversation_id"]
 
 
 def build_requests(payload: Mapping[str, Any], api_key: str) -> list[dict[str, Any]]:

@@ -99,6 +99,7 @@ class Delivery:
     created_at: float
     updated_at: float
     requeues: int = 0  # how often an operator requeued it: its generation for the vendor
+    progress: str | None = None  # how far a send of several requests got (opaque to the store)
     last_error: str | None = field(default=None, repr=False)
     raw: bytes | None = field(default=None, repr=False)
 
@@ -202,7 +203,9 @@ class Store(Protocol):
 
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]: ...
 
-    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
+    def mark_retry(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> Deferred[None]: ...
 
     def mark_error(self, delivery_id: int, error: str) -> Deferred[None]: ...
 
@@ -226,7 +229,9 @@ class Store(Protocol):
 
     def find_delivery(self, destination: str, remote_id: str) -> Deferred[Delivery | None]: ...
 
-    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
+    def release(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> Deferred[None]: ...
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]: ...
 

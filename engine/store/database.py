@@ -113,7 +113,7 @@ _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, contro
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
 _DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
     d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
-    d.requeues, d.last_error_enc"""
+    d.requeues, d.progress, d.last_error_enc"""
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
 _CLAIM = """
@@ -129,25 +129,27 @@ _RECOVER_LEFT_SENDING = """
     WHERE destination = ? AND state = 'SENDING'
     RETURNING id, message_id"""
 _MARK_SENT = """
-    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, updated_at = ?
+    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, progress = NULL,
+        updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _MARK_RETRY = """
     UPDATE deliveries SET state = 'QUEUED', next_attempt_at = ?, last_error_enc = ?,
-        lease_until = NULL, updated_at = ?
+        progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _MARK_ERROR = """
-    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, updated_at = ?
+    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, progress = NULL,
+        updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _SET_STATE = """
     UPDATE deliveries SET state = ?, lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _MOVE = """
     UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
-        updated_at = ?, requeues = requeues + ?
+        progress = NULL, updated_at = ?, requeues = requeues + ?
     WHERE id = ?"""
 _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
-        last_error_enc = ?, lease_until = NULL, updated_at = ?
+        last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
@@ -433,9 +435,12 @@ class Database:
         at = self._clock()
         self._change(delivery_id, _MARK_SENT, (remote_id, at, delivery_id), at, "sent", SENT, detail)
 
-    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> None:
+    def mark_retry(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> None:
+        """Back to QUEUED for another attempt; ``progress`` (if given) is kept for it."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
         self._change(delivery_id, _MARK_RETRY, params, at, "retry", QUEUED, error)
 
     def mark_error(self, delivery_id: int, error: str) -> None:
@@ -502,10 +507,12 @@ class Database:
         ).fetchone()
         return None if row is None else self._delivery(row)
 
-    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> None:
+    def release(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> None:
         """Back to QUEUED without counting the attempt: the credentials failed, not the message."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
         self._change(delivery_id, _RELEASE, params, at, "auth_failed", QUEUED, error)
 
     def next_attempt_due(self, destination: str) -> float | None:
@@ -560,8 +567,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: tuple[Any, ...]) -> Delivery:
-        raw = self._cipher.decrypt(row[14]) if len(row) > 14 else None
-        return Delivery(*row[:13], last_error=self._decrypt_text(row[13]), raw=raw)
+        raw = self._cipher.decrypt(row[15]) if len(row) > 15 else None
+        return Delivery(*row[:14], last_error=self._decrypt_text(row[14]), raw=raw)
 
     def _change(
         self,

@@ -119,6 +119,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DELETE FROM kv WHERE namespace = 'qliq-conversation';
     """,
+    # 7: how far a send made of several requests got before it failed (Qliq sends each further
+    # attachment as its own request), so the next attempt, even after a restart, sends only
+    # the rest. Vendor ids only, no PHI; cleared when the delivery is sent, ends or is requeued.
+    """
+    ALTER TABLE deliveries ADD COLUMN progress TEXT;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

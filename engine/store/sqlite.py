@@ -134,8 +134,10 @@ class SQLiteStore:
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]:
         return self._write(Database.mark_sent, delivery_id, remote_id, detail)
 
-    def mark_retry(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]:
-        return self._write(Database.mark_retry, delivery_id, next_attempt_at, error)
+    def mark_retry(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> Deferred[None]:
+        return self._write(Database.mark_retry, delivery_id, next_attempt_at, error, progress)
 
     def mark_error(self, delivery_id: int, error: str) -> Deferred[None]:
         return self._write(Database.mark_error, delivery_id, error)
@@ -167,8 +169,10 @@ class SQLiteStore:
     def find_delivery(self, destination: str, remote_id: str) -> Deferred[Delivery | None]:
         return self._read(Database.find_delivery, destination, remote_id)
 
-    def release(self, delivery_id: int, next_attempt_at: float, error: str) -> Deferred[None]:
-        return self._write(Database.release, delivery_id, next_attempt_at, error)
+    def release(
+        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+    ) -> Deferred[None]:
+        return self._write(Database.release, delivery_id, next_attempt_at, error, progress)
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_attempt_due, destination)
