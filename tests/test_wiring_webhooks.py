@@ -68,8 +68,8 @@ def example_channel(name: str, sandboxes, hospital, **settings):
     reports = StatusReports(
         to=f"tcp:host=127.0.0.1:port={hospital.port}",
         events=("delivered", "failed"),
-        connect_timeout_s=1.0,
-        ack_timeout_s=1.0,
+        connect_timeout_s=5.0,
+        ack_timeout_s=5.0,
         tls=None,
     )
     return replace(
@@ -120,7 +120,7 @@ def delivery_in(engine, destination: str, state: str):
     return found[0] if found else None
 
 
-def next_document(hospital: Hospital, timeout: float = 5.0):
+def next_document(hospital: Hospital, timeout: float = 15.0):
     """The next MDM^T02 the hospital got (status reports in between are skipped)."""
     while True:
         try:
@@ -179,7 +179,7 @@ def test_a_reply_the_webhook_missed_is_fetched_by_the_poller(engine, sandboxes, 
     sandboxes.qliq.configure({"reply_url": "http://127.0.0.1:1/webhook-down"})
     entry = on_reactor(sandboxes.qliq.reply, qliq_message_id, "Replying while you were down")
     assert entry.get("status") != 200
-    document = next_document(hospital, timeout=5.0)  # the poller asks every second
+    document = next_document(hospital, timeout=15.0)  # the poller asks every second
     assert document.get("TXA-13") == "EPR-T02-0002"
     assert "while you were down" in document.get("OBX-5")
 
