@@ -94,7 +94,7 @@ def test_outage_refuse_really_refuses_then_recovers(qliq):
 
 def test_refuse_through_control_api_restores_itself(qliq):
     r = requests.post(
-        f"{qliq.base_url}/_sandbox/faults", json={"outage": "refuse", "restore_after_s": 0.3}, timeout=5
+        f"{qliq.base_url}/_sandbox/faults", json={"outage": "refuse", "restore_after_s": 1.5}, timeout=5
     )
     assert r.status_code == 200
     with pytest.raises(requests.ConnectionError):

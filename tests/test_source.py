@@ -196,7 +196,7 @@ def test_enhanced_mode_commit_ack_follows_msh15(engine, msh15, outcome_ok, expec
         return Accepted(("dest-a",))
 
     port, _ = engine(check=check)
-    with BlockingClient(port, timeout=0.5) as client:
+    with BlockingClient(port, timeout=0.5 if expect is None else 5) as client:
         client.send(oru("ENH" + msh15.decode(), msh15=msh15, msh16=b"AL"))
         if expect is None:
             with pytest.raises(TimeoutError):

@@ -71,7 +71,7 @@ def test_a_requeued_delivery_reaches_conneqt_under_a_new_message_id(harness, san
 
 
 def test_retries_of_one_generation_share_the_message_id(harness, sandboxes):
-    on_reactor(sandboxes.medallies.set_faults, outage="refuse", restore_after_s=0.3)
+    on_reactor(sandboxes.medallies.set_faults, outage="refuse", restore_after_s=1.5)
     harness.queue("medallies")
     harness.receive(oru("GEN3"), "medallies")
     (sent,) = harness.wait_states("medallies", SENT, 1)
