@@ -75,6 +75,16 @@ def test_deliveries_list_show_cancel_requeue(store) -> None:
     assert courier(store, "deliveries", "requeue").returncode == 2, "no filter: refuse to touch everything"
 
 
+def test_deliveries_show_prints_how_far_a_partial_send_got(store) -> None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        (claimed,) = db.claim_due("ward-qliq", 2.0e9, limit=1, lease_s=30)
+        db.mark_retry(claimed.id, 2.0e9, "request 2 of 2: HTTP 500", progress='{"done": 1}')
+    db.close()
+    shown = courier(store, "deliveries", "show", str(claimed.id)).stdout
+    assert "request 2 of 2: HTTP 500" in shown and '{"done": 1}' in shown
+
+
 def test_outbox_list_show_and_skip(store) -> None:
     db = Database.open(store, Cipher(base64.b64decode(KEY)))
     with db.transaction():

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             for name in ("created_at", "updated_at", "next_attempt_at"):
                 print(f"{name:16} {when(getattr(delivery, name))}")
             print(f"{'last_error':16} {delivery.last_error or '-'}")
+            print(f"{'progress':16} {delivery.progress or '-'}")  # a send of several requests, part way
             return 0
         selection = DeliverySelection(
             ids=tuple(args.ids) or None, channel=args.channel, destination=args.destination, state=args.state
