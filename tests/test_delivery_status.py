@@ -6,6 +6,7 @@ so its poller runs on a ``task.Clock`` advanced six hours at a time.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -110,6 +111,27 @@ def test_read_before_delivered_reports_delivered_first_and_the_late_delivered_ch
     assert late is None and listener.events() == ["accepted", "delivered", "read"]
     kinds = [(e.kind, e.state) for e in on_reactor(store.timeline, "MA2")]
     assert kinds[-2:] == [("status", DELIVERED), ("status", READ)]
+
+
+def test_a_status_pushed_before_the_send_is_recorded_waits_for_it(harness, pollers, store):
+    """A vendor's webhook can beat our COMMIT of its HTTP answer: the status is not lost."""
+    harness.receive(oru("EARLY"), "medallies")  # no queue runs: the test plays the sender
+    tracker = pollers.tracker
+    tracker.track("medallies")
+    pushed: list[object] = []
+    webhook = threading.Thread(
+        target=lambda: pushed.append(
+            on_reactor(tracker.apply_update, "urn:uuid:early", StatusUpdate("delivered", detail="DISPATCHED"))
+        )
+    )
+    webhook.start()
+    time.sleep(0.4)  # the status is waiting; now the send's answer is committed
+    (claimed,) = on_reactor(store.claim_due, "medallies", time.time(), 1, 30.0)
+    on_reactor(store.mark_sent, claimed.id, "urn:uuid:early", "accepted by medallies")
+    webhook.join(10)
+    (transition,) = pushed
+    assert (transition.state, transition.delivery_id) == (DELIVERED, claimed.id)
+    assert state_of(harness, "medallies") == DELIVERED
 
 
 def test_qliq_polls_drive_delivered_then_read(harness, pollers, sandboxes, listener, store):

@@ -16,6 +16,11 @@ Rules:
 
 Each change is committed (``set_state`` / ``mark_error`` write an event with its time) and
 then announced as a :class:`~engine.delivery.transitions.Transition`.
+
+A vendor can push a status before our send has recorded its id: its webhook may be quicker
+than our reading of its HTTP answer and the COMMIT that follows. An unknown remote id is
+therefore looked up again a few times over about four seconds (``LOOKUP_AGAIN_AFTER_S``),
+before the status is logged and dropped, while the webhook's answer waits.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Iterable, Sequence
 
 from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from engine.delivery import transitions
 from engine.delivery.transitions import Transition, TransitionListener, announce, transition_of
@@ -40,6 +46,8 @@ _TARGETS = {
     "failed": (ERROR, transitions.FAILED),
     "expired": (ERROR, transitions.EXPIRED),
 }
+#: Waits before looking an unknown remote id up again (see the module docstring).
+LOOKUP_AGAIN_AFTER_S = (0.25, 0.5, 1.0, 2.0)
 #: How far one recipient's status got, to pick the one a multi-recipient delivery follows.
 _RECIPIENT_RANK = {"failed": 0, "expired": 0, "accepted": 1, "pending": 1, "delivered": 2, "read": 3}
 
@@ -87,7 +95,27 @@ class StatusTracker:
         A remote id is looked up in ``destination``, or else in every destination this
         tracker was given. Fires with the announced transition, or None when nothing changed.
         """
-        return self._lock.run(self._apply_ref, ref, update, destination)
+        if isinstance(ref, int) or update.state not in _TARGETS:
+            return self._lock.run(self._apply_ref, ref, update, destination)
+        found = self._find_soon(ref, destination)  # outside the lock: the wait holds up no one
+        return found.addCallback(self._apply_when_found, ref, update, destination)
+
+    def _apply_when_found(
+        self, delivery: Delivery | None, ref: str, update: StatusUpdate, destination: str | None
+    ) -> Deferred[Transition | None]:
+        """Under the lock, reading the delivery again there (its state may have moved on)."""
+        return self._lock.run(self._apply_ref, ref if delivery is None else delivery.id, update, destination)
+
+    @inlineCallbacks
+    def _find_soon(self, remote_id: str, destination: str | None):
+        """The delivery with ``remote_id``, waiting for a send that may still be committing it;
+        None after the last wait (the locked lookup then tries once more, and logs)."""
+        for delay in LOOKUP_AGAIN_AFTER_S:
+            delivery = yield self._find(remote_id, destination)
+            if delivery is not None:
+                return delivery
+            yield deferLater(self._clock, delay, lambda: None)
+        return None
 
     def apply_updates(self, delivery_id: int, updates: Sequence[StatusUpdate]) -> Deferred[str | None]:
         """A poll's answer (one update per recipient); fires with the delivery's state after it."""
