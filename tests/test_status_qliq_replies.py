@@ -12,7 +12,9 @@ import stat
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet.defer import gatherResults
 
+from engine.delivery.conversations import remember_conversation
 from engine.sandbox.http import Part
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
@@ -25,7 +27,6 @@ from engine.status.qliq_replies import (
     ReplyInbox,
     ReplyPoller,
     ReplyWebhook,
-    remember_conversation,
 )
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
@@ -158,6 +159,21 @@ def test_a_repeated_post_is_filed_once(courier, store, sandbox):
     courier["hospital"].next()
     record = sandbox.replies[reply_id]
     assert on_reactor(courier["inbox"].file, _reply_like(record)) is False
+    assert courier["hospital"].nothing_more()
+
+
+def test_the_webhook_and_the_poller_bringing_one_reply_at_once_file_it_once(courier, store, sandbox):
+    sandbox.reply_url = "http://127.0.0.1:9/down"  # the test brings the reply itself, twice
+    sent = send_and_remember(store, sandbox, courier["channel"])
+    reply_id = on_reactor(sandbox.reply, sent["message_id"], "ok")["message_id"]
+    reply = _reply_like(sandbox.replies[reply_id])
+    inbox = courier["inbox"]
+
+    def both():
+        return gatherResults([inbox.file(reply), inbox.file(reply)])
+
+    assert sorted(on_reactor(both)) == [False, True]
+    courier["hospital"].next()
     assert courier["hospital"].nothing_more()
 
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from engine.delivery import idempotency_key
+from engine.delivery.conversations import CONVERSATIONS
 from engine.destinations.base import message_uuid
-from engine.status.qliq_replies import CONVERSATIONS
 from engine.store import DeliverySelection
 from engine.store.base import ERROR, SENT
 from tests import test_delivery_queue as queue_tests

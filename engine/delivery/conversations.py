@@ -12,6 +12,7 @@ thread sent at the same moment can each open a conversation; the later one wins 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
@@ -20,6 +21,7 @@ from engine.message import Message
 from engine.store.base import Store
 
 NAMESPACE = "qliq-conversation"
+CONVERSATIONS = "qliq-conversations"  # kv: conversation id → {"channel", "message_id"}
 PATIENT_PATH = "PID-3.1"
 ORDER_PATHS = ("ORC-2.1", "OBR-2.1", "TXA-14.1")
 
@@ -52,3 +54,11 @@ class Conversations:
 
     def remember(self, key: str, conversation_id: str) -> Deferred[None]:
         return self._store.kv_put(NAMESPACE, self._store.keyed_hash(key), conversation_id.encode())
+
+
+def remember_conversation(
+    store: Store, conversation_id: str, channel: str, message_id: int
+) -> Deferred[None]:
+    """Note which stored message opened a Qliq conversation, so its replies can answer it."""
+    value = json.dumps({"channel": channel, "message_id": message_id}).encode()
+    return store.kv_put(CONVERSATIONS, conversation_id, value)

@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import polling, transitions
 from engine.delivery.backoff import give_up_reason, retry_delay
-from engine.delivery.conversations import Conversations, thread_key
+from engine.delivery.conversations import Conversations, remember_conversation, thread_key
 from engine.delivery.pump import Pump
 from engine.delivery.ratelimit import TokenBucket
 from engine.delivery.transitions import TransitionListener, announce, transition_of
@@ -47,7 +47,6 @@ from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
 from engine.screen import mapping_context
-from engine.status.qliq_replies import remember_conversation
 from engine.store.base import ERROR, SENT, Delivery, Store
 
 log = logging.getLogger(__name__)

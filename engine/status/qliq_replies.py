@@ -17,7 +17,8 @@ and one log line without content.
 
 **Into HL7.** A reply becomes an MDM^T02 (``engine.status.documents``): the reply text as
 OBX TX, the attachment as OBX ED. It answers the hospital message whose delivery opened the
-conversation: the dispatcher calls :func:`remember_conversation` when Qliq accepts a
+conversation: the delivery queue calls
+:func:`~engine.delivery.conversations.remember_conversation` when Qliq accepts a
 message, and the reply then reuses that message's PID, PV1, addressing and delimiters and
 names its MSH-10 in TXA-13 and ZIN-5. A reply in an unknown conversation goes to the
 configured channel without patient. Each reply is filed once (its id is kept in the store);
@@ -43,13 +44,14 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.asymmetric import padding as asymmetric_padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from engine.delivery.conversations import CONVERSATIONS
 from engine.message import Message
 from engine.source import ControlIds
 from engine.status.documents import Attachment, InboundDocument, build_document_message
@@ -59,7 +61,6 @@ from engine.store import Store
 
 log = logging.getLogger(__name__)
 
-CONVERSATIONS = "qliq-conversations"  # kv: conversation id → {"channel", "message_id"}
 FILED = "qliq-replies"  # kv: reply message id → b"filed"
 POLL_CURSOR = ("qliq-poll", "since")
 _AES_BLOCK = 16
@@ -198,14 +199,6 @@ class QliqReplyApi:
         ]
 
 
-def remember_conversation(
-    store: Store, conversation_id: str, channel: str, message_id: int
-) -> Deferred[None]:
-    """Note which stored message opened a Qliq conversation, so its replies can answer it."""
-    value = json.dumps({"channel": channel, "message_id": message_id}).encode()
-    return store.kv_put(CONVERSATIONS, conversation_id, value)
-
-
 class ReplyInbox:
     """Files each reply once, as HL7 in the outbox of the conversation's channel."""
 
@@ -223,13 +216,28 @@ class ReplyInbox:
         self.reactor = reactor
         self.api = api
         self.control_ids = control_ids or ControlIds()
+        self._filing: dict[str, DeferredLock] = {}  # reply id → its filing, while one runs
 
     def in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
 
+    def file(self, reply: Reply) -> Deferred[bool]:
+        """Queue the reply for the hospital (fires True), or fire False if it was filed before.
+
+        The webhook and the poller (which looks back a few minutes) can bring the same reply
+        at once; the second waits for the first filing, then finds it filed.
+        """
+        lock = self._filing.setdefault(reply.message_id, DeferredLock())
+
+        def done(result: Any) -> Any:
+            if not lock.locked and not lock.waiting:
+                del self._filing[reply.message_id]
+            return result
+
+        return lock.run(self._file, reply).addBoth(done)
+
     @inlineCallbacks
-    def file(self, reply: Reply) -> Generator[Deferred, Any, bool]:
-        """Queue the reply for the hospital (fires True), or fire False if it was filed before."""
+    def _file(self, reply: Reply) -> Generator[Deferred, Any, bool]:
         if (yield self.store.kv_get(FILED, reply.message_id)) is not None:
             return False
         channel, answers = yield self._conversation(reply.conversation_id)
