@@ -200,6 +200,33 @@ def test_reading_pauses_when_too_many_frames_wait(reactor, listen) -> None:
         assert not on_reactor(lambda: protocols[0].reading_paused)
 
 
+def test_reading_pauses_when_frames_pile_up_behind_one_in_flight(reactor, listen) -> None:
+    handler = EchoHandler(reactor, hold=True)
+    port, factory = listen(handler, Limits(max_pending_frames=4))
+    protocols = []
+    original = factory.buildProtocol
+    factory.buildProtocol = lambda addr: protocols.append(original(addr)) or protocols[-1]
+    with BlockingClient(port) as client:
+        client.send(b"FIRST")
+        while len(handler.held) < 1:
+            time.sleep(0.005)
+        for i in range(6):  # each in its own read, while FIRST waits for the store
+            client.send(b"M%d" % i)
+            time.sleep(0.02)
+        assert on_reactor(lambda: protocols[0].reading_paused), "reading never paused"
+        on_reactor(handler.held[0].callback, None)
+        assert client.receive() == b"ACK:FIRST"
+
+
+def test_thousands_of_pipelined_frames_answered_at_once_are_all_answered(reactor, listen) -> None:
+    """Replies ready at once (refusals) must not recurse once per frame."""
+    port, _ = listen(EchoHandler(reactor), Limits(max_pending_frames=10_000))
+    count = 3000
+    with BlockingClient(port, timeout=10) as client:
+        client.send_raw(b"".join(b"\x0bM%d\x1c\r" % i for i in range(count)))
+        assert [client.receive() for _ in range(count)] == [b"ACK:M%d" % i for i in range(count)]
+
+
 def test_mllp_release2_commit_byte_precedes_the_ack(reactor, listen) -> None:
     port, _ = listen(EchoHandler(reactor), Limits(mllp_release2=True))
     with BlockingClient(port) as client:

@@ -80,6 +80,7 @@ class MLLPServerProtocol(protocol.Protocol):
         self._framer: Framer | None = None
         self._pending: deque[bytes] = deque()
         self._busy = False
+        self._in_loop = False
         self._paused = False
         self._closing = False
         self._idle_call: IDelayedCall | None = None
@@ -167,24 +168,39 @@ class MLLPServerProtocol(protocol.Protocol):
     # Frame processing, strictly one at a time
 
     def _next(self) -> None:
-        if self._busy or self._closing:
-            return
-        if not self._pending:
-            if self._paused:
-                self._paused = False
-                self.transport.resumeProducing()
+        """Handle the queued frames in order, one in flight at a time.
+
+        A loop, not a chain of calls: a reply that is ready at once (an unreadable frame, a
+        refusal) lets the loop take the next frame, where a callback calling back into
+        ``_next`` would recurse once per pipelined frame.
+        """
+        if self._in_loop:
+            return  # the loop below is running further up this stack and goes on by itself
+        self._in_loop = True
+        try:
+            while not self._busy and not self._closing and self._pending:
+                self._busy = True
+                payload = self._pending.popleft()
+                try:
+                    d = self.factory.handler.handle_frame(payload, self.peer)
+                except Exception:
+                    d = defer.fail()
+                d.addCallbacks(self._reply, self._handler_failed)
+                d.addBoth(self._done)
+        finally:
+            self._in_loop = False
+        self._flow_control()
+
+    def _flow_control(self) -> None:
+        """Stop reading while ``max_pending_frames`` wait (busy or not); read again once none do."""
+        if self._closing:
             return
         if len(self._pending) >= self.factory.limits.max_pending_frames and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
-        self._busy = True
-        payload = self._pending.popleft()
-        try:
-            d = self.factory.handler.handle_frame(payload, self.peer)
-        except Exception:
-            d = defer.fail()
-        d.addCallbacks(self._reply, self._handler_failed)
-        d.addBoth(self._done)
+        elif not self._pending and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
 
     def _reply(self, reply: Reply) -> None:
         if self._closing:
