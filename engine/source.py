@@ -87,11 +87,19 @@ class ControlIds:
     """
 
     def __init__(self, prefix: str | None = None) -> None:
-        self._prefix = (prefix or format(int(time.time()), "x")) + secrets.token_hex(2)
+        self._given_prefix = prefix
+        self._start_sequence()
+
+    def _start_sequence(self) -> None:
+        self._prefix = (self._given_prefix or format(int(time.time()), "x")) + secrets.token_hex(2)
         self._counter = itertools.count(1)
 
     def __call__(self) -> str:
-        return f"C{self._prefix}{next(self._counter):07d}"
+        number = next(self._counter)
+        if number > 9_999_999:  # seven digits used up: a new sequence keeps ids at 20 characters
+            self._start_sequence()
+            number = next(self._counter)
+        return f"C{self._prefix}{number:07d}"
 
 
 class Source:
@@ -130,10 +138,10 @@ class Source:
     # FrameHandler
 
     def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
-        batch = split_batch(payload)
-        if batch is not None:
-            return self._handle_batch(batch, peer)
         try:
+            batch = split_batch(payload)
+            if batch is not None:
+                return self._handle_batch(batch, peer)
             message = self._parse(payload)
         except MessageError as error:
             log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
@@ -275,7 +283,7 @@ class Source:
                 item.incoming = self._incoming(item.message, item.raw, peer, verdict)
                 accepted.append(item)
         if not accepted:
-            return defer.succeed(True)
+            return defer.succeed(False)  # nothing stored: MLLP release 2 says so with 0x15
         d = self.store.receive_many([item.incoming for item in accepted])
 
         def stored(receipts: list[Receipt]) -> bool:

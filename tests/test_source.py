@@ -237,6 +237,31 @@ def test_batch_file_is_split_stored_and_answered_with_an_ack_batch(engine, tmp_p
     ]
 
 
+def test_a_batch_with_a_segment_before_any_msh_gets_ar_not_a_closed_connection(engine) -> None:
+    broken = b"BHS|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||||B1\rPID|1||42\r" + oru("BAT3") + b"BTS|1\r"
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = ack(client.request(broken))
+        assert reply.segment("MSA").value(1) == "AR"
+        assert reply.segment("ERR").value(3, component=1) == "100"
+        assert ack(client.request(oru("MSG00011"))).segment("MSA").value(2) == "MSG00011"
+
+
+def test_a_batch_whose_messages_were_all_refused_is_not_reported_committed(reactor, tmp_path) -> None:
+    def refuse(message: Message) -> Accepted:
+        raise Refused(AckError(200, "not accepted"))
+
+    store = open_store(reactor, tmp_path / "refused.sqlite3")
+    try:
+        source = Source("lab", store, reactor, refuse)
+        batch = b"BHS|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||||B2\r" + oru("BAT4") + b"BTS|1\r"
+        reply = on_reactor(source.handle_frame, batch, "127.0.0.1:1")
+    finally:
+        on_reactor(store.close)
+    assert reply.committed is False, "MLLP release 2 must answer 0x15: nothing was stored"
+    assert b"MSA|AR|BAT4" in reply.payload
+
+
 def test_a_sender_that_lies_about_its_charset_is_stored_as_received_with_a_warning(
     engine, tmp_path, caplog
 ) -> None:
@@ -261,6 +286,17 @@ def test_control_id_generators_started_together_never_repeat_each_other() -> Non
     ids = [generate() for generate in generators for _ in range(50)]
     assert len(set(ids)) == len(ids)
     assert max(len(i) for i in ids) <= 20, "MSH-10 is at most 20 characters before v2.7"
+
+
+def test_control_ids_stay_at_20_characters_past_ten_million() -> None:
+    import itertools
+
+    from engine.source import ControlIds
+
+    generate = ControlIds()
+    generate._counter = itertools.count(9_999_999)  # as after ten million ids
+    last, after = generate(), generate()
+    assert len(last) == len(after) == 20 and last != after
 
 
 def test_an_ack_asking_for_a_commit_ack_gets_one_after_it_is_recorded(engine, tmp_path) -> None:
