@@ -139,6 +139,35 @@ def test_the_urls_follow_the_documented_scheme(engine):
     ]
 
 
+def test_without_status_reports_no_qliq_reply_webhook_or_poller_is_set_up(
+    reactor, tmp_path, sandboxes, hospital, caplog
+):
+    """Replies could only fail there (no outbox to file them in), and Qliq would resend forever."""
+    channel = example_channel(
+        "ehr_mdm_to_qliq.toml",
+        sandboxes,
+        hospital,
+        reply_key_file=tmp_path / "none.pem",
+        reply_sender=QLIQ_SENDER,
+        reply_webhook_token=PATH_TOKEN,
+        poll_replies_s=1.0,
+    )
+    store = open_store(reactor, tmp_path / "no-reports.sqlite3", durability="normal")
+    with caplog.at_level("WARNING"):
+        running = build_engine(
+            reactor,
+            [replace(channel, status_reports=None)],
+            store,
+            hold_deliveries=True,
+            webhook_endpoint="tcp:0:interface=127.0.0.1",
+        )
+    try:
+        assert running.webhook_resources == {}
+        assert "Qliq replies are not fetched" in caplog.text
+    finally:
+        on_reactor(store.close)
+
+
 def test_a_medallies_dsn_moves_the_delivery_to_delivered(engine, sandboxes):
     send(engine, "ris-oru-to-medallies", sample("oru_r01_radiology_mri.hl7"))
     delivered = wait_for(lambda: delivery_in(engine, "referrers-direct", DELIVERED), 10, "DELIVERED")

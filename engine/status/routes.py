@@ -108,7 +108,9 @@ def webhook_routes(
     pollers: list[ReplyPoller] = []
     for channel in channels:
         for config in channel.destinations:
-            if config.type == "qliq":
+            if config.type == "qliq" and channel.status_reports is None:
+                log.warning("channel %s has no [status_reports]: Qliq replies are not fetched", channel.name)
+            elif config.type == "qliq":
                 inbox = reply_inbox(reactor, channel, config, store, reporter)
                 if serve:
                     found.update(qliq_reply_route(channel, config, inbox))
