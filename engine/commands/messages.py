@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.store_options import add_list_action, add_store_arguments, open_database, when
+from engine.commands.store_options import add_list_action, add_store_arguments, hl7_lines, open_database, when
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.message import Message as HL7Message
 
     db = open_database(args)
     try:
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'received_at':20} {when(message.received_at)}")
         if message.raw is not None:
             print()
-            print(HL7Message.parse(message.raw, default_charset="latin-1").text.replace("\r", "\n"))
+            print(hl7_lines(message.raw))
         return 0
     finally:
         db.close()

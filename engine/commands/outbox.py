@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from engine.commands.store_options import add_list_action, add_store_arguments, open_database, when
+from engine.commands.store_options import (
+    add_list_action,
+    add_store_arguments,
+    hl7_lines,
+    open_database,
+    when,
+)
 
 if TYPE_CHECKING:
     from engine.store import Database, OutboxItem
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'last_error':16} {item.last_error or '-'}")
         if item.payload is not None:
             print()
-            print(item.payload.decode("latin-1").replace("\r", "\n"))
+            print(hl7_lines(item.payload))
         return 0
     finally:
         db.close()

@@ -48,3 +48,10 @@ def open_database(args: argparse.Namespace, *, readonly: bool = True):
 def when(epoch: float | None) -> str:
     """Local time, to the second, for tables."""
     return "-" if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def hl7_lines(raw: bytes) -> str:
+    """A stored HL7 message for the terminal: decoded as its MSH-18 says, one segment a line."""
+    from engine.message import Message
+
+    return Message.parse(raw, default_charset="latin-1").text.replace("\r", "\n")
