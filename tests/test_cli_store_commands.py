@@ -107,7 +107,8 @@ def test_outbox_list_show_and_skip(store) -> None:
 
 
 def test_outbox_show_body_decodes_the_character_set_the_message_declares(store) -> None:
-    utf8 = "MSH|^~\\&|QLIQ|WARDS|EHR|HOSP|20260101||MDM^T02|S3|P|2.5.1||||||UNICODE UTF-8\rOBX|1|TX|||Müller\r"
+    msh = "MSH|^~\\&|QLIQ|WARDS|EHR|HOSP|20260101||MDM^T02|S3|P|2.5.1||||||UNICODE UTF-8"
+    utf8 = msh + "\rOBX|1|TX|||Müller\r"
     db = Database.open(store, Cipher(base64.b64decode(KEY)))
     with db.transaction():
         item = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", utf8.encode(), "S3")
