@@ -384,6 +384,7 @@ def test_list_deliveries_filters(db):
     assert len(db.list_deliveries(state="QUEUED", limit=2)) == 2
     assert db.list_deliveries(state="SENT") == []
     assert db.list_deliveries()[0].raw is None
+    assert db.get_delivery(db.list_deliveries()[0].id).raw is None, "statuses need no decrypted body"
     assert db.get_delivery(12345) is None
 
 

@@ -84,7 +84,7 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One message queued for one destination; ``raw`` is filled when claimed or fetched by id."""
+    """One message queued for one destination; ``raw`` (the message) is filled only when claimed."""
 
     id: int
     message_id: int

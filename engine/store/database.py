@@ -494,8 +494,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def get_delivery(self, delivery_id: int) -> Delivery | None:
-        """One delivery with its message body."""
-        found = self._deliveries_by_id([delivery_id], with_body=True)
+        """One delivery, without its message body (statuses and operators never need it)."""
+        found = self._deliveries_by_id([delivery_id], with_body=False)
         return found[0] if found else None
 
     def find_delivery(self, destination: str, remote_id: str) -> Delivery | None:
