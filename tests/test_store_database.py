@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import database as database_module
-from engine.store.base import DeliverySelection, Incoming
+from engine.store.base import DeliverySelection, Incoming, StatusPoll
 from engine.store.crypto import Cipher
 from engine.store.database import Database
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
@@ -329,6 +329,26 @@ def test_dead_letter_is_not_claimed_until_requeued(db):
     assert again.attempts == 1
     kinds = [e.kind for e in db.timeline("C1") if e.delivery_id == d.id]
     assert kinds == ["queued", "claimed", "error", "requeued", "claimed"]
+
+
+def test_a_cancel_keeps_the_attempt_count_a_requeue_starts_again(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_error(d.id, "vendor rejected")
+        db.cancel(DeliverySelection(ids=(d.id,)))
+        assert db.get_delivery(d.id).attempts == 1, "the operator still sees how often it was tried"
+        db.requeue(DeliverySelection(ids=(d.id,)))
+        assert db.get_delivery(d.id).attempts == 0
+
+
+def test_an_error_ends_status_polling_in_the_same_change(db):
+    receive(db, incoming(destinations=("qliq",)))
+    with db.transaction():
+        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.mark_sent_polled(d.id, "v-1", "sent", StatusPoll(d.id, "qliq", "v-1", T0 + 60, T0 + 3600, None, 0))
+        db.mark_error(d.id, "failed (FAILED)")
+    assert db.next_status_poll_due("qliq") is None
 
 
 def test_requeue_skips_deliveries_in_flight_and_refuses_an_empty_selection(db):

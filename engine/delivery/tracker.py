@@ -169,7 +169,6 @@ class StatusTracker:
         detail = f"{event} ({why})" if why else event
         if state == ERROR:
             yield self._store.mark_error(delivery.id, detail)
-            yield self._store.end_status_poll(delivery.id)
         else:
             yield self._store.set_state(delivery.id, state, detail)
         at = update.at.timestamp() if update.at is not None else self._clock.seconds()

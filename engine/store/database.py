@@ -144,9 +144,9 @@ _SET_STATE = """
     UPDATE deliveries SET state = ?, lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
 _MOVE = """
-    UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
-        progress = NULL, updated_at = ?, requeues = requeues + ?
-    WHERE id = ?"""
+    UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_until = NULL, progress = NULL,
+        updated_at = ?, requeues = requeues + ?, attempts = CASE WHEN ? > 0 THEN 0 ELSE attempts END
+    WHERE id = ?"""  # a requeue (a new generation) starts from attempt 0; a cancel keeps the count
 _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
         last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
@@ -351,11 +351,15 @@ class Database:
                 m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s),
             ),
         ).fetchall()
+        plain = None  # rows stored before digests were keyed hold a plain SHA-256 (made once)
         for message_id, body_sha256, ack_code in same_control_id:
-            if _same_body(body_sha256, digest, m.raw):
-                (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
-                execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
-                return Receipt(message_id, True, ack_code)
+            if body_sha256 != digest:
+                plain = plain or hashlib.sha256(m.raw).digest()
+                if body_sha256 != plain:
+                    continue
+            (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
+            execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
+            return Receipt(message_id, True, ack_code)
         if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
@@ -448,6 +452,7 @@ class Database:
         at = self._clock()
         params = (self._encrypt_text(error), at, delivery_id)
         self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error)
+        self.end_status_poll(delivery_id)  # in the same commit: an ERROR is never polled again
 
     def set_state(self, delivery_id: int, state: str, detail: str = "") -> None:
         """A status the destination reported later, such as DELIVERED or READ."""
@@ -611,7 +616,7 @@ class Database:
         ).fetchall()
         moving = [(d, m) for d, m, state in rows if state in from_states]
         at = self._clock()
-        self.connection.executemany(_MOVE, [(to_state, 0, at, at, generation, d) for d, _ in moving])
+        self.connection.executemany(_MOVE, [(to_state, at, at, generation, generation, d) for d, _ in moving])
         self._append_events(moving, at, kind, to_state)
         return len(moving)
 
@@ -772,12 +777,6 @@ class Database:
 
     def _decrypt_text(self, value: bytes | None) -> str:
         return self._cipher.decrypt(value).decode() if value is not None else ""
-
-
-def _same_body(stored: bytes, digest: bytes, raw: bytes) -> bool:
-    """Whether a stored body digest is this body's: keyed, or (rows written before digests
-    were keyed, still inside a duplicate window after an upgrade) a plain SHA-256."""
-    return stored == digest or stored == hashlib.sha256(raw).digest()
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
