@@ -443,6 +443,21 @@ def test_after_a_failed_qliq_follow_up_and_a_restart_only_the_follow_up_is_sent(
     assert follow_up["conversation_id"] == first["conversation_id"] == bodies[2]["conversation_id"]
 
 
+def test_a_queue_stopped_while_starting_never_claims(harness, sandboxes, reactor):
+    harness.receive(oru("STOPPED"), "medallies")
+    queue = harness.queue("medallies", start=False)
+
+    def start_then_stop():
+        queue.start()  # the store has not answered yet when stop() comes
+        return queue.stop()
+
+    on_reactor(start_then_stop)
+    time.sleep(0.5)
+    (delivery,) = harness.deliveries("medallies")
+    assert (delivery.state, delivery.attempts) == (QUEUED, 0)
+    assert not sent_bodies(sandboxes.medallies, "send_ccda")
+
+
 def test_the_rate_limit_spaces_sends(harness, sandboxes):
     harness.queue("qliq", rate_limit=RateLimit(per_second=10, burst=1), concurrency=4)
     for i in range(4):

@@ -112,6 +112,7 @@ class DeliveryQueue(Service):
         self._pump = Pump(f"queue {self.name}", clock, self._step)
         self._in_flight: dict[int, Deferred[None]] = {}
         self._paused_until = 0.0
+        self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -121,6 +122,8 @@ class DeliveryQueue(Service):
         return d.addCallback(self._recovered)
 
     def _recovered(self, count: int) -> None:
+        if self._stopped:  # stop() came while the store was still answering
+            return
         if count:
             log.warning(
                 "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
@@ -137,6 +140,7 @@ class DeliveryQueue(Service):
 
     def stop(self) -> Deferred[None]:
         """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads."""
+        self._stopped = True
         d = self._pump.stop()
         d.addCallback(lambda _: DeferredList(list(self._in_flight.values())))
         d.addCallback(lambda _: self._workers.stop())
