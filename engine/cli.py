@@ -51,4 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # urllib3 logs each request's URL at DEBUG, and some vendors take the API key in the query.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     return importlib.import_module(args.module).run(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import sys
@@ -74,3 +75,17 @@ def test_a_refused_access_code_stores_nothing(conneqt, tmp_path) -> None:
     assert result.returncode == 1
     assert "refused the access code" in result.stderr
     assert stored_token(store) is None
+
+
+def test_verbose_logging_never_shows_urllib3_request_urls(tmp_path) -> None:
+    """Qliq's status query carries the api_key in its URL; urllib3 logs URLs at DEBUG."""
+    script = (
+        "import logging, sys\n"
+        "from engine.cli import main\n"
+        "main(['-vv', 'check', '--skip-env', sys.argv[1]])\n"
+        "print(logging.getLogger('urllib3').getEffectiveLevel())\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert int(shown.stdout.split()[-1]) >= logging.WARNING, shown.stderr
