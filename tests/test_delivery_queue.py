@@ -30,7 +30,7 @@ from engine.message import Message
 from engine.sandbox import start_sandboxes
 from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
-from engine.store.base import ERROR, QUEUED, SENDING, SENT
+from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
 from tests.conftest import on_reactor
 from tests.support.waiting import wait_for
 
@@ -349,6 +349,19 @@ def test_max_age_dead_letters_a_delivery_that_keeps_failing(harness, sandboxes):
     harness.receive(oru("OLD"), "medallies")
     (dead,) = harness.wait_states("medallies", ERROR, 1)
     assert "max_age_s" in dead.last_error and dead.attempts > 1
+
+
+def test_a_requeued_delivery_gets_a_fresh_max_age(harness, sandboxes, store):
+    on_reactor(sandboxes.medallies.set_faults, outage="503")
+    harness.queue("medallies", retry=replace(FAST_RETRY, max_attempts=1000, max_age_s=0.3))
+    harness.receive(oru("AGAIN"), "medallies")
+    (dead,) = harness.wait_states("medallies", ERROR, 1)
+    on_reactor(sandboxes.medallies.set_faults, outage=None, fail_next=1)  # back, one more failure
+    on_reactor(store.requeue, DeliverySelection(ids=(dead.id,)))
+    for queue in harness.queues:
+        on_reactor(queue.wake)
+    (sent,) = harness.wait_states("medallies", SENT, 1)
+    assert sent.attempts == 2, "the failure after the requeue was retried, not dead-lettered"
 
 
 def test_a_crash_after_the_vendor_accepted_resends_with_the_same_id_and_the_vendor_dedups(

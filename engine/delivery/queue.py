@@ -282,7 +282,8 @@ class DeliveryQueue(Service):
     @inlineCallbacks
     def _retry(self, delivery: Delivery, result: SendResult):
         now = self._clock.seconds()
-        gave_up = give_up_reason(self.config.retry, delivery.attempts, delivery.created_at, now)
+        queued_at = delivery.requeued_at or delivery.created_at
+        gave_up = give_up_reason(self.config.retry, delivery.attempts, queued_at, now)
         if gave_up is not None:
             yield self._error(delivery, transitions.DEAD_LETTER, f"{gave_up}; last error: {result.reason}")
             return

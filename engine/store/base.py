@@ -100,6 +100,7 @@ class Delivery:
     updated_at: float
     requeues: int = 0  # how often an operator requeued it: its generation for the vendor
     progress: str | None = None  # how far a send of several requests got (opaque to the store)
+    requeued_at: float | None = None  # the last requeue; max_age_s counts from it
     last_error: str | None = field(default=None, repr=False)
     raw: bytes | None = field(default=None, repr=False)
 

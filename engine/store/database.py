@@ -113,7 +113,7 @@ _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, contro
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
 _DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
     d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
-    d.requeues, d.progress, d.last_error_enc"""
+    d.requeues, d.progress, d.requeued_at, d.last_error_enc"""
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
 _CLAIM = """
@@ -145,8 +145,9 @@ _SET_STATE = """
     WHERE id = ? RETURNING message_id"""
 _MOVE = """
     UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_until = NULL, progress = NULL,
-        updated_at = ?, requeues = requeues + ?, attempts = CASE WHEN ? > 0 THEN 0 ELSE attempts END
-    WHERE id = ?"""  # a requeue (a new generation) starts from attempt 0; a cancel keeps the count
+        updated_at = ?, requeues = requeues + ?, attempts = CASE WHEN ? > 0 THEN 0 ELSE attempts END,
+        requeued_at = CASE WHEN ? > 0 THEN ? ELSE requeued_at END
+    WHERE id = ?"""  # a requeue (a new generation) starts again from attempt 0; a cancel does not
 _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
         last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
@@ -572,8 +573,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: tuple[Any, ...]) -> Delivery:
-        raw = self._cipher.decrypt(row[15]) if len(row) > 15 else None
-        return Delivery(*row[:14], last_error=self._decrypt_text(row[14]), raw=raw)
+        raw = self._cipher.decrypt(row[16]) if len(row) > 16 else None
+        return Delivery(*row[:15], last_error=self._decrypt_text(row[15]), raw=raw)
 
     def _change(
         self,
@@ -616,7 +617,8 @@ class Database:
         ).fetchall()
         moving = [(d, m) for d, m, state in rows if state in from_states]
         at = self._clock()
-        self.connection.executemany(_MOVE, [(to_state, at, at, generation, generation, d) for d, _ in moving])
+        params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
+        self.connection.executemany(_MOVE, params)
         self._append_events(moving, at, kind, to_state)
         return len(moving)
 

@@ -125,6 +125,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN progress TEXT;
     """,
+    # 8: when an operator last requeued a delivery, so max_age_s counts from there (it counted
+    # from created_at, and a requeued delivery that had aged out gave up after one attempt).
+    """
+    ALTER TABLE deliveries ADD COLUMN requeued_at REAL;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
