@@ -326,7 +326,10 @@ RETRY = Spec(
         number("factor", "Each wait is the previous one times this.", default=2.0, min=1.0),
         number("jitter", "Random spread of each wait, as a fraction of it.", default=0.1, min=0.0, max=1.0),
         number(
-            "max_age_s", "Give up on a delivery this long after it was queued (or last requeued).", default=72 * 3600.0, min=1
+            "max_age_s",
+            "Give up on a delivery this long after it was queued (or last requeued).",
+            default=72 * 3600.0,
+            min=1,
         ),
     ),
     build=Retry,
