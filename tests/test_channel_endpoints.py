@@ -9,6 +9,7 @@ import pytest
 from engine.channel.endpoints import (
     addresses_clash,
     client_endpoint_problem,
+    connect_host,
     listen_address,
     server_endpoint_problem,
 )
@@ -54,3 +55,15 @@ def test_listen_address():
 )
 def test_addresses_clash(a, b, clash):
     assert addresses_clash(a, b) is clash
+
+
+def test_connect_host_reads_both_spellings_of_a_tcp_client_string():
+    """The status reports' TLS checks the hospital's certificate against this name."""
+    from twisted.internet.endpoints import clientFromString
+    from twisted.internet.testing import MemoryReactor
+
+    def host(description: str) -> str | None:
+        return connect_host(clientFromString(MemoryReactor(), description))
+
+    assert host("tcp:host=hospital.example:port=2590:timeout=5") == "hospital.example"
+    assert host("tcp:hospital.example:2590") == "hospital.example"

@@ -34,6 +34,13 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def connect_host(endpoint: object) -> str | None:
+    """The host a parsed TCP client endpoint connects to, however the string named it
+    (``tcp:host=h:port=p`` or ``tcp:h:p``); None for other kinds."""
+    host = getattr(endpoint, "_host", None)
+    return host if isinstance(host, str) else None
+
+
 def listen_address(description: str) -> tuple[str, int] | None:
     """(interface, port) a TCP/SSL server string binds, or None (unix sockets, bad strings)."""
     try:

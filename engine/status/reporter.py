@@ -18,7 +18,6 @@ so the receiver can spot the repeat.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol, wrapCl
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
 from engine.channel.config import Channel, StatusReports
+from engine.channel.endpoints import connect_host
 from engine.errors import MessageError
 from engine.message import Message
 from engine.mllp.client import MLLPClientProtocol
@@ -85,8 +85,7 @@ def status_endpoint(reactor: IReactorTime, reports: StatusReports) -> IStreamCli
     settings = TLSSettings(
         cert_file=reports.tls.cert_file, key_file=reports.tls.key_file, ca_file=reports.tls.ca_file
     )
-    host = re.search(r"host=([^:]+)", reports.to)
-    return wrapClientTLS(client_options(settings, host.group(1) if host else "localhost"), endpoint)
+    return wrapClientTLS(client_options(settings, connect_host(endpoint) or "localhost"), endpoint)
 
 
 class ChannelSender:
