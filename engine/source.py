@@ -117,7 +117,6 @@ class Source:
         ack_mode: AckMode = "auto",
         reject_duplicates: bool = False,
         duplicate_window_s: float | None = None,
-        control_ids: Callable[[], str] | None = None,
         on_queued: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self.channel = channel
@@ -129,7 +128,7 @@ class Source:
         self.ack_mode = ack_mode
         self.reject_duplicates = reject_duplicates
         self.duplicate_window_s = duplicate_window_s
-        self.control_ids = control_ids or ControlIds()
+        self.control_ids = ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
         self._second = -1

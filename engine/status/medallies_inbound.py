@@ -17,18 +17,17 @@ import binascii
 import json
 import logging
 from base64 import b64decode
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from engine.destinations.base import StatusUpdate
 from engine.destinations.medallies import STATUS_STATES
-from engine.source import ControlIds
 from engine.status.documents import Attachment, InboundDocument, Patient, build_document_message
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, answer, answer_when_done, refuse_unauthorised
@@ -126,36 +125,45 @@ class InboundResource(Resource):
         reporter: StatusReporter,
         reactor: IReactorTime,
         auth: BasicAuth,
-        *,
-        control_ids: Callable[[], str] | None = None,
     ) -> None:
         super().__init__()
         self.channel = channel
         self.reporter = reporter
         self.clock = reactor
         self.auth = auth
-        self.control_ids = control_ids or ControlIds()
 
     def render_POST(self, request: Request) -> object:
         if not self.auth.allows(request):
             log.warning("MedAllies inbound: refused a POST without the shared secret")
             return refuse_unauthorised(request, REALM)
         now = self.clock.seconds()
-        try:
-            document = inbound_document(json.loads(request.content.read()), now)
-        except ValueError as exc:  # InvalidInbound says why; a JSON error could quote the body
-            reason = exc if isinstance(exc, InvalidInbound) else "not JSON"
-            log.warning("MedAllies inbound: refused: %s", reason)
-            return answer(request, 400, b"not an inbound Direct message\n")
-        control_id = self.control_ids()
-        payload = build_document_message(
-            document, control_id=control_id, now=datetime.fromtimestamp(now, UTC)
+        control_id = self.reporter.control_ids()
+        # Parsing, Base64 checks and the HL7 build take a while for big attachments: a thread.
+        built = deferToThreadPool(
+            self.clock, self.clock.getThreadPool(), _build, request.content.read(), now, control_id
         )
+        stored = built.addCallback(self._enqueue, control_id)
+        return answer_when_done(request, stored, "MedAllies inbound", refused=(InvalidInbound,))
+
+    def _enqueue(self, document_and_payload: tuple[InboundDocument, bytes], control_id: str) -> Deferred:
+        document, payload = document_and_payload
         stored = self.reporter.enqueue(self.channel, payload, control_id)
-        log.info(
-            "MedAllies inbound %s: queued for the hospital as %s", document.vendor_message_id, control_id
+        return stored.addCallback(
+            lambda _: log.info(
+                "MedAllies inbound %s: queued for the hospital as %s", document.vendor_message_id, control_id
+            )
         )
-        return answer_when_done(request, stored, "MedAllies inbound")
+
+
+def _build(body: bytes, now: float, control_id: str) -> tuple[InboundDocument, bytes]:
+    """The inbound document and its MDM^T02; :class:`InvalidInbound` says what is wrong."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise InvalidInbound("not JSON") from None  # the parser's text could quote the body
+    document = inbound_document(parsed, now)
+    payload = build_document_message(document, control_id=control_id, now=datetime.fromtimestamp(now, UTC))
+    return document, payload
 
 
 class DSNResource(Resource):

@@ -53,7 +53,6 @@ from twisted.web.server import Request
 
 from engine.delivery.conversations import CONVERSATIONS
 from engine.message import Message
-from engine.source import ControlIds
 from engine.status.documents import Attachment, InboundDocument, build_document_message
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, answer_when_done, refuse_unauthorised
@@ -208,14 +207,11 @@ class ReplyInbox:
         reporter: StatusReporter,
         reactor: IReactorTime,
         api: QliqReplyApi,
-        *,
-        control_ids: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
         self.reporter = reporter
         self.reactor = reactor
         self.api = api
-        self.control_ids = control_ids or ControlIds()
         self._filing: dict[str, DeferredLock] = {}  # reply id → its filing, while one runs
 
     def in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -254,7 +250,7 @@ class ReplyInbox:
             conversation_id=reply.conversation_id,
             answers_control_id=answers.control_id if answers else "",
         )
-        control_id = self.control_ids()
+        control_id = self.reporter.control_ids()
         payload = build_document_message(
             document, control_id=control_id, now=datetime.fromtimestamp(now, UTC), answers=answers
         )

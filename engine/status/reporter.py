@@ -18,7 +18,7 @@ so the receiver can spot the repeat.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -218,13 +218,12 @@ class StatusReporter:
         reactor: IReactorTime,
         channels: Iterable[Channel],
         *,
-        control_ids: Callable[[], str] | None = None,
         backoff: Backoff = Backoff(),
         idle_poll_s: float = 5.0,
     ) -> None:
         self.store = store
         self.clock = reactor
-        self.control_ids = control_ids or ControlIds()
+        self.control_ids = ControlIds()  # for status reports, replies and inbound documents alike
         self._channels = {c.name: c for c in channels if c.status_reports is not None}
         self._senders = {
             name: ChannelSender(
