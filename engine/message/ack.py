@@ -15,7 +15,7 @@ from engine.message.batch import Batch
 from engine.message.delimiters import DEFAULT_DELIMITERS, Delimiters
 from engine.message.escapes import escape
 from engine.message.path import Path
-from engine.message.reader import Message
+from engine.message.reader import HEADER_SEGMENTS, Message
 
 ACCEPT, ERROR, REJECT = "A", "E", "R"
 _OUTCOMES = (ACCEPT, ERROR, REJECT)
@@ -37,7 +37,6 @@ ERROR_CODES = {  # HL7 table 0357, the codes an engine reports
     207: "Application internal error",
 }
 SEVERITIES = ("E", "W", "I", "F")  # HL7 table 0516; "F" exists from v2.7
-_HEADER_SEGMENTS = ("MSH", "FHS", "BHS")
 
 
 @dataclass(frozen=True)
@@ -291,7 +290,7 @@ def _segment(name: str, d: Delimiters, fields: Mapping[int, str], keep: int = 0)
     """One segment from field number → raw text; trailing empty fields dropped, but at least
     ``keep`` fields written. Header segments (MSH/FHS/BHS) start at field 2, as field 1 is the
     separator itself."""
-    first = 2 if name in _HEADER_SEGMENTS else 1
+    first = 2 if name in HEADER_SEGMENTS else 1
     last = max([n for n, value in fields.items() if value] + [keep, first - 1])
     return d.field.join([name, *(fields.get(n, "") for n in range(first, last + 1))])
 

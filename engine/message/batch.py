@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.errors import MessageError
-from engine.message.reader import Message
+from engine.message.reader import LEADING_JUNK, Message
 
 _HEADERS = (b"FHS", b"BHS")
 _TRAILERS = (b"BTS", b"FTS")
@@ -31,7 +31,7 @@ def split_batch(data: bytes) -> Batch | None:
     The header is the first FHS/BHS line; it is None when that line is unreadable, so the
     messages can still be acknowledged one by one.
     """
-    if not data.lstrip(b" \t\r\n\x00").startswith(_HEADERS):
+    if not data.lstrip(LEADING_JUNK).startswith(_HEADERS):
         return None
     lines = _segment_lines(data)
     try:

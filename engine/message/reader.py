@@ -18,8 +18,8 @@ from engine.message.path import Path
 
 __all__ = ["Delimiters", "Message", "Segment"]
 
-_LEADING_JUNK = b" \t\r\n\x00"
-_HEADER_NAMES = ("MSH", "FHS", "BHS")  # segments whose 1st field is the field separator itself
+LEADING_JUNK = b" \t\r\n\x00"  # what senders put before MSH; stripped, never an error
+HEADER_SEGMENTS = ("MSH", "FHS", "BHS")  # segments whose 1st field is the field separator itself
 
 
 class Segment:
@@ -66,7 +66,7 @@ class Segment:
         """Fields indexed by HL7 field number: ``fields[n]`` is SEG-n, ``fields[0]`` the name."""
         if self._fields is None:
             fields = self._text[self._start : self._end].split(self._delimiters.field)
-            if self.name in _HEADER_NAMES:
+            if self.name in HEADER_SEGMENTS:
                 fields.insert(1, self._delimiters.field)  # MSH-1 *is* the field separator
             self._fields = fields
         return self._fields
@@ -85,7 +85,7 @@ class Segment:
         return fields[n] if n < len(fields) else ""
 
     def _is_delimiter_field(self, n: int) -> bool:
-        return n in (1, 2) and self.name in _HEADER_NAMES
+        return n in (1, 2) and self.name in HEADER_SEGMENTS
 
     def repetitions(self, n: int) -> list[str]:
         """Raw repetitions of field ``n``; an empty field has none."""
@@ -204,7 +204,7 @@ class Message:
 
     @classmethod
     def _read(cls, data: bytes, names: tuple[str, ...], default_charset: str, force_charset: bool) -> Message:
-        body = data.lstrip(_LEADING_JUNK)
+        body = data.lstrip(LEADING_JUNK)
         if not body:
             raise MessageError("empty message")
         name = body[:3].decode("latin-1")

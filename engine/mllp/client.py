@@ -1,8 +1,8 @@
 """The MLLP client: send a frame, wait for the whole reply frame, one exchange at a time.
 
-Used by ``courier send``, by the status reporter that sends HL7 back to the hospital,
-and by the benchmark. A reply that does not come in time closes the connection, so a
-late ACK can never be matched to the next message (Camel's CAMEL-17022, Mirth's #1441).
+Used by ``courier send`` and by the status reporter that sends HL7 back to the hospital.
+A reply that does not come in time closes the connection, so a late ACK can never be
+matched to the next message (Camel's CAMEL-17022, Mirth's #1441).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ with our RSA-2048 private key (PKCS#1 v1.5) and parse the joined JSON. Its one a
 is downloaded from ``url`` and decrypted with its AES-256 ``key`` in the sandbox's layout
 (CBC, PKCS#7 padding, 16-byte IV in front of the file; see ``engine.sandbox.qliq_crypto``).
 The document shows no authentication for this webhook, so it can be served on a path with a
-secret token in it (``qliq/<token>/reply``, see ``engine.status.webhooks.listen``) and/or
-behind Basic auth, if Qliq's dashboard URL can carry user:password. A reply that does not
+secret token in it (``qliq/<channel>/<destination>/<token>/replies``, see
+``engine.status.routes``) and/or behind Basic auth, if Qliq's dashboard URL can carry
+user:password. A reply that does not
 decrypt, or whose outer ``message_id`` differs from the encrypted one, is refused with 400
 and one log line without content.
 

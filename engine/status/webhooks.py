@@ -84,7 +84,7 @@ def answer_when_done(
 def listen(
     reactor: object, endpoint: str, routes: dict[str, Resource], tls: TLSSettings | None = None
 ) -> Deferred[IListeningPort]:
-    """Serve ``routes`` (URL path such as ``qliq/<token>/reply`` → resource) on a Twisted
+    """Serve ``routes`` (URL path such as ``medallies/<channel>/<destination>/dsn`` → resource) on a Twisted
     server endpoint string, over TLS when ``tls`` is given."""
     root = _Branch()
     for path, resource in routes.items():

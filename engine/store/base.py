@@ -30,9 +30,6 @@ DELIVERY_STATES = frozenset({QUEUED, SENDING, SENT, DELIVERED, READ, ERROR, CANC
 PRUNED_TABLES = ("events", "deliveries", "messages", "outbox")
 """What retention deletes from (``prune_batch`` counts rows by these names)."""
 
-# Outbox states (HL7 sent back to the hospital).
-PENDING = "PENDING"
-
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
