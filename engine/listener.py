@@ -6,6 +6,7 @@ status messages Courier sends back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
@@ -15,9 +16,11 @@ from twisted.internet.interfaces import IReactorTime
 
 from engine.errors import MessageError
 from engine.message import Message
-from engine.message.ack import ACCEPT, ack_wanted, build_ack, is_enhanced_mode
+from engine.message.ack import ACCEPT, ack_wanted, build_ack, build_unreadable_nak, is_enhanced_mode
 from engine.mllp.server import Reply
-from engine.source import ControlIds
+from engine.source import NOT_HL7, ControlIds
+
+log = logging.getLogger(__name__)
 
 
 class AcknowledgingReceiver:
@@ -31,8 +34,10 @@ class AcknowledgingReceiver:
     def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         try:
             message = Message.parse(payload, default_charset="latin-1")
-        except MessageError:
-            return defer.succeed(Reply(None, committed=False))
+        except MessageError as error:  # answered, so the sender does not wait for its timeout
+            log.error("listener: %s: refused a frame that is not HL7: %s", peer, error)
+            nak = build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=NOT_HL7)
+            return defer.succeed(Reply(nak, committed=False))
         self.on_message(message)
         enhanced = is_enhanced_mode(message)
         if not ack_wanted(message, ACCEPT, enhanced=enhanced):
@@ -41,10 +46,13 @@ class AcknowledgingReceiver:
             message,
             ACCEPT,
             control_id=self.control_ids(),
-            timestamp=datetime.fromtimestamp(self.clock.seconds(), UTC),
+            timestamp=self._now(),
             enhanced=enhanced,
         )
         return defer.succeed(Reply(ack))
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.seconds(), UTC)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
         return None

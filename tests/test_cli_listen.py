@@ -36,6 +36,7 @@ def test_listen_prints_and_acks_and_answers_a_status_ack_only_when_asked() -> No
         with client:
             assert b"MSA|AA|LISTEN1" in client.request(ORU)
             assert b"MSA|CA|ST1" in client.request(STATUS), "MSH-15 AL asks for a commit ACK"
+            assert b"MSA|AR|" in client.request(b"not HL7 at all"), "a NAK, not a silent drop"
             client.send(PLAIN_ACK)
             assert b"MSA|AA|LISTEN2" in client.request(ORU.replace(b"LISTEN1", b"LISTEN2")), (
                 "an original-mode ACK gets no answer, so the next reply is the next message's"
