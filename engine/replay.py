@@ -149,6 +149,7 @@ class Replay:
                 result = _read_ack(message, reply, time.perf_counter() - sent_at)
             except Exception as error:
                 result = Result(message, error=str(error) or type(error).__name__)
+                client.close()  # a late reply must never be read as the next message's
                 client = None
             summary.results.append(result)
             if on_result:

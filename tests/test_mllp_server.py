@@ -227,6 +227,25 @@ def test_thousands_of_pipelined_frames_answered_at_once_are_all_answered(reactor
         assert [client.receive() for _ in range(count)] == [b"ACK:M%d" % i for i in range(count)]
 
 
+def test_the_client_closes_after_a_negative_commit_so_the_nak_after_it_answers_nothing(
+    reactor, listen
+) -> None:
+    from engine.mllp.client import CommitRejected, connect
+
+    class Refusing(EchoHandler):
+        def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred:
+            return defer.succeed(Reply(b"NAK:" + payload, committed=False))
+
+    port, _ = listen(Refusing(reactor), Limits(mllp_release2=True))
+    client = on_reactor(connect, reactor, f"tcp:host=127.0.0.1:port={port}")
+    with pytest.raises(CommitRejected):
+        on_reactor(client.send, b"MSH|1", timeout=5)
+    deadline = time.monotonic() + 5
+    while not on_reactor(lambda: client.closed.called):
+        assert time.monotonic() < deadline, "the connection stayed open after 0x15"
+        time.sleep(0.01)
+
+
 def test_mllp_release2_commit_byte_precedes_the_ack(reactor, listen) -> None:
     port, _ = listen(EchoHandler(reactor), Limits(mllp_release2=True))
     with BlockingClient(port) as client:

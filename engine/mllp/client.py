@@ -79,7 +79,9 @@ class MLLPClientProtocol(protocol.Protocol):
         if call is not None and call.active():
             call.cancel()
         if payload == _COMMIT_REJECT:
+            # A NAK frame may follow the 0x15: close, so it can never answer the next request.
             d.errback(CommitRejected("peer answered with MLLP negative commit (0x15)"))
+            self.close()
         else:
             d.callback(payload)
 
