@@ -125,8 +125,13 @@ class FirstOf:
     sources: tuple[PathSource, ...]
 
     def read(self, scope: Scope) -> Reading:
-        readings = [source.read(scope) for source in self.sources]
-        return next((r for r in readings if not _is_empty(r.raw)), readings[0])
+        first = None
+        for source in self.sources:  # stop at the first value: this runs before every ACK
+            reading = source.read(scope)
+            if not _is_empty(reading.raw):
+                return reading
+            first = first or reading
+        return first
 
 
 @dataclass(frozen=True)
