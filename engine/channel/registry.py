@@ -1,8 +1,8 @@
 """Look up what a destination type declares, without importing every vendor at load time.
 
 ``engine.destinations.REGISTRY`` maps a type (``qliq``) to its class, which declares
-``settings_spec`` and ``payload_spec``. Until that package exists (or for a type it does not
-know) these return None, and callers accept the table unchecked.
+``settings_spec`` and ``payload_spec``; it is imported on first use, so that reading a
+channel file does not load every vendor module. For a type it does not know these return None.
 """
 
 from __future__ import annotations
@@ -16,11 +16,7 @@ DESTINATION_TYPES = ("conneqt", "kpn", "medallies", "qliq")
 
 
 def _registry() -> dict[str, Any]:
-    try:
-        module = importlib.import_module("engine.destinations")
-    except ImportError:
-        return {}
-    return getattr(module, "REGISTRY", {})
+    return importlib.import_module("engine.destinations").REGISTRY
 
 
 def _spec(type_: str, attribute: str) -> Spec | None:
