@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 from engine.mapping.checks import sctid_problem
 
@@ -60,6 +60,18 @@ def parse_rfc3339(value: object) -> datetime | None:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def parse_vendor_time(value: object) -> datetime | None:
+    """An ISO 8601 time as webhooks send it, lenient: ``Z`` or ``z`` or an offset, and a time
+    with none of them read as UTC (``2017-06-13T16:25:54.873043z``); None when unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.strip().rstrip("zZ"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def base64_decoded_size(value: str) -> int | None:

@@ -28,6 +28,7 @@ from twisted.web.server import Request
 
 from engine.destinations.base import StatusUpdate
 from engine.destinations.medallies import STATUS_STATES
+from engine.destinations.rules import parse_vendor_time
 from engine.status.documents import Attachment, InboundDocument, Patient, build_document_message
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, answer, answer_when_done, refuse_unauthorised
@@ -100,18 +101,7 @@ def dsn_update(body: Any) -> tuple[str, StatusUpdate]:
     detail = f"DSN {disposition}"
     if body.get("Description") and body["Description"] != disposition:
         detail += f": {body['Description']}"
-    return body["Id"], StatusUpdate(state, at=_timestamp(body.get("Timestamp")), detail=detail)
-
-
-def _timestamp(text: Any) -> datetime | None:
-    """``2017-06-13T16:25:54.873043z`` and similar; None when it does not read as ISO 8601."""
-    if not isinstance(text, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(text.strip().rstrip("zZ"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return body["Id"], StatusUpdate(state, at=parse_vendor_time(body.get("Timestamp")), detail=detail)
 
 
 class InboundResource(Resource):

@@ -53,6 +53,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from engine.delivery.conversations import CONVERSATIONS
+from engine.destinations.rules import parse_vendor_time
 from engine.message import Message
 from engine.status.documents import Attachment, InboundDocument, build_document_message
 from engine.status.reporter import StatusReporter
@@ -135,13 +136,8 @@ def decrypt_attachment(encrypted: bytes, key_b64: str) -> bytes:
 
 
 def _epoch(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    stamp = parse_vendor_time(text)
+    return None if stamp is None else stamp.timestamp()
 
 
 class QliqReplyApi:
