@@ -58,12 +58,15 @@ _ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *
     ("outbox", "id", "last_error_enc"),
     ("kv", "namespace, key", "value_enc"),
 )
+# Ids follow time, so both prunes read only the rows below the first one young enough to keep
+# (a range of the primary key), not the whole table on every batch.
 _PRUNABLE = """
-    SELECT id FROM messages m WHERE received_at < ?
+    SELECT id FROM messages m WHERE received_at < ?1
+    AND id < COALESCE((SELECT id FROM messages WHERE received_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
         AND (d.state IN ('QUEUED', 'SENDING')
              OR EXISTS (SELECT 1 FROM status_polls p WHERE p.delivery_id = d.id)))
-    ORDER BY id LIMIT ?"""
+    ORDER BY id LIMIT ?2"""
 _PRUNE_MESSAGES = (  # children first: the foreign keys are enforced
     ("events", "DELETE FROM events WHERE message_id IN (SELECT value FROM json_each(?))"),
     ("deliveries", "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))"),
@@ -71,7 +74,9 @@ _PRUNE_MESSAGES = (  # children first: the foreign keys are enforced
 )
 _PRUNE_OUTBOX = """
     DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-        WHERE state IN ('SENT', 'ERROR') AND created_at < ? ORDER BY id LIMIT ?)"""
+        WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
+        AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
+        ORDER BY id LIMIT ?2)"""
 _KEY_CHECK = ("_store", "key_check")
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
