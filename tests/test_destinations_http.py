@@ -208,6 +208,14 @@ def test_other_4xx_are_rejected_with_the_vendors_reason(server, session, status)
     assert result.reason == f"HTTP {status}: toDirectAddress unknown"
 
 
+def test_the_vendors_words_are_kept_for_the_store_but_left_out_of_logs(server, session):
+    """A vendor may echo the value it refuses, such as an NHS number."""
+    result = send(server, session, Reply(400, {"message": "invalid patientId 9434765919"}))
+    assert result.reason == "HTTP 400: invalid patientId 9434765919"
+    assert "9434765919" not in result.loggable_reason
+    assert result.loggable_reason.startswith("HTTP 400: ")
+
+
 def test_401_is_an_auth_failure_not_a_rejection(server, session):
     result = send(server, session, Reply(401, {"message": "bad key"}))
     assert result.outcome is Outcome.AUTH_FAILED

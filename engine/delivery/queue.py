@@ -247,8 +247,14 @@ class DeliveryQueue(Service):
         if result.outcome is Outcome.ACCEPTED:
             return self._sent(delivery, result, payload, thread)
         if result.outcome is Outcome.REJECTED:
-            detail = f"rejected by {self.destination.kind}: {result.reason}"
-            return self._error(delivery, transitions.REJECTED, detail, result.invalid_parameters)
+            rejected = f"rejected by {self.destination.kind}: "
+            return self._error(
+                delivery,
+                transitions.REJECTED,
+                rejected + result.reason,
+                result.invalid_parameters,
+                logged=rejected + result.loggable_reason,
+            )
         if result.outcome is Outcome.AUTH_FAILED:
             return self._auth_failed(delivery, result)
         return self._retry(delivery, result)
@@ -285,7 +291,12 @@ class DeliveryQueue(Service):
         queued_at = delivery.requeued_at or delivery.created_at
         gave_up = give_up_reason(self.config.retry, delivery.attempts, queued_at, now)
         if gave_up is not None:
-            yield self._error(delivery, transitions.DEAD_LETTER, f"{gave_up}; last error: {result.reason}")
+            yield self._error(
+                delivery,
+                transitions.DEAD_LETTER,
+                f"{gave_up}; last error: {result.reason}",
+                logged=f"{gave_up}; last error: {result.loggable_reason}",
+            )
             return
         delay = retry_delay(self.config.retry, delivery.attempts, result.retry_after_s, self._rng)
         yield self._store.mark_retry(delivery.id, now + delay, result.reason, result.progress)
@@ -294,7 +305,7 @@ class DeliveryQueue(Service):
             self.name,
             delivery.id,
             delivery.attempts,
-            result.reason,
+            result.loggable_reason,
             delay,
         )
 
@@ -308,7 +319,7 @@ class DeliveryQueue(Service):
             "queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
             " in %.0f s, and picks up fixed credentials by itself.",
             self.name,
-            result.reason,
+            result.loggable_reason,
             wait,
         )
 
@@ -319,7 +330,10 @@ class DeliveryQueue(Service):
         event: str,
         detail: str,
         invalid_parameters: tuple[InvalidParameter, ...] = (),
+        *,
+        logged: str | None = None,
     ):
+        """ERROR with ``detail`` stored and reported; ``logged`` leaves out the vendor's words."""
         yield self._store.mark_error(delivery.id, detail)
         log.error(
             "queue %s: delivery %d of message %s is ERROR (%s): %s",
@@ -327,7 +341,7 @@ class DeliveryQueue(Service):
             delivery.id,
             delivery.control_id,
             event,
-            detail,
+            detail if logged is None else logged,
         )
         yield announce(
             self._listener,

@@ -60,7 +60,12 @@ class InvalidParameter:
 
 @dataclass(frozen=True)
 class SendResult:
-    """The classified answer to one send. ``reason`` never contains PHI."""
+    """The classified answer to one send.
+
+    ``reason`` is our words plus the vendor's error text (``vendor_text``), which can echo a
+    field value, so PHI: it is stored encrypted and reported to the sender, while logs show
+    :attr:`loggable_reason`.
+    """
 
     outcome: Outcome
     remote_id: str | None = None  # the vendor's id for status polling
@@ -71,6 +76,16 @@ class SendResult:
     retry_after_s: float | None = None  # the vendor's Retry-After, when it sent one
     http_status: int | None = None
     progress: str | None = None  # a send of several requests that failed part way: pass back as resume
+    vendor_text: str = ""  # the part of ``reason`` the vendor wrote
+
+    @property
+    def loggable_reason(self) -> str:
+        """``reason`` with the vendor's own words left out."""
+        return (
+            self.reason.replace(self.vendor_text, "(vendor text not logged)")
+            if self.vendor_text
+            else self.reason
+        )
 
 
 StatusState = Literal["accepted", "pending", "delivered", "read", "failed", "expired"]

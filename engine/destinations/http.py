@@ -110,6 +110,7 @@ def classify(
         invalid_parameters=invalid,
         retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
         http_status=status,
+        vendor_text=vendor_reason,
     )
 
 

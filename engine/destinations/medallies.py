@@ -225,7 +225,7 @@ def _answer(response: requests.Response, message_id: str) -> SendResult:
         ids["transactionId"] = str(transaction_id)
     if status.upper() in REFUSED_STATUSES:
         result = str(get_ci(body, "result") or status)
-        return SendResult(Outcome.REJECTED, vendor_ids=ids, reason=f"MedAllies: {result}")
+        return SendResult(Outcome.REJECTED, vendor_ids=ids, reason=f"MedAllies: {result}", vendor_text=result)
     return SendResult(Outcome.ACCEPTED, remote_id=message_id, vendor_ids=ids, reason=status)
 
 
