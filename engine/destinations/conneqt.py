@@ -227,6 +227,11 @@ class ConneqtDestination(HttpDestination):
         return [StatusUpdate(STATUS_STATES.get(status.upper(), "pending"), detail=detail)]
 
 
+def _default(key: str) -> str:
+    """A payload key's default, as the payload spec declares it."""
+    return PAYLOAD_SPEC.field(key).default
+
+
 def build_request(payload: Mapping[str, Any], message_id: str) -> dict[str, Any]:
     """The instant-message JSON for one validated payload."""
     request: dict[str, Any] = {
@@ -235,7 +240,7 @@ def build_request(payload: Mapping[str, Any], message_id: str) -> dict[str, Any]
         "topic": payload["topic"],
         "recipient": {
             "id": {
-                "type": payload.get("recipientIdType") or "OdsOrganisationId",
+                "type": payload.get("recipientIdType") or _default("recipientIdType"),
                 "value": payload["recipientId"],
             }
         },
@@ -249,7 +254,7 @@ def build_request(payload: Mapping[str, Any], message_id: str) -> dict[str, Any]
         request["expiryDateTime"] = payload["expiryDateTime"]
     if payload.get("bodyContent"):
         request["body"] = {
-            "mimeType": payload.get("bodyMimeType") or "text/plain",
+            "mimeType": payload.get("bodyMimeType") or _default("bodyMimeType"),
             "content": payload["bodyContent"],
         }
     if payload.get("codedDataItems"):
