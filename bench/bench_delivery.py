@@ -44,7 +44,7 @@ mapping = "bench_qliq.toml"
 concurrency = {concurrency}
   [destinations.settings]
   base_url = "{qliq_url}"
-  api_key = "sandbox-qliq-key"
+  api_key = "${{QLIQ_API_KEY}}"
   [destinations.status]
   poll = false
 """
@@ -70,22 +70,28 @@ class Figures:
     drain_s: float  # last ACK → last delivery
 
 
-def start_sandboxes() -> tuple[subprocess.Popen, str]:
-    """``courier sandbox`` on its default ports; returns the process and Qliq's API root."""
-    process = subprocess.Popen([sys.executable, "-m", "engine", "sandbox"], stdout=subprocess.PIPE, text=True)
+def start_sandboxes(workdir: Path) -> tuple[subprocess.Popen, str, str]:
+    """``courier sandbox`` on its default ports, its random credentials kept under ``workdir``;
+    returns the process, Qliq's API root and the API key it accepts."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "sandbox"], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
     for line in process.stdout:
         name, _, url = line.strip().partition(" ")
         if name == "qliq":
-            return process, url.strip()
+            credentials = json.loads((workdir / "var" / "sandbox" / "credentials.json").read_text())
+            return process, url.strip(), credentials["qliq_api_key"]
     raise RuntimeError("courier sandbox did not start")
 
 
-def start_courier(workdir: Path, port: int, qliq_url: str, concurrency: int) -> subprocess.Popen:
+def start_courier(
+    workdir: Path, port: int, qliq_url: str, api_key: str, concurrency: int
+) -> subprocess.Popen:
     channel = workdir / "bench_delivery.toml"
     channel.write_text(CHANNEL.format(port=port, qliq_url=qliq_url, concurrency=concurrency))
     (workdir / "bench_qliq.toml").write_text(MAPPING)
     store = workdir / f"delivery-{concurrency}.sqlite3"
-    env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY)
+    env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY, QLIQ_API_KEY=api_key)
     command = [
         sys.executable,
         "-m",
@@ -119,10 +125,10 @@ async def send_all(port: int, per_connection: int) -> float:
     return time.perf_counter()
 
 
-def run_once(workdir: Path, qliq_url: str, concurrency: int, per_connection: int) -> Figures:
+def run_once(workdir: Path, qliq_url: str, api_key: str, concurrency: int, per_connection: int) -> Figures:
     control(qliq_url, "/_sandbox/reset", "POST")
     port = free_port()
-    courier = start_courier(workdir, port, qliq_url, concurrency)
+    courier = start_courier(workdir, port, qliq_url, api_key, concurrency)
     try:
         wait_for_port(port, courier)
         total = CONNECTIONS * per_connection
@@ -144,15 +150,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages (a smoke run)")
     args = parser.parse_args()
     per_connection = 50 if args.quick else 500
-    sandbox, qliq_url = start_sandboxes()
     results = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="courier-bench-delivery-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="courier-bench-delivery-") as tmp:
+        sandbox, qliq_url, api_key = start_sandboxes(Path(tmp))
+        try:
             for concurrency in (1, 4):
-                results[concurrency] = run_once(Path(tmp), qliq_url, concurrency, per_connection)
-    finally:
-        sandbox.terminate()
-        sandbox.wait(10)
+                results[concurrency] = run_once(Path(tmp), qliq_url, api_key, concurrency, per_connection)
+        finally:
+            sandbox.terminate()
+            sandbox.wait(10)
     print(f"\n{'concurrency':>11} {'messages':>9} {'ACKs/s':>8} {'delivered/s':>12} {'drain s':>8}")
     for concurrency, f in results.items():
         rates = f"{f.ack_rate:8.0f} {f.delivered_rate:12.0f}"

@@ -3,15 +3,21 @@ rules spanning files. Each broken file is broken in exactly one way."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from engine.channel.check import channel_files, check, load_channels
+from engine.commands.run import with_sandbox_secrets
+from engine.sandbox.credentials import Credentials
 from engine.spec import SpecError
 
 BROKEN = Path(__file__).parent / "broken_config"
 REPO = Path(__file__).parent.parent
+BROKEN_ENV = {"BROKEN_QLIQ_KEY": "broken-test-key"}
 
 
 @pytest.mark.parametrize(
@@ -32,6 +38,11 @@ REPO = Path(__file__).parent.parent
             'api_key_file = "/run/secrets/..." instead',
         ),
         (
+            "secret_default.toml",
+            "17: destinations[0].settings.api_key: a secret cannot have a default: "
+            "write ${BROKEN_QLIQ_KEY} and set BROKEN_QLIQ_KEY",
+        ),
+        (
             "bad_endpoint.toml",
             "4: source.listen: not a valid server endpoint string "
             "(ValueError: invalid literal for int() with base 10: '26o5')",
@@ -50,17 +61,17 @@ REPO = Path(__file__).parent.parent
     ],
 )
 def test_each_broken_file_gives_exactly_its_problem_with_file_line_and_key(file, expected):
-    problems = check([BROKEN / file], skip_env=False, env={})
+    problems = check([BROKEN / file], skip_env=False, env=BROKEN_ENV)
     assert [str(p) for p in problems] == [f"{BROKEN / file}:{expected}"]
 
 
 def test_the_literal_secret_is_not_printed():
-    [problem] = check([BROKEN / "literal_secret.toml"], skip_env=False, env={})
+    [problem] = check([BROKEN / "literal_secret.toml"], skip_env=False, env=BROKEN_ENV)
     assert "qK7vP2xR9tL4mZ8wB3nH6jD1" not in str(problem)
 
 
 def test_two_channels_on_one_port_clash_on_the_later_file():
-    problems = check([BROKEN / "clash"], skip_env=False, env={})
+    problems = check([BROKEN / "clash"], skip_env=False, env=BROKEN_ENV)
     assert [str(p) for p in problems] == [
         f"{BROKEN}/clash/b.toml:4: source.listen: port 2608 is already used by channel "
         f"'clash-a' ({BROKEN}/clash/a.toml)"
@@ -68,12 +79,13 @@ def test_two_channels_on_one_port_clash_on_the_later_file():
 
 
 def test_all_problems_across_files_are_collected():
-    problems = check([BROKEN, BROKEN / "clash"], skip_env=False, env={})
+    problems = check([BROKEN, BROKEN / "clash"], skip_env=False, env=BROKEN_ENV)
     assert {p.file.name for p in problems} == {
         "unknown_key.toml",
         "wrong_type.toml",
         "missing_mapping.toml",
         "literal_secret.toml",
+        "secret_default.toml",
         "bad_endpoint.toml",
         "unknown_transform.toml",
         "bad_hl7_path.toml",
@@ -161,7 +173,8 @@ EXAMPLES = sorted((REPO / "channels").glob("*.toml"))
 
 
 def test_examples_are_one_per_vendor_on_distinct_loopback_ports():
-    channels = load_channels([REPO / "channels"], env={}) if _mappings_shipped() else None
+    env = with_sandbox_secrets([REPO / "channels"], Credentials.generate(), env={})
+    channels = load_channels([REPO / "channels"], env=env) if _mappings_shipped() else None
     if channels is None:
         pytest.skip("waiting for the shipped mappings/ (another engineer's piece)")
     assert sorted(d.type for c in channels for d in c.destinations) == ["conneqt", "kpn", "medallies", "qliq"]
@@ -183,10 +196,47 @@ def _mappings_shipped() -> bool:
     )
 
 
-def test_examples_pass_check_apart_from_mappings_not_yet_shipped():
-    problems = check([REPO / "channels"], skip_env=False, env={})
-    assert [str(p) for p in problems if not _missing_mapping(p.message)] == []
+def test_examples_pass_check_as_run_sandbox_loads_them_apart_from_mappings_not_yet_shipped():
+    env = with_sandbox_secrets([REPO / "channels"], Credentials.generate(), env={})
+    for skip_env in (False, True):
+        problems = check([REPO / "channels"], skip_env=skip_env, env=env)
+        assert [str(p) for p in problems if not _missing_mapping(p.message)] == []
     assert len(channel_files([REPO / "channels"])) == 4
+
+
+EXAMPLE_SECRETS = (
+    ("ehr_mdm_to_kpn.toml", "client_secret", "KPN_CLIENT_SECRET"),
+    ("ehr_mdm_to_qliq.toml", "api_key", "QLIQ_API_KEY"),
+    ("lis_oru_to_conneqt.toml", "api_key", "CONNEQT_API_KEY"),
+    ("lis_oru_to_conneqt.toml", "access_code", "CONNEQT_ACCESS_CODE"),
+    ("ris_oru_to_medallies.toml", "password", "MEDALLIES_PASSWORD"),
+    ("ris_oru_to_medallies.toml", "webhook_secret", "MEDALLIES_WEBHOOK_SECRET"),
+)
+
+
+def _unset_problem(file: str, key: str, name: str) -> str:
+    """What check prints for the example's ``key = "${NAME}"`` when NAME is unset."""
+    lines = (REPO / "channels" / file).read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip().startswith(f'{key} = "${{{name}}}"'))
+    return f"channels/{file}:{line}: destinations[0].settings.{key}: environment variable {name} is not set"
+
+
+def test_examples_without_their_secret_variables_fail_check_and_run_naming_each_one(tmp_path):
+    """No public fallback: the example channels need every secret set (issue 9)."""
+    env = {k: v for k, v in os.environ.items() if k not in {name for *_, name in EXAMPLE_SECRETS}}
+    expected = [_unset_problem(*secret) for secret in EXAMPLE_SECRETS]
+
+    def courier(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "engine", *args]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    checked = courier("check", "channels/")
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [*expected, f"{len(expected)} problem(s)"]
+    ran = courier("run", "channels/", "--store", str(tmp_path / "courier.sqlite3"))
+    assert ran.returncode == 2
+    assert ran.stderr.splitlines() == ["courier run: the channel files have problems:", *expected]
+    assert not (tmp_path / "courier.sqlite3").exists()
 
 
 def _missing_mapping(message: str) -> bool:

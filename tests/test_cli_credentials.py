@@ -15,6 +15,7 @@ from engine.delivery.tokens import NAMESPACE, conneqt_token_key
 from engine.sandbox import start_sandboxes
 from engine.store import Cipher, Database
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = base64.b64encode(b"credentials-test-key-32-bytes-ok").decode()
@@ -23,14 +24,23 @@ KEY = base64.b64encode(b"credentials-test-key-32-bytes-ok").decode()
 @pytest.fixture(scope="module")
 def conneqt(reactor):
     sandboxes = on_reactor(
-        start_sandboxes, reactor, ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0}
+        start_sandboxes,
+        reactor,
+        credentials=TEST_CREDENTIALS,
+        ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0},
     )
     yield sandboxes.conneqt
     on_reactor(sandboxes.stop)
 
 
 def exchange(conneqt, store: Path, code: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COURIER_STORE_KEY=KEY, CONNEQT_BASE_URL=conneqt.base_url, CONNEQT_ACCESS_CODE=code)
+    env = dict(
+        os.environ,
+        COURIER_STORE_KEY=KEY,
+        CONNEQT_BASE_URL=conneqt.base_url,
+        CONNEQT_API_KEY=TEST_CREDENTIALS.conneqt_api_key,
+        CONNEQT_ACCESS_CODE=code,
+    )
     return subprocess.run(
         [
             sys.executable,
@@ -61,7 +71,7 @@ def stored_token(store: Path) -> str | None:
 
 def test_a_new_access_code_replaces_the_stored_token(conneqt, tmp_path) -> None:
     store = tmp_path / "courier.sqlite3"
-    result = exchange(conneqt, store, "SANDBOX-ACCESS")
+    result = exchange(conneqt, store, TEST_CREDENTIALS.conneqt_access_code)
     assert result.returncode == 0, result.stderr
     token = stored_token(store)
     assert token in conneqt.tokens, "the token conneQt issued is the one stored"

@@ -32,6 +32,7 @@ from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
 
 PDF = "JVBERi0xLjQKc2FuZGJveA=="
@@ -84,13 +85,13 @@ MAPPINGS = {
     """,
 }
 SETTINGS = {
-    "conneqt": {"api_key": "sandbox-conneqt-key"},
+    "conneqt": {"api_key": TEST_CREDENTIALS.conneqt_api_key},
     "medallies": {
         "username": "courier",
-        "password": "sandbox-medallies-password",
+        "password": TEST_CREDENTIALS.medallies_password,
         "from_direct_address": "lab@direct.example.org",
     },
-    "qliq": {"api_key": "sandbox-qliq-key"},
+    "qliq": {"api_key": TEST_CREDENTIALS.qliq_api_key},
 }
 
 
@@ -125,7 +126,7 @@ class Transitions:
 @pytest.fixture(scope="module")
 def sandboxes(reactor):
     free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
-    started = on_reactor(start_sandboxes, reactor, ports=free_ports)
+    started = on_reactor(start_sandboxes, reactor, credentials=TEST_CREDENTIALS, ports=free_ports)
     yield started
     on_reactor(started.stop)
 
@@ -171,7 +172,9 @@ class Harness:
         self.sessions.append(session)
         destination = cls(parsed, session)
         if kind == "conneqt":
-            destination.token_provider = StaticToken(destination.exchange_access_code("SANDBOX-ACCESS"))
+            destination.token_provider = StaticToken(
+                destination.exchange_access_code(TEST_CREDENTIALS.conneqt_access_code)
+            )
         return destination
 
     def config(self, kind: str, name: str | None = None, **changes: Any) -> DestinationConfig:

@@ -37,6 +37,7 @@ from engine.sandbox.kpn import KpnSandbox
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.test_destinations_http import make_settings
 
 PDF = base64.b64encode(b"%PDF-1.4 sandbox result").decode()
@@ -58,10 +59,18 @@ def start(sandbox):
 @pytest.fixture(scope="module")
 def sandboxes(reactor, clock) -> Iterator[dict]:
     started = {
-        "conneqt": start(ConneqtSandbox(reactor, clock=clock, timings=ConneqtTimings(completed_after_s=5))),
+        "conneqt": start(
+            ConneqtSandbox(
+                reactor,
+                credentials=TEST_CREDENTIALS,
+                clock=clock,
+                timings=ConneqtTimings(completed_after_s=5),
+            )
+        ),
         "medallies": start(
             MedAlliesSandbox(
                 reactor,
+                credentials=TEST_CREDENTIALS,
                 clock=clock,
                 timings=MedAlliesTimings(processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60),
             )
@@ -69,12 +78,13 @@ def sandboxes(reactor, clock) -> Iterator[dict]:
         "qliq": start(
             QliqSandbox(
                 reactor,
+                credentials=TEST_CREDENTIALS,
                 clock=clock,
                 timings=QliqTimings(delivered_after_s=2, read_after_s=5, recipient_stagger_s=0),
             )
         ),
         # real time: the rate limit and token expiry are measured on the reactor's clock
-        "kpn": start(KpnSandbox(reactor)),
+        "kpn": start(KpnSandbox(reactor, credentials=TEST_CREDENTIALS)),
     }
     yield started
     for sandbox in started.values():
@@ -112,11 +122,13 @@ def conneqt(sandboxes):
     return fresh(sandboxes, "conneqt")
 
 
-def conneqt_destination(sandbox, session, *, api_key="sandbox-conneqt-key", token=None, **settings):
+def conneqt_destination(
+    sandbox, session, *, api_key=TEST_CREDENTIALS.conneqt_api_key, token=None, **settings
+):
     table = {"base_url": sandbox.base_url, "api_key": api_key, **settings}
     destination = ConneqtDestination(make_settings(ConneqtDestination, table), session)
     if token is None:
-        token = destination.exchange_access_code("SANDBOX-ACCESS")
+        token = destination.exchange_access_code(TEST_CREDENTIALS.conneqt_access_code)
     destination.token_provider = StaticToken(token)
     return destination
 
@@ -176,7 +188,7 @@ def test_conneqt_wrong_token_is_an_auth_failure(conneqt, session):
 
 def test_conneqt_unauthorised_client_is_rejected(conneqt, session):
     destination = conneqt_destination(
-        conneqt, session, api_key="sandbox-conneqt-unauthorised", token="whatever"
+        conneqt, session, api_key=TEST_CREDENTIALS.conneqt_unauthorised_api_key, token="whatever"
     )
     assert destination.send(conneqt_payload(), idempotency_key="5").outcome is Outcome.REJECTED
 
@@ -220,7 +232,7 @@ def medallies(sandboxes):
     return fresh(sandboxes, "medallies")
 
 
-def medallies_destination(sandbox, session, password="sandbox-medallies-password"):
+def medallies_destination(sandbox, session, password=TEST_CREDENTIALS.medallies_password):
     table = {
         "base_url": f"{sandbox.base_url}/MessagingAPI",
         "username": "courier",
@@ -279,7 +291,7 @@ def qliq(sandboxes):
     return fresh(sandboxes, "qliq")
 
 
-def qliq_destination(sandbox, session, api_key="sandbox-qliq-key"):
+def qliq_destination(sandbox, session, api_key=TEST_CREDENTIALS.qliq_api_key):
     table = {"base_url": sandbox.base_url, "api_key": api_key}
     return QliqDestination(make_settings(QliqDestination, table), session)
 
@@ -350,7 +362,7 @@ def authorised_kpn(sandbox, session) -> KpnDestination:
     table = {
         "base_url": f"{sandbox.base_url}/communication/kpn/healthcare-messenger",
         "client_id": "sandbox-kpn-client",
-        "client_secret": "sandbox-kpn-secret",
+        "client_secret": TEST_CREDENTIALS.kpn_client_secret,
         "authorize_url": f"{sandbox.base_url}/healthcaremessenger_oauth/authorize",
         "token_url": f"{sandbox.base_url}/healthcaremessenger_oauth/token",
         "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
@@ -426,14 +438,14 @@ def test_kpn_shared_rate_limit_keeps_two_channels_under_30_per_second(kpn, sessi
 # -- shipped mappings end to end ---------------------------------------------------------
 
 SETTINGS_FOR_SANDBOX = {
-    "conneqt": lambda base: {"base_url": base, "api_key": "sandbox-conneqt-key"},
+    "conneqt": lambda base: {"base_url": base, "api_key": TEST_CREDENTIALS.conneqt_api_key},
     "medallies": lambda base: {
         "base_url": f"{base}/MessagingAPI",
         "username": "courier",
-        "password": "sandbox-medallies-password",
+        "password": TEST_CREDENTIALS.medallies_password,
         "from_direct_address": "lab@direct.example.org",
     },
-    "qliq": lambda base: {"base_url": base, "api_key": "sandbox-qliq-key"},
+    "qliq": lambda base: {"base_url": base, "api_key": TEST_CREDENTIALS.qliq_api_key},
 }
 
 
@@ -455,7 +467,9 @@ def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(sandboxes,
     cls = REGISTRY[loaded.output]
     destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)), session)
     if loaded.output == "conneqt":
-        destination.token_provider = StaticToken(destination.exchange_access_code("SANDBOX-ACCESS"))
+        destination.token_provider = StaticToken(
+            destination.exchange_access_code(TEST_CREDENTIALS.conneqt_access_code)
+        )
     assert destination.validate(payload) == []
     result = destination.send(payload, idempotency_key=f"{sample}:{mapping}")
     assert result.outcome is Outcome.ACCEPTED, result.reason
@@ -480,7 +494,7 @@ def test_the_shipped_kpn_mapping_reaches_the_care_team_chat(kpn, session):
 @pytest.fixture(scope="module")
 def https_medallies(reactor, tmp_path_factory):
     certs = make_certificates(tmp_path_factory.mktemp("certs"))
-    sandbox = MedAlliesSandbox(reactor)
+    sandbox = MedAlliesSandbox(reactor, credentials=TEST_CREDENTIALS)
     on_reactor(sandbox.listen, tls=certs.server_tls())
     yield sandbox, certs
     on_reactor(sandbox.stop)
@@ -492,7 +506,7 @@ def test_https_is_verified_against_the_configured_ca(https_medallies, session):
     table = {
         "base_url": f"{sandbox.base_url}/MessagingAPI",
         "username": "courier",
-        "password": "sandbox-medallies-password",
+        "password": TEST_CREDENTIALS.medallies_password,
         "from_direct_address": "lab@direct.example.org",
     }
     trusted = MedAlliesDestination(

@@ -43,7 +43,9 @@ PDF = b"%PDF-1.4\n% a scanned reply\n"
 
 def upload(sandboxes, public_pem: bytes) -> None:
     with requests.Session() as session:
-        upload_public_key(session, sandboxes.qliq.base_url, "sandbox-qliq-key", QLIQ_SENDER, public_pem)
+        upload_public_key(
+            session, sandboxes.qliq.base_url, sandboxes.credentials.qliq_api_key, QLIQ_SENDER, public_pem
+        )
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.support.e2e import (
     example_channels,
     reset_sandboxes,
     sample,
-    sandbox_env,
+    sandbox_secrets_env,
     wait_for,
     with_msh,
 )
@@ -57,7 +57,8 @@ class CourierRun:
         text = text.replace('mapping = "../mappings/', f'mapping = "{CHANNELS.parent}/mappings/')
         self.channel = workdir / "ris_oru_to_medallies.toml"
         self.channel.write_text(text)
-        self.env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY, **sandbox_env(sandboxes))
+        given = dict(os.environ, COURIER_STORE_KEY=STORE_KEY)
+        self.env = sandbox_secrets_env([self.channel], sandboxes, given)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.channel.check import load_channels
 from engine.sandbox import Sandboxes
 from engine.sandbox.recording import RecordedRequest
 from tests.conftest import on_reactor
 from tests.support import e2e
-from tests.support.e2e import RunningEngine, reset_sandboxes, sandbox_env, wait_for
+from tests.support.e2e import RunningEngine, load_against_sandboxes, reset_sandboxes, wait_for
 from tests.support.engine import open_store
 from tests.support.subprocess_engine import free_port
 
@@ -511,8 +510,8 @@ CASES = {
 def engine(reactor, sandboxes: Sandboxes, tmp_path_factory) -> Iterator[RunningEngine]:
     """One engine with the four pre-flight channels, a real SQLite store, the sandboxes."""
     reset_sandboxes(sandboxes)
-    env = {**sandbox_env(sandboxes), "KPN_REDIRECT_URI": f"http://127.0.0.1:{free_port()}/callback"}
-    channels = load_channels([PREFLIGHT / "channels"], env=env)
+    env = {"KPN_REDIRECT_URI": f"http://127.0.0.1:{free_port()}/callback"}
+    channels = load_against_sandboxes([PREFLIGHT / "channels"], sandboxes, env)
     store = open_store(reactor, tmp_path_factory.mktemp("preflight") / "courier.sqlite3")
     running = RunningEngine(reactor, sandboxes, store, channels)
     yield running

@@ -150,13 +150,16 @@ def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> No
 
 def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path) -> None:
     from engine.channel.check import load_channels
-    from engine.commands.run import with_sandbox_replies
+    from engine.commands.run import with_sandbox_replies, with_sandbox_secrets
+    from engine.sandbox.credentials import Credentials
 
     key_file = tmp_path / "sandbox" / "qliq_reply_key.pem"
-    elsewhere = load_channels([ROOT / "channels"], env={"QLIQ_BASE_URL": "https://capi.qliqsoft.com"})
+    secrets = with_sandbox_secrets([ROOT / "channels"], Credentials.generate(), env={})
+    real_qliq = {**secrets, "QLIQ_BASE_URL": "https://capi.qliqsoft.com", "QLIQ_API_KEY": "real-key"}
+    elsewhere = load_channels([ROOT / "channels"], env=real_qliq)
     assert with_sandbox_replies(elsewhere, key_file) == elsewhere and not key_file.exists()
 
-    demo = with_sandbox_replies(load_channels([ROOT / "channels"], env={}), key_file)
+    demo = with_sandbox_replies(load_channels([ROOT / "channels"], env=secrets), key_file)
     settings = {d.name: d.settings for c in demo for d in c.destinations}
     assert settings["care-team-qliq"]["reply_key_file"] == str(key_file) and key_file.exists()
     assert settings["care-team-qliq"]["reply_sender"] == "poc@sandbox.qliq"

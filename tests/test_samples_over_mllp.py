@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from engine.channel.check import load_channels
+from engine.commands.run import with_sandbox_secrets
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.service import build_source, routes
 from tests.conftest import on_reactor
 from tests.support.engine import listen, open_store
 from tests.support.mllp import BlockingClient
+from tests.support.sandbox import TEST_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_messages"
@@ -55,7 +57,8 @@ def ports(reactor, tmp_path_factory):
     """Each example channel's source on its own free port, sharing one real store."""
     store = open_store(reactor, tmp_path_factory.mktemp("samples") / "courier.sqlite3")
     listening = {}
-    for channel in load_channels([ROOT / "channels"]):
+    secrets = with_sandbox_secrets([ROOT / "channels"], TEST_CREDENTIALS, env={})
+    for channel in load_channels([ROOT / "channels"], env=secrets):
         source = build_source(reactor, channel, store, routes(channel, reactor.seconds))
         port, listener, _ = listen(reactor, channel.name, source)
         listening[channel.name] = (port, listener)

@@ -9,6 +9,7 @@ from cryptography import x509
 from engine.sandbox import start_sandboxes
 from engine.sandbox.certs import make_certificates
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +19,7 @@ def tls_sandboxes(reactor, tmp_path_factory):
         start_sandboxes,
         reactor,
         tls=paths.server_tls(),
+        credentials=TEST_CREDENTIALS,
         ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0},
     )
     yield sandboxes, paths

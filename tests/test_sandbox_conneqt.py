@@ -12,9 +12,9 @@ import requests
 
 from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from tests.conftest import on_reactor
-from tests.support.sandbox import fake_clock, fresh, serve
+from tests.support.sandbox import TEST_CREDENTIALS, fake_clock, fresh, serve
 
-KEY = {"ApiKey": "sandbox-conneqt-key"}
+KEY = {"ApiKey": TEST_CREDENTIALS.conneqt_api_key}
 PDF = base64.b64encode(b"%PDF-1.4 sandbox").decode()
 
 
@@ -25,7 +25,9 @@ def clock():
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
-    sandbox = ConneqtSandbox(reactor, clock=clock, timings=ConneqtTimings(completed_after_s=5))
+    sandbox = ConneqtSandbox(
+        reactor, credentials=TEST_CREDENTIALS, clock=clock, timings=ConneqtTimings(completed_after_s=5)
+    )
     yield from serve(sandbox)
 
 
@@ -38,7 +40,7 @@ def sandbox(started):
 def token(sandbox) -> str:
     r = requests.post(
         f"{sandbox.base_url}/api/v1/messages/instant/access/token",
-        json={"accessCode": "SANDBOX-ACCESS"},
+        json={"accessCode": TEST_CREDENTIALS.conneqt_access_code},
         headers=KEY,
         timeout=5,
     )
@@ -93,7 +95,7 @@ def test_seed_example_quirks_are_tolerated(sandbox):
     [
         ({}, 401),
         ({"ApiKey": "wrong"}, 401),
-        ({"ApiKey": "sandbox-conneqt-unauthorised"}, 403),
+        ({"ApiKey": TEST_CREDENTIALS.conneqt_unauthorised_api_key}, 403),
     ],
 )
 def test_api_key_is_required(sandbox, headers, status):

@@ -10,13 +10,16 @@ import requests
 from engine.sandbox import Sandboxes, start_sandboxes
 from engine.sandbox.kpn import KpnSandbox
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 
 ZERO_PORTS = {"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0}
 
 
 @pytest.fixture(scope="module")
 def all_sandboxes(reactor):
-    sandboxes: Sandboxes = on_reactor(start_sandboxes, reactor, ports=ZERO_PORTS, seed=7)
+    sandboxes: Sandboxes = on_reactor(
+        start_sandboxes, reactor, credentials=TEST_CREDENTIALS, ports=ZERO_PORTS, seed=7
+    )
     yield sandboxes
     on_reactor(sandboxes.stop)
 
@@ -31,7 +34,7 @@ def qliq(all_sandboxes):
 
 
 def status_url(sandbox) -> str:
-    return f"{sandbox.base_url}/secure_messages/message_status?api_key=sandbox-qliq-key"
+    return f"{sandbox.base_url}/secure_messages/message_status?api_key={TEST_CREDENTIALS.qliq_api_key}"
 
 
 def get(sandbox, timeout: float = 5) -> requests.Response:
@@ -149,18 +152,20 @@ def test_recording_hides_secrets(all_sandboxes):
     requests.get(
         f"{medallies.base_url}/dirmsg/status",
         params={"xdMsgId": "x"},
-        auth=("courier", "sandbox-medallies-password"),
+        auth=("courier", TEST_CREDENTIALS.medallies_password),
         timeout=5,
     )
     qliq = all_sandboxes.qliq
     on_reactor(qliq.reset)
     requests.post(
-        f"{qliq.base_url}/secure_messages/send", data={"api_key": "sandbox-qliq-key", "to": "x"}, timeout=5
+        f"{qliq.base_url}/secure_messages/send",
+        data={"api_key": TEST_CREDENTIALS.qliq_api_key, "to": "x"},
+        timeout=5,
     )
     recorded = [*medallies.state.requests, *qliq.state.requests]
     assert recorded[0].headers["authorization"] == "***"
     assert recorded[1].body["form"] == {"api_key": "***", "to": "x"}
-    assert "sandbox-medallies-password" not in repr(recorded)
+    assert TEST_CREDENTIALS.medallies_password not in repr(recorded)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +202,7 @@ def test_reset_ends_a_refuse_outage(qliq):
 
 
 def test_a_stopped_sandbox_stays_stopped(reactor):
-    sandbox = KpnSandbox(reactor)
+    sandbox = KpnSandbox(reactor, credentials=TEST_CREDENTIALS)
     on_reactor(sandbox.listen)
     on_reactor(sandbox.stop)
     on_reactor(sandbox.set_faults, outage=None)

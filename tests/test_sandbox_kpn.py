@@ -9,9 +9,9 @@ import requests
 
 from engine.sandbox.kpn import KpnSandbox, KpnTimings
 from tests.conftest import on_reactor
-from tests.support.sandbox import fake_clock, fresh, serve
+from tests.support.sandbox import TEST_CREDENTIALS, fake_clock, fresh, serve
 
-CLIENT = {"client_id": "sandbox-kpn-client", "client_secret": "sandbox-kpn-secret"}
+CLIENT = {"client_id": "sandbox-kpn-client", "client_secret": TEST_CREDENTIALS.kpn_client_secret}
 CALLBACK = "https://courier.example/oauth2/callback"
 API = "/communication/kpn/healthcare-messenger"
 
@@ -23,7 +23,9 @@ def clock():
 
 @pytest.fixture(scope="module")
 def started(reactor, clock):
-    yield from serve(KpnSandbox(reactor, clock=clock, timings=KpnTimings(token_ttl_s=60)))
+    yield from serve(
+        KpnSandbox(reactor, credentials=TEST_CREDENTIALS, clock=clock, timings=KpnTimings(token_ttl_s=60))
+    )
 
 
 @pytest.fixture
@@ -132,7 +134,7 @@ def test_token_expires(sandbox, clock):
 
 
 def test_default_token_lifetime_is_three_days(reactor):
-    assert KpnSandbox(reactor).timings.token_ttl_s == 3 * 24 * 3600
+    assert KpnSandbox(reactor, credentials=TEST_CREDENTIALS).timings.token_ttl_s == 3 * 24 * 3600
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import requests
 
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from tests.conftest import on_reactor
-from tests.support.sandbox import Receiver, fake_clock, fresh, serve
+from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 
-AUTH = ("courier", "sandbox-medallies-password")
+AUTH = ("courier", TEST_CREDENTIALS.medallies_password)
 SENDER = "john@medalliestestdomain.com"
 
 
@@ -27,6 +27,7 @@ def clock():
 def started(reactor, clock):
     sandbox = MedAlliesSandbox(
         reactor,
+        credentials=TEST_CREDENTIALS,
         clock=clock,
         timings=MedAlliesTimings(processed_after_s=1, dispatched_after_s=2, mdn_timeout_s=60),
     )
@@ -103,7 +104,7 @@ def test_multi_recipient_addresses_are_split(sandbox):
     [
         (None, 401),
         (("courier", "wrong"), 401),
-        (("readonly", "sandbox-readonly-password"), 403),
+        (("readonly", TEST_CREDENTIALS.medallies_readonly_password), 403),
     ],
 )
 def test_auth(sandbox, auth, code):
@@ -245,7 +246,10 @@ def test_inbound_message_is_posted_with_basic_auth(sandbox, receiver):
     path, headers, raw = receiver.next()
     message = json.loads(raw)
     assert path == "/inbound"
-    assert base64.b64decode(headers["Authorization"][6:]) == b"medallies:sandbox-inbound-secret"
+    assert (
+        base64.b64decode(headers["Authorization"][6:])
+        == f"medallies:{TEST_CREDENTIALS.medallies_webhook_secret}".encode()
+    )
     assert message["messageSubject"] == "Discharge" and message["emailAttachmentList"]
     assert base64.b64decode(message["emailAttachmentList"][0]["attachmentContent"])
     assert message["messageId"] == r.json()["messageId"]

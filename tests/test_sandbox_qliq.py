@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
-from tests.support.sandbox import Receiver, fake_clock, fresh, serve
+from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 
-KEY = "sandbox-qliq-key"
+KEY = TEST_CREDENTIALS.qliq_api_key
 CAPTURED = "H4sICI0fXVQAA3BhZ2UucGRmAAvOz01VCE7MLchJVQhITE8FAAyOwbUQAAAA"  # from the doc
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nsandbox").decode()
 
@@ -29,7 +29,10 @@ def clock():
 @pytest.fixture(scope="module")
 def started(reactor, clock):
     sandbox = QliqSandbox(
-        reactor, clock=clock, timings=QliqTimings(delivered_after_s=2, read_after_s=5, recipient_stagger_s=1)
+        reactor,
+        credentials=TEST_CREDENTIALS,
+        clock=clock,
+        timings=QliqTimings(delivered_after_s=2, read_after_s=5, recipient_stagger_s=1),
     )
     yield from serve(sandbox)
 

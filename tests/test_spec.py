@@ -12,6 +12,8 @@ from engine.spec import (
     Secret,
     Spec,
     boolean,
+    env_reference,
+    expand,
     integer,
     key_lines,
     locate,
@@ -246,6 +248,33 @@ def test_json_schema_is_strict_and_knows_variants():
     qliq = rule["then"]["properties"]["settings"]
     assert set(qliq["properties"]) == {"base_url", "api_key", "api_key_file"}
     assert qliq["required"] == ["base_url"]
+
+
+@pytest.mark.parametrize("env", [{}, {"QLIQ_KEY": "set"}, None], ids=["unset", "set", "skip-env"])
+@pytest.mark.parametrize("default", ["sandbox-qliq-key", ""])
+def test_a_secret_with_a_default_is_refused_whether_or_not_its_variable_is_set(env, default):
+    table_ = settings(base_url="http://x", api_key=f"${{QLIQ_KEY:-{default}}}")
+    value, problems = parse(TOP, table_, env=env)
+    assert [str(p) for p in problems] == [
+        "destinations[0].settings.api_key: a secret cannot have a default: write ${QLIQ_KEY} and set QLIQ_KEY"
+    ]
+
+
+def test_non_secret_settings_keep_their_defaults_and_secrets_are_refused_one_by_one():
+    table_ = settings(base_url="${URL:-http://127.0.0.1:8081}", api_key="${A:-x}-${B:-y}")
+    _, problems = parse(TOP, table_, env={})
+    assert [p.message for p in problems] == [
+        "a secret cannot have a default: write ${A} and set A",
+        "a secret cannot have a default: write ${B} and set B",
+    ]
+
+
+def test_env_reference_and_expand():
+    assert env_reference("${QLIQ_API_KEY}") == "QLIQ_API_KEY"
+    assert [env_reference(v) for v in ("${A:-x}", "x${A}", "${A}${B}", None, 3)] == [None] * 5
+    assert expand("${URL:-http://h}/v1", {}) == "http://h/v1"
+    assert expand("${URL}/v1", {"URL": "https://k"}) == "https://k/v1"
+    assert expand("${URL}/v1", {}) is None
 
 
 def test_a_key_hidden_in_an_env_default_is_still_a_literal_secret():

@@ -20,6 +20,7 @@ from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
 from tests.test_status_reporter import (
     FAST,
@@ -29,7 +30,7 @@ from tests.test_status_reporter import (
     temporary_store,
 )
 
-SECRET = ("medallies", "sandbox-inbound-secret")
+SECRET = ("medallies", TEST_CREDENTIALS.medallies_webhook_secret)
 AUTH = BasicAuth(*SECRET)
 PDF, XML = b"%PDF-1.4 referral letter", b"<ClinicalDocument/>"
 TWO_ATTACHMENTS = {
@@ -110,7 +111,7 @@ def served(store, reactor):
 @pytest.fixture
 def sandbox(reactor):
     timings = MedAlliesTimings(processed_after_s=0.05, dispatched_after_s=0.1)
-    sandbox = MedAlliesSandbox(reactor, timings=timings)
+    sandbox = MedAlliesSandbox(reactor, credentials=TEST_CREDENTIALS, timings=timings)
     on_reactor(sandbox.listen)
     yield sandbox
     on_reactor(sandbox.stop)
@@ -154,7 +155,9 @@ def test_inbound_is_answered_only_after_it_is_stored(served):
     assert Message.parse(hospital.next().raw).get("TXA-12") == "urn:uuid:1"
 
 
-@pytest.mark.parametrize("auth", [None, ("medallies", "wrong"), ("someone", "sandbox-inbound-secret")])
+@pytest.mark.parametrize(
+    "auth", [None, ("medallies", "wrong"), ("someone", TEST_CREDENTIALS.medallies_webhook_secret)]
+)
 def test_wrong_or_missing_basic_auth_gets_401(served, auth):
     url, hospital, gated, channel, tracker = served
     on_reactor(gated.gate.callback, None)
@@ -198,7 +201,7 @@ def send_direct_message(sandbox, message_id: str) -> requests.Response:
     return requests.post(
         f"{sandbox.base_url}/MessagingAPI/dirmsg/send_ccda",
         json=direct_message,
-        auth=("courier", "sandbox-medallies-password"),
+        auth=("courier", TEST_CREDENTIALS.medallies_password),
         timeout=5,
     )
 

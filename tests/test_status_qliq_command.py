@@ -12,11 +12,12 @@ from engine.commands import qliq
 from engine.sandbox.qliq import QliqSandbox
 from engine.status.qliq_keys import load_private_key, public_key_pem
 from tests.conftest import on_reactor
+from tests.support.sandbox import TEST_CREDENTIALS
 
 
 @pytest.fixture
 def sandbox(reactor):
-    sandbox = QliqSandbox(reactor)
+    sandbox = QliqSandbox(reactor, credentials=TEST_CREDENTIALS)
     on_reactor(sandbox.listen)
     yield sandbox
     on_reactor(sandbox.stop)
@@ -38,7 +39,7 @@ def keys(sandbox, tmp_path, *extra):
 
 
 def test_creates_the_key_and_uploads_its_public_half(sandbox, tmp_path, monkeypatch):
-    monkeypatch.setenv("QLIQ_API_KEY", "sandbox-qliq-key")
+    monkeypatch.setenv("QLIQ_API_KEY", TEST_CREDENTIALS.qliq_api_key)
     monkeypatch.setenv("COURIER_QLIQ_KEY_PASSPHRASE", "pass phrase")
     assert keys(sandbox, tmp_path) == 0
     key_file = tmp_path / "k.pem"

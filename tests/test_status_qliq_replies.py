@@ -32,6 +32,7 @@ from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
 from tests.test_status_reporter import FAST, channel_file, receive, temporary_store
 
@@ -53,7 +54,9 @@ def store(tmp_path, reactor):
 
 @pytest.fixture
 def sandbox(reactor):
-    sandbox = QliqSandbox(reactor, timings=QliqTimings(delivered_after_s=None, read_after_s=None))
+    sandbox = QliqSandbox(
+        reactor, credentials=TEST_CREDENTIALS, timings=QliqTimings(delivered_after_s=None, read_after_s=None)
+    )
     on_reactor(sandbox.listen)
     yield sandbox
     on_reactor(sandbox.stop)
@@ -67,11 +70,15 @@ def courier(tmp_path, store, sandbox, reactor):
     key_file = tmp_path / "qliq" / "reply_key.pem"
     public_pem = generate_key_pair(key_file)
     session = requests.Session()
-    upload_public_key(session, sandbox.base_url, "sandbox-qliq-key", US, public_pem)
+    upload_public_key(session, sandbox.base_url, TEST_CREDENTIALS.qliq_api_key, US, public_pem)
     reporter = StatusReporter(store, reactor, [channel], **FAST)
     on_reactor(reporter.start)
     settings = QliqReplySettings(
-        channel=channel.name, base_url=sandbox.base_url, api_key="sandbox-qliq-key", sender=US, timeout_s=5
+        channel=channel.name,
+        base_url=sandbox.base_url,
+        api_key=TEST_CREDENTIALS.qliq_api_key,
+        sender=US,
+        timeout_s=5,
     )
     inbox = ReplyInbox(store, reporter, reactor, QliqReplyApi(session, settings))
     private_key = load_private_key(key_file)
@@ -105,7 +112,7 @@ def send_and_remember(store, sandbox, channel) -> dict:
         f"{sandbox.base_url}/secure_messages/send",
         timeout=5,
         data={
-            "api_key": "sandbox-qliq-key",
+            "api_key": TEST_CREDENTIALS.qliq_api_key,
             "from": US,
             "to": "doctor@sandbox.qliq",
             "subject": "Discharge",

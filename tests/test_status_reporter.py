@@ -20,6 +20,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 
 from engine.channel.config import Channel, ClientTls, StatusReports, parse_channel
+from engine.commands.run import with_sandbox_secrets
 from engine.delivery.transitions import Transition
 from engine.message import Message
 from engine.mllp.server import MLLPServerFactory, Reply
@@ -29,6 +30,7 @@ from engine.store import Cipher, Incoming, SQLiteStore
 from engine.tls import TLSSettings, wrap_server_factory
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.subprocess_engine import free_port
 from tests.support.waiting import wait_for
 
@@ -60,9 +62,11 @@ def temporary_store(tmp_path: Path, reactor) -> Iterator[SQLiteStore]:
 
 
 def channel_file(name: str, port: int, events=("accepted", "delivered", "read", "failed")) -> Channel:
-    """An example channel whose status reports go to the test hospital on ``port``."""
+    """An example channel whose status reports go to the test hospital on ``port``; its secret
+    variables take the test credentials, as ``courier run --sandbox`` fills them."""
     path = CHANNELS / name
-    channel, problems = parse_channel(path, path.read_text(), env={})
+    env = with_sandbox_secrets([path], TEST_CREDENTIALS, env={})
+    channel, problems = parse_channel(path, path.read_text(), env=env)
     assert not problems
     reports = StatusReports(
         to=f"tcp:host=127.0.0.1:port={port}",

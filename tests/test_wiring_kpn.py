@@ -24,6 +24,7 @@ from engine.store import Cipher, SQLiteStore, load_or_create_key
 from engine.store.base import SENT
 from tests.conftest import on_reactor
 from tests.support.mllp import BlockingClient
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.test_delivery_queue import wait_for
 from tests.test_wiring_requeue import REPO
 
@@ -39,7 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def kpn(reactor):
-    sandbox = KpnSandbox(reactor)
+    sandbox = KpnSandbox(reactor, credentials=TEST_CREDENTIALS)
     on_reactor(sandbox.listen)
     sandbox.configure({"aux_groupchats": AUX_CHATS})
     yield sandbox
@@ -66,6 +67,7 @@ def channel_file(tmp_path, kpn, redirect_port):
 @pytest.fixture
 def cli_args(tmp_path, channel_file, kpn, monkeypatch):
     monkeypatch.setenv("KPN_BASE_URL", kpn.base_url)
+    monkeypatch.setenv("KPN_CLIENT_SECRET", TEST_CREDENTIALS.kpn_client_secret)
     monkeypatch.delenv("COURIER_STORE_KEY", raising=False)
     store = ["--store", str(tmp_path / "courier.sqlite3"), "--key-file", str(tmp_path / "store.key")]
     return ["kpn", "authorize", str(channel_file), "ward-kpn", "--timeout", "5", *store]
@@ -139,6 +141,7 @@ def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
     from engine.commands.run import authorize_kpn_in_sandbox
 
     monkeypatch.setenv("KPN_BASE_URL", kpn.base_url)
+    monkeypatch.setenv("KPN_CLIENT_SECRET", TEST_CREDENTIALS.kpn_client_secret)
     store = SQLiteStore(tmp_path / "run.sqlite3", reactor=reactor, cipher=Cipher(b"k" * 32))
     on_reactor(store.start)
     (channel,) = load_channels([channel_file])

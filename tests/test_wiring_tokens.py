@@ -14,6 +14,7 @@ from engine.service import build_engine
 from engine.store import Cipher, Database
 from tests.conftest import on_reactor
 from tests.support.engine import TEST_KEY, open_store
+from tests.support.sandbox import TEST_CREDENTIALS
 from tests.test_delivery_queue import wait_for
 from tests.test_wiring_requeue import REPO
 
@@ -34,7 +35,7 @@ def store(reactor, store_file):
 
 @pytest.fixture
 def conneqt(reactor):
-    sandbox = ConneqtSandbox(reactor)
+    sandbox = ConneqtSandbox(reactor, credentials=TEST_CREDENTIALS)
     on_reactor(sandbox.listen)
     yield sandbox
     on_reactor(sandbox.stop)
@@ -78,7 +79,12 @@ def test_tokens_written_by_another_process_are_picked_up_without_a_restart(store
 
 
 def conneqt_channel(conneqt, **settings):
-    (channel,) = load_channels([CONNEQT_CHANNEL], env={"CONNEQT_BASE_URL": conneqt.base_url})
+    env = {
+        "CONNEQT_BASE_URL": conneqt.base_url,
+        "CONNEQT_API_KEY": TEST_CREDENTIALS.conneqt_api_key,
+        "CONNEQT_ACCESS_CODE": TEST_CREDENTIALS.conneqt_access_code,
+    }
+    (channel,) = load_channels([CONNEQT_CHANNEL], env=env)
     (destination,) = channel.destinations
     destination = replace(destination, settings={**destination.settings, **settings})
     return replace(

@@ -1,7 +1,9 @@
 """The vendor webhooks served by the running engine, reached by the sandboxes over HTTP.
 
-The example MedAllies and Qliq channels run in one engine with ``webhook_endpoint``; the
-sandboxes are pointed at it as ``courier run --sandbox --webhooks`` does. A MedAllies DSN
+The example MedAllies and Qliq channels run in one engine with ``webhook_endpoint``, started
+as ``courier run --sandbox --webhooks`` starts it: the sandboxes accept the random credentials
+of ``var/sandbox/credentials.json``, the channels' unset secret variables take them, and the
+sandboxes are pointed at the engine. A MedAllies DSN
 moves the delivery to DELIVERED (status polling is off, so only the webhook can), an inbound
 Direct message and a Qliq reply reach the hospital as MDM^T02.
 """
@@ -14,17 +16,18 @@ from dataclasses import replace
 import pytest
 import requests
 
-from engine.channel.check import load_channels
 from engine.channel.config import StatusReports
 from engine.commands.run import point_sandboxes_at_webhooks
 from engine.message.batch import split_file
 from engine.sandbox import start_sandboxes
 from engine.sandbox.certs import make_certificates
+from engine.sandbox.credentials import load_or_create
 from engine.service import build_engine
 from engine.status.qliq_keys import generate_key_pair, upload_public_key
 from engine.store.base import DELIVERED, SENT
 from engine.tls import TLSSettings
 from tests.conftest import on_reactor
+from tests.support.e2e import load_against_sandboxes
 from tests.support.engine import open_store
 from tests.support.hospital import Hospital
 from tests.support.mllp import BlockingClient
@@ -40,9 +43,10 @@ def sample(name: str) -> bytes:
 
 
 @pytest.fixture
-def sandboxes(reactor):
+def sandboxes(reactor, tmp_path):
     free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
-    started = on_reactor(start_sandboxes, reactor, ports=free_ports)
+    credentials = load_or_create(tmp_path / "var" / "sandbox" / "credentials.json")
+    started = on_reactor(start_sandboxes, reactor, credentials=credentials, ports=free_ports)
     started.medallies.configure({"processed_after_s": 0.05, "dispatched_after_s": 0.1})
     started.qliq.configure({"delivered_after_s": None, "read_after_s": None})
     yield started
@@ -57,8 +61,7 @@ def hospital(reactor):
 
 
 def example_channel(name: str, sandboxes, hospital, **settings):
-    env = {"MEDALLIES_BASE_URL": sandboxes.medallies.base_url, "QLIQ_BASE_URL": sandboxes.qliq.base_url}
-    (channel,) = load_channels([REPO / "channels" / name], env=env)
+    (channel,) = load_against_sandboxes([REPO / "channels" / name], sandboxes)
     (destination,) = channel.destinations
     destination = replace(
         destination,
@@ -85,11 +88,11 @@ def engine(reactor, tmp_path, sandboxes, hospital):
     key_file = tmp_path / "qliq_reply_key.pem"
     public_pem = generate_key_pair(key_file)
     with requests.Session() as session:
-        upload_public_key(session, sandboxes.qliq.base_url, "sandbox-qliq-key", QLIQ_SENDER, public_pem)
+        upload_public_key(
+            session, sandboxes.qliq.base_url, sandboxes.credentials.qliq_api_key, QLIQ_SENDER, public_pem
+        )
     channels = [
-        example_channel(
-            "ris_oru_to_medallies.toml", sandboxes, hospital, webhook_secret="sandbox-inbound-secret"
-        ),
+        example_channel("ris_oru_to_medallies.toml", sandboxes, hospital),
         example_channel(
             "ehr_mdm_to_qliq.toml",
             sandboxes,
@@ -220,6 +223,39 @@ def test_webhooks_refuse_callers_without_the_secret(engine):
     assert requests.post(dsn, json={"Id": "x"}, auth=("medallies", "wrong"), timeout=5).status_code == 401
     no_token = f"{base}/qliq/ehr-mdm-to-qliq/care-team-qliq/replies"
     assert requests.post(no_token, data={"message": "x"}, timeout=5).status_code == 404
+
+
+OLD_PUBLIC_CREDENTIAL = ("medallies", "sandbox-inbound-secret")
+"""What the example MedAllies channel fell back to before issue 9: anyone could read it."""
+
+
+def test_the_old_public_credential_forges_nothing_and_the_sandboxes_own_still_works(
+    engine, sandboxes, hospital
+):
+    """Issue 9: a stranger POSTed an MDM^T02 ("stop warfarin") into the hospital's feed with the
+    example channel's public default secret; the DSN route took it too."""
+    base = f"http://127.0.0.1:{engine.webhook_port()}/medallies/ris-oru-to-medallies/referrers-direct"
+    forged = {
+        "fromDirectAddress": "referrer@medalliestestdomain.com",
+        "toDirectAddress": "courier@medalliestestdomain.com",
+        "emailAttachmentList": [],
+        "messageBody": "URGENT: stop warfarin",
+        "messageId": "urn:uuid:00000000-0000-4000-8000-000000000009",
+        "messageSubject": "Referral",
+        "xdm": False,
+        "asmEnabled": True,
+    }
+    dsn = {"Id": "urn:uuid:unknown", "Disposition": "automatic-action/MDN-sent-automatically; processed"}
+    inbound = requests.post(f"{base}/inbound", json=forged, auth=OLD_PUBLIC_CREDENTIAL, timeout=5)
+    assert inbound.status_code == 401
+    assert requests.post(f"{base}/dsn", json=dsn, auth=OLD_PUBLIC_CREDENTIAL, timeout=5).status_code == 401
+    assert hospital.nothing_more(wait=1.0)
+
+    entry = on_reactor(sandboxes.medallies.send_inbound, {"messageBody": "Genuine referral"})
+    assert entry["status"] == 200
+    assert "Genuine referral" in next_document(hospital).get("OBX-5")
+    genuine = ("medallies", sandboxes.credentials.medallies_webhook_secret)
+    assert requests.post(f"{base}/dsn", json=dsn, auth=genuine, timeout=5).status_code == 200
 
 
 def test_webhooks_over_tls(reactor, tmp_path, sandboxes, hospital):

@@ -54,6 +54,12 @@ def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) ->
     return channels
 
 
+def channels_as_written(paths: list[Path]) -> list[Channel]:
+    """The channels under ``paths`` with ``${VAR}`` unresolved and ``*_file`` secrets unread,
+    to see which variables they need; their problems are for :func:`load_channels` to report."""
+    return _load(paths, None)[0]
+
+
 def _load(paths: list[Path], env: Mapping[str, str] | None) -> tuple[list[Channel], list[Problem]]:
     loaded: list[_Loaded] = []
     problems: list[Problem] = []

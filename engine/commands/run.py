@@ -2,7 +2,9 @@
 
 ``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
 ``--sandbox`` runs the four vendor sandboxes too and makes the example channels work as
-they are: KPN destinations without a token are authorised against the sandbox, Qliq
+they are: each secret variable left unset of a destination aimed at a sandbox takes that
+sandbox's random credential (``var/sandbox/credentials.json``, made once), KPN destinations
+without a token are authorised against the sandbox, Qliq
 destinations without a reply key get a demo one (``var/sandbox/``) uploaded to the sandbox,
 and the sandboxes' webhook URLs point at the engine's webhooks.
 """
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +27,7 @@ from engine.commands.store_options import add_store_arguments
 
 if TYPE_CHECKING:
     from engine.channel.config import Channel, Destination
+    from engine.sandbox.credentials import Credentials
 
 log = logging.getLogger("engine.run")
 
@@ -54,7 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="receive, store and ACK, but keep every delivery QUEUED (maintenance, benchmarks)",
     )
     parser.add_argument(
-        "--sandbox", action="store_true", help="also run the four vendor sandboxes on loopback (the demo)"
+        "--sandbox",
+        action="store_true",
+        help="also run the four vendor sandboxes on loopback (the demo); they accept only the random "
+        "credentials kept in var/sandbox/credentials.json (made once, mode 0600), which fill every "
+        "secret variable left unset of a destination aimed at them (a variable you set wins). "
+        "`courier check --skip-env` checks such channels without the variables",
     )
     parser.add_argument(
         "--webhooks",
@@ -78,12 +87,19 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
+    from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
     from engine.service import build_engine
     from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
 
     try:
-        channels = load_channels(list(args.paths))
+        credentials = load_or_create(CREDENTIALS_FILE) if args.sandbox else None
+    except ConfigError as error:
+        print(f"courier run: {error}", file=sys.stderr)
+        return 2
+    try:
+        env = None if credentials is None else with_sandbox_secrets(list(args.paths), credentials)
+        channels = load_channels(list(args.paths), env=env)
     except ConfigError as error:
         print(f"courier run: the channel files have problems:\n{error}", file=sys.stderr)
         return 2
@@ -121,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     def start() -> None:
         d = store.start()
         if args.sandbox:
-            d.addCallback(lambda _: _with_sandboxes(reactor, engine))
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials))
         else:
             d.addCallback(lambda _: engine.start())
         d.addCallback(lambda _: _announce(channels))
@@ -138,12 +154,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_sandbox_secrets(
+    paths: list[Path],
+    credentials: Credentials,
+    base_urls: Mapping[str, str] | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """The environment the channels load with under ``--sandbox``: ``env`` plus, for every
+    destination aimed at a sandbox (``base_urls``, default: the sandboxes' fixed ports), the
+    sandbox's credential for each of its secret variables left unset."""
+    from engine.channel.check import channels_as_written
+    from engine.sandbox import default_base_urls
+    from engine.sandbox.credentials import fill_sandbox_secrets
+
+    destinations = [d for channel in channels_as_written(paths) for d in channel.destinations]
+    return fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
+
+
 @inlineCallbacks
-def _with_sandboxes(reactor, engine):
+def _with_sandboxes(reactor, engine, credentials):
     """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
     from engine.sandbox import start_sandboxes
 
-    sandboxes = yield start_sandboxes(reactor)
+    sandboxes = yield start_sandboxes(reactor, credentials=credentials)
     yield engine.tokens.load()
     yield authorize_kpn_in_sandbox(reactor, engine)
     yield upload_reply_keys_to_sandbox(reactor, engine)
@@ -235,10 +268,10 @@ def upload_reply_keys_to_sandbox(reactor, engine):
 
 
 def _aimed_at_qliq_sandbox(destination: Destination) -> bool:
-    from engine.sandbox import DEFAULT_PORTS
+    from engine.sandbox import default_base_urls
+    from engine.sandbox.credentials import aimed_at_sandbox
 
-    base_url = str(destination.settings.get("base_url", "")).rstrip("/")
-    return destination.type == "qliq" and base_url == f"http://127.0.0.1:{DEFAULT_PORTS['qliq']}"
+    return destination.type == "qliq" and aimed_at_sandbox(destination, default_base_urls(), {})
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:

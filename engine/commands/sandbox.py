@@ -1,4 +1,8 @@
-"""``courier sandbox``: the four vendor sandboxes on loopback, on their own."""
+"""``courier sandbox``: the four vendor sandboxes on loopback, on their own.
+
+They accept the same random credentials as ``courier run --sandbox``
+(``var/sandbox/credentials.json``, made on first use); the path is printed at start.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
+    from engine.errors import ConfigError
     from engine.sandbox import start_sandboxes
     from engine.sandbox.certs import make_certificates
+    from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
 
+    try:
+        credentials = load_or_create(CREDENTIALS_FILE)
+    except ConfigError as error:
+        print(f"courier sandbox: {error}", file=sys.stderr)
+        return 2
     tls = make_certificates(args.https).server_tls() if args.https else None
 
     def started(sandboxes) -> None:
         for name, url in sandboxes.api_urls().items():
             print(f"{name:10} {url}", flush=True)
+        print(f"credentials: {CREDENTIALS_FILE.resolve()} (secrets for the channels' variables)", flush=True)
         print("control API: <base>/_sandbox/state, /_sandbox/faults, /_sandbox/reset", flush=True)
 
     def failed(failure) -> None:
@@ -36,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         reactor.stop()
 
     reactor.callWhenRunning(
-        lambda: start_sandboxes(reactor, host=args.host, tls=tls).addCallbacks(started, failed)
+        lambda: start_sandboxes(reactor, host=args.host, tls=tls, credentials=credentials).addCallbacks(
+            started, failed
+        )
     )
     reactor.run()
     return 0

@@ -6,11 +6,10 @@ documents in ``shared/seeds`` rather than from Courier's clients. Each sandbox r
 it received, can be made to misbehave (:mod:`engine.sandbox.faults`), and is driven through
 a JSON control API under ``/_sandbox/`` (:mod:`engine.sandbox.base`).
 
-Start them all with :func:`start_sandboxes`; they accept the fixed demo credentials of
-:mod:`engine.sandbox.credentials` (Qliq ``api_key`` ``sandbox-qliq-key``, conneQt
-``ApiKey`` ``sandbox-conneqt-key`` + access code ``SANDBOX-ACCESS``, MedAllies Basic
-``courier``/``sandbox-medallies-password``, KPN client ``sandbox-kpn-client``/
-``sandbox-kpn-secret``). Default ports: see :data:`DEFAULT_PORTS`; pass 0 for a free one.
+Start them all with :func:`start_sandboxes`; they accept the :class:`Credentials` they are
+given, which ``courier run --sandbox`` and ``courier sandbox`` make at random once and keep in
+``var/sandbox/credentials.json`` (:mod:`engine.sandbox.credentials`): no sandbox has a public
+credential. Default ports: see :data:`DEFAULT_PORTS`; pass 0 for a free one.
 For HTTPS, make a CA and server certificate with :func:`engine.sandbox.certs.make_certificates`
 and pass ``tls=paths.server_tls()``; clients verify against ``paths.ca_cert``.
 """
@@ -26,14 +25,13 @@ from twisted.internet.interfaces import IReactorTime
 
 from engine.sandbox.base import ServerTLS, VendorSandbox
 from engine.sandbox.conneqt import ConneqtSandbox
-from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.credentials import Credentials
 from engine.sandbox.kpn import KpnSandbox
 from engine.sandbox.medallies import MedAlliesSandbox
 from engine.sandbox.qliq import QliqSandbox
 
 __all__ = [
     "DEFAULT_PORTS",
-    "DEMO_CREDENTIALS",
     "Credentials",
     "Sandboxes",
     "ServerTLS",
@@ -41,6 +39,11 @@ __all__ = [
 ]
 
 DEFAULT_PORTS = {"qliq": 18441, "conneqt": 18442, "medallies": 18443, "kpn": 18444}
+
+
+def default_base_urls(host: str = "127.0.0.1") -> dict[str, str]:
+    """Each sandbox's scheme://host:port on :data:`DEFAULT_PORTS`, known before they start."""
+    return {name: f"http://{host}:{port}" for name, port in DEFAULT_PORTS.items()}
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Sandboxes:
     conneqt: ConneqtSandbox
     medallies: MedAlliesSandbox
     kpn: KpnSandbox
+    credentials: Credentials
 
     def __iter__(self) -> Iterator[VendorSandbox]:
         return iter((self.qliq, self.conneqt, self.medallies, self.kpn))
@@ -74,11 +78,11 @@ def start_sandboxes(
     host: str = "127.0.0.1",
     ports: dict[str, int] | None = None,
     tls: ServerTLS | None = None,
-    credentials: Credentials = DEMO_CREDENTIALS,
+    credentials: Credentials,
     clock: IReactorTime | None = None,
     seed: int = 0,
 ) -> Deferred[Sandboxes]:
-    """Listen with all four sandboxes; fires with :class:`Sandboxes`.
+    """Listen with all four sandboxes, accepting ``credentials``; fires with :class:`Sandboxes`.
 
     ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
     ``clock`` drives status transitions and token expiry (default: the reactor);
@@ -91,6 +95,7 @@ def start_sandboxes(
         conneqt=ConneqtSandbox(reactor, **common),
         medallies=MedAlliesSandbox(reactor, **common),
         kpn=KpnSandbox(reactor, **common),
+        credentials=credentials,
     )
     try:
         for sandbox in sandboxes:

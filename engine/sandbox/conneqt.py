@@ -41,7 +41,7 @@ from engine.sandbox.checks import (
     snomed_concept_problem,
     windows_file_name_problem,
 )
-from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.credentials import Credentials, matches
 from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
 from engine.sandbox.recording import fingerprint
 
@@ -69,7 +69,7 @@ class ConneqtSandbox(VendorSandbox):
         self,
         reactor: Any,
         *,
-        credentials: Credentials = DEMO_CREDENTIALS,
+        credentials: Credentials,
         timings: ConneqtTimings | None = None,
         **kwargs: Any,
     ) -> None:
@@ -123,7 +123,7 @@ class ConneqtSandbox(VendorSandbox):
         if refused:
             return refused
         code = request.json.get("accessCode")
-        if code != self.credentials.conneqt_access_code:
+        if not matches(code, self.credentials.conneqt_access_code):
             return self._invalid([_param("accessCode", "Unknown or expired access code")])
         token = str(uuid.uuid4())
         self.tokens.add(token)
@@ -210,9 +210,9 @@ class ConneqtSandbox(VendorSandbox):
     # -- checks ------------------------------------------------------------------------
     def _check_api_key(self, request: ParsedRequest) -> Reply | None:
         key = request.header("ApiKey")
-        if key == self.credentials.conneqt_unauthorised_api_key:
+        if matches(key, self.credentials.conneqt_unauthorised_api_key):
             return self.error_reply(403, "The provided API key is valid but not authorized")
-        if key != self.credentials.conneqt_api_key:
+        if not matches(key, self.credentials.conneqt_api_key):
             return self.error_reply(401, "Missing or invalid API key")
         return None
 

@@ -1,41 +1,148 @@
-"""The fixed demo credentials the sandboxes accept, so example channels run unconfigured.
+"""The credentials the sandboxes accept: random, made once per installation, never public.
 
-They are public test values, not secrets: never reuse them against a real vendor.
+A fixed public demo secret in an example channel is a secret anyone can use against a real
+engine (issue 9: a stranger POSTed an MDM^T02 into the hospital's feed with MedAllies'
+``sandbox-inbound-secret``). So the example channels take every secret from ``${VAR}``
+without a fallback, and ``courier run --sandbox`` / ``courier sandbox`` use the random values
+kept in :data:`CREDENTIALS_FILE` (mode 0600): ``run --sandbox`` fills each secret variable the
+user left unset with the matching value (:func:`fill_sandbox_secrets`), and the sandboxes
+accept exactly those values. User names and the KPN client id are identifiers, not secrets.
 
 =============  ==============================================================================
-Qliq           ``api_key`` ``sandbox-qliq-key``
-conneQt        ``ApiKey`` ``sandbox-conneqt-key``; access code ``SANDBOX-ACCESS`` (exchanged
-               for an AccessToken); ApiKey ``sandbox-conneqt-unauthorised`` is valid but not
-               authorised (403)
-MedAllies      Basic ``courier`` / ``sandbox-medallies-password`` to send; Basic ``readonly`` /
-               ``sandbox-readonly-password`` is valid but forbidden (403); the sandbox signs
-               its own POSTs (DSN, inbound) with Basic ``medallies`` /
-               ``sandbox-inbound-secret`` (the shared secret the vendor gives MedAllies)
-KPN            OAuth client ``sandbox-kpn-client`` / ``sandbox-kpn-secret``
+Qliq           ``api_key``
+conneQt        ``ApiKey``; access code (exchanged for an AccessToken); a second ApiKey that is
+               valid but not authorised (403)
+MedAllies      Basic ``courier`` / password to send; Basic ``readonly`` / password is valid but
+               forbidden (403); the sandbox signs its own POSTs (DSN, inbound) with Basic
+               ``medallies`` / the webhook secret (the shared secret the vendor gives MedAllies)
+KPN            OAuth client ``sandbox-kpn-client`` / client secret
 =============  ==============================================================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from engine.errors import ConfigError
+from engine.spec import env_reference, expand
+
+CREDENTIALS_FILE = Path("var/sandbox/credentials.json")
+"""Where ``courier run --sandbox`` and ``courier sandbox`` keep the sandboxes' credentials."""
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """What each sandbox accepts (and, for webhooks, sends)."""
+    """What each sandbox accepts (and, for webhooks, sends); the secrets have no default."""
 
-    qliq_api_key: str = "sandbox-qliq-key"
-    conneqt_api_key: str = "sandbox-conneqt-key"
-    conneqt_unauthorised_api_key: str = "sandbox-conneqt-unauthorised"
-    conneqt_access_code: str = "SANDBOX-ACCESS"
+    qliq_api_key: str
+    conneqt_api_key: str
+    conneqt_unauthorised_api_key: str
+    conneqt_access_code: str
+    medallies_password: str
+    medallies_readonly_password: str
+    medallies_webhook_secret: str
+    kpn_client_secret: str
     medallies_user: str = "courier"
-    medallies_password: str = "sandbox-medallies-password"
     medallies_readonly_user: str = "readonly"
-    medallies_readonly_password: str = "sandbox-readonly-password"
     medallies_webhook_user: str = "medallies"
-    medallies_webhook_secret: str = "sandbox-inbound-secret"
     kpn_client_id: str = "sandbox-kpn-client"
-    kpn_client_secret: str = "sandbox-kpn-secret"
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        """Fresh random secrets (192 bits each), the identifiers as declared."""
+        secret_names = [f.name for f in fields(cls) if f.default is MISSING]
+        return cls(**{name: secrets.token_urlsafe(24) for name in secret_names})
 
 
-DEMO_CREDENTIALS = Credentials()
+SECRET_SETTINGS: Mapping[str, Mapping[str, str]] = {
+    "qliq": {"api_key": "qliq_api_key"},
+    "conneqt": {"api_key": "conneqt_api_key", "access_code": "conneqt_access_code"},
+    "medallies": {"password": "medallies_password", "webhook_secret": "medallies_webhook_secret"},
+    "kpn": {"client_secret": "kpn_client_secret"},
+}
+"""Destination type → secret setting → the :class:`Credentials` field its sandbox accepts."""
+
+
+def matches(given: object, expected: str) -> bool:
+    """Whether a presented secret (any JSON or form value) is the expected one, in constant time."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def load_or_create(path: Path = CREDENTIALS_FILE) -> Credentials:
+    """The credentials kept in ``path``; made (random, mode 0600) when the file is absent.
+
+    Raises :class:`ConfigError` with one line when the file cannot be read or written, is
+    readable by others, or is not what this function writes.
+    """
+    try:
+        return _read(path) if path.exists() else _create(path)
+    except OSError as exc:
+        raise ConfigError(f"sandbox credentials {path}: {exc.strerror}") from None
+
+
+def _read(path: Path) -> Credentials:
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"sandbox credentials {path} can be read by others: chmod 600 it")
+    try:
+        return Credentials(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"sandbox credentials {path} are not in the expected form: delete the file to make new ones"
+        ) from None
+
+
+def _create(path: Path) -> Credentials:
+    credentials = Credentials.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(asdict(credentials), file, indent=2)
+        file.write("\n")
+    return credentials
+
+
+def fill_sandbox_secrets(
+    destinations: Iterable[Any],
+    credentials: Credentials,
+    base_urls: Mapping[str, str],
+    env: Mapping[str, str],
+) -> dict[str, str]:
+    """``env`` plus the sandbox's value for each secret variable the user left unset.
+
+    ``destinations`` are read as written (``${VAR}`` unresolved). A destination counts when
+    its base URL, resolved with ``env``, is on the sandbox of its type (``base_urls``: vendor →
+    scheme://host:port); each of its secret settings that is exactly ``${VAR}`` with VAR not in
+    ``env`` gets the matching credential. A variable the user set wins.
+    """
+    filled = dict(env)
+    for destination in destinations:
+        if not aimed_at_sandbox(destination, base_urls, env):
+            continue
+        for setting, credential in SECRET_SETTINGS.get(destination.type, {}).items():
+            name = env_reference(destination.settings.get(setting))
+            if name is not None and name not in env:
+                filled[name] = getattr(credentials, credential)
+    return filled
+
+
+def aimed_at_sandbox(destination: Any, base_urls: Mapping[str, str], env: Mapping[str, str]) -> bool:
+    """Whether the destination's base URL (``${VAR}`` resolved with ``env``) is on the sandbox
+    of its vendor: same scheme, host and port."""
+    sandbox = base_urls.get(destination.type)
+    base_url = expand(str(destination.settings.get("base_url") or ""), env)
+    if sandbox is None or not base_url:
+        return False
+    return _origin(base_url) == _origin(sandbox)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc

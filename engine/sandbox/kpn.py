@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from engine.sandbox.base import Route, VendorSandbox
-from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.credentials import Credentials, matches
 from engine.sandbox.http import ParsedRequest, Reply, json_reply
 
 OAUTH = r"/healthcaremessenger_oauth"
@@ -105,7 +105,7 @@ class KpnSandbox(VendorSandbox):
         self,
         reactor: Any,
         *,
-        credentials: Credentials = DEMO_CREDENTIALS,
+        credentials: Credentials,
         timings: KpnTimings | None = None,
         directory: KpnDirectory | None = None,
         callback_url: str | None = None,
@@ -182,10 +182,8 @@ class KpnSandbox(VendorSandbox):
                 400, "invalid_request", "content type must be application/x-www-form-urlencoded"
             )
         form = request.form
-        if (form.get("client_id"), form.get("client_secret")) != (
-            self.credentials.kpn_client_id,
-            self.credentials.kpn_client_secret,
-        ):
+        known_client = form.get("client_id") == self.credentials.kpn_client_id
+        if not (known_client and matches(form.get("client_secret"), self.credentials.kpn_client_secret)):
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
         if form.get("grant_type") != "authorization_code":
             return _oauth_error(400, "unsupported_grant_type", "must be authorization_code")

@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 
 from engine.sandbox.base import ControlError, Route, VendorSandbox
 from engine.sandbox.checks import is_email, is_mime_type
-from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.credentials import Credentials, matches
 from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
 from engine.sandbox.recording import fingerprint
 
@@ -80,7 +80,7 @@ class MedAlliesSandbox(VendorSandbox):
         self,
         reactor: Any,
         *,
-        credentials: Credentials = DEMO_CREDENTIALS,
+        credentials: Credentials,
         timings: MedAlliesTimings | None = None,
         dsn_url: str | None = None,
         inbound_url: str | None = None,
@@ -269,9 +269,9 @@ class MedAlliesSandbox(VendorSandbox):
     def _check_auth(self, request: ParsedRequest) -> Reply | None:
         user, password = basic_auth(request.header("Authorization"))
         c = self.credentials
-        if (user, password) == (c.medallies_readonly_user, c.medallies_readonly_password):
+        if user == c.medallies_readonly_user and matches(password, c.medallies_readonly_password):
             return self.error_reply(403, "You do not have access to the requested resource")
-        if (user, password) != (c.medallies_user, c.medallies_password):
+        if not (user == c.medallies_user and matches(password, c.medallies_password)):
             return self.error_reply(401, "Your API key is incorrect")
         return None
 

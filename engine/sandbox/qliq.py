@@ -51,7 +51,7 @@ from twisted.internet.defer import Deferred
 
 from engine.sandbox.base import ControlError, Route, VendorSandbox
 from engine.sandbox.checks import is_email
-from engine.sandbox.credentials import DEMO_CREDENTIALS, Credentials
+from engine.sandbox.credentials import Credentials, matches
 from engine.sandbox.http import (
     ParsedRequest,
     Part,
@@ -115,7 +115,7 @@ class QliqSandbox(VendorSandbox):
         self,
         reactor: Any,
         *,
-        credentials: Credentials = DEMO_CREDENTIALS,
+        credentials: Credentials,
         timings: QliqTimings | None = None,
         directory: QliqDirectory | None = None,
         reply_url: str | None = None,
@@ -160,7 +160,7 @@ class QliqSandbox(VendorSandbox):
     def _authenticate(self, request: ParsedRequest) -> tuple[dict[str, Any], Reply | None]:
         """All parameters, and a 401 when their ``api_key`` is not the sandbox's."""
         params = _params(request)
-        if params.get("api_key") != self.credentials.qliq_api_key:
+        if not matches(params.get("api_key"), self.credentials.qliq_api_key):
             return params, self.error_reply(401, "invalid API key")
         return params, None
 

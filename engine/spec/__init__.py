@@ -19,8 +19,8 @@ Declare fields with the small constructors, e.g.::
     ))
     settings, problems = parse(SETTINGS, table, env=os.environ)
 
-Secrets are never literals: a secret field takes ``${ENV_VAR}`` (``${VAR:-default}`` for
-demo defaults) or a sibling ``<name>_file`` key whose file is read at load time.
+Secrets are never literals: a secret field takes ``${ENV_VAR}`` (never ``${VAR:-default}``:
+a default is a secret everyone knows) or a sibling ``<name>_file`` key read at load time.
 """
 
 from engine.spec.fields import (
@@ -42,7 +42,7 @@ from engine.spec.fields import (
     table,
 )
 from engine.spec.locate import key_lines, locate, locate_problems, split_key_path
-from engine.spec.parse import Secret, looks_like_key, parse, suggest
+from engine.spec.parse import Secret, env_reference, expand, looks_like_key, parse, suggest
 from engine.spec.render import render_json_schema, render_markdown
 
 __all__ = [
@@ -53,6 +53,8 @@ __all__ = [
     "Secret",
     "Spec",
     "SpecError",
+    "env_reference",
+    "expand",
     "boolean",
     "integer",
     "key_lines",

@@ -221,32 +221,58 @@ def _in_choices(f: Field, value: Any, key: str, ctx: _Context) -> Any:
     return value
 
 
-def _interpolate(text: str, f: Field, key: str, ctx: _Context) -> str | None:
-    """Resolve ``${VAR}`` / ``${VAR:-default}``; refuse literal secrets."""
-    literal = _ENV_REF.sub("", text)
-    if f.secret:
-        defaults = [m.group(2) or "" for m in _ENV_REF.finditer(text)]
-        if any(looks_like_key(part) for part in [literal, *defaults]):
-            ctx.problem(
-                key,
-                "looks like a literal secret; use ${ENV_VAR} or "
-                f'{f.name}_file = "/run/secrets/..." instead',
-            )
-            return None
-    if ctx.env is None:
-        return text
+def env_reference(text: object) -> str | None:
+    """The VAR of a value that is exactly ``${VAR}``; None for anything else."""
+    match = _ENV_REF.fullmatch(text) if isinstance(text, str) else None
+    return match.group(1) if match and match.group(2) is None else None
+
+
+def expand(text: str, env: Mapping[str, str]) -> str | None:
+    """``text`` with every ``${VAR}`` / ``${VAR:-default}`` resolved; None if a VAR is unset."""
+    resolved, missing = _substitute(text, env)
+    return None if missing else resolved
+
+
+def _substitute(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
     missing: list[str] = []
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in ctx.env:
-            return ctx.env[name]
+        if name in env:
+            return env[name]
         if default is not None:
             return default
         missing.append(name)
         return ""
 
-    resolved = _ENV_REF.sub(substitute, text)
+    return _ENV_REF.sub(substitute, text), missing
+
+
+def _interpolate(text: str, f: Field, key: str, ctx: _Context) -> str | None:
+    """Resolve ``${VAR}`` / ``${VAR:-default}``; refuse literal secrets and secret defaults.
+
+    A secret with a default is a secret anyone who reads the file knows: if the variable is
+    not set, the engine must not start (``courier run --sandbox`` fills the sandbox's own).
+    """
+    if f.secret and _secret_problem(text, f, key, ctx):
+        return None
+    if ctx.env is None:
+        return text
+    resolved, missing = _substitute(text, ctx.env)
     for name in missing:
         ctx.problem(key, f"environment variable {name} is not set")
     return None if missing else resolved
+
+
+def _secret_problem(text: str, f: Field, key: str, ctx: _Context) -> bool:
+    """Report a literal secret or a ``${VAR:-default}`` fallback; whether there was one."""
+    if looks_like_key(_ENV_REF.sub("", text)):
+        ctx.problem(
+            key,
+            f'looks like a literal secret; use ${{ENV_VAR}} or {f.name}_file = "/run/secrets/..." instead',
+        )
+        return True
+    defaulted = [m.group(1) for m in _ENV_REF.finditer(text) if m.group(2) is not None]
+    for name in defaulted:
+        ctx.problem(key, f"a secret cannot have a default: write ${{{name}}} and set {name}")
+    return bool(defaulted)

@@ -1,10 +1,11 @@
 """End-to-end harness: the shipped example channels, the four vendor sandboxes, a hospital.
 
 The channels and mappings are the real files in ``channels/`` and ``mappings/``, loaded the
-way ``courier run`` loads them, with their ``${VAR:-default}`` URLs pointed at sandboxes on
-free ports. Only what a test must control is replaced in the loaded dataclasses: each
-listener moves to a free loopback port, status reports go to the test's :class:`Hospital`,
-retries and status polls are a few tens of milliseconds apart.
+way ``courier run --sandbox`` loads them (each secret variable takes the sandboxes' random
+credential), with their ``${VAR:-default}`` URLs pointed at sandboxes on free ports. Only
+what a test must control is replaced in the loaded dataclasses: each listener moves to a free
+loopback port, status reports go to the test's :class:`Hospital`, retries and status polls
+are a few tens of milliseconds apart.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import requests
 
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Destination, Retry
-from engine.commands.run import authorize_kpn_in_sandbox, point_sandboxes_at_webhooks
+from engine.commands.run import authorize_kpn_in_sandbox, point_sandboxes_at_webhooks, with_sandbox_secrets
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
 from engine.sandbox.base import VendorSandbox
+from engine.sandbox.credentials import Credentials
 from engine.service import build_engine
 from engine.store import Store
 from engine.store.base import Delivery
@@ -115,6 +117,21 @@ def sandbox_env(sandboxes: Sandboxes) -> dict[str, str]:
     }
 
 
+def load_against_sandboxes(
+    paths: list[Path], sandboxes: Sandboxes, env: Mapping[str, str] | None = None
+) -> list[Channel]:
+    """Channel files loaded as ``courier run --sandbox`` loads them, with the URLs of
+    :func:`sandbox_env` (plus ``env``): secret variables take the sandboxes' credentials."""
+    return load_channels(paths, env=sandbox_secrets_env(paths, sandboxes, env or {}))
+
+
+def sandbox_secrets_env(paths: list[Path], sandboxes: Sandboxes, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the URLs of :func:`sandbox_env`, and the sandboxes' credentials in the
+    channel files' secret variables that ``env`` leaves unset (as ``courier run --sandbox``)."""
+    given = {**sandbox_env(sandboxes), **env}
+    return with_sandbox_secrets(paths, sandboxes.credentials, sandboxes.base_urls(), given)
+
+
 def loopback_redirect(destination: Destination) -> Mapping[str, Any]:
     """KPN's OAuth redirect on a free port rather than the example's fixed 8765."""
     if destination.type != "kpn":
@@ -126,7 +143,7 @@ def example_channels(
     sandboxes: Sandboxes, hospital_port: int, *, retry: Retry = FAST_RETRY, poll_every_s: float = 0.1
 ) -> list[Channel]:
     """``channels/`` against the sandboxes, listening on free ports, reporting to the hospital."""
-    loaded = load_channels([CHANNELS], env=sandbox_env(sandboxes))
+    loaded = load_against_sandboxes([CHANNELS], sandboxes)
     return [
         replace(
             channel,
@@ -210,8 +227,11 @@ class RunningEngine:
 
 @pytest.fixture(scope="module")
 def sandboxes(reactor) -> Iterator[Sandboxes]:
-    """The four vendor sandboxes on free ports, for one test module."""
-    started = on_reactor(start_sandboxes, reactor, ports=dict.fromkeys(DEFAULT_PORTS, 0))
+    """The four vendor sandboxes on free ports, for one test module, with random credentials
+    as ``courier run --sandbox`` makes them."""
+    started = on_reactor(
+        start_sandboxes, reactor, ports=dict.fromkeys(DEFAULT_PORTS, 0), credentials=Credentials.generate()
+    )
     yield started
     on_reactor(started.stop)
 

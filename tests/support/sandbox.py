@@ -11,7 +11,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from twisted.internet.task import Clock
 
 from engine.sandbox.base import VendorSandbox
+from engine.sandbox.credentials import Credentials
 from tests.conftest import on_reactor
+
+TEST_CREDENTIALS = Credentials(
+    qliq_api_key="test-qliq-key",
+    conneqt_api_key="test-conneqt-key",
+    conneqt_unauthorised_api_key="test-conneqt-unauthorised",
+    conneqt_access_code="TEST-ACCESS",
+    medallies_password="test-medallies-password",
+    medallies_readonly_password="test-readonly-password",
+    medallies_webhook_secret="test-inbound-secret",
+    kpn_client_secret="test-kpn-secret",
+)
+"""What the tests' sandboxes accept: fixed, so a test can name them; never used at run time."""
 
 
 def fake_clock() -> Clock:
