@@ -168,7 +168,10 @@ def with_sandbox_secrets(
     from engine.sandbox.credentials import fill_sandbox_secrets
 
     destinations = [d for channel in channels_as_written(paths) for d in channel.destinations]
-    return fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
+    filled = fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
+    for name in sorted(filled.keys() - env.keys()):
+        log.warning("%s is not set: using the sandbox's own credential", name)
+    return filled
 
 
 @inlineCallbacks
