@@ -71,8 +71,11 @@ class Figures:
 
 
 def start_sandboxes() -> tuple[subprocess.Popen, str]:
-    """``courier sandbox`` on its default ports; returns the process and Qliq's API root."""
-    process = subprocess.Popen([sys.executable, "-m", "engine", "sandbox"], stdout=subprocess.PIPE, text=True)
+    """``courier sandbox`` on free ports (the demo may hold the README's); returns the process
+    and Qliq's API root."""
+    free = "qliq=0,conneqt=0,medallies=0,kpn=0"
+    command = [sys.executable, "-m", "engine", "sandbox", "--ports", free]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         name, _, url = line.strip().partition(" ")
         if name == "qliq":

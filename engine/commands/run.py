@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sandbox", action="store_true", help="also run the four vendor sandboxes on loopback (the demo)"
     )
+    add_ports_argument(parser, "--sandbox-ports")
     parser.add_argument(
         "--webhooks",
         metavar="ENDPOINT",
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
+    from engine.sandbox import DEFAULT_PORTS
     from engine.service import build_engine
     from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
     if args.sandbox:
-        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY)
+        sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
+        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY, sandbox_ports["qliq"])
     store = SQLiteStore(
         args.store,
         reactor=reactor,
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     def start() -> None:
         d = store.start()
         if args.sandbox:
-            d.addCallback(lambda _: _with_sandboxes(reactor, engine))
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine, sandbox_ports))
         else:
             d.addCallback(lambda _: engine.start())
         d.addCallback(lambda _: _announce(channels))
@@ -139,14 +143,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 @inlineCallbacks
-def _with_sandboxes(reactor, engine):
+def _with_sandboxes(reactor, engine, ports):
     """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
     from engine.sandbox import start_sandboxes
 
-    sandboxes = yield start_sandboxes(reactor)
+    sandboxes = yield start_sandboxes(reactor, ports=ports)
     yield engine.tokens.load()
     yield authorize_kpn_in_sandbox(reactor, engine)
-    yield upload_reply_keys_to_sandbox(reactor, engine)
+    yield upload_reply_keys_to_sandbox(reactor, engine, sandboxes.qliq.port)
     yield engine.start()
     if engine.webhooks is not None:
         point_sandboxes_at_webhooks(sandboxes, engine)
@@ -177,7 +181,7 @@ def authorize_kpn_in_sandbox(reactor, engine):
         log.warning("queue %s: authorised with the KPN sandbox", queue.name)
 
 
-def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Channel]:
+def with_sandbox_replies(channels: Sequence[Channel], key_file: Path, qliq_port: int) -> list[Channel]:
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
@@ -185,7 +189,7 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Ch
     from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
 
     def demo_replies(destination):
-        if not _aimed_at_qliq_sandbox(destination) or destination.settings.get("reply_key_file"):
+        if not _aimed_at_qliq_sandbox(destination, qliq_port) or destination.settings.get("reply_key_file"):
             return destination
         if not key_file.exists():
             generate_key_pair(key_file, passphrase_from_env())
@@ -204,7 +208,7 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Ch
 
 
 @inlineCallbacks
-def upload_reply_keys_to_sandbox(reactor, engine):
+def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
     """The public half of the reply key of each Qliq destination aimed at the sandbox, uploaded
     for its sender (never to a real Qliq: that is `courier qliq keys`, on purpose)."""
     import requests
@@ -230,15 +234,13 @@ def upload_reply_keys_to_sandbox(reactor, engine):
             )
 
     for queue in engine.deliveries.queues.values():
-        if _aimed_at_qliq_sandbox(queue.config) and queue.config.settings.get("reply_key_file"):
+        if _aimed_at_qliq_sandbox(queue.config, qliq_port) and queue.config.settings.get("reply_key_file"):
             yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, queue.config.settings)
 
 
-def _aimed_at_qliq_sandbox(destination: Destination) -> bool:
-    from engine.sandbox import DEFAULT_PORTS
-
+def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
     base_url = str(destination.settings.get("base_url", "")).rstrip("/")
-    return destination.type == "qliq" and base_url == f"http://127.0.0.1:{DEFAULT_PORTS['qliq']}"
+    return destination.type == "qliq" and base_url == f"http://127.0.0.1:{qliq_port}"
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
