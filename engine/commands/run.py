@@ -32,6 +32,8 @@ SANDBOX_WEBHOOKS = "tcp:18480:interface=127.0.0.1"
 """Where ``--sandbox`` serves the webhooks when ``--webhooks`` is not given."""
 SANDBOX_REPLY_KEY = Path("var/sandbox/qliq_reply_key.pem")
 """The demo key Qliq replies are encrypted with under ``--sandbox`` (made once, mode 0600)."""
+SANDBOX_STATE = Path("var/sandbox/state")
+"""Where the sandboxes of ``--sandbox`` keep what a restarted engine relies on (tokens, messages)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +149,8 @@ def _with_sandboxes(reactor, engine, ports):
     """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
     from engine.sandbox import start_sandboxes
 
-    sandboxes = yield start_sandboxes(reactor, ports=ports)
+    sandboxes = yield start_sandboxes(reactor, ports=ports, state_dir=SANDBOX_STATE)
+    reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
     yield engine.tokens.load()
     yield authorize_kpn_in_sandbox(reactor, engine)
     yield upload_reply_keys_to_sandbox(reactor, engine, sandboxes.qliq.port)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -77,12 +78,14 @@ def start_sandboxes(
     credentials: Credentials = DEMO_CREDENTIALS,
     clock: IReactorTime | None = None,
     seed: int = 0,
+    state_dir: Path | None = None,
 ) -> Deferred[Sandboxes]:
     """Listen with all four sandboxes; fires with :class:`Sandboxes`.
 
     ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
     ``clock`` drives status transitions and token expiry (default: the reactor);
-    ``seed`` makes fault rates repeatable.
+    ``seed`` makes fault rates repeatable; with ``state_dir`` each sandbox starts from what it
+    saved there (``<vendor>.json``) and keeps saving (:mod:`engine.sandbox.persistence`).
     """
     chosen = {**DEFAULT_PORTS, **(ports or {})}
     common = {"credentials": credentials, "clock": clock, "seed": seed}
@@ -94,6 +97,8 @@ def start_sandboxes(
     )
     try:
         for sandbox in sandboxes:
+            if state_dir is not None:
+                sandbox.keep_state_in(state_dir / f"{sandbox.name}.json")
             yield sandbox.listen(host, chosen[sandbox.name], tls)
     except Exception:
         yield sandboxes.stop()

@@ -112,10 +112,9 @@ class Demo:
     def _where(self) -> dict:
         return {"cwd": self.workdir, "env": self.env, "text": True}
 
-    def send(self, sample: str, channel: str) -> None:
-        sent = self.courier(
-            "send", f"sample_messages/{sample}", "--to", f"tcp:host=127.0.0.1:port={self.ports[channel]}"
-        )
+    def send_path(self, path: str, channel: str) -> None:
+        """``courier send PATH`` (a file or a folder, relative to the copy) to a channel."""
+        sent = self.courier("send", path, "--to", f"tcp:host=127.0.0.1:port={self.ports[channel]}")
         assert sent.returncode == 0, sent.stdout + sent.stderr
 
     def wait_for_state(self, control_id: str, state: str, timeout: float = 30.0) -> str:
