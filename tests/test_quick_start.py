@@ -64,7 +64,7 @@ def test_the_readme_demo_shows_a_delivered_status_and_a_reply_at_the_hospital(tm
         wait_for(lambda: "MDM^T02" in demo.output("listen"), 60, "the care team's reply at the listener")
         assert "DELIVERED" in demo.wait_for_state("RAD-20240318-0091", "DELIVERED")
     finally:
-        interrupt(*reversed(background))
+        interrupt(*background)
     assert (tmp_path / "var" / "sandbox" / "qliq_reply_key.pem").stat().st_mode & 0o077 == 0
     assert engine.returncode == 0, demo.output("run", "err")
 

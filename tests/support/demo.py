@@ -148,12 +148,12 @@ def wait_for_port(
 
 
 def interrupt(*processes: subprocess.Popen) -> None:
-    """Ctrl-C to each process, then wait (bounded) for each to exit; kill what did not."""
+    """Ctrl-C to each process in turn, each waited for (bounded) before the next: the engine
+    before the hospital's listener, so its last statuses find the hospital still there."""
+    stuck = []
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-    stuck = []
-    for process in processes:
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
