@@ -6,10 +6,12 @@ answer 401 and 404 to all of it, which a real vendor never does. So each sandbox
 it issued and accepted to one JSON file (``var/sandbox/state/<vendor>.json``), and reads it
 back at start.
 
-Writes are cheap and atomic: a change marks the state dirty, and at most every
-:data:`SAVE_EVERY_S` the snapshot is serialised on the reactor thread (consistent, ~1 ms for
-hundreds of messages) and written to a temporary file made 0600, then renamed over the old
-one. No fsync: a sandbox must survive its process being stopped or killed, not a power cut.
+Writes are cheap and atomic: a change schedules a save, and changes within
+:data:`SAVE_EVERY_S` are saved together (and at stop). The snapshot is serialised on the
+reactor thread, so it is consistent, then written to a temporary file made 0600 and renamed
+over the old one. Measured here for 1,000 Qliq messages (600 KB): 10 ms to serialise, 3 ms to
+write, so at most ~1 % of the reactor's time under a steady load. No fsync: a sandbox must
+survive its process being stopped or killed (losing at most the last second), not a power cut.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-SAVE_EVERY_S = 0.2
+SAVE_EVERY_S = 1.0
 
 
 class StateFile:
