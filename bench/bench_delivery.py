@@ -71,11 +71,12 @@ class Figures:
 
 
 def start_sandboxes(workdir: Path) -> tuple[subprocess.Popen, str, str]:
-    """``courier sandbox`` on its default ports, its random credentials kept under ``workdir``;
-    returns the process, Qliq's API root and the API key it accepts."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "sandbox"], cwd=workdir, stdout=subprocess.PIPE, text=True
-    )
+    """``courier sandbox`` on free ports (the demo may hold the README's), its random
+    credentials kept under ``workdir``; returns the process, Qliq's API root and the API key
+    it accepts."""
+    free = "qliq=0,conneqt=0,medallies=0,kpn=0"
+    command = [sys.executable, "-m", "engine", "sandbox", "--ports", free]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         name, _, url = line.strip().partition(" ")
         if name == "qliq":

@@ -68,8 +68,9 @@ class PrintingReceiver(AcknowledgingReceiver):
 
     def _print(self, message: Message) -> None:
         if self.summary:
-            msa = message.segment("MSA")
+            msa, zds = message.segment("MSA"), message.segment("ZDS")
             status = f" MSA {msa.value(1)} {msa.value(2)}" if msa else ""
+            status += f" {zds.value(1)}" if zds else ""  # Courier's status event: delivered, read…
             kind = f"{message.message_type}^{message.trigger_event}"
             print(f"{kind} {message.control_id}{status}", file=self.out, flush=True)
         else:

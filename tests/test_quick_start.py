@@ -1,151 +1,82 @@
 """The README's demo, as a person runs it: ``courier run --sandbox`` from a copy of the repo,
-``courier listen`` as the hospital, ``courier send`` a sample per channel, ``courier status``,
-and a clinician's reply on the Qliq sandbox coming back to the hospital as HL7.
-
-It uses the fixed ports the README names (MLLP 2575–2578, sandboxes 18441–18444, webhooks
-18480, the hospital's listener 2590), so it also proves the example files agree with them.
+then the commands of "Try it", exactly as the README writes them, with its ports swapped for
+free ones (:mod:`tests.support.demo`), so this runs while the demo itself runs on the README's
+ports. The hospital's listener must show a delivered status and the care team's reply.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
+import json
+import re
+import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-
-from tests.support.mllp import BlockingClient
+from engine.message.batch import split_file
+from engine.message.reader import Message
+from tests.support.demo import Demo, interrupt
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-CHANNELS = ("lis-oru-to-conneqt", "ehr-mdm-to-qliq", "ris-oru-to-medallies", "ehr-mdm-to-kpn")
-SENDS = {
-    2575: "oru_r01_lab_fbc_pdf.hl7",
-    2576: "mdm_t02_discharge_summary.hl7",
-    2577: "oru_r01_radiology_mri.hl7",
-    2578: "mdm_t10_replacement_content.hl7",
-}
+README = ROOT / "README.md"
 
 
-def courier(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
-    )
+def try_it_commands() -> list[list[str]]:
+    """The README's "Try it" commands, one argv each, without their comments."""
+    section = README.read_text(encoding="utf-8").split("## Try it\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)\n```", section, re.DOTALL)
+    return [shlex.split(line, comments=True) for line in block.splitlines()]
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            BlockingClient(port, timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.1)
+def control_id(sample: Path) -> str:
+    return Message.parse(split_file(sample.read_bytes())[0]).control_id
 
 
-def wait_for_state(cwd: Path, control_id: str, state: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        shown = subprocess.run(
-            [sys.executable, "-m", "engine", "status", control_id],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        if state in shown:
-            return
-        assert time.monotonic() < deadline, shown
-        time.sleep(0.5)
-
-
-def wait_for_outbox_sent(cwd: Path, channel: str, timeout: float = 30.0) -> None:
-    """Until nothing of the channel's outbox is PENDING: the hospital has ACKed it all."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = subprocess.run(
-            [sys.executable, "-m", "engine", "outbox", "list", "--channel", channel, "--state", "PENDING"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        if "PENDING" not in pending:
-            return
-        assert time.monotonic() < deadline, pending
-        time.sleep(0.5)
-
-
-def test_the_readme_demo_delivers_every_example_and_reports_back(tmp_path) -> None:
-    for name in ("channels", "mappings", "sample_messages"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    engine = courier("run", "--sandbox", cwd=tmp_path)
-    hospital = courier("listen", "tcp:2590:interface=127.0.0.1", "--summary", cwd=tmp_path)
+def test_the_readme_demo_shows_a_delivered_status_and_a_reply_at_the_hospital(tmp_path) -> None:
+    demo = Demo(tmp_path)
+    engine = demo.run_engine()
+    background, sent, channels = [engine], [], []
     try:
-        for port in (*SENDS, 2590):
-            wait_for_port(port, engine if port != 2590 else hospital)
-        for port, sample in SENDS.items():
-            sent = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "engine",
-                    "send",
-                    f"sample_messages/{sample}",
-                    "--to",
-                    f"tcp:host=127.0.0.1:port={port}",
-                ],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert sent.returncode == 0, sent.stdout + sent.stderr
-        # MedAllies reports DISPATCHED through its DSN webhook within seconds; the others are
-        # SENT once their vendor accepted them (their statuses come later, by polling).
-        for control_id, reached in (
-            ("RAD-20240318-0091", "DELIVERED"),
-            ("CL240315-0001", "SENT"),
-            ("EPR-T02-0002", "SENT"),
-            ("EPR-T10-0005", "SENT"),
-        ):
-            wait_for_state(tmp_path, control_id, reached)
-        replied = requests.post("http://127.0.0.1:18441/_sandbox/reply", json={"text": "Seen"}, timeout=10)
-        assert replied.status_code == 200 and replied.json()["status"] == 200, replied.text
-        wait_for_outbox_sent(tmp_path, "ehr-mdm-to-qliq")
-        stats = subprocess.run(
-            [sys.executable, "-m", "engine", "stats"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        assert all(f"{channel} " in stats for channel in CHANNELS), stats
+        for argv in try_it_commands():
+            argv = shlex.split(demo.rewrite(shlex.join(argv)))
+            if argv[0] == "curl":  # the reply goes to the last message Qliq got: wait for it
+                for cid in sent:
+                    demo.wait_for_state(cid, "SENT")
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0 and json.loads(done.stdout)["status"] == 200, done.stdout
+                continue
+            assert argv[0] == ".venv/bin/courier", argv
+            if argv[1] == "listen":
+                background.append(demo.start(*argv[1:]))
+                wait_for(lambda: "listening on" in demo.output("listen", "err"), 30, "courier listen")
+                continue
+            done = demo.courier(*argv[1:])
+            assert done.returncode == 0, done.stdout + done.stderr
+            if argv[1] == "send":
+                sent.append(control_id(tmp_path / argv[2]))
+                channels.append(demo.channel_on(argv[-1]))
+            if argv[1] == "stats":
+                assert all(f"{channel} " in done.stdout for channel in channels), done.stdout
+        assert "RAD-20240318-0091" in sent
+        delivered = "MSA AA RAD-20240318-0091 delivered"
+        wait_for(lambda: delivered in demo.output("listen"), 60, "the delivered status at the listener")
+        wait_for(lambda: "MDM^T02" in demo.output("listen"), 60, "the care team's reply at the listener")
+        assert "DELIVERED" in demo.wait_for_state("RAD-20240318-0091", "DELIVERED")
     finally:
-        for process in (engine, hospital):
-            process.send_signal(signal.SIGINT)
-        for process in (engine, hospital):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    printed = hospital.stdout.read()
-    assert "ACK^R01" in printed and "MSA AA RAD-20240318-0091" in printed, printed
-    assert "MDM^T02" in printed, "the care team's reply reached the hospital as a document"
+        interrupt(*background)
     assert (tmp_path / "var" / "sandbox" / "qliq_reply_key.pem").stat().st_mode & 0o077 == 0
-    assert engine.returncode == 0, engine.stderr.read()
+    assert engine.returncode == 0, demo.output("run", "err")
+
+
+def test_the_demo_copy_keeps_none_of_the_readme_ports(tmp_path) -> None:
+    demo = Demo(tmp_path)
+    text = "".join(path.read_text() for path in sorted((tmp_path / "channels").glob("*.toml")))
+    for port in (2575, 2576, 2577, 2578, 2590):
+        assert str(port) not in text
+    assert all(
+        str(port) not in demo.rewrite(shlex.join(a)) for a in try_it_commands() for port in (2590, 18441)
+    )
 
 
 def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path) -> None:
@@ -157,11 +88,24 @@ def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_p
     secrets = with_sandbox_secrets([ROOT / "channels"], Credentials.generate(), env={})
     real_qliq = {**secrets, "QLIQ_BASE_URL": "https://capi.qliqsoft.com", "QLIQ_API_KEY": "real-key"}
     elsewhere = load_channels([ROOT / "channels"], env=real_qliq)
-    assert with_sandbox_replies(elsewhere, key_file) == elsewhere and not key_file.exists()
+    assert with_sandbox_replies(elsewhere, key_file, 18441) == elsewhere and not key_file.exists()
+    moved = load_channels([ROOT / "channels"], env={**secrets, "QLIQ_BASE_URL": "http://127.0.0.1:28441"})
+    assert with_sandbox_replies(moved, key_file, 18441) == moved and not key_file.exists()
 
-    demo = with_sandbox_replies(load_channels([ROOT / "channels"], env=secrets), key_file)
+    demo = with_sandbox_replies(moved, key_file, 28441)
     settings = {d.name: d.settings for c in demo for d in c.destinations}
     assert settings["care-team-qliq"]["reply_key_file"] == str(key_file) and key_file.exists()
     assert settings["care-team-qliq"]["reply_sender"] == "poc@sandbox.qliq"
     assert len(settings["care-team-qliq"]["reply_webhook_token"]) >= 16
     assert not any("reply_key_file" in s for name, s in settings.items() if name != "care-team-qliq")
+
+
+def test_sandbox_ports_are_refused_with_one_line_when_malformed(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--sandbox", "--sandbox-ports", "qlik=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "qlik=1" in done.stderr and "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -360,3 +361,22 @@ def test_statuses_go_over_tls_when_the_channel_says_so(store, reactor, tmp_path)
     finally:
         on_reactor(reporter.stop)
         on_reactor(listening.stopListening)
+
+
+def test_stopping_starts_no_exchange_with_a_hospital_that_does_not_answer(store, reactor):
+    """A stop that comes while the outbox is being read must not begin an exchange: with a
+    hospital that accepts and never ACKs, the stop would wait the whole ack_timeout_s."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody answers
+        channel = channel_file("lis_oru_to_conneqt.toml", silent.getsockname()[1])
+        channel = replace(channel, status_reports=replace(channel.status_reports, ack_timeout_s=30.0))
+        reporter = StatusReporter(store, reactor, [channel], **FAST)
+        on_reactor(reporter.enqueue, channel.name, ORU, "LAB0001")  # an item waiting in the outbox
+
+        def start_then_stop() -> Deferred:
+            reporter.start()  # reads the outbox: the store answers on a later turn
+            return reporter.stop()
+
+        started = time.monotonic()
+        on_reactor(start_then_stop)
+        assert time.monotonic() - started < 5
+    assert on_reactor(store.outbox_next, channel.name, time.time() + 3600).attempts == 0

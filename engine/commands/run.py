@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ SANDBOX_WEBHOOKS = "tcp:18480:interface=127.0.0.1"
 """Where ``--sandbox`` serves the webhooks when ``--webhooks`` is not given."""
 SANDBOX_REPLY_KEY = Path("var/sandbox/qliq_reply_key.pem")
 """The demo key Qliq replies are encrypted with under ``--sandbox`` (made once, mode 0600)."""
+SANDBOX_STATE = Path("var/sandbox/state")
+"""Where the sandboxes of ``--sandbox`` keep what a restarted engine relies on (tokens, messages)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "secret variable left unset of a destination aimed at them (a variable you set wins). "
         "`courier check --skip-env` checks such channels without the variables",
     )
+    add_ports_argument(parser, "--sandbox-ports")
     parser.add_argument(
         "--webhooks",
         metavar="ENDPOINT",
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
+    from engine.sandbox import DEFAULT_PORTS, default_base_urls
     from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
     from engine.service import build_engine
     from engine.store import SQLiteStore, load_cipher
@@ -97,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
+    sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
     try:
-        env = None if credentials is None else with_sandbox_secrets(list(args.paths), credentials)
+        base_urls = default_base_urls(sandbox_ports)
+        env = None if credentials is None else with_sandbox_secrets(list(args.paths), credentials, base_urls)
         channels = load_channels(list(args.paths), env=env)
     except ConfigError as error:
         print(f"courier run: the channel files have problems:\n{error}", file=sys.stderr)
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
     if args.sandbox:
-        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY)
+        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY, sandbox_ports["qliq"])
     store = SQLiteStore(
         args.store,
         reactor=reactor,
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     def start() -> None:
         d = store.start()
         if args.sandbox:
-            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials))
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports))
         else:
             d.addCallback(lambda _: engine.start())
         d.addCallback(lambda _: _announce(channels))
@@ -175,14 +182,15 @@ def with_sandbox_secrets(
 
 
 @inlineCallbacks
-def _with_sandboxes(reactor, engine, credentials):
+def _with_sandboxes(reactor, engine, credentials, ports):
     """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
     from engine.sandbox import start_sandboxes
 
-    sandboxes = yield start_sandboxes(reactor, credentials=credentials)
+    sandboxes = yield start_sandboxes(reactor, ports=ports, credentials=credentials, state_dir=SANDBOX_STATE)
+    reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
     yield engine.tokens.load()
     yield authorize_kpn_in_sandbox(reactor, engine)
-    yield upload_reply_keys_to_sandbox(reactor, engine)
+    yield upload_reply_keys_to_sandbox(reactor, engine, sandboxes.qliq.port)
     yield engine.start()
     if engine.webhooks is not None:
         point_sandboxes_at_webhooks(sandboxes, engine)
@@ -213,7 +221,7 @@ def authorize_kpn_in_sandbox(reactor, engine):
         log.warning("queue %s: authorised with the KPN sandbox", queue.name)
 
 
-def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Channel]:
+def with_sandbox_replies(channels: Sequence[Channel], key_file: Path, qliq_port: int) -> list[Channel]:
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
@@ -221,7 +229,7 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Ch
     from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
 
     def demo_replies(destination):
-        if not _aimed_at_qliq_sandbox(destination) or destination.settings.get("reply_key_file"):
+        if not _aimed_at_qliq_sandbox(destination, qliq_port) or destination.settings.get("reply_key_file"):
             return destination
         if not key_file.exists():
             generate_key_pair(key_file, passphrase_from_env())
@@ -240,7 +248,7 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path) -> list[Ch
 
 
 @inlineCallbacks
-def upload_reply_keys_to_sandbox(reactor, engine):
+def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
     """The public half of the reply key of each Qliq destination aimed at the sandbox, uploaded
     for its sender (never to a real Qliq: that is `courier qliq keys`, on purpose)."""
     import requests
@@ -266,15 +274,16 @@ def upload_reply_keys_to_sandbox(reactor, engine):
             )
 
     for queue in engine.deliveries.queues.values():
-        if _aimed_at_qliq_sandbox(queue.config) and queue.config.settings.get("reply_key_file"):
+        if _aimed_at_qliq_sandbox(queue.config, qliq_port) and queue.config.settings.get("reply_key_file"):
             yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, queue.config.settings)
 
 
-def _aimed_at_qliq_sandbox(destination: Destination) -> bool:
+def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
     from engine.sandbox import default_base_urls
     from engine.sandbox.credentials import aimed_at_sandbox
 
-    return destination.type == "qliq" and aimed_at_sandbox(destination, default_base_urls(), {})
+    sandbox = default_base_urls({"qliq": qliq_port})
+    return destination.type == "qliq" and aimed_at_sandbox(destination, sandbox, {})
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:

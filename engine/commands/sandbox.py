@@ -11,8 +11,38 @@ import sys
 from pathlib import Path
 
 
+def sandbox_ports(text: str) -> dict[str, int]:
+    """``qliq=28441,kpn=0``: ports for the sandboxes named (0 = a free one); an argparse type.
+
+    The others keep :data:`~engine.sandbox.DEFAULT_PORTS`, the README's ports, so a second
+    copy (a test, a benchmark) can run beside the demo."""
+    from engine.sandbox import DEFAULT_PORTS
+
+    ports: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, port = item.partition("=")
+        if name not in DEFAULT_PORTS or not port.isdigit() or int(port) > 65535:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected NAME=PORT with NAME one of {', '.join(DEFAULT_PORTS)}"
+            )
+        ports[name] = int(port)
+    return ports
+
+
+def add_ports_argument(parser: argparse.ArgumentParser, flag: str) -> None:
+    parser.add_argument(
+        flag,
+        type=sandbox_ports,
+        default={},
+        metavar="NAME=PORT,…",
+        help="other ports for the sandboxes, e.g. qliq=28441,conneqt=28442,medallies=28443,kpn=0 "
+        "(0: a free port; the others keep 18441-18444)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    add_ports_argument(parser, "--ports")
     parser.add_argument(
         "--https",
         type=Path,
@@ -48,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         reactor.stop()
 
     reactor.callWhenRunning(
-        lambda: start_sandboxes(reactor, host=args.host, tls=tls, credentials=credentials).addCallbacks(
+        lambda: start_sandboxes(
+            reactor, host=args.host, ports=args.ports, tls=tls, credentials=credentials
+        ).addCallbacks(
             started, failed
         )
     )

@@ -16,8 +16,9 @@ and pass ``tls=paths.server_tls()``; clients verify against ``paths.ca_cert``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -41,9 +42,10 @@ __all__ = [
 DEFAULT_PORTS = {"qliq": 18441, "conneqt": 18442, "medallies": 18443, "kpn": 18444}
 
 
-def default_base_urls(host: str = "127.0.0.1") -> dict[str, str]:
-    """Each sandbox's scheme://host:port on :data:`DEFAULT_PORTS`, known before they start."""
-    return {name: f"http://{host}:{port}" for name, port in DEFAULT_PORTS.items()}
+def default_base_urls(ports: Mapping[str, int] | None = None, host: str = "127.0.0.1") -> dict[str, str]:
+    """Each sandbox's scheme://host:port, known before they start: ``ports`` over
+    :data:`DEFAULT_PORTS`."""
+    return {name: f"http://{host}:{port}" for name, port in {**DEFAULT_PORTS, **(ports or {})}.items()}
 
 
 @dataclass
@@ -81,12 +83,14 @@ def start_sandboxes(
     credentials: Credentials,
     clock: IReactorTime | None = None,
     seed: int = 0,
+    state_dir: Path | None = None,
 ) -> Deferred[Sandboxes]:
     """Listen with all four sandboxes, accepting ``credentials``; fires with :class:`Sandboxes`.
 
     ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
     ``clock`` drives status transitions and token expiry (default: the reactor);
-    ``seed`` makes fault rates repeatable.
+    ``seed`` makes fault rates repeatable; with ``state_dir`` each sandbox starts from what it
+    saved there (``<vendor>.json``) and keeps saving (:mod:`engine.sandbox.persistence`).
     """
     chosen = {**DEFAULT_PORTS, **(ports or {})}
     common = {"credentials": credentials, "clock": clock, "seed": seed}
@@ -99,6 +103,8 @@ def start_sandboxes(
     )
     try:
         for sandbox in sandboxes:
+            if state_dir is not None:
+                sandbox.keep_state_in(state_dir / f"{sandbox.name}.json")
             yield sandbox.listen(host, chosen[sandbox.name], tls)
     except Exception:
         yield sandboxes.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -31,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from engine.sandbox import webhook
 from engine.sandbox.faults import Faults
 from engine.sandbox.http import ParsedRequest, Reply, json_reply, parse_request
+from engine.sandbox.persistence import StateFile
 from engine.sandbox.recording import SandboxState
 
 log = Logger()
@@ -83,6 +85,7 @@ class VendorSandbox:
         self._factory = _TrackingSite(_SandboxResource(self))
         self._listening: IListeningPort | None = None
         self._endpoint: Any = None
+        self._state_file: StateFile | None = None
         self.host = "127.0.0.1"
         self.port = 0
         self.scheme = "http"
@@ -109,6 +112,37 @@ class VendorSandbox:
     def error_reply(self, status: int, detail: str) -> Reply:
         """The vendor's error body; the default is a small JSON object."""
         return json_reply(status, {"error": detail})
+
+    def vendor_snapshot(self) -> dict[str, Any]:
+        """What a restarted sandbox must still know besides its messages (tokens, keys), as JSON."""
+        return {}
+
+    def restore_vendor(self, saved: dict[str, Any]) -> None:
+        """Take back what :meth:`vendor_snapshot` gave."""
+
+    def resume(self, message_id: str) -> None:
+        """Schedule again the status changes still ahead of a restored message."""
+
+    # -- state across restarts ---------------------------------------------------------
+    def keep_state_in(self, path: Path) -> None:
+        """Restore what a previous run saved at ``path`` (tokens issued, messages and their
+        statuses, conversations, keys), and save every change there from now on."""
+        self._state_file = StateFile(path, self.reactor, self._snapshot)
+        saved = self._state_file.load()
+        if saved is None:
+            return
+        self.state.restore(saved["recording"])
+        self.restore_vendor(saved["vendor"])
+        for message_id in list(self.state.messages):
+            self.resume(message_id)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"recording": self.state.snapshot(), "vendor": self.vendor_snapshot()}
+
+    def changed(self) -> None:
+        """Something a restart must keep may have changed: save it soon (when kept)."""
+        if self._state_file is not None:
+            self._state_file.changed()
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -152,6 +186,8 @@ class VendorSandbox:
         """Stop listening, drop open connections and cancel scheduled transitions."""
         self._cancel_timers()
         self._drop_connections()
+        if self._state_file is not None:
+            self._state_file.flush()
         lp, self._listening, self._endpoint = self._listening, None, None
         return maybeDeferred(lp.stopListening) if lp else succeed(None)
 
@@ -199,7 +235,11 @@ class VendorSandbox:
         if delay_s is None:
             return
         self._timers = [t for t in self._timers if t.active()]
-        self._timers.append(self.clock.callLater(delay_s, fn, *args))
+        self._timers.append(self.clock.callLater(delay_s, self._then_changed, fn, *args))
+
+    def _then_changed(self, fn: Callable[..., Any], *args: Any) -> None:
+        fn(*args)
+        self.changed()
 
     def _cancel_timers(self) -> None:
         for timer in self._timers:
@@ -355,6 +395,7 @@ class _SandboxResource(Resource):
         request.notifyFinish().addErrback(gone.append)
         if parsed.path.startswith(CONTROL_PREFIX):
             d = sandbox.dispatch(parsed, sandbox._all_control_routes())
+            d.addCallback(_noting_change, sandbox)
             d.addCallback(_write, request, gone)
             return NOT_DONE_YET
         entry = sandbox.state.record(parsed, sandbox.now())
@@ -365,11 +406,17 @@ class _SandboxResource(Resource):
             d = succeed(sandbox.fault_reply(entry.fault))
         else:
             d = sandbox.dispatch(parsed, sandbox.routes())
+        d.addCallback(_noting_change, sandbox)
         latency = sandbox.faults.latency_s
         if latency > 0:
             d.addCallback(_after, sandbox.reactor, latency)
         d.addCallback(_write, request, gone)
         return NOT_DONE_YET
+
+
+def _noting_change(reply: Reply, sandbox: VendorSandbox) -> Reply:
+    sandbox.changed()
+    return reply
 
 
 def _after(reply: Reply, reactor: Any, delay_s: float) -> Deferred[Reply]:

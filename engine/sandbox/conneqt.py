@@ -93,6 +93,16 @@ class ConneqtSandbox(VendorSandbox):
         self.tokens.clear()
         self.revoked.clear()
 
+    def vendor_snapshot(self) -> dict[str, Any]:
+        return {"tokens": sorted(self.tokens), "revoked": sorted(self.revoked)}
+
+    def restore_vendor(self, saved: dict[str, Any]) -> None:
+        self.tokens.update(saved["tokens"])
+        self.revoked.update(saved["revoked"])
+
+    def resume(self, message_id: str) -> None:
+        self._schedule_statuses(message_id)
+
     def _control_revoke(self, request: ParsedRequest) -> Reply:
         """The toolbar user withdraws permission: every AccessToken issued so far stops."""
         self.revoked |= self.tokens
@@ -179,9 +189,17 @@ class ConneqtSandbox(VendorSandbox):
             "recipient": message["recipient"]["id"]["value"],
             "attachments": len(message["attachments"]),
             "fingerprint": fingerprint(message),
+            "expiryDateTime": message.get("expiryDateTime"),
         }
+        self._schedule_statuses(message_id)
+
+    def _schedule_statuses(self, message_id: str) -> None:
+        """COMPLETED after ``completed_after_s`` and EXPIRED at the expiry, from now, unless final."""
+        record = self.state.messages[message_id]
+        if record["status"] in TERMINAL:
+            return
         self.schedule(self.timings.completed_after_s, self._move, message_id, "COMPLETED", None)
-        expiry = message.get("expiryDateTime")
+        expiry = record.get("expiryDateTime")
         if expiry:
             left = parse_rfc3339(expiry).timestamp() - self.now()
             self.schedule(max(left, 0), self._expire, message_id)

@@ -149,6 +149,15 @@ class KpnSandbox(VendorSandbox):
         self.codes.clear()
         self.tokens.clear()
 
+    def vendor_snapshot(self) -> dict[str, Any]:
+        """The access tokens issued (codes live minutes: a restart may forget them)."""
+        tokens = self.tokens.items()
+        return {"tokens": {key: {"scope": sorted(t.scope), "expires_at": t.expires_at} for key, t in tokens}}
+
+    def restore_vendor(self, saved: dict[str, Any]) -> None:
+        for token, t in saved["tokens"].items():
+            self.tokens[token] = _Token(frozenset(t["scope"]), t["expires_at"])
+
     def _control_expire_tokens(self, request: ParsedRequest) -> Reply:
         """Make every issued access token expired now (for out-of-process expiry tests)."""
         for token in self.tokens.values():

@@ -114,6 +114,16 @@ class MedAlliesSandbox(VendorSandbox):
     def reset_vendor(self) -> None:
         self._acks.clear()
 
+    def vendor_snapshot(self) -> dict[str, Any]:
+        return {"acks": self._acks}
+
+    def restore_vendor(self, saved: dict[str, Any]) -> None:
+        self._acks.update(saved["acks"])
+
+    def resume(self, message_id: str) -> None:
+        if self.state.messages[message_id]["status"] in NEXT:  # not final yet
+            self._schedule_statuses(message_id)
+
     def error_reply(self, status: int, detail: str) -> Reply:
         return json_reply(status, {"status": "Error", "result": detail})
 
@@ -181,7 +191,13 @@ class MedAlliesSandbox(VendorSandbox):
             "transactionId": str(uuid.uuid4()),
             "result": "Message parse successfully",
         }
+        self._schedule_statuses(message_id)
+
+    def _schedule_statuses(self, message_id: str) -> None:
+        """The status changes the recipients' addresses lead to, from now (a move the current
+        status does not allow is skipped)."""
         t = self.timings
+        recipients = split_addresses(self.state.messages[message_id]["recipient"])
         locals_ = [address.split("@")[0].lower() for address in recipients]
         if any(local.startswith("fail") for local in locals_):
             self.schedule(t.processed_after_s, self._move, message_id, "FAILED", FAILURE_REASON)

@@ -37,6 +37,7 @@ Decisions where the document is silent or contradicts itself:
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import json
@@ -46,7 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+    load_pem_public_key,
+)
 from twisted.internet.defer import Deferred
 
 from engine.sandbox.base import ControlError, Route, VendorSandbox
@@ -157,6 +163,25 @@ class QliqSandbox(VendorSandbox):
         self.replies.clear()
         self.files.clear()
 
+    def vendor_snapshot(self) -> dict[str, Any]:
+        return {
+            "public_keys": {
+                sender: key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+                for sender, key in self.public_keys.items()
+            },
+            "replies": self.replies,
+            "files": {file_id: base64.b64encode(data).decode() for file_id, data in self.files.items()},
+        }
+
+    def restore_vendor(self, saved: dict[str, Any]) -> None:
+        for sender, pem in saved["public_keys"].items():
+            self.public_keys[sender] = load_pem_public_key(pem.encode())
+        self.replies.update(saved["replies"])
+        self.files.update({file_id: base64.b64decode(data) for file_id, data in saved["files"].items()})
+
+    def resume(self, message_id: str) -> None:
+        self._schedule_recipients(message_id)
+
     def _authenticate(self, request: ParsedRequest) -> tuple[dict[str, Any], Reply | None]:
         """All parameters, and a 401 when their ``api_key`` is not the sandbox's."""
         params = _params(request)
@@ -234,13 +259,7 @@ class QliqSandbox(VendorSandbox):
             "attachment": about_attachment,
             "recipients": [{"to": to} for to in recipients],
         }
-        t = self.timings
-        for i, _ in enumerate(recipients):
-            stagger = i * t.recipient_stagger_s
-            if t.delivered_after_s is not None:
-                self.schedule(t.delivered_after_s + stagger, self._mark, message_id, i, "delivered_at")
-            if t.read_after_s is not None:
-                self.schedule(t.read_after_s + stagger, self._mark, message_id, i, "read_at")
+        self._schedule_recipients(message_id)
         return json_reply(
             202,
             {
@@ -249,6 +268,16 @@ class QliqSandbox(VendorSandbox):
                 "message_id": message_id,
             },
         )
+
+    def _schedule_recipients(self, message_id: str) -> None:
+        """Each recipient's delivered and read times still ahead, from now."""
+        t = self.timings
+        for i, recipient in enumerate(self.state.messages[message_id]["recipients"]):
+            stagger = i * t.recipient_stagger_s
+            if t.delivered_after_s is not None and "delivered_at" not in recipient:
+                self.schedule(t.delivered_after_s + stagger, self._mark, message_id, i, "delivered_at")
+            if t.read_after_s is not None and "read_at" not in recipient:
+                self.schedule(t.read_after_s + stagger, self._mark, message_id, i, "read_at")
 
     def _mark(self, message_id: str, index: int, what: str) -> None:
         recipient = self.state.messages[message_id]["recipients"][index]

@@ -68,6 +68,20 @@ class SandboxState:
         self.webhooks.clear()
         self._first_by_content.clear()
 
+    def snapshot(self) -> dict[str, Any]:
+        """What a restarted sandbox keeps: the messages (with their statuses) and duplicate
+        counts, not the request log."""
+        return {
+            "messages": self.messages,
+            "duplicates": dict(self.duplicates),
+            "first_by_content": self._first_by_content,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.messages.update(saved["messages"])
+        self.duplicates.update(saved["duplicates"])
+        self._first_by_content.update(saved["first_by_content"])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": [asdict(r) for r in self.requests],

@@ -135,6 +135,8 @@ class ChannelSender:
         while self._running:
             try:
                 item = yield self.store.outbox_next(self.channel, self.clock.seconds())
+                if not self._running:  # stopped while the store answered: begin no exchange
+                    break
                 if item is None:
                     yield self._sleep(self.idle_poll_s)
                 else:
@@ -147,6 +149,9 @@ class ChannelSender:
     def _deliver(self, item: OutboxItem):
         try:
             client = yield self._connection()
+            if not self._running:  # stopped while connecting: the item waits for the next start
+                self._drop_connection()
+                return
             reply = yield client.send(item.payload, timeout=self.reports.ack_timeout_s)
             check_acknowledgement(reply, item.control_id)
         except Exception as exc:
