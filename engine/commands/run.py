@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine.commands.exits import serve
 from engine.commands.store_options import add_store_arguments
 
 if TYPE_CHECKING:
@@ -118,24 +119,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
 
-    def start() -> None:
+    def start():
         d = store.start()
         if args.sandbox:
             d.addCallback(lambda _: _with_sandboxes(reactor, engine))
         else:
             d.addCallback(lambda _: engine.start())
-        d.addCallback(lambda _: _announce(channels))
-        d.addErrback(_fatal, reactor)
+        return d.addCallback(lambda _: _announce(channels))
 
     def stop():
         d = engine.stop()
         d.addBoth(lambda _: store.close())
         return d
 
-    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return 0
+    return serve(reactor, start, "run")
 
 
 @inlineCallbacks
@@ -265,9 +263,3 @@ def _announce(channels) -> None:
         if channel.enabled:
             log.warning("channel %s listening on %s", channel.name, channel.source.listen)
     print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)
-
-
-def _fatal(failure, reactor) -> None:
-    print(f"courier run: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
-    log.error("start-up failed", exc_info=failure.value)
-    reactor.stop()
