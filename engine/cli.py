@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     # urllib3 logs each request's URL at DEBUG, and some vendors take the API key in the query.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
-        return importlib.import_module(args.module).run(args)
+        exit_code = importlib.import_module(args.module).run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return exit_code
     except CourierError as error:  # raised on purpose, with a message meant for the operator
         print(f"courier {args.command}: {error}", file=sys.stderr)
         return 2
