@@ -103,3 +103,15 @@ def test_run_refuses_a_key_file_others_may_read(channel, mode) -> None:
     key_file.chmod(mode)
     result = run(channel, channel.parent / "s.sqlite3", "--key-file", str(key_file), key=None)
     refused(result, "run", f"has mode {mode:04o}; run: chmod 600")
+
+
+def test_run_refuses_two_channels_with_a_destination_of_the_same_name(channel) -> None:
+    other = channel.with_name("other.toml")
+    other.write_text(CHANNEL.format(port=free_port()).replace('name = "crash"', 'name = "other"'))
+    result = run(channel.parent, channel.parent / "s.sqlite3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        "courier run: the channel files have problems:",
+        f"{other}:8: destinations[0].name: destination 'team-chat' is also defined in channel 'crash' "
+        f"({channel}); destination names must be unique across channels",
+    ]
