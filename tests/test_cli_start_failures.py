@@ -115,3 +115,10 @@ def test_run_refuses_two_channels_with_a_destination_of_the_same_name(channel) -
         f"{other}:8: destinations[0].name: destination 'team-chat' is also defined in channel 'crash' "
         f"({channel}); destination names must be unique across channels",
     ]
+
+
+def test_sandbox_that_cannot_listen_exits_non_zero(tmp_path) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: binding fails at once."""
+    refused(
+        courier("sandbox", "--host", "192.0.2.1", cwd=tmp_path), "sandbox", "Cannot assign requested address"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -21,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
+    from engine.commands.exits import serve
     from engine.sandbox import start_sandboxes
     from engine.sandbox.certs import make_certificates
 
@@ -31,12 +31,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:10} {url}", flush=True)
         print("control API: <base>/_sandbox/state, /_sandbox/faults, /_sandbox/reset", flush=True)
 
-    def failed(failure) -> None:
-        print(f"courier sandbox: {failure.getErrorMessage()}", file=sys.stderr)
-        reactor.stop()
-
-    reactor.callWhenRunning(
-        lambda: start_sandboxes(reactor, host=args.host, tls=tls).addCallbacks(started, failed)
+    return serve(
+        reactor, lambda: start_sandboxes(reactor, host=args.host, tls=tls).addCallback(started), "sandbox"
     )
-    reactor.run()
-    return 0
