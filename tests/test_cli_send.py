@@ -233,3 +233,17 @@ def test_courier_send_against_python_hl7s_server(python_hl7_server, tmp_path) ->
     result = courier("send", str(file), "--to", f"tcp:host=127.0.0.1:port={python_hl7_server}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 sent, 2 accepted" in result.stdout
+
+
+def test_a_message_the_server_drops_without_an_answer_is_resent_once_not_for_ever(
+    hl7apy_server, tmp_path
+) -> None:
+    """hl7apy closes without answering a type it has no handler for: that message is tried on
+    the reused connection, then once on a fresh one, and reported; the next one still goes."""
+    adt = ORU.format(cid="DROP1").replace("ORU^R01^ORU_R01", "ADT^A01^ADT_A01")
+    file = tmp_path / "three.hl7"
+    file.write_text((ORU.format(cid="H0") + adt + ORU.format(cid="H2")).replace("\n", "\r"))
+    result = courier("send", str(file), "--to", f"tcp:host=127.0.0.1:port={hl7apy_server}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "3 sent, 2 accepted, 1 not accepted" in result.stdout
+    assert "NOT ACCEPTED" in result.stdout and "DROP1" in result.stdout and "connection lost" in result.stdout
