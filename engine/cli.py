@@ -1,7 +1,8 @@
 """The ``courier`` command: one subcommand per module in :mod:`engine.commands`.
 
 Each command module has ``add_arguments(parser)`` and ``run(args) -> int``, and imports what
-its work needs inside ``run``, so building the parser stays fast.
+its work needs inside ``run``, so building the parser stays fast. An error Courier raises on
+purpose ends the command with its one-line message and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import argparse
 import importlib
 import logging
 import sys
+
+from engine.commands.exits import stdout_closed
+from engine.errors import CourierError
 
 COMMANDS = {
     "run": "start the listeners and the delivery queue from the channel files",
@@ -53,4 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     # urllib3 logs each request's URL at DEBUG, and some vendors take the API key in the query.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    return importlib.import_module(args.module).run(args)
+    try:
+        exit_code = importlib.import_module(args.module).run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return exit_code
+    except CourierError as error:  # raised on purpose, with a message meant for the operator
+        print(f"courier {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return stdout_closed()

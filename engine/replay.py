@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from engine.errors import MessageError
 from engine.message import Message
 from engine.message.batch import split_file
-from engine.mllp.client import connect
+from engine.mllp.client import ConnectionLost, MLLPClientProtocol, connect
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,41 @@ class Summary:
         )
 
 
-def read_messages(inputs: Iterable[str], stdin: BinaryIO = sys.stdin.buffer) -> list[Outgoing]:
+@dataclass
+class Inputs:
+    """What the files given to ``courier send`` hold: the messages, and one line per file that
+    could not be read or holds no HL7 (those files are skipped, the others still sent)."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_messages(inputs: Iterable[str], stdin: BinaryIO = sys.stdin.buffer) -> Inputs:
     """Messages from files, directories (sorted, recursively) and ``-`` (stdin)."""
-    messages: list[Outgoing] = []
+    found = Inputs()
     for name in inputs:
         if name == "-":
-            messages.extend(_messages_in(stdin.read(), "<stdin>"))
+            _read_into(found, "<stdin>", stdin.read)
             continue
         path = Path(name)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
-            messages.extend(_messages_in(file.read_bytes(), str(file)))
-    return messages
+            _read_into(found, str(file), file.read_bytes)
+    return found
+
+
+def _read_into(found: Inputs, origin: str, read: Callable[[], bytes]) -> None:
+    try:
+        messages = list(_messages_in(read(), origin))
+    except OSError as error:
+        found.problems.append(f"{origin}: cannot read it: {error.strerror or error}")
+    except MessageError as error:
+        found.problems.append(f"{origin}: not HL7: {error}")
+    else:
+        if messages:
+            found.messages.extend(messages)
+        else:
+            found.problems.append(f"{origin}: not HL7: no MSH segment")
 
 
 def _messages_in(data: bytes, origin: str) -> Iterator[Outgoing]:
@@ -131,31 +154,19 @@ class Replay:
     def _worker(
         self, queue: Iterator[Outgoing], summary: Summary, on_result: Callable[[Result], None] | None
     ) -> Iterator[defer.Deferred]:
-        client = None
+        connection = _Connection(self.reactor, self.endpoint, self.timeout)
         for message in queue:
             yield self._wait_for_slot()
-            if client is None:
-                try:
-                    client = yield connect(self.reactor, self.endpoint, timeout=self.timeout)
-                except Exception as error:
-                    result = Result(message, error=f"cannot connect: {error}")
-                    summary.results.append(result)
-                    if on_result:
-                        on_result(result)
-                    continue
             sent_at = time.perf_counter()
             try:
-                reply = yield client.send(message.payload, timeout=self.timeout)
+                reply = yield connection.exchange(message.payload)
                 result = _read_ack(message, reply, time.perf_counter() - sent_at)
             except Exception as error:
                 result = Result(message, error=str(error) or type(error).__name__)
-                client.close()  # a late reply must never be read as the next message's
-                client = None
             summary.results.append(result)
             if on_result:
                 on_result(result)
-        if client is not None:
-            yield client.close()
+        yield connection.close()
 
     def _wait_for_slot(self) -> defer.Deferred[None]:
         if not self.interval:
@@ -164,6 +175,55 @@ class Replay:
         slot = max(now, self._next_slot)
         self._next_slot = slot + self.interval
         return task.deferLater(self.reactor, slot - now, lambda: None)
+
+
+class _Connection:
+    """One worker's MLLP connection, opened when needed and again after the server closed it:
+    some servers (hl7apy's) close after every answer."""
+
+    def __init__(self, reactor: IReactorTime, endpoint: str, timeout: float) -> None:
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client: MLLPClientProtocol | None = None
+        self._answered = False  # the open connection has carried an exchange
+
+    @defer.inlineCallbacks
+    def exchange(self, payload: bytes) -> Iterator[defer.Deferred]:
+        """The reply to ``payload``. A connection that has answered before and is lost before
+        this reply is one the server closed after its last answer (its close and our send
+        crossed): the message goes once more on a new connection. A receiver takes a resent
+        message as HL7 intends: duplicates are its to detect (by MSH-10)."""
+        for attempt in (1, 2):
+            reused = yield self._open()
+            try:
+                reply = yield self._client.send(payload, timeout=self.timeout)
+            except ConnectionLost:
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            except Exception:
+                self.close()  # a late reply must never be read as the next message's
+                raise
+            self._answered = True
+            return reply
+
+    @defer.inlineCallbacks
+    def _open(self) -> Iterator[defer.Deferred]:
+        """Whether the connection the next send goes on has carried an exchange before."""
+        if self._client is not None and self._client.is_open:
+            return self._answered
+        try:
+            self._client = yield connect(self.reactor, self.endpoint, timeout=self.timeout)
+        except Exception as error:
+            raise ConnectionError(f"cannot connect: {error}") from error
+        self._answered = False
+        return False
+
+    def close(self) -> defer.Deferred[None]:
+        client, self._client = self._client, None
+        return client.close() if client is not None else defer.succeed(None)
 
 
 def _read_ack(message: Outgoing, reply: bytes, latency_s: float) -> Result:

@@ -115,6 +115,21 @@ mapping = "{QLIQ_MAPPING}"
 """
 
 
+def test_destination_names_are_unique_across_channels(tmp_path):
+    """The store queues deliveries by destination name: two queues of one name would take
+    each other's deliveries, and ``courier run`` would refuse the second."""
+    first = write_channel(tmp_path, "a", CHANNEL)
+    second = write_channel(tmp_path, "b", CHANNEL.replace('name = "care-team"', 'name = "other"'))
+    second_destination = CHANNEL[CHANNEL.index("[[destinations]]") :].replace("care", "ward")
+    write_channel(tmp_path, "c", CHANNEL + second_destination)
+    assert check([first, second], skip_env=True) == []
+    problems = check([tmp_path], skip_env=True)
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / 'c.toml'}:8: destinations[0].name: destination 'care-team' is also defined in "
+        f"channel 'a' ({first}); destination names must be unique across channels"
+    ]
+
+
 def test_env_vars_must_be_set_unless_skipped(tmp_path):
     file = write_channel(tmp_path, "env", CHANNEL)
     problems = check([tmp_path], skip_env=False, env={})
@@ -144,7 +159,7 @@ def test_mapping_for_another_destination_type_or_message_is_refused(tmp_path):
             'api_key = "${QLIQ_TEST_KEY}"', 'client_id = "c"'
         ),
     )
-    write_channel(tmp_path, "oru", CHANNEL.replace("MDM^T02", "ORU^R01"))
+    write_channel(tmp_path, "oru", CHANNEL.replace("MDM^T02", "ORU^R01").replace("care-team", "oru-team"))
     problems = {p.file.name: p.message for p in check([tmp_path], skip_env=True)}
     assert problems == {
         "kpn.toml": "the mapping produces 'qliq' payloads but the destination type is 'kpn'",

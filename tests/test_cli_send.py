@@ -12,6 +12,7 @@ from pathlib import Path
 import hl7
 import hl7.mllp
 import pytest
+from hl7apy.mllp import AbstractHandler, MLLPServer
 
 from engine.message import Message
 from engine.message.ack import AckError
@@ -78,6 +79,71 @@ def test_send_exits_non_zero_and_names_what_was_not_accepted(engine_port, tmp_pa
         and "not for this channel" in result.stdout
     )
     assert "2 sent, 1 accepted, 1 not accepted" in result.stdout
+
+
+def test_send_skips_what_is_not_hl7_with_one_line_each_and_still_sends_the_rest(
+    engine_port, tmp_path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.hl7").write_text(ORU.format(cid="G1"))
+    (folder / "notes.txt").write_text("call the lab about the analyser\n")
+    (folder / "empty.hl7").write_bytes(b"")
+    missing = tmp_path / "missing.hl7"
+    result = courier("send", str(folder), str(missing), "--to", f"tcp:host=127.0.0.1:port={engine_port}")
+    assert result.returncode == 1
+    assert "1 sent, 1 accepted, 0 not accepted" in result.stdout and "2 file(s) not sent" not in result.stdout
+    assert "3 file(s) not sent" in result.stdout
+    assert sorted(result.stderr.splitlines()) == [
+        f"courier send: {folder / 'empty.hl7'}: not HL7: no MSH segment",
+        f"courier send: {folder / 'notes.txt'}: not HL7: segment 'cal' on line 1 precedes any MSH",
+        f"courier send: {missing}: cannot read it: No such file or directory",
+    ]
+
+
+def test_send_whose_output_pipe_is_closed_ends_quietly(engine_port, tmp_path) -> None:
+    file = tmp_path / "one.hl7"
+    file.write_text(ORU.format(cid="PIPE1"))
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "send",
+        str(file),
+        "--to",
+        f"tcp:host=127.0.0.1:port={engine_port}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head -0`: the reader is gone before anything is written
+    _, stderr = process.communicate(timeout=60)
+    assert stderr == b"" and process.returncode == 141
+
+
+@pytest.fixture
+def hl7apy_server():
+    """hl7apy's MLLP server: it answers one message per connection, then closes it."""
+
+    class Acknowledge(AbstractHandler):
+        def reply(self) -> str:
+            control_id = self.incoming_message.split("\r")[0].split("|")[9]
+            ack = f"MSH|^~\\&|EPR|HOSP|LAB|HOSP|20260101||ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
+            return f"\x0b{ack}\x1c\r"
+
+    server = MLLPServer("127.0.0.1", 0, {"ORU^R01^ORU_R01": (Acknowledge,)}, timeout=5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_send_reconnects_to_a_server_that_closes_after_each_answer(hl7apy_server, tmp_path) -> None:
+    file = tmp_path / "three.hl7"
+    file.write_text("".join(ORU.format(cid=f"H{i}") for i in range(3)).replace("\n", "\r"))
+    result = courier("send", str(file), "--to", f"tcp:host=127.0.0.1:port={hl7apy_server}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 sent, 3 accepted, 0 not accepted" in result.stdout
 
 
 def test_send_from_stdin_with_a_rate_limit(engine_port) -> None:
@@ -167,3 +233,17 @@ def test_courier_send_against_python_hl7s_server(python_hl7_server, tmp_path) ->
     result = courier("send", str(file), "--to", f"tcp:host=127.0.0.1:port={python_hl7_server}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 sent, 2 accepted" in result.stdout
+
+
+def test_a_message_the_server_drops_without_an_answer_is_resent_once_not_for_ever(
+    hl7apy_server, tmp_path
+) -> None:
+    """hl7apy closes without answering a type it has no handler for: that message is tried on
+    the reused connection, then once on a fresh one, and reported; the next one still goes."""
+    adt = ORU.format(cid="DROP1").replace("ORU^R01^ORU_R01", "ADT^A01^ADT_A01")
+    file = tmp_path / "three.hl7"
+    file.write_text((ORU.format(cid="H0") + adt + ORU.format(cid="H2")).replace("\n", "\r"))
+    result = courier("send", str(file), "--to", f"tcp:host=127.0.0.1:port={hl7apy_server}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "3 sent, 2 accepted, 1 not accepted" in result.stdout
+    assert "NOT ACCEPTED" in result.stdout and "DROP1" in result.stdout and "connection lost" in result.stdout

@@ -603,3 +603,27 @@ def test_migration_6_forgets_the_reversible_qliq_conversation_keys(tmp_path, key
         assert db.kv_get("kpn-token", "k") == b"v"
     finally:
         db.close()
+
+
+def test_a_new_store_and_its_wal_and_shm_files_are_private_whatever_the_umask(tmp_path, key) -> None:
+    path = tmp_path / "var" / "courier.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        db = Database.open(path, Cipher(key))
+        with db.transaction():
+            db.receive(incoming())
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+        db.close()
+    finally:
+        os.umask(previous)
+    assert modes == {"courier.sqlite3": 0o600, "courier.sqlite3-wal": 0o600, "courier.sqlite3-shm": 0o600}
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_older_store_others_may_read_is_opened_with_a_warning(tmp_path, key, caplog) -> None:
+    path = tmp_path / "courier.sqlite3"
+    Database.open(path, Cipher(key)).close()
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="engine.store.database"):
+        Database.open(path, Cipher(key)).close()
+    assert f"has mode 0644; run: chmod 600 {path}" in caplog.text

@@ -1,5 +1,5 @@
 """``courier check`` and ``courier run``'s loading: every channel file, its mappings, and the
-rules that span files (two channels on one port, duplicate channel names).
+rules that span files (two channels on one port, duplicate channel or destination names).
 
 All problems are collected, each printed as ``file:line: key.path: message``.
 """
@@ -82,7 +82,10 @@ def _load(paths: list[Path], env: Mapping[str, str] | None) -> tuple[list[Channe
 
 
 def _clashes(loaded: list[_Loaded]) -> list[Problem]:
-    """Two channels may not share a name, nor listen on the same port and interface."""
+    """Two channels may not share a name, nor listen on the same port and interface, nor have
+    destinations of the same name: the store queues deliveries by destination name alone, so
+    two such queues would take each other's deliveries (enabled or not: a disabled channel's
+    queued deliveries wait in the store under that name)."""
     problems: list[Problem] = []
     for i, entry in enumerate(loaded):
         channel = entry.channel
@@ -106,7 +109,23 @@ def _clashes(loaded: list[_Loaded]) -> list[Problem]:
                         locate(entry.lines, "source.listen"),
                     )
                 )
+            problems += _destination_clashes(entry, earlier)
     return problems
+
+
+def _destination_clashes(entry: _Loaded, earlier: Channel) -> list[Problem]:
+    theirs = {destination.name for destination in earlier.destinations}
+    return [
+        Problem(
+            f"destinations[{i}].name",
+            f"destination {destination.name!r} is also defined in channel {earlier.name!r} "
+            f"({earlier.file}); destination names must be unique across channels",
+            entry.channel.file,
+            locate(entry.lines, f"destinations[{i}].name"),
+        )
+        for i, destination in enumerate(entry.channel.destinations)
+        if destination.name in theirs
+    ]
 
 
 def is_mapping_file(file: Path, text: str) -> bool:

@@ -390,7 +390,7 @@ DESTINATION = Spec(
     (
         string(
             "name",
-            "Names the queue in logs and `courier` commands; unique in the channel.",
+            "Names the queue in logs and `courier` commands; unique across all channels.",
             required=True,
             check=_destination_name_problem,
             example="gp-conneqt",

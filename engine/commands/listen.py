@@ -16,16 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twisted.internet import defer, endpoints, reactor
+    from twisted.internet import endpoints, reactor
 
+    from engine.commands.exits import serve
     from engine.listener import PrintingReceiver
     from engine.mllp.server import MLLPServerFactory
 
     receiver = PrintingReceiver(reactor, out=sys.stdout, summary=args.summary)
     factory = MLLPServerFactory("listen", receiver, reactor)
-    endpoint = endpoints.serverFromString(reactor, args.endpoint)
-    d: defer.Deferred = endpoint.listen(factory)
-    d.addCallback(lambda port: print(f"listening on {port.getHost()}", file=sys.stderr, flush=True))
-    d.addErrback(lambda f: (print(f"courier listen: {f.getErrorMessage()}", file=sys.stderr), reactor.stop()))
-    reactor.run()
-    return 0
+
+    def start():
+        d = endpoints.serverFromString(reactor, args.endpoint).listen(factory)
+        return d.addCallback(lambda port: print(f"listening on {port.getHost()}", file=sys.stderr))
+
+    return serve(reactor, start, "listen")

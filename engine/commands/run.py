@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine.commands.exits import serve
 from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
 
@@ -141,24 +142,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
 
-    def start() -> None:
+    def start():
         d = store.start()
         if args.sandbox:
             d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports))
         else:
             d.addCallback(lambda _: engine.start())
-        d.addCallback(lambda _: _announce(channels))
-        d.addErrback(_fatal, reactor)
+        return d.addCallback(lambda _: _announce(channels))
 
     def stop():
         d = engine.stop()
         d.addBoth(lambda _: store.close())
         return d
 
-    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return 0
+    return serve(reactor, start, "run")
 
 
 def with_sandbox_secrets(
@@ -310,9 +308,3 @@ def _announce(channels) -> None:
         if channel.enabled:
             log.warning("channel %s listening on %s", channel.name, channel.source.listen)
     print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)
-
-
-def _fatal(failure, reactor) -> None:
-    print(f"courier run: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
-    log.error("start-up failed", exc_info=failure.value)
-    reactor.stop()

@@ -7,7 +7,6 @@ They accept the same random credentials as ``courier run --sandbox``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -55,16 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    from engine.errors import ConfigError
+    from engine.commands.exits import serve
     from engine.sandbox import start_sandboxes
     from engine.sandbox.certs import make_certificates
     from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
 
-    try:
-        credentials = load_or_create(CREDENTIALS_FILE)
-    except ConfigError as error:
-        print(f"courier sandbox: {error}", file=sys.stderr)
-        return 2
+    credentials = load_or_create(CREDENTIALS_FILE)  # a ConfigError ends the command in one line
     tls = make_certificates(args.https).server_tls() if args.https else None
 
     def started(sandboxes) -> None:
@@ -73,16 +68,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"credentials: {CREDENTIALS_FILE.resolve()} (secrets for the channels' variables)", flush=True)
         print("control API: <base>/_sandbox/state, /_sandbox/faults, /_sandbox/reset", flush=True)
 
-    def failed(failure) -> None:
-        print(f"courier sandbox: {failure.getErrorMessage()}", file=sys.stderr)
-        reactor.stop()
-
-    reactor.callWhenRunning(
+    return serve(
+        reactor,
         lambda: start_sandboxes(
             reactor, host=args.host, ports=args.ports, tls=tls, credentials=credentials
-        ).addCallbacks(
-            started, failed
-        )
+        ).addCallback(started),
+        "sandbox",
     )
-    reactor.run()
-    return 0

@@ -2,7 +2,8 @@
 
 Unlike python-hl7's ``mllp_send`` (one ``recv(4096)``, issue #44) this reads the whole ACK
 frame, checks that MSA-2 is the control id of the message it answers, and exits non-zero
-when any message was not accepted.
+when any message was not accepted or any file could not be read as HL7 (one line each on
+stderr; the other files are still sent).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.replay import Replay, read_messages
 
-    messages = read_messages(args.inputs, stdin=sys.stdin.buffer)
+    inputs = read_messages(args.inputs, stdin=sys.stdin.buffer)
+    for problem in inputs.problems:
+        print(f"courier send: {problem}", file=sys.stderr)
+    messages = inputs.messages
     if not messages:
         print("courier send: no HL7 messages found", file=sys.stderr)
         return 2
@@ -36,12 +40,21 @@ def run(args: argparse.Namespace) -> int:
     def main(reactor):
         replay = Replay(reactor, args.to, connections=args.connections, rate=args.rate, timeout=args.timeout)
         d = replay.run(messages, on_result=_progress_printer(len(messages)) if progress else None)
-        d.addCallback(_report, args.quiet)
+        d.addCallback(_report, args.quiet, len(inputs.problems))
+        d.addErrback(_closed_stdout)
         d.addCallback(_exit)
         return d
 
     task.react(main)
     return 0
+
+
+def _closed_stdout(failure):
+    """Nobody reads the report any more (``| head``): end quietly, not with a traceback."""
+    from engine.commands.exits import stdout_closed
+
+    failure.trap(BrokenPipeError)
+    return stdout_closed()
 
 
 def _exit(code: int) -> None:
@@ -63,9 +76,10 @@ def _progress_printer(total: int):
     return show
 
 
-def _report(summary, quiet: bool) -> int:
+def _report(summary, quiet: bool, unread_files: int) -> int:
     if not quiet:
         for result in summary.failures:
             print(f"NOT ACCEPTED {result.describe()}")
-    print(summary.describe())
-    return 0 if not summary.failures else 1
+    skipped = f"; {unread_files} file(s) not sent (see above)" if unread_files else ""
+    print(summary.describe() + skipped, flush=True)  # a closed pipe shows here, not at exit
+    return 0 if not summary.failures and not unread_files else 1

@@ -47,9 +47,18 @@ def map_file_json(
 ) -> str:
     """JSON text: one outcome for a single message, a list of outcomes for a batch file."""
     data = FilePath(message_file).read_bytes()
-    outcomes = [outcome(mapping, m, context or {}) for m in accepted_messages(mapping, data)]
+    return payload_json(mapping, accepted_messages(mapping, data), context or {})[0]
+
+
+def payload_json(
+    mapping: Mapping, messages: list[Message], context: abc.Mapping[str, str]
+) -> tuple[str, bool]:
+    """JSON text of each message's outcome (one object for one message, else a list), and
+    whether the mapping refuses any of them."""
+    outcomes = [outcome(mapping, m, context) for m in messages]
     result: Any = outcomes[0] if len(outcomes) == 1 else outcomes
-    return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    refused = any("mapping_failure" in o for o in outcomes)
+    return json.dumps(result, indent=2, ensure_ascii=False) + "\n", refused
 
 
 def explain_file(
@@ -57,12 +66,21 @@ def explain_file(
 ) -> str:
     """A readable table per accepted message: key, HL7 source, raw value → final value."""
     data = FilePath(message_file).read_bytes()
+    return explain(mapping, accepted_messages(mapping, data), context or {})[0]
+
+
+def explain(mapping: Mapping, messages: list[Message], context: abc.Mapping[str, str]) -> tuple[str, bool]:
+    """The tables of :func:`explain_file`, and whether the mapping refuses any message."""
     blocks = []
-    for message in accepted_messages(mapping, data):
-        traces = mapping.explain(message, context=context or {})
+    refused = False
+    for message in messages:
+        traces = mapping.explain(message, context=context)
+        refused = refused or any(t.problem for t in traces)
         header = f"# {message.message_type}^{message.trigger_event} {message.control_id}"
         blocks.append("\n".join([header, *(_trace_line(t) for t in traces)]))
-    return "\n\n".join(blocks) + "\n" if blocks else "# no message in the file matches the mapping's input\n"
+    if not blocks:
+        return "# no message in the file matches the mapping's input\n", False
+    return "\n\n".join(blocks) + "\n", refused
 
 
 def _trace_line(trace: FieldTrace) -> str:

@@ -27,6 +27,10 @@ class ReplyTimeout(Exception):
     """No reply frame arrived in time; the connection was closed."""
 
 
+class ConnectionLost(ConnectionError):
+    """The connection closed (or was never open) before the reply came."""
+
+
 class CommitRejected(Exception):
     """The peer answered with an MLLP release 2 negative commit byte (0x15)."""
 
@@ -44,10 +48,15 @@ class MLLPClientProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         self._connected = True
 
+    @property
+    def is_open(self) -> bool:
+        """False once the peer (or we) closed the connection."""
+        return self._connected
+
     def send(self, payload: bytes, timeout: float | None = 30.0) -> defer.Deferred[bytes]:
         """Write ``payload`` framed; fire with the payload of its reply frame."""
         if not self._connected:
-            return defer.fail(ConnectionError("not connected"))
+            return defer.fail(ConnectionLost("not connected"))
         d: defer.Deferred[bytes] = defer.Deferred()
         call = None if timeout is None else self.clock.callLater(timeout, self._timed_out)
         self._waiting.append((d, call))
@@ -98,7 +107,7 @@ class MLLPClientProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._connected = False
-        self._fail_all(ConnectionError(f"connection lost: {reason.getErrorMessage()}"))
+        self._fail_all(ConnectionLost(f"connection lost: {reason.getErrorMessage()}"))
         self.closed.callback(None)
 
 

@@ -12,9 +12,10 @@ import hashlib
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,22 @@ _KV_PUT = """
         updated_at = excluded.updated_at"""
 
 
+def _create_private(path: Path) -> None:
+    """A new store file is made 0600 before SQLite opens it (SQLite gives its -wal and -shm
+    files the same mode): the clear columns say who sent what, when."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _warn_if_shared(path: Path) -> None:
+    """An older store with a wider mode is left alone, with a warning: tightening it behind the
+    operator's back could break a backup job that reads it."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("store %s has mode %04o; run: chmod 600 %s", path, stat.S_IMODE(mode), path)
+
+
 class Database:
     """One SQLite connection plus the cipher for its PHI columns."""
 
@@ -236,7 +253,7 @@ class Database:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         path = Path(path)
         if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
@@ -248,7 +265,23 @@ class Database:
         except BaseException:
             conn.close()
             raise
+        if not readonly:
+            _warn_if_shared(path)
         return db
+
+    def check_pages(self) -> None:
+        """Refuse a damaged file at start, not at the first message that lands on a bad page.
+
+        ``PRAGMA quick_check`` reads every page once (about 0.1 s per 100 MB cached, 2.4 s from
+        a cold disk); what it finds (page numbers, never data) is in the error.
+        """
+        try:
+            rows = self.connection.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the store file is damaged ({exc}); restore it from a backup") from None
+        found = [line for (text,) in rows for line in str(text).splitlines() if not line.startswith("***")]
+        if found != ["ok"]:
+            raise StoreError(f"the store file is damaged (quick_check: {found[0]}); restore it from a backup")
 
     def _configure(self, durability: Durability, readonly: bool) -> None:
         conn = self.connection

@@ -78,8 +78,9 @@ class SQLiteStore:
         return self._writer.commits
 
     def start(self) -> Deferred[None]:
-        """Open (creating and migrating) the file, then the read connection."""
+        """Open (creating and migrating) the file, check its pages, then the read connection."""
         d = self._writer.start()
+        d.addCallback(lambda _: self._write(Database.check_pages))
         d.addCallback(lambda _: self._write(attrgetter("hash_key")))
         d.addCallback(self._keep_hash_key)
         return d.addCallback(lambda _: self._reader.start())
