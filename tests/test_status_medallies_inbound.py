@@ -14,10 +14,10 @@ from twisted.internet.defer import Deferred
 from engine.delivery.tracker import StatusTracker
 from engine.message import Message
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
-from engine.status import webhooks
+from engine.status import webhook_server
 from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
 from engine.status.reporter import StatusReporter
-from engine.status.webhooks import BasicAuth
+from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.waiting import wait_for
@@ -92,13 +92,13 @@ def served(store, reactor):
     on_reactor(reporter.start)
     tracker = RecordingTracker()
     port = on_reactor(
-        webhooks.listen,
+        webhook_server.listen,
         reactor,
         "tcp:0:interface=127.0.0.1",
-        {
-            "medallies/inbound": InboundResource(channel.name, reporter, reactor, AUTH),
-            "medallies/dsn": DSNResource(tracker, AUTH),
-        },
+        [
+            Route("medallies/inbound", InboundResource(channel.name, reporter, reactor), AUTH),
+            Route("medallies/dsn", DSNResource(tracker), AUTH),
+        ],
     )
     url = f"http://127.0.0.1:{port.getHost().port}/medallies"
     yield url, hospital, gated, channel, tracker
@@ -244,10 +244,10 @@ def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(sto
     on_reactor(reporter.start)
     tracker = StatusTracker(store, reactor, listener=reporter, destinations=[destination])
     port = on_reactor(
-        webhooks.listen,
+        webhook_server.listen,
         reactor,
         "tcp:0:interface=127.0.0.1",
-        {"dsn": DSNResource(tracker, AUTH, destination)},
+        [Route("dsn", DSNResource(tracker, destination), AUTH)],
     )
     try:
         receive(store, channel, ORU, destinations=(destination,))

@@ -32,7 +32,7 @@ from tests.test_delivery_queue import wait_for
 from tests.test_wiring_requeue import REPO
 
 QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact: the example mapping sets no from
-PATH_TOKEN = "reply-path-token"
+PATH_TOKEN = "Hx4mQ9vTz2Lp7Rw3Kc8Bn5"  # 22 random URL-safe characters (128 bits)
 
 
 def sample(name: str) -> bytes:

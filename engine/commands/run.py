@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import inlineCallbacks
 
 from engine.commands.store_options import add_store_arguments
+from engine.status import webhook_limits
 
 if TYPE_CHECKING:
     from engine.channel.config import Channel, Destination
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
+    webhook_limits.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             hold_deliveries=args.hold_deliveries,
             webhook_endpoint=args.webhooks,
             webhook_tls=webhook_tls,
+            webhook_limits=webhook_limits.from_arguments(args),
             prune_after_s=None if args.prune_after_days is None else args.prune_after_days * 86400,
         )
     except ConfigError as error:
