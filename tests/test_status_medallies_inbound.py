@@ -134,6 +134,11 @@ def test_inbound_message_with_two_attachments_reaches_the_hospital_as_mdm_t02(se
     assert [obx.value(5, component=4) for obx in attachments] == ["Base64", "Base64"]
     assert [base64.b64decode(obx.value(5, component=5)) for obx in attachments] == [XML, PDF]
     assert message.get("ZIN-4") == "referrer@medalliestestdomain.com"
+    assert (message.get("MSH-3"), message.get("MSH-4"), message.get("ZIN-7")) == (
+        "COURIER",
+        "medallies",
+        "medallies/inbound",
+    )
     assert hospital.nothing_more()
 
 
@@ -164,6 +169,7 @@ def test_wrong_or_missing_basic_auth_gets_401(served, auth):
         assert answer.headers["WWW-Authenticate"].startswith("Basic")
     assert hospital.nothing_more(wait=0.3)
     assert tracker.updates == []
+    assert on_reactor(gated.outbox_next, channel.name, time.time() + 60) is None  # nothing stored
 
 
 def test_not_json_gets_400(served):
