@@ -12,15 +12,18 @@ from __future__ import annotations
 import base64
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from twisted.web.resource import Resource
 
+from engine.sandbox.certs import make_certificates
 from engine.status import webhook_server
 from engine.status.webhook_limits import ServerLimits
 from engine.status.webhooks import BasicAuth, Route, networks
+from engine.tls import TLSSettings
 from tests.conftest import on_reactor
 
 USER, SECRET = "vendor", "Vq8Lw2Xr5Tn9Kz3Pb7Md4C"
@@ -51,13 +54,13 @@ def serve(reactor) -> Iterator[Callable[..., tuple[int, Recording]]]:
     ``token-hook`` on a fresh server; returns its port and the recording webhook."""
     ports = []
 
-    def start(limits: ServerLimits = FAST, **route) -> tuple[int, Recording]:
+    def start(limits: ServerLimits = FAST, tls: TLSSettings | None = None, **route) -> tuple[int, Recording]:
         recording = Recording()
         routes = [
             Route("hook", recording, BasicAuth(USER, SECRET), max_body_bytes=MAX_BODY, **route),
             Route("a/token-hook", recording, token=TOKEN, max_body_bytes=MAX_BODY),
         ]
-        port = on_reactor(webhook_server.listen, reactor, "tcp:0:interface=127.0.0.1", routes, None, limits)
+        port = on_reactor(webhook_server.listen, reactor, "tcp:0:interface=127.0.0.1", routes, tls, limits)
         ports.append(port)
         return port.getHost().port, recording
 
@@ -78,7 +81,7 @@ def read_answer(sock: socket.socket) -> bytes:
     try:
         while chunk := sock.recv(65536):
             answer += chunk
-    except (ConnectionResetError, TimeoutError):
+    except (ConnectionResetError, TimeoutError, ssl.SSLError):
         pass
     return answer
 
@@ -107,12 +110,15 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
-def stream_until_answered(port: int, head: bytes, chunk: bytes, total: int) -> tuple[bytes, int, float]:
+def stream_until_answered(
+    port: int, head: bytes, chunk: bytes, total: int, tls: ssl.SSLContext | None = None
+) -> tuple[bytes, int, float]:
     """Send ``head``, then ``chunk`` after ``chunk`` up to ``total`` bytes, stopping as soon as
     the server answers or hangs up. Returns (answer, body bytes sent, seconds taken)."""
     started = time.monotonic()
     sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    plain = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with tls.wrap_socket(plain, server_hostname="localhost") if tls else plain as sock:
         sock.sendall(head)
         sock.setblocking(False)
         try:
@@ -121,7 +127,7 @@ def stream_until_answered(port: int, head: bytes, chunk: bytes, total: int) -> t
                 if readable or not writable:
                     break
                 sent += sock.send(chunk)
-        except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+        except (BrokenPipeError, ConnectionResetError, BlockingIOError, ssl.SSLError):
             pass
         sock.setblocking(True)
         sock.settimeout(5)
@@ -267,3 +273,18 @@ def test_a_keep_alive_connection_serves_requests_one_after_another(serve):
         time.sleep(FAST.header_timeout_s + 0.5)  # idle between requests: the header deadline
         assert status(read_answer(sock)) == 408
     assert recording.bodies == [b"0", b"1", b"2"]
+
+
+def test_over_tls_a_huge_unauthenticated_body_is_refused_just_as_fast(serve, tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    port, recording = serve(tls=TLSSettings(certs.server_cert, certs.server_key))
+    client = ssl.create_default_context(cafile=str(certs.ca_cert))
+    unauthenticated = head("hook", f"Content-Length: {HUGE}", auth=False)
+    answer, sent, seconds = stream_until_answered(port, unauthenticated, b"x" * 65536, HUGE, client)
+    assert status(answer) == 401
+    assert sent < 32 * 1024 * 1024 and seconds < 5
+    answer, _, _ = stream_until_answered(
+        port, b"HEAD /hook HTTP/1.1\r\nHost: courier\r\n\r\n", b"", 0, client
+    )
+    assert status(answer) == 405
+    assert recording.bodies == []

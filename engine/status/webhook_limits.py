@@ -7,6 +7,7 @@ Per-route bounds (body size, source networks) are destination settings instead.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 
@@ -36,11 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--webhook-" + f.name.removesuffix("_s").replace("_", "-"),
             dest=f"webhook_{f.name}",
-            type=type(f.default),
+            type=_positive(type(f.default)),
             default=f.default,
             metavar="N",
             help=f"{_HELP[f.name]} (default: {f.default:g})",
         )
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
 
 
 def from_arguments(args: argparse.Namespace) -> ServerLimits:

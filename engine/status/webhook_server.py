@@ -94,6 +94,7 @@ class _WebhookChannel(HTTPChannel):
     site: WebhookSite
     refused = False
     _deadline: IDelayedCall | None = None
+    _abort: IDelayedCall | None = None
     _counted = False
 
     def connectionMade(self) -> None:
@@ -114,6 +115,8 @@ class _WebhookChannel(HTTPChannel):
 
     def connectionLost(self, reason: object) -> None:
         self._cancel_deadline()
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
         if self._counted:
             self.site.connections -= 1
             self._counted = False
@@ -190,11 +193,7 @@ class _WebhookChannel(HTTPChannel):
         ]
         self.transport.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
         self.loseConnection()
-        self.callLater(_CLOSE_GRACE_S, self._abort_if_open)
-
-    def _abort_if_open(self) -> None:
-        if self.transport is not None and self.transport.connected:
-            self.transport.abortConnection()
+        self._abort = self.callLater(_CLOSE_GRACE_S, self.transport.abortConnection)
 
     def _too_slow(self) -> None:
         self._deadline = None
