@@ -214,6 +214,8 @@ def test_too_many_or_too_large_headers_are_refused(serve):
     assert status(exchange(port, post("hook", b"{}", *many))) == 400
     large = [f"X-Large-{n}: {'y' * 6000}" for n in range(3)]  # 18 KB > 16 KiB
     assert status(exchange(port, post("hook", b"{}", *large))) == 400
+    endless = head("hook", auth=False)[:-4] + b"\r\nX-Endless: " + b"z" * (FAST.max_header_bytes + 1)
+    assert status(exchange(port, endless)) == 400  # one line, never finished
     assert recording.bodies == []
 
 
@@ -288,3 +290,13 @@ def test_over_tls_a_huge_unauthenticated_body_is_refused_just_as_fast(serve, tmp
     )
     assert status(answer) == 405
     assert recording.bodies == []
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    port, recording = serve()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(post("hook", b"first") + post("hook", b"second"))
+        answers = b""
+        while answers.count(b"HTTP/1.1 200") < 2:
+            answers += sock.recv(65536)
+    assert recording.bodies == [b"first", b"second"]

@@ -150,9 +150,18 @@ class _WebhookChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:
-        super().requestDone(request)
-        if self.persistent and not self.refused and self.transport is not None:
+        # Before the base class replays a pipelined request, which may set its own deadline.
+        if self.persistent and not self.refused:
             self._start_deadline(self.site.limits.header_timeout_s)
+        super().requestDone(request)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's answer to a malformed request line or header, or too many or too large
+        headers: refused like the rest (logged, closed, aborted if the peer holds on)."""
+        self.refuse(_Refusal(HTTPStatus.BAD_REQUEST), "")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.refuse(_Refusal(HTTPStatus.BAD_REQUEST), "")
 
     def _judge(self, route: Route | None, headers: Headers) -> _Refusal | None:
         if route is None:
