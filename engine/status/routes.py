@@ -5,6 +5,9 @@
 * ``medallies/<channel>/<destination>/dsn``: delivery status notifications;
 * ``medallies/<channel>/<destination>/inbound``: inbound Direct messages, filed as MDM^T02
   in the channel's ``[status_reports]`` outbox.
+
+Each route carries its credentials (Basic auth, a path token, or both; never neither), its
+body limit and its ``webhook_allow_from`` networks, for the server to check before reading.
 """
 
 from __future__ import annotations
