@@ -216,6 +216,8 @@ def test_too_many_or_too_large_headers_are_refused(serve):
     assert status(exchange(port, post("hook", b"{}", *large))) == 400
     endless = head("hook", auth=False)[:-4] + b"\r\nX-Endless: " + b"z" * (FAST.max_header_bytes + 1)
     assert status(exchange(port, endless)) == 400  # one line, never finished
+    smuggled = post("hook", b"0\r\n\r\n", "Transfer-Encoding: chunked", "X-After: 1")
+    assert status(exchange(port, smuggled)) == 400  # two lengths: refused, the rest not read
     assert recording.bodies == []
 
 

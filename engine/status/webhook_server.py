@@ -131,6 +131,8 @@ class _WebhookChannel(HTTPChannel):
             super().rawDataReceived(data)
 
     def allHeadersReceived(self) -> None:
+        if self.refused:  # Twisted refused a header, then read on to the end of the buffer
+            return
         self._cancel_deadline()
         request = self.requests[-1]
         route = self.site.route_for(self._path)
