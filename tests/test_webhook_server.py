@@ -302,3 +302,18 @@ def test_pipelined_requests_are_answered_in_order(serve):
         while answers.count(b"HTTP/1.1 200") < 2:
             answers += sock.recv(65536)
     assert recording.bodies == [b"first", b"second"]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("203.0.113.9", True),
+        ("::ffff:203.0.113.9", True),  # an IPv4 peer on a dual-stack socket
+        ("2001:db8::1%eth0", True),
+        ("198.51.100.1", False),
+        ("2001:db9::1", False),
+        ("not an address", False),
+    ],
+)
+def test_allow_from_reads_ipv4_ipv6_and_mapped_addresses(host, allowed):
+    assert webhook_server.address_in(host, networks(("203.0.113.0/24", "2001:db8::/32"))) is allowed

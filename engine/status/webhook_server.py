@@ -168,7 +168,7 @@ class _WebhookChannel(HTTPChannel):
     def _judge(self, route: Route | None, headers: Headers) -> _Refusal | None:
         if route is None:
             return _Refusal(HTTPStatus.NOT_FOUND)
-        if route.allow_from and not _address_in(self._peer(), route.allow_from):
+        if route.allow_from and not address_in(self._peer(), route.allow_from):
             return _Refusal(HTTPStatus.FORBIDDEN)
         if self._command != b"POST":
             return _Refusal(HTTPStatus.METHOD_NOT_ALLOWED, (("Allow", "POST"),))
@@ -255,7 +255,7 @@ def _host(transport: object) -> str:
     return str(getattr(peer, "host", "?"))
 
 
-def _address_in(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def address_in(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     """Whether ``host`` (an IP address, IPv4-mapped IPv6 read as IPv4) is in one of ``networks``."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
