@@ -34,9 +34,10 @@ from engine.message.ack import AckError
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
-from engine.status import webhooks
+from engine.status import webhook_server
 from engine.status.reporter import StatusReporter
 from engine.status.routes import webhook_routes
+from engine.status.webhook_limits import ServerLimits
 from engine.store import Store
 from engine.store.retention import Pruner
 from engine.tls import TLSSettings, wrap_server_factory
@@ -254,6 +255,7 @@ def build_engine(
     hold_deliveries: bool = False,
     webhook_endpoint: str | None = None,
     webhook_tls: TLSSettings | None = None,
+    webhook_limits: ServerLimits | None = None,
     prune_after_s: float | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
@@ -261,9 +263,9 @@ def build_engine(
     With ``hold_deliveries`` messages are received, stored and ACKed, and their deliveries
     wait QUEUED until the engine runs without it. ``webhook_endpoint`` is the server endpoint (such as
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
-    ``webhook_tls``. With ``prune_after_s`` the store forgets, every hour, what is older and
-    needs nothing more (:mod:`engine.store.retention`). Raises ConfigError when a Qliq reply
-    key cannot be loaded.
+    ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
+    hour, what is older and needs nothing more (:mod:`engine.store.retention`). Raises
+    ConfigError when a Qliq reply key cannot be loaded or a webhook would take anyone's POST.
     """
     enabled = [channel for channel in channels if channel.enabled]
     service = MultiService()
@@ -283,7 +285,7 @@ def build_engine(
         source = build_source(reactor, channel, store, channel_routes, on_queued=deliveries.wake)
         listeners[channel.name] = build_listener(reactor, channel, source)
         listeners[channel.name].setServiceParent(service)
-    resources, pollers = webhook_routes(
+    served_routes, pollers = webhook_routes(
         reactor, enabled, store, reporter, deliveries.tracker, serve=webhook_endpoint is not None
     )
     for poller in pollers:
@@ -293,7 +295,11 @@ def build_engine(
     if webhook_endpoint is not None:
         scheme = "https" if webhook_tls is not None or webhook_endpoint.startswith("ssl:") else "http"
         served = ListenerService(
-            "webhooks", lambda: webhooks.listen(reactor, webhook_endpoint, resources, webhook_tls)
+            "webhooks",
+            lambda: webhook_server.listen(
+                reactor, webhook_endpoint, served_routes, webhook_tls, webhook_limits
+            ),
         )
         served.setServiceParent(service)
+    resources = {route.path: route.resource for route in served_routes}
     return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -39,6 +40,7 @@ sandboxes, hospital, store = e2e.sandboxes, e2e.hospital, e2e.store  # fixtures
 
 QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact, the sender of our messages
 PDF = b"%PDF-1.4\n% a scanned reply\n"
+REPLY_ROUTE = "qliq/ehr-mdm-to-qliq/care-team-qliq/replies"
 
 
 def upload(sandboxes, public_pem: bytes) -> None:
@@ -68,6 +70,7 @@ def engine(reactor, sandboxes, hospital, store, tmp_path, reply_key) -> Iterator
                 **destination.settings,
                 "reply_key_file": tmp_path / "qliq_reply_key.pem",
                 "reply_sender": QLIQ_SENDER,
+                "reply_webhook_token": secrets.token_urlsafe(16),
             }
             channel = replace(channel, destinations=(replace(destination, settings=settings),))
         if channel.name == "ris-oru-to-medallies":  # statuses by DSN webhook only
@@ -119,7 +122,7 @@ def test_a_wrongly_keyed_reply_is_refused_with_a_log_line_and_the_engine_carries
     with caplog.at_level(logging.WARNING):
         entry = on_reactor(sandboxes.qliq.reply, qliq_id, "For someone else's eyes")
     assert entry["status"] == 400, "refused for good: resending the same ciphertext cannot help"
-    assert any("Qliq reply webhook" in r.getMessage() for r in caplog.records)
+    assert any(f"webhook {REPLY_ROUTE}: refused" in r.getMessage() for r in caplog.records)
     assert "someone else" not in caplog.text, "no message text in the log"
 
     upload(sandboxes, reply_key)
@@ -142,7 +145,7 @@ def test_a_tampered_reply_is_refused_with_a_log_line(engine, sandboxes, hospital
             sandboxes.qliq.reply_url, data=body, headers={"Content-Type": content_type}, timeout=5
         )
     assert answer.status_code == 400
-    assert any("Qliq reply webhook" in r.getMessage() for r in caplog.records)
+    assert any(f"webhook {REPLY_ROUTE}: refused" in r.getMessage() for r in caplog.records)
     assert on_reactor(sandboxes.qliq.reply, qliq_id, "Genuine")["status"] == 200
     [document] = wait_for(lambda: documents(hospital), what="the genuine reply")
     assert document.all("OBX")[0].value(5) == "Genuine"

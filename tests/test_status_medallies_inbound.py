@@ -14,10 +14,10 @@ from twisted.internet.defer import Deferred
 from engine.delivery.tracker import StatusTracker
 from engine.message import Message
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
-from engine.status import webhooks
+from engine.status import webhook_server
 from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
 from engine.status.reporter import StatusReporter
-from engine.status.webhooks import BasicAuth
+from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.sandbox import TEST_CREDENTIALS
@@ -93,13 +93,13 @@ def served(store, reactor):
     on_reactor(reporter.start)
     tracker = RecordingTracker()
     port = on_reactor(
-        webhooks.listen,
+        webhook_server.listen,
         reactor,
         "tcp:0:interface=127.0.0.1",
-        {
-            "medallies/inbound": InboundResource(channel.name, reporter, reactor, AUTH),
-            "medallies/dsn": DSNResource(tracker, AUTH),
-        },
+        [
+            Route("medallies/inbound", InboundResource(channel.name, reporter, reactor), AUTH),
+            Route("medallies/dsn", DSNResource(tracker), AUTH),
+        ],
     )
     url = f"http://127.0.0.1:{port.getHost().port}/medallies"
     yield url, hospital, gated, channel, tracker
@@ -135,6 +135,11 @@ def test_inbound_message_with_two_attachments_reaches_the_hospital_as_mdm_t02(se
     assert [obx.value(5, component=4) for obx in attachments] == ["Base64", "Base64"]
     assert [base64.b64decode(obx.value(5, component=5)) for obx in attachments] == [XML, PDF]
     assert message.get("ZIN-4") == "referrer@medalliestestdomain.com"
+    assert (message.get("MSH-3"), message.get("MSH-4"), message.get("ZIN-7")) == (
+        "COURIER",
+        "medallies",
+        "medallies/inbound",
+    )
     assert hospital.nothing_more()
 
 
@@ -167,6 +172,7 @@ def test_wrong_or_missing_basic_auth_gets_401(served, auth):
         assert answer.headers["WWW-Authenticate"].startswith("Basic")
     assert hospital.nothing_more(wait=0.3)
     assert tracker.updates == []
+    assert on_reactor(gated.outbox_next, channel.name, time.time() + 60) is None  # nothing stored
 
 
 def test_not_json_gets_400(served):
@@ -247,10 +253,10 @@ def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(sto
     on_reactor(reporter.start)
     tracker = StatusTracker(store, reactor, listener=reporter, destinations=[destination])
     port = on_reactor(
-        webhooks.listen,
+        webhook_server.listen,
         reactor,
         "tcp:0:interface=127.0.0.1",
-        {"dsn": DSNResource(tracker, AUTH, destination)},
+        [Route("dsn", DSNResource(tracker, destination), AUTH)],
     )
     try:
         receive(store, channel, ORU, destinations=(destination,))

@@ -18,7 +18,8 @@ from engine.delivery.conversations import remember_conversation
 from engine.sandbox.http import Part
 from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
-from engine.status import webhooks
+from engine.status import webhook_server
+from engine.status.documents import Origin
 from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
 from engine.status.qliq_replies import (
     QliqReplyApi,
@@ -29,7 +30,7 @@ from engine.status.qliq_replies import (
     ReplyWebhook,
 )
 from engine.status.reporter import StatusReporter
-from engine.status.webhooks import BasicAuth
+from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.sandbox import TEST_CREDENTIALS
@@ -43,7 +44,8 @@ MDM = (
 )
 US = "courier@sandbox.qliq"
 PDF = b"%PDF-1.4 signed consent"
-TOKEN = "s3cret-path-token"
+TOKEN = "q7Vd2Lx9Rk4Tz8Mw3Pb6Nf"  # 22 URL-safe characters: the shortest token the routes take
+BY_TEST = Origin("qliq/test/replies", "test")
 
 
 @pytest.fixture
@@ -80,16 +82,16 @@ def courier(tmp_path, store, sandbox, reactor):
         sender=US,
         timeout_s=5,
     )
-    inbox = ReplyInbox(store, reporter, reactor, QliqReplyApi(session, settings))
+    inbox = ReplyInbox(store, reporter, reactor, QliqReplyApi(session, settings), "qliq/test")
     private_key = load_private_key(key_file)
     port = on_reactor(
-        webhooks.listen,
+        webhook_server.listen,
         reactor,
         "tcp:0:interface=127.0.0.1",
-        {
-            f"qliq/{TOKEN}/reply": ReplyWebhook(inbox, private_key),
-            "qliq/basic/reply": ReplyWebhook(inbox, private_key, BasicAuth("qliq", "hook-secret")),
-        },
+        [
+            Route("qliq/reply", ReplyWebhook(inbox, private_key), token=TOKEN),
+            Route("qliq/basic/reply", ReplyWebhook(inbox, private_key), BasicAuth("qliq", "hook-secret")),
+        ],
     )
     base = f"http://127.0.0.1:{port.getHost().port}/qliq"
     sandbox.reply_url = f"{base}/{TOKEN}/reply"
@@ -165,7 +167,7 @@ def test_a_repeated_post_is_filed_once(courier, store, sandbox):
     reply_id = on_reactor(sandbox.reply, sent["message_id"], "ok")["message_id"]
     courier["hospital"].next()
     record = sandbox.replies[reply_id]
-    assert on_reactor(courier["inbox"].file, _reply_like(record)) is False
+    assert on_reactor(courier["inbox"].file, _reply_like(record), BY_TEST) is False
     assert courier["hospital"].nothing_more()
 
 
@@ -177,7 +179,7 @@ def test_the_webhook_and_the_poller_bringing_one_reply_at_once_file_it_once(cour
     inbox = courier["inbox"]
 
     def both():
-        return gatherResults([inbox.file(reply), inbox.file(reply)])
+        return gatherResults([inbox.file(reply, BY_TEST), inbox.file(reply, BY_TEST)])
 
     assert sorted(on_reactor(both)) == [False, True]
     courier["hospital"].next()

@@ -10,6 +10,7 @@ Direct message and a Qliq reply reach the hospital as MDM^T02.
 
 from __future__ import annotations
 
+import json
 import queue
 from dataclasses import replace
 
@@ -22,8 +23,9 @@ from engine.message.batch import split_file
 from engine.sandbox import start_sandboxes
 from engine.sandbox.certs import make_certificates
 from engine.sandbox.credentials import load_or_create
+from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.service import build_engine
-from engine.status.qliq_keys import generate_key_pair, upload_public_key
+from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
 from engine.store.base import DELIVERED, SENT
 from engine.tls import TLSSettings
 from tests.conftest import on_reactor
@@ -35,7 +37,7 @@ from tests.test_delivery_queue import wait_for
 from tests.test_wiring_requeue import REPO
 
 QLIQ_SENDER = "poc@sandbox.qliq"  # the sandbox's point of contact: the example mapping sets no from
-PATH_TOKEN = "reply-path-token"
+PATH_TOKEN = "Hx4mQ9vTz2Lp7Rw3Kc8Bn5"  # 22 random URL-safe characters (128 bits)
 
 
 def sample(name: str) -> bytes:
@@ -184,24 +186,53 @@ def test_a_medallies_dsn_moves_the_delivery_to_delivered(engine, sandboxes):
     assert not any("/dirmsg/status" in r.path for r in sandboxes.medallies.state.requests)
 
 
-def test_an_inbound_direct_message_reaches_the_hospital(engine, sandboxes, hospital):
-    entry = on_reactor(sandboxes.medallies.send_inbound, {"messageBody": "Please see the patient"})
-    assert entry["status"] == 200
-    document = next_document(hospital)
+def from_outside(document, vendor: str, route: str, caplog) -> bool:
+    """The document names Courier and the vendor (MSH-3, MSH-4) and its route (ZIN-7), and its
+    arrival was logged with the route and the caller's address, without its text."""
+    logged = [r.getMessage() for r in caplog.records if r.name == "engine.status.documents"]
+    return (
+        (document.get("MSH-3"), document.get("MSH-4"), document.get("ZIN-7")) == ("COURIER", vendor, route)
+        and any(f"via {route} from 127.0.0.1: queued for the hospital" in line for line in logged)
+        and not any(document.get("OBX-5") in line for line in logged)
+    )
+
+
+def test_an_inbound_direct_message_reaches_the_hospital(engine, sandboxes, hospital, caplog):
+    with caplog.at_level("INFO", logger="engine.status.documents"):
+        entry = on_reactor(sandboxes.medallies.send_inbound, {"messageBody": "Please see the patient"})
+        assert entry["status"] == 200
+        document = next_document(hospital)
     assert document.get("TXA-12") == entry["messageId"]
     assert "Please see the patient" in document.get("OBX-5")
+    assert from_outside(
+        document, "medallies", "medallies/ris-oru-to-medallies/referrers-direct/inbound", caplog
+    )
 
 
-def test_a_qliq_reply_answers_the_original_message(engine, sandboxes, hospital):
+def test_a_qliq_reply_answers_the_original_message(engine, sandboxes, hospital, caplog):
     raw = sample("mdm_t02_discharge_summary.hl7")
     send(engine, "ehr-mdm-to-qliq", raw)
     wait_for(lambda: delivery_in(engine, "care-team-qliq", SENT), 10, "SENT to Qliq")
     (qliq_message_id,) = sandboxes.qliq.state.messages
-    entry = on_reactor(sandboxes.qliq.reply, qliq_message_id, "Seen, thanks")
-    assert entry["status"] == 200
-    document = next_document(hospital)
+    with caplog.at_level("INFO", logger="engine.status.documents"):
+        entry = on_reactor(sandboxes.qliq.reply, qliq_message_id, "Seen, thanks")
+        assert entry["status"] == 200
+        document = next_document(hospital)
     assert document.get("TXA-13") == "EPR-T02-0002"  # the discharge summary's control id
     assert document.get("PID-3.1") == "E4445556"
+    assert from_outside(document, "qliq", "qliq/ehr-mdm-to-qliq/care-team-qliq/replies", caplog)
+    assert PATH_TOKEN not in caplog.text
+
+
+def test_a_reply_forged_with_the_public_key_does_not_get_past_the_path_token(engine, hospital, tmp_path):
+    public = load_private_key(tmp_path / "qliq_reply_key.pem").public_key()  # published: anyone has it
+    forged = {"conversationUuid": "c1", "messageId": "m1", "text": "Discharge cancelled"}
+    ciphertext = rsa_encrypt_chunked(public, json.dumps({"Message": {"Data": forged}}).encode())
+    base = f"http://127.0.0.1:{engine.webhook_port()}/qliq/ehr-mdm-to-qliq/care-team-qliq"
+    for url in (f"{base}/replies", f"{base}/{PATH_TOKEN[:-2]}xx/replies"):
+        answer = requests.post(url, data={"message_id": "m1"}, files={"message": ciphertext}, timeout=5)
+        assert answer.status_code == 404
+    assert hospital.nothing_more(wait=0.5)
 
 
 def test_a_reply_the_webhook_missed_is_fetched_by_the_poller(engine, sandboxes, hospital):
@@ -214,6 +245,7 @@ def test_a_reply_the_webhook_missed_is_fetched_by_the_poller(engine, sandboxes, 
     document = next_document(hospital, timeout=15.0)  # the poller asks every second
     assert document.get("TXA-13") == "EPR-T02-0002"
     assert "while you were down" in document.get("OBX-5")
+    assert document.get("ZIN-7") == "qliq/ehr-mdm-to-qliq/care-team-qliq/get_replies"
 
 
 def test_webhooks_refuse_callers_without_the_secret(engine):

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.channel.conditions import Condition, condition_problem, parse_condition
 from engine.channel.endpoints import client_endpoint_problem, server_endpoint_problem
-from engine.channel.registry import DESTINATION_TYPES, settings_specs
+from engine.channel.registry import DESTINATION_TYPES, settings_problems, settings_specs
 from engine.spec import (
     Problem,
     Spec,
@@ -539,6 +539,11 @@ def _cross_checks(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[Pr
                 )
             )
         seen.add(destination.name)
+        written = (data["destinations"][i] or {}).get("settings") or {}
+        problems += [
+            Problem(f"destinations[{i}].settings.{p.key}", p.message)
+            for p in settings_problems(destination.type, destination.settings, written)
+        ]
         if destination.retry.initial_delay_s > destination.retry.max_delay_s:
             problems.append(Problem(f"destinations[{i}].retry.initial_delay_s", "is longer than max_delay_s"))
     return problems

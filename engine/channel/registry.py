@@ -8,9 +8,10 @@ channel file does not load every vendor module. For a type it does not know thes
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
-from engine.spec import Spec
+from engine.spec import Problem, Spec
 
 DESTINATION_TYPES = ("conneqt", "kpn", "medallies", "qliq")
 
@@ -38,3 +39,13 @@ def settings_specs() -> dict[str, Spec]:
     """Every known settings spec by destination type (the discriminator's variants)."""
     found = {t: settings_spec_for(t) for t in DESTINATION_TYPES}
     return {t: spec for t, spec in found.items() if spec is not None}
+
+
+def settings_problems(type_: str, settings: Mapping[str, Any], given: Mapping[str, Any]) -> list[Problem]:
+    """Rules across one destination's settings (``Destination.settings_problems``); ``given``
+    is the table as written, to tell a ``*_file`` secret that was not read from an absent one."""
+    cls = _registry().get(type_)
+    if cls is None:
+        return []
+    named = set(given) | {key.removesuffix("_file") for key in given}
+    return cls.settings_problems(settings, named)

@@ -26,6 +26,7 @@ from twisted.internet.defer import inlineCallbacks
 from engine.commands.exits import serve
 from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
+from engine.status import webhook_limits
 
 if TYPE_CHECKING:
     from engine.channel.config import Channel, Destination
@@ -85,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
+    webhook_limits.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             hold_deliveries=args.hold_deliveries,
             webhook_endpoint=args.webhooks,
             webhook_tls=webhook_tls,
+            webhook_limits=webhook_limits.from_arguments(args),
             prune_after_s=None if args.prune_after_days is None else args.prune_after_days * 86400,
         )
     except ConfigError as error:

@@ -13,7 +13,7 @@ import abc
 import enum
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import requests
 
 from engine.errors import CourierError
+from engine.spec import Problem as SettingsProblem
 from engine.spec import Spec
 
 #: Namespace for the deterministic vendor message ids (uuid5 of the idempotency key), so a
@@ -164,6 +165,13 @@ class Destination(abc.ABC):
         self.session = session
         self.token_provider = token_provider
         self.clock = clock  # epoch seconds; validate() compares expiry times with it
+
+    @classmethod
+    def settings_problems(cls, settings: Mapping[str, Any], given: Collection[str]) -> list[SettingsProblem]:
+        """Rules across keys of ``settings`` that no single key's spec can state (``courier
+        check`` and the engine's start both ask). ``given`` names the keys the channel file set
+        (a ``*_file`` secret counts, even when ``--skip-env`` left it unread)."""
+        return []
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

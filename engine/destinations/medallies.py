@@ -36,10 +36,15 @@ from engine.destinations.base import (
 )
 from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.payload import DATA_TYPE, TABLE_VALUE, as_bool, check_payload, is_blank
+from engine.destinations.webhook_settings import webhook_fields
 from engine.spec import Spec, boolean, objects, string
 
 SEND_PATH = "/dirmsg/send_ccda"
 STATUS_PATH = "/dirmsg/status"
+INBOUND_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""The document sets no size for inbound Direct messages; 8 MiB of JSON holds about 6 MB of
+Base64 attachments, the scanned letters and C-CDA documents Direct carries."""
+DSN_MAX_BODY_BYTES = 64 * 1024  # five short JSON fields
 #: HL7 table 0001 (administrative sex), which patientGender follows like the other
 #: patient fields ("the logic of the HL7 V2.5 identifier").
 GENDERS = ("F", "M", "O", "U", "A", "N")
@@ -137,6 +142,7 @@ class MedAlliesDestination(HttpDestination):
             "it serves the DSN and inbound Direct message webhooks.",
             secret=True,
         ),
+        *webhook_fields(INBOUND_MAX_BODY_BYTES, "the inbound Direct message webhook"),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "MedAllies credentials rejected: check username and password"

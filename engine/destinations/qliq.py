@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,11 +41,17 @@ from engine.destinations.payload import (
     check_payload,
     is_blank,
 )
+from engine.destinations.webhook_settings import path_token_problem, webhook_fields
+from engine.spec import Problem as SettingsProblem
 from engine.spec import Spec, boolean, integer, number, objects, path, string
 
 SEND_PATH = "/secure_messages/send"
 STATUS_PATH = "/secure_messages/message_status"
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
+REPLY_MAX_BODY_BYTES = 256 * 1024
+"""A reply is small (text, attachment metadata, an optional thumbnail), RSA-encrypted in 256-byte
+blocks and Base64'd; the attachment itself is downloaded separately."""
+_REPLY_SECRETS = ("reply_webhook_token", "reply_webhook_password")
 ATTACHMENT_TYPES = (
     "application/pdf",
     "application/msword",
@@ -111,9 +117,15 @@ class QliqDestination(HttpDestination):
             "$COURIER_QLIQ_KEY_PASSPHRASE.",
         ),
         string("reply_sender", "Our Qliq member (e-mail) whose key encrypts the replies.", default=""),
-        string("reply_webhook_token", "Secret path segment of the reply webhook URL.", secret=True),
+        string(
+            "reply_webhook_token",
+            "Secret path segment of the reply webhook URL: at least 22 random URL-safe characters "
+            "(128 bits). The webhook needs it or `reply_webhook_password`.",
+            secret=True,
+        ),
         string("reply_webhook_user", "Basic auth user of the reply webhook.", default="qliq"),
         string("reply_webhook_password", "Basic auth password of the reply webhook.", secret=True),
+        *webhook_fields(REPLY_MAX_BODY_BYTES, "the reply webhook"),
         number(
             "poll_replies_s",
             "Also fetch replies with get_replies every so many seconds "
@@ -123,6 +135,26 @@ class QliqDestination(HttpDestination):
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = "Qliq api_key rejected: generate a new key in the Admin Portal"
+
+    @classmethod
+    def settings_problems(cls, settings: Mapping[str, Any], given: Collection[str]) -> list[SettingsProblem]:
+        """The reply webhook needs a secret of ours: Qliq encrypts a reply with our *public* key,
+        which anyone can do, and documents no authentication for the POST."""
+        if "reply_key_file" not in given:
+            return []
+        token = settings.get("reply_webhook_token")
+        problems = []
+        if isinstance(token, str) and token and (problem := path_token_problem(token)):
+            problems.append(SettingsProblem("reply_webhook_token", problem))
+        if not any(key in given and settings.get(key) != "" for key in _REPLY_SECRETS):
+            problems.append(
+                SettingsProblem(
+                    "reply_key_file",
+                    "the reply webhook would take anyone's POST: set reply_webhook_token (a random "
+                    "path segment) or reply_webhook_password (Basic auth), or both",
+                )
+            )
+        return problems
 
     def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
         problems = check_payload(PAYLOAD_SPEC, payload)

@@ -12,7 +12,7 @@ vendors::
     TXA|1|<type>|TX|<received>||||||||<vendor message id>|<answered MSH-10>|||||DO||AV
     OBX|1|TX|TEXT^Message text^L||<text, line breaks as \\.br\\>||||||F
     OBX|2|ED|ATTACHMENT^<file name or title>^L|1|^<ED-2>^<ED-3>^Base64^<data>||||||F
-    ZIN|<vendor>|<vendor message id>|<conversation id>|<from>|<answered MSH-10>|<received>
+    ZIN|<vendor>|<vendor message id>|<conversation id>|<from>|<answered MSH-10>|<received>|<route>
 
 - TXA-12 is the vendor's message id; TXA-13 (parent document) is the MSH-10 of the hospital
   message this answers, when there is one (Qliq replies). TXA-17 is DO (documented): the
@@ -24,18 +24,27 @@ vendors::
   its character set is kept (characters it cannot hold become ``?``).
 - ``ZIN`` (Courier inbound) keeps the vendor's references: ZIN-1 vendor, ZIN-2 vendor
   message id, ZIN-3 conversation id (Qliq) or replied-to message id (Direct), ZIN-4 sender
-  (e-mail or Direct address), ZIN-5 the answered MSH-10, ZIN-6 when the vendor received it.
+  (e-mail or Direct address), ZIN-5 the answered MSH-10, ZIN-6 when the vendor received it,
+  ZIN-7 the route it came in by (``medallies/<channel>/<destination>/inbound``,
+  ``qliq/<channel>/<destination>/replies`` or ``.../get_replies`` for a poll; never a token).
+
+MSH-3 ``COURIER`` and MSH-4 the vendor mark every such message as coming from outside the
+hospital, through Courier; each one is logged with its route and source address
+(:func:`log_queued`), never with its content.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from engine.message import Message, Segment, escape
 from engine.message.delimiters import DEFAULT_DELIMITERS, Delimiters
 from engine.status.messages import hl7_time
+
+log = logging.getLogger(__name__)
 
 DOCUMENT_SEGMENT = "ZIN"
 _TYPE_OF_DATA = {"image": "IM", "text": "TEXT"}  # else AP (application data)
@@ -62,12 +71,22 @@ class Patient:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """How a document reached Courier: ``route`` (a webhook's URL path without its secret, or
+    a poll) and ``source`` (the caller's IP address, or the host polled)."""
+
+    route: str
+    source: str
+
+
+@dataclass(frozen=True)
 class InboundDocument:
     """What a clinician outside sent; text, names and files are PHI and stay out of ``repr``."""
 
     vendor: str
     vendor_message_id: str
     received_at: float
+    origin: Origin
     sender: str = field(default="", repr=False)
     text: str = field(default="", repr=False)
     attachments: tuple[Attachment, ...] = ()
@@ -170,10 +189,23 @@ def build_document_message(
             text(document.sender),
             text(document.answers_control_id),
             received,
+            text(document.origin.route),
         )
     )
     charset = answers.charset if answers else "utf-8"
     return "".join(s + "\r" for s in segments).encode(charset, errors="replace")
+
+
+def log_queued(document: InboundDocument, control_id: str) -> None:
+    """The one line every document from outside leaves: vendor id, route, source, our MSH-10."""
+    log.info(
+        "%s message %s via %s from %s: queued for the hospital as %s",
+        document.vendor,
+        document.vendor_message_id,
+        document.origin.route,
+        document.origin.source,
+        control_id,
+    )
 
 
 def _patient_and_visit(document: InboundDocument, answers: Message | None, d: Delimiters) -> list[str]:

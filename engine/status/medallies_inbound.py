@@ -1,7 +1,8 @@
 """MedAllies webhooks: inbound Direct messages (→ MDM^T02 to the hospital) and DSN statuses.
 
 Both are POSTed by MedAllies with Basic auth and the shared secret we gave them (the
-document names it for inbound messages and says nothing for DSNs; the sandbox signs both).
+document names it for inbound messages and says nothing for DSNs; the sandbox signs both);
+the webhook server checks it before it reads a body (:mod:`engine.status.webhook_server`).
 
 - **Inbound**: the JSON becomes an :class:`InboundDocument` (body text, every
   ``emailAttachmentList`` item as an OBX ED, the patient fields as PID) and is stored in the
@@ -29,12 +30,18 @@ from twisted.web.server import Request
 from engine.destinations.base import StatusUpdate
 from engine.destinations.medallies import STATUS_STATES
 from engine.destinations.rules import parse_vendor_time
-from engine.status.documents import Attachment, InboundDocument, Patient, build_document_message
+from engine.status.documents import (
+    Attachment,
+    InboundDocument,
+    Origin,
+    Patient,
+    build_document_message,
+    log_queued,
+)
 from engine.status.reporter import StatusReporter
-from engine.status.webhooks import BasicAuth, answer, answer_when_done, refuse_unauthorised
+from engine.status.webhooks import answer, answer_when_done
 
 log = logging.getLogger(__name__)
-REALM = "courier-medallies"
 
 
 class StatusTracker(Protocol):
@@ -49,7 +56,7 @@ class InvalidInbound(ValueError):
     """The POSTed JSON is not an inbound Direct message we can file."""
 
 
-def inbound_document(body: Any, received_at: float) -> InboundDocument:
+def inbound_document(body: Any, received_at: float, origin: Origin) -> InboundDocument:
     """The documented inbound JSON as a document; raises :class:`InvalidInbound`."""
     if not isinstance(body, dict) or not isinstance(body.get("messageId"), str):
         raise InvalidInbound("not a Direct message: no messageId")
@@ -66,6 +73,7 @@ def inbound_document(body: Any, received_at: float) -> InboundDocument:
         vendor="medallies",
         vendor_message_id=body["messageId"],
         received_at=received_at,
+        origin=origin,
         sender=str(body.get("fromDirectAddress", "")),
         text=text,
         attachments=tuple(attachments),
@@ -109,49 +117,36 @@ class InboundResource(Resource):
 
     isLeaf = True
 
-    def __init__(
-        self,
-        channel: str,
-        reporter: StatusReporter,
-        reactor: IReactorTime,
-        auth: BasicAuth,
-    ) -> None:
+    def __init__(self, channel: str, reporter: StatusReporter, reactor: IReactorTime) -> None:
         super().__init__()
         self.channel = channel
         self.reporter = reporter
         self.clock = reactor
-        self.auth = auth
 
     def render_POST(self, request: Request) -> object:
-        if not self.auth.allows(request):
-            log.warning("MedAllies inbound: refused a POST without the shared secret")
-            return refuse_unauthorised(request, REALM)
+        origin = Origin(request.route.name, request.peer_host())
         now = self.clock.seconds()
         control_id = self.reporter.control_ids()
         # Parsing, Base64 checks and the HL7 build take a while for big attachments: a thread.
         built = deferToThreadPool(
-            self.clock, self.clock.getThreadPool(), _build, request.content.read(), now, control_id
+            self.clock, self.clock.getThreadPool(), _build, request.content.read(), now, origin, control_id
         )
         stored = built.addCallback(self._enqueue, control_id)
-        return answer_when_done(request, stored, "MedAllies inbound", refused=(InvalidInbound,))
+        return answer_when_done(request, stored, f"webhook {origin.route}", refused=(InvalidInbound,))
 
     def _enqueue(self, document_and_payload: tuple[InboundDocument, bytes], control_id: str) -> Deferred:
         document, payload = document_and_payload
         stored = self.reporter.enqueue(self.channel, payload, control_id)
-        return stored.addCallback(
-            lambda _: log.info(
-                "MedAllies inbound %s: queued for the hospital as %s", document.vendor_message_id, control_id
-            )
-        )
+        return stored.addCallback(lambda _: log_queued(document, control_id))
 
 
-def _build(body: bytes, now: float, control_id: str) -> tuple[InboundDocument, bytes]:
+def _build(body: bytes, now: float, origin: Origin, control_id: str) -> tuple[InboundDocument, bytes]:
     """The inbound document and its MDM^T02; :class:`InvalidInbound` says what is wrong."""
     try:
         parsed = json.loads(body)
     except ValueError:
         raise InvalidInbound("not JSON") from None  # the parser's text could quote the body
-    document = inbound_document(parsed, now)
+    document = inbound_document(parsed, now, origin)
     payload = build_document_message(document, control_id=control_id, now=datetime.fromtimestamp(now, UTC))
     return document, payload
 
@@ -161,16 +156,12 @@ class DSNResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, tracker: StatusTracker, auth: BasicAuth, destination: str | None = None) -> None:
+    def __init__(self, tracker: StatusTracker, destination: str | None = None) -> None:
         super().__init__()
         self.tracker = tracker
-        self.auth = auth
         self.destination = destination  # the MedAllies destination whose remote ids DSNs name
 
     def render_POST(self, request: Request) -> object:
-        if not self.auth.allows(request):
-            log.warning("MedAllies DSN: refused a POST without the shared secret")
-            return refuse_unauthorised(request, REALM)
         try:
             message_id, update = dsn_update(json.loads(request.content.read()))
         except ValueError as exc:

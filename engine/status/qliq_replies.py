@@ -6,12 +6,12 @@
 with our RSA-2048 private key (PKCS#1 v1.5) and parse the joined JSON. Its one attachment
 is downloaded from ``url`` and decrypted with its AES-256 ``key`` in the sandbox's layout
 (CBC, PKCS#7 padding, 16-byte IV in front of the file; see ``engine.sandbox.qliq_crypto``).
-The document shows no authentication for this webhook, so it can be served on a path with a
-secret token in it (``qliq/<channel>/<destination>/<token>/replies``, see
-``engine.status.routes``) and/or behind Basic auth, if Qliq's dashboard URL can carry
-user:password. A reply that does not
-decrypt, or whose outer ``message_id`` differs from the encrypted one, is refused with 400
-and one log line without content.
+The document shows no authentication for this webhook, and the encryption proves nothing
+(anyone can encrypt with our public key), so it must be served on a path with a secret token
+in it (``qliq/<channel>/<destination>/<token>/replies``, see ``engine.status.routes``) and/or
+behind Basic auth, if Qliq's dashboard URL can carry user:password; one of them is required.
+A reply that does not decrypt, or whose outer ``message_id`` differs from the encrypted one,
+is refused with 400 and one log line without content.
 
 **Poll.** SMS replies (and webhook replies when the webhook is down) are fetched with
 ``GET /secure_messages/get_replies?since=...``; the cursor is kept in the store.
@@ -39,6 +39,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import padding
@@ -55,9 +56,9 @@ from twisted.web.server import Request
 from engine.delivery.conversations import CONVERSATIONS
 from engine.destinations.rules import parse_vendor_time
 from engine.message import Message
-from engine.status.documents import Attachment, InboundDocument, build_document_message
+from engine.status.documents import Attachment, InboundDocument, Origin, build_document_message, log_queued
 from engine.status.reporter import StatusReporter
-from engine.status.webhooks import BasicAuth, answer_when_done, refuse_unauthorised
+from engine.status.webhooks import answer_when_done
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -204,17 +205,19 @@ class ReplyInbox:
         reporter: StatusReporter,
         reactor: IReactorTime,
         api: QliqReplyApi,
+        name: str,
     ) -> None:
         self.store = store
         self.reporter = reporter
         self.reactor = reactor
         self.api = api
+        self.name = name  # qliq/<channel>/<destination>: its webhook and poll routes start so
         self._filing: dict[str, DeferredLock] = {}  # reply id → its filing, while one runs
 
     def in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
 
-    def file(self, reply: Reply) -> Deferred[bool]:
+    def file(self, reply: Reply, origin: Origin) -> Deferred[bool]:
         """Queue the reply for the hospital (fires True), or fire False if it was filed before.
 
         The webhook and the poller (which looks back a few minutes) can bring the same reply
@@ -227,10 +230,10 @@ class ReplyInbox:
                 del self._filing[reply.message_id]
             return result
 
-        return lock.run(self._file, reply).addBoth(done)
+        return lock.run(self._file, reply, origin).addBoth(done)
 
     @inlineCallbacks
-    def _file(self, reply: Reply) -> Generator[Deferred, Any, bool]:
+    def _file(self, reply: Reply, origin: Origin) -> Generator[Deferred, Any, bool]:
         if (yield self.store.kv_get(FILED, reply.message_id)) is not None:
             return False
         channel, answers = yield self._conversation(reply.conversation_id)
@@ -242,6 +245,7 @@ class ReplyInbox:
             vendor="qliq",
             vendor_message_id=reply.message_id,
             received_at=reply.created_at or now,
+            origin=origin,
             text=reply.text,
             attachments=tuple(attachments),
             conversation_id=reply.conversation_id,
@@ -253,12 +257,7 @@ class ReplyInbox:
         )
         yield self.reporter.enqueue(channel, payload, control_id)
         yield self.store.kv_put(FILED, reply.message_id, b"filed")
-        log.info(
-            "Qliq reply %s in conversation %s: queued for the hospital as %s",
-            reply.message_id,
-            reply.conversation_id,
-            control_id,
-        )
+        log_queued(document, control_id)
         self.in_thread(self.api.mark_opened, reply).addErrback(
             lambda f: log.warning(
                 "Qliq reply %s: could not mark it opened: %s", reply.message_id, f.getErrorMessage()
@@ -283,23 +282,20 @@ class ReplyWebhook(Resource):
 
     isLeaf = True
 
-    def __init__(self, inbox: ReplyInbox, private_key: RSAPrivateKey, auth: BasicAuth | None = None) -> None:
+    def __init__(self, inbox: ReplyInbox, private_key: RSAPrivateKey) -> None:
         super().__init__()
         self.inbox = inbox
         self.private_key = private_key
-        self.auth = auth
 
     def render_POST(self, request: Request) -> object:
-        if self.auth is not None and not self.auth.allows(request):
-            log.warning("Qliq reply webhook: refused a POST without credentials")
-            return refuse_unauthorised(request, "courier-qliq")
+        origin = Origin(request.route.name, request.peer_host())
         parts = request.args or {}
         ciphertext = (parts.get(b"message") or [b""])[0]
         outer_id = (parts.get(b"message_id") or [b""])[0].decode("utf-8", "replace")
         d = self.inbox.in_thread(decrypt_reply, self.private_key, ciphertext)
         d.addCallback(_same_reply, outer_id)
-        d.addCallback(self.inbox.file)
-        return answer_when_done(request, d, "Qliq reply webhook", refused=(RefusedReply,))
+        d.addCallback(self.inbox.file, origin)
+        return answer_when_done(request, d, f"webhook {origin.route}", refused=(RefusedReply,))
 
 
 def _same_reply(reply: Reply, outer_id: str) -> Reply:
@@ -340,8 +336,9 @@ class ReplyPoller:
             started = self.inbox.reactor.seconds() - self.overlap_s
             api = self.inbox.api
             replies = yield self.inbox.in_thread(api.replies_since, since.decode() if since else None)
+            origin = Origin(f"{self.inbox.name}/get_replies", urlsplit(api.settings.base_url).hostname or "?")
             for reply in replies:
-                filed += bool((yield self.inbox.file(reply)))
+                filed += bool((yield self.inbox.file(reply, origin)))
             cursor = datetime.fromtimestamp(started, UTC).isoformat()
             yield store.kv_put(*POLL_CURSOR, cursor.encode())
         except Exception as exc:  # the next poll tries again

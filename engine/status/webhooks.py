@@ -1,4 +1,9 @@
-"""What the vendor webhooks share: serving them (TLS-capable), Basic auth, answering late.
+"""What a webhook route is and who it lets in, and how a webhook answers.
+
+Every route is authenticated by what its vendor can send: Basic auth with a shared secret
+(MedAllies; Qliq if its dashboard URL carries user:password), a secret path token of at least
+128 random bits (Qliq's reply URL), or both. A :class:`Route` without either cannot be built.
+The server (:mod:`engine.status.webhook_server`) applies them before it reads a body.
 
 Each webhook is a Twisted web resource that answers only after its work is durable, so a
 vendor that gets no 200 sends again and nothing is lost.
@@ -9,19 +14,22 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
-from twisted.web.pages import notFound
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
-from engine.tls import TLSSettings, wrap_server_factory
+from engine.destinations.webhook_settings import path_token_problem
+from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class BasicAuth:
@@ -31,10 +39,10 @@ class BasicAuth:
         self._user = user.encode()
         self._secret = secret.encode()
 
-    def allows(self, request: Request) -> bool:
-        header = request.getHeader("Authorization") or ""
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
+    def allows(self, headers: Headers) -> bool:
+        header = (headers.getRawHeaders(b"Authorization") or [b""])[0]
+        scheme, _, encoded = header.partition(b" ")
+        if scheme.lower() != b"basic":
             return False
         try:
             user, _, secret = base64.b64decode(encoded.strip(), validate=True).partition(b":")
@@ -44,10 +52,45 @@ class BasicAuth:
         return hmac.compare_digest(secret, self._secret) and user_ok
 
 
-def refuse_unauthorised(request: Request, realm: str) -> bytes:
-    request.setResponseCode(401)
-    request.setHeader("WWW-Authenticate", f'Basic realm="{realm}"')
-    return b"unauthorised\n"
+@dataclass(frozen=True)
+class Route:
+    """One webhook URL: ``name`` is its path without the secret (logs, ZIN-7); a ``token``
+    goes in front of the last segment (``qliq/<channel>/<destination>/<token>/replies``)."""
+
+    name: str
+    resource: Resource
+    basic: BasicAuth | None = None
+    token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 64 * 1024
+    allow_from: tuple[Network, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.basic is None and not self.token:
+            raise ConfigError(f"webhook {self.name}: neither a path token nor Basic auth would let anyone in")
+        problem = path_token_problem(self.token) if self.token else None
+        if problem:
+            raise ConfigError(f"webhook {self.name}: {problem}")
+
+    @property
+    def path(self) -> str:
+        """The URL path the vendor is given (holds the token: never log it)."""
+        if not self.token:
+            return self.name
+        head, _, last = self.name.rpartition("/")
+        return f"{head}/{self.token}/{last}"
+
+    @property
+    def realm(self) -> str:
+        return f"courier-{self.name.split('/', 1)[0]}"
+
+    def matches(self, path: bytes) -> bool:
+        """Whether ``path`` (no leading or trailing slash) is this route's, in constant time."""
+        return hmac.compare_digest(self.path.encode(), path)
+
+
+def networks(texts: tuple[str, ...] | None) -> tuple[Network, ...]:
+    """``webhook_allow_from`` as networks (the spec has checked each one)."""
+    return tuple(ipaddress.ip_network(text, strict=False) for text in texts or ())
 
 
 def answer(request: Request, code: int, body: bytes = b"") -> bytes:
@@ -79,40 +122,3 @@ def answer_when_done(
 
     work.addCallbacks(lambda _: finish(200, b"OK\n"), failed)
     return NOT_DONE_YET
-
-
-def listen(
-    reactor: object, endpoint: str, routes: dict[str, Resource], tls: TLSSettings | None = None
-) -> Deferred[IListeningPort]:
-    """Serve ``routes`` (URL path such as ``medallies/<channel>/<destination>/dsn`` → resource) on a Twisted
-    server endpoint string, over TLS when ``tls`` is given."""
-    root = _Branch()
-    for path, resource in routes.items():
-        parent, *names = [root, *path.strip("/").encode().split(b"/")]
-        for name in names[:-1]:
-            parent = parent.children.get(name) or _child(parent, name)
-        parent.putChild(names[-1], resource)
-    factory = Site(root)
-    served = wrap_server_factory(factory, tls) if tls is not None else factory
-    return serverFromString(reactor, endpoint).listen(served)
-
-
-class _Branch(Resource):
-    """A path segment on the way to a webhook; anything else below it is 404.
-
-    A path may carry a secret token (Qliq's reply URL), so segments are compared in constant
-    time rather than by dictionary lookup, which would leak how much of a guess was right.
-    """
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
-        found = None
-        for name, child in self.children.items():
-            if hmac.compare_digest(name, path):
-                found = child
-        return found if found is not None else notFound()
-
-
-def _child(parent: Resource, name: bytes) -> Resource:
-    child = _Branch()
-    parent.putChild(name, child)
-    return child
