@@ -7,6 +7,7 @@ same listener code then serves plain TCP, TLS and mutual TLS.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,20 @@ class TLSSettings:
     require_client_cert: bool = False
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
 def _read(path: Path) -> bytes:
     return Path(path).read_bytes()
+
+
+def _ca_certificates(path: Path) -> list[ssl.Certificate]:
+    """Every certificate of a PEM bundle: ``Certificate.loadPEM`` reads only the first, so a
+    client or server certified by the bundle's second CA used to be refused."""
+    blocks = _PEM_CERTIFICATE.findall(_read(path))
+    if not blocks:
+        raise ValueError(f"{path}: no PEM certificate in the CA file")
+    return [ssl.Certificate.loadPEM(block) for block in blocks]
 
 
 def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
@@ -42,7 +55,7 @@ def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
         kwargs = {
             "verify": True,
             "requireCertificate": True,
-            "caCerts": [ssl.Certificate.loadPEM(_read(settings.ca_file)).original],
+            "caCerts": [certificate.original for certificate in _ca_certificates(settings.ca_file)],
         }
     return ssl.CertificateOptions(
         privateKey=certificate.privateKey.original,
@@ -54,7 +67,7 @@ def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
 
 def client_options(settings: TLSSettings, hostname: str) -> object:
     """Client TLS options verifying the server against ``ca_file`` (or the system roots)."""
-    trust = ssl.Certificate.loadPEM(_read(settings.ca_file)) if settings.ca_file else None
+    trust = ssl.trustRootFromCertificates(_ca_certificates(settings.ca_file)) if settings.ca_file else None
     client_certificate = None
     if settings.cert_file and settings.key_file:
         client_certificate = ssl.PrivateCertificate.loadPEM(

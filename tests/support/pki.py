@@ -55,9 +55,9 @@ def _write(path: Path, cert, key) -> Path:
     return path
 
 
-def make_pki(directory: Path) -> PKI:
+def make_pki(directory: Path, ca_name: str = "Test CA") -> PKI:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _issue(_name("Test CA"), ca_key, _name("Test CA"), ca_key, ca=True)
+    ca_cert = _issue(_name(ca_name), ca_key, _name(ca_name), ca_key, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = _issue(
         _name("localhost"),
