@@ -10,7 +10,7 @@ from engine.tls import TLSSettings, client_options, wrap_server_factory
 from tests.conftest import on_reactor
 from tests.support.engine import listen
 from tests.support.mllp import BlockingClient
-from tests.support.pki import make_pki
+from tests.support.pki import make_chained_server, make_pki
 from tests.test_mllp_server import EchoHandler
 
 
@@ -136,3 +136,11 @@ def test_a_tls_client_trusts_every_ca_of_the_bundle(reactor, second_pki, bundle,
         assert on_reactor(client.send, b"MSH|1", 10) == b"ACK:MSH|1"
     finally:
         on_reactor(client.close)
+
+
+def test_a_tls_listener_presents_the_whole_chain_of_its_cert_file(tls_listener, tmp_path) -> None:
+    root, chain, key = make_chained_server(tmp_path / "chain")
+    port = tls_listener(TLSSettings(chain, key))
+    context = ssl.create_default_context(cafile=str(root))  # the root only
+    with BlockingClient(port, tls=context) as client:
+        assert client.request(b"MSH|1") == b"ACK:MSH|1"

@@ -82,3 +82,29 @@ def make_pki(directory: Path, ca_name: str = "Test CA") -> PKI:
     server = _write(directory / "server.pem", server_cert, server_key)
     client = _write(directory / "client.pem", client_cert, client_key)
     return PKI(ca, server, server.with_suffix(".key"), client, client.with_suffix(".key"))
+
+
+def make_chained_server(directory: Path) -> tuple[Path, Path, Path]:
+    """A root CA, an intermediate CA under it, and a server certificate from the intermediate
+    whose file holds the chain (server, then intermediate), as public CAs issue them.
+
+    Returns the root's file, the chain's file and the server key's file."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _issue(_name("Test Root CA"), root_key, _name("Test Root CA"), root_key, ca=True)
+    middle_key = ec.generate_private_key(ec.SECP256R1())
+    middle = _issue(_name("Test Intermediate CA"), middle_key, root.subject, root_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _issue(
+        _name("localhost"),
+        server_key,
+        middle.subject,
+        middle_key,
+        ca=False,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _write(directory / "root.pem", root, root_key)
+    server = _write(directory / "server.pem", server_cert, server_key)
+    server.write_bytes(server.read_bytes() + middle.public_bytes(serialization.Encoding.PEM))
+    return ca, server, server.with_suffix(".key")
