@@ -38,12 +38,18 @@ def ceiling_refusal(message: Message, max_bytes: int, max_components: int) -> Ac
     size = len(message.raw)
     if size > max_bytes:
         return _too_large(size, "bytes", max_bytes)
+    count = components(message)
+    if count > max_components:
+        return _too_large(count, "components", max_components)
+    return None
+
+
+def components(message: Message) -> int:
+    """The separators (field, component, repetition, subcomponent): each starts an element
+    hl7apy builds an object for. Counted in C, ~1 ms per MB, with no hl7apy."""
     d = message.delimiters
     separators = {d.field, d.component, d.repetition, d.subcomponent}
-    components = sum(message.text.count(separator) for separator in separators)
-    if components > max_components:
-        return _too_large(components, "components", max_components)
-    return None
+    return sum(message.text.count(separator) for separator in separators)
 
 
 def _too_large(count: int, unit: str, limit: int) -> AckError:
