@@ -17,6 +17,7 @@ import pytest
 from engine.channel.check import load_channels
 from engine.message import Message
 from engine.service import build_source, routes, validation_pool
+from engine.validation_pool import WORKER_STOPPED, ValidationPool
 from tests.conftest import on_reactor
 from tests.support.engine import listen, open_store
 from tests.support.mllp import BlockingClient
@@ -45,8 +46,12 @@ def separators(payload: bytes) -> int:
 
 
 def answer(client: BlockingClient, payload: bytes) -> tuple[str, str, str, str]:
-    """MSA-1, MSA-2, ERR-3.1 and ERR-8 of the ACK."""
-    ack = Message.parse(client.request(payload))
+    """MSA-1, MSA-2, ERR-3.1 and ERR-8 of the ACK to ``payload``."""
+    return answer_of(client.request(payload))
+
+
+def answer_of(reply: bytes) -> tuple[str, str, str, str]:
+    ack = Message.parse(reply)
     err = ack.segment("ERR")
     code, text = (err.value(3, component=1), err.value(8)) if err else ("", "")
     return ack.segment("MSA").value(1), ack.segment("MSA").value(2), code, text
@@ -62,17 +67,17 @@ def channel_file(directory: Path, port: int, validation: str) -> Path:
 
 @pytest.fixture
 def validating(reactor, tmp_path):
-    """``start(validation_toml)`` → port of a source validating with those settings."""
+    """``start(validation_toml)`` → (port, validation pool) of a source validating so."""
     running = []
 
-    def start(validation: str) -> int:
+    def start(validation: str) -> tuple[int, ValidationPool | None]:
         [channel] = load_channels([channel_file(tmp_path, 9, validation)])
         store = open_store(reactor, tmp_path / "courier.sqlite3")
         pool = validation_pool(reactor, channel)
         source = build_source(reactor, channel, store, routes(channel, reactor.seconds), validator=pool)
         port, listening, _ = listen(reactor, channel.name, source)
         running.append((listening, pool, store))
-        return port
+        return port, pool
 
     yield start
     for listening, pool, store in running:
@@ -84,14 +89,14 @@ def validating(reactor, tmp_path):
 
 @pytest.mark.parametrize("level", ["off", "tolerant", "strict"])
 def test_a_valid_message_is_accepted_at_every_level(validating, level) -> None:
-    port = validating(f'level = "{level}"')
+    port, _ = validating(f'level = "{level}"')
     with BlockingClient(port, timeout=30) as client:
         assert answer(client, oru("V1")) == ("AA", "V1", "", "")
         assert answer(client, oru("V2")) == ("AA", "V2", "", "")
 
 
 def test_a_message_above_the_component_ceiling_is_refused_unvalidated(validating) -> None:
-    port = validating('level = "tolerant"\nmax_components = 500')
+    port, _ = validating('level = "tolerant"\nmax_components = 500')
     with BlockingClient(port, timeout=10) as client:
         payload = oru("BIG", carets(600))
         msa1, msa2, code, text = answer(client, payload)
@@ -101,7 +106,7 @@ def test_a_message_above_the_component_ceiling_is_refused_unvalidated(validating
 
 
 def test_a_message_above_the_size_ceiling_is_refused_unvalidated(validating) -> None:
-    port = validating('level = "tolerant"\nmax_bytes = 2048')
+    port, _ = validating('level = "tolerant"\nmax_bytes = 2048')
     payload = oru("LONG", "x" * 2000)
     with BlockingClient(port, timeout=10) as client:
         msa1, _, code, text = answer(client, payload)
@@ -110,7 +115,7 @@ def test_a_message_above_the_size_ceiling_is_refused_unvalidated(validating) -> 
 
 
 def test_a_validation_past_its_time_limit_is_refused_and_the_connection_still_served(validating) -> None:
-    port = validating('level = "tolerant"\nmax_components = 1000000\ntimeout_s = 0.5')
+    port, _ = validating('level = "tolerant"\nmax_components = 1000000\ntimeout_s = 0.5')
     with BlockingClient(port, timeout=30) as client:
         client.request(oru("WARM"))  # the first message starts a worker
         started = time.monotonic()
@@ -121,7 +126,7 @@ def test_a_validation_past_its_time_limit_is_refused_and_the_connection_still_se
 
 
 def test_a_validation_past_its_memory_limit_is_refused_and_a_fresh_worker_serves_the_next(validating) -> None:
-    port = validating('level = "tolerant"\nmax_components = 1000000\nmemory_mb = 128\ntimeout_s = 120')
+    port, _ = validating('level = "tolerant"\nmax_components = 1000000\nmemory_mb = 128\ntimeout_s = 120')
     with BlockingClient(port, timeout=120) as client:
         msa1, _, code, text = answer(client, oru("HUNGRY", carets(150_000)))  # ~220 MB in hl7apy
         assert (msa1, code) == ("AR", "207")
@@ -130,16 +135,29 @@ def test_a_validation_past_its_memory_limit_is_refused_and_a_fresh_worker_serves
 
 
 def test_a_worker_that_dies_mid_validation_refuses_its_message_and_is_replaced(validating) -> None:
-    port = validating('level = "tolerant"\nmax_components = 1000000\ntimeout_s = 60\nworkers = 1')
+    port, _ = validating('level = "tolerant"\nmax_components = 1000000\ntimeout_s = 60\nworkers = 1')
     with BlockingClient(port, timeout=60) as client:
         client.request(oru("WARM"))
         [worker] = workers_of(os.getpid())
         client.send(oru("DOOMED", carets(200_000)))
         time.sleep(0.5)
         os.kill(worker, signal.SIGKILL)
-        msa = Message.parse(client.receive()).segment("MSA")
-        assert (msa.value(1), msa.value(2)) == ("AR", "DOOMED")
+        msa1, msa2, code, text = answer_of(client.receive())
+        assert (msa1, msa2, code, text) == ("AR", "DOOMED", "207", WORKER_STOPPED.text)
         assert answer(client, oru("NEXT")) == ("AA", "NEXT", "", "")
+
+
+def test_a_validation_cut_short_by_stopping_is_answered_resend_later(validating) -> None:
+    port, pool = validating('level = "tolerant"\nmax_components = 1000000\ntimeout_s = 60')
+    with BlockingClient(port, timeout=30) as client:
+        client.request(oru("WARM"))
+        client.send(oru("CUT", carets(200_000)))
+        time.sleep(0.3)
+        on_reactor(pool.stopService)
+        msa1, msa2, code, text = answer_of(client.receive())
+        assert (msa1, msa2, code) == ("AE", "CUT", "207")
+        assert "resend later" in text
+        assert not workers_of(os.getpid())
 
 
 # A real `courier run`, as an operator runs it.
