@@ -3,9 +3,10 @@
 hl7apy cannot be interrupted inside a thread, and a message dense in separators costs it
 minutes and gigabytes; a thread of the engine running it also kept SIGTERM from stopping the
 engine (the reactor's thread pool waits for its threads). So each validating channel gets a
-small pool of :mod:`engine.channel.validation_worker` processes, spawned (fork + exec, never a
-fork that keeps running the reactor) on the first message that needs one. The reactor only
-writes the message to a pipe and reads one line back.
+small pool of :mod:`engine.channel.validation_worker` processes, fresh programs started
+with ``spawnProcess`` (posix_spawn or fork + exec: no copy of the engine with its reactor keeps
+running) on the first message that needs one. The reactor only writes the message to a pipe
+and reads one line back.
 
 A message above the channel's ceilings is refused before any worker sees it. A validation
 that overruns ``timeout_s`` is refused and its worker killed; a worker that dies (its

@@ -207,6 +207,16 @@ def test_sigterm_stops_the_engine_within_seconds_during_a_runaway_validation(eng
     assert not alive(worker)
 
 
+def test_a_worker_outlives_a_killed_engine_by_its_time_limit_at_most(engine_process) -> None:
+    engine = engine_process('level = "tolerant"\nmax_components = 10000000\ntimeout_s = 3')
+    with BlockingClient(engine.port, timeout=30) as client:
+        client.send(oru("ORPHAN", carets(300_000)))  # ~30 s of hl7apy
+        [worker] = wait_for(lambda: workers_of(engine.process.pid), 20)
+        wait_for(lambda: resident_mb(worker) > 30, 20)  # at work on it
+        engine.kill()  # SIGKILL: nothing of the engine runs to stop its workers
+    wait_for(lambda: not alive(worker), 6)  # the worker's own alarm: timeout_s + 1
+
+
 def wait_for(probe, seconds: float):
     deadline = time.monotonic() + seconds
     while not (result := probe()):
