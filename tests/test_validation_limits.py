@@ -95,6 +95,12 @@ def test_a_valid_message_is_accepted_at_every_level(validating, level) -> None:
         assert answer(client, oru("V2")) == ("AA", "V2", "", "")
 
 
+def test_the_channel_version_reaches_the_worker(validating) -> None:
+    port, _ = validating('level = "strict"\nversion = "9.9"')
+    with BlockingClient(port, timeout=30) as client:
+        assert answer(client, oru("V99"))[:3] == ("AR", "V99", "203")
+
+
 def test_a_message_above_the_component_ceiling_is_refused_unvalidated(validating) -> None:
     port, _ = validating('level = "tolerant"\nmax_components = 500')
     with BlockingClient(port, timeout=10) as client:

@@ -35,18 +35,19 @@ OUT_OF_MEMORY = "message fails validation: it needs more than the worker's memor
 
 
 def main(argv: list[str]) -> int:
-    level, version, memory_mb, timeout_s = argv[0], argv[1], int(argv[2]), float(argv[3])
+    level, memory_mb, timeout_s = argv[0], int(argv[2]), float(argv[3])
+    version = None if argv[1] == "-" else argv[1]
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything hl7apy prints goes to stderr, never into the answers
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the engine stops us
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    validate(WARM_UP, level, None if version == "-" else version)
+    validate(WARM_UP, level, version)
     answers.write(READY)
     requests = sys.stdin.buffer
     while (text := _read_request(requests)) is not None:
         signal.alarm(math.ceil(timeout_s) + 1)
-        problems, exhausted = _problems(text, level, None if version == "-" else version)
+        problems, exhausted = _problems(text, level, version)
         signal.alarm(0)
         answer = {"problems": [[p.code, p.text] for p in problems], "retiring": exhausted}
         answers.write(json.dumps(answer).encode() + b"\n")
