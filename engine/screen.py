@@ -35,7 +35,7 @@ class Route:
 
 
 Validator = Callable[[Message], "defer.Deferred[list[AckError]]"]
-"""hl7apy validation, run off the reactor thread; an empty list means valid."""
+"""hl7apy validation, in a worker process (:mod:`engine.validation_pool`); an empty list means valid."""
 
 
 def mapping_context(channel: str, destination: str) -> dict[str, str]:

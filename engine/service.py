@@ -29,8 +29,6 @@ from engine.delivery import DeliveryQueue, DeliveryService
 from engine.delivery.tokens import StoredToken, StoredTokens, conneqt_token_key, kpn_token_key
 from engine.destinations import REGISTRY, TokenProvider
 from engine.mapping import load_mapping
-from engine.message import Message
-from engine.message.ack import AckError
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
@@ -41,6 +39,7 @@ from engine.status.webhook_limits import ServerLimits
 from engine.store import Store
 from engine.store.retention import Pruner
 from engine.tls import TLSSettings, wrap_server_factory
+from engine.validation_pool import ValidationPool
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +117,12 @@ def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]) -> Generator
         log.warning("queue %s: conneQt access code exchanged; the AccessToken is stored", queue.name)
 
 
-def hl7apy_validator(reactor, level: str, version: str | None) -> Validator:
-    """hl7apy validation (tens of milliseconds a message) in the reactor's thread pool."""
-    from engine.channel.validation import validate
-
-    def run(message: Message) -> defer.Deferred[list[AckError]]:
-        return threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), validate, message.text, level, version
-        )
-
-    return run
+def validation_pool(reactor, channel: Channel) -> ValidationPool | None:
+    """The channel's hl7apy validation workers (none start before a message needs one), or
+    None when the channel does not validate."""
+    if channel.source.validation.level == "off":
+        return None
+    return ValidationPool(reactor, channel.name, channel.source.validation)
 
 
 def build_source(
@@ -136,11 +131,12 @@ def build_source(
     store: Store,
     channel_routes: Sequence[Route],
     on_queued: Callable[[tuple[str, ...]], None] | None = None,
+    validator: Validator | None = None,
 ) -> Source:
-    validation = channel.source.validation
-    validator = None
-    if validation.level != "off":
-        validator = hl7apy_validator(reactor, validation.level, validation.version)
+    """The channel's source; a channel that validates needs its ``validator``
+    (:func:`validation_pool`, stopped by whoever runs it)."""
+    if validator is None and channel.source.validation.level != "off":
+        raise ValueError(f"channel {channel.name} validates messages: pass its validation pool")
     return Source(
         channel.name,
         store,
@@ -282,7 +278,12 @@ def build_engine(
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds, tokens)
         deliveries.add_channel(channel, channel_routes)
-        source = build_source(reactor, channel, store, channel_routes, on_queued=deliveries.wake)
+        validator = validation_pool(reactor, channel)
+        if validator is not None:
+            validator.setServiceParent(service)
+        source = build_source(
+            reactor, channel, store, channel_routes, on_queued=deliveries.wake, validator=validator
+        )
         listeners[channel.name] = build_listener(reactor, channel, source)
         listeners[channel.name].setServiceParent(service)
     served_routes, pollers = webhook_routes(

@@ -7,9 +7,11 @@ same listener code then serves plain TCP, TLS and mutual TLS.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from OpenSSL.crypto import X509
 from twisted.internet import ssl
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -26,15 +28,45 @@ class TLSSettings:
     require_client_cert: bool = False
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
 def _read(path: Path) -> bytes:
     return Path(path).read_bytes()
+
+
+def _pem_certificates(path: Path) -> list[bytes]:
+    """Every certificate of a PEM file, in order: ``Certificate.loadPEM`` reads only the
+    first, which trusted only the first CA of a bundle and dropped a chain's intermediates."""
+    blocks = _PEM_CERTIFICATE.findall(_read(path))
+    if not blocks:
+        raise ValueError(f"{path}: no PEM certificate in the file")
+    return blocks
+
+
+def _ca_certificates(path: Path) -> list[ssl.Certificate]:
+    return [ssl.Certificate.loadPEM(block) for block in _pem_certificates(path)]
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Our certificate with its key, and the intermediates that follow it in the cert file."""
+
+    certificate: ssl.PrivateCertificate
+    chain: list[X509]
+
+    @classmethod
+    def load(cls, cert_file: Path, key_file: Path) -> _Identity:
+        leaf, *chain = _pem_certificates(cert_file)
+        certificate = ssl.PrivateCertificate.loadPEM(leaf + b"\n" + _read(key_file))
+        return cls(certificate, [ssl.Certificate.loadPEM(block).original for block in chain])
 
 
 def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
     """Server TLS options; with ``require_client_cert`` a client without a valid cert is refused."""
     if settings.cert_file is None or settings.key_file is None:
         raise ValueError("a TLS listener needs cert_file and key_file")
-    certificate = ssl.PrivateCertificate.loadPEM(_read(settings.cert_file) + b"\n" + _read(settings.key_file))
+    identity = _Identity.load(settings.cert_file, settings.key_file)
     kwargs = {}
     if settings.require_client_cert:
         if settings.ca_file is None:
@@ -42,11 +74,12 @@ def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
         kwargs = {
             "verify": True,
             "requireCertificate": True,
-            "caCerts": [ssl.Certificate.loadPEM(_read(settings.ca_file)).original],
+            "caCerts": [certificate.original for certificate in _ca_certificates(settings.ca_file)],
         }
     return ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
+        privateKey=identity.certificate.privateKey.original,
+        certificate=identity.certificate.original,
+        extraCertChain=identity.chain,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **kwargs,
     )
@@ -54,13 +87,16 @@ def server_options(settings: TLSSettings) -> ssl.CertificateOptions:
 
 def client_options(settings: TLSSettings, hostname: str) -> object:
     """Client TLS options verifying the server against ``ca_file`` (or the system roots)."""
-    trust = ssl.Certificate.loadPEM(_read(settings.ca_file)) if settings.ca_file else None
-    client_certificate = None
-    if settings.cert_file and settings.key_file:
-        client_certificate = ssl.PrivateCertificate.loadPEM(
-            _read(settings.cert_file) + b"\n" + _read(settings.key_file)
-        )
-    return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_certificate)
+    trust = ssl.trustRootFromCertificates(_ca_certificates(settings.ca_file)) if settings.ca_file else None
+    if not (settings.cert_file and settings.key_file):
+        return ssl.optionsForClientTLS(hostname, trustRoot=trust)
+    identity = _Identity.load(settings.cert_file, settings.key_file)
+    return ssl.optionsForClientTLS(
+        hostname,
+        trustRoot=trust,
+        clientCertificate=identity.certificate,
+        extraCertificateOptions={"extraCertChain": identity.chain},
+    )
 
 
 def wrap_server_factory(factory: IProtocolFactory, settings: TLSSettings) -> IProtocolFactory:

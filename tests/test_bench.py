@@ -39,3 +39,11 @@ def test_pipeline_benchmark_prints_each_step() -> None:
 def test_delivery_benchmark_counts_every_message_at_the_sandbox() -> None:
     out = run_bench("bench_delivery.py", "--quick")
     assert "every message was counted at the Qliq sandbox" in out
+
+
+def test_validation_benchmark_prints_every_message_at_every_level() -> None:
+    out = run_bench("bench_validation.py", "--quick")
+    header, *rows = [line for line in out.splitlines() if " | " in line]
+    assert "off" in header and "tolerant ms" in header and "strict ms" in header
+    assert [row[:22].strip() for row in rows] == ["ORU 2 KB", "ORU 200 KB, PDF", "NTE of 10 KB of ^"]
+    assert "refused in" in out and "no worker started" in out

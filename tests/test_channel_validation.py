@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from engine.channel.validation import validate
+from engine.channel.validation import ceiling_refusal, components, validate
+from engine.message import Message
 
 ORU = (
     "MSH|^~\\&|LIS|CITYLAB|COURIER|GP|20240101120000||ORU^R01^ORU_R01|MSG1|P|2.5\r"
@@ -41,3 +42,18 @@ def test_strict_reports_a_data_type_error_without_the_value():
 def test_version_override_validates_against_another_version():
     assert validate(ORU, "strict", "2.5") == []
     assert validate(ORU, "strict", "9.9") != []
+
+
+def test_the_ceiling_counts_the_separators_the_message_declares() -> None:
+    message = Message.parse(b"MSH|#~\\&|A|B|C|D|20240101||ORU#R01|1|P|2.5\rNTE|1||####^^^")
+    assert components(message) == 22  # 14 '|', 6 '#', one '~' and one '&'; '^' is text here
+    assert ceiling_refusal(message, 100_000, 22) is None
+    refusal = ceiling_refusal(message, 100_000, 21)
+    assert (refusal.code, refusal.text) == (207, "message too large to validate: 22 components, limit 21")
+
+
+def test_the_ceiling_refuses_by_size_before_counting() -> None:
+    message = Message.parse(ORU.encode())
+    size = len(message.raw)
+    refusal = ceiling_refusal(message, size - 1, 10**9)
+    assert refusal.text == f"message too large to validate: {size} bytes, limit {size - 1}"

@@ -6,11 +6,11 @@ import ssl
 
 import pytest
 
-from engine.tls import TLSSettings, wrap_server_factory
+from engine.tls import TLSSettings, client_options, wrap_server_factory
 from tests.conftest import on_reactor
 from tests.support.engine import listen
 from tests.support.mllp import BlockingClient
-from tests.support.pki import make_pki
+from tests.support.pki import make_chained_server, make_pki
 from tests.test_mllp_server import EchoHandler
 
 
@@ -97,3 +97,50 @@ def test_ssl_endpoint_string_serves_the_same_listener(pki, reactor) -> None:
             assert client.request(b"MSH|1") == b"ACK:MSH|1"
     finally:
         on_reactor(port.stopListening)
+
+
+@pytest.fixture(scope="module")
+def second_pki(tmp_path_factory):
+    """Another CA, as a hospital that moves to a new CA trusts the old and the new one."""
+    return make_pki(tmp_path_factory.mktemp("second-pki"), ca_name="Second CA")
+
+
+@pytest.fixture(scope="module")
+def bundle(pki, second_pki, tmp_path_factory):
+    """One ``ca_file`` holding both CAs, the first one first."""
+    path = tmp_path_factory.mktemp("bundle") / "cas.pem"
+    path.write_bytes(pki.ca.read_bytes() + second_pki.ca.read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("issuer", ["first", "second"])
+def test_mutual_tls_trusts_every_ca_of_the_bundle(pki, second_pki, bundle, tls_listener, issuer) -> None:
+    client_pki = pki if issuer == "first" else second_pki
+    port = tls_listener(TLSSettings(pki.server_cert, pki.server_key, bundle, require_client_cert=True))
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(client_pki.client_cert), str(client_pki.client_key))
+    with BlockingClient(port, tls=context) as client:
+        assert client.request(b"MSH|1") == b"ACK:MSH|1"
+
+
+def test_a_tls_client_trusts_every_ca_of_the_bundle(reactor, second_pki, bundle, tls_listener) -> None:
+    from twisted.internet import endpoints
+
+    from engine.mllp.client import MLLPClientProtocol
+
+    port = tls_listener(TLSSettings(second_pki.server_cert, second_pki.server_key))
+    options = client_options(TLSSettings(ca_file=bundle), "localhost")
+    endpoint = endpoints.wrapClientTLS(options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    client = on_reactor(endpoints.connectProtocol, endpoint, MLLPClientProtocol(reactor))
+    try:
+        assert on_reactor(client.send, b"MSH|1", 10) == b"ACK:MSH|1"
+    finally:
+        on_reactor(client.close)
+
+
+def test_a_tls_listener_presents_the_whole_chain_of_its_cert_file(tls_listener, tmp_path) -> None:
+    root, chain, key = make_chained_server(tmp_path / "chain")
+    port = tls_listener(TLSSettings(chain, key))
+    context = ssl.create_default_context(cafile=str(root))  # the root only
+    with BlockingClient(port, tls=context) as client:
+        assert client.request(b"MSH|1") == b"ACK:MSH|1"

@@ -15,7 +15,7 @@ from engine.channel.check import load_channels
 from engine.commands.run import with_sandbox_secrets
 from engine.message import Message
 from engine.message.batch import split_file
-from engine.service import build_source, routes
+from engine.service import build_source, routes, validation_pool
 from tests.conftest import on_reactor
 from tests.support.engine import listen, open_store
 from tests.support.mllp import BlockingClient
@@ -58,13 +58,18 @@ def ports(reactor, tmp_path_factory):
     store = open_store(reactor, tmp_path_factory.mktemp("samples") / "courier.sqlite3")
     listening = {}
     secrets = with_sandbox_secrets([ROOT / "channels"], TEST_CREDENTIALS, env={})
+    pools = []
     for channel in load_channels([ROOT / "channels"], env=secrets):
-        source = build_source(reactor, channel, store, routes(channel, reactor.seconds))
+        validator = validation_pool(reactor, channel)
+        source = build_source(reactor, channel, store, routes(channel, reactor.seconds), validator=validator)
         port, listener, _ = listen(reactor, channel.name, source)
         listening[channel.name] = (port, listener)
+        pools += [validator] if validator else []
     yield {name: port for name, (port, _) in listening.items()}
     for _, listener in listening.values():
         on_reactor(listener.stopListening)
+    for pool in pools:
+        on_reactor(pool.stopService)
     on_reactor(store.close)
 
 

@@ -179,11 +179,19 @@ FILTER = Spec(
 class Validation:
     level: str
     version: str | None
+    max_bytes: int
+    max_components: int
+    timeout_s: float
+    memory_mb: int
+    workers: int
 
 
 VALIDATION = Spec(
     "validation",
-    "Structure validation with hl7apy (loaded only when used).",
+    (
+        "Structure validation with hl7apy, in worker processes the engine can kill. Above a "
+        "ceiling, or past its time or memory limit, a message is refused (AR, ERR-3 207)."
+    ),
     (
         string(
             "level",
@@ -193,6 +201,32 @@ VALIDATION = Spec(
             choices=("off", "tolerant", "strict"),
         ),
         string("version", "Validate against this HL7 version instead of MSH-12.", example="2.5"),
+        integer(
+            "max_bytes",
+            "Larger messages are refused unvalidated (text costs ~0.01 ms per KB).",
+            default=16 * 1024 * 1024,
+            min=1024,
+        ),
+        integer(
+            "max_components",
+            "Messages with more separators (field, component, repetition, subcomponent) are "
+            "refused unvalidated: 20,000 take ~2 s and ~30 MB.",
+            default=20_000,
+            min=100,
+        ),
+        number(
+            "timeout_s",
+            "A validation still running after this long is refused and its worker killed.",
+            default=10.0,
+            min=0.1,
+        ),
+        integer(
+            "memory_mb",
+            "Address-space limit of a worker (RLIMIT_AS); a validation that reaches it is refused.",
+            default=512,
+            min=128,
+        ),
+        integer("workers", "Worker processes that validate at once for this channel.", default=2, min=1),
     ),
     build=Validation,
 )

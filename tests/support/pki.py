@@ -55,19 +55,18 @@ def _write(path: Path, cert, key) -> Path:
     return path
 
 
-def make_pki(directory: Path) -> PKI:
+def _localhost_server(issuer, issuer_key):
+    """A server certificate for localhost and 127.0.0.1, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    usage = ExtendedKeyUsageOID.SERVER_AUTH
+    return _issue(_name("localhost"), key, issuer.subject, issuer_key, ca=False, usage=usage, san=san), key
+
+
+def make_pki(directory: Path, ca_name: str = "Test CA") -> PKI:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _issue(_name("Test CA"), ca_key, _name("Test CA"), ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue(
-        _name("localhost"),
-        server_key,
-        ca_cert.subject,
-        ca_key,
-        ca=False,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
+    ca_cert = _issue(_name(ca_name), ca_key, _name(ca_name), ca_key, ca=True)
+    server_cert, server_key = _localhost_server(ca_cert, ca_key)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client_cert = _issue(
         _name("lab-interface"),
@@ -82,3 +81,20 @@ def make_pki(directory: Path) -> PKI:
     server = _write(directory / "server.pem", server_cert, server_key)
     client = _write(directory / "client.pem", client_cert, client_key)
     return PKI(ca, server, server.with_suffix(".key"), client, client.with_suffix(".key"))
+
+
+def make_chained_server(directory: Path) -> tuple[Path, Path, Path]:
+    """A root CA, an intermediate CA under it, and a server certificate from the intermediate
+    whose file holds the chain (server, then intermediate), as public CAs issue them.
+
+    Returns the root's file, the chain's file and the server key's file."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _issue(_name("Test Root CA"), root_key, _name("Test Root CA"), root_key, ca=True)
+    middle_key = ec.generate_private_key(ec.SECP256R1())
+    middle = _issue(_name("Test Intermediate CA"), middle_key, root.subject, root_key, ca=True)
+    server_cert, server_key = _localhost_server(middle, middle_key)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _write(directory / "root.pem", root, root_key)
+    server = _write(directory / "server.pem", server_cert, server_key)
+    server.write_bytes(server.read_bytes() + middle.public_bytes(serialization.Encoding.PEM))
+    return ca, server, server.with_suffix(".key")
