@@ -39,6 +39,9 @@ class EchoHandler:
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
         return b"TOO-LARGE:" + head[:10]
 
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        return b"FAILED:" + payload
+
 
 @pytest.fixture
 def listen(reactor):
@@ -252,3 +255,31 @@ def test_mllp_release2_commit_byte_precedes_the_ack(reactor, listen) -> None:
         client.send(b"MSH|1")
         assert client.receive() == b"\x06"
         assert client.receive() == b"ACK:MSH|1"
+
+
+def test_a_frame_whose_handling_fails_is_answered_and_the_connection_kept(reactor, listen, caplog) -> None:
+    class Failing(EchoHandler):
+        def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred:
+            if payload.startswith(b"BAD"):
+                return defer.fail(ValueError("embedded null character"))
+            return super().handle_frame(payload, peer)
+
+    port, _ = listen(Failing(reactor))
+    with caplog.at_level(logging.ERROR), BlockingClient(port) as client:
+        assert client.request(b"BAD1") == b"FAILED:BAD1"
+        assert client.request(b"MSH|2") == b"ACK:MSH|2"
+    assert any("answering with a NAK" in r.getMessage() for r in caplog.records)
+
+
+def test_only_a_nak_that_cannot_be_built_closes_the_connection(reactor, listen) -> None:
+    class Hopeless(EchoHandler):
+        def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred:
+            return defer.fail(ValueError("broken"))
+
+        def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+            raise ValueError("broken too")
+
+    port, _ = listen(Hopeless(reactor))
+    with BlockingClient(port) as client:
+        client.send(b"BAD")
+        assert client.is_closed_by_peer()

@@ -13,6 +13,7 @@ from functools import lru_cache
 from engine.errors import MessageError
 from engine.message.charsets import codec_for
 from engine.message.delimiters import Delimiters
+from engine.message.display import printable
 from engine.message.escapes import unescape
 from engine.message.path import Path
 
@@ -346,7 +347,7 @@ def _decode(body: bytes, declared: str, default_charset: str) -> tuple[str, str,
     if declared:
         codec = codec_for(declared)
         if codec is None:
-            problem = f"MSH-18 character set {declared!r} is not supported"
+            problem = f"MSH-18 character set '{printable(declared, 32)}' is not supported"
     else:
         codec = default
     candidates = [c for c in (codec, default, "iso8859-1") if c is not None]

@@ -63,6 +63,11 @@ class FrameHandler(TypingProtocol):
         """A NAK for a frame that exceeded the size limit, if its MSH is readable."""
         ...
 
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        """A NAK (AR/CR 207) for a frame whose ``handle_frame`` failed, or None when the
+        frame must get no answer (an inbound ACK). Must not fail the way handling did."""
+        ...
+
 
 def describe(address: IAddress) -> str:
     host = getattr(address, "host", None)
@@ -185,7 +190,7 @@ class MLLPServerProtocol(protocol.Protocol):
                     d = self.factory.handler.handle_frame(payload, self.peer)
                 except Exception:
                     d = defer.fail()
-                d.addCallbacks(self._reply, self._handler_failed)
+                d.addCallbacks(self._reply, self._handler_failed, errbackArgs=(payload,))
                 d.addBoth(self._done)
         finally:
             self._in_loop = False
@@ -210,14 +215,30 @@ class MLLPServerProtocol(protocol.Protocol):
         if reply.payload is not None:
             self.transport.write(frame(reply.payload))
 
-    def _handler_failed(self, failure: Failure) -> None:
+    def _handler_failed(self, failure: Failure, payload: bytes) -> None:
+        """Answer a frame whose handling failed with the handler's NAK and keep serving.
+
+        Closing instead would make the sender resend the same frame for ever, stalling the
+        feed behind it; only when even the NAK cannot be built is the connection closed.
+        """
         log.error(
-            "listener %s: %s: internal error handling a frame; closing so the sender resends: %s",
+            "listener %s: %s: internal error handling a frame (%s); answering with a NAK",
             self.factory.name,
             self.peer,
-            failure.getErrorMessage(),
+            failure.type.__name__,
         )
-        self._close(abort=False)
+        try:
+            nak = self.factory.handler.refuse_failed(payload, self.peer)
+        except Exception as error:
+            log.error(
+                "listener %s: %s: could not build the NAK either (%s); closing so the sender resends",
+                self.factory.name,
+                self.peer,
+                type(error).__name__,
+            )
+            self._close(abort=False)
+            return
+        self._reply(Reply(nak, committed=False))
 
     def _done(self, _: object) -> None:
         self._busy = False

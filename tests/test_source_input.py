@@ -1,0 +1,96 @@
+"""Input that must get an answer, fast: whatever a frame holds, the sender gets an ACK naming its
+MSH-10 and the connection keeps serving. Real sockets, a real store."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from engine.message import Message
+from tests import test_source
+from tests.support.mllp import BlockingClient
+from tests.test_source import ack, oru, rows
+
+engine = test_source.engine  # the fixture: a Source listening on a free port, with a real store
+
+
+def with_msh_field(message: bytes, n: int, value: bytes) -> bytes:
+    """``message`` with MSH-``n`` set to the raw ``value`` (fields added as needed)."""
+    head, rest = message.split(b"\r", 1)
+    fields = head.split(b"|")
+    fields += [b""] * (n - len(fields))
+    fields[n - 1] = value
+    return b"|".join(fields) + b"\r" + rest
+
+
+def msa(reply: bytes) -> tuple[str, str]:
+    segment = ack(reply).segment("MSA")
+    return segment.value(1), segment.value(2)
+
+
+def err(reply: bytes) -> tuple[str, str]:
+    """ERR-3.1 code and ERR-2 location of an ACK."""
+    segment = ack(reply).segment("ERR")
+    return segment.value(3, component=1), segment.field(2)
+
+
+@pytest.mark.parametrize(
+    "charset",
+    [b"\x00", b"UTF\x00-8", b"NOT-A-CHARSET", b"\xff\xfe\x01", b"UTF-16", b"x" * 300],
+    ids=["nul", "nul-inside", "unknown", "junk-bytes", "not-ascii-safe", "long"],
+)
+def test_an_msh18_that_names_no_usable_charset_is_read_with_the_default_and_acked(
+    engine, tmp_path, caplog, charset
+) -> None:
+    port, _ = engine()
+    with caplog.at_level(logging.WARNING), BlockingClient(port) as client:
+        reply = client.request(with_msh_field(oru("CS1"), 18, charset))
+        assert msa(reply) == ("AA", "CS1")
+        assert msa(client.request(oru("CS2"))) == ("AA", "CS2"), "the connection keeps serving"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("CS1" in w and "MSH-18" in w for w in warnings)
+    assert not any("\x00" in w or len(w) > 400 for w in warnings)
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id FROM messages ORDER BY id") == [
+        ("CS1",),
+        ("CS2",),
+    ]
+
+
+def test_a_strict_channel_refuses_an_unusable_msh18_with_ar_207_at_msh18(engine, tmp_path) -> None:
+    port, _ = engine(strict_charset=True)
+    with BlockingClient(port) as client:
+        reply = client.request(with_msh_field(oru("CS3"), 18, b"\x00"))
+        assert msa(reply) == ("AR", "CS3")
+        assert err(reply) == ("207", "MSH^1^18")
+        assert msa(client.request(oru("CS4"))) == ("AA", "CS4")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id FROM messages") == [("CS4",)]
+
+
+class RaisingStore:
+    """A store with a bug: ``receive`` raises instead of returning a failed Deferred."""
+
+    def receive(self, incoming):
+        raise RuntimeError("a bug")
+
+    receive_many = receive
+
+
+def test_any_failure_handling_a_frame_is_answered_ar_207_and_the_connection_kept(engine, caplog) -> None:
+    port, _ = engine(store=RaisingStore())
+    with caplog.at_level(logging.ERROR), BlockingClient(port) as client:
+        for control_id in ("BUG1", "BUG2"):
+            reply = client.request(oru(control_id))
+            assert msa(reply) == ("AR", control_id)
+            assert err(reply)[0] == "207"
+    assert any("internal error handling a frame" in r.getMessage() for r in caplog.records)
+
+
+def test_a_check_that_raises_is_answered_ar_207(engine) -> None:
+    def broken(message: Message):
+        raise KeyError("a bug")
+
+    port, _ = engine(check=broken)
+    with BlockingClient(port) as client:
+        reply = client.request(oru("BUG3"))
+    assert msa(reply) == ("AR", "BUG3") and err(reply)[0] == "207"
