@@ -283,3 +283,18 @@ def test_only_a_nak_that_cannot_be_built_closes_the_connection(reactor, listen) 
     with BlockingClient(port) as client:
         client.send(b"BAD")
         assert client.is_closed_by_peer()
+
+
+def test_the_frame_timeout_never_fires_while_the_engine_itself_has_paused_reading(
+    reactor, listen, caplog
+) -> None:
+    """A client that pipelines correctly must not be reset for the engine's own slowness: while
+    reading is paused (max_pending_frames), the rest of a started frame waits in the kernel."""
+    count, size = 30, 10_000  # 300 KB: reads of 64 KiB end inside a frame
+    handler = EchoHandler(reactor, delays=[0.05] * count)  # 1.5 s of work > frame_timeout_s
+    port, _ = listen(handler, Limits(frame_timeout_s=0.3, max_pending_frames=2))
+    frames = [b"M%03d" % i + b"x" * size for i in range(count)]
+    with caplog.at_level(logging.ERROR), BlockingClient(port, timeout=10) as client:
+        client.send_raw(b"".join(b"\x0b" + f + b"\x1c\r" for f in frames))
+        assert [client.receive() for _ in range(count)] == [b"ACK:" + f for f in frames]
+    assert not any("not finished within" in r.getMessage() for r in caplog.records)

@@ -203,9 +203,11 @@ class MLLPServerProtocol(protocol.Protocol):
         if len(self._pending) >= self.factory.limits.max_pending_frames and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
+            self._watch_frame()
         elif not self._pending and self._paused:
             self._paused = False
             self.transport.resumeProducing()
+            self._watch_frame()
 
     def _reply(self, reply: Reply) -> None:
         if self._closing:
@@ -280,7 +282,9 @@ class MLLPServerProtocol(protocol.Protocol):
         self._close(abort=False)
 
     def _watch_frame(self) -> None:
-        in_frame = self._framer is not None and self._framer.in_frame
+        """Time a started frame only while we read: while reading is paused the rest of the frame
+        waits in our own socket buffer, and a sender must never be reset for our slowness."""
+        in_frame = self._framer is not None and self._framer.in_frame and not self._paused
         if in_frame and self._frame_call is None:
             self._frame_call = self.factory.clock.callLater(
                 self.factory.limits.frame_timeout_s, self._frame_timeout
