@@ -40,6 +40,7 @@ from engine.message.ack import (
 from engine.message.batch import Batch, split_batch
 from engine.message.display import printable
 from engine.message.path import Path
+from engine.message.structure import structure_problem
 from engine.mllp.server import Reply
 from engine.store.base import Incoming, Receipt, Store
 
@@ -193,7 +194,7 @@ class Source:
         """What makes ``message`` unacceptable before any check of the channel runs."""
         if self.strict_charset and message.charset_problem:
             return AckError(207, f"{message.charset_problem}; this channel refuses it", CHARSET_FIELD)
-        return None
+        return structure_problem(message)
 
     def _screen(self, message: Message) -> Accepted | _Answer | defer.Deferred[Accepted | _Answer]:
         """The check's verdict, or the refusal to answer with. At once, unless the check has

@@ -94,3 +94,53 @@ def test_a_check_that_raises_is_answered_ar_207(engine) -> None:
     with BlockingClient(port) as client:
         reply = client.request(oru("BUG3"))
     assert msa(reply) == ("AR", "BUG3") and err(reply)[0] == "207"
+
+
+@pytest.mark.parametrize("control_id", [b"", b"   "])
+def test_an_empty_msh10_is_refused_ar_101_at_msh10(engine, tmp_path, control_id) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = client.request(with_msh_field(oru("X"), 10, control_id))
+    assert msa(reply)[0] == "AR"
+    assert err(reply) == ("101", "MSH^1^10")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM messages") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "line", [b"PIDX|1||999", b"UNKNOWN|1", b"PV|1|I", b"pid|1", b"PI D|1", b"AB|"], ids=str
+)
+def test_a_line_whose_name_is_not_a_segment_name_is_refused_ar_100_at_its_position(
+    engine, tmp_path, line
+) -> None:
+    message = oru("SEG1").replace(b"OBR|", line + b"\rOBR|")  # becomes segment 3
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = client.request(message)
+        assert msa(reply) == ("AR", "SEG1")
+        assert err(reply) == ("100", "^3")
+        assert msa(client.request(oru("SEG2"))) == ("AA", "SEG2")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id FROM messages") == [("SEG2",)]
+
+
+def test_two_messages_in_one_frame_without_a_batch_header_are_refused_not_half_stored(
+    engine, tmp_path
+) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = client.request(oru("TWO1") + oru("TWO2"))
+        assert msa(reply) == ("AR", "TWO1")
+        assert err(reply) == ("100", "MSH^2")
+        assert "BHS" in ack(reply).segment("ERR").value(8)
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM messages") == [(0,)]
+
+
+def test_an_inbound_ack_is_still_recorded_whatever_its_structure(engine, tmp_path) -> None:
+    """ACKs are never answered in original mode, so refusing one would only lose it."""
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        client.send(b"MSH|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||ACK^R01^ACK||P|2.5\rMSA|AA|X1\r")
+        assert msa(client.request(oru("NEXT"))) == ("AA", "NEXT")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT state FROM messages ORDER BY id") == [
+        ("ACK_RECEIVED",),
+        ("RECEIVED",),
+    ]

@@ -15,7 +15,7 @@ from engine.message.charsets import codec_for
 from engine.message.delimiters import Delimiters
 from engine.message.display import printable
 from engine.message.escapes import unescape
-from engine.message.path import Path
+from engine.message.path import SEGMENT_NAME, Path
 
 __all__ = ["Delimiters", "Message", "Segment"]
 
@@ -184,6 +184,7 @@ class Message:
         self.msh = Segment(text[: min(3, end)], text, 0, end, 0, 1, delimiters, charset)
         self._segments: list[Segment] | None = None
         self._by_name: dict[str, list[Segment]] = {}
+        self._unreadable: int | None = None
 
     @classmethod
     def parse(cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False) -> Message:
@@ -236,6 +237,7 @@ class Message:
         """Find each segment's span (no ``text.split``: that would copy every segment)."""
         text, size, find = self.text, len(self.text), self.text.find
         delimiters, charset = self.delimiters, self.charset
+        field = delimiters.field
         segments = [self.msh]
         by_name = {self.msh.name: [self.msh]}
         start = self.msh._end + 1
@@ -245,7 +247,11 @@ class Message:
                 end = size
             # Skip blank lines; only a line that starts with whitespace is sliced to check.
             if start < end and not (text[start].isspace() and text[start:end].isspace()):
-                name = text[start : start + 3] if end - start >= 3 else text[start:end]
+                name = text[start : start + 3]
+                if not (_SEGMENT_NAME(name) and (end == start + 3 or text[start + 3] == field)):
+                    name = _unreadable_name(text[start : min(end, start + _NAME_SHOWN)], field)
+                    if self._unreadable is None:
+                        self._unreadable = len(segments) + 1
                 same_name = by_name.setdefault(name, [])
                 occurrence = len(same_name) + 1
                 segment = Segment(name, text, start, end, len(segments), occurrence, delimiters, charset)
@@ -253,6 +259,22 @@ class Message:
                 segments.append(segment)
             start = end + 1
         self._segments, self._by_name = segments, by_name
+
+    @property
+    def unreadable_segment(self) -> int | None:
+        """Position (MSH is 1, blank lines not counted) of the first line that is not a segment,
+        or None. A segment name is exactly three characters (:data:`SEGMENT_NAME`) followed by
+        the field separator or the end of the line: ``PIDX|`` is not a PID, nor ``PV|1`` a PV1.
+        Such a line keeps what it starts with as its name, so no lookup by name finds it."""
+        if self._segments is None:
+            self._split_segments()
+        return self._unreadable
+
+    @property
+    def second_header(self) -> int | None:
+        """Position of a second MSH segment (a frame holding two messages), or None."""
+        headers = self._named("MSH") if self.msh.name == "MSH" else []
+        return headers[1].index + 1 if len(headers) > 1 else None
 
     def _named(self, name: str) -> list[Segment]:
         if self._segments is None:
@@ -299,6 +321,16 @@ class Message:
         """MSH-18 repetitions; the first is the message's character set."""
         names = (unescape(rep, self.delimiters).strip() for rep in self.msh.repetitions(18))
         return tuple(name for name in names if name)
+
+
+_SEGMENT_NAME = SEGMENT_NAME.fullmatch
+_NAME_SHOWN = 8  # an unreadable line's name: enough to tell lines apart, never a long value
+
+
+def _unreadable_name(start: str, field: str) -> str:
+    """The name an unreadable line goes by: its start up to the field separator, never a
+    valid segment name (``PIDX``, ``PV``, ``pid``)."""
+    return start.split(field, 1)[0] or start
 
 
 def _line_end(data: bytes) -> int:
