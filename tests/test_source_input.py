@@ -8,6 +8,8 @@ import logging
 import pytest
 
 from engine.message import Message
+from engine.message.ack import AckError
+from engine.source import Refused
 from tests import test_source
 from tests.support.mllp import BlockingClient
 from tests.test_source import ack, oru, rows
@@ -144,3 +146,27 @@ def test_an_inbound_ack_is_still_recorded_whatever_its_structure(engine, tmp_pat
         ("ACK_RECEIVED",),
         ("RECEIVED",),
     ]
+
+
+def test_three_encoding_characters_are_read_without_an_escape_character_and_echoed(engine, tmp_path) -> None:
+    """Epic and older senders write ``MSH|^~&|``: read it, and answer in its own delimiters."""
+    epic = oru("EPIC1").replace(b"MSH|^~\\&|", b"MSH|^~&|")
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        reply = client.request(epic)
+    assert reply.startswith(b"MSH|^~&|COURIER|NHS|LAB|CITYHOSP|")
+    assert msa(reply) == ("AA", "EPIC1")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT control_id FROM messages") == [("EPIC1",)]
+
+
+def test_a_refusal_in_a_message_without_an_escape_character_cannot_break_the_ack(engine) -> None:
+    def refuse(message: Message):
+        raise Refused(AckError(101, "PID-3 ^ | ~ & missing\nsee the mapping"))
+
+    port, _ = engine(check=refuse)
+    with BlockingClient(port) as client:
+        reply = client.request(oru("EPIC2").replace(b"MSH|^~\\&|", b"MSH|^~&|"))
+    segment = ack(reply).segment("ERR")
+    assert msa(reply) == ("AR", "EPIC2")
+    assert segment.value(3, component=1) == "101"
+    assert segment.value(8) == "PID-3         missing see the mapping"

@@ -340,7 +340,8 @@ def _line_end(data: bytes) -> int:
 
 
 def _delimiters(header: str) -> Delimiters:
-    """Delimiters from MSH-1 and MSH-2 (4 encoding characters, or 5 with truncation)."""
+    """Delimiters from MSH-1 and MSH-2: 4 encoding characters, 5 with truncation (v2.7), or 3
+    (component, repetition, subcomponent: no escape character, as Epic and older senders write)."""
     if len(header) < 8:
         raise MessageError("MSH is too short to declare its delimiters")
     field = header[3]
@@ -351,11 +352,14 @@ def _delimiters(header: str) -> Delimiters:
 @lru_cache(maxsize=64)
 def _declared(field: str, encoding: str) -> Delimiters:
     """Check and build one set of delimiters; a sender declares the same set in every message."""
-    if len(encoding) not in (4, 5):
-        raise MessageError(f"MSH-2 must hold 4 or 5 encoding characters, found {len(encoding)}")
+    if len(encoding) not in (3, 4, 5):
+        raise MessageError(f"MSH-2 must hold 3, 4 or 5 encoding characters, found {len(encoding)}")
     chars = field + encoding
     if len(set(chars)) != len(chars) or any(c.isalnum() or c in "\r\n" for c in chars):
         raise MessageError("MSH-1/MSH-2 delimiters must be distinct, non-alphanumeric characters")
+    if len(encoding) == 3:
+        component, repetition, subcomponent = encoding
+        return Delimiters(field, component, repetition, None, subcomponent)
     component, repetition, escape, subcomponent = encoding[:4]
     truncation = encoding[4] if len(encoding) == 5 else None
     return Delimiters(field, component, repetition, escape, subcomponent, truncation)
