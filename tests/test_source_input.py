@@ -170,3 +170,13 @@ def test_a_refusal_in_a_message_without_an_escape_character_cannot_break_the_ack
     assert msa(reply) == ("AR", "EPIC2")
     assert segment.value(3, component=1) == "101"
     assert segment.value(8) == "PID-3         missing see the mapping"
+
+
+def test_the_same_message_resent_with_lf_line_ends_is_a_duplicate_not_new_work(engine, tmp_path) -> None:
+    port, _ = engine()
+    with BlockingClient(port) as client:
+        first = client.request(oru("DUP1"))
+        again = client.request(oru("DUP1").replace(b"\r", b"\n").rstrip(b"\n"))
+    assert msa(first) == msa(again) == ("AA", "DUP1")
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*), max(duplicates) FROM messages") == [(1, 1)]
+    assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM deliveries") == [(2,)]

@@ -49,6 +49,13 @@ def split_file(data: bytes) -> list[bytes]:
     return _messages(_segment_lines(data))
 
 
+def canonical(data: bytes) -> bytes:
+    """``data`` as the duplicate check compares it: segments ended by CR whatever the sender's
+    line ends (CR, LF, CRLF, none after the last), without leading junk, blank lines or
+    trailing spaces and tabs. A resend through another interface differs only in these."""
+    return b"".join(line.rstrip(b" \t") + b"\r" for line in _segment_lines(data))
+
+
 def _segment_lines(data: bytes) -> list[bytes]:
     """Non-blank segment lines, whatever the line ends."""
     lines = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
