@@ -216,7 +216,7 @@ class Source:
             log.warning(
                 "channel %s: refused %s control id %s: ERR %d %s",
                 self.channel,
-                _type(message),
+                printable(_type(message)),
                 printable(message.control_id),
                 refusal.error.code,
                 refusal.error.text,

@@ -177,3 +177,39 @@ def test_store_prune_deletes_old_finished_messages_only(store) -> None:
         "messages            1 deleted" in pruned.stdout and "deliveries          2 deleted" in pruned.stdout
     )
     assert "CTRL1" not in courier(store, "messages", "list").stdout
+
+
+def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(tmp_path) -> None:
+    """MSH-10 ``EVIL\\X0A\\...`` decodes to a line feed: it must not forge a table row, nor
+    colour or reverse the terminal."""
+    evil = "EVIL\n  999  FORGED ROW\x1b[31m\u202e"
+    path = tmp_path / "evil.sqlite3"
+    db = Database.open(path, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        db.receive(
+            Incoming(
+                channel="lab",
+                raw=RAW,
+                sending_application="LAB\x07",
+                sending_facility="HOSP",
+                control_id=evil,
+                message_type="ORU^R01",
+                received_at=1.0e9,
+                peer="127.0.0.1:5",
+                destinations=("gp-conneqt",),
+            )
+        )
+    db.close()
+    escaped = "EVIL\\n  999  FORGED ROW\\x1b[31m\\u202e"
+    outputs = [
+        courier(path, "messages", "list"),
+        courier(path, "messages", "show", "1"),
+        courier(path, "deliveries", "list"),
+        courier(path, "deliveries", "show", "1"),
+        courier(path, "status", evil),
+    ]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        assert escaped in result.stdout
+        assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\x07" not in result.stdout
+        assert not any(line.lstrip().startswith("999") for line in result.stdout.splitlines())

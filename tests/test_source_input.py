@@ -180,3 +180,16 @@ def test_the_same_message_resent_with_lf_line_ends_is_a_duplicate_not_new_work(e
     assert msa(first) == msa(again) == ("AA", "DUP1")
     assert rows(tmp_path / "courier.sqlite3", "SELECT count(*), max(duplicates) FROM messages") == [(1, 1)]
     assert rows(tmp_path / "courier.sqlite3", "SELECT count(*) FROM deliveries") == [(2,)]
+
+
+def test_a_control_id_decoding_to_control_characters_is_logged_escaped(engine, caplog) -> None:
+    def refuse(message: Message):
+        raise Refused(AckError(200, "not accepted"))
+
+    port, _ = engine(check=refuse)
+    with caplog.at_level(logging.INFO), BlockingClient(port) as client:
+        reply = client.request(oru("LOG\\X0A\\FORGED\\X1B\\"))
+    assert msa(reply) == ("AR", "LOG\nFORGED\x1b"), "MSA-2 is the sender's MSH-10, unchanged"
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.source"]
+    assert any("LOG\\nFORGED\\x1b" in line for line in lines)
+    assert not any("\n" in line or "\x1b" in line for line in lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 _UNPRINTABLE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-DEFAULT_LIMIT = 64
+DEFAULT_LIMIT = 200  # HL7 v2.7 allows a 199-character MSH-10: a real one is never cut
 
 
 def printable(text: str, limit: int = DEFAULT_LIMIT) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from engine.errors import StoreError
 from engine.message.batch import canonical
+from engine.message.display import printable
 from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
@@ -372,9 +373,9 @@ class Database:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
                 m.channel,
-                m.control_id,
-                m.sending_application,
-                m.sending_facility,
+                printable(m.control_id),
+                printable(m.sending_application),
+                printable(m.sending_facility),
             )
         message_id = execute(
             _INSERT_MESSAGE,
