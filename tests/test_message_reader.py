@@ -178,8 +178,14 @@ def test_get_unescapes_and_falls_back_to_the_default():
 
 def test_segments_are_built_once_and_keep_msh_identity():
     message = parse(ORU)
-    assert message.segments is message.segments
+    assert all(a is b for a, b in zip(message.segments, message.segments, strict=True))
     assert message.segments[0] is message.msh
+    assert message.segments[1] is message.segment("PID") and message.segments[-1] is message.segment("ZDS")
+    assert (
+        [s.occurrence for s in message.all("OBX")]
+        == [1, 2, 3]
+        == [s.occurrence for s in message.segments if s.name == "OBX"]
+    )
 
 
 def test_repr_shows_no_patient_data():

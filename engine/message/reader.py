@@ -8,7 +8,11 @@ message into segments only when somebody asks. Values are unescaped on access.
 from __future__ import annotations
 
 import codecs
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import overload
 
 from engine.errors import MessageError
 from engine.message.charsets import codec_for
@@ -182,9 +186,7 @@ class Message:
         end = text.find("\r")
         end = len(text) if end < 0 else end
         self.msh = Segment(text[: min(3, end)], text, 0, end, 0, 1, delimiters, charset)
-        self._segments: list[Segment] | None = None
-        self._by_name: dict[str, list[Segment]] = {}
-        self._unreadable: int | None = None
+        self._segment_index: _Index | None = None
 
     @classmethod
     def parse(cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False) -> Message:
@@ -227,38 +229,35 @@ class Message:
         return f"<Message {self.message_type}^{self.trigger_event} control_id={self.control_id!r}>"
 
     @property
-    def segments(self) -> list[Segment]:
-        """All segments in order, blank lines skipped; split once, on first use."""
-        if self._segments is None:
-            self._split_segments()
-        return self._segments
+    def segments(self) -> Sequence[Segment]:
+        """All segments in order, blank lines skipped; each made when first read."""
+        return _Segments(self)
 
-    def _split_segments(self) -> None:
-        """Find each segment's span (no ``text.split``: that would copy every segment)."""
-        text, size, find = self.text, len(self.text), self.text.find
-        delimiters, charset = self.delimiters, self.charset
-        field = delimiters.field
-        segments = [self.msh]
-        by_name = {self.msh.name: [self.msh]}
-        start = self.msh._end + 1
-        while start < size:
-            end = find("\r", start)
-            if end < 0:
-                end = size
-            # Skip blank lines; only a line that starts with whitespace is sliced to check.
-            if start < end and not (text[start].isspace() and text[start:end].isspace()):
-                name = text[start : start + 3]
-                if not (_SEGMENT_NAME(name) and (end == start + 3 or text[start + 3] == field)):
-                    name = _unreadable_name(text[start : min(end, start + _NAME_SHOWN)], field)
-                    if self._unreadable is None:
-                        self._unreadable = len(segments) + 1
-                same_name = by_name.setdefault(name, [])
-                occurrence = len(same_name) + 1
-                segment = Segment(name, text, start, end, len(segments), occurrence, delimiters, charset)
-                same_name.append(segment)
-                segments.append(segment)
-            start = end + 1
-        self._segments, self._by_name = segments, by_name
+    def _index(self) -> _Index:
+        if self._segment_index is None:
+            self._segment_index = _Index(self)
+        return self._segment_index
+
+    def _segment_at(self, position: int, occurrence: int = 0) -> Segment:
+        """The segment at ``position`` (0 is MSH), made once and kept; callers that know its
+        occurrence under its name pass it."""
+        index = self._index()
+        segment = index.made.get(position)
+        if segment is None:
+            name = index.names[position]
+            if not occurrence:
+                occurrence = bisect_left(index.by_name[name], position) + 1
+            segment = index.made[position] = Segment(
+                name,
+                self.text,
+                index.starts[position],
+                index.ends[position],
+                position,
+                occurrence,
+                self.delimiters,
+                self.charset,
+            )
+        return segment
 
     @property
     def unreadable_segment(self) -> int | None:
@@ -266,31 +265,29 @@ class Message:
         or None. A segment name is exactly three characters (:data:`SEGMENT_NAME`) followed by
         the field separator or the end of the line: ``PIDX|`` is not a PID, nor ``PV|1`` a PV1.
         Such a line keeps what it starts with as its name, so no lookup by name finds it."""
-        if self._segments is None:
-            self._split_segments()
-        return self._unreadable
+        return self._index().unreadable
 
     @property
     def second_header(self) -> int | None:
         """Position of a second MSH segment (a frame holding two messages), or None."""
-        headers = self._named("MSH") if self.msh.name == "MSH" else []
-        return headers[1].index + 1 if len(headers) > 1 else None
-
-    def _named(self, name: str) -> list[Segment]:
-        if self._segments is None:
-            self._split_segments()
-        return self._by_name.get(name, [])
+        headers = self._index().by_name.get("MSH", ()) if self.msh.name == "MSH" else ()
+        return headers[1] + 1 if len(headers) > 1 else None
 
     def all(self, name: str) -> list[Segment]:
         """Every segment called ``name``, in order."""
-        return list(self._named(name))
+        index = self._index()
+        made, segment_at = index.made, self._segment_at
+        positions = index.by_name.get(name, ())
+        return [made.get(position) or segment_at(position, n) for n, position in enumerate(positions, 1)]
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th segment called ``name`` (1-based), or None."""
         if name == self.msh.name and occurrence == 1:
             return self.msh
-        same_name = self._named(name)
-        return same_name[occurrence - 1] if 0 < occurrence <= len(same_name) else None
+        positions = self._index().by_name.get(name, ())
+        if 0 < occurrence <= len(positions):
+            return self._segment_at(positions[occurrence - 1], occurrence)
+        return None
 
     def get(self, path: str | Path, default: str = "") -> str:
         """The decoded value at an HL7 path such as ``PID-5.1``; ``default`` if empty or absent."""
@@ -323,13 +320,78 @@ class Message:
         return tuple(name for name in names if name)
 
 
+class _Index:
+    """Where each segment of a message is: its span, its name (shared, not copied) and its
+    position under that name. About 30 bytes a segment, so a frame of a million tiny lines costs
+    megabytes, not a million objects; a :class:`Segment` is made only when somebody reads it.
+
+    Spans are found with ``str.find``: ``text.split`` would copy every segment.
+    """
+
+    __slots__ = ("starts", "ends", "names", "by_name", "unreadable", "made")
+
+    def __init__(self, message: Message) -> None:
+        text, size, find, field = message.text, len(message.text), message.text.find, message.delimiters.field
+        msh = message.msh
+        starts, ends, names = array("q", [0]), array("q", [msh._end]), [msh.name]
+        entries: dict[str, tuple[str, array[int]]] = {msh.name: (msh.name, array("q", [0]))}
+        unreadable = None
+        start = msh._end + 1
+        while start < size:
+            end = find("\r", start)
+            if end < 0:
+                end = size
+            # Skip blank lines; only a line that starts with whitespace is sliced to check.
+            if start < end and not (text[start].isspace() and text[start:end].isspace()):
+                name = text[start : start + 3]
+                if not (_SEGMENT_NAME(name) and (end == start + 3 or text[start + 3] == field)):
+                    name = _unreadable_name(text[start : min(end, start + _NAME_SHOWN)], field)
+                    if unreadable is None:
+                        unreadable = len(starts) + 1
+                entry = entries.get(name)
+                if entry is None:
+                    entry = entries[name] = (name, array("q"))
+                entry[1].append(len(starts))
+                names.append(entry[0])
+                starts.append(start)
+                ends.append(end)
+            start = end + 1
+        self.starts, self.ends, self.names, self.unreadable = starts, ends, names, unreadable
+        self.by_name = {name: positions for name, (_, positions) in entries.items()}
+        self.made: dict[int, Segment] = {0: msh}
+
+
+class _Segments(Sequence[Segment]):
+    """A message's segments in order, each made when first read (see :class:`_Index`)."""
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._count = len(message._index().starts)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> Segment: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Segment]: ...
+    def __getitem__(self, i: int | slice) -> Segment | list[Segment]:
+        if isinstance(i, slice):
+            return [self._message._segment_at(n) for n in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("segment index out of range")
+        return self._message._segment_at(i)
+
+
 _SEGMENT_NAME = SEGMENT_NAME.fullmatch
 _NAME_SHOWN = 8  # an unreadable line's name: enough to tell lines apart, never a long value
 
 
 def _unreadable_name(start: str, field: str) -> str:
-    """The name an unreadable line goes by: its start up to the field separator, never a
-    valid segment name (``PIDX``, ``PV``, ``pid``)."""
+    """The name a line that is not a segment goes by: its start up to the field separator
+    (``PIDX``, ``PV``, ``pid``), never a segment name, so no lookup by name finds it."""
     return start.split(field, 1)[0] or start
 
 
