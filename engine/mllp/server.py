@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from engine.message.display import printable
 from engine.mllp.framing import (
     BrokenFrame,
     Frame,
@@ -224,10 +225,11 @@ class MLLPServerProtocol(protocol.Protocol):
         feed behind it; only when even the NAK cannot be built is the connection closed.
         """
         log.error(
-            "listener %s: %s: internal error handling a frame (%s); answering with a NAK",
+            "listener %s: %s: internal error handling a frame (%s: %s); answering with a NAK",
             self.factory.name,
             self.peer,
             failure.type.__name__,
+            printable(failure.getErrorMessage()),
         )
         try:
             nak = self.factory.handler.refuse_failed(payload, self.peer)
