@@ -7,10 +7,13 @@ import logging
 
 import pytest
 
+from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.ack import AckError
 from engine.source import Refused
 from tests import test_source
+from tests.conftest import on_reactor
+from tests.support.engine import listen
 from tests.support.mllp import BlockingClient
 from tests.test_source import ack, oru, rows
 
@@ -193,3 +196,19 @@ def test_a_control_id_decoding_to_control_characters_is_logged_escaped(engine, c
     lines = [r.getMessage() for r in caplog.records if r.name == "engine.source"]
     assert any("LOG\\nFORGED\\x1b" in line for line in lines)
     assert not any("\n" in line or "\x1b" in line for line in lines)
+
+
+def test_the_printing_listener_answers_ar_207_when_its_callback_fails(reactor) -> None:
+    """``courier listen``'s receiver: a failure in what it does with a message is answered too."""
+
+    def broken(message: Message) -> None:
+        raise BrokenPipeError("stdout closed")
+
+    port, listening, _ = listen(reactor, "listen", AcknowledgingReceiver(reactor, broken))
+    try:
+        with BlockingClient(port) as client:
+            for control_id in ("LIS1", "LIS2"):
+                reply = client.request(oru(control_id))
+                assert msa(reply) == ("AR", control_id) and err(reply)[0] == "207"
+    finally:
+        on_reactor(listening.stopListening)
