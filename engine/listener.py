@@ -16,9 +16,18 @@ from twisted.internet.interfaces import IReactorTime
 
 from engine.errors import MessageError
 from engine.message import Message
-from engine.message.ack import ACCEPT, ack_wanted, build_ack, build_unreadable_nak, is_enhanced_mode
+from engine.message.ack import (
+    ACCEPT,
+    REJECT,
+    AckError,
+    ack_wanted,
+    build_ack,
+    build_unreadable_nak,
+    is_enhanced_mode,
+)
+from engine.message.display import printable
 from engine.mllp.server import Reply
-from engine.source import NOT_HL7, ControlIds
+from engine.source import INTERNAL_ERROR, NOT_HL7, ControlIds
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +45,33 @@ class AcknowledgingReceiver:
             message = Message.parse(payload, default_charset="latin-1")
         except MessageError as error:  # answered, so the sender does not wait for its timeout
             log.error("listener: %s: refused a frame that is not HL7: %s", peer, error)
-            nak = build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=NOT_HL7)
-            return defer.succeed(Reply(nak, committed=False))
+            return defer.succeed(Reply(self._unreadable(NOT_HL7), committed=False))
         self.on_message(message)
+        return defer.succeed(Reply(self._ack(message, ACCEPT)))
+
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        try:
+            message = Message.parse(payload, default_charset="latin-1", force_charset=True)
+        except MessageError:
+            return self._unreadable(INTERNAL_ERROR)
+        return self._ack(message, REJECT, INTERNAL_ERROR)
+
+    def _ack(self, message: Message, outcome: str, error: AckError | None = None) -> bytes | None:
         enhanced = is_enhanced_mode(message)
-        if not ack_wanted(message, ACCEPT, enhanced=enhanced):
-            return defer.succeed(Reply(None))
-        ack = build_ack(
+        if not ack_wanted(message, outcome, enhanced=enhanced):
+            return None
+        errors = () if error is None else (error,)
+        return build_ack(
             message,
-            ACCEPT,
+            outcome,
             control_id=self.control_ids(),
             timestamp=self._now(),
+            errors=errors,
             enhanced=enhanced,
         )
-        return defer.succeed(Reply(ack))
+
+    def _unreadable(self, error: AckError) -> bytes:
+        return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.seconds(), UTC)
@@ -72,6 +94,6 @@ class PrintingReceiver(AcknowledgingReceiver):
             status = f" MSA {msa.value(1)} {msa.value(2)}" if msa else ""
             status += f" {zds.value(1)}" if zds else ""  # Courier's status event: delivered, read…
             kind = f"{message.message_type}^{message.trigger_event}"
-            print(f"{kind} {message.control_id}{status}", file=self.out, flush=True)
+            print(f"{kind} {printable(message.control_id)}{status}", file=self.out, flush=True)
         else:
             print(message.text.replace("\r", "\n"), file=self.out, flush=True)

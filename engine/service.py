@@ -144,6 +144,7 @@ def build_source(
         Screen(channel, channel_routes, validator),
         charset=channel.source.charset,
         force_charset=channel.source.force_charset,
+        strict_charset=channel.source.strict_charset,
         ack_mode=channel.ack.mode,
         reject_duplicates=channel.ack.duplicates == "reject",
         duplicate_window_s=channel.ack.duplicate_window_s,

@@ -38,6 +38,9 @@ from engine.message.ack import (
     is_enhanced_mode,
 )
 from engine.message.batch import Batch, split_batch
+from engine.message.display import printable
+from engine.message.path import Path
+from engine.message.structure import structure_problem
 from engine.mllp.server import Reply
 from engine.store.base import Incoming, Receipt, Store
 
@@ -72,9 +75,10 @@ NOT_HL7 = AckError(
     100, "Frame content is not an HL7 v2 message: it does not start with a readable MSH segment"
 )
 STORE_FAILED = AckError(207, "Message could not be stored; it was not accepted, please resend later")
-INTERNAL_ERROR = AckError(207, "Internal error while checking the message; please resend later")
+INTERNAL_ERROR = AckError(207, "Internal error while handling the message; it was not accepted")
 DUPLICATE = AckError(205, "Duplicate message: this control id and content were already received")
 TOO_LARGE = AckError(207, "Message exceeds the listener's maximum size and was refused")
+CHARSET_FIELD = Path.parse("MSH-18")
 
 
 class ControlIds:
@@ -114,6 +118,7 @@ class Source:
         *,
         charset: str = "ascii",
         force_charset: bool = False,
+        strict_charset: bool = False,
         ack_mode: AckMode = "auto",
         reject_duplicates: bool = False,
         duplicate_window_s: float | None = None,
@@ -125,6 +130,7 @@ class Source:
         self.check = check
         self.charset = charset
         self.force_charset = force_charset
+        self.strict_charset = strict_charset
         self.ack_mode = ack_mode
         self.reject_duplicates = reject_duplicates
         self.duplicate_window_s = duplicate_window_s
@@ -161,23 +167,41 @@ class Source:
             return None
         return self._answer(message, _Answer(REJECT, TOO_LARGE, committed=False))
 
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        """AR/CR 207 with MSA-2 = the frame's MSH-10, read as latin-1 (which decodes any bytes,
+        so whatever broke the handling of this frame cannot break its NAK too)."""
+        try:
+            message = Message.parse(payload, default_charset="latin-1", force_charset=True)
+        except MessageError:
+            return self._unreadable(INTERNAL_ERROR)
+        return self._answer(message, _Answer(REJECT, INTERNAL_ERROR, committed=False))
+
     # Steps
 
     def _parse(self, payload: bytes) -> Message:
         message = Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
-        if message.charset_problem:
+        if message.charset_problem and not self.strict_charset:
             log.warning(
                 "channel %s: control id %s: %s; stored as received (set the channel's charset or "
                 "force_charset for this sender)",
                 self.channel,
-                message.control_id,
+                printable(message.control_id),
                 message.charset_problem,
             )
         return message
 
+    def _frame_problem(self, message: Message) -> AckError | None:
+        """What makes ``message`` unacceptable before any check of the channel runs."""
+        if self.strict_charset and message.charset_problem:
+            return AckError(207, f"{message.charset_problem}; this channel refuses it", CHARSET_FIELD)
+        return structure_problem(message)
+
     def _screen(self, message: Message) -> Accepted | _Answer | defer.Deferred[Accepted | _Answer]:
         """The check's verdict, or the refusal to answer with. At once, unless the check has
         work to do off the reactor thread (hl7apy validation): then a Deferred."""
+        problem = self._frame_problem(message)
+        if problem is not None:
+            return self._refused(Failure(Refused(problem)), message)
         try:
             verdict = self.check(message)
         except Exception:
@@ -192,8 +216,8 @@ class Source:
             log.warning(
                 "channel %s: refused %s control id %s: ERR %d %s",
                 self.channel,
-                _type(message),
-                message.control_id,
+                printable(_type(message)),
+                printable(message.control_id),
                 refusal.error.code,
                 refusal.error.text,
             )
@@ -201,10 +225,10 @@ class Source:
         log.error(
             "channel %s: error checking control id %s: %s",
             self.channel,
-            message.control_id,
+            printable(message.control_id),
             failure.getErrorMessage(),
         )
-        return _Answer(ERROR, INTERNAL_ERROR, committed=False)
+        return _Answer(REJECT, INTERNAL_ERROR, committed=False)
 
     def _store(
         self, verdict: Accepted | _Answer, message: Message, payload: bytes, peer: str
@@ -227,7 +251,7 @@ class Source:
         log.error(
             "channel %s: could not store control id %s: %s",
             self.channel,
-            message.control_id,
+            printable(message.control_id),
             failure.getErrorMessage(),
         )
         return _Answer(ERROR, STORE_FAILED, committed=False)
@@ -235,7 +259,12 @@ class Source:
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         """Keep an inbound ACK for the audit trail, and never answer it (two engines would
         loop) unless its MSH-15 asks for a commit ACK, as a status message in enhanced mode does."""
-        log.info("channel %s: %s: received an ACK (%s); recorded", self.channel, peer, message.control_id)
+        log.info(
+            "channel %s: %s: received an ACK (%s); recorded",
+            self.channel,
+            peer,
+            printable(message.control_id),
+        )
         d = self.store.receive(self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED")))
         d.addCallbacks(
             lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
@@ -344,8 +373,8 @@ class Source:
             enhanced=enhanced,
         )
 
-    def _unreadable(self) -> bytes:
-        return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=NOT_HL7)
+    def _unreadable(self, error: AckError = NOT_HL7) -> bytes:
+        return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
 
     def _now(self) -> datetime:
         """The ACK time (HL7 DTM to the second): converted to local time once a second."""

@@ -20,7 +20,7 @@ def store(tmp_path):
     return stored_message(tmp_path / "courier.sqlite3", Cipher(base64.b64decode(KEY)))
 
 
-def stored_message(path, cipher: Cipher):
+def stored_message(path, cipher: Cipher, control_id: str = "CTRL1", sending_application: str = "LAB"):
     """A store file holding RAW, queued for two destinations."""
     db = Database.open(path, cipher)
     with db.transaction():
@@ -28,9 +28,9 @@ def stored_message(path, cipher: Cipher):
             Incoming(
                 channel="lab",
                 raw=RAW,
-                sending_application="LAB",
+                sending_application=sending_application,
                 sending_facility="HOSP",
-                control_id="CTRL1",
+                control_id=control_id,
                 message_type="ORU^R01",
                 received_at=1.0e9,
                 peer="127.0.0.1:5",
@@ -177,3 +177,23 @@ def test_store_prune_deletes_old_finished_messages_only(store) -> None:
         "messages            1 deleted" in pruned.stdout and "deliveries          2 deleted" in pruned.stdout
     )
     assert "CTRL1" not in courier(store, "messages", "list").stdout
+
+
+def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(tmp_path) -> None:
+    """MSH-10 ``EVIL\\X0A\\...`` decodes to a line feed: it must not forge a table row, nor
+    colour or reverse the terminal."""
+    evil = "EVIL\n  999  FORGED ROW\x1b[31m\u202e"
+    path = stored_message(tmp_path / "evil.sqlite3", Cipher(base64.b64decode(KEY)), evil, "LAB\x07")
+    escaped = "EVIL\\n  999  FORGED ROW\\x1b[31m\\u202e"
+    outputs = [
+        courier(path, "messages", "list"),
+        courier(path, "messages", "show", "1"),
+        courier(path, "deliveries", "list"),
+        courier(path, "deliveries", "show", "1"),
+        courier(path, "status", evil),
+    ]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        assert escaped in result.stdout
+        assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\x07" not in result.stdout
+        assert not any(line.lstrip().startswith("999") for line in result.stdout.splitlines())

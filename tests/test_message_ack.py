@@ -303,3 +303,14 @@ def test_ack_wanted_answers_an_ack_only_when_its_msh15_asks() -> None:
     assert not ack_wanted(msg("ACK^R01^ACK", "AL", "NE"), ACCEPT, enhanced=False), "forced original mode"
     assert not ack_wanted(msg("ORU^R01", "ER", "AL"), ACCEPT, enhanced=True)
     assert ack_wanted(msg("ORU^R01", "ER", "AL"), REJECT, enhanced=True)
+
+
+@pytest.mark.parametrize(
+    ("version", "field", "expected"), [("2.5", 2, "^4"), ("2.3", 1, "^4^^100&x&HL70357")]
+)
+def test_a_whole_segment_location_is_written_as_segment_and_sequence(version, field, expected):
+    from engine.message.ack import SegmentLocation
+
+    error = AckError(100, "x", SegmentLocation("", 4))
+    reply = ack(received(version=version), REJECT, errors=[error])
+    assert reply.segment("ERR").field(field) == expected

@@ -81,3 +81,14 @@ def test_split_file_drops_envelopes_and_tolerates_line_ends(separator):
 def test_split_file_keeps_non_ascii_bytes_untouched():
     latin = ("MSH|^~\\&|||||||M1|P|2.5||||||8859/1\rPID|1||1||Noël\r").encode("latin-1")
     assert split_file(latin + latin) == [latin, latin]
+
+
+def test_batch_lines_are_named_as_the_reader_names_segments():
+    """``BTSX|`` is no trailer and ``MSHX|`` starts no message: they stay inside the message,
+    whose reader then finds a line that is not a segment."""
+    data = ("BHS|^~\\&|LAB\r" + MSG1 + "BTSX|9\rMSHX|1\r" + MSG2 + "BTS|2\r").encode()
+    batch = split_batch(data)
+    assert batch.declared_count == 2
+    first, second = (Message.parse(m) for m in batch.messages)
+    assert first.unreadable_segment == 4 and second.unreadable_segment is None
+    assert split_batch(b"BHSX|^~\\&|LAB\r" + MSG1.encode()) is None, "BHSX is not a batch header"

@@ -75,3 +75,10 @@ def test_escape_then_unescape_round_trips(delimiters, text):
     for char in (delimiters.field, delimiters.component, delimiters.repetition, delimiters.subcomponent):
         assert char not in escaped
     assert unescape(escaped, delimiters) == text
+
+
+def test_without_an_escape_character_nothing_is_unescaped_and_delimiters_written_become_spaces():
+    none = Delimiters("|", "^", "~", None, "&")
+    assert none.encoding_characters == "^~&"
+    assert unescape("a\\F\\b", none) == "a\\F\\b"
+    assert escape("a|b^c~d&e\nf", none) == "a b c d e f"

@@ -178,8 +178,14 @@ def test_get_unescapes_and_falls_back_to_the_default():
 
 def test_segments_are_built_once_and_keep_msh_identity():
     message = parse(ORU)
-    assert message.segments is message.segments
+    assert all(a is b for a, b in zip(message.segments, message.segments, strict=True))
     assert message.segments[0] is message.msh
+    assert message.segments[1] is message.segment("PID") and message.segments[-1] is message.segment("ZDS")
+    assert (
+        [s.occurrence for s in message.all("OBX")]
+        == [1, 2, 3]
+        == [s.occurrence for s in message.segments if s.name == "OBX"]
+    )
 
 
 def test_repr_shows_no_patient_data():
@@ -262,3 +268,30 @@ def test_raw_fields_and_repetitions_agree_with_python_hl7():
             assert mine.field(n) == str(other[n]), f"{mine.name}-{n}"
             if n > 2 or mine.name != "MSH":
                 assert mine.repetitions(n) == ([str(r) for r in other[n]] if str(other[n]) else [])
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("PIDX|1|X", "PIDX"),
+        ("UNKNOWN|", "UNKNOWN"),
+        ("PV|1|I", "PV"),
+        ("pid|1", "pid"),
+        ("AB1DEFGHIJ", "AB1DEFGH"),
+    ],
+)
+def test_a_segment_name_is_exactly_three_characters_followed_by_the_field_separator(line, name):
+    message = parse(f"MSH|^~\\&|A|B|C|D|||ADT^A01|X1|P|2.5\r{line}\rPID|2\rEVN\r")
+    assert [s.name for s in message.segments] == ["MSH", name, "PID", "EVN"]
+    assert message.unreadable_segment == 2
+    assert message.segment("PID").field(1) == "2", "PIDX| is not read as a PID"
+
+
+def test_a_message_of_readable_segments_has_no_unreadable_one_and_no_second_header():
+    message = parse(ORU)
+    assert message.unreadable_segment is None and message.second_header is None
+
+
+def test_a_second_msh_is_found_by_its_position():
+    message = parse("MSH|^~\\&|A|B|C|D|||ADT^A01|X1|P|2.5\rPID|1\rMSH|^~\\&|A|B|C|D|||ADT^A01|X2|P|2.5\r")
+    assert message.second_header == 3

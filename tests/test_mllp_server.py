@@ -39,6 +39,9 @@ class EchoHandler:
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
         return b"TOO-LARGE:" + head[:10]
 
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        return b"FAILED:" + payload
+
 
 @pytest.fixture
 def listen(reactor):
@@ -252,3 +255,46 @@ def test_mllp_release2_commit_byte_precedes_the_ack(reactor, listen) -> None:
         client.send(b"MSH|1")
         assert client.receive() == b"\x06"
         assert client.receive() == b"ACK:MSH|1"
+
+
+def test_a_frame_whose_handling_fails_is_answered_and_the_connection_kept(reactor, listen, caplog) -> None:
+    class Failing(EchoHandler):
+        def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred:
+            if payload.startswith(b"BAD"):
+                return defer.fail(ValueError("embedded null character"))
+            return super().handle_frame(payload, peer)
+
+    port, _ = listen(Failing(reactor))
+    with caplog.at_level(logging.ERROR), BlockingClient(port) as client:
+        assert client.request(b"BAD1") == b"FAILED:BAD1"
+        assert client.request(b"MSH|2") == b"ACK:MSH|2"
+    assert any("answering with a NAK" in r.getMessage() for r in caplog.records)
+
+
+def test_only_a_nak_that_cannot_be_built_closes_the_connection(reactor, listen) -> None:
+    class Hopeless(EchoHandler):
+        def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred:
+            return defer.fail(ValueError("broken"))
+
+        def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+            raise ValueError("broken too")
+
+    port, _ = listen(Hopeless(reactor))
+    with BlockingClient(port) as client:
+        client.send(b"BAD")
+        assert client.is_closed_by_peer()
+
+
+def test_the_frame_timeout_never_fires_while_the_engine_itself_has_paused_reading(
+    reactor, listen, caplog
+) -> None:
+    """A client that pipelines correctly must not be reset for the engine's own slowness: while
+    reading is paused (max_pending_frames), the rest of a started frame waits in the kernel."""
+    count, size = 30, 10_000  # 300 KB: reads of 64 KiB end inside a frame
+    handler = EchoHandler(reactor, delays=[0.05] * count)  # 1.5 s of work > frame_timeout_s
+    port, _ = listen(handler, Limits(frame_timeout_s=0.3, max_pending_frames=2))
+    frames = [b"M%03d" % i + b"x" * size for i in range(count)]
+    with caplog.at_level(logging.ERROR), BlockingClient(port, timeout=10) as client:
+        client.send_raw(b"".join(b"\x0b" + f + b"\x1c\r" for f in frames))
+        assert [client.receive() for _ in range(count)] == [b"ACK:" + f for f in frames]
+    assert not any("not finished within" in r.getMessage() for r in caplog.records)

@@ -627,3 +627,38 @@ def test_an_older_store_others_may_read_is_opened_with_a_warning(tmp_path, key, 
     with caplog.at_level(logging.WARNING, logger="engine.store.database"):
         Database.open(path, Cipher(key)).close()
     assert f"has mode 0644; run: chmod 600 {path}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "resend",
+    [
+        RAW.replace(b"\r", b"\n"),
+        RAW.replace(b"\r", b"\r\n"),
+        RAW + b"\r",
+        RAW + b"\r\n\r\n",
+        RAW.replace(b"\r", b"  \r") + b" \t",
+        b"\r\n" + RAW,
+    ],
+    ids=["lf", "crlf", "trailing-cr", "blank-lines", "trailing-whitespace", "leading-line-end"],
+)
+def test_a_resend_with_other_line_ends_or_trailing_whitespace_is_a_duplicate(db, resend):
+    first = receive(db, incoming())
+    again = receive(db, incoming(raw=resend))
+    assert again.duplicate and again.message_id == first.message_id
+    assert db.get_message("C1", with_body=True).raw == RAW, "the body stays as first received"
+
+
+def test_a_resend_with_a_changed_value_is_still_new(db):
+    receive(db, incoming())
+    assert not receive(db, incoming(raw=RAW.replace(b"DOE", b"ROE"))).duplicate
+
+
+def test_a_resend_of_a_row_whose_digest_is_of_the_exact_bytes_is_still_a_duplicate(db):
+    """Rows stored before digests were of the canonical form, inside the window after an upgrade."""
+    first = receive(db, incoming())
+    with db.transaction():
+        db.connection.execute(
+            "UPDATE messages SET body_sha256 = ? WHERE id = ?", (db.keyed_hash(RAW), first.message_id)
+        )
+    again = receive(db, incoming())
+    assert again.duplicate and again.message_id == first.message_id

@@ -8,7 +8,6 @@ and where **status reports** go back. Everything here is pure: reading the file 
 
 from __future__ import annotations
 
-import codecs
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from typing import Any
 from engine.channel.conditions import Condition, condition_problem, parse_condition
 from engine.channel.endpoints import client_endpoint_problem, server_endpoint_problem
 from engine.channel.registry import DESTINATION_TYPES, settings_problems, settings_specs
+from engine.message.charsets import lookup
 from engine.spec import (
     Problem,
     Spec,
@@ -60,9 +60,7 @@ def _message_type_problem(text: str) -> str | None:
 
 
 def _charset_problem(name: str) -> str | None:
-    try:
-        codecs.lookup(name)
-    except LookupError:
+    if lookup(name) is None:
         return f"unknown character set {name!r} (use a Python codec name such as 'cp1252')"
     return None
 
@@ -243,6 +241,7 @@ class Source:
     max_pending_frames: int
     charset: str
     force_charset: bool
+    strict_charset: bool
     mllp_release2: bool
     filter: ChannelFilter
     validation: Validation
@@ -288,6 +287,13 @@ SOURCE = Spec(
             example="cp1252",
         ),
         boolean("force_charset", "Always use `charset`, whatever MSH-18 says.", default=False),
+        boolean(
+            "strict_charset",
+            "Refuse (AR, ERR-3 207) a message whose MSH-18 names a character set Courier cannot "
+            "read, or whose bytes are not valid in it, instead of reading it with `charset` "
+            "and a warning.",
+            default=False,
+        ),
         boolean(
             "mllp_release2",
             "MLLP release 2: answer each frame with a commit byte (0x06 / 0x15) before the ACK.",

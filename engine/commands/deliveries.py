@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from engine.commands.store_options import add_store_arguments, open_database, when
+from engine.message.display import printable
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             for d in rows:
                 print(
                     f"{d.id:>6}  {d.channel:20}  {d.destination:16}  {d.state:10}  {d.attempts:>5}  "
-                    f"{when(d.next_attempt_at) if d.state == 'QUEUED' else '-':25}  {d.control_id}"
+                    f"{when(d.next_attempt_at) if d.state == 'QUEUED' else '-':25}  {printable(d.control_id)}"
                 )
             return 0
         if args.action == "show":
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"courier deliveries: no delivery {args.id}")
                 return 1
             for name in ("id", "channel", "destination", "control_id", "state", "attempts", "remote_id"):
-                print(f"{name:16} {getattr(delivery, name)}")
+                print(f"{name:16} {printable(str(getattr(delivery, name)))}")
             for name in ("created_at", "updated_at", "next_attempt_at"):
                 print(f"{name:16} {when(getattr(delivery, name))}")
             print(f"{'last_error':16} {delivery.last_error or '-'}")

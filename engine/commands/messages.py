@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.commands.store_options import add_list_action, add_store_arguments, hl7_lines, open_database, when
+from engine.message.display import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'id':>6}  {'received':25}  {'channel':20}  {'type':8}  {'state':12}  control id")
             for m in messages:
                 print(
-                    f"{m.id:>6}  {when(m.received_at):25}  {m.channel:20}  {m.message_type:8}  "
-                    f"{m.state:12}  {m.control_id}"
+                    f"{m.id:>6}  {when(m.received_at):25}  {m.channel:20}  {printable(m.message_type):8}  "
+                    f"{m.state:12}  {printable(m.control_id)}"
                 )
             return 0
         ref = int(args.ref) if args.ref.isdigit() else args.ref
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             "application_ack",
             "duplicates",
         ):
-            print(f"{name:20} {getattr(message, name)}")
+            print(f"{name:20} {printable(str(getattr(message, name)))}")
         print(f"{'received_at':20} {when(message.received_at)}")
         if message.raw is not None:
             print()

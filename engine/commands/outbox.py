@@ -20,6 +20,7 @@ from engine.commands.store_options import (
     open_database,
     when,
 )
+from engine.message.display import printable
 
 if TYPE_CHECKING:
     from engine.store import Database, OutboxItem
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 next_attempt = when(item.next_attempt_at) if item.state == "PENDING" else "-"
                 print(
                     f"{item.id:>6}  {item.channel:20}  {item.seq:>5}  {item.state:8}  {item.attempts:>5}  "
-                    f"{next_attempt:25}  {item.control_id}"
+                    f"{next_attempt:25}  {printable(item.control_id)}"
                 )
             return 0
         item = db.get_outbox_item(args.id, with_payload=args.action == "show" and args.body)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "skip":
             return _skip(db, item, args.reason)
         for name in ("id", "channel", "target", "seq", "control_id", "state", "attempts"):
-            print(f"{name:16} {getattr(item, name)}")
+            print(f"{name:16} {printable(str(getattr(item, name)))}")
         print(f"{'created_at':16} {when(item.created_at)}")
         print(f"{'last_error':16} {item.last_error or '-'}")
         if item.payload is not None:
@@ -78,6 +79,7 @@ def _skip(db: Database, item: OutboxItem, reason: str) -> int:
         print(f"courier outbox: item {item.id} is {item.state}, not PENDING; nothing to skip")
         return 1
     print(
-        f"courier outbox: item {item.id} ({item.control_id}) is now ERROR; the channel's later items go next"
+        f"courier outbox: item {item.id} ({printable(item.control_id)}) is now ERROR; "
+        "the channel's later items go next"
     )
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine.commands.store_options import add_store_arguments, open_database, when
+from engine.message.display import printable
 
 if TYPE_CHECKING:
     from engine.store import Delivery, Event, Message
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         message = db.get_message(args.control_id)
         if message is None:
-            print(f"courier status: no message with control id {args.control_id!r}")
+            print(f"courier status: no message with control id '{printable(args.control_id)}'")
             return 1
         events = db.timeline(args.control_id)
         delivery_ids = sorted({e.delivery_id for e in events if e.delivery_id is not None})
@@ -50,8 +51,8 @@ def render(
 ) -> list[str]:
     """The report as lines; ``message`` is the newest stored message with the control id."""
     lines = [
-        f"{message.control_id}  {message.message_type}  channel {message.channel}  "
-        f"from {message.sending_application}/{message.sending_facility}",
+        f"{printable(message.control_id)}  {printable(message.message_type)}  channel {message.channel}  "
+        f"from {printable(message.sending_application)}/{printable(message.sending_facility)}",
         f"received {when(message.received_at)}  state {message.state}  ACK {message.ack_code}"
         + (f"  duplicates {message.duplicates}" if message.duplicates else ""),
         "",
@@ -60,7 +61,7 @@ def render(
     for d in deliveries:
         lines.append(
             f"{d.id:>8}  {d.destination:24}  {d.state:10}  {d.attempts:>8}  "
-            f"{when(d.updated_at):25}  {d.remote_id or '-'}"
+            f"{when(d.updated_at):25}  {printable(d.remote_id or '-')}"
         )
         if details and d.last_error:
             lines.append(f"{'':>8}  last error: {d.last_error}")

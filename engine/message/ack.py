@@ -40,12 +40,24 @@ SEVERITIES = ("E", "W", "I", "F")  # HL7 table 0516; "F" exists from v2.7
 
 
 @dataclass(frozen=True)
+class SegmentLocation:
+    """A whole segment as an ERR-2 location, ``SEG^sequence`` with no field: the second MSH of a
+    frame (``MSH^2``), or a line with no readable name (``^5``: its position, MSH being 1)."""
+
+    segment: str
+    sequence: int
+
+    def erl(self, delimiters: Delimiters = DEFAULT_DELIMITERS) -> str:
+        return delimiters.component.join([self.segment, str(self.sequence)])
+
+
+@dataclass(frozen=True)
 class AckError:
     """One problem to report in an ERR segment."""
 
     code: int  # HL7 table 0357
     text: str  # human-readable; escaped when written
-    location: Path | None = None
+    location: Path | SegmentLocation | None = None
     severity: str = "E"  # HL7 table 0516
 
     def __post_init__(self) -> None:
@@ -280,8 +292,8 @@ def _err(error: AckError, d: Delimiters, version: tuple[int, ...]) -> str:
 
 def _error_code_and_location(error: AckError, d: Delimiters) -> str:
     """A pre-v2.5 ERR-1 (ELD): ``SEG^sequence^field^code&text&HL70357``."""
-    where = error.location
-    place = [where.segment, str(where.occurrence or 1), str(where.field)] if where else ["", "", ""]
+    place = (error.location.erl(d).split(d.component) if error.location else [])[:3]
+    place += [""] * (3 - len(place))
     coded = d.subcomponent.join([str(error.code), escape(error.text, d), "HL70357"])
     return d.component.join([*place, coded])
 

@@ -31,7 +31,7 @@ def split_batch(data: bytes) -> Batch | None:
     The header is the first FHS/BHS line; it is None when that line is unreadable, so the
     messages can still be acknowledged one by one.
     """
-    if not data.lstrip(LEADING_JUNK).startswith(_HEADERS):
+    if _name(data.lstrip(LEADING_JUNK)) not in _HEADERS:
         return None
     lines = _segment_lines(data)
     try:
@@ -49,6 +49,13 @@ def split_file(data: bytes) -> list[bytes]:
     return _messages(_segment_lines(data))
 
 
+def canonical(data: bytes) -> bytes:
+    """``data`` as the duplicate check compares it: segments ended by CR whatever the sender's
+    line ends (CR, LF, CRLF, none after the last), without leading junk, blank lines or
+    trailing spaces and tabs. A resend through another interface differs only in these."""
+    return b"".join(line.rstrip(b" \t") + b"\r" for line in _segment_lines(data))
+
+
 def _segment_lines(data: bytes) -> list[bytes]:
     """Non-blank segment lines, whatever the line ends."""
     lines = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
@@ -59,7 +66,7 @@ def _messages(lines: list[bytes]) -> list[bytes]:
     """Group lines into messages, each starting at an MSH; envelope lines are skipped."""
     messages: list[list[bytes]] = []
     for number, line in enumerate(lines, start=1):
-        name = line[:3]
+        name = _name(line)
         if name in _HEADERS or name in _TRAILERS:
             continue
         if name == b"MSH":
@@ -67,13 +74,20 @@ def _messages(lines: list[bytes]) -> list[bytes]:
         elif messages:
             messages[-1].append(line)
         else:
-            raise MessageError(f"segment {name.decode('latin-1')!r} on line {number} precedes any MSH")
+            raise MessageError(f"segment {line[:3].decode('latin-1')!r} on line {number} precedes any MSH")
     return [b"".join(segment + b"\r" for segment in message) for message in messages]
+
+
+def _name(line: bytes) -> bytes:
+    """The segment name a batch line starts with, as the reader reads one: three characters then
+    a separator or the end (``BTSX|`` is no trailer, ``MSHX`` no message); ``b""`` otherwise."""
+    name = line[:3]
+    return name if len(line) == 3 or not line[3:4].isalnum() else b""
 
 
 def _declared_count(lines: list[bytes]) -> int | None:
     """The sum of BTS-1 message counts; None when there is no BTS or a count is not a number."""
-    counts = [_first_field(line) for line in lines if line.startswith(b"BTS")]
+    counts = [_first_field(line) for line in lines if _name(line) == b"BTS"]
     if not counts or not all(count.isdigit() for count in counts):
         return None
     return sum(int(count) for count in counts)

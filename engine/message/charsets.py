@@ -25,6 +25,15 @@ _TABLE_0211 = {
 }
 
 
+def lookup(name: str) -> codecs.CodecInfo | None:
+    """The codec called ``name``, or None: for an unknown name, and for one ``codecs.lookup``
+    cannot even look up (a NUL byte makes it raise ValueError, not LookupError)."""
+    try:
+        return codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+
+
 @lru_cache(maxsize=64)
 def codec_for(name: str) -> str | None:
     """The Python codec for an MSH-18 value, or None when we cannot decode text declared so.
@@ -33,10 +42,8 @@ def codec_for(name: str) -> str | None:
     ``ISO-8859-1``, ``windows-1252``), because many senders write those instead.
     """
     key = " ".join(name.upper().split())
-    codec = _TABLE_0211.get(key, key)
-    try:
-        info = codecs.lookup(codec)
-    except LookupError:
+    info = lookup(_TABLE_0211.get(key, key))
+    if info is None:
         return None
     try:
         ascii_safe = "MSH|^~\\&".encode(info.name) == b"MSH|^~\\&"

@@ -16,14 +16,15 @@ class Delimiters:
     field: str = "|"
     component: str = "^"
     repetition: str = "~"
-    escape: str = "\\"
+    escape: str | None = "\\"  # None: MSH-2 declared three characters (``^~&``), no escaping
     subcomponent: str = "&"
     truncation: str | None = None  # 5th encoding character, HL7 v2.7+
 
     @property
     def encoding_characters(self) -> str:
         """The MSH-2 text, e.g. ``^~\\&`` (or ``^~\\&#`` with a truncation character)."""
-        return self.component + self.repetition + self.escape + self.subcomponent + (self.truncation or "")
+        escape, truncation = self.escape or "", self.truncation or ""
+        return self.component + self.repetition + escape + self.subcomponent + truncation
 
 
 DEFAULT_DELIMITERS = Delimiters()

@@ -24,7 +24,7 @@ def unescape(text: str, delimiters: Delimiters, charset: str = "ascii") -> str:
     so no information is lost.
     """
     esc = delimiters.escape
-    if esc not in text:
+    if esc is None or esc not in text:
         return text
     out: list[str] = []
     start = 0
@@ -36,15 +36,15 @@ def unescape(text: str, delimiters: Delimiters, charset: str = "ascii") -> str:
         if closing < 0:
             break
         out.append(text[start:opening])
-        out.append(_expand(text[opening + 1 : closing], delimiters, charset))
+        out.append(_expand(text[opening + 1 : closing], delimiters, esc, charset))
         start = closing + 1
     out.append(text[start:])
     return "".join(out)
 
 
-def _expand(sequence: str, d: Delimiters, charset: str) -> str:
+def _expand(sequence: str, d: Delimiters, esc: str, charset: str) -> str:
     """The text for one escape sequence, given without its surrounding escape characters."""
-    simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": d.escape}
+    simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": esc}
     if d.truncation is not None:
         simple["P"] = d.truncation
     if sequence in simple:
@@ -62,13 +62,14 @@ def _expand(sequence: str, d: Delimiters, charset: str) -> str:
             return bytes.fromhex(sequence[1:]).decode(charset, errors="replace")
         except ValueError:
             pass
-    return d.escape + sequence + d.escape
+    return esc + sequence + esc
 
 
 def escape(text: str, delimiters: Delimiters) -> str:
     """Escape the delimiter characters in ``text`` and turn line breaks into ``\\.br\\``.
 
-    Used wherever Courier writes free text into HL7 (ERR-8, MSA-3, status messages).
+    Used wherever Courier writes free text into HL7 (ERR-8, MSA-3, status messages). With no
+    escape character (a three-character MSH-2) they cannot be escaped: each becomes a space.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.translate(_escapes(delimiters))
@@ -77,6 +78,9 @@ def escape(text: str, delimiters: Delimiters) -> str:
 @lru_cache(maxsize=64)
 def _escapes(d: Delimiters) -> dict[int, str]:
     """The translation table for one set of delimiters: built once, not for every ACK."""
+    if d.escape is None:
+        special = [d.field, d.component, d.subcomponent, d.repetition, "\n", d.truncation]
+        return str.maketrans({char: " " for char in special if char is not None})
     table = {
         d.escape: f"{d.escape}E{d.escape}",
         d.field: f"{d.escape}F{d.escape}",

@@ -18,7 +18,8 @@ from typing import NoReturn
 from engine.errors import PathError
 from engine.message.delimiters import DEFAULT_DELIMITERS, Delimiters
 
-_SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
+SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
+"""A segment name: an upper-case letter, then two upper-case letters or digits."""
 _NUMBER = re.compile(r"[0-9]+")
 
 
@@ -90,7 +91,7 @@ class _PathReader:
         if not self.text.strip():
             raise PathError("empty HL7 path; expected something like 'PID-3.1'")
         segment = self.text[:3]
-        if not _SEGMENT_NAME.fullmatch(segment):
+        if not SEGMENT_NAME.fullmatch(segment):
             self.fail("must start with a 3-character upper-case segment name such as PID or ZDS")
         self.pos = 3
         occurrence = self.bracketed("segment occurrence")

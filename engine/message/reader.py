@@ -8,13 +8,18 @@ message into segments only when somebody asks. Values are unescaped on access.
 from __future__ import annotations
 
 import codecs
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import overload
 
 from engine.errors import MessageError
 from engine.message.charsets import codec_for
 from engine.message.delimiters import Delimiters
+from engine.message.display import printable
 from engine.message.escapes import unescape
-from engine.message.path import Path
+from engine.message.path import SEGMENT_NAME, Path
 
 __all__ = ["Delimiters", "Message", "Segment"]
 
@@ -181,8 +186,7 @@ class Message:
         end = text.find("\r")
         end = len(text) if end < 0 else end
         self.msh = Segment(text[: min(3, end)], text, 0, end, 0, 1, delimiters, charset)
-        self._segments: list[Segment] | None = None
-        self._by_name: dict[str, list[Segment]] = {}
+        self._segment_index: _Index | None = None
 
     @classmethod
     def parse(cls, data: bytes, *, default_charset: str = "ascii", force_charset: bool = False) -> Message:
@@ -225,49 +229,65 @@ class Message:
         return f"<Message {self.message_type}^{self.trigger_event} control_id={self.control_id!r}>"
 
     @property
-    def segments(self) -> list[Segment]:
-        """All segments in order, blank lines skipped; split once, on first use."""
-        if self._segments is None:
-            self._split_segments()
-        return self._segments
+    def segments(self) -> Sequence[Segment]:
+        """All segments in order, blank lines skipped; each made when first read."""
+        return _Segments(self)
 
-    def _split_segments(self) -> None:
-        """Find each segment's span (no ``text.split``: that would copy every segment)."""
-        text, size, find = self.text, len(self.text), self.text.find
-        delimiters, charset = self.delimiters, self.charset
-        segments = [self.msh]
-        by_name = {self.msh.name: [self.msh]}
-        start = self.msh._end + 1
-        while start < size:
-            end = find("\r", start)
-            if end < 0:
-                end = size
-            # Skip blank lines; only a line that starts with whitespace is sliced to check.
-            if start < end and not (text[start].isspace() and text[start:end].isspace()):
-                name = text[start : start + 3] if end - start >= 3 else text[start:end]
-                same_name = by_name.setdefault(name, [])
-                occurrence = len(same_name) + 1
-                segment = Segment(name, text, start, end, len(segments), occurrence, delimiters, charset)
-                same_name.append(segment)
-                segments.append(segment)
-            start = end + 1
-        self._segments, self._by_name = segments, by_name
+    def _index(self) -> _Index:
+        if self._segment_index is None:
+            self._segment_index = _Index(self)
+        return self._segment_index
 
-    def _named(self, name: str) -> list[Segment]:
-        if self._segments is None:
-            self._split_segments()
-        return self._by_name.get(name, [])
+    def _segment_at(self, position: int, occurrence: int = 0) -> Segment:
+        """The segment at ``position`` (0 is MSH), made once and kept; callers that know its
+        occurrence under its name pass it."""
+        index = self._index()
+        segment = index.made.get(position)
+        if segment is None:
+            name = index.names[position]
+            if not occurrence:
+                occurrence = bisect_left(index.by_name[name], position) + 1
+            segment = index.made[position] = Segment(
+                name,
+                self.text,
+                index.starts[position],
+                index.ends[position],
+                position,
+                occurrence,
+                self.delimiters,
+                self.charset,
+            )
+        return segment
+
+    @property
+    def unreadable_segment(self) -> int | None:
+        """Position (MSH is 1, blank lines not counted) of the first line that is not a segment,
+        or None. A segment name is exactly three characters (:data:`SEGMENT_NAME`) followed by
+        the field separator or the end of the line: ``PIDX|`` is not a PID, nor ``PV|1`` a PV1.
+        Such a line keeps what it starts with as its name, so no lookup by name finds it."""
+        return self._index().unreadable
+
+    @property
+    def second_header(self) -> int | None:
+        """Position of a second MSH segment (a frame holding two messages), or None."""
+        headers = self._index().by_name.get("MSH", ()) if self.msh.name == "MSH" else ()
+        return headers[1] + 1 if len(headers) > 1 else None
 
     def all(self, name: str) -> list[Segment]:
         """Every segment called ``name``, in order."""
-        return list(self._named(name))
+        index = self._index()
+        made, segment_at = index.made, self._segment_at
+        positions = index.by_name.get(name, ())
+        return [made.get(position) or segment_at(position, n) for n, position in enumerate(positions, 1)]
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th segment called ``name`` (1-based), or None."""
         if name == self.msh.name and occurrence == 1:
             return self.msh
-        same_name = self._named(name)
-        return same_name[occurrence - 1] if 0 < occurrence <= len(same_name) else None
+        positions = self._index().by_name.get(name, ())
+        if 0 < occurrence <= len(positions):
+            return self._segment_at(positions[occurrence - 1], occurrence)
+        return None
 
     def get(self, path: str | Path, default: str = "") -> str:
         """The decoded value at an HL7 path such as ``PID-5.1``; ``default`` if empty or absent."""
@@ -300,6 +320,81 @@ class Message:
         return tuple(name for name in names if name)
 
 
+class _Index:
+    """Where each segment of a message is: its span, its name (shared, not copied) and its
+    position under that name. About 30 bytes a segment, so a frame of a million tiny lines costs
+    megabytes, not a million objects; a :class:`Segment` is made only when somebody reads it.
+
+    Spans are found with ``str.find``: ``text.split`` would copy every segment.
+    """
+
+    __slots__ = ("starts", "ends", "names", "by_name", "unreadable", "made")
+
+    def __init__(self, message: Message) -> None:
+        text, size, find, field = message.text, len(message.text), message.text.find, message.delimiters.field
+        msh = message.msh
+        starts, ends, names = array("q", [0]), array("q", [msh._end]), [msh.name]
+        entries: dict[str, tuple[str, array[int]]] = {msh.name: (msh.name, array("q", [0]))}
+        unreadable = None
+        start = msh._end + 1
+        while start < size:
+            end = find("\r", start)
+            if end < 0:
+                end = size
+            # Skip blank lines; only a line that starts with whitespace is sliced to check.
+            if start < end and not (text[start].isspace() and text[start:end].isspace()):
+                name = text[start : start + 3]
+                if not (_SEGMENT_NAME(name) and (end == start + 3 or text[start + 3] == field)):
+                    name = _unreadable_name(text[start : min(end, start + _NAME_SHOWN)], field)
+                    if unreadable is None:
+                        unreadable = len(starts) + 1
+                entry = entries.get(name)
+                if entry is None:
+                    entry = entries[name] = (name, array("q"))
+                entry[1].append(len(starts))
+                names.append(entry[0])
+                starts.append(start)
+                ends.append(end)
+            start = end + 1
+        self.starts, self.ends, self.names, self.unreadable = starts, ends, names, unreadable
+        self.by_name = {name: positions for name, (_, positions) in entries.items()}
+        self.made: dict[int, Segment] = {0: msh}
+
+
+class _Segments(Sequence[Segment]):
+    """A message's segments in order, each made when first read (see :class:`_Index`)."""
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._count = len(message._index().starts)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> Segment: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Segment]: ...
+    def __getitem__(self, i: int | slice) -> Segment | list[Segment]:
+        if isinstance(i, slice):
+            return [self._message._segment_at(n) for n in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("segment index out of range")
+        return self._message._segment_at(i)
+
+
+_SEGMENT_NAME = SEGMENT_NAME.fullmatch
+_NAME_SHOWN = 8  # an unreadable line's name: enough to tell lines apart, never a long value
+
+
+def _unreadable_name(start: str, field: str) -> str:
+    """The name a line that is not a segment goes by: its start up to the field separator
+    (``PIDX``, ``PV``, ``pid``), never a segment name, so no lookup by name finds it."""
+    return start.split(field, 1)[0] or start
+
+
 def _line_end(data: bytes) -> int:
     """Index of the first CR or LF (or the length): where the header segment ends."""
     ends = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
@@ -307,7 +402,8 @@ def _line_end(data: bytes) -> int:
 
 
 def _delimiters(header: str) -> Delimiters:
-    """Delimiters from MSH-1 and MSH-2 (4 encoding characters, or 5 with truncation)."""
+    """Delimiters from MSH-1 and MSH-2: 4 encoding characters, 5 with truncation (v2.7), or 3
+    (component, repetition, subcomponent: no escape character, as Epic and older senders write)."""
     if len(header) < 8:
         raise MessageError("MSH is too short to declare its delimiters")
     field = header[3]
@@ -318,11 +414,14 @@ def _delimiters(header: str) -> Delimiters:
 @lru_cache(maxsize=64)
 def _declared(field: str, encoding: str) -> Delimiters:
     """Check and build one set of delimiters; a sender declares the same set in every message."""
-    if len(encoding) not in (4, 5):
-        raise MessageError(f"MSH-2 must hold 4 or 5 encoding characters, found {len(encoding)}")
+    if len(encoding) not in (3, 4, 5):
+        raise MessageError(f"MSH-2 must hold 3, 4 or 5 encoding characters, found {len(encoding)}")
     chars = field + encoding
     if len(set(chars)) != len(chars) or any(c.isalnum() or c in "\r\n" for c in chars):
         raise MessageError("MSH-1/MSH-2 delimiters must be distinct, non-alphanumeric characters")
+    if len(encoding) == 3:
+        component, repetition, subcomponent = encoding
+        return Delimiters(field, component, repetition, None, subcomponent)
     component, repetition, escape, subcomponent = encoding[:4]
     truncation = encoding[4] if len(encoding) == 5 else None
     return Delimiters(field, component, repetition, escape, subcomponent, truncation)
@@ -346,7 +445,7 @@ def _decode(body: bytes, declared: str, default_charset: str) -> tuple[str, str,
     if declared:
         codec = codec_for(declared)
         if codec is None:
-            problem = f"MSH-18 character set {declared!r} is not supported"
+            problem = f"MSH-18 character set '{printable(declared, 32)}' is not supported"
     else:
         codec = default
     candidates = [c for c in (codec, default, "iso8859-1") if c is not None]

@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from engine.message.display import printable
 from engine.mllp.framing import (
     BrokenFrame,
     Frame,
@@ -61,6 +62,11 @@ class FrameHandler(TypingProtocol):
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
         """A NAK for a frame that exceeded the size limit, if its MSH is readable."""
+        ...
+
+    def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
+        """A NAK (AR/CR 207) for a frame whose ``handle_frame`` failed, or None when the
+        frame must get no answer (an inbound ACK). Must not fail the way handling did."""
         ...
 
 
@@ -185,7 +191,7 @@ class MLLPServerProtocol(protocol.Protocol):
                     d = self.factory.handler.handle_frame(payload, self.peer)
                 except Exception:
                     d = defer.fail()
-                d.addCallbacks(self._reply, self._handler_failed)
+                d.addCallbacks(self._reply, self._handler_failed, errbackArgs=(payload,))
                 d.addBoth(self._done)
         finally:
             self._in_loop = False
@@ -198,9 +204,11 @@ class MLLPServerProtocol(protocol.Protocol):
         if len(self._pending) >= self.factory.limits.max_pending_frames and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
+            self._watch_frame()
         elif not self._pending and self._paused:
             self._paused = False
             self.transport.resumeProducing()
+            self._watch_frame()
 
     def _reply(self, reply: Reply) -> None:
         if self._closing:
@@ -210,14 +218,31 @@ class MLLPServerProtocol(protocol.Protocol):
         if reply.payload is not None:
             self.transport.write(frame(reply.payload))
 
-    def _handler_failed(self, failure: Failure) -> None:
+    def _handler_failed(self, failure: Failure, payload: bytes) -> None:
+        """Answer a frame whose handling failed with the handler's NAK and keep serving.
+
+        Closing instead would make the sender resend the same frame for ever, stalling the
+        feed behind it; only when even the NAK cannot be built is the connection closed.
+        """
         log.error(
-            "listener %s: %s: internal error handling a frame; closing so the sender resends: %s",
+            "listener %s: %s: internal error handling a frame (%s: %s); answering with a NAK",
             self.factory.name,
             self.peer,
-            failure.getErrorMessage(),
+            failure.type.__name__,
+            printable(failure.getErrorMessage()),
         )
-        self._close(abort=False)
+        try:
+            nak = self.factory.handler.refuse_failed(payload, self.peer)
+        except Exception as error:
+            log.error(
+                "listener %s: %s: could not build the NAK either (%s); closing so the sender resends",
+                self.factory.name,
+                self.peer,
+                type(error).__name__,
+            )
+            self._close(abort=False)
+            return
+        self._reply(Reply(nak, committed=False))
 
     def _done(self, _: object) -> None:
         self._busy = False
@@ -259,7 +284,9 @@ class MLLPServerProtocol(protocol.Protocol):
         self._close(abort=False)
 
     def _watch_frame(self) -> None:
-        in_frame = self._framer is not None and self._framer.in_frame
+        """Time a started frame only while we read: while reading is paused the rest of the frame
+        waits in our own socket buffer, and a sender must never be reset for our slowness."""
+        in_frame = self._framer is not None and self._framer.in_frame and not self._paused
         if in_frame and self._frame_call is None:
             self._frame_call = self.factory.clock.callLater(
                 self.factory.limits.frame_timeout_s, self._frame_timeout

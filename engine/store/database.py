@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import StoreError
+from engine.message.batch import canonical
+from engine.message.display import printable
 from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
@@ -379,7 +381,7 @@ class Database:
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
-        digest = self.keyed_hash(m.raw)
+        digest = self.keyed_hash(canonical(m.raw))
         same_control_id = execute(
             _FIND_SAME_CONTROL_ID,
             (
@@ -390,11 +392,12 @@ class Database:
                 m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s),
             ),
         ).fetchall()
-        plain = None  # rows stored before digests were keyed hold a plain SHA-256 (made once)
+        # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
+        exact: tuple[bytes, bytes] | None = None  # made once, and only if a row needs them
         for message_id, body_sha256, ack_code in same_control_id:
             if body_sha256 != digest:
-                plain = plain or hashlib.sha256(m.raw).digest()
-                if body_sha256 != plain:
+                exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
+                if body_sha256 not in exact:
                     continue
             (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
             execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
@@ -403,9 +406,9 @@ class Database:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
                 m.channel,
-                m.control_id,
-                m.sending_application,
-                m.sending_facility,
+                printable(m.control_id),
+                printable(m.sending_application),
+                printable(m.sending_facility),
             )
         message_id = execute(
             _INSERT_MESSAGE,
