@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from engine.channel.config import Channel
 from engine.channel.filter import evaluate
@@ -20,9 +21,10 @@ from engine.destinations.base import Destination
 from engine.errors import PathError
 from engine.mapping import Mapping, MappingFailure
 from engine.message import Message
-from engine.message.ack import AckError
+from engine.message.ack import ERROR, AckError
 from engine.message.path import Path
 from engine.source import Accepted, Refused
+from engine.validation_pool import ValidationUnavailable
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Screen:
         if self.validator is None:
             return self._dry_run(message)
         d = self.validator(message)
-        d.addCallback(self._validated, message)
+        d.addCallbacks(self._validated, _not_validated, callbackArgs=(message,))
         return d
 
     def _validated(self, problems: list[AckError], message: Message) -> Accepted:
@@ -106,3 +108,11 @@ class Screen:
             return route.mapping.apply(message, context=mapping_context(self.channel.name, route.name))
         except MappingFailure as failure:
             raise Refused(AckError(failure.code, f"{route.name}: {failure.text}", failure.location)) from None
+
+
+def _not_validated(failure: Failure) -> None:
+    """No worker could validate now (the engine is stopping, none could start): AE, so the
+    sender keeps the message and sends it again, rather than AR for a fault of the data."""
+    failure.trap(ValidationUnavailable)
+    text = f"message not validated: {failure.getErrorMessage()}; resend later"
+    raise Refused(AckError(207, text), outcome=ERROR)
