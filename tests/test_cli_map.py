@@ -70,3 +70,25 @@ def test_map_whose_output_pipe_is_closed_ends_quietly() -> None:
     process.stdout.close()
     _, stderr = process.communicate(timeout=60)
     assert stderr == b"" and process.returncode == 141
+
+
+def test_a_directory_with_a_file_that_is_not_hl7_maps_the_others_and_exits_2(tmp_path) -> None:
+    (tmp_path / "a_result.hl7").write_bytes((SAMPLES / "oru_r01_lab_fbc_pdf.hl7").read_bytes())
+    (tmp_path / "b_notes.txt").write_bytes(b"call the lab about the analyser\n")
+    result = courier_map(str(tmp_path), str(tmp_path / "missing.hl7"))
+    assert result.returncode == 2
+    assert '"nhsNumber"' in result.stdout, "the good file is still mapped"
+    assert result.stderr.splitlines() == [
+        f"courier map: {tmp_path / 'b_notes.txt'}: not HL7: segment 'cal' on line 1 precedes any MSH",
+        f"courier map: {tmp_path / 'missing.hl7'}: cannot read it: No such file or directory",
+    ]
+
+
+def test_explain_shows_a_control_id_with_control_characters_escaped(tmp_path) -> None:
+    raw = (SAMPLES / "oru_r01_lab_fbc_pdf.hl7").read_bytes()
+    control_id = raw.split(b"\r", 1)[0].split(b"|")[9]
+    file = tmp_path / "escaped.hl7"
+    file.write_bytes(raw.replace(b"|" + control_id + b"|", b"|EVIL\\X0A\\FORGED|", 1))
+    result = courier_map(str(file), "--explain")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "# ORU^R01 EVIL\\nFORGED"

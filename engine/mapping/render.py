@@ -16,6 +16,7 @@ from engine.mapping.failure import MappingFailure
 from engine.mapping.mapping import Mapping
 from engine.mapping.rules import FieldTrace
 from engine.message import Message, split_file
+from engine.message.display import printable
 
 _SHOWN_CHARACTERS = 60
 
@@ -76,7 +77,7 @@ def explain(mapping: Mapping, messages: list[Message], context: abc.Mapping[str,
     for message in messages:
         traces = mapping.explain(message, context=context)
         refused = refused or any(t.problem for t in traces)
-        header = f"# {message.message_type}^{message.trigger_event} {message.control_id}"
+        header = f"# {message.message_type}^{message.trigger_event} {printable(message.control_id)}"
         blocks.append("\n".join([header, *(_trace_line(t) for t in traces)]))
     if not blocks:
         return "# no message in the file matches the mapping's input\n", False
