@@ -20,6 +20,7 @@ Conflicts in the vendor document, and how they are resolved here:
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -181,7 +182,7 @@ class MedAlliesDestination(HttpDestination):
         conversation_id: str | None = None,
         resume: str | None = None,
     ) -> SendResult:
-        message_id = f"urn:uuid:{message_uuid(idempotency_key)}"
+        message_id = direct_message_id(str(message_uuid(idempotency_key)))
         return self.request(
             "POST",
             SEND_PATH,
@@ -205,6 +206,17 @@ class MedAlliesDestination(HttpDestination):
         detail = f"{status}: {failure}" if failure else status
         state = STATUS_STATES.get(status.upper(), "pending")
         return [StatusUpdate(state, recipient=get_ci(body, "recipient"), detail=detail)]
+
+
+def direct_message_id(text: str) -> str:
+    """A Direct ``messageId`` in the one form Courier sends and stores: ``urn:uuid:`` and the
+    lower-case uuid. DSNs name the same message by its bare uuid (the document's examples
+    print both), so every id MedAllies gives back goes through here; ids that are not uuids
+    are left as they are."""
+    try:
+        return f"urn:uuid:{uuid.UUID(text.strip())}"
+    except ValueError:
+        return text
 
 
 def build_request(payload: Mapping[str, Any], message_id: str, sender: str) -> dict[str, Any]:
