@@ -6,9 +6,9 @@
 
 Conflicts in the vendor document, and how they are resolved here:
 
-* The status URL is printed without the ``:9443`` port the send URL has. Both paths are
-  taken from the one configured ``base_url``: a HISP serving one API on two ports is less
-  likely than a typo.
+* The status URL is printed without the ``:9443`` port the send URL has. Which one is a typo
+  cannot be told from the document, so the status query has its own ``status_base_url``,
+  by default the document's form: ``base_url`` without ``:9443``.
 * ``attachmentClass`` is listed as optional, yet each document must be "described by the MIME
   type (attachmentClass) and a title". We require both: the receiving EHR needs them.
 * ``fromDirectAddress`` is the sending edge's own address, tied to the credentials, so it is
@@ -23,6 +23,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -42,6 +43,7 @@ from engine.spec import Spec, boolean, objects, string
 
 SEND_PATH = "/dirmsg/send_ccda"
 STATUS_PATH = "/dirmsg/status"
+SEND_PORT = 9443  # in the document's send URL, not in its status URL
 INBOUND_MAX_BODY_BYTES = 8 * 1024 * 1024
 """The document sets no size for inbound Direct messages; 8 MiB of JSON holds about 6 MB of
 Base64 attachments, the scanned letters and C-CDA documents Direct carries."""
@@ -127,6 +129,12 @@ class MedAlliesDestination(HttpDestination):
         string("username", "Basic-auth user name.", required=True),
         string("password", "Basic-auth password.", required=True, secret=True),
         string(
+            "status_base_url",
+            f"API root of the status query (`GET {STATUS_PATH}`). Default: `base_url` without "
+            f"the `:{SEND_PORT}` port, as the document prints the status URL.",
+            example="https://api.medalliesdirect.com/MessagingAPI",
+        ),
+        string(
             "from_direct_address",
             "This edge's own Direct address.",
             required=True,
@@ -191,6 +199,11 @@ class MedAlliesDestination(HttpDestination):
             on_success=lambda response: _answer(response, message_id),
         )
 
+    def url(self, path: str) -> str:
+        if path == STATUS_PATH:
+            return status_base_url(self.settings).rstrip("/") + path
+        return super().url(path)
+
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         body = self.fetch_json(
             "GET",
@@ -206,6 +219,16 @@ class MedAlliesDestination(HttpDestination):
         detail = f"{status}: {failure}" if failure else status
         state = STATUS_STATES.get(status.upper(), "pending")
         return [StatusUpdate(state, recipient=get_ci(body, "recipient"), detail=detail)]
+
+
+def status_base_url(settings: Mapping[str, Any]) -> str:
+    """``status_base_url``, or else ``base_url`` in the document's status form (no ``:9443``)."""
+    if settings.get("status_base_url"):
+        return str(settings["status_base_url"])
+    parts = urlsplit(settings["base_url"])
+    if parts.port != SEND_PORT:
+        return str(settings["base_url"])
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))
 
 
 def direct_message_id(text: str) -> str:
