@@ -256,3 +256,48 @@ def test_poll_files_replies_the_webhook_missed_once(courier, store, sandbox):
     assert on_reactor(poller.poll) == 0
     assert courier["hospital"].nothing_more()
     assert on_reactor(store.kv_get, "qliq-poll", "since") is not None
+
+
+@pytest.mark.parametrize("part", ["attachment", "file", "message"])
+def test_a_reply_in_one_file_part_of_any_name_is_filed(courier, part):
+    """The document says "the reply as an attachment" and names no part."""
+    public = load_private_key(courier["key_file"]).public_key()
+    ciphertext = rsa_encrypt_chunked(public, reply_json("m-" + part)).encode()
+    answer = requests.post(
+        courier["url"],
+        timeout=5,
+        data={"conversation_id": "c1", "message_id": "m-" + part},
+        files={part: ("reply.enc", ciphertext, "application/octet-stream")},
+    )
+    assert answer.status_code == 200
+    assert courier["hospital"].next().get("OBX-5") == "secret clinical text"
+
+
+def test_a_reply_as_a_form_field_is_filed(courier):
+    public = load_private_key(courier["key_file"]).public_key()
+    fields = {
+        "conversation_id": "c1",
+        "message_id": "m1",
+        "message": rsa_encrypt_chunked(public, reply_json()),
+    }
+    assert requests.post(courier["url"], timeout=5, data=fields).status_code == 200
+    assert courier["hospital"].next().get("OBX-5") == "secret clinical text"
+
+
+def test_two_file_parts_and_no_message_part_are_refused(courier):
+    public = load_private_key(courier["key_file"]).public_key()
+    ciphertext = rsa_encrypt_chunked(public, reply_json()).encode()
+    answer = requests.post(
+        courier["url"],
+        timeout=5,
+        data={"conversation_id": "c1", "message_id": "m1"},
+        files={"attachment": ("a.enc", ciphertext), "file": ("b.enc", ciphertext)},
+    )
+    assert answer.status_code == 400
+    assert courier["hospital"].nothing_more(wait=0.3)
+
+
+def test_a_reply_part_above_the_body_limit_is_refused_before_it_is_read(courier):
+    too_big = b"A" * (1024 * 1024)  # the route's limit is the default 64 KiB
+    answer = requests.post(courier["url"], timeout=5, files={"attachment": ("reply.enc", too_big)})
+    assert answer.status_code == 413
