@@ -4,6 +4,7 @@ decrypts, the hospital gets an MDM^T02; tampered or wrongly keyed replies are re
 from __future__ import annotations
 
 import base64
+import email
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
+from tests.test_destinations_http import ScriptedServer
 from tests.test_status_reporter import FAST, channel_file, receive, temporary_store
 
 MDM = (
@@ -301,3 +303,30 @@ def test_a_reply_part_above_the_body_limit_is_refused_before_it_is_read(courier)
     too_big = b"A" * (1024 * 1024)  # the route's limit is the default 64 KiB
     answer = requests.post(courier["url"], timeout=5, files={"attachment": ("reply.enc", too_big)})
     assert answer.status_code == 413
+
+
+def test_mark_opened_is_the_documents_multipart_put_with_the_sender():
+    """The document's ``curl -X PUT -F ...``: multipart/form-data, every parameter mandatory."""
+    recorder = ScriptedServer()
+    try:
+        settings = QliqReplySettings(channel="c", base_url=recorder.base_url, api_key="k", sender=US)
+        with requests.Session() as session:
+            QliqReplyApi(session, settings).mark_opened(Reply("conv-1", "reply-1", "text"))
+        [request] = recorder.received
+        assert (request.method, request.path) == ("PUT", "/secure_messages/update_message_status")
+        content_type = request.headers["Content-Type"]
+        assert content_type.startswith("multipart/form-data; boundary=")
+        form = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+        fields = {
+            part.get_param("name", header="content-disposition"): part.get_payload() for part in form.walk()
+        }
+        fields.pop(None)  # the multipart container
+        assert fields == {
+            "api_key": "k",
+            "sender": US,
+            "conversation_id": "conv-1",
+            "message_id": "reply-1",
+            "status": "opened",
+        }
+    finally:
+        recorder.close()

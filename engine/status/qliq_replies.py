@@ -172,16 +172,18 @@ class QliqReplyApi:
         return Attachment(media_type, data, str(meta.get("fileName", "")))
 
     def mark_opened(self, reply: Reply) -> None:
+        """``update_message_status`` as multipart/form-data, like the document's ``curl -F``."""
+        fields = {
+            "api_key": self.settings.api_key,
+            "sender": self.settings.sender,
+            "conversation_id": reply.conversation_id,
+            "message_id": reply.message_id,
+            "status": "opened",
+        }
         self._call(
             "PUT",
             "/secure_messages/update_message_status",
-            data={
-                "api_key": self.settings.api_key,
-                "sender": self.settings.sender,
-                "conversation_id": reply.conversation_id,
-                "message_id": reply.message_id,
-                "status": "opened",
-            },
+            files={name: (None, value) for name, value in fields.items()},
         )
 
     def replies_since(self, since: str | None) -> list[Reply]:
