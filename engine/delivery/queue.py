@@ -313,13 +313,14 @@ class DeliveryQueue(Service):
     def _auth_failed(self, delivery: Delivery, result: SendResult):
         wait = result.retry_after_s or self._auth_retry_s
         retry_at = self._clock.seconds() + wait
-        yield self._store.release(delivery.id, retry_at, result.reason, result.progress)
+        hold = result.hold or "auth"
+        yield self._store.release(delivery.id, retry_at, result.reason, result.progress, hold)
         self._paused_until = max(self._paused_until, retry_at)
         log.error(
             "queue %s: destination held (%s): %s. Deliveries stay QUEUED (no attempt counted);"
             " the queue tries again in %.0f s, and resumes by itself once the set-up works.",
             self.name,
-            result.hold or "auth",
+            hold,
             result.loggable_reason,
             wait,
         )
