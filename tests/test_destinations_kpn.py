@@ -240,6 +240,13 @@ def test_code_exchange_posts_the_documented_form(server, session):
     }
 
 
+def test_the_code_exchange_never_posts_again_on_a_redirect(server, session):
+    server.reply(Reply(307, "", {"Location": "/elsewhere"}))
+    with pytest.raises(DestinationError, match="HTTP 307"):
+        destination(server.base_url, session).exchange_code("c-1")
+    assert [r.path for r in server.received] == ["/oauth/token"]
+
+
 def test_a_refused_code_raises(server, session):
     server.reply(Reply(400, {"error": "invalid_grant"}))
     with pytest.raises(DestinationError, match="HTTP 400"):
