@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ import requests
 from engine.destinations import DestinationError, MedAlliesDestination, Outcome
 from engine.destinations.http import retry_after_seconds
 from engine.spec import parse
-from tests.support.pki import make_pki
 
 
 @dataclass
@@ -50,7 +48,7 @@ class Received:
 class ScriptedServer:
     """A real HTTP server on 127.0.0.1 that plays back :class:`Reply` objects in order."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self) -> None:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
         server = self
@@ -82,9 +80,6 @@ class ScriptedServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
-        self.scheme = "https" if tls else "http"
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -93,7 +88,7 @@ class ScriptedServer:
 
     @property
     def base_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def reply(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -218,20 +213,6 @@ def test_set_up_errors_hold_the_destination(server, session, status, hold):
     """One wrong base URL or key must not fail every message in the queue for good."""
     result = send(server, session, Reply(status, {"message": "Check your URL"}))
     assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, hold)
-
-
-def test_an_unverified_tls_certificate_holds_the_destination(tmp_path, session):
-    pki = make_pki(tmp_path)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(pki.server_cert, pki.server_key)
-    vendor = ScriptedServer(tls)
-    try:
-        result = medallies(vendor.base_url, session).send(PAYLOAD, idempotency_key="k")
-        assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "tls")
-        trusted = medallies(vendor.base_url, session, ca_file=str(pki.ca))
-        assert trusted.send(PAYLOAD, idempotency_key="k").outcome is Outcome.ACCEPTED
-    finally:
-        vendor.close()
 
 
 def test_an_unknown_host_holds_the_destination(session):
