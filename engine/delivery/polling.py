@@ -55,12 +55,17 @@ def first_poll(
     return None if next_at is None else StatusPoll(0, destination, "", next_at, give_up_at, expires_at, 0)
 
 
+def poll_interval(kind: str, config: StatusPolling) -> float:
+    """The wait between two polls that really applies: ``poll_every_s``, unless the vendor
+    asks for fewer polls (``courier check`` warns when it does)."""
+    if kind == "conneqt":
+        return max(config.poll_every_s, CONNEQT_MIN_INTERVAL_S)
+    return config.poll_every_s
+
+
 def next_poll_at(kind: str, config: StatusPolling, poll: StatusPoll, now: float) -> float | None:
     """After a poll at ``now`` that found no final state: the next one, or None to give up."""
-    interval = config.poll_every_s
-    if kind == "conneqt":
-        interval = max(interval, CONNEQT_MIN_INTERVAL_S)
-    next_at = now + interval
+    next_at = now + poll_interval(kind, config)
     if poll.expires_at is not None:
         just_before, just_after = poll.expires_at - EXPIRY_MARGIN_S, poll.expires_at + EXPIRY_MARGIN_S
         if now < just_before < next_at:

@@ -234,6 +234,7 @@ class QliqDestination(HttpDestination):
                     http_status=result.http_status,
                     progress=_progress(n - 1, message_ids, conversation_id) if n > 1 else None,
                     vendor_text=result.vendor_text,
+                    hold=result.hold,
                 )
             if result.remote_id:
                 message_ids["message_id" if n == 1 else f"message_id_{n}"] = result.remote_id
