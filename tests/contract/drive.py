@@ -16,6 +16,8 @@ from typing import Any
 import requests
 
 from engine.destinations import REGISTRY, Destination, StaticToken
+from engine.mapping import load_mapping
+from engine.mapping.render import accepted_messages
 from engine.spec.parse import parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,22 @@ EXAMPLE_CHANNELS = {
 }
 
 
+def example_channel(kind: str) -> dict[str, Any]:
+    return tomllib.loads((ROOT / "channels" / EXAMPLE_CHANNELS[kind]).read_text())
+
+
+def example_payload(kind: str, sample: str) -> dict[str, Any]:
+    """What the example channel's mapping makes of one sample message: a real payload."""
+    channel = example_channel(kind)
+    mapping = load_mapping(ROOT / "channels" / _destination_table(channel, kind)["mapping"])
+    (message, *_) = accepted_messages(mapping, (ROOT / "sample_messages" / sample).read_bytes())
+    return mapping.apply(message, context={"channel": channel["name"]})
+
+
+def _destination_table(channel: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(d for d in channel["destinations"] if d["type"] == kind)
+
+
 def proxied_session(recorder_url: str) -> requests.Session:
     """A session that sends every request, whatever its host, to the recording server."""
     session = requests.Session()
@@ -53,8 +71,7 @@ def proxied_session(recorder_url: str) -> requests.Session:
 
 def example_settings(kind: str, **overrides: Any) -> Any:
     """The example channel's settings for ``kind``, parsed with the destination's own spec."""
-    channel = tomllib.loads((ROOT / "channels" / EXAMPLE_CHANNELS[kind]).read_text())
-    table = next(d for d in channel["destinations"] if d["type"] == kind)["settings"]
+    table = _destination_table(example_channel(kind), kind)["settings"]
     settings, problems = parse(REGISTRY[kind].settings_spec, {**table, **overrides}, env=ENV)
     assert problems == [], problems
     return settings

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from engine.destinations import DestinationError
+from engine.destinations import DestinationError, Outcome
 from tests.contract import drive
 from tests.contract.shape import differences, load_fixture
 from tests.support.recording_server import Canned, Recorded, RecordingServer
@@ -27,10 +27,22 @@ from tests.support.subprocess_engine import free_port
 
 STORE_KEY = base64.b64encode(b"contract-test-key-not-secret-32b").decode()
 PDF = base64.b64encode(b"%PDF-1.4 contract test").decode()
+CONNEQT_TOKEN = "ad2ae93e-f2e4-4722-8c20-42ba5a71b3ff"  # the document's example AccessToken
 
 
 def send(kind: str, payload: dict[str, Any], token: str | None = None) -> Callable[[str], Any]:
-    return lambda url: drive.destination(kind, url, token).send(payload, idempotency_key="contract-1")
+    """Send ``payload``; the document's example answer must read as accepted."""
+
+    def run(url: str) -> Any:
+        result = drive.destination(kind, url, token).send(payload, idempotency_key="contract-1")
+        assert result.outcome is Outcome.ACCEPTED, result.loggable_reason
+
+    return run
+
+
+def send_sample(kind: str, sample: str, token: str | None = None) -> Callable[[str], Any]:
+    """A sample message through the example channel's mapping, then sent."""
+    return lambda url: send(kind, drive.example_payload(kind, sample), token)(url)
 
 
 def check_status(kind: str, remote_id: str, token: str | None = None) -> Callable[[str], Any]:
@@ -49,6 +61,7 @@ QLIQ_MESSAGE = {
     "subject": "Discharge",
     "text": "Ready",
 }
+QLIQ_PDF = {"content_type": "application/pdf", "file_name": "s.pdf", "base64": PDF}
 CONNEQT_MESSAGE = {
     "topic": "LabResult",
     "recipientId": "GPPRAC001",
@@ -135,28 +148,36 @@ CASES: dict[str, tuple[str, Callable[..., Any]]] = {
     "qliq-send": ("qliq/send", send("qliq", QLIQ_MESSAGE)),
     "qliq-send-attachment": (
         "qliq/send_attachment",
-        send(
-            "qliq",
-            {
-                **QLIQ_MESSAGE,
-                "attachments": [{"content_type": "application/pdf", "file_name": "s.pdf", "base64": PDF}],
-            },
-        ),
+        send("qliq", {**QLIQ_MESSAGE, "attachments": [QLIQ_PDF]}),
+    ),
+    "qliq-send-two-attachments": (  # the second one follows in the first one's conversation
+        "qliq/send_attachment",
+        send("qliq", {**QLIQ_MESSAGE, "attachments": [QLIQ_PDF, {**QLIQ_PDF, "file_name": "t.pdf"}]}),
+    ),
+    "qliq-send-example-channel": (
+        "qliq/send_attachment",
+        send_sample("qliq", "mdm_t02_discharge_summary.hl7"),
     ),
     "qliq-message-status": ("qliq/message_status", check_status("qliq", "cb644eb71a88db57f639db5490626cc6")),
     "qliq-update-message-status": ("qliq/update_message_status", qliq_replies("mark_opened")),
     "qliq-get-replies": ("qliq/get_replies", qliq_replies("replies_since")),
     "conneqt-send": (
         "conneqt/send",
-        send("conneqt", CONNEQT_MESSAGE, token="ad2ae93e-f2e4-4722-8c20-42ba5a71b3ff"),
+        send("conneqt", CONNEQT_MESSAGE, token=CONNEQT_TOKEN),
+    ),
+    "conneqt-send-example-channel": (
+        "conneqt/send",
+        send_sample("conneqt", "oru_r01_lab_fbc_pdf.hl7", token=CONNEQT_TOKEN),
     ),
     "conneqt-status": (
         "conneqt/status",
-        check_status(
-            "conneqt", "869c3439-fcb8-4546-b372-2af2bf54e197", token="ad2ae93e-f2e4-4722-8c20-42ba5a71b3ff"
-        ),
+        check_status("conneqt", "869c3439-fcb8-4546-b372-2af2bf54e197", token=CONNEQT_TOKEN),
     ),
     "medallies-send": ("medallies/send", send("medallies", MEDALLIES_MESSAGE)),
+    "medallies-send-example-channel": (
+        "medallies/send",
+        send_sample("medallies", "oru_r01_radiology_mri.hl7"),
+    ),
     "medallies-status": (
         "medallies/status",
         check_status("medallies", "urn:uuid:f729433a-7b5e-11ea-83f9-852dc7282913"),
@@ -165,6 +186,10 @@ CASES: dict[str, tuple[str, Callable[..., Any]]] = {
     "kpn-send-attachment": (
         "kpn/api_call",
         send("kpn", {**KPN_MESSAGE, "attachments": [KPN_ATTACHMENT]}, token="generated-access-token"),
+    ),
+    "kpn-send-example-channel": (
+        "kpn/api_call",
+        send_sample("kpn", "mdm_t02_discharge_summary.hl7", token="generated-access-token"),
     ),
 }
 
