@@ -78,7 +78,7 @@ def form_fields(request: Recorded) -> tuple[dict[str, str], list[str]]:
             if part.get_filename() is not None:
                 files.append(name)
             else:
-                fields[name] = part.get_content().strip() if hasattr(part, "get_content") else ""
+                fields[name] = part.get_content().strip()
         return fields, files
     return {}, []
 
