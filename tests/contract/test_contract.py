@@ -91,8 +91,10 @@ def qliq_replies(call: str) -> Callable[[str], Any]:
 
     def run(url: str) -> Any:
         s = drive.example_settings("qliq")
+        # replies need a reply_sender (courier check requires it): the curl example's
+        sender = s["reply_sender"] or "test@test.com"
         settings = QliqReplySettings(
-            channel="ehr-mdm-to-qliq", base_url=s["base_url"], api_key=s["api_key"], sender=s["reply_sender"]
+            channel="ehr-mdm-to-qliq", base_url=s["base_url"], api_key=s["api_key"], sender=sender
         )
         api = QliqReplyApi(drive.proxied_session(url), settings)
         if call == "mark_opened":
@@ -184,11 +186,11 @@ CASES: dict[str, tuple[str, Callable[..., Any]]] = {
     ),
     "kpn-send": ("kpn/api_call", send("kpn", KPN_MESSAGE, token="generated-access-token")),
     "kpn-send-attachment": (
-        "kpn/api_call",
+        "kpn/api_call_attachments",
         send("kpn", {**KPN_MESSAGE, "attachments": [KPN_ATTACHMENT]}, token="generated-access-token"),
     ),
     "kpn-send-example-channel": (
-        "kpn/api_call",
+        "kpn/api_call_attachments",
         send_sample("kpn", "mdm_t02_discharge_summary.hl7", token="generated-access-token"),
     ),
 }
