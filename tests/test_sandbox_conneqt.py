@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, fake_clock, fresh, serve
 

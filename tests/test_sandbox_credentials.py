@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from courier_sandbox import default_base_urls
+from courier_sandbox.credentials import SECRET_SETTINGS, Credentials, load_or_create
 from engine.channel.check import load_channels
 from engine.commands.run import with_sandbox_secrets
 from engine.errors import ConfigError
-from engine.sandbox import default_base_urls
-from engine.sandbox.credentials import SECRET_SETTINGS, Credentials, load_or_create
 from engine.spec import SpecError
 
 REPO = Path(__file__).resolve().parent.parent

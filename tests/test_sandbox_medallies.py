@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 

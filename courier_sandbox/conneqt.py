@@ -33,17 +33,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import (
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import (
     is_nhs_number,
     is_uuid,
     parse_rfc3339,
     snomed_concept_problem,
     windows_file_name_problem,
 )
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
-from engine.sandbox.recording import fingerprint
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
+from courier_sandbox.recording import fingerprint
 
 PROBLEM_BASE = "https://qxlva.com/im1toolbar/documentation/api/v1/"
 ATTACHMENT_TYPES = frozenset(

@@ -40,11 +40,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import is_email, is_mime_type
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
-from engine.sandbox.recording import fingerprint
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import is_email, is_mime_type
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
+from courier_sandbox.recording import fingerprint
 
 PREFIX = r"(?:/MessagingAPI)?"
 FAILURE_REASON = "9002: ERROR=NoTrustedRecipients"

@@ -55,10 +55,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from twisted.internet.defer import Deferred
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import is_email
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import (
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import is_email
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import (
     ParsedRequest,
     Part,
     Reply,
@@ -67,7 +67,7 @@ from engine.sandbox.http import (
     json_reply,
     text_reply,
 )
-from engine.sandbox.qliq_crypto import aes_encrypt_file, rsa_encrypt_chunked
+from courier_sandbox.qliq_crypto import aes_encrypt_file, rsa_encrypt_chunked
 
 ATTACHMENT_TYPES = {
     "application/pdf": ".pdf",
