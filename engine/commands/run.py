@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
     from courier_sandbox import DEFAULT_PORTS, default_base_urls
-    from courier_sandbox.credentials import CREDENTIALS_FILE, load_or_create
+    from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
     from engine.service import build_engine
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         credentials = load_or_create(CREDENTIALS_FILE) if args.sandbox else None
-    except ConfigError as error:
+    except (ConfigError, CredentialsError) as error:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
     sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
@@ -172,8 +172,8 @@ def with_sandbox_secrets(
     destination aimed at a sandbox (``base_urls``, default: the sandboxes' fixed ports), the
     sandbox's credential for each of its secret variables left unset."""
     from courier_sandbox import default_base_urls
-    from courier_sandbox.credentials import fill_sandbox_secrets
     from engine.channel.check import channels_as_written
+    from engine.commands.sandbox_secrets import fill_sandbox_secrets
 
     destinations = [d for channel in channels_as_written(paths) for d in channel.destinations]
     filled = fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
@@ -281,7 +281,7 @@ def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
 
 def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
     from courier_sandbox import default_base_urls
-    from courier_sandbox.credentials import aimed_at_sandbox
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
 
     sandbox = default_base_urls({"qliq": qliq_port})
     return destination.type == "qliq" and aimed_at_sandbox(destination, sandbox, {})

@@ -56,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
     from courier_sandbox import start_sandboxes
     from courier_sandbox.certs import make_certificates
-    from courier_sandbox.credentials import CREDENTIALS_FILE, load_or_create
+    from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.commands.exits import serve
+    from engine.errors import ConfigError
 
-    credentials = load_or_create(CREDENTIALS_FILE)  # a ConfigError ends the command in one line
+    try:
+        credentials = load_or_create(CREDENTIALS_FILE)
+    except CredentialsError as error:  # the CLI's one line for an error made on purpose
+        raise ConfigError(str(error)) from None
     tls = make_certificates(args.https).server_tls() if args.https else None
 
     def started(sandboxes) -> None:
