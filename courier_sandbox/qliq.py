@@ -28,6 +28,8 @@ Decisions where the document is silent or contradicts itself:
 - Successful sends answer 202 with lower-case keys
   ``{"status": "Message queued for delivery", "conversation_id", "message_id"}`` (the
   main example; the annexes' capitalised keys are treated as typos).
+- ``update_message_status`` takes its parameters only as multipart/form-data, the form of
+  the document's only example (``curl -X PUT -F ...``); ``sender`` is mandatory ("M").
 - Errors (not documented) are ``{"error": <reason>}``; ``update_message_status`` answers
   ``OK`` as documented and ``set_sender_pubkey`` does the same.
 - Mobile numbers are not kept: only the last four digits (``XXXXXX0979``), as documented.
@@ -421,6 +423,8 @@ class QliqSandbox(VendorSandbox):
         params, refused = self._authenticate(request)
         if refused:
             return refused
+        if request.content_type != "multipart/form-data":
+            return self.error_reply(400, "send the parameters as multipart/form-data, as the curl -F example")
         missing = [k for k in ("sender", "conversation_id", "message_id", "status") if not params.get(k)]
         if missing:
             return self.error_reply(400, f"missing {', '.join(missing)}")
