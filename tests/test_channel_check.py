@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from courier_sandbox.credentials import Credentials
 from engine.channel.check import channel_files, check, load_channels
 from engine.commands.run import with_sandbox_secrets
-from engine.sandbox.credentials import Credentials
 from engine.spec import SpecError
 
 BROKEN = Path(__file__).parent / "broken_config"

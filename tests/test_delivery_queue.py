@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from courier_sandbox import start_sandboxes
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
@@ -27,7 +28,6 @@ from engine.destinations import REGISTRY, StaticToken
 from engine.destinations.base import message_uuid
 from engine.mapping import load_mapping
 from engine.message import Message
-from engine.sandbox import start_sandboxes
 from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection

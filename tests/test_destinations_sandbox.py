@@ -18,6 +18,11 @@ import pytest
 import requests
 from twisted.internet.task import Clock
 
+from courier_sandbox.certs import make_certificates
+from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from courier_sandbox.kpn import KpnSandbox
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from engine.destinations import (
     REGISTRY,
     ConneqtDestination,
@@ -31,11 +36,6 @@ from engine.destinations.kpn import TOKEN_EXPIRED
 from engine.destinations.kpn_oauth import RedirectReceiver, new_state
 from engine.mapping import load_mapping
 from engine.message.reader import Message
-from engine.sandbox.certs import make_certificates
-from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
-from engine.sandbox.kpn import KpnSandbox
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 from tests.test_destinations_http import make_settings

@@ -20,8 +20,8 @@ from dataclasses import replace
 import pytest
 import requests
 
+from courier_sandbox.http import Part, encode_multipart
 from engine.message import Message
-from engine.sandbox.http import Part, encode_multipart
 from engine.status.qliq_keys import generate_key_pair, upload_public_key
 from engine.store.base import SENT
 from tests.conftest import on_reactor

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sandbox import Sandboxes
-from engine.sandbox.recording import RecordedRequest
+from courier_sandbox import Sandboxes
+from courier_sandbox.recording import RecordedRequest
 from tests.conftest import on_reactor
 from tests.support import e2e
 from tests.support.e2e import RunningEngine, load_against_sandboxes, reset_sandboxes, wait_for

@@ -80,9 +80,9 @@ def test_the_demo_copy_keeps_none_of_the_readme_ports(tmp_path) -> None:
 
 
 def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path) -> None:
+    from courier_sandbox.credentials import Credentials
     from engine.channel.check import load_channels
     from engine.commands.run import with_sandbox_replies, with_sandbox_secrets
-    from engine.sandbox.credentials import Credentials
 
     key_file = tmp_path / "sandbox" / "qliq_reply_key.pem"
     secrets = with_sandbox_secrets([ROOT / "channels"], Credentials.generate(), env={})

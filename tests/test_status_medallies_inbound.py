@@ -11,9 +11,9 @@ import pytest
 import requests
 from twisted.internet.defer import Deferred
 
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.delivery.tracker import StatusTracker
 from engine.message import Message
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.status import webhook_server
 from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
 from engine.status.reporter import StatusReporter

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
+from courier_sandbox.qliq import QliqSandbox
 from engine.cli import build_parser
 from engine.commands import qliq
-from engine.sandbox.qliq import QliqSandbox
 from engine.status.qliq_keys import load_private_key, public_key_pem
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS

@@ -15,10 +15,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.defer import gatherResults
 
+from courier_sandbox.http import Part
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
+from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.delivery.conversations import remember_conversation
-from engine.sandbox.http import Part
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
-from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.status import webhook_server
 from engine.status.documents import Origin
 from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key

@@ -14,11 +14,11 @@ from dataclasses import replace
 import pytest
 import requests
 
+from courier_sandbox.kpn import KpnSandbox
 from engine.channel.check import load_channels
 from engine.cli import main
 from engine.delivery.tokens import NAMESPACE, kpn_token_key
 from engine.message.batch import split_file
-from engine.sandbox.kpn import KpnSandbox
 from engine.service import build_engine
 from engine.store import Cipher, SQLiteStore, load_or_create_key
 from engine.store.base import SENT

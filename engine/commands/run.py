@@ -29,8 +29,8 @@ from engine.commands.store_options import add_store_arguments
 from engine.status import webhook_limits
 
 if TYPE_CHECKING:
+    from courier_sandbox.credentials import Credentials
     from engine.channel.config import Channel, Destination
-    from engine.sandbox.credentials import Credentials
 
 log = logging.getLogger("engine.run")
 
@@ -92,17 +92,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
+    from courier_sandbox import DEFAULT_PORTS, default_base_urls
+    from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
-    from engine.sandbox import DEFAULT_PORTS, default_base_urls
-    from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
     from engine.service import build_engine
     from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
 
     try:
         credentials = load_or_create(CREDENTIALS_FILE) if args.sandbox else None
-    except ConfigError as error:
+    except (ConfigError, CredentialsError) as error:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
     sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
@@ -171,9 +171,9 @@ def with_sandbox_secrets(
     """The environment the channels load with under ``--sandbox``: ``env`` plus, for every
     destination aimed at a sandbox (``base_urls``, default: the sandboxes' fixed ports), the
     sandbox's credential for each of its secret variables left unset."""
+    from courier_sandbox import default_base_urls
     from engine.channel.check import channels_as_written
-    from engine.sandbox import default_base_urls
-    from engine.sandbox.credentials import fill_sandbox_secrets
+    from engine.commands.sandbox_secrets import fill_sandbox_secrets
 
     destinations = [d for channel in channels_as_written(paths) for d in channel.destinations]
     filled = fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
@@ -185,7 +185,7 @@ def with_sandbox_secrets(
 @inlineCallbacks
 def _with_sandboxes(reactor, engine, credentials, ports):
     """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
-    from engine.sandbox import start_sandboxes
+    from courier_sandbox import start_sandboxes
 
     sandboxes = yield start_sandboxes(reactor, ports=ports, credentials=credentials, state_dir=SANDBOX_STATE)
     reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
@@ -226,7 +226,7 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path, qliq_port:
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
-    from engine.sandbox.qliq import QliqDirectory
+    from courier_sandbox.qliq import QliqDirectory
     from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
 
     def demo_replies(destination):
@@ -280,8 +280,8 @@ def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
 
 
 def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
-    from engine.sandbox import default_base_urls
-    from engine.sandbox.credentials import aimed_at_sandbox
+    from courier_sandbox import default_base_urls
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
 
     sandbox = default_base_urls({"qliq": qliq_port})
     return destination.type == "qliq" and aimed_at_sandbox(destination, sandbox, {})
