@@ -148,7 +148,7 @@ BASES = {
         {
             "topic": "PathologyResult",
             "recipientId": "B86001",
-            "recipientIdType": "OdsOrganisationId",
+            "recipientIdType": "OcsClientIdentifier",
             "nhsNumber": "9434765919",
             "expiryDateTime": "2099-01-01T00:00:00Z",
             "bodyContent": "Full blood count report",

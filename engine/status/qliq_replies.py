@@ -7,7 +7,7 @@ in one file part of any name is taken too (:func:`posted_ciphertext`). We Base64
 it, split it into 256-byte blocks, decrypt each with our RSA-2048 private key (PKCS#1 v1.5)
 and parse the joined JSON. Its one attachment is downloaded from ``url`` and decrypted
 with its AES-256 ``key`` in the sandbox's layout (CBC, PKCS#7 padding, 16-byte IV in front
-of the file; see ``engine.sandbox.qliq_crypto``).
+of the file; see ``courier_sandbox.qliq_crypto``).
 The document shows no authentication for this webhook, and the encryption proves nothing
 (anyone can encrypt with our public key), so it must be served on a path with a secret token
 in it (``qliq/<channel>/<destination>/<token>/replies``, see ``engine.status.routes``) and/or
