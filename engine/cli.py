@@ -32,6 +32,7 @@ COMMANDS = {
     "conneqt": "conneQt: exchange a new access code for an AccessToken",
     "qliq": "Qliq: generate and upload the reply-encryption key pair",
 }
+VENDOR_COMMANDS = {name: f"engine.destinations.{name}.commands" for name in ("kpn", "conneqt", "qliq")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(module=f"engine.commands.{name}")
-        importlib.import_module(f"engine.commands.{name}").add_arguments(sub)
+        module = VENDOR_COMMANDS.get(name, f"engine.commands.{name}")
+        sub.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(sub)
     return parser
 
 

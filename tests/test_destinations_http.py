@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from engine.destinations import DestinationError, MedAlliesDestination, Outcome
-from engine.destinations.http import retry_after_seconds
+from engine.destinations.transport import retry_after_seconds
 from engine.spec import parse
 
 

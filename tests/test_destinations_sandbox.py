@@ -27,8 +27,8 @@ from engine.destinations import (
     QliqDestination,
     StaticToken,
 )
-from engine.destinations.kpn import TOKEN_EXPIRED
-from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+from engine.destinations.kpn.destination import TOKEN_EXPIRED
+from engine.destinations.kpn.oauth import RedirectReceiver, new_state
 from engine.mapping import load_mapping
 from engine.message.reader import Message
 from engine.sandbox.certs import make_certificates

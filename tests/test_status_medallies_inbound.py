@@ -12,10 +12,10 @@ import requests
 from twisted.internet.defer import Deferred
 
 from engine.delivery.tracker import StatusTracker
+from engine.destinations.medallies.inbound import DSNResource, InboundResource, dsn_update
 from engine.message import Message
 from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.status import webhook_server
-from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor

@@ -15,13 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.defer import gatherResults
 
 from engine.delivery.conversations import remember_conversation
-from engine.sandbox.http import Part
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
-from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
-from engine.status import webhook_server
-from engine.status.documents import Origin
-from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
-from engine.status.qliq_replies import (
+from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
+from engine.destinations.qliq.replies import (
     QliqReplyApi,
     QliqReplySettings,
     Reply,
@@ -29,6 +24,11 @@ from engine.status.qliq_replies import (
     ReplyPoller,
     ReplyWebhook,
 )
+from engine.sandbox.http import Part
+from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
+from engine.status import webhook_server
+from engine.status.documents import Origin
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor

@@ -202,7 +202,7 @@ def authorize_kpn_in_sandbox(reactor, engine):
     """Every KPN destination without a token: authorise it (the sandbox approves at once)."""
     from twisted.internet.threads import deferToThreadPool
 
-    from engine.commands.kpn import authorize
+    from engine.destinations.kpn.commands import authorize
     from engine.service import missing_token
 
     for queue in engine.deliveries.queues.values():
@@ -226,8 +226,8 @@ def with_sandbox_replies(channels: Sequence[Channel], key_file: Path, qliq_port:
     """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
     here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
     clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
+    from engine.destinations.qliq.keys import generate_key_pair, passphrase_from_env
     from engine.sandbox.qliq import QliqDirectory
-    from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
 
     def demo_replies(destination):
         if not _aimed_at_qliq_sandbox(destination, qliq_port) or destination.settings.get("reply_key_file"):
@@ -255,7 +255,7 @@ def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
     import requests
     from twisted.internet.threads import deferToThreadPool
 
-    from engine.status.qliq_keys import (
+    from engine.destinations.qliq.keys import (
         load_private_key,
         passphrase_from_env,
         public_key_pem,
@@ -289,8 +289,8 @@ def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
     """The Qliq reply URL and MedAllies DSN and inbound URLs: the engine's first such webhooks."""
-    from engine.status.medallies_inbound import DSNResource, InboundResource
-    from engine.status.qliq_replies import ReplyWebhook
+    from engine.destinations.medallies.inbound import DSNResource, InboundResource
+    from engine.destinations.qliq.replies import ReplyWebhook
 
     base = f"{engine.webhook_scheme}://127.0.0.1:{engine.webhook_port()}"
     targets = {

@@ -16,10 +16,10 @@ from engine.destinations.base import (
     StatusUpdate,
     TokenProvider,
 )
-from engine.destinations.conneqt import ConneqtDestination
-from engine.destinations.kpn import KpnDestination
-from engine.destinations.medallies import MedAlliesDestination
-from engine.destinations.qliq import QliqDestination
+from engine.destinations.conneqt.destination import ConneqtDestination
+from engine.destinations.kpn.destination import KpnDestination
+from engine.destinations.medallies.destination import MedAlliesDestination
+from engine.destinations.qliq.destination import QliqDestination
 
 REGISTRY: dict[str, type[Destination]] = {
     cls.kind: cls for cls in (QliqDestination, ConneqtDestination, MedAlliesDestination, KpnDestination)

@@ -22,17 +22,17 @@ from engine.channel.config import Channel
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.registry import settings_problems
 from engine.delivery import StatusTracker
-from engine.destinations.medallies import DSN_MAX_BODY_BYTES
-from engine.errors import ConfigError
-from engine.status import qliq_keys
-from engine.status.medallies_inbound import DSNResource, InboundResource
-from engine.status.qliq_replies import (
+from engine.destinations.medallies.destination import DSN_MAX_BODY_BYTES
+from engine.destinations.medallies.inbound import DSNResource, InboundResource
+from engine.destinations.qliq import keys as qliq_keys
+from engine.destinations.qliq.replies import (
     QliqReplyApi,
     QliqReplySettings,
     ReplyInbox,
     ReplyPoller,
     ReplyWebhook,
 )
+from engine.errors import ConfigError
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route, networks
 from engine.store import Store

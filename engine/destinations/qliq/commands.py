@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import requests
 
-    from engine.status.qliq_keys import (
+    from engine.destinations.qliq.keys import (
         generate_key_pair,
         load_private_key,
         passphrase_from_env,

@@ -71,7 +71,7 @@ def authorize(destination, *, auto: bool, timeout_s: float, show: Callable[[str]
 
     Raises DestinationError when KPN refuses, the state does not match, or nothing comes back.
     """
-    from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+    from engine.destinations.kpn.oauth import RedirectReceiver, new_state
 
     state = new_state()
     receiver = RedirectReceiver.for_redirect_uri(destination.settings["redirect_uri"], state)
