@@ -1,4 +1,5 @@
-"""The ``courier`` command: one subcommand per module in :mod:`engine.commands`.
+"""The ``courier`` command: one subcommand per module in :mod:`engine.commands`, plus those
+each destination plugin declares (``DestinationPlugin.commands``, e.g. ``courier <type> …``).
 
 Each command module has ``add_arguments(parser)`` and ``run(args) -> int``, and imports what
 its work needs inside ``run``, so building the parser stays fast. An error Courier raises on
@@ -28,11 +29,18 @@ COMMANDS = {
     "stats": "per channel: messages received, deliveries by state, the outbox (no PHI)",
     "outbox": "list, show or skip the HL7 messages waiting to go back to the hospital",
     "store": "prune old messages; rotate the key that encrypts the store, and re-encrypt with it",
-    "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
-    "conneqt": "conneQt: exchange a new access code for an AccessToken",
-    "qliq": "Qliq: generate and upload the reply-encryption key pair",
 }
-VENDOR_COMMANDS = {name: f"engine.destinations.{name}.commands" for name in ("kpn", "conneqt", "qliq")}
+
+
+def commands() -> dict[str, tuple[str, str]]:
+    """Every subcommand: name → (summary, module), the plugins' after Courier's own."""
+    from engine.destinations.registry import plugins
+
+    found = {name: (summary, f"engine.commands.{name}") for name, summary in COMMANDS.items()}
+    for plugin in plugins().values():
+        for name, command in plugin.commands.items():
+            found.setdefault(name, (command.summary, command.module))
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="courier", description="Courier: HL7 v2 over MLLP in, secure clinical messaging out."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, summary in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
-        module = VENDOR_COMMANDS.get(name, f"engine.commands.{name}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, module) in commands().items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
         sub.set_defaults(module=module)
         importlib.import_module(module).add_arguments(sub)
     return parser

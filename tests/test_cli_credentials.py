@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.delivery.tokens import NAMESPACE, conneqt_token_key
+from engine.delivery.tokens import NAMESPACE
+from engine.destinations.conneqt.tokens import token_key as conneqt_token_key
 from engine.sandbox import start_sandboxes
 from engine.store import Cipher, Database
 from tests.conftest import on_reactor

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.destinations import Outcome, QliqDestination
+from engine.destinations import Outcome
+from engine.destinations.qliq.destination import QliqDestination
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings
 

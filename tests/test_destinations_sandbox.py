@@ -18,17 +18,13 @@ import pytest
 import requests
 from twisted.internet.task import Clock
 
-from engine.destinations import (
-    REGISTRY,
-    ConneqtDestination,
-    KpnDestination,
-    MedAlliesDestination,
-    Outcome,
-    QliqDestination,
-    StaticToken,
-)
-from engine.destinations.kpn.destination import TOKEN_EXPIRED
+from engine.destinations import Outcome, StaticToken
+from engine.destinations.conneqt.destination import ConneqtDestination
+from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination
 from engine.destinations.kpn.oauth import RedirectReceiver, new_state
+from engine.destinations.medallies.destination import MedAlliesDestination
+from engine.destinations.qliq.destination import QliqDestination
+from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message.reader import Message
 from engine.sandbox.certs import make_certificates
@@ -464,7 +460,7 @@ def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(sandboxes,
         Message.parse((root / "sample_messages" / sample).read_bytes()), context={"channel": "test"}
     )
     sandbox = fresh(sandboxes, loaded.output)
-    cls = REGISTRY[loaded.output]
+    cls = destination_class(loaded.output)
     destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)), session)
     if loaded.output == "conneqt":
         destination.token_provider = StaticToken(

@@ -122,7 +122,7 @@ def send_and_remember(store, sandbox, channel) -> dict:
         },
     ).json()
     message_id = receive(store, channel, MDM)
-    on_reactor(remember_conversation, store, answer["conversation_id"], channel.name, message_id)
+    on_reactor(remember_conversation, store, "qliq", answer["conversation_id"], channel.name, message_id)
     return answer
 
 

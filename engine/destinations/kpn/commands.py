@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     import requests
 
     from engine.commands.credentials import find_destination, save_token
-    from engine.delivery.tokens import kpn_token_key
-    from engine.destinations import KpnDestination
     from engine.destinations.base import DestinationError
+    from engine.destinations.kpn.destination import KpnDestination
+    from engine.destinations.kpn.tokens import token_key
 
     found = find_destination("kpn authorize", args.channel, args.destination, "kpn")
     if found is None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except DestinationError as error:
         print(f"courier kpn authorize: KPN did not authorise Courier: {error}", file=sys.stderr)
         return 1
-    save_token(args, kpn_token_key(config.settings["client_id"]), token)
+    save_token(args, token_key(config.settings["client_id"]), token)
     print(
         f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
         f"in {args.store} (a running engine picks it up within a minute)"

@@ -1,0 +1,19 @@
+"""conneQt: sends, polls at most four times a day and around the expiry, an AccessToken from
+the store (or exchanged from an access code at start), ``courier conneqt exchange``."""
+
+from engine.destinations.conneqt.destination import ConneqtDestination
+from engine.destinations.conneqt.polling import POLLING
+from engine.destinations.conneqt.tokens import exchange_access_code, stored_token
+from engine.destinations.plugin import Command, DestinationPlugin
+
+PLUGIN = DestinationPlugin(
+    destination=ConneqtDestination,
+    polling=POLLING,
+    token=stored_token,
+    on_start=exchange_access_code,
+    commands={
+        "conneqt": Command(
+            "conneQt: exchange a new access code for an AccessToken", "engine.destinations.conneqt.commands"
+        )
+    },
+)
