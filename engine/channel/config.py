@@ -440,7 +440,7 @@ DESTINATION = Spec(
             "mapping",
             "Mapping file, relative to this channel file.",
             required=True,
-            example="../mappings/oru_r01_to_conneqt.toml",
+            example="../mappings/oru_r01_to_gp.toml",
         ),
         table(
             "settings",
