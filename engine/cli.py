@@ -1,5 +1,5 @@
 """The ``courier`` command: one subcommand per module in :mod:`engine.commands`, plus those
-each destination plugin declares (``DestinationPlugin.commands``, e.g. ``courier <type> …``).
+each destination plugin adds (entry points ``courier.commands``, e.g. ``courier <type> …``).
 
 Each command module has ``add_arguments(parser)`` and ``run(args) -> int``, and imports what
 its work needs inside ``run``, so building the parser stays fast. An error Courier raises on
@@ -14,7 +14,7 @@ import logging
 import sys
 
 from engine.commands.exits import stdout_closed
-from engine.errors import CourierError
+from engine.errors import ConfigError, CourierError
 
 COMMANDS = {
     "run": "start the listeners and the delivery queue from the channel files",
@@ -32,14 +32,14 @@ COMMANDS = {
 }
 
 
-def commands() -> dict[str, tuple[str, str]]:
-    """Every subcommand: name → (summary, module), the plugins' after Courier's own."""
-    from engine.destinations.registry import plugins
+def commands() -> dict[str, tuple[str | None, str]]:
+    """Every subcommand: name → (summary, module); a plugin's summary is its module's
+    ``SUMMARY`` (None here: read once the module is imported)."""
+    from engine.destinations.registry import commands as plugin_commands
 
     found = {name: (summary, f"engine.commands.{name}") for name, summary in COMMANDS.items()}
-    for plugin in plugins().values():
-        for name, command in plugin.commands.items():
-            found.setdefault(name, (command.summary, command.module))
+    for name, module in plugin_commands().items():
+        found.setdefault(name, (None, module))
     return found
 
 
@@ -49,16 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (summary, module) in commands().items():
-        sub = subparsers.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(module=module)
-        importlib.import_module(module).add_arguments(sub)
+    for name, (summary, module_name) in commands().items():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a plugin's command: one line naming it
+            raise ConfigError(
+                f"command {name!r} ({module_name}) cannot be loaded: {type(exc).__name__}"
+            ) from None
+        text = summary or module.SUMMARY
+        sub = subparsers.add_parser(name, help=text, description=text)
+        sub.set_defaults(module=module_name)
+        module.add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()  # loads the destination plugins, for their commands
+        parser = build_parser()  # a plugin's command module can fail to import
     except CourierError as error:
         print(f"courier: {error}", file=sys.stderr)
         return 2

@@ -172,6 +172,9 @@ def test_a_third_party_plugin_adds_a_type_that_checks_and_delivers(tmp_path, gat
     check = courier("check", "pages.toml", cwd=tmp_path, env=env)
     out, err = check.communicate(timeout=60)
     assert check.returncode == 0, out + err
+    own = courier("pager", "pages.toml", cwd=tmp_path, env=env)  # its command, too
+    out, err = own.communicate(timeout=60)
+    assert own.returncode == 0 and out == f"night-pager: http://127.0.0.1:{gateway.server_port}\n", err
 
     engine = courier("run", "pages.toml", "--store", str(tmp_path / "courier.sqlite3"), cwd=tmp_path, env=env)
     try:

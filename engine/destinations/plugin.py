@@ -6,6 +6,10 @@ channel's destination ``type`` and the mapping's ``output``. Only ``destination`
 the :class:`~engine.destinations.base.Destination` class builds requests, classifies answers
 and declares ``settings_spec``, ``payload_spec`` and ``settings_problems``. Everything else is
 optional and asked for by the core only through the hooks below.
+
+A plugin's ``courier <name> …`` commands are entry points of their own, in the group
+``courier.commands`` (name → a module with ``SUMMARY``, ``add_arguments(parser)`` and
+``run(args) -> int``), so that building the command line imports no plugin.
 """
 
 from __future__ import annotations
@@ -73,15 +77,6 @@ class Webhooks:
 
 
 @dataclass(frozen=True)
-class Command:
-    """``courier <name> …``: ``module`` has ``add_arguments(parser)`` and ``run(args) -> int``
-    and imports what its work needs inside ``run``."""
-
-    summary: str
-    module: str
-
-
-@dataclass(frozen=True)
 class SandboxHook:
     """What ``courier run --sandbox`` does for destinations of this type; ``aimed`` says whether
     the destination's base URL is on this type's sandbox (its own package, found by type)."""
@@ -109,7 +104,6 @@ class DestinationPlugin:
     for a token); a failure should be logged, not raised."""
     conversations: bool = False
     """The vendor threads follow-ups into conversations (:mod:`engine.delivery.conversations`)."""
-    commands: Mapping[str, Command] = field(default_factory=dict)
     sandbox: SandboxHook | None = None
 
     @property

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from engine.destinations.plugin import DestinationPlugin
 
 GROUP = "courier.destinations"
+COMMANDS_GROUP = "courier.commands"
 
 
 @functools.cache
@@ -87,6 +88,14 @@ def forget() -> None:
     """Read the entry points again on next use (after installing a plugin in-process)."""
     _entry_points.cache_clear()
     _load.cache_clear()
+
+
+def commands() -> dict[str, str]:
+    """``courier <name>`` commands the plugins add: name → module (nothing is imported)."""
+    found: dict[str, str] = {}
+    for entry in entry_points(group=COMMANDS_GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
 
 
 def settings_spec_for(type_: str) -> Spec | None:

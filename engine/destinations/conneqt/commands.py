@@ -15,6 +15,8 @@ from pathlib import Path
 
 from engine.commands.store_options import add_store_arguments
 
+SUMMARY = "conneQt: exchange a new access code for an AccessToken"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)

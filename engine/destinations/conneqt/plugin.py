@@ -4,16 +4,11 @@ the store (or exchanged from an access code at start), ``courier conneqt exchang
 from engine.destinations.conneqt.destination import ConneqtDestination
 from engine.destinations.conneqt.polling import POLLING
 from engine.destinations.conneqt.tokens import exchange_access_code, stored_token
-from engine.destinations.plugin import Command, DestinationPlugin
+from engine.destinations.plugin import DestinationPlugin
 
 PLUGIN = DestinationPlugin(
     destination=ConneqtDestination,
     polling=POLLING,
     token=stored_token,
     on_start=exchange_access_code,
-    commands={
-        "conneqt": Command(
-            "conneQt: exchange a new access code for an AccessToken", "engine.destinations.conneqt.commands"
-        )
-    },
 )

@@ -18,6 +18,8 @@ from engine.commands.store_options import add_store_arguments
 
 DEFAULT_TIMEOUT_S = 300.0
 
+SUMMARY = "KPN Healthcare Messenger: authorize (OAuth)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)

@@ -5,13 +5,10 @@ so a KPN delivery is never polled."""
 from engine.destinations.kpn.destination import KpnDestination
 from engine.destinations.kpn.sandbox import SANDBOX
 from engine.destinations.kpn.tokens import stored_token
-from engine.destinations.plugin import Command, DestinationPlugin
+from engine.destinations.plugin import DestinationPlugin
 
 PLUGIN = DestinationPlugin(
     destination=KpnDestination,
     token=stored_token,
-    commands={
-        "kpn": Command("KPN Healthcare Messenger: authorize (OAuth)", "engine.destinations.kpn.commands")
-    },
     sandbox=SANDBOX,
 )

@@ -14,6 +14,8 @@ from pathlib import Path
 
 DEFAULT_KEY_FILE = Path("var/qliq_reply_key.pem")
 
+SUMMARY = "Qliq: generate and upload the reply-encryption key pair"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)

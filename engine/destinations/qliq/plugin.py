@@ -1,7 +1,7 @@
 """Qliq secure messaging: sends, ``message_status`` polls until READ, replies by webhook or
 ``get_replies``, conversations for follow-ups, ``courier qliq keys``."""
 
-from engine.destinations.plugin import Command, DestinationPlugin, StatusPolling
+from engine.destinations.plugin import DestinationPlugin, StatusPolling
 from engine.destinations.qliq.destination import QliqDestination
 from engine.destinations.qliq.sandbox import SANDBOX
 from engine.destinations.qliq.webhooks import reply_webhooks
@@ -12,10 +12,5 @@ PLUGIN = DestinationPlugin(
     polling=StatusPolling(final_states=frozenset({READ, ERROR})),
     webhooks=reply_webhooks,
     conversations=True,
-    commands={
-        "qliq": Command(
-            "Qliq: generate and upload the reply-encryption key pair", "engine.destinations.qliq.commands"
-        )
-    },
     sandbox=SANDBOX,
 )
