@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from courier_sandbox.credentials import Credentials
 from engine.channel.check import channel_files, check, load_channels
 from engine.commands.run import with_sandbox_secrets
-from engine.sandbox.credentials import Credentials
 from engine.spec import SpecError
 
 BROKEN = Path(__file__).parent / "broken_config"
@@ -256,3 +256,34 @@ def test_examples_without_their_secret_variables_fail_check_and_run_naming_each_
 
 def _missing_mapping(message: str) -> bool:
     return message.startswith("mapping file") and message.endswith("not found") and not (_mappings_shipped())
+
+
+def test_check_warns_which_status_poll_interval_really_applies(tmp_path):
+    """conneQt asks for at most four polls a day: 300 s is allowed but is not what runs."""
+    example = (REPO / "channels" / "lis_oru_to_conneqt.toml").read_text(encoding="utf-8")
+    assert "poll_every_s = 21600" in example, "the example says what really applies"
+    (tmp_path / "channels").mkdir()
+    channel = tmp_path / "channels" / "conneqt.toml"
+    channel.write_text(example.replace("poll_every_s = 21600", "poll_every_s = 300"), encoding="utf-8")
+    (tmp_path / "mappings").mkdir()
+    mapping = REPO / "mappings" / "oru_r01_to_conneqt.toml"
+    (tmp_path / "mappings" / mapping.name).write_text(mapping.read_text(encoding="utf-8"), encoding="utf-8")
+    checked = subprocess.run(
+        [sys.executable, "-m", "engine", "check", "--skip-env", str(channel)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    line = checked.stdout.splitlines()[0]
+    assert line.startswith(f"{channel}:")
+    assert "poll_every_s: warning:" in line and "21600 s apart, not 300 s" in line
+    clean = subprocess.run(
+        [sys.executable, "-m", "engine", "check", "--skip-env", str(REPO / "channels")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "warning" not in clean.stdout

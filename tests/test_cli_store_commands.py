@@ -85,6 +85,27 @@ def test_deliveries_show_prints_how_far_a_partial_send_got(store) -> None:
     assert "request 2 of 2: HTTP 500" in shown and '{"done": 1}' in shown
 
 
+def test_a_held_destination_shows_in_deliveries_and_stats_until_it_works_again(store) -> None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        (claimed,) = db.claim_due("ward-qliq", 2.0e9, limit=1, lease_s=30)
+        db.release(
+            claimed.id, 2.0e9, "no such endpoint: check base_url (HTTP 404)", hold="endpoint not found"
+        )
+    db.close()
+    held = "destination ward-qliq HELD (endpoint not found)"
+    assert held in courier(store, "deliveries", "list").stdout
+    assert held not in courier(store, "deliveries", "list", "--destination", "gp-conneqt").stdout
+    assert held in courier(store, "stats").stdout
+
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        (claimed,) = db.claim_due("ward-qliq", 2.0e9, limit=1, lease_s=30)
+        db.mark_sent(claimed.id, "m-1", "accepted by qliq")
+    db.close()
+    assert "HELD" not in courier(store, "stats").stdout
+
+
 def test_outbox_list_show_and_skip(store) -> None:
     db = Database.open(store, Cipher(base64.b64decode(KEY)))
     with db.transaction():

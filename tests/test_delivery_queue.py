@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from courier_sandbox import start_sandboxes
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
@@ -28,13 +29,13 @@ from engine.destinations.base import message_uuid
 from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message import Message
-from engine.sandbox import start_sandboxes
 from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
+from tests.test_destinations_http import Reply, ScriptedServer
 
 PDF = "JVBERi0xLjQKc2FuZGJveA=="
 FAST_RETRY = Retry(max_attempts=20, initial_delay_s=0.05, max_delay_s=0.2, factor=2, jitter=0, max_age_s=60)
@@ -200,6 +201,7 @@ class Harness:
         start: bool = True,
         conversations: bool = False,
         mapping: str | None = None,
+        auth_retry_s: float = 60.0,
         **changes: Any,
     ) -> DeliveryQueue:
         mapping_file = self.tmp_path / f"{kind}.toml"
@@ -216,6 +218,7 @@ class Harness:
             listener=self.listener,
             idle_s=0.2,
             conversations=Conversations(self.store, "qliq") if conversations else None,
+            auth_retry_s=auth_retry_s,
         )
         self.queues.append(queue)
         if start:
@@ -402,7 +405,36 @@ def test_auth_failure_keeps_the_delivery_queued_without_counting_and_tells_the_o
     (delivery,) = harness.deliveries("conneqt", QUEUED)
     assert delivery.attempts == 0 and delivery.next_attempt_at > time.time() + 30
     assert "exchange a new access code" in caplog.records[-1].getMessage()
-    assert [e.kind for e in on_reactor(harness.store.timeline, "AUTH")][-1] == "auth_failed"
+    assert [e.kind for e in on_reactor(harness.store.timeline, "AUTH")][-1] == "held:auth"
+
+
+def test_a_wrong_endpoint_holds_the_queue_and_it_resumes_when_the_endpoint_works(harness, caplog):
+    """Qliq's 404 ("Check your URL") is the base URL's fault: no attempt counted, no AR sent,
+    the operator told, and the queue probes again by itself."""
+    vendor = ScriptedServer()
+    try:
+        vendor.reply(
+            Reply(404, {"message": "Check your URL"}),
+            Reply(
+                202, {"status": "Message queued for delivery", "conversation_id": "c1", "message_id": "m1"}
+            ),
+        )
+        harness.queue(
+            "qliq", destination=harness.destination("qliq", base_url=vendor.base_url), auth_retry_s=1.0
+        )
+        with caplog.at_level(logging.ERROR, logger="engine.delivery.queue"):
+            harness.receive(oru("HELD"), "qliq")
+            wait_for(
+                lambda: any("held (endpoint not found)" in r.getMessage() for r in caplog.records), what="log"
+            )
+        (queued,) = harness.deliveries("qliq", QUEUED)
+        assert queued.attempts == 0
+        assert [e.kind for e in on_reactor(harness.store.timeline, "HELD")][-1] == "held:endpoint not found"
+        (sent,) = harness.wait_states("qliq", SENT, 1)
+        assert sent.attempts == 1 and len(vendor.received) == 2
+        assert "error" not in [e.kind for e in on_reactor(harness.store.timeline, "HELD")]
+    finally:
+        vendor.close()
 
 
 def test_qliq_follow_ups_for_the_same_patient_and_order_join_one_conversation(harness, sandboxes):

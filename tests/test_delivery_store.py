@@ -48,7 +48,7 @@ def test_release_requeues_without_counting_the_attempt(db):
     delivery = db.get_delivery(delivery_id)
     assert (delivery.state, delivery.attempts, delivery.next_attempt_at) == (QUEUED, 0, T0 + 30)
     assert delivery.last_error == "token expired"
-    assert [e.kind for e in db.timeline("C1")][-1] == "auth_failed"
+    assert [e.kind for e in db.timeline("C1")][-1] == "held:auth"
 
 
 def test_next_attempt_due_is_the_earliest_queued_row_of_that_destination(db):

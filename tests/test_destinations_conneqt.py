@@ -173,7 +173,7 @@ def test_send_builds_the_instant_message(server, session):
         "messageId": message_id,
         "type": "ToolbarInstantMessage",
         "topic": "PathologyResult",
-        "recipient": {"id": {"type": "OdsOrganisationId", "value": "A81001"}},
+        "recipient": {"id": {"type": "OcsClientIdentifier", "value": "A81001"}},
         "subject": {"id": {"type": "VerifiedNhsNumber", "value": "9434765919"}},
         "expiryDateTime": "2026-03-02T09:00:00Z",
         "body": {"mimeType": "text/plain", "content": "Results attached"},
@@ -217,11 +217,29 @@ def test_a_validation_problem_is_rejected_with_its_invalid_parameters(server, se
     ]
 
 
-def test_a_content_error_is_never_resent_even_as_a_5xx(server, session):
-    problem = {"title": "Attachment failed virus scan", "status": 500}
+def test_the_recipient_id_type_defaults_to_the_documents_value_and_is_mapped(server, session):
+    server.reply(Reply(200, {}), Reply(200, {}))
+    conneqt = destination(server.base_url, session)
+    conneqt.send(good_payload(), idempotency_key="a")
+    conneqt.send(good_payload(recipientIdType="OdsOrganisationId"), idempotency_key="b")
+    assert [r.json()["recipient"]["id"]["type"] for r in server.received] == [
+        "OcsClientIdentifier",
+        "OdsOrganisationId",
+    ]
+
+
+def test_a_server_error_is_retried_whatever_its_words(server, session):
+    problem = {"title": "Content store unavailable", "detail": "attachment service down", "status": 500}
     server.reply(Reply(500, problem, {"Content-Type": "application/problem+json"}))
     result = destination(server.base_url, session).send(good_payload(), idempotency_key="k")
-    assert result.outcome is Outcome.REJECTED
+    assert result.outcome is Outcome.RETRY
+
+
+def test_a_forbidden_client_system_holds_the_destination(server, session):
+    problem = {"title": "Unauthorized Client System", "status": 403}
+    server.reply(Reply(403, problem, {"Content-Type": "application/problem+json"}))
+    result = destination(server.base_url, session).send(good_payload(), idempotency_key="k")
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "forbidden")
 
 
 def test_a_refused_attachment_parameter_is_never_resent(server, session):
@@ -279,3 +297,10 @@ def test_check_status_normalises_states(server, session, vendor, state):
     assert update.state == state
     assert update.detail == f"{vendor}: Failed instant message import"
     assert server.received[0].path == "/api/v1/messages/abc/status"
+
+
+def test_status_polls_send_the_access_token_like_sending(server, session):
+    server.reply(Reply(200, {"status": "PENDING"}))
+    destination(server.base_url, session).check_status("abc")
+    headers = server.received[0].headers
+    assert (headers["ApiKey"], headers["AccessToken"]) == ("key-1", "tok-1")

@@ -202,11 +202,24 @@ def test_transient_statuses_are_retried(server, session, status):
     assert result.retry_after_s is None
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 405, 412])
+@pytest.mark.parametrize("status", [400, 405, 412])
 def test_other_4xx_are_rejected_with_the_vendors_reason(server, session, status):
     result = send(server, session, Reply(status, {"message": "toDirectAddress unknown"}))
     assert result.outcome is Outcome.REJECTED
     assert result.reason == f"HTTP {status}: toDirectAddress unknown"
+
+
+@pytest.mark.parametrize(("status", "hold"), [(401, "auth"), (403, "forbidden"), (404, "endpoint not found")])
+def test_set_up_errors_hold_the_destination(server, session, status, hold):
+    """One wrong base URL or key must not fail every message in the queue for good."""
+    result = send(server, session, Reply(status, {"message": "Check your URL"}))
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, hold)
+
+
+def test_an_unknown_host_holds_the_destination(session):
+    result = medallies("http://courier-test.invalid", session).send(PAYLOAD, idempotency_key="k")
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "dns")
+    assert "courier-test.invalid" not in result.reason
 
 
 def test_the_vendors_words_are_kept_for_the_store_but_left_out_of_logs(server, session):
@@ -223,9 +236,11 @@ def test_401_is_an_auth_failure_not_a_rejection(server, session):
     assert "MedAllies credentials rejected" in result.reason
 
 
-def test_a_redirect_is_not_followed_and_retried(server, session):
-    result = send(server, session, Reply(302, "", {"Location": "/elsewhere"}))
-    assert result.outcome is Outcome.RETRY
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_nor_posted_again(server, session, status):
+    result = send(server, session, Reply(status, "", {"Location": "/elsewhere"}))
+    assert result.outcome is Outcome.REJECTED
+    assert "never sent twice on a redirect" in result.reason
     assert [r.path for r in server.received] == ["/dirmsg/send_ccda"]
 
 

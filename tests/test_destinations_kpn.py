@@ -96,6 +96,47 @@ def test_text_goes_as_json_with_the_bearer_token(server, session):
     assert (result.outcome, result.remote_id) == (Outcome.ACCEPTED, "msg-1")
 
 
+TEXT = {"chat_type": "groupchat", "aux_id": "ward-7", "body": "Letter ready"}
+
+
+def test_the_api_version_is_pinned_in_a_header(server, session):
+    kpn = destination(server.base_url, session)
+    kpn.send(TEXT, idempotency_key="k")
+    destination(server.base_url, session, api_version="v2.0").send(TEXT, idempotency_key="k")
+    assert [r.headers["version"] for r in server.received] == ["v1.0", "v2.0"]
+
+
+def test_a_302_is_never_posted_again_its_location_is_read_once(server, session):
+    server.reply(Reply(302, "", {"Location": "/groupchats/g-1/messages/msg-9"}), Reply(200, {"id": "msg-9"}))
+    result = destination(server.base_url, session).send(TEXT, idempotency_key="k")
+    assert [(r.method, r.path) for r in server.received] == [
+        ("POST", "/aux/groupchats/ward-7/messages"),
+        ("GET", "/groupchats/g-1/messages/msg-9"),
+    ]
+    assert (result.outcome, result.remote_id) == (Outcome.ACCEPTED, "msg-9")
+
+
+def test_a_302_whose_location_fails_fails_the_delivery(server, session):
+    server.reply(Reply(302, "", {"Location": "/elsewhere"}), Reply(500, {}))
+    result = destination(server.base_url, session).send(TEXT, idempotency_key="k")
+    assert [r.method for r in server.received] == ["POST", "GET"]
+    assert result.outcome is Outcome.REJECTED
+    assert "Location answered HTTP 500" in result.reason
+
+
+def test_a_404_for_a_missing_chat_is_rejected(server, session):
+    server.reply(Reply(404, {"error": "chat not found"}), Reply(200, {"id": "me"}))
+    result = destination(server.base_url, session).send(TEXT, idempotency_key="k")
+    assert server.received[1].path == "/me"
+    assert result.outcome is Outcome.REJECTED
+
+
+def test_a_404_for_the_endpoint_holds_the_destination(server, session):
+    server.reply(Reply(404, ""), Reply(404, ""))
+    result = destination(server.base_url, session).send(TEXT, idempotency_key="k")
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "endpoint not found")
+
+
 def test_attachments_go_as_multipart(server, session):
     server.reply(Reply(201, {"id": "msg-2"}))
     png = {
@@ -197,6 +238,13 @@ def test_code_exchange_posts_the_documented_form(server, session):
         "grant_type": ["authorization_code"],
         "redirect_uri": ["http://127.0.0.1:8765/callback"],
     }
+
+
+def test_the_code_exchange_never_posts_again_on_a_redirect(server, session):
+    server.reply(Reply(307, "", {"Location": "/elsewhere"}))
+    with pytest.raises(DestinationError, match="HTTP 307"):
+        destination(server.base_url, session).exchange_code("c-1")
+    assert [r.path for r in server.received] == ["/oauth/token"]
 
 
 def test_a_refused_code_raises(server, session):

@@ -172,3 +172,33 @@ def test_a_failure_reason_is_kept(server, session):
     server.reply(Reply(200, {"status": "FAILED", "failureReason": "9002: "}))
     [update] = medallies(server.base_url, session).check_status("urn:uuid:1")
     assert update.detail == "FAILED: 9002: "
+
+
+def test_status_queries_go_to_their_own_base_url(server, session):
+    """The document prints the status URL without the send URL's :9443: its own setting."""
+    status_server = loopback.ScriptedServer()
+    try:
+        status_server.reply(Reply(200, {"status": "DISPATCHED"}))
+        destination = medallies(server.base_url, session, status_base_url=status_server.base_url + "/")
+        [update] = destination.check_status("urn:uuid:1")
+        assert update.state == "delivered"
+        assert [r.path.split("?")[0] for r in status_server.received] == ["/dirmsg/status"]
+        assert server.received == []
+    finally:
+        status_server.close()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "status_url"),
+    [
+        (
+            "https://api.medalliesdirect.com:9443/MessagingAPI",
+            "https://api.medalliesdirect.com/MessagingAPI/dirmsg/status",
+        ),
+        ("https://user@[2001:db8::1]:9443/api", "https://user@[2001:db8::1]/api/dirmsg/status"),
+        ("http://127.0.0.1:18443", "http://127.0.0.1:18443/dirmsg/status"),
+    ],
+)
+def test_by_default_the_status_url_is_the_documents_form_of_base_url(base_url, status_url):
+    assert medallies(base_url, None).url("/dirmsg/status") == status_url
+    assert medallies(base_url, None).url("/dirmsg/send_ccda") == base_url + "/dirmsg/send_ccda"

@@ -30,7 +30,6 @@ BUILT_IN = ("qliq", "conneqt", "medallies", "kpn")
 NOT_CORE = (
     *(f"destinations/{folder}/" for folder in BUILT_IN),  # each vendor's own folder
     "destinations/registry.py",  # the one place that knows the types
-    "sandbox/",  # the sandboxes: their own package, not the client
     "commands/sandbox.py",  # `courier sandbox`, the sandboxes' command
     "docs.py",  # writes the README, whose samples show a real vendor's status message
 )

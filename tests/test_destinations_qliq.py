@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from engine.destinations import Outcome
 from engine.destinations.qliq.destination import QliqDestination
+from engine.destinations.qliq.keys import upload_public_key
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings
 
@@ -244,3 +246,10 @@ def test_a_failure_of_the_message_itself_has_no_progress(server, session):
     server.reply(Reply(500, {}))
     payload = {"to": "oncall@example.org", "text": "Summary", "attachments": [PDF, PNG]}
     assert destination(server.base_url, session).send(payload, idempotency_key="k").progress is None
+
+
+def test_the_key_upload_never_puts_again_on_a_redirect(server, session):
+    server.reply(Reply(307, "", {"Location": "/elsewhere"}))
+    with pytest.raises(requests.HTTPError, match="HTTP 307"):
+        upload_public_key(session, server.base_url, "key", "lab@example.org", b"-----BEGIN PUBLIC KEY-----")
+    assert [r.path.split("?")[0] for r in server.received] == ["/secure_messages/set_sender_pubkey"]

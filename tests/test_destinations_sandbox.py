@@ -18,6 +18,11 @@ import pytest
 import requests
 from twisted.internet.task import Clock
 
+from courier_sandbox.certs import make_certificates
+from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from courier_sandbox.kpn import KpnSandbox
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from engine.destinations import Outcome, StaticToken
 from engine.destinations.conneqt.destination import ConneqtDestination
 from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination
@@ -27,11 +32,6 @@ from engine.destinations.qliq.destination import QliqDestination
 from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message.reader import Message
-from engine.sandbox.certs import make_certificates
-from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
-from engine.sandbox.kpn import KpnSandbox
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 from tests.test_destinations_http import make_settings
@@ -182,11 +182,12 @@ def test_conneqt_wrong_token_is_an_auth_failure(conneqt, session):
     assert result.outcome is Outcome.AUTH_FAILED
 
 
-def test_conneqt_unauthorised_client_is_rejected(conneqt, session):
+def test_conneqt_unauthorised_client_holds_the_destination(conneqt, session):
     destination = conneqt_destination(
         conneqt, session, api_key=TEST_CREDENTIALS.conneqt_unauthorised_api_key, token="whatever"
     )
-    assert destination.send(conneqt_payload(), idempotency_key="5").outcome is Outcome.REJECTED
+    result = destination.send(conneqt_payload(), idempotency_key="5")
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "forbidden")
 
 
 def test_conneqt_status_moves_to_completed(conneqt, session, clock):
@@ -337,12 +338,13 @@ def test_qliq_wrong_key_is_an_auth_failure(qliq, session):
     assert result.outcome is Outcome.AUTH_FAILED
 
 
-def test_qliq_unknown_sender_is_rejected(qliq, session):
+def test_qliq_unknown_sender_holds_the_destination(qliq, session):
+    """403 "Not allowed to send message": the sender set-up, not the message, is wrong."""
     result = qliq_destination(qliq, session).send(
         {"to": "doctor@sandbox.qliq", "from": "stranger@example.org", "text": "x"},
         idempotency_key="5",
     )
-    assert (result.outcome, result.http_status) == (Outcome.REJECTED, 403)
+    assert (result.outcome, result.http_status, result.hold) == (Outcome.AUTH_FAILED, 403, "forbidden")
 
 
 # -- KPN ---------------------------------------------------------------------------------
@@ -511,4 +513,5 @@ def test_https_is_verified_against_the_configured_ca(https_medallies, session):
     assert trusted.send(MEDALLIES_PAYLOAD, idempotency_key="tls").outcome is Outcome.ACCEPTED
     untrusted = MedAlliesDestination(make_settings(MedAlliesDestination, table), session)
     result = untrusted.send(MEDALLIES_PAYLOAD, idempotency_key="tls")
-    assert (result.outcome, result.reason) == (Outcome.RETRY, "medallies: SSLError")
+    assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "tls")
+    assert result.reason == "medallies: TLS certificate not verified: check base_url and ca_file (SSLError)"

@@ -43,7 +43,7 @@ def test_lab_result_reaches_the_gp_over_conneqt(engine, sandboxes):
     assert body["messageId"] == expected_message_id(delivery) == delivery.remote_id
     assert body["type"] == "ToolbarInstantMessage"
     assert body["topic"] == "PathologyResult"
-    assert body["recipient"] == {"id": {"type": "OdsOrganisationId", "value": "B86001"}}
+    assert body["recipient"] == {"id": {"type": "OcsClientIdentifier", "value": "B86001"}}
     assert body["subject"] == {"id": {"type": "VerifiedNhsNumber", "value": "9434765919"}}
     assert body["body"] == {
         "mimeType": "text/plain",

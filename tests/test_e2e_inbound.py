@@ -20,9 +20,9 @@ from dataclasses import replace
 import pytest
 import requests
 
+from courier_sandbox.http import Part, encode_multipart
 from engine.destinations.qliq.keys import generate_key_pair, upload_public_key
 from engine.message import Message
-from engine.sandbox.http import Part, encode_multipart
 from engine.store.base import SENT
 from tests.conftest import on_reactor
 from tests.support import e2e

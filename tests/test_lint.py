@@ -16,10 +16,10 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_check_is_clean() -> None:
-    result = ruff("check", "engine", "tests", "bench")
+    result = ruff("check", "engine", "courier_sandbox", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_code_is_formatted() -> None:
-    result = ruff("format", "--check", "engine", "tests", "bench")
+    result = ruff("format", "--check", "engine", "courier_sandbox", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr

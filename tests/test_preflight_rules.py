@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sandbox import Sandboxes
-from engine.sandbox.recording import RecordedRequest
+from courier_sandbox import Sandboxes
+from courier_sandbox.recording import RecordedRequest
 from tests.conftest import on_reactor
 from tests.support import e2e
 from tests.support.e2e import RunningEngine, load_against_sandboxes, reset_sandboxes, wait_for
@@ -148,7 +148,7 @@ BASES = {
         {
             "topic": "PathologyResult",
             "recipientId": "B86001",
-            "recipientIdType": "OdsOrganisationId",
+            "recipientIdType": "OcsClientIdentifier",
             "nhsNumber": "9434765919",
             "expiryDateTime": "2099-01-01T00:00:00Z",
             "bodyContent": "Full blood count report",

@@ -80,11 +80,11 @@ def test_the_demo_copy_keeps_none_of_the_readme_ports(tmp_path) -> None:
 
 
 def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path, monkeypatch) -> None:
+    from courier_sandbox import default_base_urls
+    from courier_sandbox.credentials import Credentials
     from engine.channel.check import load_channels
     from engine.commands.run import with_sandbox_secrets, with_sandbox_settings
     from engine.destinations.qliq.sandbox import DEMO_REPLY_KEY
-    from engine.sandbox import default_base_urls
-    from engine.sandbox.credentials import Credentials
 
     monkeypatch.chdir(tmp_path)  # the demo key is made under the working directory
     key_file = DEMO_REPLY_KEY

@@ -6,8 +6,8 @@ import pytest
 import requests
 from cryptography import x509
 
-from engine.sandbox import start_sandboxes
-from engine.sandbox.certs import make_certificates
+from courier_sandbox import start_sandboxes
+from courier_sandbox.certs import make_certificates
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from engine.sandbox.conneqt import ConneqtSandbox, ConneqtTimings
+from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, fake_clock, fresh, serve
 
@@ -141,6 +141,8 @@ def test_non_json_body_is_rejected(sandbox):
         ({"recipient": {"id": {"value": "UNKNOWN9", "type": "OcsClientIdentifier"}}}, "recipient"),
         ({"subject": {"id": {"value": "9547852141", "type": "VerifiedNhsNumber"}}}, "subject.id.value"),
         ({"subject": {"id": {"value": "9547852140"}}}, "subject.id.type"),
+        ({"recipient": {"id": {"value": "GPPRAC001", "type": "OdsOrganisationId"}}}, "recipient.id.type"),
+        ({"subject": {"id": {"value": "9547852140", "type": "NhsNumber"}}}, "subject.id.type"),
         ({"expiryDateTime": "2030-01-01T00:00:00"}, "expiryDateTime"),
         ({"expiryDateTime": "2001-01-01T00:00:00Z"}, "expiryDateTime"),
         ({"body": {"mimeType": "application/pdf", "content": "x"}}, "body.mimeType"),
@@ -194,9 +196,18 @@ def test_attachment_over_5mb_is_rejected_and_at_limit_accepted(sandbox):
     assert "attachments[0].content" in problems(send(sandbox, message(attachments=too_big)))
 
 
-def status(sandbox, message_id):
-    r = requests.get(f"{sandbox.base_url}/api/v1/messages/{message_id}/status", headers=KEY, timeout=5)
-    return r
+def status(sandbox, message_id, access: str | None = None):
+    headers = {**KEY, "AccessToken": access or token(sandbox)}
+    return requests.get(f"{sandbox.base_url}/api/v1/messages/{message_id}/status", headers=headers, timeout=5)
+
+
+@pytest.mark.parametrize("access", ["", "not-a-token"])
+def test_status_polls_need_the_access_token_sending_uses(sandbox, access):
+    body = message()
+    send(sandbox, body)
+    headers = {**KEY, **({"AccessToken": access} if access else {})}
+    url = f"{sandbox.base_url}/api/v1/messages/{body['messageId']}/status"
+    assert requests.get(url, headers=headers, timeout=5).status_code == 401
 
 
 def test_status_moves_pending_to_completed_and_polls_are_counted(sandbox, clock):

@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from engine.sandbox import Sandboxes, start_sandboxes
-from engine.sandbox.kpn import KpnSandbox
+from courier_sandbox import Sandboxes, start_sandboxes
+from courier_sandbox.kpn import KpnSandbox
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 

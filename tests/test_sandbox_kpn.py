@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from engine.sandbox.kpn import KpnSandbox, KpnTimings
+from courier_sandbox.kpn import KpnSandbox, KpnTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, fake_clock, fresh, serve
 

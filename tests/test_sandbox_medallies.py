@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 
@@ -170,7 +170,8 @@ def test_progression_with_dsn_webhooks(sandbox, clock, receiver):
     path, headers, raw = receiver.next()
     dsn = json.loads(raw)
     assert path == "/dsn" and headers["Authorization"].startswith("Basic ")
-    assert dsn["Id"] == body["messageId"] and dsn["Status"] == "Success"
+    # the document's success examples carry the bare uuid; sending used urn:uuid:
+    assert dsn["Id"] == body["messageId"].removeprefix("urn:uuid:") and dsn["Status"] == "Success"
     assert dsn["Description"] == "processed"
     assert dsn["Disposition"] == "action/MDN-sent-automatically;processed"
     assert dsn["Timestamp"].endswith("z")
@@ -215,6 +216,7 @@ def test_untrusted_recipient_fails_with_reason(sandbox, clock, receiver):
     on_reactor(clock.advance, 1)
     dsn = json.loads(receiver.next()[2])
     assert dsn["Status"] == "Error" and dsn["Description"].startswith("9002")
+    assert dsn["Id"] == body["messageId"]  # the failure example keeps the urn:uuid: form
     assert dsn["Disposition"].endswith(";failed")
     answer = status(sandbox, body["messageId"]).json()
     assert answer["status"] == "FAILED" and answer["failureReason"].startswith("9002")

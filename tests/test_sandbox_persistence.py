@@ -8,8 +8,8 @@ import stat
 import pytest
 import requests
 
-from engine.sandbox.persistence import write_atomically
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from courier_sandbox.persistence import write_atomically
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, fake_clock
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS, Receiver, fake_clock, fresh, serve
 
@@ -326,16 +326,29 @@ def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key)
             "conversation_id": sent["conversation_id"],
             "message_id": reply_id,
         }
+        as_form = requests.put(
+            url(sandbox, "update_message_status"), data={**update, "status": "opened"}, timeout=5
+        )
+        assert as_form.status_code == 400  # the document's only form is multipart (curl -F)
         for status_value, code in [("seen", 400), ("opened", 200), ("acked", 200)]:
             r = requests.put(
-                url(sandbox, "update_message_status"), data={**update, "status": status_value}, timeout=5
+                url(sandbox, "update_message_status"),
+                files=parts({**update, "status": status_value}),
+                timeout=5,
             )
             assert r.status_code == code
         assert r.text == "OK"
+        without_sender = {k: v for k, v in update.items() if k != "sender"}
+        r = requests.put(
+            url(sandbox, "update_message_status"),
+            files=parts({**without_sender, "status": "opened"}),
+            timeout=5,
+        )
+        assert r.status_code == 400 and "sender" in r.text
         assert (
             requests.put(
                 url(sandbox, "update_message_status"),
-                data={**update, "status": "opened", "sender": "nurse@sandbox.qliq"},
+                files=parts({**update, "status": "opened", "sender": "nurse@sandbox.qliq"}),
                 timeout=5,
             ).status_code
             == 403
@@ -343,13 +356,18 @@ def test_encrypted_reply_webhook_decrypts_with_private_key(sandbox, private_key)
         assert (
             requests.put(
                 url(sandbox, "update_message_status"),
-                data={**update, "message_id": "0" * 32, "status": "opened"},
+                files=parts({**update, "message_id": "0" * 32, "status": "opened"}),
                 timeout=5,
             ).status_code
             == 404
         )
     finally:
         receiver.close()
+
+
+def parts(fields: dict[str, str]) -> dict[str, tuple[None, str]]:
+    """Plain fields sent as multipart/form-data, as ``curl -F`` does."""
+    return {name: (None, value) for name, value in fields.items()}
 
 
 def test_reply_needs_key_and_url(sandbox, private_key):

@@ -11,10 +11,10 @@ import pytest
 import requests
 from twisted.internet.defer import Deferred
 
+from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.delivery.tracker import StatusTracker
 from engine.destinations.medallies.inbound import DSNResource, InboundResource, dsn_update
 from engine.message import Message
-from engine.sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.status import webhook_server
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route
@@ -245,7 +245,10 @@ def test_dsn_without_a_known_disposition_is_refused():
         dsn_update({"Id": "m", "Status": "Success", "Disposition": "x;weird"})
 
 
-def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(store, sandbox, reactor):
+@pytest.fixture
+def dsn_webhook(store, reactor):
+    """A real status tracker behind the DSN webhook, and a delivery of the radiology channel
+    marked SENT under the remote id ``sent(remote_id)`` gives; yields (sent, url, hospital)."""
     hospital = Hospital(reactor).up()
     channel = channel_file("ris_oru_to_medallies.toml", hospital.port)
     destination = channel.destinations[0].name
@@ -258,22 +261,49 @@ def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(sto
         "tcp:0:interface=127.0.0.1",
         [Route("dsn", DSNResource(tracker, destination), AUTH)],
     )
-    try:
+
+    def sent(remote_id: str) -> None:
         receive(store, channel, ORU, destinations=(destination,))
         (delivery,) = on_reactor(store.claim_due, destination, time.time() + 1, 1, 60.0)
-        remote_id = "urn:uuid:e2e-1"
         on_reactor(store.mark_sent, delivery.id, remote_id)
-        sandbox.dsn_url = f"http://127.0.0.1:{port.getHost().port}/dsn"
-        assert send_direct_message(sandbox, remote_id).status_code == 200
-        status = hospital.next()
-        assert (status.get("MSA-1"), status.get("MSA-2")) == ("AA", "LAB0001")
-        assert (status.get("ZDS-1"), status.get("ZDS-4"), status.get("ZDS-5")) == (
-            "delivered",
-            "medallies",
-            remote_id,
-        )
-        assert hospital.nothing_more()  # "processed" changes nothing, so it is not reported
-    finally:
-        on_reactor(port.stopListening)
-        on_reactor(reporter.stop)
-        hospital.down()
+
+    yield sent, f"http://127.0.0.1:{port.getHost().port}/dsn", hospital
+    on_reactor(port.stopListening)
+    on_reactor(reporter.stop)
+    hospital.down()
+
+
+def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(dsn_webhook, sandbox):
+    sent, url, hospital = dsn_webhook
+    remote_id = "urn:uuid:e2e-1"
+    sent(remote_id)
+    sandbox.dsn_url = url
+    assert send_direct_message(sandbox, remote_id).status_code == 200
+    status = hospital.next()
+    assert (status.get("MSA-1"), status.get("MSA-2")) == ("AA", "LAB0001")
+    assert (status.get("ZDS-1"), status.get("ZDS-4"), status.get("ZDS-5")) == (
+        "delivered",
+        "medallies",
+        remote_id,
+    )
+    assert hospital.nothing_more()  # "processed" changes nothing, so it is not reported
+
+
+def test_a_read_receipt_naming_the_message_by_its_bare_uuid_reaches_the_hospital(dsn_webhook):
+    """The document's DSN examples print ``Id`` as a bare uuid; Courier sends ``urn:uuid:``."""
+    sent, url, hospital = dsn_webhook
+    remote_id = "urn:uuid:7d285434-2289-4214-928a-462314994789"
+    sent(remote_id)
+    displayed = {
+        "Timestamp": "2017-06-13T16:25:54.873043z",
+        "Id": "7D285434-2289-4214-928A-462314994789",
+        "Status": "Success",
+        "Description": "displayed",
+        "Disposition": "action/MDN-sent-automatically;displayed",
+    }
+    assert requests.post(url, json=displayed, auth=SECRET, timeout=10).status_code == 200
+    reports = [hospital.next(), hospital.next()]
+    assert [(r.get("ZDS-1"), r.get("ZDS-5")) for r in reports] == [
+        ("delivered", remote_id),
+        ("read", remote_id),
+    ]

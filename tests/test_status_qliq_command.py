@@ -7,10 +7,10 @@ import stat
 
 import pytest
 
+from courier_sandbox.qliq import QliqSandbox
 from engine.cli import build_parser
 from engine.destinations.qliq import commands as qliq
 from engine.destinations.qliq.keys import load_private_key, public_key_pem
-from engine.sandbox.qliq import QliqSandbox
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 

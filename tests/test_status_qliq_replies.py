@@ -4,6 +4,7 @@ decrypts, the hospital gets an MDM^T02; tampered or wrongly keyed replies are re
 from __future__ import annotations
 
 import base64
+import email
 import json
 import logging
 import os
@@ -14,6 +15,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.defer import gatherResults
 
+from courier_sandbox.http import Part
+from courier_sandbox.qliq import QliqSandbox, QliqTimings
+from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.delivery.conversations import remember_conversation
 from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
 from engine.destinations.qliq.replies import (
@@ -24,9 +28,6 @@ from engine.destinations.qliq.replies import (
     ReplyPoller,
     ReplyWebhook,
 )
-from engine.sandbox.http import Part
-from engine.sandbox.qliq import QliqSandbox, QliqTimings
-from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.status import webhook_server
 from engine.status.documents import Origin
 from engine.status.reporter import StatusReporter
@@ -35,6 +36,7 @@ from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.sandbox import TEST_CREDENTIALS
 from tests.support.waiting import wait_for
+from tests.test_destinations_http import ScriptedServer
 from tests.test_status_reporter import FAST, channel_file, receive, temporary_store
 
 MDM = (
@@ -256,3 +258,75 @@ def test_poll_files_replies_the_webhook_missed_once(courier, store, sandbox):
     assert on_reactor(poller.poll) == 0
     assert courier["hospital"].nothing_more()
     assert on_reactor(store.kv_get, "qliq-poll", "since") is not None
+
+
+@pytest.mark.parametrize("part", ["attachment", "file", "message"])
+def test_a_reply_in_one_file_part_of_any_name_is_filed(courier, part):
+    """The document says "the reply as an attachment" and names no part."""
+    public = load_private_key(courier["key_file"]).public_key()
+    ciphertext = rsa_encrypt_chunked(public, reply_json("m-" + part)).encode()
+    answer = requests.post(
+        courier["url"],
+        timeout=5,
+        data={"conversation_id": "c1", "message_id": "m-" + part},
+        files={part: ("reply.enc", ciphertext, "application/octet-stream")},
+    )
+    assert answer.status_code == 200
+    assert courier["hospital"].next().get("OBX-5") == "secret clinical text"
+
+
+def test_a_reply_as_a_form_field_is_filed(courier):
+    public = load_private_key(courier["key_file"]).public_key()
+    fields = {
+        "conversation_id": "c1",
+        "message_id": "m1",
+        "message": rsa_encrypt_chunked(public, reply_json()),
+    }
+    assert requests.post(courier["url"], timeout=5, data=fields).status_code == 200
+    assert courier["hospital"].next().get("OBX-5") == "secret clinical text"
+
+
+def test_two_file_parts_and_no_message_part_are_refused(courier):
+    public = load_private_key(courier["key_file"]).public_key()
+    ciphertext = rsa_encrypt_chunked(public, reply_json()).encode()
+    answer = requests.post(
+        courier["url"],
+        timeout=5,
+        data={"conversation_id": "c1", "message_id": "m1"},
+        files={"attachment": ("a.enc", ciphertext), "file": ("b.enc", ciphertext)},
+    )
+    assert answer.status_code == 400
+    assert courier["hospital"].nothing_more(wait=0.3)
+
+
+def test_a_reply_part_above_the_body_limit_is_refused_before_it_is_read(courier):
+    too_big = b"A" * (1024 * 1024)  # the route's limit is the default 64 KiB
+    answer = requests.post(courier["url"], timeout=5, files={"attachment": ("reply.enc", too_big)})
+    assert answer.status_code == 413
+
+
+def test_mark_opened_is_the_documents_multipart_put_with_the_sender():
+    """The document's ``curl -X PUT -F ...``: multipart/form-data, every parameter mandatory."""
+    recorder = ScriptedServer()
+    try:
+        settings = QliqReplySettings(channel="c", base_url=recorder.base_url, api_key="k", sender=US)
+        with requests.Session() as session:
+            QliqReplyApi(session, settings).mark_opened(Reply("conv-1", "reply-1", "text"))
+        [request] = recorder.received
+        assert (request.method, request.path) == ("PUT", "/secure_messages/update_message_status")
+        content_type = request.headers["Content-Type"]
+        assert content_type.startswith("multipart/form-data; boundary=")
+        form = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+        fields = {
+            part.get_param("name", header="content-disposition"): part.get_payload() for part in form.walk()
+        }
+        fields.pop(None)  # the multipart container
+        assert fields == {
+            "api_key": "k",
+            "sender": US,
+            "conversation_id": "conv-1",
+            "message_id": "reply-1",
+            "status": "opened",
+        }
+    finally:
+        recorder.close()

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
+from courier_sandbox.certs import make_certificates
 from engine.channel.config import Channel, ClientTls, StatusReports, parse_channel
 from engine.commands.run import with_sandbox_secrets
 from engine.delivery.transitions import Transition
 from engine.message import Message
 from engine.mllp.server import MLLPServerFactory, Reply
-from engine.sandbox.certs import make_certificates
 from engine.status.reporter import Backoff, NotAcknowledged, StatusReporter, check_acknowledgement
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.tls import TLSSettings, wrap_server_factory

@@ -24,13 +24,14 @@ from tests.support.engine import open_store
 from tests.test_channel_check import CHANNEL, write_channel
 
 STRONG_TOKEN = "Pz4Wq8Lm2Tv6Xr9Kc3Nb7D"
+REPLY_SETTINGS = '  reply_key_file = "reply_key.pem"\n  reply_sender = "poc@sandbox.qliq"\n'
 
 
-def qliq_channel(directory: Path, settings: str) -> Path:
-    """A Qliq channel with a reply key, status reports, and ``settings`` added to the destination's."""
+def qliq_channel(directory: Path, settings: str, replies: str = REPLY_SETTINGS) -> Path:
+    """A Qliq channel with status reports, and ``replies`` and ``settings`` (by default a
+    reply key and its sender) added to the destination's."""
     reports = '[status_reports]\nto = "tcp:host=127.0.0.1:port=9"\n'
-    reply = f'  reply_key_file = "reply_key.pem"\n{settings}\n{reports}'
-    return write_channel(directory, "replies", CHANNEL + reply)
+    return write_channel(directory, "replies", f"{CHANNEL}{replies}{settings}\n{reports}")
 
 
 def courier(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -113,3 +114,30 @@ def test_the_engine_refuses_to_build_a_reply_webhook_without_token_or_password(r
             build_engine(reactor, [guessable], store, webhook_endpoint="tcp:0:interface=127.0.0.1")
     finally:
         on_reactor(store.close)
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        '  reply_key_file = "reply_key.pem"\n  reply_webhook_token = "${REPLY_TOKEN}"\n',
+        "  poll_replies_s = 60\n",
+        '  poll_replies_s = 60\n  reply_sender = "poc"\n',
+    ],
+)
+def test_replies_need_an_e_mail_reply_sender_the_mandatory_sender_of_update_message_status(
+    tmp_path, env, replies
+):
+    file = qliq_channel(tmp_path, "", replies=replies)
+    checked = courier("check", str(file), env=env)
+    assert checked.returncode == 1
+    assert "destinations[0].settings.reply_sender: replies are marked read with update_message_status" in (
+        checked.stdout
+    )
+    sender = '  reply_sender = "${QLIQ_REPLY_SENDER}"\n'
+    fixed = qliq_channel(tmp_path, sender, replies=replies.replace('  reply_sender = "poc"\n', ""))
+    assert check([fixed], skip_env=True) == []
+    assert check([fixed], skip_env=False, env={**env, "QLIQ_REPLY_SENDER": "poc@sandbox.qliq"}) == []
+
+
+def test_without_replies_no_reply_sender_is_needed(tmp_path):
+    assert check([qliq_channel(tmp_path, "", replies="")], skip_env=True) == []

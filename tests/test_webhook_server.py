@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from twisted.web.resource import Resource
 
-from engine.sandbox.certs import make_certificates
+from courier_sandbox.certs import make_certificates
 from engine.status import webhook_server
 from engine.status.webhook_limits import ServerLimits
 from engine.status.webhooks import BasicAuth, Route, networks

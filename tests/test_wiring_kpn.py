@@ -14,12 +14,12 @@ from dataclasses import replace
 import pytest
 import requests
 
+from courier_sandbox.kpn import KpnSandbox
 from engine.channel.check import load_channels
 from engine.cli import main
 from engine.delivery.tokens import NAMESPACE
 from engine.destinations.kpn.tokens import token_key as kpn_token_key
 from engine.message.batch import split_file
-from engine.sandbox.kpn import KpnSandbox
 from engine.service import build_engine
 from engine.store import Cipher, SQLiteStore, load_or_create_key
 from engine.store.base import SENT
@@ -139,8 +139,8 @@ def test_a_redirect_with_the_wrong_state_is_refused(kpn, cli_args, redirect_port
 def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
     reactor, tmp_path, channel_file, kpn, monkeypatch
 ):
+    from courier_sandbox import default_base_urls
     from engine.commands.run import start_sandbox_hooks
-    from engine.sandbox import default_base_urls
 
     monkeypatch.setenv("KPN_BASE_URL", kpn.base_url)
     monkeypatch.setenv("KPN_CLIENT_SECRET", TEST_CREDENTIALS.kpn_client_secret)

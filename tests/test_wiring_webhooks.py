@@ -17,14 +17,14 @@ from dataclasses import replace
 import pytest
 import requests
 
+from courier_sandbox import start_sandboxes
+from courier_sandbox.certs import make_certificates
+from courier_sandbox.credentials import load_or_create
+from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.channel.config import StatusReports
 from engine.commands.run import point_sandboxes_at_webhooks
 from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
 from engine.message.batch import split_file
-from engine.sandbox import start_sandboxes
-from engine.sandbox.certs import make_certificates
-from engine.sandbox.credentials import load_or_create
-from engine.sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.service import build_engine
 from engine.store.base import DELIVERED, SENT
 from engine.tls import TLSSettings

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.channel.config import Channel, Destination, parse_channel
 from engine.channel.endpoints import addresses_clash, listen_address
+from engine.delivery.polling import poll_interval
 from engine.destinations.registry import payload_spec_for
 from engine.errors import ConfigError
 from engine.mapping import load_mapping
@@ -44,6 +45,31 @@ def check(paths: list[Path], *, skip_env: bool, env: Mapping[str, str] | None = 
     """
     resolved_env = None if skip_env else (os.environ if env is None else env)
     return _load(paths, resolved_env)[1]
+
+
+def warnings(paths: list[Path]) -> list[Problem]:
+    """What is allowed but will not run as written: a status poll interval the vendor makes
+    longer. Printed by ``courier check`` with ``warning:``; they do not fail the check."""
+    found: list[Problem] = []
+    for file in channel_files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError:
+            continue  # check() reports it
+        if is_mapping_file(file, text):
+            continue
+        channel, _ = parse_channel(file, text, env=None)
+        for i, destination in enumerate(channel.destinations if channel else ()):
+            status = destination.status
+            applied = poll_interval(destination.type, status)
+            if status.poll and applied != status.poll_every_s:
+                key = f"destinations[{i}].status.poll_every_s"
+                message = (
+                    f"warning: {destination.type} allows fewer status polls: they will be "
+                    f"{applied:.0f} s apart, not {status.poll_every_s:.0f} s"
+                )
+                found.append(Problem(key, message, file, locate(key_lines(text), key)))
+    return found
 
 
 def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) -> list[Channel]:

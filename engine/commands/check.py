@@ -23,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.channel.check import check
+    from engine.channel.check import check, warnings
 
     problems = check(list(args.paths), skip_env=args.skip_env)
+    for warning in warnings(list(args.paths)):
+        print(warning)
     for problem in problems:
         print(problem)
     if problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.store_options import add_store_arguments, open_database, when
+from engine.commands.store_options import add_store_arguments, open_database, print_held, when
 from engine.message.display import printable
 
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             rows = db.list_deliveries(args.channel, args.destination, args.state, args.limit)
+            print_held(held for held in db.held_destinations() if args.destination in (None, held[0]))
             print(
                 f"{'id':>6}  {'channel':20}  {'destination':16}  {'state':10}  {'tries':>5}  "
                 f"{'next attempt':25}  control id"

@@ -28,8 +28,8 @@ from engine.commands.store_options import add_store_arguments
 from engine.status import webhook_limits
 
 if TYPE_CHECKING:
+    from courier_sandbox.credentials import Credentials
     from engine.channel.config import Channel, Destination
-    from engine.sandbox.credentials import Credentials
 
 log = logging.getLogger("engine.run")
 
@@ -89,17 +89,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
+    from courier_sandbox import DEFAULT_PORTS, default_base_urls
+    from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.channel.check import load_channels
     from engine.errors import ConfigError
-    from engine.sandbox import DEFAULT_PORTS, default_base_urls
-    from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
     from engine.service import build_engine
     from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
 
     try:
         credentials = load_or_create(CREDENTIALS_FILE) if args.sandbox else None
-    except ConfigError as error:
+    except (ConfigError, CredentialsError) as error:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
     sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
@@ -168,9 +168,9 @@ def with_sandbox_secrets(
     """The environment the channels load with under ``--sandbox``: ``env`` plus, for every
     destination aimed at a sandbox (``base_urls``, default: the sandboxes' fixed ports), the
     sandbox's credential for each of its secret variables left unset."""
+    from courier_sandbox import default_base_urls
     from engine.channel.check import channels_as_written
-    from engine.sandbox import default_base_urls
-    from engine.sandbox.credentials import fill_sandbox_secrets
+    from engine.commands.sandbox_secrets import fill_sandbox_secrets
 
     destinations = [d for channel in channels_as_written(paths) for d in channel.destinations]
     filled = fill_sandbox_secrets(destinations, credentials, base_urls or default_base_urls(), env)
@@ -182,7 +182,7 @@ def with_sandbox_secrets(
 @inlineCallbacks
 def _with_sandboxes(reactor, engine, credentials, ports, base_urls):
     """Sandboxes up, their hooks run, engine started, sandbox webhooks at the engine."""
-    from engine.sandbox import start_sandboxes
+    from courier_sandbox import start_sandboxes
 
     sandboxes = yield start_sandboxes(reactor, ports=ports, credentials=credentials, state_dir=SANDBOX_STATE)
     reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
@@ -196,8 +196,8 @@ def _with_sandboxes(reactor, engine, credentials, ports, base_urls):
 def with_sandbox_settings(channels: Sequence[Channel], base_urls: Mapping[str, str]) -> list[Channel]:
     """Each destination as its type's sandbox hook prepares it (``SandboxHook.prepare``), told
     whether it is aimed at its sandbox (``base_urls`` by type)."""
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
     from engine.destinations.registry import plugin
-    from engine.sandbox.credentials import aimed_at_sandbox
 
     def prepared(destination: Destination) -> Destination:
         hook = plugin(destination.type).sandbox
@@ -214,8 +214,8 @@ def with_sandbox_settings(channels: Sequence[Channel], base_urls: Mapping[str, s
 @inlineCallbacks
 def start_sandbox_hooks(reactor, engine, base_urls: Mapping[str, str]):
     """Each queue's ``SandboxHook.start`` (tokens loaded, queues not started yet)."""
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
     from engine.destinations.registry import plugin
-    from engine.sandbox.credentials import aimed_at_sandbox
 
     for queue in engine.deliveries.queues.values():
         hook = plugin(queue.config.type).sandbox

@@ -13,9 +13,9 @@ from pathlib import Path
 def sandbox_ports(text: str) -> dict[str, int]:
     """``qliq=28441,kpn=0``: ports for the sandboxes named (0 = a free one); an argparse type.
 
-    The others keep :data:`~engine.sandbox.DEFAULT_PORTS`, the README's ports, so a second
+    The others keep :data:`~courier_sandbox.DEFAULT_PORTS`, the README's ports, so a second
     copy (a test, a benchmark) can run beside the demo."""
-    from engine.sandbox import DEFAULT_PORTS
+    from courier_sandbox import DEFAULT_PORTS
 
     ports: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -54,12 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
+    from courier_sandbox import start_sandboxes
+    from courier_sandbox.certs import make_certificates
+    from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.commands.exits import serve
-    from engine.sandbox import start_sandboxes
-    from engine.sandbox.certs import make_certificates
-    from engine.sandbox.credentials import CREDENTIALS_FILE, load_or_create
+    from engine.errors import ConfigError
 
-    credentials = load_or_create(CREDENTIALS_FILE)  # a ConfigError ends the command in one line
+    try:
+        credentials = load_or_create(CREDENTIALS_FILE)
+    except CredentialsError as error:  # the CLI's one line for an error made on purpose
+        raise ConfigError(str(error)) from None
     tls = make_certificates(args.https).server_tls() if args.https else None
 
     def started(sandboxes) -> None:

@@ -2,7 +2,8 @@
 
 How many messages each channel received, filtered out and saw resent; where each destination's
 deliveries stand (the queue states); and what waits in the outbox for the hospital. Counts
-only, never PHI. ``--since`` counts what arrived in the last hours only.
+only, never PHI. ``--since`` counts what arrived in the last hours only. Destinations held
+by a set-up error (wrong key, URL, DNS, TLS) are listed with the reason.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import time
 from collections import defaultdict
 
-from engine.commands.store_options import add_store_arguments, open_database
+from engine.commands.store_options import add_store_arguments, open_database, print_held
 
 MESSAGE_COLUMNS = ("RECEIVED", "FILTERED", "ACK_RECEIVED", "duplicates")
 DELIVERY_COLUMNS = ("QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "ERROR", "CANCELLED")
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     db = open_database(args)
     try:
         counts = db.counts(None if args.since is None else time.time() - args.since * 3600)
+        held = db.held_destinations()
     finally:
         db.close()
     messages: dict[str, dict[str, int]] = defaultdict(dict)
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         ("outbox to the hospital", outbox, OUTBOX_COLUMNS),
     ):
         print_table(title, rows, columns)
+    print_held(held)
     return 0
 
 

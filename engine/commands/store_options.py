@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def open_database(args: argparse.Namespace, *, readonly: bool = True):
 def when(epoch: float | None) -> str:
     """Local time, to the second, for tables."""
     return "-" if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def print_held(held: Iterable[tuple[str, str, float]]) -> None:
+    """One line per destination held by a set-up error: the queue waits for it to be fixed."""
+    for destination, reason, at in held:
+        print(f"destination {destination} HELD ({reason}), last tried {when(at)}: deliveries wait")
 
 
 def hl7_lines(raw: bytes) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.channel.config import StatusPolling
-from engine.destinations.registry import plugin
+from engine.destinations.registry import plugin, plugin_for
 from engine.store.base import StatusPoll
 
 EXPIRY_MARGIN_S = 120.0
@@ -47,11 +47,17 @@ def first_poll(
     return None if next_at is None else StatusPoll(0, destination, "", next_at, give_up_at, expires_at, 0)
 
 
+def poll_interval(kind: str, config: StatusPolling) -> float:
+    """The wait between two polls that really applies: ``poll_every_s``, unless the vendor
+    asks for fewer polls (``courier check`` warns when it does)."""
+    found = plugin_for(kind)
+    rules = found.polling if found is not None else None
+    return max(config.poll_every_s, rules.min_interval_s if rules is not None else 0.0)
+
+
 def next_poll_at(kind: str, config: StatusPolling, poll: StatusPoll, now: float) -> float | None:
     """After a poll at ``now`` that found no final state: the next one, or None to give up."""
-    rules = plugin(kind).polling
-    interval = max(config.poll_every_s, rules.min_interval_s if rules is not None else 0.0)
-    next_at = now + interval
+    next_at = now + poll_interval(kind, config)
     if poll.expires_at is not None:
         just_before, just_after = poll.expires_at - EXPIRY_MARGIN_S, poll.expires_at + EXPIRY_MARGIN_S
         if now < just_before < next_at:

@@ -8,9 +8,9 @@ a corrected mapping plus ``courier deliveries requeue`` replays cleanly.
 
 Outcomes (Mirth words): ACCEPTED → SENT; RETRY → QUEUED at exponential backoff with jitter
 (never sooner than the vendor's Retry-After) until ``max_attempts`` or ``max_age_s``, then
-ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED → QUEUED again
-without counting the attempt, the whole queue paused, and an ERROR log line telling the
-operator what to do.
+ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED (any set-up error:
+credentials, 403, a missing endpoint, DNS, TLS) → QUEUED again without counting the attempt,
+the whole queue held, and an ERROR log line telling the operator why and what to do.
 
 **Delivery is at-least-once.** A claimed delivery is SENDING until its outcome is
 committed; when the queue starts, every delivery an earlier run left SENDING goes back to
@@ -313,12 +313,14 @@ class DeliveryQueue(Service):
     def _auth_failed(self, delivery: Delivery, result: SendResult):
         wait = result.retry_after_s or self._auth_retry_s
         retry_at = self._clock.seconds() + wait
-        yield self._store.release(delivery.id, retry_at, result.reason, result.progress)
+        hold = result.hold or "auth"
+        yield self._store.release(delivery.id, retry_at, result.reason, result.progress, hold)
         self._paused_until = max(self._paused_until, retry_at)
         log.error(
-            "queue %s: %s. Deliveries stay QUEUED (no attempt counted); the queue tries again"
-            " in %.0f s, and picks up fixed credentials by itself.",
+            "queue %s: destination held (%s): %s. Deliveries stay QUEUED (no attempt counted);"
+            " the queue tries again in %.0f s, and resumes by itself once the set-up works.",
             self.name,
+            hold,
             result.loggable_reason,
             wait,
         )

@@ -40,10 +40,12 @@ class Outcome(enum.Enum):
     ACCEPTED = "accepted"  # vendor took it -> SENT
     RETRY = "retry"  # transient: network, timeout, 408, 429, 5xx -> QUEUED, later, attempt counted
     REJECTED = "rejected"  # permanent: the vendor refused this message -> ERROR, report AR
-    # The credentials, not the message, are wrong or expired (HTTP 401, or no token yet). The
-    # message is fine, so rejecting it would be wrong and retrying burns attempts for nothing:
-    # the queue keeps it QUEUED *without counting an attempt*, retries after ``retry_after_s``
-    # and tells the operator ``reason`` (e.g. "KPN token expired: run courier kpn authorize").
+    # The set-up, not the message, is wrong: credentials wrong or expired (HTTP 401, or no
+    # token yet), not authorised (403), no such endpoint (404), DNS or TLS verification
+    # failed. The message is fine, so rejecting it would be wrong and retrying burns attempts
+    # for nothing: the queue holds the destination, keeps the message QUEUED *without counting
+    # an attempt*, probes again after ``retry_after_s`` and tells the operator ``reason``
+    # (e.g. "KPN token expired: run courier kpn authorize") and the short ``hold`` word.
     AUTH_FAILED = "auth_failed"
 
 
@@ -78,6 +80,8 @@ class SendResult:
     http_status: int | None = None
     progress: str | None = None  # a send of several requests that failed part way: pass back as resume
     vendor_text: str = ""  # the part of ``reason`` the vendor wrote
+    hold: str | None = None  # AUTH_FAILED: why the destination is held ("auth", "dns", ...)
+    location: str | None = None  # a 3xx answer's Location, for a vendor that documents one
 
     @property
     def loggable_reason(self) -> str:

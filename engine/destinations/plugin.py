@@ -87,6 +87,9 @@ class SandboxHook:
     """Run once the stored tokens are loaded and before the queues start (authorise, upload)."""
     webhook_settings: Mapping[type, str] = field(default_factory=dict)
     """Webhook resource class → the sandbox setting that receives its URL."""
+    secret_settings: Mapping[str, str] = field(default_factory=dict)
+    """Secret setting → the field of :class:`courier_sandbox.credentials.Credentials` its
+    sandbox accepts, filled in under ``--sandbox`` when the user left the variable unset."""
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ def describe_problem(response: requests.Response) -> ErrorDescription:
     return reason, invalid
 
 
-def is_content_problem(response: requests.Response) -> bool:
-    """Whether an error is about the attachment content (then it must never be resent)."""
+def names_an_attachment(response: requests.Response) -> bool:
+    """Whether the problem's ``invalidParameters`` refuse an attachment (never resent then).
+
+    Only this structured statement counts: guessing from words such as "content" in a title
+    made plain server errors final.
+    """
     _, invalid = describe_problem(response)
-    if any(p.name.startswith("attachments") for p in invalid):
-        return True
-    problem = json_body(response)
-    words = " ".join(str(get_ci(problem, k) or "") for k in ("type", "title", "detail")).lower()
-    return "attachment" in words or "content" in words
+    return any(p.name.startswith("attachments") for p in invalid)

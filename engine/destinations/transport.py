@@ -5,15 +5,21 @@ body, passed in as ``describe_error``):
 
 * 2xx → the vendor-specific ``on_success``;
 * network error, timeout, 408, 429, 5xx → RETRY, with Retry-After (seconds or HTTP date);
-* 401 → AUTH_FAILED: credentials, not the message, are wrong (see :class:`Outcome`);
-* 3xx → RETRY: we never follow redirects with a message body, and a redirect says the
-  base URL is wrong, not the message;
+* a set-up error → AUTH_FAILED, which holds the destination (see :class:`Outcome`) with a
+  short fixed ``hold`` word: 401 "auth", 403 "forbidden", 404 "endpoint not found" (no
+  vendor document tells a missing endpoint from a missing resource in its error body, and
+  the requests go to fixed endpoints), a DNS failure "dns", a failed TLS verification "tls".
+  One wrong base URL or key must hold the queue, not fail every message in it for good;
+* 3xx → REJECTED: a POST is never resent on a redirect (it may have been processed), and
+  requests never follow redirects; a vendor that documents a ``Location`` follows it itself;
 * any other 4xx → REJECTED with the vendor's reason.
 """
 
 from __future__ import annotations
 
 import email.utils
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +39,15 @@ from engine.spec import Field, Spec, number, path, string
 ErrorDescription = tuple[str, tuple[InvalidParameter, ...]]
 
 RETRYABLE_STATUSES = frozenset({408, 429})
+#: Answers that say the destination's set-up is wrong, with the word shown to the operator.
+SETUP_STATUSES = {401: "auth", 403: "forbidden", 404: "endpoint not found"}
+#: What a hold says for each set-up error before the HTTP detail.
+SETUP_ADVICE = {
+    "forbidden": "not authorised for this API: check the account's permissions",
+    "endpoint not found": "no such endpoint: check base_url",
+    "dns": "host name not found: check base_url",
+    "tls": "TLS certificate not verified: check base_url and ca_file",
+}
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -67,6 +82,27 @@ def get_ci(data: Any, key: str) -> Any:
     return next((v for k, v in data.items() if isinstance(k, str) and k.lower() == wanted), None)
 
 
+def connection_setup_error(exc: BaseException) -> str | None:
+    """ "dns" or "tls" when a failed connection says the set-up is wrong, else None (transient).
+
+    requests wraps the cause several levels deep (ConnectionError → MaxRetryError →
+    NameResolutionError → gaierror), through ``args``, ``reason`` and ``__cause__``.
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "dns"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return "tls"
+        pending += [*error.args, getattr(error, "reason", None), error.__cause__, error.__context__]
+    return None
+
+
 def generic_error(response: requests.Response) -> ErrorDescription:
     """Fallback wording: the vendor's ``message``/``error``/``result`` or the HTTP reason."""
     body = json_body(response)
@@ -95,17 +131,24 @@ def classify(
         return replace(on_success(response), http_status=status)
     vendor_reason, invalid = describe_error(response)
     reason = f"HTTP {status}: {vendor_reason}"
+    hold = SETUP_STATUSES.get(status)
     if is_permanent(response):
-        outcome = Outcome.REJECTED
-    elif status == 401:
+        outcome, hold = Outcome.REJECTED, None
+    elif hold is not None:
         outcome = Outcome.AUTH_FAILED
-        reason = f"{auth_failed_reason} ({reason})"  # what the operator must do comes first
-    elif status in RETRYABLE_STATUSES or status >= 500 or 300 <= status < 400:
+        advice = auth_failed_reason if status == 401 else SETUP_ADVICE[hold]
+        reason = f"{advice} ({reason})"  # what the operator must do comes first
+    elif 300 <= status < 400:
+        outcome = Outcome.REJECTED
+        reason = f"HTTP {status} redirect: a message is never sent twice on a redirect"
+    elif status in RETRYABLE_STATUSES or status >= 500:
         outcome = Outcome.RETRY
     else:
         outcome = Outcome.REJECTED
     return SendResult(
         outcome,
+        hold=hold,
+        location=response.headers.get("Location") if 300 <= status < 400 else None,
         reason=reason,
         invalid_parameters=invalid,
         retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
@@ -140,6 +183,10 @@ class HttpDestination(Destination):
             return SendResult(Outcome.RETRY, reason=f"{self.kind}: timed out")
         except requests.RequestException as exc:
             # The exception text can contain the URL (KPN aux ids); the class name is enough.
+            hold = connection_setup_error(exc)
+            if hold is not None:
+                reason = f"{self.kind}: {SETUP_ADVICE[hold]} ({type(exc).__name__})"
+                return SendResult(Outcome.AUTH_FAILED, reason=reason, hold=hold)
             return SendResult(Outcome.RETRY, reason=f"{self.kind}: {type(exc).__name__}")
         return classify(
             response,

@@ -228,7 +228,12 @@ class Store(Protocol):
     def find_delivery(self, destination: str, remote_id: str) -> Deferred[Delivery | None]: ...
 
     def release(
-        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        error: str,
+        progress: str | None = None,
+        hold: str = "auth",
     ) -> Deferred[None]: ...
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]: ...

@@ -160,6 +160,14 @@ _RELEASE = """
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
         last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
     WHERE id = ? RETURNING message_id"""
+HELD_EVENT = "held:"
+_HELD_DESTINATIONS = """
+    WITH outcomes AS (
+        SELECT d.destination, e.id, e.kind, e.at FROM events e JOIN deliveries d ON d.id = e.delivery_id
+        WHERE e.kind IN ('sent', 'retry', 'error') OR e.kind LIKE 'held:%'),
+    latest AS (SELECT MAX(id) AS id FROM outcomes GROUP BY destination)
+    SELECT o.destination, substr(o.kind, 6), o.at FROM outcomes o JOIN latest USING (id)
+    WHERE o.kind LIKE 'held:%' ORDER BY o.destination"""
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -555,12 +563,25 @@ class Database:
         return None if row is None else self._delivery(row)
 
     def release(
-        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        error: str,
+        progress: str | None = None,
+        hold: str = "auth",
     ) -> None:
-        """Back to QUEUED without counting the attempt: the credentials failed, not the message."""
+        """Back to QUEUED without counting the attempt: the set-up failed, not the message.
+
+        The event kind ``held:<hold>`` is what :meth:`held_destinations` reads (unencrypted:
+        ``hold`` is one of a few fixed words, never PHI)."""
         at = self._clock()
         params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
-        self._change(delivery_id, _RELEASE, params, at, "auth_failed", QUEUED, error)
+        self._change(delivery_id, _RELEASE, params, at, HELD_EVENT + hold, QUEUED, error)
+
+    def held_destinations(self) -> list[tuple[str, str, float]]:
+        """(destination, hold word, when last tried) for each destination whose latest send
+        outcome was a hold: the queue is waiting for its set-up to be fixed."""
+        return self.connection.execute(_HELD_DESTINATIONS).fetchall()
 
     def next_attempt_due(self, destination: str) -> float | None:
         """When the destination's earliest QUEUED delivery is due, so its queue can sleep till then."""

@@ -171,9 +171,14 @@ class SQLiteStore:
         return self._read(Database.find_delivery, destination, remote_id)
 
     def release(
-        self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        error: str,
+        progress: str | None = None,
+        hold: str = "auth",
     ) -> Deferred[None]:
-        return self._write(Database.release, delivery_id, next_attempt_at, error, progress)
+        return self._write(Database.release, delivery_id, next_attempt_at, error, progress, hold)
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_attempt_due, destination)

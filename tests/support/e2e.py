@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 import requests
 
+from courier_sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
+from courier_sandbox.base import VendorSandbox
+from courier_sandbox.credentials import Credentials
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Destination, Retry
 from engine.commands.run import point_sandboxes_at_webhooks, start_sandbox_hooks, with_sandbox_secrets
 from engine.message import Message
 from engine.message.batch import split_file
-from engine.sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
-from engine.sandbox.base import VendorSandbox
-from engine.sandbox.credentials import Credentials
 from engine.service import build_engine
 from engine.store import Store
 from engine.store.base import Delivery

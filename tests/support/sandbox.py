@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.internet.task import Clock
 
-from engine.sandbox.base import VendorSandbox
-from engine.sandbox.credentials import Credentials
+from courier_sandbox.base import VendorSandbox
+from courier_sandbox.credentials import Credentials
 from tests.conftest import on_reactor
 
 TEST_CREDENTIALS = Credentials(

@@ -12,12 +12,17 @@ Conflicts in the vendor document, and how they are resolved here:
   required ``fileName``. We follow the schema: no ``body.fileName``, always an attachment
   ``fileName``.
 * ``recipient.id.type`` is ``OcsClientIdentifier`` in the example while the text speaks of
-  "an organisation's ODS code". Both are allowed; ``OdsOrganisationId`` (the type the GP
-  Connect endpoint fixes for ODS codes) is the default.
+  "an organisation's ODS code" and names no other type. The document's own value is the
+  default; a mapping may set ``recipientIdType`` to ``OdsOrganisationId`` (the type the GP
+  Connect endpoint fixes for ODS codes) where Quicksilva says so.
 * "5MB" per attachment is read as 5,000,000 bytes decoded: the strictest reading, so nothing
   we let through is refused by a GP system that counts in decimal megabytes.
 * The Pre-approved Messaging principles say an attachment must never be resent after a
-  content-related error, so such an error is REJECTED even when it arrives as a 5xx.
+  content-related error. Only the problem's own ``invalidParameters`` naming an attachment
+  make a 5xx final; the words of its title are not guessed at, so a plain 500 is retried.
+* 403 ("the provided API key is valid but not authorised") is a set-up problem, not the
+  message's: the destination is held like on a 401 (:class:`~engine.destinations.base.Outcome`).
+* The status query needs ``ApiKey``; ``AccessToken`` is sent with it too, as on sending.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from engine.destinations.base import (
     message_uuid,
 )
 from engine.destinations.payload import DATA_TYPE, TOO_LONG, as_number, check_payload, is_blank
-from engine.destinations.problem_details import describe_problem, is_content_problem
+from engine.destinations.problem_details import describe_problem, names_an_attachment
 from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.mapping.checks import nhs_number_problem
 from engine.spec import Spec, number, objects, string
@@ -82,8 +87,8 @@ PAYLOAD_SPEC = Spec(
         string("recipientId", "The GP practice's ODS code.", required=True, example="A81001"),
         string(
             "recipientIdType",
-            "Type of recipientId.",
-            default="OdsOrganisationId",
+            "Type of recipientId; the document's example uses OcsClientIdentifier.",
+            default="OcsClientIdentifier",
             choices=("OdsOrganisationId", "OcsClientIdentifier"),
         ),
         string(
@@ -187,7 +192,7 @@ class ConneqtDestination(HttpDestination):
             headers={"ApiKey": self.settings["api_key"], "AccessToken": token},
             on_success=accepted,
             describe_error=describe_problem,
-            is_permanent=is_content_problem,
+            is_permanent=names_an_attachment,
         )
 
     def _access_token(self) -> str | None:
@@ -212,12 +217,15 @@ class ConneqtDestination(HttpDestination):
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         """The message's state; the response layout is undocumented, so it is read loosely."""
+        token = self._access_token()
+        if token is None:
+            raise DestinationError("conneQt status query skipped: AccessToken missing")
         body = self.fetch_json(
             "GET",
             f"/api/v1/messages/{remote_id}/status",
             purpose="conneQt status query",
             describe_error=describe_problem,
-            headers={"ApiKey": self.settings["api_key"]},
+            headers={"ApiKey": self.settings["api_key"], "AccessToken": token},
         )
         status = get_ci(body, "status")
         if not isinstance(status, str):

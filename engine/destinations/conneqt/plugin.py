@@ -4,11 +4,12 @@ the store (or exchanged from an access code at start), ``courier conneqt exchang
 from engine.destinations.conneqt.destination import ConneqtDestination
 from engine.destinations.conneqt.polling import POLLING
 from engine.destinations.conneqt.tokens import exchange_access_code, stored_token
-from engine.destinations.plugin import DestinationPlugin
+from engine.destinations.plugin import DestinationPlugin, SandboxHook
 
 PLUGIN = DestinationPlugin(
     destination=ConneqtDestination,
     polling=POLLING,
     token=stored_token,
     on_start=exchange_access_code,
+    sandbox=SandboxHook(secret_settings={"api_key": "conneqt_api_key", "access_code": "conneqt_access_code"}),
 )

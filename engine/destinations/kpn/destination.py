@@ -20,14 +20,25 @@ Conflicts and gaps, and how they are resolved here:
   that form. Ids are URL-encoded.
 * KPN documents no error body and no delivery/read status API: results carry the HTTP reason
   and ACCEPTED is the last state we can know.
+* A 404 can name the chat (from the message) or the endpoint (a wrong ``base_url``), and no
+  error body tells them apart. We ask ``GET /me``: when it answers, the chat is missing and
+  the message is REJECTED; when it is 404 too, the endpoint is, and the destination is held.
+* "302 Found. Link in location header": the POST is never sent again. The ``Location`` is
+  read once with a GET (same host only, the token goes with it); a 2xx there is the message
+  we posted, anything else fails the delivery with the reason.
+* "Versionless API, version tight. If no version is provided in the header it defaults to
+  the latest version." The header's name is not printed; we send ``version`` with the
+  changelog's only version, ``v1.0`` (setting ``api_version``), so a new release cannot
+  change what a running channel sends.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
@@ -94,6 +105,11 @@ class KpnDestination(HttpDestination):
         ),
         string("scope", "Space-delimited OAuth scopes.", default="read write"),
         number("requests_per_second", "KPN's rate limit per client id.", default=30.0, min=0.1),
+        string(
+            "api_version",
+            "API version sent in the version header; without it KPN uses its latest version.",
+            default="v1.0",
+        ),
     )
     payload_spec = PAYLOAD_SPEC
     auth_failed_reason = TOKEN_EXPIRED
@@ -125,28 +141,56 @@ class KpnDestination(HttpDestination):
             return SendResult(Outcome.AUTH_FAILED, reason=TOKEN_EXPIRED)
         rate = self.settings["requests_per_second"] * PACING
         shared_bucket(f"kpn:{self.settings['client_id']}", rate).acquire()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "version": self.settings["api_version"]}
         chat = chat_path(payload)
         attachments = payload.get("attachments") or ()
-        if not attachments:
-            return self.request(
-                "POST",
-                f"{chat}/messages",
-                json={"body": payload["body"]},
-                headers=headers,
-                on_success=_accepted,
-            )
-        files = [
-            ("files", (a["file_name"], base64.b64decode(a["content"]), a["mime_type"])) for a in attachments
-        ]
-        return self.request(
+        body: dict[str, Any] = {"json": {"body": payload["body"]}}
+        if attachments:
+            files = [
+                ("files", (a["file_name"], base64.b64decode(a["content"]), a["mime_type"]))
+                for a in attachments
+            ]
+            body = {"data": {"message": payload["body"]}, "files": files}
+        result = self.request(
             "POST",
-            f"{chat}/attachments",
-            data={"message": payload["body"]},
-            files=files,
+            f"{chat}/attachments" if attachments else f"{chat}/messages",
             headers=headers,
             on_success=_accepted,
+            is_permanent=lambda response: self._chat_missing(response, headers),
+            **body,
         )
+        return self._follow_found(result, headers)
+
+    def _chat_missing(self, response: requests.Response, headers: Mapping[str, str]) -> bool:
+        """A 404 names the chat, not the endpoint, when the API itself answers ``GET /me``."""
+        if response.status_code != 404:
+            return False
+        try:
+            return self.http("GET", "/me", headers=headers).status_code != 404
+        except requests.RequestException:
+            return False
+
+    def _follow_found(self, result: SendResult, headers: Mapping[str, str]) -> SendResult:
+        """A 302 answer: read its ``Location`` once with a GET, never post again."""
+        if result.http_status != 302 or not result.location:
+            return result
+        root = urlsplit(self.settings["base_url"])
+        target = urlsplit(urljoin(self.url("/"), result.location))
+        if (target.scheme, target.netloc) != (root.scheme, root.netloc):
+            return replace(result, reason=f"{result.reason}; Location on another host not followed")
+        try:
+            response = self.session.get(
+                target.geturl(),
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return replace(result, reason=f"{result.reason}; Location: {type(exc).__name__}")
+        if 200 <= response.status_code < 300:
+            return replace(_accepted(response), http_status=302)
+        return replace(result, reason=f"{result.reason}; Location answered HTTP {response.status_code}")
 
     def authorization_url(self, state: str) -> str:
         """Where the operator authorises Courier (step 1 of ``courier kpn authorize``)."""

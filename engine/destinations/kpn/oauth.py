@@ -82,6 +82,7 @@ def exchange_code(
             },
             timeout=timeout,
             verify=verify,
+            allow_redirects=False,  # a 307/308 would post the client secret again, elsewhere
         )
     except requests.RequestException as exc:
         raise DestinationError(f"KPN token exchange failed: {type(exc).__name__}") from exc

@@ -34,4 +34,4 @@ def authorize_in_sandbox(reactor, queue, aimed: bool) -> Deferred[None]:
     log.warning("queue %s: authorised with the KPN sandbox", queue.name)
 
 
-SANDBOX = SandboxHook(start=authorize_in_sandbox)
+SANDBOX = SandboxHook(start=authorize_in_sandbox, secret_settings={"client_secret": "kpn_client_secret"})

@@ -6,9 +6,9 @@
 
 Conflicts in the vendor document, and how they are resolved here:
 
-* The status URL is printed without the ``:9443`` port the send URL has. Both paths are
-  taken from the one configured ``base_url``: a HISP serving one API on two ports is less
-  likely than a typo.
+* The status URL is printed without the ``:9443`` port the send URL has. Which one is a typo
+  cannot be told from the document, so the status query has its own ``status_base_url``,
+  by default the document's form: ``base_url`` without ``:9443``.
 * ``attachmentClass`` is listed as optional, yet each document must be "described by the MIME
   type (attachmentClass) and a title". We require both: the receiving EHR needs them.
 * ``fromDirectAddress`` is the sending edge's own address, tied to the credentials, so it is
@@ -20,8 +20,10 @@ Conflicts in the vendor document, and how they are resolved here:
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -41,6 +43,7 @@ from engine.spec import Spec, boolean, objects, string
 
 SEND_PATH = "/dirmsg/send_ccda"
 STATUS_PATH = "/dirmsg/status"
+SEND_PORT = 9443  # in the document's send URL, not in its status URL
 INBOUND_MAX_BODY_BYTES = 8 * 1024 * 1024
 """The document sets no size for inbound Direct messages; 8 MiB of JSON holds about 6 MB of
 Base64 attachments, the scanned letters and C-CDA documents Direct carries."""
@@ -126,6 +129,12 @@ class MedAlliesDestination(HttpDestination):
         string("username", "Basic-auth user name.", required=True),
         string("password", "Basic-auth password.", required=True, secret=True),
         string(
+            "status_base_url",
+            f"API root of the status query (`GET {STATUS_PATH}`). Default: `base_url` without "
+            f"the `:{SEND_PORT}` port, as the document prints the status URL.",
+            example="https://api.medalliesdirect.com/MessagingAPI",
+        ),
+        string(
             "from_direct_address",
             "This edge's own Direct address.",
             required=True,
@@ -181,7 +190,7 @@ class MedAlliesDestination(HttpDestination):
         conversation_id: str | None = None,
         resume: str | None = None,
     ) -> SendResult:
-        message_id = f"urn:uuid:{message_uuid(idempotency_key)}"
+        message_id = direct_message_id(str(message_uuid(idempotency_key)))
         return self.request(
             "POST",
             SEND_PATH,
@@ -189,6 +198,11 @@ class MedAlliesDestination(HttpDestination):
             auth=(self.settings["username"], self.settings["password"]),
             on_success=lambda response: _answer(response, message_id),
         )
+
+    def url(self, path: str) -> str:
+        if path == STATUS_PATH:
+            return status_base_url(self.settings).rstrip("/") + path
+        return super().url(path)
 
     def check_status(self, remote_id: str) -> list[StatusUpdate]:
         body = self.fetch_json(
@@ -205,6 +219,27 @@ class MedAlliesDestination(HttpDestination):
         detail = f"{status}: {failure}" if failure else status
         state = STATUS_STATES.get(status.upper(), "pending")
         return [StatusUpdate(state, recipient=get_ci(body, "recipient"), detail=detail)]
+
+
+def status_base_url(settings: Mapping[str, Any]) -> str:
+    """``status_base_url``, or else ``base_url`` in the document's status form (no ``:9443``)."""
+    if settings.get("status_base_url"):
+        return str(settings["status_base_url"])
+    parts = urlsplit(settings["base_url"])
+    if parts.port != SEND_PORT:
+        return str(settings["base_url"])
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))
+
+
+def direct_message_id(text: str) -> str:
+    """A Direct ``messageId`` in the one form Courier sends and stores: ``urn:uuid:`` and the
+    lower-case uuid. DSNs name the same message by its bare uuid (the document's examples
+    print both), so every id MedAllies gives back goes through here; ids that are not uuids
+    are left as they are."""
+    try:
+        return f"urn:uuid:{uuid.UUID(text.strip())}"
+    except ValueError:
+        return text
 
 
 def build_request(payload: Mapping[str, Any], message_id: str, sender: str) -> dict[str, Any]:

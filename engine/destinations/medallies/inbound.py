@@ -9,7 +9,8 @@ the webhook server checks it before it reads a body (:mod:`engine.status.webhook
   outbox of the channel it is configured for; only then does MedAllies get its 200.
 - **DSN**: ``Disposition`` is read loosely (split on ';', last token: processed, dispatched,
   displayed, failed), ``Status: Error`` always means failed, and the result goes to
-  :meth:`StatusTracker.apply_update` under the original ``messageId`` (our remote id).
+  :meth:`StatusTracker.apply_update` under the original ``messageId`` (our remote id), in the
+  ``urn:uuid:`` form we sent it in even when the DSN names it by its bare uuid.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from engine.destinations.base import StatusUpdate
-from engine.destinations.medallies.destination import STATUS_STATES
+from engine.destinations.medallies.destination import STATUS_STATES, direct_message_id
 from engine.destinations.rules import parse_vendor_time
 from engine.status.documents import (
     Attachment,
@@ -109,7 +110,8 @@ def dsn_update(body: Any) -> tuple[str, StatusUpdate]:
     detail = f"DSN {disposition}"
     if body.get("Description") and body["Description"] != disposition:
         detail += f": {body['Description']}"
-    return body["Id"], StatusUpdate(state, at=parse_vendor_time(body.get("Timestamp")), detail=detail)
+    at = parse_vendor_time(body.get("Timestamp"))
+    return direct_message_id(body["Id"]), StatusUpdate(state, at=at, detail=detail)
 
 
 class InboundResource(Resource):

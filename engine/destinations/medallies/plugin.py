@@ -11,5 +11,8 @@ PLUGIN = DestinationPlugin(
     # a later DISPLAYED still arrives through the DSN webhook (StatusTracker.apply_update)
     polling=StatusPolling(final_states=frozenset({DELIVERED, READ, ERROR})),
     webhooks=medallies_webhooks,
-    sandbox=SandboxHook(webhook_settings={DSNResource: "dsn_url", InboundResource: "inbound_url"}),
+    sandbox=SandboxHook(
+        webhook_settings={DSNResource: "dsn_url", InboundResource: "inbound_url"},
+        secret_settings={"password": "medallies_password", "webhook_secret": "medallies_webhook_secret"},
+    ),
 )

@@ -52,6 +52,7 @@ REPLY_MAX_BODY_BYTES = 256 * 1024
 """A reply is small (text, attachment metadata, an optional thumbnail), RSA-encrypted in 256-byte
 blocks and Base64'd; the attachment itself is downloaded separately."""
 _REPLY_SECRETS = ("reply_webhook_token", "reply_webhook_password")
+_REPLY_FEATURES = ("reply_key_file", "poll_replies_s")  # either one files replies, marked read
 ATTACHMENT_TYPES = (
     "application/pdf",
     "application/msword",
@@ -116,7 +117,12 @@ class QliqDestination(HttpDestination):
             "with `courier run --webhooks` it serves the reply webhook. Passphrase: "
             "$COURIER_QLIQ_KEY_PASSPHRASE.",
         ),
-        string("reply_sender", "Our Qliq member (e-mail) whose key encrypts the replies.", default=""),
+        string(
+            "reply_sender",
+            "Our Qliq member (e-mail) whose key encrypts the replies; required with "
+            "`reply_key_file` or `poll_replies_s` (the mandatory `sender` of update_message_status).",
+            default="",
+        ),
         string(
             "reply_webhook_token",
             "Secret path segment of the reply webhook URL: at least 22 random URL-safe characters "
@@ -138,12 +144,15 @@ class QliqDestination(HttpDestination):
 
     @classmethod
     def settings_problems(cls, settings: Mapping[str, Any], given: Collection[str]) -> list[SettingsProblem]:
-        """The reply webhook needs a secret of ours: Qliq encrypts a reply with our *public* key,
-        which anyone can do, and documents no authentication for the POST."""
-        if "reply_key_file" not in given:
-            return []
-        token = settings.get("reply_webhook_token")
+        """Replies (webhook or poll) are marked read with update_message_status, whose ``sender``
+        is mandatory. The reply webhook needs a secret of ours: Qliq encrypts a reply with our
+        *public* key, which anyone can do, and documents no authentication for the POST."""
         problems = []
+        if any(key in given for key in _REPLY_FEATURES):
+            problems += _reply_sender_problems(settings.get("reply_sender"))
+        if "reply_key_file" not in given:
+            return problems
+        token = settings.get("reply_webhook_token")
         if isinstance(token, str) and token and (problem := path_token_problem(token)):
             problems.append(SettingsProblem("reply_webhook_token", problem))
         if not any(key in given and settings.get(key) != "" for key in _REPLY_SECRETS):
@@ -225,6 +234,7 @@ class QliqDestination(HttpDestination):
                     http_status=result.http_status,
                     progress=_progress(n - 1, message_ids, conversation_id) if n > 1 else None,
                     vendor_text=result.vendor_text,
+                    hold=result.hold,
                 )
             if result.remote_id:
                 message_ids["message_id" if n == 1 else f"message_id_{n}"] = result.remote_id
@@ -299,6 +309,19 @@ def _accepted(response: requests.Response) -> SendResult:
         conversation_id=str(conversation_id) if conversation_id else None,
         reason=str(get_ci(body, "status") or ""),
     )
+
+
+def _reply_sender_problems(sender: Any) -> list[SettingsProblem]:
+    """``reply_sender`` must be an e-mail; a ``${VAR}`` not yet read (``--skip-env``) passes."""
+    if isinstance(sender, str) and (rules.is_email(sender) or "${" in sender):
+        return []
+    return [
+        SettingsProblem(
+            "reply_sender",
+            "replies are marked read with update_message_status, whose sender is mandatory: "
+            "set reply_sender to the e-mail of the Qliq member the replies are encrypted for",
+        )
+    ]
 
 
 def _address_problems(payload: Mapping[str, Any], *, needs_mobile: bool) -> list[Problem]:

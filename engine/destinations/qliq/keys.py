@@ -68,5 +68,8 @@ def upload_public_key(
         data={"api_key": api_key, "sender": sender},
         files={"file": ("courier_reply_key.pem", public_pem, "application/x-pem-file")},
         timeout=timeout_s,
+        allow_redirects=False,  # a 307/308 would send the API key again, elsewhere
     )
+    if response.is_redirect:
+        raise requests.HTTPError(f"HTTP {response.status_code}: redirect not followed", response=response)
     response.raise_for_status()

@@ -2,10 +2,12 @@
 
 **Webhook.** Qliq POSTs ``multipart/form-data`` to the "Reply API URL": fields
 ``conversation_id`` and ``message_id``, and a part ``message`` holding Base64 ciphertext
-(the official C# sample). We Base64-decode it, split it into 256-byte blocks, decrypt each
-with our RSA-2048 private key (PKCS#1 v1.5) and parse the joined JSON. Its one attachment
-is downloaded from ``url`` and decrypted with its AES-256 ``key`` in the sandbox's layout
-(CBC, PKCS#7 padding, 16-byte IV in front of the file; see ``engine.sandbox.qliq_crypto``).
+(the official C# sample); the document says only "the reply as an attachment", so a reply
+in one file part of any name is taken too (:func:`posted_ciphertext`). We Base64-decode
+it, split it into 256-byte blocks, decrypt each with our RSA-2048 private key (PKCS#1 v1.5)
+and parse the joined JSON. Its one attachment is downloaded from ``url`` and decrypted
+with its AES-256 ``key`` in the sandbox's layout (CBC, PKCS#7 padding, 16-byte IV in front
+of the file; see ``courier_sandbox.qliq_crypto``).
 The document shows no authentication for this webhook, and the encryption proves nothing
 (anyone can encrypt with our public key), so it must be served on a path with a secret token
 in it (``qliq/<channel>/<destination>/<token>/replies``, see ``engine.status.routes``) and/or
@@ -33,9 +35,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
 import json
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -169,16 +172,18 @@ class QliqReplyApi:
         return Attachment(media_type, data, str(meta.get("fileName", "")))
 
     def mark_opened(self, reply: Reply) -> None:
+        """``update_message_status`` as multipart/form-data, like the document's ``curl -F``."""
+        fields = {
+            "api_key": self.settings.api_key,
+            "sender": self.settings.sender,
+            "conversation_id": reply.conversation_id,
+            "message_id": reply.message_id,
+            "status": "opened",
+        }
         self._call(
             "PUT",
             "/secure_messages/update_message_status",
-            data={
-                "api_key": self.settings.api_key,
-                "sender": self.settings.sender,
-                "conversation_id": reply.conversation_id,
-                "message_id": reply.message_id,
-                "status": "opened",
-            },
+            files={name: (None, value) for name, value in fields.items()},
         )
 
     def replies_since(self, since: str | None) -> list[Reply]:
@@ -289,13 +294,39 @@ class ReplyWebhook(Resource):
 
     def render_POST(self, request: Request) -> object:
         origin = Origin(request.route.name, request.peer_host())
-        parts = request.args or {}
-        ciphertext = (parts.get(b"message") or [b""])[0]
-        outer_id = (parts.get(b"message_id") or [b""])[0].decode("utf-8", "replace")
-        d = self.inbox.in_thread(decrypt_reply, self.private_key, ciphertext)
+        fields = request.args or {}
+        outer_id = (fields.get(b"message_id") or [b""])[0].decode("utf-8", "replace")
+        content_type = (request.requestHeaders.getRawHeaders(b"Content-Type") or [b""])[0]
+        # The server bounded the body (the route's max_body_bytes) before it was read.
+        d = self.inbox.in_thread(posted_ciphertext, fields, content_type, request.content.read())
+        d.addCallback(lambda ciphertext: decrypt_reply(self.private_key, ciphertext))
         d.addCallback(_same_reply, outer_id)
         d.addCallback(self.inbox.file, origin)
         return answer_when_done(request, d, f"webhook {origin.route}", refused=(RefusedReply,))
+
+
+def posted_ciphertext(fields: Mapping[bytes, list[bytes]], content_type: bytes, body: bytes) -> bytes:
+    """The reply's ciphertext: the ``message`` part of Qliq's C# sample (a form field or a
+    file), else the one file part whatever its name. The document says only "the reply as an
+    attachment"; its own examples name attachments ``attachment`` and ``file``.
+    Raises :class:`RefusedReply` when there is no such part, or several."""
+    if fields.get(b"message"):
+        return fields[b"message"][0]
+    files = _file_parts(content_type, body)
+    if len(files) != 1:
+        raise RefusedReply(f"expected a 'message' field or one file part, got {len(files)} file parts")
+    return files[0]
+
+
+def _file_parts(content_type: bytes, body: bytes) -> list[bytes]:
+    """The contents of the parts of a multipart/form-data body that carry a file name."""
+    if not content_type.lower().startswith(b"multipart/form-data"):
+        return []
+    head = b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\n"
+    form = email.message_from_bytes(head + body)
+    if not form.is_multipart():
+        return []
+    return [part.get_payload(decode=True) or b"" for part in form.walk() if part.get_filename() is not None]
 
 
 def _same_reply(reply: Reply, outer_id: str) -> Reply:

@@ -27,8 +27,8 @@ def demo_replies(
     destination: DestinationConfig, aimed: bool, key_file: Path = DEMO_REPLY_KEY
 ) -> DestinationConfig:
     """The destination with the demo reply settings, when aimed at the sandbox without a key."""
+    from courier_sandbox.qliq import QliqDirectory
     from engine.destinations.qliq.keys import generate_key_pair, passphrase_from_env
-    from engine.sandbox.qliq import QliqDirectory
 
     if not aimed or destination.settings.get("reply_key_file"):
         return destination
@@ -73,5 +73,8 @@ def _upload(settings) -> None:
 
 
 SANDBOX = SandboxHook(
-    prepare=demo_replies, start=upload_reply_key, webhook_settings={ReplyWebhook: "reply_url"}
+    prepare=demo_replies,
+    start=upload_reply_key,
+    webhook_settings={ReplyWebhook: "reply_url"},
+    secret_settings={"api_key": "qliq_api_key"},
 )

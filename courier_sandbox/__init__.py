@@ -3,14 +3,14 @@
 There is no internet here, so Courier ships real HTTP servers (Twisted web) that behave like
 Qliq, conneQt, MedAllies Direct and KPN Healthcare Messenger, built from the vendor
 documents in ``shared/seeds`` rather than from Courier's clients. Each sandbox records what
-it received, can be made to misbehave (:mod:`engine.sandbox.faults`), and is driven through
-a JSON control API under ``/_sandbox/`` (:mod:`engine.sandbox.base`).
+it received, can be made to misbehave (:mod:`courier_sandbox.faults`), and is driven through
+a JSON control API under ``/_sandbox/`` (:mod:`courier_sandbox.base`).
 
 Start them all with :func:`start_sandboxes`; they accept the :class:`Credentials` they are
 given, which ``courier run --sandbox`` and ``courier sandbox`` make at random once and keep in
-``var/sandbox/credentials.json`` (:mod:`engine.sandbox.credentials`): no sandbox has a public
+``var/sandbox/credentials.json`` (:mod:`courier_sandbox.credentials`): no sandbox has a public
 credential. Default ports: see :data:`DEFAULT_PORTS`; pass 0 for a free one.
-For HTTPS, make a CA and server certificate with :func:`engine.sandbox.certs.make_certificates`
+For HTTPS, make a CA and server certificate with :func:`courier_sandbox.certs.make_certificates`
 and pass ``tls=paths.server_tls()``; clients verify against ``paths.ca_cert``.
 """
 
@@ -24,12 +24,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 
-from engine.sandbox.base import ServerTLS, VendorSandbox
-from engine.sandbox.conneqt import ConneqtSandbox
-from engine.sandbox.credentials import Credentials
-from engine.sandbox.kpn import KpnSandbox
-from engine.sandbox.medallies import MedAlliesSandbox
-from engine.sandbox.qliq import QliqSandbox
+from courier_sandbox.base import ServerTLS, VendorSandbox
+from courier_sandbox.conneqt import ConneqtSandbox
+from courier_sandbox.credentials import Credentials
+from courier_sandbox.kpn import KpnSandbox
+from courier_sandbox.medallies import MedAlliesSandbox
+from courier_sandbox.qliq import QliqSandbox
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -90,7 +90,7 @@ def start_sandboxes(
     ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
     ``clock`` drives status transitions and token expiry (default: the reactor);
     ``seed`` makes fault rates repeatable; with ``state_dir`` each sandbox starts from what it
-    saved there (``<vendor>.json``) and keeps saving (:mod:`engine.sandbox.persistence`).
+    saved there (``<vendor>.json``) and keeps saving (:mod:`courier_sandbox.persistence`).
     """
     chosen = {**DEFAULT_PORTS, **(ports or {})}
     common = {"credentials": credentials, "clock": clock, "seed": seed}

@@ -25,14 +25,13 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-from engine.errors import ConfigError
-from engine.spec import env_reference, expand
+
+class CredentialsError(Exception):
+    """The credentials file cannot be used; the message is one line for the operator."""
+
 
 CREDENTIALS_FILE = Path("var/sandbox/credentials.json")
 """Where ``courier run --sandbox`` and ``courier sandbox`` keep the sandboxes' credentials."""
@@ -62,15 +61,6 @@ class Credentials:
         return cls(**{name: secrets.token_urlsafe(24) for name in secret_names})
 
 
-SECRET_SETTINGS: Mapping[str, Mapping[str, str]] = {
-    "qliq": {"api_key": "qliq_api_key"},
-    "conneqt": {"api_key": "conneqt_api_key", "access_code": "conneqt_access_code"},
-    "medallies": {"password": "medallies_password", "webhook_secret": "medallies_webhook_secret"},
-    "kpn": {"client_secret": "kpn_client_secret"},
-}
-"""Destination type → secret setting → the :class:`Credentials` field its sandbox accepts."""
-
-
 def matches(given: object, expected: str) -> bool:
     """Whether a presented secret (any JSON or form value) is the expected one, in constant time."""
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
@@ -79,22 +69,22 @@ def matches(given: object, expected: str) -> bool:
 def load_or_create(path: Path = CREDENTIALS_FILE) -> Credentials:
     """The credentials kept in ``path``; made (random, mode 0600) when the file is absent.
 
-    Raises :class:`ConfigError` with one line when the file cannot be read or written, is
+    Raises :class:`CredentialsError` with one line when the file cannot be read or written, is
     readable by others, or is not what this function writes.
     """
     try:
         return _read(path) if path.exists() else _create(path)
     except OSError as exc:
-        raise ConfigError(f"sandbox credentials {path}: {exc.strerror}") from None
+        raise CredentialsError(f"sandbox credentials {path}: {exc.strerror}") from None
 
 
 def _read(path: Path) -> Credentials:
     if path.stat().st_mode & 0o077:
-        raise ConfigError(f"sandbox credentials {path} can be read by others: chmod 600 it")
+        raise CredentialsError(f"sandbox credentials {path} can be read by others: chmod 600 it")
     try:
         return Credentials(**json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError):
-        raise ConfigError(
+        raise CredentialsError(
             f"sandbox credentials {path} are not in the expected form: delete the file to make new ones"
         ) from None
 
@@ -107,42 +97,3 @@ def _create(path: Path) -> Credentials:
         json.dump(asdict(credentials), file, indent=2)
         file.write("\n")
     return credentials
-
-
-def fill_sandbox_secrets(
-    destinations: Iterable[Any],
-    credentials: Credentials,
-    base_urls: Mapping[str, str],
-    env: Mapping[str, str],
-) -> dict[str, str]:
-    """``env`` plus the sandbox's value for each secret variable the user left unset.
-
-    ``destinations`` are read as written (``${VAR}`` unresolved). A destination counts when
-    its base URL, resolved with ``env``, is on the sandbox of its type (``base_urls``: vendor →
-    scheme://host:port); each of its secret settings that is exactly ``${VAR}`` with VAR not in
-    ``env`` gets the matching credential. A variable the user set wins.
-    """
-    filled = dict(env)
-    for destination in destinations:
-        if not aimed_at_sandbox(destination, base_urls, env):
-            continue
-        for setting, credential in SECRET_SETTINGS.get(destination.type, {}).items():
-            name = env_reference(destination.settings.get(setting))
-            if name is not None and name not in env:
-                filled[name] = getattr(credentials, credential)
-    return filled
-
-
-def aimed_at_sandbox(destination: Any, base_urls: Mapping[str, str], env: Mapping[str, str]) -> bool:
-    """Whether the destination's base URL (``${VAR}`` resolved with ``env``) is on the sandbox
-    of its vendor: same scheme, host and port."""
-    sandbox = base_urls.get(destination.type)
-    base_url = expand(str(destination.settings.get("base_url") or ""), env)
-    if sandbox is None or not base_url:
-        return False
-    return _origin(base_url) == _origin(sandbox)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc

@@ -1,13 +1,13 @@
 """The shared part of every vendor sandbox: routing, recording, faults, listening, control API.
 
 A vendor module subclasses :class:`VendorSandbox`, lists its :class:`Route` s and writes
-handlers that take a :class:`~engine.sandbox.http.ParsedRequest` and return a
-:class:`~engine.sandbox.http.Reply` (or a Deferred of one). Everything under ``/_sandbox/``
+handlers that take a :class:`~courier_sandbox.http.ParsedRequest` and return a
+:class:`~courier_sandbox.http.Reply` (or a Deferred of one). Everything under ``/_sandbox/``
 is the control API: never faulted, never recorded, no auth (the sandboxes listen on loopback).
 
 Common control routes:
 ``GET /_sandbox/state`` (the recording), ``POST /_sandbox/faults`` (JSON of
-:class:`~engine.sandbox.faults.Faults` settings, plus ``restore_after_s`` to end a refuse
+:class:`~courier_sandbox.faults.Faults` settings, plus ``restore_after_s`` to end a refuse
 outage by itself), ``POST /_sandbox/reset``, ``POST /_sandbox/config`` (vendor settings such
 as webhook URLs) and ``POST /_sandbox/status/<message id>`` (force a status, vendor rules).
 """
@@ -29,11 +29,11 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from engine.sandbox import webhook
-from engine.sandbox.faults import Faults
-from engine.sandbox.http import ParsedRequest, Reply, json_reply, parse_request
-from engine.sandbox.persistence import StateFile
-from engine.sandbox.recording import SandboxState
+from courier_sandbox import webhook
+from courier_sandbox.faults import Faults
+from courier_sandbox.http import ParsedRequest, Reply, json_reply, parse_request
+from courier_sandbox.persistence import StateFile
+from courier_sandbox.recording import SandboxState
 
 log = Logger()
 
@@ -55,7 +55,7 @@ class Route:
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """PEM files a sandbox serves HTTPS with (see :mod:`engine.sandbox.certs`)."""
+    """PEM files a sandbox serves HTTPS with (see :mod:`courier_sandbox.certs`)."""
 
     cert_path: str
     key_path: str

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from engine.sandbox.base import Route, VendorSandbox
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import ParsedRequest, Reply, json_reply
+from courier_sandbox.base import Route, VendorSandbox
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import ParsedRequest, Reply, json_reply
 
 OAUTH = r"/healthcaremessenger_oauth"
 API = r"/communication/kpn/healthcare-messenger(?:/v1)?"

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.sandbox.http import ParsedRequest
+from courier_sandbox.http import ParsedRequest
 
 SECRET_HEADERS = frozenset({"authorization", "apikey", "accesstoken", "cookie", "x-api-key"})
 SECRET_FIELDS = frozenset({"api_key", "client_secret", "code", "accessCode", "token"})

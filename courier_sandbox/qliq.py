@@ -28,6 +28,8 @@ Decisions where the document is silent or contradicts itself:
 - Successful sends answer 202 with lower-case keys
   ``{"status": "Message queued for delivery", "conversation_id", "message_id"}`` (the
   main example; the annexes' capitalised keys are treated as typos).
+- ``update_message_status`` takes its parameters only as multipart/form-data, the form of
+  the document's only example (``curl -X PUT -F ...``); ``sender`` is mandatory ("M").
 - Errors (not documented) are ``{"error": <reason>}``; ``update_message_status`` answers
   ``OK`` as documented and ``set_sender_pubkey`` does the same.
 - Mobile numbers are not kept: only the last four digits (``XXXXXX0979``), as documented.
@@ -55,10 +57,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from twisted.internet.defer import Deferred
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import is_email
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import (
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import is_email
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import (
     ParsedRequest,
     Part,
     Reply,
@@ -67,7 +69,7 @@ from engine.sandbox.http import (
     json_reply,
     text_reply,
 )
-from engine.sandbox.qliq_crypto import aes_encrypt_file, rsa_encrypt_chunked
+from courier_sandbox.qliq_crypto import aes_encrypt_file, rsa_encrypt_chunked
 
 ATTACHMENT_TYPES = {
     "application/pdf": ".pdf",
@@ -421,6 +423,8 @@ class QliqSandbox(VendorSandbox):
         params, refused = self._authenticate(request)
         if refused:
             return refused
+        if request.content_type != "multipart/form-data":
+            return self.error_reply(400, "send the parameters as multipart/form-data, as the curl -F example")
         missing = [k for k in ("sender", "conversation_id", "message_id", "status") if not params.get(k)]
         if missing:
             return self.error_reply(400, f"missing {', '.join(missing)}")

@@ -26,6 +26,9 @@ Decisions where the document is silent:
   ``asmEnabled`` is true, as documented), DISPLAYED, FAILED and FAILED-TO, with the same
   Basic shared secret as inbound messages (the document does not say how DSN posts are
   authenticated).
+- DSN ``Id``: the document's success examples (processed, dispatched) print a bare uuid, its
+  failure example the ``urn:uuid:`` form sending uses; the sandbox sends them the same way,
+  so a receiver must match both forms.
 - A status query whose ``fromDirectAddress`` is not the message's sender is 403.
 """
 
@@ -40,11 +43,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import is_email, is_mime_type
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
-from engine.sandbox.recording import fingerprint
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import is_email, is_mime_type
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
+from courier_sandbox.recording import fingerprint
 
 PREFIX = r"(?:/MessagingAPI)?"
 FAILURE_REASON = "9002: ERROR=NoTrustedRecipients"
@@ -237,7 +240,7 @@ class MedAlliesSandbox(VendorSandbox):
         failed = status.startswith("FAILED")
         dsn = {
             "Timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.%f") + "z",
-            "Id": message_id,
+            "Id": message_id if failed else message_id.removeprefix("urn:uuid:"),
             "Status": "Error" if failed else "Success",
             "Description": reason if failed else DISPOSITION[status],
             "Disposition": f"action/MDN-sent-automatically;{DISPOSITION[status]}",

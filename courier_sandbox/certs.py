@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.sandbox.base import ServerTLS
+from courier_sandbox.base import ServerTLS
 
 
 @dataclass(frozen=True)

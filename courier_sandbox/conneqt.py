@@ -13,6 +13,11 @@ Decisions where the document is silent or contradicts itself:
   whose user revoked permission (control ``POST /_sandbox/revoke_tokens``; the document
   says only "an HTTP error status"). AccessTokens do not otherwise expire (no lifetime is
   documented).
+- ``recipient.id.type`` must be ``OcsClientIdentifier``, the only value the document shows
+  (its example); ``subject.id.type`` must be ``VerifiedNhsNumber`` likewise, and its value
+  a valid NHS number.
+- The status poll needs the same ApiKey *and* AccessToken as sending: the document defines
+  no other authentication for the instant message API.
 - "Unknown Recipient": any recipient value starting with ``UNKNOWN`` (the sandbox cannot know
   the real register of GP practices).
 - 5 MB per attachment is read as 5 MiB (5,242,880 bytes) after Base64 decoding.
@@ -33,17 +38,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from engine.sandbox.base import ControlError, Route, VendorSandbox
-from engine.sandbox.checks import (
+from courier_sandbox.base import ControlError, Route, VendorSandbox
+from courier_sandbox.checks import (
     is_nhs_number,
     is_uuid,
     parse_rfc3339,
     snomed_concept_problem,
     windows_file_name_problem,
 )
-from engine.sandbox.credentials import Credentials, matches
-from engine.sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
-from engine.sandbox.recording import fingerprint
+from courier_sandbox.credentials import Credentials, matches
+from courier_sandbox.http import ParsedRequest, Reply, decode_base64, json_reply
+from courier_sandbox.recording import fingerprint
 
 PROBLEM_BASE = "https://qxlva.com/im1toolbar/documentation/api/v1/"
 ATTACHMENT_TYPES = frozenset(
@@ -55,6 +60,8 @@ MAX_ATTACHMENTS = 10
 TERMINAL = frozenset({"COMPLETED", "REJECTED", "EXPIRED"})
 STATUSES = TERMINAL | {"PENDING"}
 INITIAL_SUB_STATUS = "Awaiting instant import"
+RECIPIENT_ID_TYPE = "OcsClientIdentifier"
+SUBJECT_ID_TYPE = "VerifiedNhsNumber"
 
 
 @dataclass
@@ -140,15 +147,9 @@ class ConneqtSandbox(VendorSandbox):
         return json_reply(200, {"token": token})
 
     def send_instant(self, request: ParsedRequest) -> Reply:
-        refused = self._check_api_key(request)
-        if refused:
-            return refused
-        access_token = request.header("AccessToken")
-        if access_token in self.revoked:
-            return self.error_reply(403, "The user has revoked permission for instant messages")
-        if access_token not in self.tokens:
-            return self.error_reply(401, "Missing or invalid AccessToken")
-        refused = self._check_json(request)
+        refused = (
+            self._check_api_key(request) or self._check_access_token(request) or self._check_json(request)
+        )
         if refused:
             return refused
         message = request.json
@@ -166,7 +167,7 @@ class ConneqtSandbox(VendorSandbox):
         return json_reply(200, {"messageStatusEndpoint": f"/api/v1/messages/{message_id}/status"})
 
     def status(self, request: ParsedRequest, message_id: str) -> Reply:
-        refused = self._check_api_key(request)
+        refused = self._check_api_key(request) or self._check_access_token(request)
         if refused:
             return refused
         self.state.status_polls[message_id] += 1
@@ -234,6 +235,14 @@ class ConneqtSandbox(VendorSandbox):
             return self.error_reply(401, "Missing or invalid API key")
         return None
 
+    def _check_access_token(self, request: ParsedRequest) -> Reply | None:
+        access_token = request.header("AccessToken")
+        if access_token in self.revoked:
+            return self.error_reply(403, "The user has revoked permission for instant messages")
+        if access_token not in self.tokens:
+            return self.error_reply(401, "Missing or invalid AccessToken")
+        return None
+
     def _check_json(self, request: ParsedRequest) -> Reply | None:
         if request.content_type != "application/json":
             return self._invalid([_param("Content-Type", "Must be 'application/json'", request.content_type)])
@@ -273,12 +282,12 @@ def validate_instant(message: dict[str, Any], now: float) -> list[dict[str, Any]
     recipient = _string(message, "recipient.id.value")
     if isinstance(recipient, str) and recipient.upper().startswith("UNKNOWN"):
         invalid.append(_param("recipient", "Unknown Recipient"))
+    for path, expected in (("recipient.id.type", RECIPIENT_ID_TYPE), ("subject.id.type", SUBJECT_ID_TYPE)):
+        value = _string(message, path)
+        if isinstance(value, str) and value.strip() and value != expected:
+            invalid.append(_param(path, f"Must be '{expected}'", value))
     subject = _string(message, "subject.id.value")
-    if (
-        _string(message, "subject.id.type") == "VerifiedNhsNumber"
-        and isinstance(subject, str)
-        and not is_nhs_number(subject)
-    ):
+    if isinstance(subject, str) and subject.strip() and not is_nhs_number(subject):
         invalid.append(_param("subject.id.value", "Not a valid NHS number"))
     invalid += _expiry_problems(message.get("expiryDateTime"), now)
     invalid += _body_problems(message.get("body"))

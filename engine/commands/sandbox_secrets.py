@@ -1,0 +1,63 @@
+"""Which channel settings take which sandbox credential under ``courier run --sandbox``.
+
+This is the client's side of the demo: it reads the channels' destinations (``${VAR}`` as
+written) and fills the secret variables the user left unset with the values the sandboxes
+accept (:class:`courier_sandbox.credentials.Credentials`). It lives in the engine because the
+sandboxes must not read the client's configuration (issue 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from courier_sandbox.credentials import Credentials
+from engine.destinations.registry import plugins
+from engine.spec import env_reference, expand
+
+
+def secret_settings() -> dict[str, Mapping[str, str]]:
+    """Destination type → secret setting → the :class:`Credentials` field its sandbox accepts
+    (each plugin's ``SandboxHook.secret_settings``)."""
+    return {type_: found.sandbox.secret_settings for type_, found in plugins().items() if found.sandbox}
+
+
+def fill_sandbox_secrets(
+    destinations: Iterable[Any],
+    credentials: Credentials,
+    base_urls: Mapping[str, str],
+    env: Mapping[str, str],
+) -> dict[str, str]:
+    """``env`` plus the sandbox's value for each secret variable the user left unset.
+
+    ``destinations`` are read as written (``${VAR}`` unresolved). A destination counts when
+    its base URL, resolved with ``env``, is on the sandbox of its type (``base_urls``: vendor →
+    scheme://host:port); each of its secret settings that is exactly ``${VAR}`` with VAR not in
+    ``env`` gets the matching credential. A variable the user set wins.
+    """
+    filled = dict(env)
+    declared = secret_settings()
+    for destination in destinations:
+        if not aimed_at_sandbox(destination, base_urls, env):
+            continue
+        for setting, credential in declared.get(destination.type, {}).items():
+            name = env_reference(destination.settings.get(setting))
+            if name is not None and name not in env:
+                filled[name] = getattr(credentials, credential)
+    return filled
+
+
+def aimed_at_sandbox(destination: Any, base_urls: Mapping[str, str], env: Mapping[str, str]) -> bool:
+    """Whether the destination's base URL (``${VAR}`` resolved with ``env``) is on the sandbox
+    of its vendor: same scheme, host and port."""
+    sandbox = base_urls.get(destination.type)
+    base_url = expand(str(destination.settings.get("base_url") or ""), env)
+    if sandbox is None or not base_url:
+        return False
+    return _origin(base_url) == _origin(sandbox)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
