@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -184,7 +185,7 @@ def test_not_json_gets_400(served):
 def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     url, _, _, _, tracker = served
     sandbox.dsn_url = url + "/dsn"
-    message_id = "urn:uuid:dsn-1"
+    message_id = f"urn:uuid:{uuid.uuid4()}"  # the form Courier sends; success DSNs carry the bare uuid
     assert send_direct_message(sandbox, message_id).status_code == 200
     wait_for(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [
@@ -275,7 +276,7 @@ def dsn_webhook(store, reactor):
 
 def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(dsn_webhook, sandbox):
     sent, url, hospital = dsn_webhook
-    remote_id = "urn:uuid:e2e-1"
+    remote_id = f"urn:uuid:{uuid.uuid4()}"
     sent(remote_id)
     sandbox.dsn_url = url
     assert send_direct_message(sandbox, remote_id).status_code == 200

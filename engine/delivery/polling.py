@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.channel.config import StatusPolling
-from engine.destinations.registry import plugin, plugin_for
+from engine.destinations.registry import plugin
 from engine.store.base import StatusPoll
 
 EXPIRY_MARGIN_S = 120.0
@@ -50,8 +50,7 @@ def first_poll(
 def poll_interval(kind: str, config: StatusPolling) -> float:
     """The wait between two polls that really applies: ``poll_every_s``, unless the vendor
     asks for fewer polls (``courier check`` warns when it does)."""
-    found = plugin_for(kind)
-    rules = found.polling if found is not None else None
+    rules = plugin(kind).polling
     return max(config.poll_every_s, rules.min_interval_s if rules is not None else 0.0)
 
 
