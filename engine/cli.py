@@ -1,4 +1,5 @@
-"""The ``courier`` command: one subcommand per module in :mod:`engine.commands`.
+"""The ``courier`` command: one subcommand per module in :mod:`engine.commands`, plus those
+each destination plugin adds (entry points ``courier.commands``, e.g. ``courier <type> …``).
 
 Each command module has ``add_arguments(parser)`` and ``run(args) -> int``, and imports what
 its work needs inside ``run``, so building the parser stays fast. An error Courier raises on
@@ -13,7 +14,7 @@ import logging
 import sys
 
 from engine.commands.exits import stdout_closed
-from engine.errors import CourierError
+from engine.errors import ConfigError, CourierError
 
 COMMANDS = {
     "run": "start the listeners and the delivery queue from the channel files",
@@ -28,10 +29,18 @@ COMMANDS = {
     "stats": "per channel: messages received, deliveries by state, the outbox (no PHI)",
     "outbox": "list, show or skip the HL7 messages waiting to go back to the hospital",
     "store": "prune old messages; rotate the key that encrypts the store, and re-encrypt with it",
-    "kpn": "KPN Healthcare Messenger: authorize (OAuth)",
-    "conneqt": "conneQt: exchange a new access code for an AccessToken",
-    "qliq": "Qliq: generate and upload the reply-encryption key pair",
 }
+
+
+def commands() -> dict[str, tuple[str | None, str]]:
+    """Every subcommand: name → (summary, module); a plugin's summary is its module's
+    ``SUMMARY`` (None here: read once the module is imported)."""
+    from engine.destinations.registry import commands as plugin_commands
+
+    found = {name: (summary, f"engine.commands.{name}") for name, summary in COMMANDS.items()}
+    for name, module in plugin_commands().items():
+        found.setdefault(name, (None, module))
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="courier", description="Courier: HL7 v2 over MLLP in, secure clinical messaging out."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, summary in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(module=f"engine.commands.{name}")
-        importlib.import_module(f"engine.commands.{name}").add_arguments(sub)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, module_name) in commands().items():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a plugin's command: one line naming it
+            raise ConfigError(
+                f"command {name!r} ({module_name}) cannot be loaded: {type(exc).__name__}"
+            ) from None
+        text = summary or module.SUMMARY
+        sub = subparsers.add_parser(name, help=text, description=text)
+        sub.set_defaults(module=module_name)
+        module.add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # a plugin's command module can fail to import
+    except CourierError as error:
+        print(f"courier: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,

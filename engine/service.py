@@ -3,7 +3,8 @@
 For each channel: its destinations (mapping + vendor client), the :class:`Screen` of checks,
 the :class:`Source`, the MLLP listener (TLS-wrapped when the channel asks), a delivery queue
 per destination, and the status reporter that sends HL7 back to the sender. Tokens the
-vendors need (KPN OAuth, conneQt AccessToken) are read from the store (:mod:`engine.delivery.tokens`).
+vendors need are read from the store (:mod:`engine.delivery.tokens`); what each destination
+type needs is asked of its plugin (:mod:`engine.destinations.registry`).
 
 With a ``webhooks`` endpoint the engine also serves the vendors' webhooks, one URL per
 channel and destination (:mod:`engine.status.routes`).
@@ -12,13 +13,13 @@ channel and destination (:mod:`engine.status.routes`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
@@ -26,8 +27,9 @@ from twisted.web.resource import Resource
 from engine.channel.config import Channel
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import DeliveryQueue, DeliveryService
-from engine.delivery.tokens import StoredToken, StoredTokens, conneqt_token_key, kpn_token_key
-from engine.destinations import REGISTRY, TokenProvider
+from engine.delivery.tokens import StoredTokens
+from engine.destinations import TokenProvider
+from engine.destinations.registry import destination_class, plugin
 from engine.mapping import load_mapping
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
@@ -62,7 +64,7 @@ def routes(channel: Channel, clock: Callable[[], float], tokens: StoredTokens | 
         Route(
             config.name,
             load_mapping(config.mapping),
-            REGISTRY[config.type](
+            destination_class(config.type)(
                 config.settings,
                 requests.Session(),
                 token_provider=token_provider(channel, config, tokens),
@@ -76,45 +78,21 @@ def routes(channel: Channel, clock: Callable[[], float], tokens: StoredTokens | 
 def token_provider(
     channel: Channel, config: DestinationConfig, tokens: StoredTokens | None
 ) -> TokenProvider | None:
-    """KPN: the stored OAuth token of its client id. conneQt: its stored AccessToken, unless
-    ``access_token`` is given in the settings."""
-    if tokens is None:
+    """The stored token the destination type reads (``DestinationPlugin.token``), if any."""
+    provide = plugin(config.type).token
+    if tokens is None or provide is None:
         return None
-    if config.type == "kpn":
-        return tokens.get(kpn_token_key(config.settings["client_id"]))
-    if config.type == "conneqt" and not config.settings.get("access_token"):
-        return tokens.get(conneqt_token_key(channel.name, config.name))
-    return None
+    return provide(channel, config, tokens)
 
 
-def missing_token(queue: DeliveryQueue, kind: str) -> StoredToken | None:
-    """The queue's stored token when its destination is of ``kind`` and has none yet."""
-    provider = queue.destination.token_provider
-    if queue.destination.kind != kind or not isinstance(provider, StoredToken):
-        return None
-    return provider if provider.token() is None else None
-
-
-@defer.inlineCallbacks
-def exchange_access_codes(reactor, queues: Iterable[DeliveryQueue]) -> Generator[defer.Deferred, Any, None]:
-    """conneQt destinations with an ``access_code`` and no stored token: exchange and store.
-
-    A failed exchange is logged, not fatal: the queue then reports the missing token.
-    """
+def prepare_queues(reactor, queues: Iterable[DeliveryQueue]) -> defer.Deferred[None]:
+    """Each plugin's ``on_start`` for each of its queues, one after the other."""
+    d: defer.Deferred[None] = defer.succeed(None)
     for queue in queues:
-        stored = missing_token(queue, "conneqt")
-        code = queue.destination.settings.get("access_code")
-        if stored is None or not code:
-            continue
-        try:
-            token = yield threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), queue.destination.exchange_access_code, code
-            )
-        except Exception as exc:
-            log.error("queue %s: conneQt access code exchange failed: %s", queue.name, exc)
-            continue
-        yield stored.save(token)
-        log.warning("queue %s: conneQt access code exchanged; the AccessToken is stored", queue.name)
+        on_start = plugin(queue.config.type).on_start
+        if on_start is not None:
+            d.addCallback(lambda _, on_start=on_start, queue=queue: on_start(reactor, queue))
+    return d
 
 
 def validation_pool(reactor, channel: Channel) -> ValidationPool | None:
@@ -219,10 +197,10 @@ class Engine:
     """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
 
     def start(self) -> defer.Deferred[None]:
-        """Load the stored tokens (exchanging conneQt access codes where none is stored), then
+        """Load the stored tokens, let each plugin prepare its queues (``on_start``), then
         start everything; fires once every listener is listening (or fails if one cannot)."""
         d = self.tokens.load()
-        d.addCallback(lambda _: exchange_access_codes(self.reactor, self.deliveries.queues.values()))
+        d.addCallback(lambda _: prepare_queues(self.reactor, self.deliveries.queues.values()))
         d.addCallback(lambda _: self._start_services())
         return d
 
@@ -262,7 +240,8 @@ def build_engine(
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
     ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
     hour, what is older and needs nothing more (:mod:`engine.store.retention`). Raises
-    ConfigError when a Qliq reply key cannot be loaded or a webhook would take anyone's POST.
+    ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
+    a webhook would take anyone's POST.
     """
     enabled = [channel for channel in channels if channel.enabled]
     service = MultiService()

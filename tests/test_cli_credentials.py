@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from courier_sandbox import start_sandboxes
-from engine.delivery.tokens import NAMESPACE, conneqt_token_key
+from engine.delivery.tokens import NAMESPACE
+from engine.destinations.conneqt.tokens import token_key as conneqt_token_key
 from engine.store import Cipher, Database
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS

@@ -24,8 +24,9 @@ from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
 from engine.delivery.conversations import Conversations
-from engine.destinations import REGISTRY, StaticToken
+from engine.destinations import StaticToken
 from engine.destinations.base import message_uuid
+from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message import Message
 from engine.spec import parse
@@ -166,7 +167,7 @@ class Harness:
             "read_timeout_s": 5.0,
             **settings,
         }
-        cls = REGISTRY[kind]
+        cls = destination_class(kind)
         parsed, problems = parse(cls.settings_spec, table, env={})
         assert problems == []
         session = requests.Session()
@@ -216,7 +217,7 @@ class Harness:
             clock=self.reactor,
             listener=self.listener,
             idle_s=0.2,
-            conversations=Conversations(self.store) if conversations else None,
+            conversations=Conversations(self.store, "qliq") if conversations else None,
             auth_retry_s=auth_retry_s,
         )
         self.queues.append(queue)

@@ -10,7 +10,6 @@ import pytest
 from engine.channel.config import Retry, StatusPolling
 from engine.delivery.backoff import give_up_reason, retry_delay
 from engine.delivery.polling import (
-    CONNEQT_MIN_INTERVAL_S,
     EXPIRY_MARGIN_S,
     first_poll,
     next_poll_at,
@@ -19,6 +18,7 @@ from engine.delivery.polling import (
 from engine.delivery.ratelimit import TokenBucket
 from engine.delivery.tracker import leading_update, next_state
 from engine.destinations.base import StatusUpdate
+from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_MIN_INTERVAL_S
 from engine.store.base import DELIVERED, ERROR, QUEUED, READ, SENT
 
 RETRY = Retry(max_attempts=5, initial_delay_s=10, max_delay_s=100, factor=2, jitter=0, max_age_s=1000)

@@ -15,8 +15,8 @@ from twisted.internet.task import Clock
 
 from engine.channel.config import StatusPolling
 from engine.delivery import StatusPoller, StatusTracker
-from engine.delivery.polling import CONNEQT_MIN_INTERVAL_S
 from engine.destinations.base import StatusUpdate
+from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_MIN_INTERVAL_S
 from engine.store.base import DELIVERED, ERROR, READ, SENT
 from tests import test_delivery_queue as queue_tests
 from tests.conftest import on_reactor

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.destinations import ConneqtDestination, DestinationError, Outcome, StaticToken
+from engine.destinations import DestinationError, Outcome, StaticToken
 from engine.destinations.base import message_uuid
+from engine.destinations.conneqt.destination import ConneqtDestination
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings
 

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import requests
 
-from engine.destinations import DestinationError, MedAlliesDestination, Outcome
-from engine.destinations.http import retry_after_seconds
+from engine.destinations import DestinationError, Outcome
+from engine.destinations.medallies.destination import MedAlliesDestination
+from engine.destinations.transport import retry_after_seconds
 from engine.spec import parse
 
 

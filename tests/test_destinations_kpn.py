@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from engine.destinations import DestinationError, KpnDestination, Outcome, StaticToken
-from engine.destinations.kpn import TOKEN_EXPIRED, chat_path
-from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+from engine.destinations import DestinationError, Outcome, StaticToken
+from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination, chat_path
+from engine.destinations.kpn.oauth import RedirectReceiver, new_state
 from engine.destinations.ratelimit import TokenBucket, shared_bucket
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from engine.destinations import Outcome, QliqDestination
-from engine.status.qliq_keys import upload_public_key
+from engine.destinations import Outcome
+from engine.destinations.qliq.destination import QliqDestination
+from engine.destinations.qliq.keys import upload_public_key
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings
 

@@ -23,17 +23,13 @@ from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from courier_sandbox.kpn import KpnSandbox
 from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from courier_sandbox.qliq import QliqSandbox, QliqTimings
-from engine.destinations import (
-    REGISTRY,
-    ConneqtDestination,
-    KpnDestination,
-    MedAlliesDestination,
-    Outcome,
-    QliqDestination,
-    StaticToken,
-)
-from engine.destinations.kpn import TOKEN_EXPIRED
-from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+from engine.destinations import Outcome, StaticToken
+from engine.destinations.conneqt.destination import ConneqtDestination
+from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination
+from engine.destinations.kpn.oauth import RedirectReceiver, new_state
+from engine.destinations.medallies.destination import MedAlliesDestination
+from engine.destinations.qliq.destination import QliqDestination
+from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message.reader import Message
 from tests.conftest import on_reactor
@@ -466,7 +462,7 @@ def test_shipped_mappings_pass_preflight_and_the_sandbox_accepts_them(sandboxes,
         Message.parse((root / "sample_messages" / sample).read_bytes()), context={"channel": "test"}
     )
     sandbox = fresh(sandboxes, loaded.output)
-    cls = REGISTRY[loaded.output]
+    cls = destination_class(loaded.output)
     destination = cls(make_settings(cls, SETTINGS_FOR_SANDBOX[loaded.output](sandbox.base_url)), session)
     if loaded.output == "conneqt":
         destination.token_provider = StaticToken(

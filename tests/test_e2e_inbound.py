@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from courier_sandbox.http import Part, encode_multipart
+from engine.destinations.qliq.keys import generate_key_pair, upload_public_key
 from engine.message import Message
-from engine.status.qliq_keys import generate_key_pair, upload_public_key
 from engine.store.base import SENT
 from tests.conftest import on_reactor
 from tests.support import e2e

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.destinations import REGISTRY
 from engine.destinations.payload import check_payload
+from engine.destinations.registry import destination_class
 from engine.errors import MessageError
 from engine.mapping import MappingFailure, load_mapping
 from engine.mapping.golden import GOLDEN_CONTEXT, golden_cases
@@ -25,7 +25,7 @@ CONNEQT = MAPPINGS / "oru_r01_to_conneqt.toml"
 @pytest.mark.parametrize("file", sorted(MAPPINGS.glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_mapping_declares_only_keys_its_destination_knows(file):
     mapping = load_mapping(file)
-    spec = REGISTRY[mapping.output].payload_spec
+    spec = destination_class(mapping.output).payload_spec
     for key in mapping.output_keys():
         assert spec.field(key.name) is not None, key.name
     for field in spec.fields:
@@ -45,7 +45,7 @@ def test_mapped_sample_passes_the_destination_payload_check(sample, mapping_file
     mapping = load_mapping(mapping_file)
     for message in accepted_messages(mapping, sample.read_bytes()):
         payload = mapping.apply(message, context=GOLDEN_CONTEXT)
-        assert check_payload(REGISTRY[mapping.output].payload_spec, payload) == []
+        assert check_payload(destination_class(mapping.output).payload_spec, payload) == []
 
 
 @pytest.mark.parametrize(

@@ -79,20 +79,26 @@ def test_the_demo_copy_keeps_none_of_the_readme_ports(tmp_path) -> None:
     )
 
 
-def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path) -> None:
+def test_sandbox_replies_only_touch_qliq_destinations_aimed_at_the_sandbox(tmp_path, monkeypatch) -> None:
+    from courier_sandbox import default_base_urls
     from courier_sandbox.credentials import Credentials
     from engine.channel.check import load_channels
-    from engine.commands.run import with_sandbox_replies, with_sandbox_secrets
+    from engine.commands.run import with_sandbox_secrets, with_sandbox_settings
+    from engine.destinations.qliq.sandbox import DEMO_REPLY_KEY
 
-    key_file = tmp_path / "sandbox" / "qliq_reply_key.pem"
+    monkeypatch.chdir(tmp_path)  # the demo key is made under the working directory
+    key_file = DEMO_REPLY_KEY
     secrets = with_sandbox_secrets([ROOT / "channels"], Credentials.generate(), env={})
     real_qliq = {**secrets, "QLIQ_BASE_URL": "https://capi.qliqsoft.com", "QLIQ_API_KEY": "real-key"}
     elsewhere = load_channels([ROOT / "channels"], env=real_qliq)
-    assert with_sandbox_replies(elsewhere, key_file, 18441) == elsewhere and not key_file.exists()
+    assert (
+        with_sandbox_settings(elsewhere, default_base_urls({"qliq": 18441})) == elsewhere
+        and not key_file.exists()
+    )
     moved = load_channels([ROOT / "channels"], env={**secrets, "QLIQ_BASE_URL": "http://127.0.0.1:28441"})
-    assert with_sandbox_replies(moved, key_file, 18441) == moved and not key_file.exists()
+    assert with_sandbox_settings(moved, default_base_urls({"qliq": 18441})) == moved and not key_file.exists()
 
-    demo = with_sandbox_replies(moved, key_file, 28441)
+    demo = with_sandbox_settings(moved, default_base_urls({"qliq": 28441}))
     settings = {d.name: d.settings for c in demo for d in c.destinations}
     assert settings["care-team-qliq"]["reply_key_file"] == str(key_file) and key_file.exists()
     assert settings["care-team-qliq"]["reply_sender"] == "poc@sandbox.qliq"

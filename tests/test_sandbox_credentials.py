@@ -16,7 +16,7 @@ from courier_sandbox import default_base_urls
 from courier_sandbox.credentials import Credentials, CredentialsError, load_or_create
 from engine.channel.check import load_channels
 from engine.commands.run import with_sandbox_secrets
-from engine.commands.sandbox_secrets import SECRET_SETTINGS
+from engine.commands.sandbox_secrets import secret_settings
 from engine.spec import SpecError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,9 @@ def test_a_file_others_can_read_or_that_is_not_ours_is_refused_in_one_line(tmp_p
 def test_every_secret_setting_maps_to_a_generated_secret():
     generated = Credentials.generate()
     secrets = set(secrets_of(generated))
-    for settings in SECRET_SETTINGS.values():
+    declared = secret_settings()
+    assert set(declared) == {"qliq", "conneqt", "medallies", "kpn"}
+    for settings in declared.values():
         for credential in settings.values():
             assert getattr(generated, credential) in secrets
 

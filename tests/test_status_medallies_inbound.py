@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -13,9 +14,9 @@ from twisted.internet.defer import Deferred
 
 from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from engine.delivery.tracker import StatusTracker
+from engine.destinations.medallies.inbound import DSNResource, InboundResource, dsn_update
 from engine.message import Message
 from engine.status import webhook_server
-from engine.status.medallies_inbound import DSNResource, InboundResource, dsn_update
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
@@ -184,7 +185,7 @@ def test_not_json_gets_400(served):
 def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     url, _, _, _, tracker = served
     sandbox.dsn_url = url + "/dsn"
-    message_id = "urn:uuid:0f6b2c1e-5d1a-4c57-9a3e-2b8f7d4c9a01"  # the sandbox names it bare
+    message_id = f"urn:uuid:{uuid.uuid4()}"  # the form Courier sends; success DSNs carry the bare uuid
     assert send_direct_message(sandbox, message_id).status_code == 200
     wait_for(lambda: len(tracker.updates) >= 2)
     assert [(ref, update.state) for ref, update in tracker.updates] == [
@@ -275,7 +276,7 @@ def dsn_webhook(store, reactor):
 
 def test_a_dispatched_dsn_becomes_a_delivered_status_message_at_the_hospital(dsn_webhook, sandbox):
     sent, url, hospital = dsn_webhook
-    remote_id = "urn:uuid:7c2e9a54-3b1f-4d6e-8f0a-1a2b3c4d5e6f"
+    remote_id = f"urn:uuid:{uuid.uuid4()}"
     sent(remote_id)
     sandbox.dsn_url = url
     assert send_direct_message(sandbox, remote_id).status_code == 200

@@ -9,8 +9,8 @@ import pytest
 
 from courier_sandbox.qliq import QliqSandbox
 from engine.cli import build_parser
-from engine.commands import qliq
-from engine.status.qliq_keys import load_private_key, public_key_pem
+from engine.destinations.qliq import commands as qliq
+from engine.destinations.qliq.keys import load_private_key, public_key_pem
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 

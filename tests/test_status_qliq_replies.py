@@ -19,10 +19,8 @@ from courier_sandbox.http import Part
 from courier_sandbox.qliq import QliqSandbox, QliqTimings
 from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.delivery.conversations import remember_conversation
-from engine.status import webhook_server
-from engine.status.documents import Origin
-from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
-from engine.status.qliq_replies import (
+from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
+from engine.destinations.qliq.replies import (
     QliqReplyApi,
     QliqReplySettings,
     Reply,
@@ -30,6 +28,8 @@ from engine.status.qliq_replies import (
     ReplyPoller,
     ReplyWebhook,
 )
+from engine.status import webhook_server
+from engine.status.documents import Origin
 from engine.status.reporter import StatusReporter
 from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
@@ -124,7 +124,7 @@ def send_and_remember(store, sandbox, channel) -> dict:
         },
     ).json()
     message_id = receive(store, channel, MDM)
-    on_reactor(remember_conversation, store, answer["conversation_id"], channel.name, message_id)
+    on_reactor(remember_conversation, store, "qliq", answer["conversation_id"], channel.name, message_id)
     return answer
 
 

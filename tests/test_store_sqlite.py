@@ -203,15 +203,18 @@ def test_the_pruner_deletes_old_finished_messages_in_batches_when_the_engine_sta
 def test_qliq_conversation_keys_are_keyed_hashes_of_the_patient_and_order(store, path):
     import hashlib
 
-    from engine.delivery.conversations import NAMESPACE, Conversations
+    from engine.delivery.conversations import Conversations, threads_namespace
 
     thread = "lab\x1fward-qliq\x1f9434765919\x1fORD1"  # a patient id is PHI
-    on_reactor(Conversations(store).remember, thread, "c-1")
+    on_reactor(Conversations(store, "qliq").remember, thread, "c-1")
     conn = sqlite3.connect(path)
     try:
-        keys = [key for (key,) in conn.execute("SELECT key FROM kv WHERE namespace = ?", (NAMESPACE,))]
+        keys = [
+            key
+            for (key,) in conn.execute("SELECT key FROM kv WHERE namespace = ?", (threads_namespace("qliq"),))
+        ]
     finally:
         conn.close()
     assert keys == [store.keyed_hash(thread)]
     assert keys[0] != hashlib.sha256(thread.encode()).hexdigest(), "a plain hash is found by trying ids"
-    assert on_reactor(Conversations(store).get, thread) == "c-1"
+    assert on_reactor(Conversations(store, "qliq").get, thread) == "c-1"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from engine.channel.check import check, load_channels
+from engine.destinations.qliq.keys import generate_key_pair
 from engine.errors import ConfigError
 from engine.service import build_engine
-from engine.status.qliq_keys import generate_key_pair
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.test_channel_check import CHANNEL, write_channel

@@ -17,7 +17,8 @@ import requests
 from courier_sandbox.kpn import KpnSandbox
 from engine.channel.check import load_channels
 from engine.cli import main
-from engine.delivery.tokens import NAMESPACE, kpn_token_key
+from engine.delivery.tokens import NAMESPACE
+from engine.destinations.kpn.tokens import token_key as kpn_token_key
 from engine.message.batch import split_file
 from engine.service import build_engine
 from engine.store import Cipher, SQLiteStore, load_or_create_key
@@ -138,7 +139,8 @@ def test_a_redirect_with_the_wrong_state_is_refused(kpn, cli_args, redirect_port
 def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
     reactor, tmp_path, channel_file, kpn, monkeypatch
 ):
-    from engine.commands.run import authorize_kpn_in_sandbox
+    from courier_sandbox import default_base_urls
+    from engine.commands.run import start_sandbox_hooks
 
     monkeypatch.setenv("KPN_BASE_URL", kpn.base_url)
     monkeypatch.setenv("KPN_CLIENT_SECRET", TEST_CREDENTIALS.kpn_client_secret)
@@ -148,11 +150,11 @@ def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
     engine = build_engine(reactor, [channel], store, hold_deliveries=True)
     try:
         on_reactor(engine.tokens.load)
-        on_reactor(authorize_kpn_in_sandbox, reactor, engine)
+        on_reactor(start_sandbox_hooks, reactor, engine, default_base_urls())
         provider = engine.deliveries.queues["ward-kpn"].destination.token_provider
         assert provider.token() in kpn.tokens
         assert on_reactor(store.kv_get, NAMESPACE, kpn_token_key(CLIENT_ID)).decode() == provider.token()
-        on_reactor(authorize_kpn_in_sandbox, reactor, engine)
+        on_reactor(start_sandbox_hooks, reactor, engine, default_base_urls())
         assert len(kpn.tokens) == 1  # a destination with a token is left alone
     finally:
         on_reactor(store.close)

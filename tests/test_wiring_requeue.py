@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from engine.delivery import idempotency_key
-from engine.delivery.conversations import CONVERSATIONS
+from engine.delivery.conversations import openers_namespace
 from engine.destinations.base import message_uuid
 from engine.store import DeliverySelection
 from engine.store.base import ERROR, SENT
@@ -85,5 +85,5 @@ def test_an_accepted_qliq_message_is_remembered_for_its_replies(harness, sandbox
     message_id = harness.receive(oru("QREPLY", order="ORD42"), "qliq")
     harness.wait_states("qliq", SENT, 1)
     conversation = next(iter(sandboxes.qliq.state.messages.values()))["conversation_id"]
-    link = on_reactor(harness.store.kv_get, CONVERSATIONS, conversation)
+    link = on_reactor(harness.store.kv_get, openers_namespace("qliq"), conversation)
     assert json.loads(link) == {"channel": "lab", "message_id": message_id}

@@ -9,7 +9,8 @@ import pytest
 
 from courier_sandbox.conneqt import ConneqtSandbox
 from engine.channel.check import load_channels
-from engine.delivery.tokens import NAMESPACE, StoredToken, StoredTokens, conneqt_token_key
+from engine.delivery.tokens import NAMESPACE, StoredToken, StoredTokens
+from engine.destinations.conneqt.tokens import token_key as conneqt_token_key
 from engine.service import build_engine
 from engine.store import Cipher, Database
 from tests.conftest import on_reactor

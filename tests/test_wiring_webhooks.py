@@ -23,9 +23,9 @@ from courier_sandbox.credentials import load_or_create
 from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.channel.config import StatusReports
 from engine.commands.run import point_sandboxes_at_webhooks
+from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
 from engine.message.batch import split_file
 from engine.service import build_engine
-from engine.status.qliq_keys import generate_key_pair, load_private_key, upload_public_key
 from engine.store.base import DELIVERED, SENT
 from engine.tls import TLSSettings
 from tests.conftest import on_reactor

@@ -16,8 +16,8 @@ from typing import Any
 
 from engine.channel.config import Channel, Destination, parse_channel
 from engine.channel.endpoints import addresses_clash, listen_address
-from engine.channel.registry import payload_spec_for
 from engine.delivery.polling import poll_interval
+from engine.destinations.registry import payload_spec_for
 from engine.errors import ConfigError
 from engine.mapping import load_mapping
 from engine.spec import Problem, Spec, SpecError, key_lines, locate, locate_problems, suggest

@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.channel.conditions import Condition, condition_problem, parse_condition
 from engine.channel.endpoints import client_endpoint_problem, server_endpoint_problem
-from engine.channel.registry import DESTINATION_TYPES, settings_problems, settings_specs
+from engine.destinations.registry import destination_types, settings_problems, settings_specs
 from engine.message.charsets import lookup
 from engine.spec import (
     Problem,
@@ -433,14 +433,14 @@ DESTINATION = Spec(
             "Names the queue in logs and `courier` commands; unique across all channels.",
             required=True,
             check=_destination_name_problem,
-            example="gp-conneqt",
+            example="gp-practice",
         ),
-        string("type", "The vendor API.", required=True, choices=DESTINATION_TYPES),
+        string("type", "The vendor API.", required=True, choices=destination_types()),
         path(
             "mapping",
             "Mapping file, relative to this channel file.",
             required=True,
-            example="../mappings/oru_r01_to_conneqt.toml",
+            example="../mappings/oru_r01_to_gp.toml",
         ),
         table(
             "settings",
@@ -548,7 +548,7 @@ CHANNEL = Spec(
             "name",
             "Unique name of the channel (logs, store, commands).",
             required=True,
-            example="lis-oru-to-conneqt",
+            example="lis-oru-to-gp",
         ),
         string("description", "What the channel is for, for the next analyst.", default=""),
         boolean("enabled", "A disabled channel is checked but not started.", default=True),

@@ -3,10 +3,10 @@
 ``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
 ``--sandbox`` runs the four vendor sandboxes too and makes the example channels work as
 they are: each secret variable left unset of a destination aimed at a sandbox takes that
-sandbox's random credential (``var/sandbox/credentials.json``, made once), KPN destinations
-without a token are authorised against the sandbox, Qliq
-destinations without a reply key get a demo one (``var/sandbox/``) uploaded to the sandbox,
-and the sandboxes' webhook URLs point at the engine's webhooks.
+sandbox's random credential (``var/sandbox/credentials.json``, made once), each destination
+type's sandbox hook completes its settings and prepares it (``SandboxHook``: a token
+authorised, a demo key uploaded), and the sandboxes' webhook URLs point at the engine's
+webhooks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -36,8 +35,6 @@ log = logging.getLogger("engine.run")
 
 SANDBOX_WEBHOOKS = "tcp:18480:interface=127.0.0.1"
 """Where ``--sandbox`` serves the webhooks when ``--webhooks`` is not given."""
-SANDBOX_REPLY_KEY = Path("var/sandbox/qliq_reply_key.pem")
-"""The demo key Qliq replies are encrypted with under ``--sandbox`` (made once, mode 0600)."""
 SANDBOX_STATE = Path("var/sandbox/state")
 """Where the sandboxes of ``--sandbox`` keep what a restarted engine relies on (tokens, messages)."""
 
@@ -117,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
     if args.sandbox:
-        channels = with_sandbox_replies(channels, SANDBOX_REPLY_KEY, sandbox_ports["qliq"])
+        channels = with_sandbox_settings(channels, base_urls)
     store = SQLiteStore(
         args.store,
         reactor=reactor,
@@ -148,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     def start():
         d = store.start()
         if args.sandbox:
-            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports))
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports, base_urls))
         else:
             d.addCallback(lambda _: engine.start())
         return d.addCallback(lambda _: _announce(channels))
@@ -183,127 +180,69 @@ def with_sandbox_secrets(
 
 
 @inlineCallbacks
-def _with_sandboxes(reactor, engine, credentials, ports):
-    """Sandboxes up, KPN authorised against them, engine started, sandbox webhooks at the engine."""
+def _with_sandboxes(reactor, engine, credentials, ports, base_urls):
+    """Sandboxes up, their hooks run, engine started, sandbox webhooks at the engine."""
     from courier_sandbox import start_sandboxes
 
     sandboxes = yield start_sandboxes(reactor, ports=ports, credentials=credentials, state_dir=SANDBOX_STATE)
     reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
     yield engine.tokens.load()
-    yield authorize_kpn_in_sandbox(reactor, engine)
-    yield upload_reply_keys_to_sandbox(reactor, engine, sandboxes.qliq.port)
+    yield start_sandbox_hooks(reactor, engine, base_urls)
     yield engine.start()
     if engine.webhooks is not None:
         point_sandboxes_at_webhooks(sandboxes, engine)
 
 
-@inlineCallbacks
-def authorize_kpn_in_sandbox(reactor, engine):
-    """Every KPN destination without a token: authorise it (the sandbox approves at once)."""
-    from twisted.internet.threads import deferToThreadPool
+def with_sandbox_settings(channels: Sequence[Channel], base_urls: Mapping[str, str]) -> list[Channel]:
+    """Each destination as its type's sandbox hook prepares it (``SandboxHook.prepare``), told
+    whether it is aimed at its sandbox (``base_urls`` by type)."""
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
+    from engine.destinations.registry import plugin
 
-    from engine.commands.kpn import authorize
-    from engine.service import missing_token
-
-    for queue in engine.deliveries.queues.values():
-        stored = missing_token(queue, "kpn")
-        if stored is None:
-            continue
-        token = yield deferToThreadPool(
-            reactor,
-            reactor.getThreadPool(),
-            authorize,
-            queue.destination,
-            auto=True,
-            timeout_s=10.0,
-            show=log.info,
-        )
-        yield stored.save(token)
-        log.warning("queue %s: authorised with the KPN sandbox", queue.name)
-
-
-def with_sandbox_replies(channels: Sequence[Channel], key_file: Path, qliq_port: int) -> list[Channel]:
-    """Qliq destinations aimed at the Qliq sandbox without a reply key get the demo key (made
-    here once), the sandbox's sender and a fresh secret webhook path, so the demo shows a
-    clinician's reply coming back to the hospital as HL7. Other destinations are left alone."""
-    from courier_sandbox.qliq import QliqDirectory
-    from engine.status.qliq_keys import generate_key_pair, passphrase_from_env
-
-    def demo_replies(destination):
-        if not _aimed_at_qliq_sandbox(destination, qliq_port) or destination.settings.get("reply_key_file"):
+    def prepared(destination: Destination) -> Destination:
+        hook = plugin(destination.type).sandbox
+        if hook is None or hook.prepare is None:
             return destination
-        if not key_file.exists():
-            generate_key_pair(key_file, passphrase_from_env())
-        demo = {
-            "reply_key_file": str(key_file),
-            "reply_sender": QliqDirectory.point_of_contact,
-            "reply_webhook_token": secrets.token_urlsafe(16),
-        }
-        log.warning("destination %s: sandbox replies with the demo key %s", destination.name, key_file)
-        return replace(destination, settings={**destination.settings, **demo})
+        return hook.prepare(destination, aimed_at_sandbox(destination, base_urls, {}))
 
     return [
-        replace(channel, destinations=tuple(demo_replies(d) for d in channel.destinations))
+        replace(channel, destinations=tuple(prepared(d) for d in channel.destinations))
         for channel in channels
     ]
 
 
 @inlineCallbacks
-def upload_reply_keys_to_sandbox(reactor, engine, qliq_port: int):
-    """The public half of the reply key of each Qliq destination aimed at the sandbox, uploaded
-    for its sender (never to a real Qliq: that is `courier qliq keys`, on purpose)."""
-    import requests
-    from twisted.internet.threads import deferToThreadPool
-
-    from engine.status.qliq_keys import (
-        load_private_key,
-        passphrase_from_env,
-        public_key_pem,
-        upload_public_key,
-    )
-
-    def upload(settings) -> None:
-        public_pem = public_key_pem(load_private_key(settings["reply_key_file"], passphrase_from_env()))
-        with requests.Session() as session:
-            upload_public_key(
-                session,
-                settings["base_url"],
-                settings["api_key"],
-                settings["reply_sender"],
-                public_pem,
-                timeout_s=10,
-            )
+def start_sandbox_hooks(reactor, engine, base_urls: Mapping[str, str]):
+    """Each queue's ``SandboxHook.start`` (tokens loaded, queues not started yet)."""
+    from engine.commands.sandbox_secrets import aimed_at_sandbox
+    from engine.destinations.registry import plugin
 
     for queue in engine.deliveries.queues.values():
-        if _aimed_at_qliq_sandbox(queue.config, qliq_port) and queue.config.settings.get("reply_key_file"):
-            yield deferToThreadPool(reactor, reactor.getThreadPool(), upload, queue.config.settings)
-
-
-def _aimed_at_qliq_sandbox(destination: Destination, qliq_port: int) -> bool:
-    from courier_sandbox import default_base_urls
-    from engine.commands.sandbox_secrets import aimed_at_sandbox
-
-    sandbox = default_base_urls({"qliq": qliq_port})
-    return destination.type == "qliq" and aimed_at_sandbox(destination, sandbox, {})
+        hook = plugin(queue.config.type).sandbox
+        if hook is not None and hook.start is not None:
+            yield hook.start(reactor, queue, aimed_at_sandbox(queue.config, base_urls, {}))
 
 
 def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
-    """The Qliq reply URL and MedAllies DSN and inbound URLs: the engine's first such webhooks."""
-    from engine.status.medallies_inbound import DSNResource, InboundResource
-    from engine.status.qliq_replies import ReplyWebhook
+    """Each sandbox setting a plugin names for a webhook resource (``SandboxHook.webhook_settings``)
+    gets the URL of the engine's first such webhook."""
+    from engine.destinations.registry import plugins
 
     base = f"{engine.webhook_scheme}://127.0.0.1:{engine.webhook_port()}"
+    by_type = {sandbox.name: sandbox for sandbox in sandboxes}
     targets = {
-        ReplyWebhook: (sandboxes.qliq, "reply_url"),
-        DSNResource: (sandboxes.medallies, "dsn_url"),
-        InboundResource: (sandboxes.medallies, "inbound_url"),
+        resource: (type_, setting)
+        for type_, found in plugins().items()
+        if found.sandbox is not None
+        for resource, setting in found.sandbox.webhook_settings.items()
     }
     configured = set()
     for path, resource in sorted(engine.webhook_resources.items()):
-        sandbox, setting = targets[type(resource)]
-        if setting not in configured:
+        type_, setting = targets.get(type(resource), (None, None))
+        sandbox = by_type.get(type_)
+        if sandbox is not None and (type_, setting) not in configured:
             sandbox.configure({setting: f"{base}/{path}"})
-            configured.add(setting)
+            configured.add((type_, setting))
 
 
 def _announce(channels) -> None:

@@ -13,15 +13,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from courier_sandbox.credentials import Credentials
+from engine.destinations.registry import plugins
 from engine.spec import env_reference, expand
 
-SECRET_SETTINGS: Mapping[str, Mapping[str, str]] = {
-    "qliq": {"api_key": "qliq_api_key"},
-    "conneqt": {"api_key": "conneqt_api_key", "access_code": "conneqt_access_code"},
-    "medallies": {"password": "medallies_password", "webhook_secret": "medallies_webhook_secret"},
-    "kpn": {"client_secret": "kpn_client_secret"},
-}
-"""Destination type → secret setting → the :class:`Credentials` field its sandbox accepts."""
+
+def secret_settings() -> dict[str, Mapping[str, str]]:
+    """Destination type → secret setting → the :class:`Credentials` field its sandbox accepts
+    (each plugin's ``SandboxHook.secret_settings``)."""
+    return {type_: found.sandbox.secret_settings for type_, found in plugins().items() if found.sandbox}
 
 
 def fill_sandbox_secrets(
@@ -38,10 +37,11 @@ def fill_sandbox_secrets(
     ``env`` gets the matching credential. A variable the user set wins.
     """
     filled = dict(env)
+    declared = secret_settings()
     for destination in destinations:
         if not aimed_at_sandbox(destination, base_urls, env):
             continue
-        for setting, credential in SECRET_SETTINGS.get(destination.type, {}).items():
+        for setting, credential in declared.get(destination.type, {}).items():
             name = env_reference(destination.settings.get(setting))
             if name is not None and name not in env:
                 filled[name] = getattr(credentials, credential)

@@ -98,7 +98,7 @@ class StatusPoller(Service):
             state = None
         else:
             state = yield self._tracker.apply_updates(poll.delivery_id, updates)
-        if state is not None and state in polling.FINAL_STATES.get(kind, ()):
+        if state is not None and state in polling.final_states(kind):
             yield self._store.end_status_poll(poll.delivery_id)
             return
         now = self._clock.seconds()

@@ -1,16 +1,10 @@
-"""How often to ask each vendor for a SENT delivery's status, and when to stop.
+"""How often to ask a vendor for a SENT delivery's status, and when to stop.
 
-* **Qliq** (``message_status``): every ``poll_every_s`` until READ (or every recipient
-  failed), or until ``give_up_after_s``.
-* **conneQt**: "poll no more than four times a day", plus once just before the projected
-  expiry if no final state has been reached (``expiryDateTime`` from the mapped payload), and
-  once just after it so an EXPIRED status is seen. COMPLETED, REJECTED and EXPIRED are final.
-* **MedAllies**: every ``poll_every_s`` until DISPATCHED (delivered) or a failure; a later
-  DISPLAYED still arrives through the DSN webhook (:meth:`StatusTracker.apply_update`).
-* **KPN** has no delivered/read state: ACCEPTED (SENT) is the last state we can know, so a
-  KPN delivery is never polled.
-
-The schedule lives in the store (``status_polls``), so it survives a restart.
+Each destination type says it in its plugin (``DestinationPlugin.polling``): the states after
+which polling stops, the shortest interval the vendor allows (a shorter ``poll_every_s`` is
+raised to it), and when the vendor expires a message (read from the mapped payload: polled
+once just before and once just after, so an expiry is seen). A type without ``polling`` is
+never polled. The schedule lives in the store (``status_polls``), so it survives a restart.
 """
 
 from __future__ import annotations
@@ -19,33 +13,31 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.channel.config import StatusPolling
-from engine.destinations import rules
-from engine.store.base import DELIVERED, ERROR, READ, StatusPoll
+from engine.destinations.registry import plugin
+from engine.store.base import StatusPoll
 
-CONNEQT_MIN_INTERVAL_S = 24 * 3600 / 4
 EXPIRY_MARGIN_S = 120.0
 
-#: Delivery states after which a vendor's status no longer needs polling.
-FINAL_STATES: Mapping[str, frozenset[str]] = {
-    "qliq": frozenset({READ, ERROR}),
-    "conneqt": frozenset({DELIVERED, READ, ERROR}),
-    "medallies": frozenset({DELIVERED, READ, ERROR}),
-}
+
+def final_states(kind: str) -> frozenset[str]:
+    """Delivery states after which a destination type's status no longer needs polling."""
+    rules = plugin(kind).polling
+    return rules.final_states if rules is not None else frozenset()
 
 
 def payload_expiry(kind: str, payload: Mapping[str, Any]) -> float | None:
-    """When the vendor will expire the message (conneQt ``expiryDateTime``), as epoch seconds."""
-    if kind != "conneqt" or not isinstance(payload.get("expiryDateTime"), str):
+    """When the vendor will expire the message, as epoch seconds, or None."""
+    rules = plugin(kind).polling
+    if rules is None or rules.expiry is None:
         return None
-    when = rules.parse_rfc3339(payload["expiryDateTime"])
-    return when.timestamp() if when is not None else None
+    return rules.expiry(payload)
 
 
 def first_poll(
     kind: str, config: StatusPolling, destination: str, sent_at: float, expires_at: float | None
 ) -> StatusPoll | None:
     """The poll to schedule when a delivery becomes SENT, or None when it is never polled."""
-    if not config.poll or kind not in FINAL_STATES:
+    if not config.poll or plugin(kind).polling is None:
         return None
     give_up_at = sent_at + config.give_up_after_s
     if expires_at is not None:
@@ -58,9 +50,8 @@ def first_poll(
 def poll_interval(kind: str, config: StatusPolling) -> float:
     """The wait between two polls that really applies: ``poll_every_s``, unless the vendor
     asks for fewer polls (``courier check`` warns when it does)."""
-    if kind == "conneqt":
-        return max(config.poll_every_s, CONNEQT_MIN_INTERVAL_S)
-    return config.poll_every_s
+    rules = plugin(kind).polling
+    return max(config.poll_every_s, rules.min_interval_s if rules is not None else 0.0)
 
 
 def next_poll_at(kind: str, config: StatusPolling, poll: StatusPoll, now: float) -> float | None:

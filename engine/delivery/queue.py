@@ -263,9 +263,9 @@ class DeliveryQueue(Service):
     def _sent(self, delivery: Delivery, result: SendResult, payload: Mapping[str, Any], thread: str | None):
         now = self._clock.seconds()
         if self._conversations is not None and result.conversation_id:
-            # Qliq: a reply in this conversation answers this message (the latest one in it).
+            # a reply in this conversation answers this message (the latest one in it)
             yield remember_conversation(
-                self._store, result.conversation_id, self.channel, delivery.message_id
+                self._store, self.destination.kind, result.conversation_id, self.channel, delivery.message_id
             )
             if thread:
                 yield self._conversations.remember(thread, result.conversation_id)

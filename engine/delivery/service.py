@@ -18,10 +18,9 @@ from engine.delivery.poller import StatusPoller
 from engine.delivery.queue import DeliveryQueue
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import TransitionListener
+from engine.destinations.registry import plugin
 from engine.screen import Route
 from engine.store.base import Store
-
-QLIQ = "qliq"
 
 
 class DeliveryService(MultiService):
@@ -59,7 +58,9 @@ class DeliveryService(MultiService):
                 reactor=self._reactor,
                 clock=self._clock,
                 listener=self._listener,
-                conversations=Conversations(self._store) if destination.kind == QLIQ else None,
+                conversations=Conversations(self._store, destination.kind)
+                if plugin(config.type).conversations
+                else None,
             )
             queue.setServiceParent(self)
             self.queues[config.name] = queue

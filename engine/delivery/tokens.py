@@ -1,8 +1,8 @@
 """Vendor access tokens kept encrypted in the store and read by the destinations.
 
-A KPN OAuth token (one per client id) or a conneQt AccessToken (one per destination) is
-written to the store's kv (namespace ``tokens``) when it is obtained, by the engine or by
-``courier kpn authorize`` in another process. The engine loads every token at start and
+A token (under a key its destination type chooses: ``DestinationPlugin.token``) is written to
+the store's kv (namespace ``tokens``) when it is obtained, by the engine or by a
+``courier <type> …`` command in another process. The engine loads every token at start and
 reloads them every ``refresh_s``, so a token authorised meanwhile is used without a restart.
 Destinations call :meth:`StoredToken.token` from worker threads: it only reads the value
 cached in memory, never the store.
@@ -11,6 +11,7 @@ cached in memory, never the store.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
@@ -23,15 +24,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "tokens"
 DEFAULT_REFRESH_S = 30.0
-
-
-def kpn_token_key(client_id: str) -> str:
-    """KPN tokens belong to the OAuth client: channels sharing a client id share its token."""
-    return f"kpn:{client_id}"
-
-
-def conneqt_token_key(channel: str, destination: str) -> str:
-    return f"conneqt:{channel}/{destination}"
 
 
 class StoredToken:
@@ -57,6 +49,14 @@ class StoredToken:
         """Store a newly obtained token; it is used as soon as it is committed."""
         d = self._store.kv_put(NAMESPACE, self.key, value.encode())
         return d.addCallback(lambda _: self._loaded(value.encode())).addCallback(lambda _: None)
+
+
+def missing_token(destination: Any) -> StoredToken | None:
+    """The destination's stored token when it reads one and none is stored yet."""
+    provider = destination.token_provider
+    if not isinstance(provider, StoredToken):
+        return None
+    return provider if provider.token() is None else None
 
 
 class StoredTokens(Service):

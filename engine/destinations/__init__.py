@@ -1,8 +1,10 @@
 """Destinations: mapped payload → one vendor's HTTPS API → a classified :class:`SendResult`.
 
-``REGISTRY`` maps a channel's destination ``type`` to its class; each class declares
-``settings_spec`` (the channel's ``[destinations.settings]``) and ``payload_spec`` (the
-fields a mapping must or may produce). See :mod:`engine.destinations.base` for the interface.
+Each destination type is a plugin (:mod:`engine.destinations.plugin`), one folder per vendor,
+found through the entry points :mod:`engine.destinations.registry` reads. Each
+:class:`Destination` class declares ``settings_spec`` (the channel's
+``[destinations.settings]``) and ``payload_spec`` (the fields a mapping must or may produce).
+See :mod:`engine.destinations.base` for the interface.
 """
 
 from engine.destinations.base import (
@@ -16,26 +18,13 @@ from engine.destinations.base import (
     StatusUpdate,
     TokenProvider,
 )
-from engine.destinations.conneqt import ConneqtDestination
-from engine.destinations.kpn import KpnDestination
-from engine.destinations.medallies import MedAlliesDestination
-from engine.destinations.qliq import QliqDestination
-
-REGISTRY: dict[str, type[Destination]] = {
-    cls.kind: cls for cls in (QliqDestination, ConneqtDestination, MedAlliesDestination, KpnDestination)
-}
 
 __all__ = [
-    "REGISTRY",
-    "ConneqtDestination",
     "Destination",
     "DestinationError",
     "InvalidParameter",
-    "KpnDestination",
-    "MedAlliesDestination",
     "Outcome",
     "Problem",
-    "QliqDestination",
     "SendResult",
     "StaticToken",
     "StatusUpdate",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import requests
 
 from engine.destinations.base import InvalidParameter
-from engine.destinations.http import ErrorDescription, get_ci, json_body
+from engine.destinations.transport import ErrorDescription, get_ci, json_body
 
 
 def describe_problem(response: requests.Response) -> ErrorDescription:

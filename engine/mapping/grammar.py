@@ -61,9 +61,10 @@ Rules the evaluator follows:
 
 from __future__ import annotations
 
+from engine.destinations.registry import destination_types
 from engine.mapping.transforms import TRANSFORMS
 
-OUTPUTS = ("qliq", "conneqt", "medallies", "kpn")
+OUTPUTS = destination_types()
 
 MAPPING_KEYS: dict[str, str] = {
     "schema": "format version of the mapping file; 1 (optional)",

@@ -1,6 +1,7 @@
 """Courier's own client code, driven the way the engine drives it, against the recorder.
 
-Each destination is built from ``engine.destinations.REGISTRY`` with the settings of the
+Each destination is built from the class the registry gives for its type
+(:func:`engine.destinations.registry.destination_class`) with the settings of the
 example channel in ``channels/`` (its ``${VAR}`` parts filled in as an operator would), and a
 requests session whose proxy is the recording server: Courier addresses the documents' own
 host names (over http, so the proxy sees the whole request) and every request lands in the
@@ -15,7 +16,8 @@ from typing import Any
 
 import requests
 
-from engine.destinations import REGISTRY, Destination, StaticToken
+from engine.destinations import Destination, StaticToken
+from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.mapping.render import accepted_messages
 from engine.spec.parse import parse
@@ -72,13 +74,13 @@ def proxied_session(recorder_url: str) -> requests.Session:
 def example_settings(kind: str, **overrides: Any) -> Any:
     """The example channel's settings for ``kind``, parsed with the destination's own spec."""
     table = _destination_table(example_channel(kind), kind)["settings"]
-    settings, problems = parse(REGISTRY[kind].settings_spec, {**table, **overrides}, env=ENV)
+    settings, problems = parse(destination_class(kind).settings_spec, {**table, **overrides}, env=ENV)
     assert problems == [], problems
     return settings
 
 
 def destination(kind: str, recorder_url: str, token: str | None = None, **overrides: Any) -> Destination:
     """The registered destination class of ``kind``, as the engine builds it."""
-    cls = REGISTRY[kind]
+    cls = destination_class(kind)
     provider = StaticToken(token) if token else None
     return cls(example_settings(kind, **overrides), proxied_session(recorder_url), token_provider=provider)

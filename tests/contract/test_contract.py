@@ -86,8 +86,8 @@ KPN_ATTACHMENT = {"file_name": "letter.pdf", "mime_type": "application/pdf", "co
 
 
 def qliq_replies(call: str) -> Callable[[str], Any]:
-    """The reply API as ``engine.status.routes.reply_inbox`` builds it from the channel."""
-    from engine.status.qliq_replies import QliqReplyApi, QliqReplySettings, Reply
+    """The reply API as ``engine.destinations.qliq.webhooks.reply_inbox`` builds it from the channel."""
+    from engine.destinations.qliq.replies import QliqReplyApi, QliqReplySettings, Reply
 
     def run(url: str) -> Any:
         s = drive.example_settings("qliq")

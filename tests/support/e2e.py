@@ -24,7 +24,7 @@ from courier_sandbox.base import VendorSandbox
 from courier_sandbox.credentials import Credentials
 from engine.channel.check import load_channels
 from engine.channel.config import Channel, Destination, Retry
-from engine.commands.run import authorize_kpn_in_sandbox, point_sandboxes_at_webhooks, with_sandbox_secrets
+from engine.commands.run import point_sandboxes_at_webhooks, start_sandbox_hooks, with_sandbox_secrets
 from engine.message import Message
 from engine.message.batch import split_file
 from engine.service import build_engine
@@ -181,7 +181,7 @@ class RunningEngine:
         self.channels = {c.name: c for c in channels}
         self.engine = build_engine(reactor, channels, store, **options)
         on_reactor(self.engine.tokens.load)
-        on_reactor(authorize_kpn_in_sandbox, reactor, self.engine)
+        on_reactor(start_sandbox_hooks, reactor, self.engine, sandboxes.base_urls())
         on_reactor(self.engine.start)
         if self.engine.webhooks is not None:
             point_sandboxes_at_webhooks(sandboxes, self.engine)

@@ -42,9 +42,9 @@ from engine.destinations.base import (
     StatusUpdate,
     message_uuid,
 )
-from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.payload import DATA_TYPE, TOO_LONG, as_number, check_payload, is_blank
 from engine.destinations.problem_details import describe_problem, names_an_attachment
+from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.mapping.checks import nhs_number_problem
 from engine.spec import Spec, number, objects, string
 

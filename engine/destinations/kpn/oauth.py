@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import requests
 
 from engine.destinations.base import DestinationError
-from engine.destinations.http import get_ci, json_body
+from engine.destinations.transport import get_ci, json_body
 
 
 def new_state() -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 DEFAULT_KEY_FILE = Path("var/qliq_reply_key.pem")
 
+SUMMARY = "Qliq: generate and upload the reply-encryption key pair"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import requests
 
-    from engine.status.qliq_keys import (
+    from engine.destinations.qliq.keys import (
         generate_key_pair,
         load_private_key,
         passphrase_from_env,

@@ -56,7 +56,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from engine.delivery.conversations import CONVERSATIONS
+from engine.delivery.conversations import openers_namespace
 from engine.destinations.rules import parse_vendor_time
 from engine.message import Message
 from engine.status.documents import Attachment, InboundDocument, Origin, build_document_message, log_queued
@@ -273,7 +273,7 @@ class ReplyInbox:
     @inlineCallbacks
     def _conversation(self, conversation_id: str):
         """(channel, the hospital message that opened the conversation or None)."""
-        link = yield self.store.kv_get(CONVERSATIONS, conversation_id)
+        link = yield self.store.kv_get(openers_namespace("qliq"), conversation_id)
         if link is None:
             return self.api.settings.channel, None
         known = json.loads(link)

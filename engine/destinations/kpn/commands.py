@@ -18,6 +18,8 @@ from engine.commands.store_options import add_store_arguments
 
 DEFAULT_TIMEOUT_S = 300.0
 
+SUMMARY = "KPN Healthcare Messenger: authorize (OAuth)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
@@ -41,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import requests
 
     from engine.commands.credentials import find_destination, save_token
-    from engine.delivery.tokens import kpn_token_key
-    from engine.destinations import KpnDestination
     from engine.destinations.base import DestinationError
+    from engine.destinations.kpn.destination import KpnDestination
+    from engine.destinations.kpn.tokens import token_key
 
     found = find_destination("kpn authorize", args.channel, args.destination, "kpn")
     if found is None:
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except DestinationError as error:
         print(f"courier kpn authorize: KPN did not authorise Courier: {error}", file=sys.stderr)
         return 1
-    save_token(args, kpn_token_key(config.settings["client_id"]), token)
+    save_token(args, token_key(config.settings["client_id"]), token)
     print(
         f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
         f"in {args.store} (a running engine picks it up within a minute)"
@@ -71,7 +73,7 @@ def authorize(destination, *, auto: bool, timeout_s: float, show: Callable[[str]
 
     Raises DestinationError when KPN refuses, the state does not match, or nothing comes back.
     """
-    from engine.destinations.kpn_oauth import RedirectReceiver, new_state
+    from engine.destinations.kpn.oauth import RedirectReceiver, new_state
 
     state = new_state()
     receiver = RedirectReceiver.for_redirect_uri(destination.settings["redirect_uri"], state)

@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from engine.destinations.base import StatusUpdate
-from engine.destinations.medallies import STATUS_STATES, direct_message_id
+from engine.destinations.medallies.destination import STATUS_STATES, direct_message_id
 from engine.destinations.rules import parse_vendor_time
 from engine.status.documents import (
     Attachment,

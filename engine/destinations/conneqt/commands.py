@@ -15,6 +15,8 @@ from pathlib import Path
 
 from engine.commands.store_options import add_store_arguments
 
+SUMMARY = "conneQt: exchange a new access code for an AccessToken"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
@@ -34,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import requests
 
     from engine.commands.credentials import find_destination, save_token
-    from engine.delivery.tokens import conneqt_token_key
-    from engine.destinations import ConneqtDestination
     from engine.destinations.base import DestinationError
+    from engine.destinations.conneqt.destination import ConneqtDestination
+    from engine.destinations.conneqt.tokens import token_key
 
     code = os.environ.get(args.access_code_env, "").strip()
     if not code:
@@ -51,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     except DestinationError as error:
         print(f"courier conneqt exchange: conneQt refused the access code: {error}", file=sys.stderr)
         return 1
-    save_token(args, conneqt_token_key(channel.name, config.name), token)
+    save_token(args, token_key(channel.name, config.name), token)
     print(f"conneQt AccessToken stored for {channel.name}/{config.name} in {args.store}")
     return 0

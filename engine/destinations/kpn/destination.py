@@ -1,6 +1,6 @@
 """KPN Healthcare Messenger: messages into 1:1 conversations and group chats.
 
-Bearer auth with a token from the three-legged OAuth flow (:mod:`engine.destinations.kpn_oauth`),
+Bearer auth with a token from the three-legged OAuth flow (:mod:`engine.destinations.kpn.oauth`),
 read from the :class:`~engine.destinations.base.TokenProvider` on every send. Text goes as
 JSON ``{"body": ...}`` to ``<chat>/messages``; attachments as ``multipart/form-data`` to
 ``<chat>/attachments`` (a ``message`` field and one ``files`` part per document). Every
@@ -42,11 +42,12 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
-from engine.destinations import kpn_oauth, rules
+from engine.destinations import rules
 from engine.destinations.base import Outcome, Problem, SendResult
-from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
+from engine.destinations.kpn import oauth as kpn_oauth
 from engine.destinations.payload import DATA_TYPE, MISSING, check_payload, is_blank
 from engine.destinations.ratelimit import shared_bucket
+from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.spec import Spec, number, objects, string
 
 TOKEN_EXPIRED = "KPN token expired: run courier kpn authorize"

@@ -36,8 +36,8 @@ from engine.destinations.base import (
     StatusUpdate,
     message_uuid,
 )
-from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.payload import DATA_TYPE, TABLE_VALUE, as_bool, check_payload, is_blank
+from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.webhook_settings import webhook_fields
 from engine.spec import Spec, boolean, objects, string
 

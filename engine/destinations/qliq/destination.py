@@ -32,7 +32,6 @@ import requests
 
 from engine.destinations import rules
 from engine.destinations.base import DestinationError, Outcome, Problem, SendResult, StatusUpdate
-from engine.destinations.http import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.payload import (
     DATA_TYPE,
     TABLE_VALUE,
@@ -41,6 +40,7 @@ from engine.destinations.payload import (
     check_payload,
     is_blank,
 )
+from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.destinations.webhook_settings import path_token_problem, webhook_fields
 from engine.spec import Problem as SettingsProblem
 from engine.spec import Spec, boolean, integer, number, objects, path, string
