@@ -3,6 +3,7 @@ adds a destination type through the ``courier.destinations`` entry points alone.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -26,9 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "engine"
 PLUGIN_PATH = Path(__file__).resolve().parent / "fixtures" / "plugin_pkg"
 BUILT_IN = ("qliq", "conneqt", "medallies", "kpn")
+#: Types named after their protocol: the core says "http" about what it is, not about a vendor
+#: (that the core never imports the generic type's folder is tested below).
+GENERIC = frozenset({"http"})
 
 NOT_CORE = (
-    *(f"destinations/{folder}/" for folder in BUILT_IN),  # each vendor's own folder
+    *(f"destinations/{folder}/" for folder in (*BUILT_IN, *GENERIC)),  # each type's own folder
     "destinations/registry.py",  # the one place that knows the types
     "sandbox/",  # the sandboxes: their own package, not the client
     "commands/sandbox.py",  # `courier sandbox`, the sandboxes' command
@@ -42,7 +46,7 @@ def vendor_words(source: str) -> Iterator[tuple[int, str]]:
     """(line, token) for each code token naming a vendor: names, attributes and strings, but
     not comments or docstrings (a string that is a statement of its own), which explain."""
     pattern = re.compile(
-        rf"(?<![a-z0-9])({'|'.join(sorted({*BUILT_IN, *destination_types()}))})(?![a-z0-9])", re.I
+        rf"(?<![a-z0-9])({'|'.join(sorted({*BUILT_IN, *destination_types()} - GENERIC))})(?![a-z0-9])", re.I
     )
     tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.NL]
     statement_start = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
@@ -86,8 +90,22 @@ def test_the_core_names_no_vendor():
     assert found == [], "\n".join(found)
 
 
+def test_the_core_imports_no_type_folder():
+    folders = tuple(f"engine.destinations.{folder}" for folder in (*BUILT_IN, *GENERIC))
+    found = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        where = path.relative_to(ENGINE).as_posix()
+        if where.startswith(NOT_CORE):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"engine/{where}:{node.lineno}: {n}" for n in names if n.startswith(folders)]
+    assert found == [], "\n".join(found)
+
+
 def test_the_built_ins_register_through_the_entry_points():
-    assert set(BUILT_IN) <= set(destination_types())
+    assert {*BUILT_IN, *GENERIC} <= set(destination_types())
     assert all(plugin.kind == kind for kind, plugin in plugins().items())
 
 
