@@ -8,8 +8,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import tokenize
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 
 from engine.destinations.registry import destination_types, plugins
 from tests.support.mllp import BlockingClient
-from tests.support.subprocess_engine import STORE_KEY, free_port
+from tests.support.subprocess_engine import STORE_KEY, courier, free_port, listening
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,17 +107,6 @@ def test_the_built_ins_register_through_the_entry_points():
     assert all(plugin.kind == kind for kind, plugin in plugins().items())
 
 
-def courier(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def with_plugin(path: Path) -> dict[str, str]:
     """The environment of a Python where ``path`` is installed (importable, with its metadata)."""
     python_path = os.pathsep.join(filter(None, (str(path), os.environ.get("PYTHONPATH"))))
@@ -196,7 +183,7 @@ def test_a_third_party_plugin_adds_a_type_that_checks_and_delivers(tmp_path, gat
 
     engine = courier("run", "pages.toml", "--store", str(tmp_path / "courier.sqlite3"), cwd=tmp_path, env=env)
     try:
-        wait_for(lambda: _listening(port, engine), timeout=30, what="courier run listening")
+        wait_for(lambda: listening(port, engine), timeout=30, what="courier run listening")
         with BlockingClient(port) as client:
             assert b"MSA|AA|PG0001" in client.request(ORU)
         wait_for(lambda: Gateway.received, timeout=20, what="a page")
@@ -230,13 +217,3 @@ def test_a_plugin_that_cannot_load_is_one_line_naming_it(tmp_path):
     lines = err.strip().splitlines()
     assert check.returncode != 0
     assert len(lines) == 1 and "'broken'" in lines[0] and "courier_broken_missing" in lines[0], err
-
-
-def _listening(port: int, process: subprocess.Popen) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"courier run exited: {process.stderr.read()[-2000:]}")
-    try:
-        BlockingClient(port, timeout=0.5).sock.close()
-        return True
-    except OSError:
-        return False
