@@ -144,10 +144,13 @@ def test_ca_file_verifies_a_private_tls_server(tmp_path):
     tls = ScriptedServer(pki.server_cert, pki.server_key)
     try:
         assert send(destination(tls.base_url, ca_file=str(pki.ca))).outcome is Outcome.ACCEPTED
+        # Not verified: never sent (whether it is retried or holds the destination is the
+        # transport's rule for every type, so both are accepted here)
+        not_sent = (Outcome.RETRY, Outcome.AUTH_FAILED)
         untrusted = send(destination(tls.base_url))  # the system trust store does not know the CA
-        assert untrusted.outcome is Outcome.RETRY and "SSLError" in untrusted.reason
+        assert untrusted.outcome in not_sent and "SSLError" in untrusted.reason
         other = make_pki(tmp_path / "other", "Other CA")
-        assert send(destination(tls.base_url, ca_file=str(other.ca))).outcome is Outcome.RETRY
+        assert send(destination(tls.base_url, ca_file=str(other.ca))).outcome in not_sent
         assert len(tls.received) == 1
     finally:
         tls.close()
