@@ -166,13 +166,19 @@ class JsonHttpDestination(HttpDestination):
         return SendResult(Outcome.REJECTED, reason=f"HTTP {response.status_code}: not an accepted status")
 
     def _classified(self, result: SendResult) -> SendResult:
+        """A non-2xx answer by the configured classes; the reason worded here for every class,
+        so it reads the same whatever the shared transport says for that status."""
         status = result.http_status or 0
+        reason = f"HTTP {status}: {result.vendor_text}"
         if statuses.matches(status, self.settings["hold_statuses"]):
-            reason = f"{self.auth_failed_reason} (HTTP {status}: {result.vendor_text})"
-            return replace(result, outcome=Outcome.AUTH_FAILED, reason=reason)
+            return replace(
+                result, outcome=Outcome.AUTH_FAILED, reason=f"{self.auth_failed_reason} ({reason})"
+            )
         if statuses.matches(status, self.settings["retry_statuses"]):
-            return replace(result, outcome=Outcome.RETRY)
-        return replace(result, outcome=Outcome.REJECTED)
+            return replace(result, outcome=Outcome.RETRY, reason=reason)
+        if 300 <= status < 400:
+            reason += " (redirects are not followed, and a message is never resent on one)"
+        return replace(result, outcome=Outcome.REJECTED, reason=reason)
 
 
 def _header_problems(headers: Mapping[str, Any]) -> list[SettingsProblem]:
