@@ -1,21 +1,17 @@
 """HTTP classification shared by all destinations, over a real loopback HTTP server.
 
-:class:`ScriptedServer` is a tiny stand-in vendor: it answers each request with the next
-scripted response and records what it received. The vendor sandboxes test vendor behaviour;
-this server tests our classification of answers no sandbox may produce on demand.
+:class:`ScriptedServer` (``tests/support/scripted_http.py``) is a tiny stand-in vendor: it
+answers each request with the next scripted response and records what it received.
+The vendor sandboxes test vendor behaviour; this server tests our classification of answers
+no sandbox may produce on demand.
 """
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,78 +21,7 @@ from engine.destinations import DestinationError, Outcome
 from engine.destinations.medallies.destination import MedAlliesDestination
 from engine.destinations.transport import retry_after_seconds
 from engine.spec import parse
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # dict/list → JSON, str/bytes → as is
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class ScriptedServer:
-    """A real HTTP server on 127.0.0.1 that plays back :class:`Reply` objects in order."""
-
-    def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.received: list[Received] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                server.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
-                reply = server.replies.pop(0) if server.replies else Reply(200, {})
-                time.sleep(reply.delay_s)
-                payload = reply.body
-                if isinstance(payload, dict | list):
-                    payload = json.dumps(payload)
-                data = payload.encode() if isinstance(payload, str) else payload or b""
-                self.send_response(reply.status)
-                headers = {"Content-Type": "application/json", **reply.headers}
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = _handle
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def reply(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+from tests.support.scripted_http import Reply, ScriptedServer
 
 
 @pytest.fixture

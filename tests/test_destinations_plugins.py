@@ -3,12 +3,11 @@ adds a destination type through the ``courier.destinations`` entry points alone.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import tokenize
 from collections.abc import Iterator
@@ -19,16 +18,19 @@ import pytest
 
 from engine.destinations.registry import destination_types, plugins
 from tests.support.mllp import BlockingClient
-from tests.support.subprocess_engine import STORE_KEY, free_port
+from tests.support.subprocess_engine import STORE_KEY, courier, free_port, listening
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "engine"
 PLUGIN_PATH = Path(__file__).resolve().parent / "fixtures" / "plugin_pkg"
 BUILT_IN = ("qliq", "conneqt", "medallies", "kpn")
+#: Types named after their protocol: the core says "http" about what it is, not about a vendor
+#: (that the core never imports the generic type's folder is tested below).
+GENERIC = frozenset({"http"})
 
 NOT_CORE = (
-    *(f"destinations/{folder}/" for folder in BUILT_IN),  # each vendor's own folder
+    *(f"destinations/{folder}/" for folder in (*BUILT_IN, *GENERIC)),  # each type's own folder
     "destinations/registry.py",  # the one place that knows the types
     "commands/sandbox.py",  # `courier sandbox`, the sandboxes' command
     "docs.py",  # writes the README, whose samples show a real vendor's status message
@@ -41,7 +43,7 @@ def vendor_words(source: str) -> Iterator[tuple[int, str]]:
     """(line, token) for each code token naming a vendor: names, attributes and strings, but
     not comments or docstrings (a string that is a statement of its own), which explain."""
     pattern = re.compile(
-        rf"(?<![a-z0-9])({'|'.join(sorted({*BUILT_IN, *destination_types()}))})(?![a-z0-9])", re.I
+        rf"(?<![a-z0-9])({'|'.join(sorted({*BUILT_IN, *destination_types()} - GENERIC))})(?![a-z0-9])", re.I
     )
     tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.NL]
     statement_start = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
@@ -85,20 +87,23 @@ def test_the_core_names_no_vendor():
     assert found == [], "\n".join(found)
 
 
+def test_the_core_imports_no_type_folder():
+    folders = tuple(f"engine.destinations.{folder}" for folder in (*BUILT_IN, *GENERIC))
+    found = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        where = path.relative_to(ENGINE).as_posix()
+        if where.startswith(NOT_CORE):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"engine/{where}:{node.lineno}: {n}" for n in names if n.startswith(folders)]
+    assert found == [], "\n".join(found)
+
+
 def test_the_built_ins_register_through_the_entry_points():
-    assert set(BUILT_IN) <= set(destination_types())
+    assert {*BUILT_IN, *GENERIC} <= set(destination_types())
     assert all(plugin.kind == kind for kind, plugin in plugins().items())
-
-
-def courier(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def with_plugin(path: Path) -> dict[str, str]:
@@ -177,7 +182,7 @@ def test_a_third_party_plugin_adds_a_type_that_checks_and_delivers(tmp_path, gat
 
     engine = courier("run", "pages.toml", "--store", str(tmp_path / "courier.sqlite3"), cwd=tmp_path, env=env)
     try:
-        wait_for(lambda: _listening(port, engine), timeout=30, what="courier run listening")
+        wait_for(lambda: listening(port, engine), timeout=30, what="courier run listening")
         with BlockingClient(port) as client:
             assert b"MSA|AA|PG0001" in client.request(ORU)
         wait_for(lambda: Gateway.received, timeout=20, what="a page")
@@ -211,13 +216,3 @@ def test_a_plugin_that_cannot_load_is_one_line_naming_it(tmp_path):
     lines = err.strip().splitlines()
     assert check.returncode != 0
     assert len(lines) == 1 and "'broken'" in lines[0] and "courier_broken_missing" in lines[0], err
-
-
-def _listening(port: int, process: subprocess.Popen) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"courier run exited: {process.stderr.read()[-2000:]}")
-    try:
-        BlockingClient(port, timeout=0.5).sock.close()
-        return True
-    except OSError:
-        return False

@@ -10,15 +10,17 @@ from engine.destinations.registry import destination_classes
 from engine.spec import Spec, parse, render_markdown
 
 REGISTRY = destination_classes()
+#: The vendors; ``http`` (tests/test_http_destination.py) has a ``url`` and an open payload.
+VENDORS = {kind: cls for kind, cls in REGISTRY.items() if kind != "http"}
 
 
-def test_the_four_vendors_are_registered_by_type():
-    assert sorted(REGISTRY) == ["conneqt", "kpn", "medallies", "qliq"]
+def test_the_built_in_types_are_registered_by_type():
+    assert sorted(REGISTRY) == ["conneqt", "http", "kpn", "medallies", "qliq"]
     assert all(cls.kind == kind and issubclass(cls, Destination) for kind, cls in REGISTRY.items())
 
 
-@pytest.mark.parametrize("cls", REGISTRY.values(), ids=REGISTRY.keys())
-def test_every_destination_declares_its_specs(cls):
+@pytest.mark.parametrize("cls", VENDORS.values(), ids=VENDORS.keys())
+def test_every_vendor_declares_its_specs(cls):
     assert isinstance(cls.settings_spec, Spec) and isinstance(cls.payload_spec, Spec)
     names = [f.name for f in cls.settings_spec.fields]
     assert names[0] == "base_url"

@@ -75,7 +75,9 @@ def test_broken_mapping_files_name_line_key_and_problem(tmp_path, body, expected
 def test_input_and_output_are_checked(tmp_path):
     found = problems_of(tmp_path, 'input = ["ORU-R01"]\noutput = "conect"\n')
     assert "1: input[0]: 'ORU-R01' is not a message type such as ORU^R01 or MDM" in found
-    assert any(line.startswith("2: output: expected one of conneqt, kpn, medallies, qliq") for line in found)
+    assert any(
+        line.startswith("2: output: expected one of conneqt, http, kpn, medallies, qliq") for line in found
+    )
     assert "; did you mean 'conneqt'?" in found[-1]
 
 

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.mllp import BlockingClient
+
 STORE_KEY = base64.b64encode(b"crash-test-key-not-secret-32byte").decode()
 
 CHANNEL = """
@@ -42,6 +44,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def courier(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``courier <args>`` as a child process in ``cwd``, its output captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def listening(port: int, process: subprocess.Popen) -> bool:
+    """Whether ``courier run`` accepts MLLP connections on ``port`` yet (it must not have exited)."""
+    if process.poll() is not None:
+        raise AssertionError(f"courier run exited: {process.stderr.read()[-2000:]}")
+    try:
+        BlockingClient(port, timeout=0.5).sock.close()
+        return True
+    except OSError:
+        return False
 
 
 class EngineProcess:

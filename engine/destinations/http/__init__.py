@@ -1,0 +1,1 @@
+"""``type = "http"``: a generic JSON/HTTP sender, built on the plugin interface alone."""
