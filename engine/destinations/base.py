@@ -152,7 +152,7 @@ class Destination(abc.ABC):
 
     kind: ClassVar[str]
     settings_spec: ClassVar[Spec]  # channel ``[destinations.settings]``
-    payload_spec: ClassVar[Spec]  # what a mapping must/may produce
+    payload_spec: ClassVar[Spec | None]  # what a mapping must/may produce; None: any keys (open)
     has_status_api: ClassVar[bool] = False
 
     def __init__(

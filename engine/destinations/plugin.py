@@ -118,5 +118,5 @@ class DestinationPlugin:
         return self.destination.settings_spec
 
     @property
-    def payload_spec(self) -> Spec:
+    def payload_spec(self) -> Spec | None:
         return self.destination.payload_spec
