@@ -74,10 +74,28 @@ def _status_samples() -> str:
     return "\n".join(blocks)
 
 
+def _destination_notes() -> str:
+    """Each destination type shipped with Courier documents itself in a README.md beside its
+    code; this README gathers them (a third-party plugin's notes stay in its own package)."""
+    import inspect
+
+    from engine.destinations.registry import plugins
+
+    shipped = Path(__file__).resolve().parent / "destinations"
+    notes = []
+    for plugin in plugins().values():
+        folder = Path(inspect.getfile(plugin.destination)).resolve().parent
+        readme = folder / "README.md"
+        if folder.parent == shipped and readme.exists():
+            notes.append(readme.read_text(encoding="utf-8").rstrip("\n") + "\n")
+    return "\n".join(notes)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "channel-reference": _channel_reference,
     "mapping-reference": _mapping_reference,
     "status-samples": _status_samples,
+    "destination-notes": _destination_notes,
 }
 
 _SECTION = re.compile(
