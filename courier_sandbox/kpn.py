@@ -28,6 +28,16 @@ Decisions where the document is silent:
   ``ward-7`` (group 1).
 - The API has no client message id; identical sends to one chat count as duplicates of the
   first message's id.
+- Versions: "If no version is provided in the header it defaults to the latest version". The
+  header's name is not printed; the sandbox reads ``version`` and knows only the changelog's
+  ``v1.0`` (also written ``1.0``, ``v1``, ``1``). Any other version is 400 (the API is
+  "version tight": an unknown version cannot be served); no header means ``v1.0``.
+- ``state`` and ``scope`` of ``/authorize`` are not marked mandatory: without ``scope`` the
+  grant is ``read``, without ``state`` none is passed back.
+- A message's optional ``question`` (reference §4.2) must be an object whose ``options`` is a
+  non-empty list of objects with text ``name`` and ``label``; ``multi_answer`` is a boolean
+  and ``users`` a list of user ids when present (400 otherwise). The ``message`` text field
+  of an attachment upload is optional.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ CHAT = r"/(?P<chat>(?:aux/)?(?:conversations|groupchats)/[^/]+)"
 SCOPES = frozenset({"read", "write", "admin"})
 RATE_LIMIT = 30  # calls per second per token
 THREE_DAYS_S = 3 * 24 * 3600
+VERSION = re.compile(r"v?1(?:\.0)?")  # the changelog's only version, v1.0
 
 
 @dataclass
@@ -209,6 +220,9 @@ class KpnSandbox(VendorSandbox):
         )
 
     def _authorise(self, request: ParsedRequest, scope: str) -> Reply | None:
+        version = request.header("version")
+        if version is not None and not VERSION.fullmatch(version.strip()):
+            return self.error_reply(400, "unknown API version; this API has v1.0")
         header = request.header("Authorization") or ""
         token = self.tokens.get(header[7:]) if header.lower().startswith("bearer ") else None
         if token is None or token.expires_at <= self.now():
@@ -259,6 +273,9 @@ class KpnSandbox(VendorSandbox):
         body = request.json.get("body")
         if not isinstance(body, str) or not body.strip():
             return self.error_reply(400, "body must be non-empty text")
+        problem = _question_problem(request.json.get("question"))
+        if problem:
+            return self.error_reply(400, problem)
         return self._accept(target, chat, {"body": body, "attachments": []})
 
     def send_attachments(self, request: ParsedRequest, chat: str) -> Reply:
@@ -306,6 +323,24 @@ class KpnSandbox(VendorSandbox):
         if record is None or record["chat"] != self.directory.resolve(chat):
             return self.error_reply(404, "message not found")
         return json_reply(200, record)
+
+
+def _question_problem(question: Any) -> str | None:
+    """What is wrong with a message's optional ``question`` (Alterdesk's form), if anything."""
+    if question is None:
+        return None
+    options = question.get("options") if isinstance(question, dict) else None
+    if not isinstance(options, list) or not options:
+        return "question.options must be a non-empty list"
+    for option in options:
+        if not (isinstance(option, dict) and all(isinstance(option.get(k), str) for k in ("name", "label"))):
+            return "each question option needs text name and label"
+    if not isinstance(question.get("multi_answer", False), bool):
+        return "question.multi_answer must be true or false"
+    users = question.get("users", [])
+    if not (isinstance(users, list) and all(isinstance(u, str | int) for u in users)):
+        return "question.users must be a list of user ids"
+    return None
 
 
 def _redirect(uri: str, **params: str | None) -> Reply:

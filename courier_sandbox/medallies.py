@@ -29,7 +29,20 @@ Decisions where the document is silent:
 - DSN ``Id``: the document's success examples (processed, dispatched) print a bare uuid, its
   failure example the ``urn:uuid:`` form sending uses; the sandbox sends them the same way,
   so a receiver must match both forms.
-- A status query whose ``fromDirectAddress`` is not the message's sender is 403.
+- A status query whose ``fromDirectAddress`` is not the message's sender is 403; one that is
+  not a Direct address at all is 400 (its documented "Format").
+- Headers: "Content-Type: application/json" is printed with Authorization as what "all API
+  requests" carry; it is required where there is a body (send_ccda) and not on the body-less
+  status GET.
+- ``attachmentFileName`` is listed among the optional fields next to ``attachmentClass``
+  (a per-document field) with no level given; it is read in each document and at the top
+  level, as ``xdmFileName``. Either "should not" carry an extension: a name ending in a dot
+  and 1-4 letters or digits, one a letter (``report.pdf``), is 400; ``order-12.5`` and
+  ``attachment/ccda`` are fine.
+- Each document is an object whose ``attachmentTitle``, ``attachmentClass`` and
+  ``attachmentFileName`` are text when present; a title is not required (the required-field
+  table says "described by ... a title" but the examples are the only other source).
+- ``messageId`` needs no particular form (the ``urn:uuid:`` one is an example).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +79,9 @@ DISPOSITION = {
     "FAILED-TO": "failed",
 }
 BOOLEAN_FIELDS = ("xdm", "asmEnabled")
+ATTACHMENT_TEXT_FIELDS = ("attachmentTitle", "attachmentClass", "attachmentFileName")
+FILE_NAME_FIELDS = ("attachmentFileName", "xdmFileName")
+EXTENSION = re.compile(r"\.(?=[0-9]*[A-Za-z])[A-Za-z0-9]{1,4}$")  # .pdf, .xml, .mp4; not .5
 
 
 @dataclass
@@ -161,6 +178,8 @@ class MedAlliesSandbox(VendorSandbox):
         sender = request.query.get("fromDirectAddress")
         if not message_id or not sender:
             return self.error_reply(400, "xdMsgId and fromDirectAddress are required")
+        if not is_email(sender.strip()):
+            return self.error_reply(400, "fromDirectAddress must be a Direct address")
         self.state.status_polls[message_id] += 1
         record = self.state.messages.get(message_id)
         if record is None:
@@ -332,12 +351,8 @@ def validate_send(message: dict[str, Any]) -> list[str]:
         problems.append("emailAttachmentList must hold at least one document")
     else:
         for i, item in enumerate(attachments):
-            content = item.get("attachmentContent") if isinstance(item, dict) else None
-            if not isinstance(content, str) or decode_base64(content) is None:
-                problems.append(f"emailAttachmentList[{i}].attachmentContent must be Base64")
-            kind = item.get("attachmentClass") if isinstance(item, dict) else None
-            if kind is not None and not is_mime_type(kind):
-                problems.append(f"emailAttachmentList[{i}].attachmentClass must be a media type")
+            problems += _attachment_problems(f"emailAttachmentList[{i}]", item)
+    problems += _file_name_problems("", message)
     for name in BOOLEAN_FIELDS:
         if name in message and message[name] not in (True, False, "true", "false"):
             problems.append(f"{name} must be true or false")
@@ -345,3 +360,29 @@ def validate_send(message: dict[str, Any]) -> list[str]:
         if name not in ("emailAttachmentList", *BOOLEAN_FIELDS) and not isinstance(value, str | type(None)):
             problems.append(f"{name} must be a string")
     return problems
+
+
+def _attachment_problems(where: str, item: Any) -> list[str]:
+    """The documented rules of one document in ``emailAttachmentList``."""
+    if not isinstance(item, dict):
+        return [f"{where} must be an object"]
+    problems = []
+    content = item.get("attachmentContent")
+    if not isinstance(content, str) or decode_base64(content) is None:
+        problems.append(f"{where}.attachmentContent must be Base64")
+    for name in ATTACHMENT_TEXT_FIELDS:
+        if not isinstance(item.get(name), str | type(None)):
+            problems.append(f"{where}.{name} must be a string")
+    kind = item.get("attachmentClass")
+    if isinstance(kind, str) and not is_mime_type(kind):
+        problems.append(f"{where}.attachmentClass must be a media type")
+    return problems + _file_name_problems(where + ".", item)
+
+
+def _file_name_problems(where: str, fields: dict[str, Any]) -> list[str]:
+    """The document: "The extensions should not be added to the attachmentFileName or xdmFileName"."""
+    return [
+        f"{where}{name} must not carry an extension"
+        for name in FILE_NAME_FIELDS
+        if isinstance(fields.get(name), str) and EXTENSION.search(fields[name])
+    ]

@@ -32,6 +32,13 @@ Decisions where the document is silent or contradicts itself:
   the document's only example (``curl -X PUT -F ...``); ``sender`` is mandatory ("M").
 - Errors (not documented) are ``{"error": <reason>}``; ``update_message_status`` answers
   ``OK`` as documented and ``set_sender_pubkey`` does the same.
+- Types: JSON gives the parameters types; ``to``, ``text``, ``from``, ``subject``,
+  ``priority``, ``conversation_id`` and ``reply_posting_url`` are text (a JSON ``null`` is
+  read as absent), else 400 ("passed arguments are matching format").
+- Formats: ``from`` and ``sender`` are "the email address of the member", so a value that is
+  not an e-mail is 400 (a well-formed address of no member stays 403, "not allowed", as the
+  document says for an unknown user); ``get_replies``' ``from`` is "Mobile Number of the
+  Patient/Recipient", so anything else is 400.
 - Mobile numbers are not kept: only the last four digits (``XXXXXX0979``), as documented.
 - Duplicates (Qliq has no client message id) are sends with identical content; they are
   counted under the message_id of the first.
@@ -87,6 +94,7 @@ MAX_QUERY_TEXT = 150
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
 MOBILE = re.compile(r"\+?\d{7,15}")
 KEY_STATES_ALLOWED = frozenset({"Inactive", "Pending"})
+TEXT_FIELDS = ("to", "text", "from", "subject", "priority", "conversation_id", "reply_posting_url")
 
 
 @dataclass
@@ -196,16 +204,21 @@ class QliqSandbox(VendorSandbox):
         params, refused = self._authenticate(request)
         if refused:
             return refused
+        problem = _type_problem(params)
+        if problem:
+            return self.error_reply(400, problem)
         text, to = params.get("text"), params.get("to")
-        if not isinstance(text, str) or not text:
+        if not text:
             return self.error_reply(400, "text is required")
         if "text" in request.query and len(text) > MAX_QUERY_TEXT:
             return self.error_reply(400, "use a JSON payload for text over 150 characters")
-        if not isinstance(to, str) or not to:
+        if not to:
             return self.error_reply(400, "to is required")
         problem = _send_problem(params)
         if problem:
             return self.error_reply(400, problem)
+        if params.get("from") and not is_email(params["from"]):
+            return self.error_reply(400, "from must be the e-mail address of a member")
         sender = params.get("from") or self.directory.point_of_contact
         if sender not in self.directory.members:
             return self.error_reply(403, "not allowed to send message from this user")
@@ -320,6 +333,8 @@ class QliqSandbox(VendorSandbox):
         sender = params.get("sender")
         if not sender:
             return self.error_reply(400, "sender is required")
+        if not is_email(sender):
+            return self.error_reply(400, "sender must be an e-mail address")
         key = _public_key(request)
         if key is None:
             return self.error_reply(400, "attach an RSA 2048-bit public key (PEM or DER)")
@@ -428,6 +443,8 @@ class QliqSandbox(VendorSandbox):
         missing = [k for k in ("sender", "conversation_id", "message_id", "status") if not params.get(k)]
         if missing:
             return self.error_reply(400, f"missing {', '.join(missing)}")
+        if not is_email(params["sender"]):
+            return self.error_reply(400, "sender must be an e-mail address")
         reply = self.replies.get(params["message_id"])
         if reply is None or reply["conversation_id"] != params["conversation_id"]:
             return self.error_reply(404, "unknown reply")
@@ -444,6 +461,8 @@ class QliqSandbox(VendorSandbox):
         params, refused = self._authenticate(request)
         if refused:
             return refused
+        if params.get("from") and not MOBILE.fullmatch(str(params["from"])):
+            return self.error_reply(400, "from must be a mobile number")
         since = params.get("since")
         since_at = _parse_since(since) if since else None
         if since and since_at is None:
@@ -474,6 +493,14 @@ def _params(request: ParsedRequest) -> dict[str, Any]:
 
 def _flag(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _type_problem(params: dict[str, Any]) -> str | None:
+    """A text parameter sent (in JSON) as another type; ``null`` counts as absent."""
+    for name in TEXT_FIELDS:
+        if params.get(name) is not None and not isinstance(params[name], str):
+            return f"{name} must be text"
+    return None
 
 
 def _send_problem(params: dict[str, Any]) -> str | None:

@@ -259,3 +259,38 @@ def test_control_api_expires_tokens_and_adds_chats(sandbox):
     assert requests.post(url, json={"body": "x"}, headers=bearer(token), timeout=5).status_code == 201
     assert requests.post(f"{sandbox.base_url}/_sandbox/expire_tokens", timeout=5).json() == {"expired": 1}
     assert requests.post(url, json={"body": "x"}, headers=bearer(token), timeout=5).status_code == 401
+
+
+@pytest.mark.parametrize(("version", "status"), [(None, 201), ("v1.0", 201), ("1.0", 201), ("v2.0", 400)])
+def test_version_header_names_a_known_version(sandbox, version, status):
+    """The document: "If no version is provided in the header it defaults to the latest version"; the
+    changelog has only v1.0, so another version cannot be served."""
+    headers = bearer(login(sandbox)) | ({"version": version} if version else {})
+    r = requests.post(
+        f"{sandbox.base_url}{API}/conversations/sandbox-user-1/messages",
+        json={"body": "Result"},
+        headers=headers,
+        timeout=5,
+    )
+    assert r.status_code == status, r.text
+
+
+@pytest.mark.parametrize(
+    ("question", "status"),
+    [
+        ({"options": [{"name": "yes", "label": "Yes", "style": "green"}], "multi_answer": False}, 201),
+        ({"options": []}, 400),
+        ({"options": [{"name": "yes"}]}, 400),
+        ({"options": [{"name": "yes", "label": "Yes"}], "multi_answer": "no"}, 400),
+        ({"options": [{"name": "yes", "label": "Yes"}], "users": "sandbox-user-1"}, 400),
+        ("yes or no?", 400),
+    ],
+)
+def test_message_question_follows_the_alterdesk_form(sandbox, question, status):
+    r = requests.post(
+        f"{sandbox.base_url}{API}/conversations/sandbox-user-1/messages",
+        json={"body": "Agree?", "question": question},
+        headers=bearer(login(sandbox)),
+        timeout=5,
+    )
+    assert r.status_code == status, r.text

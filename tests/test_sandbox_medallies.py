@@ -259,3 +259,41 @@ def test_inbound_message_is_posted_with_basic_auth(sandbox, receiver):
 
 def test_inbound_without_url_is_refused(sandbox):
     assert requests.post(f"{sandbox.base_url}/_sandbox/inbound", json={}, timeout=5).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"xdmFileName": "referral"}, 200),
+        ({"xdmFileName": "order-12.5"}, 200),
+        ({"xdmFileName": "referral.zip"}, 400),
+        ({"attachmentFileName": "report.pdf"}, 400),
+    ],
+)
+def test_file_names_carry_no_extension(sandbox, changes, code):
+    """The document: "The extensions should not be added to the attachmentFileName or xdmFileName"."""
+    assert send(sandbox, payload(**changes)).status_code == code
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [
+        ({"attachmentFileName": "attachment/ccda"}, 200),
+        ({"attachmentFileName": "report.pdf"}, 400),
+        ({"attachmentTitle": 7}, 400),
+        ({"attachmentFileName": ["report"]}, 400),
+    ],
+)
+def test_each_document_follows_the_field_rules(sandbox, document, code):
+    body = payload()
+    body["emailAttachmentList"][0].update(document)
+    r = send(sandbox, body)
+    assert r.status_code == code, r.text
+    assert send(sandbox, payload(emailAttachmentList=["QQ=="])).status_code == 400
+
+
+def test_status_query_needs_a_direct_address(sandbox):
+    body = payload()
+    send(sandbox, body)
+    assert status(sandbox, body["messageId"], sender="john").status_code == 400
+    assert status(sandbox, body["messageId"]).status_code == 200

@@ -423,3 +423,41 @@ def test_multipart_type_from_extension_and_unknown_parts(sandbox):
     assert requests.post(url(sandbox, "send"), data=data, files=stray, timeout=5).status_code == 400
     unknown = {"attachment": ("a.exe", b"MZ", "application/octet-stream")}
     assert requests.post(url(sandbox, "send"), data=data, files=unknown, timeout=5).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"subject": 5}, 400),
+        ({"text": ["Result"]}, 400),
+        ({"to": 469841783}, 400),
+        ({"from": ["courier@sandbox.qliq"]}, 400),
+        ({"priority": ["urgent"]}, 400),
+        ({"conversation_id": 7}, 400),
+        ({"from": "courier"}, 400),
+        ({"to": "469841783", "priority": "urgent", "conversation_id": None}, 202),
+    ],
+)
+def test_send_parameters_have_the_documented_types_and_formats(sandbox, fields, code):
+    """JSON values that are not text, or a ``from`` that is no e-mail, do not match "the
+    format in method's documentation" (400); a JSON null is an absent optional field."""
+    r = send_json(sandbox, **fields)
+    assert r.status_code == code, r.text
+
+
+def test_sender_is_an_email_address(sandbox, private_key):
+    assert upload_key(sandbox, private_key, "courier").status_code == 400
+    update = {"api_key": KEY, "sender": "courier", "conversation_id": "c", "message_id": "m"}
+    r = requests.put(
+        url(sandbox, "update_message_status"), files=parts({**update, "status": "opened"}), timeout=5
+    )
+    assert r.status_code == 400 and "e-mail" in r.text
+    assert upload_key(sandbox, private_key).status_code == 200
+
+
+def test_get_replies_from_is_a_mobile_number(sandbox):
+    params = {"api_key": KEY}
+    r = requests.get(url(sandbox, "get_replies"), params={**params, "from": "nurse@sandbox.qliq"}, timeout=5)
+    assert r.status_code == 400
+    r = requests.get(url(sandbox, "get_replies"), params={**params, "from": "4693110979"}, timeout=5)
+    assert r.status_code == 200 and r.json() == []
