@@ -131,3 +131,30 @@ def test_a_sandbox_on_another_port_is_not_the_sandbox():
     moved = {**default_base_urls(), "medallies": "http://127.0.0.1:1"}
     filled = with_sandbox_secrets([REPO / "channels"], Credentials.generate(), moved, {})
     assert "MEDALLIES_PASSWORD" not in filled and "MEDALLIES_WEBHOOK_SECRET" not in filled
+
+
+HTTP_CHANNEL = """
+name = "hook"
+[source]
+listen = "tcp:1:interface=127.0.0.1"
+[source.filter]
+message_types = ["ORU^R01"]
+[[destinations]]
+name = "hook"
+type = "http"
+mapping = "hook.toml"
+  [destinations.settings]
+  url = "http://127.0.0.1:{port}/in"
+  auth = "bearer"
+  token = "${{HOOK_TOKEN}}"
+"""
+
+
+@pytest.mark.parametrize(("port", "filled"), [(18445, True), (18446, False)])
+def test_an_http_destination_counts_as_aimed_by_its_url(tmp_path, port, filled):
+    """The ``http`` type has no ``base_url``: its plugin names ``url`` (``SandboxHook.url_setting``)."""
+    (tmp_path / "hook.toml").write_text('input = ["ORU^R01"]\noutput = "http"\n[fields]\nid = "MSH-10"\n')
+    (tmp_path / "channel.toml").write_text(HTTP_CHANNEL.format(port=port))
+    credentials = Credentials.generate()
+    got = with_sandbox_secrets([tmp_path / "channel.toml"], credentials, default_base_urls(), {})
+    assert got == ({"HOOK_TOKEN": credentials.http_token} if filled else {})
