@@ -74,7 +74,7 @@ def start_sandboxes(workdir: Path) -> tuple[subprocess.Popen, str, str]:
     """``courier sandbox`` on free ports (the demo may hold the README's), its random
     credentials kept under ``workdir``; returns the process, Qliq's API root and the API key
     it accepts."""
-    free = "qliq=0,conneqt=0,medallies=0,kpn=0"
+    free = "qliq=0,conneqt=0,medallies=0,kpn=0,http=0"
     command = [sys.executable, "-m", "engine", "sandbox", "--ports", free]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:

@@ -1,4 +1,5 @@
-"""Vendor sandboxes: the four secure-messaging APIs served on loopback, as the documents say.
+"""Vendor sandboxes: the four secure-messaging APIs served on loopback, as the documents say,
+and a generic JSON receiver for ``type = "http"`` (:mod:`courier_sandbox.receiver`).
 
 There is no internet here, so Courier ships real HTTP servers (Twisted web) that behave like
 Qliq, conneQt, MedAllies Direct and KPN Healthcare Messenger, built from the vendor
@@ -30,6 +31,7 @@ from courier_sandbox.credentials import Credentials
 from courier_sandbox.kpn import KpnSandbox
 from courier_sandbox.medallies import MedAlliesSandbox
 from courier_sandbox.qliq import QliqSandbox
+from courier_sandbox.receiver import HttpReceiverSandbox
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -39,7 +41,7 @@ __all__ = [
     "start_sandboxes",
 ]
 
-DEFAULT_PORTS = {"qliq": 18441, "conneqt": 18442, "medallies": 18443, "kpn": 18444}
+DEFAULT_PORTS = {"qliq": 18441, "conneqt": 18442, "medallies": 18443, "kpn": 18444, "http": 18445}
 
 
 def default_base_urls(ports: Mapping[str, int] | None = None, host: str = "127.0.0.1") -> dict[str, str]:
@@ -50,16 +52,17 @@ def default_base_urls(ports: Mapping[str, int] | None = None, host: str = "127.0
 
 @dataclass
 class Sandboxes:
-    """The four running sandboxes; each has ``port``, ``base_url``, ``state``, ``faults``."""
+    """The running sandboxes; each has ``port``, ``base_url``, ``state``, ``faults``."""
 
     qliq: QliqSandbox
     conneqt: ConneqtSandbox
     medallies: MedAlliesSandbox
     kpn: KpnSandbox
+    http: HttpReceiverSandbox
     credentials: Credentials
 
     def __iter__(self) -> Iterator[VendorSandbox]:
-        return iter((self.qliq, self.conneqt, self.medallies, self.kpn))
+        return iter((self.qliq, self.conneqt, self.medallies, self.kpn, self.http))
 
     def base_urls(self) -> dict[str, str]:
         """Each sandbox's scheme://host:port by vendor name."""
@@ -85,7 +88,7 @@ def start_sandboxes(
     seed: int = 0,
     state_dir: Path | None = None,
 ) -> Deferred[Sandboxes]:
-    """Listen with all four sandboxes, accepting ``credentials``; fires with :class:`Sandboxes`.
+    """Listen with all the sandboxes, accepting ``credentials``; fires with :class:`Sandboxes`.
 
     ``ports`` overrides :data:`DEFAULT_PORTS` per vendor name (0 = any free port);
     ``clock`` drives status transitions and token expiry (default: the reactor);
@@ -99,6 +102,7 @@ def start_sandboxes(
         conneqt=ConneqtSandbox(reactor, **common),
         medallies=MedAlliesSandbox(reactor, **common),
         kpn=KpnSandbox(reactor, **common),
+        http=HttpReceiverSandbox(reactor, **common),
         credentials=credentials,
     )
     try:

@@ -39,6 +39,7 @@ log = Logger()
 
 Handler = Callable[..., Reply | Deferred[Reply]]
 CONTROL_PREFIX = "/_sandbox/"
+_FAULT_TEXT = {429: "too many requests", 500: "internal server error", 503: "service unavailable"}
 
 
 @dataclass(frozen=True)
@@ -305,15 +306,13 @@ class VendorSandbox:
         return self.error_reply(500, "internal server error")
 
     def fault_reply(self, fate: str) -> Reply:
-        if fate == "429":
-            reply = self.error_reply(429, "too many requests")
+        """The vendor's error answer for a drawn fault (a status code as text); 429 and 503
+        carry ``Retry-After``."""
+        status = int(fate)
+        reply = self.error_reply(status, _FAULT_TEXT.get(status, "injected fault"))
+        if status in (429, 503):
             reply.headers["Retry-After"] = str(self.faults.retry_after_s)
-            return reply
-        if fate == "503":
-            reply = self.error_reply(503, "service unavailable")
-            reply.headers["Retry-After"] = str(self.faults.retry_after_s)
-            return reply
-        return self.error_reply(500, "internal server error")
+        return reply
 
     def _control_state(self, request: ParsedRequest) -> Reply:
         return json_reply(200, {"name": self.name, "faults": self.faults.to_json(), **self.state.to_json()})

@@ -27,6 +27,8 @@ class Faults:
     fail_next: int = 0  # the next N requests get 500
     throttle_next: int = 0  # the next N requests get 429
     blackhole_next: int = 0  # the next N requests are never answered
+    status_next: int = 0  # the next N requests get status_code
+    status_code: int = 400  # what status_next answers: any 4xx or 5xx (400 rejects, 409, 502…)
     seed: int = 0
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
@@ -47,8 +49,10 @@ class Faults:
                 value = bool(value)
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number")
-            elif name.endswith("_next") or name in ("retry_after_s", "seed"):
+            elif name.endswith("_next") or name in ("retry_after_s", "seed", "status_code"):
                 value = int(value)
+            if name == "status_code" and not 400 <= value <= 599:
+                raise ValueError("status_code must be a 4xx or 5xx status")
             if name in ("error_rate", "rate_429") and not 0 <= value <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
             setattr(self, name, value)
@@ -61,7 +65,8 @@ class Faults:
         return {f.name: f.default for f in fields(cls) if not f.name.startswith("_")}
 
     def draw(self) -> str | None:
-        """Decide the fate of one request: 'blackhole', '503', '429', '500' or None."""
+        """Decide the fate of one request: 'blackhole', a status code as text ('503', '429',
+        '500', or ``status_code`` for ``status_next``) or None."""
         if self._take("pass_next"):
             return None
         if self.blackhole or self._take("blackhole_next"):
@@ -70,6 +75,8 @@ class Faults:
             return "503"
         if self._take("throttle_next"):
             return "429"
+        if self._take("status_next"):
+            return str(self.status_code)
         if self._take("fail_next"):
             return "500"
         if self.rate_429 and self._random.random() < self.rate_429:

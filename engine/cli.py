@@ -23,7 +23,7 @@ COMMANDS = {
     "messages": "browse the stored messages (bodies only with --body)",
     "check": "check channel and mapping files",
     "map": "apply a mapping to a message and print the payload",
-    "sandbox": "run the four vendor sandboxes on loopback",
+    "sandbox": "run the four vendor sandboxes and the http receiver on loopback",
     "deliveries": "list, show, requeue or cancel deliveries",
     "status": "the full timeline of one message across destinations",
     "stats": "per channel: messages received, deliveries by state, the outbox (no PHI)",

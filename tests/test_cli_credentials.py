@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from courier_sandbox import start_sandboxes
+from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from engine.delivery.tokens import NAMESPACE
 from engine.destinations.conneqt.tokens import token_key as conneqt_token_key
 from engine.store import Cipher, Database
@@ -28,7 +28,7 @@ def conneqt(reactor):
         start_sandboxes,
         reactor,
         credentials=TEST_CREDENTIALS,
-        ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0},
+        ports=dict.fromkeys(DEFAULT_PORTS, 0),
     )
     yield sandboxes.conneqt
     on_reactor(sandboxes.stop)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from courier_sandbox import start_sandboxes
+from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
@@ -127,7 +127,7 @@ class Transitions:
 
 @pytest.fixture(scope="module")
 def sandboxes(reactor):
-    free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
+    free_ports = dict.fromkeys(DEFAULT_PORTS, 0)
     started = on_reactor(start_sandboxes, reactor, credentials=TEST_CREDENTIALS, ports=free_ports)
     yield started
     on_reactor(started.stop)

@@ -73,7 +73,7 @@ def test_deliveries_after_a_restart_of_the_sandboxed_demo_are_all_sent(tmp_path)
         interrupt(engine)
     assert engine.returncode == 0, demo.output("run", "err")
     saved = sorted((tmp_path / "var" / "sandbox" / "state").iterdir())
-    assert [p.name for p in saved] == ["conneqt.json", "kpn.json", "medallies.json", "qliq.json"]
+    assert [p.name for p in saved] == ["conneqt.json", "http.json", "kpn.json", "medallies.json", "qliq.json"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in saved)
 
     engine = demo.run_engine()

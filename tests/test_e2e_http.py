@@ -1,18 +1,22 @@
 """``type = "http"`` end to end, as an operator runs it: ``courier check`` and ``courier run`` as
-child processes, MLLP in, a signed JSON POST to a plain recording HTTP server, retries, a dead
-letter, and the outcomes back as HL7 to the sending system's listener."""
+child processes, MLLP in, a signed JSON POST to a plain recording HTTP server and to its own
+sandbox (``courier run --sandbox``), retries, a dead letter, and the outcomes back as HL7 to the
+sending system's listener."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from courier_sandbox import DEFAULT_PORTS
 from tests.support.e2e import with_msh
 from tests.support.hospital import Hospital
 from tests.support.mllp import BlockingClient
@@ -107,6 +111,13 @@ def test_check_refuses_a_broken_http_channel(tmp_path, old, new, said):
     assert "Traceback" not in output
 
 
+def deliveries_in(state: str, store: str, cwd: Path) -> int:
+    """How many results-hook deliveries ``courier deliveries list --state STATE`` shows."""
+    code, listed = finished(run("deliveries", "list", "--state", state, "--store", store, cwd=cwd))
+    assert code == 0, listed
+    return listed.count("results-hook")
+
+
 def verified(request) -> bool:
     """The receiver's side of auth = "hmac": recompute the signature with the shared secret."""
     timestamp = request.headers["X-Courier-Timestamp"]
@@ -150,13 +161,80 @@ def test_mllp_in_signed_json_out_retries_dead_letters_and_statuses_back(tmp_path
             assert b"MSA|AA|HT0004" in client.request(with_msh(ORU, control_id="HT0004"))
             [resumed] = hospital.wait_about("HT0004", 1)
             assert resumed.segment("MSA").value(1) == "AA" and len(hook.received) == 6
-        code, listed = finished(run("deliveries", "list", "--state", "ERROR", "--store", store, cwd=tmp_path))
-        assert code == 0 and listed.count("results-hook") == 1, listed
-        code, listed = finished(run("deliveries", "list", "--state", "SENT", "--store", store, cwd=tmp_path))
-        assert code == 0 and listed.count("results-hook") == 3, listed
+        assert deliveries_in("ERROR", store, tmp_path) == 1
+        assert deliveries_in("SENT", store, tmp_path) == 3
     finally:
         engine.terminate()
         out, err = engine.communicate(timeout=20)
         hospital.down()
     logs = out + err  # no secret and no vendor text (it can echo PHI) in the log
     assert SECRET not in logs and "unknown test code" not in logs and "no such hook" not in logs
+
+
+def sandbox_call(base_url: str, what: str, **body) -> dict:
+    answer = requests.request(
+        "POST" if body else "GET", f"{base_url}/_sandbox/{what}", json=body or None, timeout=5
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_against_its_sandbox_signed_faulted_retried_and_dead_lettered(tmp_path, reactor):
+    """``courier run --sandbox``: the unset HOOK_SECRET takes the receiver sandbox's signing
+    secret, and the sandbox (not the test) verifies every signature."""
+    hospital = Hospital(reactor).up()
+    receiver = f"http://127.0.0.1:{free_port()}"
+    port = write_channel(tmp_path, receiver, hospital.port)
+    others = ",".join(f"{name}=0" for name in DEFAULT_PORTS if name != "http")
+    ports = f"{others},http={receiver.rsplit(':', 1)[1]}"
+    webhooks = f"tcp:{free_port()}:interface=127.0.0.1"
+    store = str(tmp_path / "courier.sqlite3")
+    environ = {k: v for k, v in os.environ.items() if k != "HOOK_SECRET"}
+    engine = courier(
+        "run",
+        "hook-channel.toml",
+        "--sandbox",
+        "--sandbox-ports",
+        ports,
+        "--webhooks",
+        webhooks,
+        "--store",
+        store,
+        cwd=tmp_path,
+        env=dict(environ, COURIER_STORE_KEY=STORE_KEY),
+    )
+    try:
+        wait_for(lambda: listening(port, engine), timeout=30, what="courier run listening")
+        with BlockingClient(port) as client:
+            assert b"MSA|AA|HT0001" in client.request(ORU)
+            assert hospital.wait_about("HT0001", 1)[0].segment("MSA").value(1) == "AA"
+            state = sandbox_call(receiver, "state")
+            [message] = state["messages"].values()
+            assert message["auth"] == "hmac" and message["body"] == {"messageId": "HT0001", "test": "Glucose"}
+            assert (
+                state["requests"][0]["method"] == "POST" and state["requests"][0]["path"] == "/hooks/results"
+            )
+
+            # 500 twice: retried, SENT, one message at the sandbox with the key of every attempt
+            sandbox_call(receiver, "faults", fail_next=2)
+            assert b"MSA|AA|HT0002" in client.request(with_msh(ORU, control_id="HT0002"))
+            assert hospital.wait_about("HT0002", 1)[0].segment("MSA").value(1) == "AA"
+            state = sandbox_call(receiver, "state")
+            attempts = state["requests"][1:]
+            assert [r["fault"] for r in attempts] == ["500", "500", None]
+            assert len({r["headers"]["idempotency-key"] for r in attempts}) == 1
+            assert len(state["messages"]) == 2
+
+            # a 400: rejected for good, a dead letter, and AR to the sending system
+            sandbox_call(receiver, "faults", status_next=1, status_code=400)
+            assert b"MSA|AA|HT0003" in client.request(with_msh(ORU, control_id="HT0003"))
+            assert hospital.wait_about("HT0003", 1)[0].segment("MSA").value(1) == "AR"
+            assert len(sandbox_call(receiver, "state")["requests"]) == 5
+        assert deliveries_in("ERROR", store, tmp_path) == 1
+    finally:
+        engine.terminate()
+        out, err = engine.communicate(timeout=20)
+        hospital.down()
+    credentials = json.loads((tmp_path / "var" / "sandbox" / "credentials.json").read_text())
+    assert "HOOK_SECRET is not set: using the sandbox's own credential" in err
+    assert credentials["http_signing_secret"] not in out + err

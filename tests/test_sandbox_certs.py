@@ -6,7 +6,7 @@ import pytest
 import requests
 from cryptography import x509
 
-from courier_sandbox import start_sandboxes
+from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from courier_sandbox.certs import make_certificates
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
@@ -20,7 +20,7 @@ def tls_sandboxes(reactor, tmp_path_factory):
         reactor,
         tls=paths.server_tls(),
         credentials=TEST_CREDENTIALS,
-        ports={"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0},
+        ports=dict.fromkeys(DEFAULT_PORTS, 0),
     )
     yield sandboxes, paths
     on_reactor(sandboxes.stop)

@@ -44,7 +44,7 @@ def test_the_file_is_made_0600_with_random_secrets_and_reused(tmp_path):
     assert load_or_create(path) == made  # the next start: the same values, the tokens stay valid
     elsewhere = load_or_create(tmp_path / "other.json")
     secrets = secrets_of(made)
-    assert len(secrets) == 8 and len(set(secrets)) == 8 and all(len(s) >= 32 for s in secrets)
+    assert len(secrets) == 12 and len(set(secrets)) == 12 and all(len(s) >= 32 for s in secrets)
     assert not set(secrets) & (set(secrets_of(elsewhere)) | OLD_PUBLIC_SECRETS)
 
 
@@ -86,11 +86,25 @@ def test_a_file_others_can_read_or_that_is_not_ours_is_refused_in_one_line(tmp_p
     assert str(refused.value) == f"sandbox credentials {path} {expected}"
 
 
+def test_a_file_from_before_the_http_sandbox_keeps_its_secrets_and_gains_the_new_ones(tmp_path):
+    path = tmp_path / "credentials.json"
+    made = load_or_create(path)
+    old = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("http_")}
+    path.write_text(json.dumps(old))
+    upgraded = load_or_create(path)
+    assert {k: getattr(upgraded, k) for k in old} == old
+    assert (
+        upgraded.http_signing_secret not in (made.http_signing_secret, "")
+        and path.stat().st_mode & 0o777 == 0o600
+    )
+    assert load_or_create(path) == upgraded  # written back: the next start finds the same
+
+
 def test_every_secret_setting_maps_to_a_generated_secret():
     generated = Credentials.generate()
     secrets = set(secrets_of(generated))
     declared = secret_settings()
-    assert set(declared) == {"qliq", "conneqt", "medallies", "kpn"}
+    assert set(declared) == {"qliq", "conneqt", "medallies", "kpn", "http"}
     for settings in declared.values():
         for credential in settings.values():
             assert getattr(generated, credential) in secrets
@@ -117,3 +131,30 @@ def test_a_sandbox_on_another_port_is_not_the_sandbox():
     moved = {**default_base_urls(), "medallies": "http://127.0.0.1:1"}
     filled = with_sandbox_secrets([REPO / "channels"], Credentials.generate(), moved, {})
     assert "MEDALLIES_PASSWORD" not in filled and "MEDALLIES_WEBHOOK_SECRET" not in filled
+
+
+HTTP_CHANNEL = """
+name = "hook"
+[source]
+listen = "tcp:1:interface=127.0.0.1"
+[source.filter]
+message_types = ["ORU^R01"]
+[[destinations]]
+name = "hook"
+type = "http"
+mapping = "hook.toml"
+  [destinations.settings]
+  url = "http://127.0.0.1:{port}/in"
+  auth = "bearer"
+  token = "${{HOOK_TOKEN}}"
+"""
+
+
+@pytest.mark.parametrize(("port", "filled"), [(18445, True), (18446, False)])
+def test_an_http_destination_counts_as_aimed_by_its_url(tmp_path, port, filled):
+    """The ``http`` type has no ``base_url``: its plugin names ``url`` (``SandboxHook.url_setting``)."""
+    (tmp_path / "hook.toml").write_text('input = ["ORU^R01"]\noutput = "http"\n[fields]\nid = "MSH-10"\n')
+    (tmp_path / "channel.toml").write_text(HTTP_CHANNEL.format(port=port))
+    credentials = Credentials.generate()
+    got = with_sandbox_secrets([tmp_path / "channel.toml"], credentials, default_base_urls(), {})
+    assert got == ({"HOOK_TOKEN": credentials.http_token} if filled else {})

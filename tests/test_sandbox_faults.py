@@ -7,12 +7,12 @@ import time
 import pytest
 import requests
 
-from courier_sandbox import Sandboxes, start_sandboxes
+from courier_sandbox import DEFAULT_PORTS, Sandboxes, start_sandboxes
 from courier_sandbox.kpn import KpnSandbox
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
 
-ZERO_PORTS = {"qliq": 0, "conneqt": 0, "medallies": 0, "kpn": 0}
+ZERO_PORTS = dict.fromkeys(DEFAULT_PORTS, 0)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,11 @@ def get(sandbox, timeout: float = 5) -> requests.Response:
     return requests.get(status_url(sandbox), timeout=timeout)
 
 
-def test_all_four_listen_on_distinct_free_ports(all_sandboxes):
+def test_all_five_listen_on_distinct_free_ports(all_sandboxes):
     urls = all_sandboxes.api_urls()
-    assert set(urls) == {"qliq", "conneqt", "medallies", "kpn", "kpn_oauth"}
+    assert set(urls) == {"qliq", "conneqt", "medallies", "kpn", "http", "kpn_oauth"}
     assert urls["medallies"].endswith("/MessagingAPI")
-    assert len({s.port for s in all_sandboxes}) == 4
+    assert len({s.port for s in all_sandboxes}) == 5
     for sandbox in all_sandboxes:
         r = requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=5)
         assert r.status_code == 200 and r.json()["name"] == sandbox.name

@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from courier_sandbox import start_sandboxes
+from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from courier_sandbox.certs import make_certificates
 from courier_sandbox.credentials import load_or_create
 from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
@@ -46,7 +46,7 @@ def sample(name: str) -> bytes:
 
 @pytest.fixture
 def sandboxes(reactor, tmp_path):
-    free_ports = dict.fromkeys(("qliq", "conneqt", "medallies", "kpn"), 0)
+    free_ports = dict.fromkeys(DEFAULT_PORTS, 0)
     credentials = load_or_create(tmp_path / "var" / "sandbox" / "credentials.json")
     started = on_reactor(start_sandboxes, reactor, credentials=credentials, ports=free_ports)
     started.medallies.configure({"processed_after_s": 0.05, "dispatched_after_s": 0.1})

@@ -1,12 +1,12 @@
 """``courier run``: start every channel's listener and queue from the channel files.
 
 ``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
-``--sandbox`` runs the four vendor sandboxes too and makes the example channels work as
-they are: each secret variable left unset of a destination aimed at a sandbox takes that
-sandbox's random credential (``var/sandbox/credentials.json``, made once), each destination
-type's sandbox hook completes its settings and prepares it (``SandboxHook``: a token
-authorised, a demo key uploaded), and the sandboxes' webhook URLs point at the engine's
-webhooks.
+``--sandbox`` runs the four vendor sandboxes and the ``http`` receiver too, and makes the
+example channels work as they are: each secret variable left unset of a destination aimed at
+a sandbox takes that sandbox's random credential (``var/sandbox/credentials.json``, made
+once), each destination type's sandbox hook completes its settings and prepares it
+(``SandboxHook``: a token authorised, a demo key uploaded), and the sandboxes' webhook URLs
+point at the engine's webhooks.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sandbox",
         action="store_true",
-        help="also run the four vendor sandboxes on loopback (the demo); they accept only the random "
-        "credentials kept in var/sandbox/credentials.json (made once, mode 0600), which fill every "
-        "secret variable left unset of a destination aimed at them (a variable you set wins). "
-        "`courier check --skip-env` checks such channels without the variables",
+        help="also run the vendor sandboxes and the http receiver on loopback (the demo); they "
+        "accept only the random credentials kept in var/sandbox/credentials.json (made once, mode "
+        "0600), which fill every secret variable left unset of a destination aimed at them (a "
+        "variable you set wins). `courier check --skip-env` checks such channels without the variables",
     )
     add_ports_argument(parser, "--sandbox-ports")
     parser.add_argument(

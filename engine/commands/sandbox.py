@@ -1,4 +1,4 @@
-"""``courier sandbox``: the four vendor sandboxes on loopback, on their own.
+"""``courier sandbox``: the four vendor sandboxes and the ``http`` receiver on loopback, on their own.
 
 They accept the same random credentials as ``courier run --sandbox``
 (``var/sandbox/credentials.json``, made on first use); the path is printed at start.
@@ -34,8 +34,8 @@ def add_ports_argument(parser: argparse.ArgumentParser, flag: str) -> None:
         type=sandbox_ports,
         default={},
         metavar="NAME=PORT,…",
-        help="other ports for the sandboxes, e.g. qliq=28441,conneqt=28442,medallies=28443,kpn=0 "
-        "(0: a free port; the others keep 18441-18444)",
+        help="other ports for the sandboxes, e.g. qliq=28441,conneqt=28442,medallies=28443,kpn=0,http=0 "
+        "(0: a free port; the others keep 18441-18445)",
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from courier_sandbox.credentials import Credentials
-from engine.destinations.registry import plugins
+from engine.destinations.registry import plugin_for, plugins
 from engine.spec import env_reference, expand
 
 
@@ -49,10 +49,12 @@ def fill_sandbox_secrets(
 
 
 def aimed_at_sandbox(destination: Any, base_urls: Mapping[str, str], env: Mapping[str, str]) -> bool:
-    """Whether the destination's base URL (``${VAR}`` resolved with ``env``) is on the sandbox
-    of its vendor: same scheme, host and port."""
+    """Whether the destination's URL (its plugin's ``SandboxHook.url_setting``, ``${VAR}``
+    resolved with ``env``) is on the sandbox of its type: same scheme, host and port."""
     sandbox = base_urls.get(destination.type)
-    base_url = expand(str(destination.settings.get("base_url") or ""), env)
+    found = plugin_for(destination.type)
+    setting = found.sandbox.url_setting if found and found.sandbox else "base_url"
+    base_url = expand(str(destination.settings.get(setting) or ""), env)
     if sandbox is None or not base_url:
         return False
     return _origin(base_url) == _origin(sandbox)

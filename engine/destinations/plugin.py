@@ -90,6 +90,8 @@ class SandboxHook:
     secret_settings: Mapping[str, str] = field(default_factory=dict)
     """Secret setting → the field of :class:`courier_sandbox.credentials.Credentials` its
     sandbox accepts, filled in under ``--sandbox`` when the user left the variable unset."""
+    url_setting: str = "base_url"
+    """The setting whose URL says whether a destination is aimed at this type's sandbox."""
 
 
 @dataclass(frozen=True)

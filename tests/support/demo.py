@@ -34,9 +34,10 @@ README_PORTS = {
     "conneqt": 18442,
     "medallies": 18443,
     "kpn": 18444,
+    "http": 18445,
     "webhooks": 18480,
 }
-SANDBOXES = ("qliq", "conneqt", "medallies", "kpn")
+SANDBOXES = ("qliq", "conneqt", "medallies", "kpn", "http")
 STOP_TIMEOUT_S = 60.0
 """How long a stopped ``courier`` may take: seconds normally, bounded under a loaded machine."""
 

@@ -44,6 +44,7 @@ SAMPLES = ROOT / "sample_messages"
 FAST_RETRY = Retry(max_attempts=6, initial_delay_s=0.05, max_delay_s=0.3, factor=2, jitter=0, max_age_s=60)
 #: Vendor statuses move only when a test forces them (control API), so every sequence is exact.
 MANUAL_STATUSES = {
+    "http": {},  # a receiver has no statuses: SENT is the last state
     "qliq": {"delivered_after_s": None, "read_after_s": None},
     "conneqt": {"completed_after_s": None},
     "medallies": {"processed_after_s": None, "dispatched_after_s": None},
@@ -227,7 +228,7 @@ class RunningEngine:
 
 @pytest.fixture(scope="module")
 def sandboxes(reactor) -> Iterator[Sandboxes]:
-    """The four vendor sandboxes on free ports, for one test module, with random credentials
+    """The sandboxes on free ports, for one test module, with random credentials
     as ``courier run --sandbox`` makes them."""
     started = on_reactor(
         start_sandboxes, reactor, ports=dict.fromkeys(DEFAULT_PORTS, 0), credentials=Credentials.generate()

@@ -23,6 +23,10 @@ TEST_CREDENTIALS = Credentials(
     medallies_readonly_password="test-readonly-password",
     medallies_webhook_secret="test-inbound-secret",
     kpn_client_secret="test-kpn-secret",
+    http_signing_secret="test-http-signing-secret",
+    http_token="test-http-token",
+    http_password="test-http-password",
+    http_api_key="test-http-api-key",
 )
 """What the tests' sandboxes accept: fixed, so a test can name them; never used at run time."""
 
