@@ -32,7 +32,6 @@ GENERIC = frozenset({"http"})
 NOT_CORE = (
     *(f"destinations/{folder}/" for folder in (*BUILT_IN, *GENERIC)),  # each type's own folder
     "destinations/registry.py",  # the one place that knows the types
-    "commands/sandbox.py",  # `courier sandbox`, the sandboxes' command
     "docs.py",  # writes the README, whose samples show a real vendor's status message
 )
 #: A store migration is history: it names the namespace the old code wrote.

@@ -34,8 +34,8 @@ def add_ports_argument(parser: argparse.ArgumentParser, flag: str) -> None:
         type=sandbox_ports,
         default={},
         metavar="NAME=PORT,…",
-        help="other ports for the sandboxes, e.g. qliq=28441,conneqt=28442,medallies=28443,kpn=0,http=0 "
-        "(0: a free port; the others keep 18441-18445)",
+        help="other ports for the sandboxes, as NAME=PORT pairs named as `courier sandbox` prints "
+        "them, e.g. NAME=28441,OTHER=0 (0: a free port; the others keep 18441-18445)",
     )
 
 
