@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the four destinations: one request, one classified result.
+"""HTTP plumbing shared by the destinations: one request, one classified result.
 
 The classification is the same for every vendor (what differs is how each one words its error
 body, passed in as ``describe_error``):

@@ -16,7 +16,7 @@ Paths are HL7 notation, 1-based: ``SEG[occurrence]-field[repetition].component.s
 Example::
 
     input = ["ORU^R01"]            # MSH-9 types this mapping accepts ("ORU" = any ORU event)
-    output = "conneqt"             # the destination type: qliq, conneqt, medallies or kpn
+    output = "conneqt"             # the destination type (the channel's `type`)
 
     [lookups.ods]                  # code -> value tables for the lookup transform
     G85001 = "Y01234"

@@ -24,7 +24,7 @@ One status message per reported transition of one delivery::
 ZDS-1  event: accepted, delivered, read, failed, expired, rejected or dead_letter
 ZDS-2  when it happened (DTM with UTC offset)
 ZDS-3  destination name (from the channel file)
-ZDS-4  vendor: qliq, conneqt, medallies or kpn
+ZDS-4  vendor: the destination type (`type` in the channel file)
 ZDS-5  the vendor's message id
 ZDS-6  recipient the status is about (empty when the vendor reports per message)
 ZDS-7  Courier delivery state: SENT, DELIVERED, READ or ERROR
