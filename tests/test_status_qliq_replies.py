@@ -21,6 +21,7 @@ from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.delivery.conversations import remember_conversation
 from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
 from engine.destinations.qliq.replies import (
+    QliqApiError,
     QliqReplyApi,
     QliqReplySettings,
     Reply,
@@ -35,6 +36,7 @@ from engine.status.webhooks import BasicAuth, Route
 from tests.conftest import on_reactor
 from tests.support.hospital import Hospital
 from tests.support.sandbox import TEST_CREDENTIALS
+from tests.support.scripted_http import Reply as ScriptedReply
 from tests.support.waiting import wait_for
 from tests.test_destinations_http import ScriptedServer
 from tests.test_status_reporter import FAST, channel_file, receive, temporary_store
@@ -328,5 +330,19 @@ def test_mark_opened_is_the_documents_multipart_put_with_the_sender():
             "message_id": "reply-1",
             "status": "opened",
         }
+    finally:
+        recorder.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_an_api_call_answered_with_a_redirect_fails_and_is_not_sent_again(status):
+    """The api_key is in the request: a redirect must not carry it to another place."""
+    recorder = ScriptedServer()
+    try:
+        recorder.replies.append(ScriptedReply(status, "", {"Location": f"{recorder.base_url}/elsewhere"}))
+        settings = QliqReplySettings(channel="c", base_url=recorder.base_url, api_key="k", sender=US)
+        with requests.Session() as session, pytest.raises(QliqApiError, match=f"HTTP {status}"):
+            QliqReplyApi(session, settings).mark_opened(Reply("conv-1", "reply-1", "text"))
+        assert [r.path for r in recorder.received] == ["/secure_messages/update_message_status"]
     finally:
         recorder.close()

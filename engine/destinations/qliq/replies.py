@@ -153,15 +153,21 @@ class QliqReplyApi:
 
     def _call(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
         """One request; errors name the call and the HTTP status, never the URL (it holds the key)."""
-        url = path_or_url if "://" in path_or_url else self.settings.base_url.rstrip("/") + path_or_url
-        what = f"Qliq {method} {path_or_url.split('?')[0] if '://' not in path_or_url else 'attachment'}"
+        api = "://" not in path_or_url  # an API call carries the api_key; an attachment URL does not
+        url = self.settings.base_url.rstrip("/") + path_or_url if api else path_or_url
+        what = f"Qliq {method} {path_or_url.split('?')[0] if api else 'attachment'}"
         try:
             response = self.session.request(
-                method, url, timeout=self.settings.timeout_s, verify=self.settings.verify, **kwargs
+                method,
+                url,
+                timeout=self.settings.timeout_s,
+                verify=self.settings.verify,
+                allow_redirects=not api,  # a redirect would send the api_key again, elsewhere
+                **kwargs,
             )
         except requests.RequestException as exc:
             raise QliqApiError(f"{what}: {type(exc).__name__}") from None
-        if response.status_code >= 400:
+        if response.status_code >= 400 or (api and response.is_redirect):
             raise QliqApiError(f"{what}: HTTP {response.status_code}")
         return response
 
