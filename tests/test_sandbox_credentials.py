@@ -158,3 +158,22 @@ def test_an_http_destination_counts_as_aimed_by_its_url(tmp_path, port, filled):
     credentials = Credentials.generate()
     got = with_sandbox_secrets([tmp_path / "channel.toml"], credentials, default_base_urls(), {})
     assert got == ({"HOOK_TOKEN": credentials.http_token} if filled else {})
+
+
+def test_a_variable_a_real_destination_also_reads_is_never_filled(tmp_path):
+    """One ${HOOK_TOKEN} for the sandbox and for a real receiver: the sandbox's value would go to
+    the real one, so it stays unset and courier run names it."""
+    (tmp_path / "hook.toml").write_text('input = ["ORU^R01"]\noutput = "http"\n[fields]\nid = "MSH-10"\n')
+    real = """
+[[destinations]]
+name = "real-hook"
+type = "http"
+mapping = "hook.toml"
+  [destinations.settings]
+  url = "https://receiver.example/in"
+  auth = "bearer"
+  token = "${HOOK_TOKEN}"
+"""
+    (tmp_path / "channel.toml").write_text(HTTP_CHANNEL.format(port=18445) + real)
+    got = with_sandbox_secrets([tmp_path / "channel.toml"], Credentials.generate(), default_base_urls(), {})
+    assert "HOOK_TOKEN" not in got

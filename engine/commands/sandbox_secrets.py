@@ -8,6 +8,7 @@ sandboxes must not read the client's configuration (issue 10).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,9 @@ from urllib.parse import urlsplit
 from courier_sandbox.credentials import Credentials
 from engine.destinations.registry import plugin_for, plugins
 from engine.spec import env_reference, expand
+
+_ENV_NAMES = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+"""The variables a setting's text reads, with or without a fallback."""
 
 
 def secret_settings() -> dict[str, Mapping[str, str]]:
@@ -34,17 +38,26 @@ def fill_sandbox_secrets(
     ``destinations`` are read as written (``${VAR}`` unresolved). A destination counts when
     its base URL, resolved with ``env``, is on the sandbox of its type (``base_urls``: vendor →
     scheme://host:port); each of its secret settings that is exactly ``${VAR}`` with VAR not in
-    ``env`` gets the matching credential. A variable the user set wins.
+    ``env`` gets the matching credential. A variable the user set wins. A variable that anything
+    else also reads (a destination aimed elsewhere, another setting, another credential) is left
+    unset, so no sandbox value can reach a real vendor: ``courier run`` then names it.
     """
-    filled = dict(env)
     declared = secret_settings()
+    wanted: dict[str, set[str]] = {}  # variable → the credentials sandbox secrets want in it
+    read_elsewhere: set[str] = set()
     for destination in destinations:
-        if not aimed_at_sandbox(destination, base_urls, env):
-            continue
-        for setting, credential in declared.get(destination.type, {}).items():
-            name = env_reference(destination.settings.get(setting))
-            if name is not None and name not in env:
-                filled[name] = getattr(credentials, credential)
+        aimed = aimed_at_sandbox(destination, base_urls, env)
+        secrets = declared.get(destination.type, {}) if aimed else {}
+        for setting, value in destination.settings.items():
+            name = env_reference(value) if setting in secrets else None
+            if name is None:
+                read_elsewhere.update(_ENV_NAMES.findall(str(value)))
+            else:
+                wanted.setdefault(name, set()).add(secrets[setting])
+    filled = dict(env)
+    for name, credential in wanted.items():
+        if name not in env and name not in read_elsewhere and len(credential) == 1:
+            filled[name] = getattr(credentials, credential.pop())
     return filled
 
 
