@@ -19,7 +19,7 @@ import requests
 
 from engine.destinations import DestinationError, Outcome
 from engine.destinations.medallies.destination import MedAlliesDestination
-from engine.destinations.transport import retry_after_seconds
+from engine.destinations.transport import MAX_RETRY_AFTER_S, retry_after_seconds
 from engine.spec import parse
 from tests.support.scripted_http import Reply, ScriptedServer
 
@@ -82,6 +82,19 @@ def test_retry_after_as_http_date():
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     header = format_datetime(now + timedelta(seconds=90), usegmt=True)
     assert retry_after_seconds(header, now) == 90.0
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["99999999999999999999999999", "Fri, 31 Dec 9999 23:59:59 -2359", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+def test_retry_after_is_at_most_a_day_whatever_the_vendor_says(header):
+    assert retry_after_seconds(header) == MAX_RETRY_AFTER_S == 86400
+
+
+@pytest.mark.parametrize("header", ["²", "١٢٠", "12.5", "soon"])
+def test_retry_after_that_is_neither_ascii_seconds_nor_a_date_is_ignored(header):
+    assert retry_after_seconds(header) is None
 
 
 def test_retry_after_in_the_past_means_now():

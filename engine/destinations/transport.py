@@ -50,20 +50,26 @@ SETUP_ADVICE = {
 }
 
 
+MAX_RETRY_AFTER_S = 86400.0
+"""The longest wait a vendor's Retry-After can ask for: a day, whatever it says, so a wrong or
+hostile header cannot park deliveries (or hold a destination) for ever."""
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Parse a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    """Parse a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+    :data:`MAX_RETRY_AFTER_S`; None when it is neither."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 def json_body(response: requests.Response) -> Any:
