@@ -180,6 +180,13 @@ def test_settings_are_checked():
     assert problems({"url": url, "headers": {"Authorization": "Basic x"}}) == [
         "headers.Authorization: is set by Courier; use auth for credentials"
     ]
+    assert problems({"url": url, "idempotency_header": "Content-Type"}) == [
+        "idempotency_header: is set by Courier"
+    ]
+    assert problems({"url": url, "idempotency_header": "Bad\r\nHeader"}) == [
+        "idempotency_header: must be an HTTP header name"
+    ]
+    assert problems({"url": url, "idempotency_header": ""}) == []
     assert problems({"url": url, "retry_statuses": ["302"]}) == [
         "retry_statuses: 302: only 4xx and 5xx answers can be retried or held"
     ]
@@ -225,3 +232,10 @@ def test_it_declares_a_url_and_an_open_payload():
     )
     assert plugin.payload_spec is None  # `courier check` compares no keys: any mapping output goes
     assert plugin.polling is None and plugin.webhooks is None
+
+
+def test_an_output_json_cannot_carry_is_refused_before_the_ack(server):
+    dest = destination(server.base_url)
+    [problem] = dest.validate({"value": float("nan")})
+    assert (problem.code, problem.text) == (102, "the mapping's output holds a number JSON cannot carry")
+    assert dest.validate(PAYLOAD) == []

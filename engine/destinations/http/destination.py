@@ -46,7 +46,13 @@ def _http_url(text: str) -> str | None:
 
 
 def _header_name(text: str) -> str | None:
-    return None if _TOKEN.match(text) else "must be an HTTP header name"
+    if not _TOKEN.match(text):
+        return "must be an HTTP header name"
+    return "is set by Courier" if text.lower() in _OWN_HEADERS else None
+
+
+def _optional_header_name(text: str) -> str | None:
+    return _header_name(text) if text else None
 
 
 SETTINGS_SPEC = Spec(
@@ -95,6 +101,7 @@ SETTINGS_SPEC = Spec(
             "idempotency_header",
             'Header carrying the delivery\'s idempotency key, the same on every retry; "" sends none.',
             default="Idempotency-Key",
+            check=_optional_header_name,
         ),
         string_list(
             "accepted_statuses",
@@ -142,12 +149,17 @@ class JsonHttpDestination(HttpDestination):
         return self.settings["url"]
 
     def validate(self, payload: Mapping[str, Any]) -> list[Problem]:
-        """No rules: the receiver's contract is the mapping's to follow."""
+        """Only that the output is JSON (no NaN or infinity): the receiver's contract is the
+        mapping's to follow."""
+        try:
+            json.dumps(payload, allow_nan=False)
+        except ValueError:
+            return [Problem("(body)", 102, "the mapping's output holds a number JSON cannot carry")]
         return []
 
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str, **_: Any) -> SendResult:
         """One request; no conversations and nothing to resume, so the other arguments are unused."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         headers = {**self.settings["headers"], "Content-Type": "application/json"}
         if self.settings["idempotency_header"]:
             headers[self.settings["idempotency_header"]] = idempotency_key
