@@ -235,7 +235,7 @@ class Source:
     ) -> defer.Deferred[_Answer]:
         if isinstance(verdict, _Answer):
             return defer.succeed(verdict)
-        d = self.store.receive(self._incoming(message, payload, peer, verdict))
+        d = defer.maybeDeferred(self.store.receive, self._incoming(message, payload, peer, verdict))
         return d.addCallbacks(
             self._stored, self._store_failed, callbackArgs=(verdict.destinations,), errbackArgs=(message,)
         )
@@ -265,7 +265,9 @@ class Source:
             peer,
             printable(message.control_id),
         )
-        d = self.store.receive(self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED")))
+        d = defer.maybeDeferred(
+            self.store.receive, self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED"))
+        )
         d.addCallbacks(
             lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
         )
@@ -312,7 +314,7 @@ class Source:
                 accepted.append(item)
         if not accepted:
             return defer.succeed(False)  # nothing stored: MLLP release 2 says so with 0x15
-        d = self.store.receive_many([item.incoming for item in accepted])
+        d = defer.maybeDeferred(self.store.receive_many, [item.incoming for item in accepted])
 
         def stored(receipts: list[Receipt]) -> bool:
             for item, receipt in zip(accepted, receipts, strict=True):

@@ -82,3 +82,21 @@ def test_without_an_escape_character_nothing_is_unescaped_and_delimiters_written
     assert none.encoding_characters == "^~&"
     assert unescape("a\\F\\b", none) == "a\\F\\b"
     assert escape("a|b^c~d&e\nf", none) == "a b c d e f"
+
+
+@pytest.mark.parametrize("sequence", [r"\.sp 200000000\ ", r"\.sk 99999999999\ ", r"\.ti 1000000\ "])
+def test_a_spacing_count_is_bounded_whatever_the_sender_writes(sequence):
+    assert len(unescape(sequence.strip(), HL7)) <= 100
+
+
+@pytest.mark.parametrize("count", ["²", "١٢", "-3", "x"])
+def test_a_spacing_count_that_is_not_ascii_digits_counts_one(count):
+    assert unescape(rf"a\.sp {count}\b", HL7) == "a\nb"
+
+
+def test_escaped_text_from_outside_holds_no_control_character():
+    """A vendor's text must not carry MLLP's block bytes into a frame for the hospital."""
+    forged = "hi\x1c\x0bMSH|^~\\&|EVIL\x1c\x00\x7f\tend"
+    escaped = escape(forged, HL7)
+    assert not any(ord(c) < 0x20 and c != "\t" or c == "\x7f" for c in escaped)
+    assert escaped.startswith("hi  MSH\\F\\") and escaped.endswith("\tend")

@@ -295,3 +295,9 @@ def test_a_message_of_readable_segments_has_no_unreadable_one_and_no_second_head
 def test_a_second_msh_is_found_by_its_position():
     message = parse("MSH|^~\\&|A|B|C|D|||ADT^A01|X1|P|2.5\rPID|1\rMSH|^~\\&|A|B|C|D|||ADT^A01|X2|P|2.5\r")
     assert message.second_header == 3
+
+
+@pytest.mark.parametrize("name", ["hex", "base64", "zlib", "rot13", "uu"])
+def test_an_msh18_naming_a_codec_that_is_not_a_charset_is_read_with_the_default(name):
+    message = Message.parse(f"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|X1|P|2.5||||||{name}\rPID|1\r".encode())
+    assert message.control_id == "X1" and message.charset_problem

@@ -116,3 +116,13 @@ def test_oversize_head_is_the_first_4096_bytes_across_reads() -> None:
     assert framer.feed(b"\x0b" + b"A" * 3000) == []
     events = framer.feed(b"B" * 3000) + framer.feed(b"C" * 5000)
     assert events == [Oversize(b"A" * 3000 + b"B" * 1096)]
+
+
+def test_a_payload_holding_a_block_byte_is_never_framed():
+    """It would reach the receiver as two frames, the second one written by whoever wrote the text."""
+    for payload in (b"MSH|^~\\&|A\x1c\x0bMSH|^~\\&|EVIL", b"MSH|\x0b"):
+        try:
+            frame(payload)
+        except ValueError:
+            continue
+        raise AssertionError(f"{payload!r} was framed")

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from engine.errors import StoreError
 from engine.listener import AcknowledgingReceiver
 from engine.message import Message
 from engine.message.ack import AckError
@@ -73,22 +74,25 @@ def test_a_strict_channel_refuses_an_unusable_msh18_with_ar_207_at_msh18(engine,
 
 
 class RaisingStore:
-    """A store with a bug: ``receive`` raises instead of returning a failed Deferred."""
+    """A store that raises at once instead of returning a failed Deferred (one closed while the
+    engine stops, or a bug)."""
 
     def receive(self, incoming):
-        raise RuntimeError("a bug")
+        raise StoreError("store-writer is not running")
 
     receive_many = receive
 
 
-def test_any_failure_handling_a_frame_is_answered_ar_207_and_the_connection_kept(engine, caplog) -> None:
+def test_a_store_that_raises_at_once_is_answered_ae_207_and_the_connection_kept(engine, caplog) -> None:
+    """Nothing was stored, through no fault of the message: AE says "send it again" (an AR would
+    make many senders drop it)."""
     port, _ = engine(store=RaisingStore())
     with caplog.at_level(logging.ERROR), BlockingClient(port) as client:
         for control_id in ("BUG1", "BUG2"):
             reply = client.request(oru(control_id))
-            assert msa(reply) == ("AR", control_id)
+            assert msa(reply) == ("AE", control_id)
             assert err(reply)[0] == "207"
-    assert any("internal error handling a frame" in r.getMessage() for r in caplog.records)
+    assert any("could not store control id BUG1" in r.getMessage() for r in caplog.records)
 
 
 def test_a_check_that_raises_is_answered_ar_207(engine) -> None:

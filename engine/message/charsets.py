@@ -47,6 +47,6 @@ def codec_for(name: str) -> str | None:
         return None
     try:
         ascii_safe = "MSH|^~\\&".encode(info.name) == b"MSH|^~\\&"
-    except UnicodeError:
+    except (UnicodeError, LookupError):  # LookupError: a bytes codec such as hex or zlib
         ascii_safe = False
     return info.name if ascii_safe else None

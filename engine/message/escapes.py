@@ -42,6 +42,11 @@ def unescape(text: str, delimiters: Delimiters, charset: str = "ascii") -> str:
     return "".join(out)
 
 
+MAX_SPACING = 100
+"""The most line breaks or spaces one ``\\.sp N\\`` (``.sk``, ``.ti``) expands to: a sender's
+number must not decide how much memory decoding a field takes."""
+
+
 def _expand(sequence: str, d: Delimiters, esc: str, charset: str) -> str:
     """The text for one escape sequence, given without its surrounding escape characters."""
     simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": esc}
@@ -55,8 +60,9 @@ def _expand(sequence: str, d: Delimiters, esc: str, charset: str) -> str:
     if command in _LINE_BREAKS:
         return "\n"
     if command in (".sp", ".sk", ".ti"):
-        count = int(argument) if argument.strip().isdigit() else 1
-        return ("\n" if command == ".sp" else " ") * count
+        digits = argument.strip()
+        count = int(digits) if digits.isascii() and digits.isdigit() else 1
+        return ("\n" if command == ".sp" else " ") * min(count, MAX_SPACING)
     if sequence.startswith("X"):
         try:
             return bytes.fromhex(sequence[1:]).decode(charset, errors="replace")
@@ -68,11 +74,17 @@ def _expand(sequence: str, d: Delimiters, esc: str, charset: str) -> str:
 def escape(text: str, delimiters: Delimiters) -> str:
     """Escape the delimiter characters in ``text`` and turn line breaks into ``\\.br\\``.
 
-    Used wherever Courier writes free text into HL7 (ERR-8, MSA-3, status messages). With no
-    escape character (a three-character MSH-2) they cannot be escaped: each becomes a space.
+    Used wherever Courier writes free text into HL7 (ERR-8, MSA-3, status messages, documents
+    and replies from a vendor). With no escape character (a three-character MSH-2) they cannot
+    be escaped: each becomes a space. Other control characters become spaces too: text from
+    outside must never carry MLLP's block bytes (0x0B, 0x1C) into a frame for the hospital.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.translate(_escapes(delimiters))
+
+
+_CONTROLS = {chr(code): " " for code in (*range(0x20), 0x7F) if chr(code) not in "\t\n"}
+"""C0 controls (but tab and the line break, which becomes ``\\.br\\``) and DEL → a space."""
 
 
 @lru_cache(maxsize=64)
@@ -80,8 +92,9 @@ def _escapes(d: Delimiters) -> dict[int, str]:
     """The translation table for one set of delimiters: built once, not for every ACK."""
     if d.escape is None:
         special = [d.field, d.component, d.subcomponent, d.repetition, "\n", d.truncation]
-        return str.maketrans({char: " " for char in special if char is not None})
+        return str.maketrans({**_CONTROLS, **{char: " " for char in special if char is not None}})
     table = {
+        **_CONTROLS,
         d.escape: f"{d.escape}E{d.escape}",
         d.field: f"{d.escape}F{d.escape}",
         d.component: f"{d.escape}S{d.escape}",

@@ -24,7 +24,10 @@ _END = bytes([END_BLOCK])
 
 
 def frame(payload: bytes) -> bytes:
-    """Wrap ``payload`` in an MLLP block."""
+    """Wrap ``payload`` in an MLLP block; one holding a block byte would split into frames the
+    receiver never meant, so it is refused (a bug upstream: text from outside is escaped)."""
+    if b"\x0b" in payload or b"\x1c" in payload:
+        raise ValueError("an MLLP payload cannot hold the block bytes 0x0B or 0x1C")
     return b"\x0b" + payload + b"\x1c\r"
 
 

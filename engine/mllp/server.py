@@ -152,6 +152,7 @@ class MLLPServerProtocol(protocol.Protocol):
         self._next()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._closing = True  # an answer still in flight must not start an idle timer
         self._cancel_timers()
         self.factory.connections -= 1
         if self._framer is not None and self._framer.in_frame:
