@@ -176,9 +176,22 @@ def test_wrong_or_missing_basic_auth_gets_401(served, auth):
     assert on_reactor(gated.outbox_next, channel.name, time.time() + 60) is None  # nothing stored
 
 
-def test_not_json_gets_400(served):
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[" * 5_000 + b"]" * 5_000,  # nested past the parser's recursion limit
+        b'{"emailAttachmentList": 5}',
+        b'{"emailAttachmentList": [{"attachmentClass": 7, "attachmentContent": "QQ=="}]}',
+        b"[]",
+    ],
+    ids=["not-json", "deep", "list-is-a-number", "class-is-a-number", "not-an-object"],
+)
+@pytest.mark.parametrize("path", ["/inbound", "/dsn"])
+def test_a_body_of_the_wrong_form_gets_400_not_500(served, body, path):
+    """A 500 tells MedAllies to send again: a message that can never be read would come for ever."""
     url, *_ = served
-    answer = requests.post(url + "/inbound", data=b"{", auth=SECRET, timeout=5)
+    answer = requests.post(url + path, data=body, auth=SECRET, timeout=5)
     assert answer.status_code == 400
 
 

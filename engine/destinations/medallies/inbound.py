@@ -146,10 +146,16 @@ def _build(body: bytes, now: float, origin: Origin, control_id: str) -> tuple[In
     """The inbound document and its MDM^T02; :class:`InvalidInbound` says what is wrong."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInbound("not JSON") from None  # the parser's text could quote the body
-    document = inbound_document(parsed, now, origin)
-    payload = build_document_message(document, control_id=control_id, now=datetime.fromtimestamp(now, UTC))
+    try:
+        document = inbound_document(parsed, now, origin)
+        payload = build_document_message(
+            document, control_id=control_id, now=datetime.fromtimestamp(now, UTC)
+        )
+    except (TypeError, AttributeError, KeyError) as exc:  # a field of the wrong JSON type
+        # 400, not 500: MedAllies would resend a message that can never be read, for ever
+        raise InvalidInbound(f"a field has the wrong type ({type(exc).__name__})") from None
     return document, payload
 
 
@@ -166,8 +172,9 @@ class DSNResource(Resource):
     def render_POST(self, request: Request) -> object:
         try:
             message_id, update = dsn_update(json.loads(request.content.read()))
-        except ValueError as exc:
-            log.warning("MedAllies DSN: refused: %s", exc)
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            reason = exc if type(exc) is ValueError else type(exc).__name__  # ours, or the type
+            log.warning("MedAllies DSN: refused: %s", reason)
             return answer(request, 400, b"not a DSN\n")
         applied = maybeDeferred(self.tracker.apply_update, message_id, update, destination=self.destination)
         return answer_when_done(request, applied, f"MedAllies DSN for {message_id}")
