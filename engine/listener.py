@@ -24,6 +24,7 @@ from engine.message.ack import (
     build_ack,
     build_unreadable_nak,
     is_enhanced_mode,
+    readable_for_nak,
 )
 from engine.message.display import printable
 from engine.mllp.server import Reply
@@ -50,9 +51,8 @@ class AcknowledgingReceiver:
         return defer.succeed(Reply(self._ack(message, ACCEPT)))
 
     def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
-        try:
-            message = Message.parse(payload, default_charset="latin-1", force_charset=True)
-        except MessageError:
+        message = readable_for_nak(payload)
+        if message is None:
             return self._unreadable(INTERNAL_ERROR)
         return self._ack(message, REJECT, INTERNAL_ERROR)
 

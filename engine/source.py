@@ -36,6 +36,7 @@ from engine.message.ack import (
     build_batch_ack,
     build_unreadable_nak,
     is_enhanced_mode,
+    readable_for_nak,
 )
 from engine.message.batch import Batch, split_batch
 from engine.message.display import printable
@@ -168,11 +169,9 @@ class Source:
         return self._answer(message, _Answer(REJECT, TOO_LARGE, committed=False))
 
     def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
-        """AR/CR 207 with MSA-2 = the frame's MSH-10, read as latin-1 (which decodes any bytes,
-        so whatever broke the handling of this frame cannot break its NAK too)."""
-        try:
-            message = Message.parse(payload, default_charset="latin-1", force_charset=True)
-        except MessageError:
+        """AR/CR 207 with MSA-2 = the frame's MSH-10 (:func:`readable_for_nak`)."""
+        message = readable_for_nak(payload)
+        if message is None:
             return self._unreadable(INTERNAL_ERROR)
         return self._answer(message, _Answer(REJECT, INTERNAL_ERROR, committed=False))
 

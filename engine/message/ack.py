@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
+from engine.errors import MessageError
 from engine.message.batch import Batch
 from engine.message.delimiters import DEFAULT_DELIMITERS, Delimiters
 from engine.message.escapes import escape
@@ -198,6 +199,15 @@ def _ack_shape(
     b, rest = rest.split(_OURS)
     c, rest = rest.split(_THEIRS)
     return _AckShape((a, b, c, rest), charset)
+
+
+def readable_for_nak(payload: bytes) -> Message | None:
+    """A frame whose handling failed, read again as latin-1 (which decodes any bytes, so what
+    broke its handling cannot break its NAK too); None when it has no readable MSH."""
+    try:
+        return Message.parse(payload, default_charset="latin-1", force_charset=True)
+    except MessageError:
+        return None
 
 
 def build_unreadable_nak(*, control_id: str, timestamp: datetime, error: AckError) -> bytes:

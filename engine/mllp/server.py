@@ -193,6 +193,7 @@ class MLLPServerProtocol(protocol.Protocol):
                 except Exception:
                     d = defer.fail()
                 d.addCallbacks(self._reply, self._handler_failed, errbackArgs=(payload,))
+                d.addErrback(self._unanswered)
                 d.addBoth(self._done)
         finally:
             self._in_loop = False
@@ -244,6 +245,16 @@ class MLLPServerProtocol(protocol.Protocol):
             self._close(abort=False)
             return
         self._reply(Reply(nak, committed=False))
+
+    def _unanswered(self, failure: Failure) -> None:
+        """Writing the answer itself failed: say so and close, so the sender resends."""
+        log.error(
+            "listener %s: %s: could not answer a frame (%s); closing so the sender resends",
+            self.factory.name,
+            self.peer,
+            failure.type.__name__,
+        )
+        self._close(abort=False)
 
     def _done(self, _: object) -> None:
         self._busy = False
