@@ -98,12 +98,6 @@ def commands() -> dict[str, str]:
     return found
 
 
-def settings_spec_for(type_: str) -> Spec | None:
-    """The spec of a destination type's ``[destinations.settings]``, or None if unknown."""
-    found = plugin_for(type_)
-    return found.settings_spec if found is not None else None
-
-
 def payload_spec_for(type_: str) -> Spec | None:
     """The spec of the payload a mapping must produce for this destination type, or None."""
     found = plugin_for(type_)

@@ -41,6 +41,7 @@ import logging
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,8 +264,10 @@ class ReplyInbox:
             answers_control_id=answers.control_id if answers else "",
         )
         control_id = self.reporter.control_ids()
-        payload = build_document_message(
-            document, control_id=control_id, now=datetime.fromtimestamp(now, UTC), answers=answers
+        at = datetime.fromtimestamp(now, UTC)
+        # Base64 of the attachments: off the reactor, as MedAllies inbound does
+        payload = yield self.in_thread(
+            partial(build_document_message, document, control_id=control_id, now=at, answers=answers)
         )
         yield self.reporter.enqueue(channel, payload, control_id)
         yield self.store.kv_put(FILED, reply.message_id, b"filed")
@@ -284,7 +287,11 @@ class ReplyInbox:
             return self.api.settings.channel, None
         known = json.loads(link)
         stored = yield self.store.get_message(known["message_id"], with_body=True)
-        answers = Message.parse(stored.raw, default_charset="latin-1") if stored else None
+        answers = (
+            (yield self.in_thread(partial(Message.parse, stored.raw, default_charset="latin-1")))
+            if stored
+            else None
+        )
         return known["channel"], answers
 
 
@@ -304,8 +311,7 @@ class ReplyWebhook(Resource):
         outer_id = (fields.get(b"message_id") or [b""])[0].decode("utf-8", "replace")
         content_type = (request.requestHeaders.getRawHeaders(b"Content-Type") or [b""])[0]
         # The server bounded the body (the route's max_body_bytes) before it was read.
-        d = self.inbox.in_thread(posted_ciphertext, fields, content_type, request.content.read())
-        d.addCallback(lambda ciphertext: decrypt_reply(self.private_key, ciphertext))
+        d = self.inbox.in_thread(_read_posted, self.private_key, fields, content_type, request.content.read())
         d.addCallback(_same_reply, outer_id)
         d.addCallback(self.inbox.file, origin)
         return answer_when_done(request, d, f"webhook {origin.route}", refused=(RefusedReply,))
@@ -333,6 +339,13 @@ def _file_parts(content_type: bytes, body: bytes) -> list[bytes]:
     if not form.is_multipart():
         return []
     return [part.get_payload(decode=True) or b"" for part in form.walk() if part.get_filename() is not None]
+
+
+def _read_posted(
+    private_key: RSAPrivateKey, fields: Mapping[bytes, list[bytes]], content_type: bytes, body: bytes
+) -> Reply:
+    """The posted reply, parsed and decrypted (RSA, block by block): on a thread, not the reactor."""
+    return decrypt_reply(private_key, posted_ciphertext(fields, content_type, body))
 
 
 def _same_reply(reply: Reply, outer_id: str) -> Reply:
