@@ -287,11 +287,9 @@ class ReplyInbox:
             return self.api.settings.channel, None
         known = json.loads(link)
         stored = yield self.store.get_message(known["message_id"], with_body=True)
-        answers = (
-            (yield self.in_thread(partial(Message.parse, stored.raw, default_charset="latin-1")))
-            if stored
-            else None
-        )
+        if stored is None:
+            return known["channel"], None
+        answers = yield self.in_thread(partial(Message.parse, stored.raw, default_charset="latin-1"))
         return known["channel"], answers
 
 
