@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -165,7 +166,8 @@ def test_recording_hides_secrets(all_sandboxes):
     recorded = [*medallies.state.requests, *qliq.state.requests]
     assert recorded[0].headers["authorization"] == "***"
     assert recorded[1].body["form"] == {"api_key": "***", "to": "x"}
-    assert TEST_CREDENTIALS.medallies_password not in repr(recorded)
+    basic = base64.b64encode(f"courier:{TEST_CREDENTIALS.medallies_password}".encode()).decode()
+    assert basic not in repr(recorded)
 
 
 @pytest.mark.parametrize(

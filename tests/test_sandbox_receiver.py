@@ -3,6 +3,7 @@ idempotency keys, faults through the shared control API, and a recording readabl
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -102,7 +103,9 @@ def test_each_other_mode_is_accepted_and_the_secret_not_recorded(sandbox, header
     assert sandbox.state.messages[answer.json()["id"]]["auth"] == mode
     recorded = requests.get(sandbox.base_url + "/_sandbox/state", timeout=5).text
     assert TEST_CREDENTIALS.http_token not in recorded and TEST_CREDENTIALS.http_api_key not in recorded
-    assert TEST_CREDENTIALS.http_password not in recorded
+    basic = base64.b64encode(f"courier:{TEST_CREDENTIALS.http_password}".encode()).decode()
+    assert basic not in recorded and TEST_CREDENTIALS.http_password not in recorded
+    assert sandbox.state.requests[-1].headers.get("authorization") in (None, "***")
 
 
 def test_a_configured_mode_refuses_the_others(sandbox, clock):

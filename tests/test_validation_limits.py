@@ -22,6 +22,7 @@ from tests.conftest import on_reactor
 from tests.support.engine import listen, open_store
 from tests.support.mllp import BlockingClient
 from tests.support.subprocess_engine import CHANNEL, MAPPING, EngineProcess
+from tests.support.waiting import wait_for
 
 ORU = (
     "MSH|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101120000||ORU^R01^ORU_R01|{cid}|P|2.5\r"
@@ -221,14 +222,6 @@ def test_a_worker_outlives_a_killed_engine_by_its_time_limit_at_most(engine_proc
         wait_for(lambda: resident_mb(worker) > 30, 20)  # at work on it
         engine.kill()  # SIGKILL: nothing of the engine runs to stop its workers
     wait_for(lambda: not alive(worker), 6)  # the worker's own alarm: timeout_s + 1
-
-
-def wait_for(probe, seconds: float):
-    deadline = time.monotonic() + seconds
-    while not (result := probe()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return result
 
 
 def workers_of(pid: int) -> list[int]:
