@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import ast
 import io
-import json
 import os
 import re
-import threading
 import tokenize
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from engine.destinations.registry import destination_types, plugins
 from tests.support.mllp import BlockingClient
+from tests.support.scripted_http import Reply, ScriptedServer
 from tests.support.subprocess_engine import STORE_KEY, courier, free_port, listening
 from tests.support.waiting import wait_for
 
@@ -140,36 +138,21 @@ ORU = (
 )
 
 
-class Gateway(BaseHTTPRequestHandler):
-    """A local pager gateway that keeps what it was sent."""
-
-    received: list[tuple[str, dict]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Gateway.received.append((self.path, body))
-        self.send_response(201)
-        self.end_headers()
-        self.wfile.write(b"page-1")
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def gateway() -> Iterator[ThreadingHTTPServer]:
-    Gateway.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def gateway() -> Iterator[ScriptedServer]:
+    """A local pager gateway that keeps what it was sent."""
+    server = ScriptedServer()
+    server.replies.append(Reply(201, "page-1"))
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def test_a_third_party_plugin_adds_a_type_that_checks_and_delivers(tmp_path, gateway):
     port = free_port()
     (tmp_path / "page.toml").write_text(MAPPING)
-    (tmp_path / "pages.toml").write_text(CHANNEL.format(port=port, gateway=gateway.server_port))
+    (tmp_path / "pages.toml").write_text(
+        CHANNEL.format(port=port, gateway=gateway.base_url.rsplit(":", 1)[1])
+    )
     env = with_plugin(PLUGIN_PATH)
 
     check = courier("check", "pages.toml", cwd=tmp_path, env=env)
@@ -177,18 +160,20 @@ def test_a_third_party_plugin_adds_a_type_that_checks_and_delivers(tmp_path, gat
     assert check.returncode == 0, out + err
     own = courier("pager", "pages.toml", cwd=tmp_path, env=env)  # its command, too
     out, err = own.communicate(timeout=60)
-    assert own.returncode == 0 and out == f"night-pager: http://127.0.0.1:{gateway.server_port}\n", err
+    assert own.returncode == 0 and out == f"night-pager: {gateway.base_url}\n", err
 
     engine = courier("run", "pages.toml", "--store", str(tmp_path / "courier.sqlite3"), cwd=tmp_path, env=env)
     try:
         wait_for(lambda: listening(port, engine), timeout=30, what="courier run listening")
         with BlockingClient(port) as client:
             assert b"MSA|AA|PG0001" in client.request(ORU)
-        wait_for(lambda: Gateway.received, timeout=20, what="a page")
+        wait_for(lambda: gateway.received, timeout=20, what="a page")
     finally:
         engine.terminate()
         engine.communicate(timeout=20)
-    assert Gateway.received == [("/page", {"to": "4711", "text": "Glucose result ready"})]
+    assert [(r.path, r.json()) for r in gateway.received] == [
+        ("/page", {"to": "4711", "text": "Glucose result ready"})
+    ]
 
 
 def test_without_the_plugin_the_type_is_unknown(tmp_path):
