@@ -51,15 +51,8 @@ def warnings(paths: list[Path]) -> list[Problem]:
     """What is allowed but will not run as written: a status poll interval the vendor makes
     longer. Printed by ``courier check`` with ``warning:``; they do not fail the check."""
     found: list[Problem] = []
-    for file in channel_files(paths):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError:
-            continue  # check() reports it
-        if is_mapping_file(file, text):
-            continue
-        channel, _ = parse_channel(file, text, env=None)
-        for i, destination in enumerate(channel.destinations if channel else ()):
+    for entry in _load(paths, None)[2]:
+        for i, destination in enumerate(entry.channel.destinations):
             status = destination.status
             applied = poll_interval(destination.type, status)
             if status.poll and applied != status.poll_every_s:
@@ -68,13 +61,13 @@ def warnings(paths: list[Path]) -> list[Problem]:
                     f"warning: {destination.type} allows fewer status polls: they will be "
                     f"{applied:.0f} s apart, not {status.poll_every_s:.0f} s"
                 )
-                found.append(Problem(key, message, file, locate(key_lines(text), key)))
+                found.append(Problem(key, message, entry.channel.file, locate(entry.lines, key)))
     return found
 
 
 def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) -> list[Channel]:
     """The channels under ``paths`` for ``courier run``; raise :class:`SpecError` on any problem."""
-    channels, problems = _load(paths, os.environ if env is None else env)
+    channels, problems, _ = _load(paths, os.environ if env is None else env)
     if problems:
         raise SpecError(problems)
     return channels
@@ -86,7 +79,9 @@ def channels_as_written(paths: list[Path]) -> list[Channel]:
     return _load(paths, None)[0]
 
 
-def _load(paths: list[Path], env: Mapping[str, str] | None) -> tuple[list[Channel], list[Problem]]:
+def _load(
+    paths: list[Path], env: Mapping[str, str] | None
+) -> tuple[list[Channel], list[Problem], list[_Loaded]]:
     loaded: list[_Loaded] = []
     problems: list[Problem] = []
     for file in channel_files(paths):
@@ -104,7 +99,7 @@ def _load(paths: list[Path], env: Mapping[str, str] | None) -> tuple[list[Channe
             loaded.append(_Loaded(channel, key_lines(text)))
         problems += locate_problems(found, file, text)
     problems += _clashes(loaded)
-    return [entry.channel for entry in loaded], problems
+    return [entry.channel for entry in loaded], problems, loaded
 
 
 def _clashes(loaded: list[_Loaded]) -> list[Problem]:
