@@ -1,0 +1,225 @@
+"""Reloading channels while the engine runs (``Engine.reload``, SIGHUP to ``courier run``): a
+changed channel restarts, the others keep their connections; a broken file is refused and the
+running version keeps serving; removed channels stop, added ones start; webhook routes of a
+restarted channel keep answering."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from engine.channel.check import load_each
+from engine.service import build_engine
+from tests.conftest import on_reactor
+from tests.support.engine import open_store
+from tests.support.mllp import BlockingClient
+from tests.support.scripted_http import ScriptedServer
+from tests.support.subprocess_engine import free_port
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SOURCE = """
+name = "{name}"
+[source]
+listen = "tcp:{port}:interface=127.0.0.1"
+[source.filter]
+message_types = ["ORU^R01"]
+"""
+
+HTTP_CHANNEL = (
+    SOURCE
+    + """[[destinations]]
+name = "{name}-hook"
+type = "http"
+mapping = "{mapping}"
+concurrency = 4
+  [destinations.settings]
+  url = "{url}/{name}"
+  auth = "none"
+"""
+)
+
+HTTP_MAPPING = """
+input = ["ORU^R01"]
+output = "http"
+[fields]
+messageId = "MSH-10"
+version = {{ const = "{version}" }}
+"""
+
+MEDALLIES_CHANNEL = (
+    SOURCE
+    + """[[destinations]]
+name = "{name}-direct"
+type = "medallies"
+mapping = "{mapping}"
+  [destinations.settings]
+  base_url = "http://127.0.0.1:9"
+  username = "courier"
+  password = "${{W_PASSWORD}}"
+  from_direct_address = "radiology@direct.courier.example"
+  webhook_secret = "${{W_WEBHOOK_SECRET}}"
+"""
+)
+
+WEBHOOK_SECRET = "reload-test-webhook-secret-" + "x" * 16
+ENV = {"W_PASSWORD": "reload-test-password", "W_WEBHOOK_SECRET": WEBHOOK_SECRET}
+
+
+def oru(control_id: str) -> bytes:
+    return (
+        f"MSH|^~\\&|LIS|CITYLAB|COURIER|CITYHOSP|20240131142501||ORU^R01|{control_id}|P|2.5\r"
+        "PID|1||9434765919^^^NHS^NH||DOE^JANE\r"
+        "OBR|1||ORD1|GLU^Glucose\r"
+    ).encode()
+
+
+def accepted(reply: bytes) -> bool:
+    return b"MSA|AA|" in reply
+
+
+class ChannelFiles:
+    """Channel and mapping files in one directory, written as a deployment would change them."""
+
+    def __init__(self, directory: Path, url: str) -> None:
+        self.directory = directory
+        self.url = url
+        self.ports: dict[str, int] = {}
+
+    def channel(self, name: str) -> Path:
+        return self.directory / f"{name}.toml"
+
+    def mapping(self, name: str) -> Path:
+        return self.directory / "mappings" / f"{name}.toml"
+
+    def write_http(self, name: str, version: str = "1") -> int:
+        """An http channel sending ``version`` to ``<url>/<name>``; returns its MLLP port."""
+        port = self.ports.setdefault(name, free_port())
+        self.write_http_mapping(name, version)
+        text = HTTP_CHANNEL.format(name=name, port=port, mapping=self.mapping(name), url=self.url)
+        self.channel(name).write_text(text)
+        return port
+
+    def write_http_mapping(self, name: str, version: str) -> None:
+        self.mapping(name).parent.mkdir(exist_ok=True)
+        self.mapping(name).write_text(HTTP_MAPPING.format(version=version))
+
+    def write_medallies(self, name: str) -> None:
+        port = self.ports.setdefault(name, free_port())
+        self.mapping(name).parent.mkdir(exist_ok=True)
+        shutil.copyfile(ROOT / "mappings" / "oru_r01_to_medallies.toml", self.mapping(name))
+        text = MEDALLIES_CHANNEL.format(name=name, port=port, mapping=self.mapping(name))
+        self.channel(name).write_text(text)
+
+    def break_channel(self, name: str) -> None:
+        """A file ``courier check`` refuses: the listen key of the wrong type."""
+        self.channel(name).write_text(f'name = "{name}"\n[source]\nlisten = 2575\n')
+
+
+def sent_versions(hook: ScriptedServer, path: str) -> dict[str, str]:
+    """messageId → version of what the destination at ``path`` received."""
+    return {r.json()["messageId"]: r.json()["version"] for r in list(hook.received) if r.path == path}
+
+
+@pytest.fixture
+def hook() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def files(tmp_path, hook) -> ChannelFiles:
+    directory = tmp_path / "channels"
+    directory.mkdir()
+    return ChannelFiles(directory, hook.base_url)
+
+
+@pytest.fixture
+def running(reactor, tmp_path, files) -> Iterator:
+    """``start()`` builds and starts an engine over ``files`` (webhooks served), stopped after."""
+    store = open_store(reactor, tmp_path / "reload.sqlite3")
+    engines = []
+
+    def load():
+        return load_each([files.directory], env=ENV)
+
+    def start():
+        channels, problems = load()
+        assert problems == []
+        engine = build_engine(
+            reactor, channels, store, webhook_endpoint="tcp:0:interface=127.0.0.1", load_channels=load
+        )
+        engines.append(engine)
+        on_reactor(engine.start)
+        return engine
+
+    yield start
+    for engine in engines:
+        on_reactor(engine.stop)
+    on_reactor(store.close)
+
+
+def test_reload_restarts_the_changed_channel_refuses_a_broken_file_and_keeps_the_others(running, files, hook):
+    a_port = files.write_http("a")
+    b_port = files.write_http("b")
+    engine = running()
+    a = BlockingClient(a_port)
+    b_before = BlockingClient(b_port)
+    assert accepted(a.request(oru("A1")))
+    assert accepted(b_before.request(oru("B1")))
+    wait_for(lambda: sent_versions(hook, "/b") == {"B1": "1"}, what="B1 with mapping 1")
+
+    files.write_http_mapping("b", "2")
+    report = on_reactor(engine.reload)
+    assert (report.restarted, report.unchanged, report.refused, report.failed) == (("b",), ("a",), (), ())
+    assert accepted(a.request(oru("A2"))), "channel a keeps its connection"
+    assert b_before.is_closed_by_peer(), "a restarted channel closes its connections once answered"
+    with BlockingClient(b_port) as b:
+        assert accepted(b.request(oru("B2")))
+    wait_for(lambda: sent_versions(hook, "/b").get("B2") == "2", what="B2 with mapping 2")
+
+    files.break_channel("b")
+    report = on_reactor(engine.reload)
+    assert report.restarted == () and report.unchanged == ("a", "b")
+    [refusal] = report.refused
+    assert refusal.what == str(files.channel("b")) and "source.listen" in refusal.reason
+    with BlockingClient(b_port) as b:
+        assert accepted(b.request(oru("B3"))), "the running b serves on"
+    wait_for(lambda: sent_versions(hook, "/b").get("B3") == "2", what="B3 with mapping 2")
+
+    files.channel("b").unlink()
+    c_port = files.write_http("c")
+    report = on_reactor(engine.reload)
+    assert (report.removed, report.added, report.unchanged) == (("b",), ("c",), ("a",))
+    with pytest.raises(OSError):
+        BlockingClient(b_port, timeout=1)
+    with BlockingClient(c_port) as c:
+        assert accepted(c.request(oru("C1")))
+    assert accepted(a.request(oru("A3")))
+    wait_for(lambda: set(sent_versions(hook, "/a")) == {"A1", "A2", "A3"}, what="every a message delivered")
+    a.close()
+
+
+def test_a_restarted_channel_keeps_its_webhook_routes_and_a_removed_one_drops_them(running, files):
+    files.write_medallies("w")
+    engine = running()
+    url = f"http://127.0.0.1:{engine.webhook_port()}/medallies/w/w-direct/dsn"
+    auth = ("medallies", WEBHOOK_SECRET)
+    assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 400
+
+    with files.mapping("w").open("a") as mapping:
+        mapping.write("# reviewed\n")
+    report = on_reactor(engine.reload)
+    assert report.restarted == ("w",)
+    assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 400
+    assert requests.post(url, data=b"not a DSN", timeout=5).status_code == 401
+
+    files.channel("w").unlink()
+    assert on_reactor(engine.reload).removed == ("w",)
+    assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 404
