@@ -5,7 +5,13 @@ restarted channel keep answering."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +24,7 @@ from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
 from tests.support.scripted_http import ScriptedServer
-from tests.support.subprocess_engine import free_port
+from tests.support.subprocess_engine import STORE_KEY, free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,3 +229,92 @@ def test_a_restarted_channel_keeps_its_webhook_routes_and_a_removed_one_drops_th
     files.channel("w").unlink()
     assert on_reactor(engine.reload).removed == ("w",)
     assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 404
+
+
+class Load:
+    """Persistent MLLP connections, each sending one message after another until stopped."""
+
+    def __init__(self, port: int, connections: int = 2) -> None:
+        self.port = port
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, args=(n,)) for n in range(connections)]
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self, n: int) -> None:
+        try:
+            with BlockingClient(self.port) as client:
+                sent = 0
+                while not self._stop.is_set():
+                    control_id = f"L{n}-{sent}"
+                    if not accepted(client.request(oru(control_id))):
+                        self.errors.append(f"{control_id} not accepted")
+                    self.acked.append(control_id)
+                    sent += 1
+                    time.sleep(0.001)
+        except Exception as error:  # a lost connection is what the test is about
+            self.errors.append(f"connection {n}: {error!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def reloads(log: Path) -> list[str]:
+    """What each reload did, as ``courier run`` logs it."""
+    lines = log.read_text().splitlines()
+    return [
+        line.split(" reload: ", 1)[1]
+        for line in lines
+        if "engine.service: reload: " in line and "refused, the" not in line
+    ]
+
+
+def test_sighup_reloads_a_changed_channel_while_another_runs_under_load(tmp_path, files, hook):
+    a_port = files.write_http("a")
+    b_port = files.write_http("b")
+    log = tmp_path / "courier.log"
+    env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY, **ENV)
+    command = [sys.executable, "-m", "engine", "run", str(files.directory), "--durability", "normal"]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_for(lambda: "courier: running" in log.read_text(), timeout=20, what="courier run started")
+        with BlockingClient(b_port) as b:
+            assert accepted(b.request(oru("B1")))
+        load = Load(a_port)
+        wait_for(lambda: len(load.acked) >= 20, what="the load on channel a under way")
+
+        files.write_http_mapping("b", "2")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(reloads(log)) == 1, what="the first reload")
+        with BlockingClient(b_port) as b:
+            assert accepted(b.request(oru("B2")))
+        wait_for(lambda: sent_versions(hook, "/b").get("B2") == "2", what="B2 with the new mapping")
+
+        files.break_channel("b")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(reloads(log)) == 2, what="the second reload")
+        with BlockingClient(b_port) as b:
+            assert accepted(b.request(oru("B3"))), "the running b serves on"
+        wait_for(lambda: sent_versions(hook, "/b").get("B3") == "2", what="B3 with the running mapping")
+        acked_before = len(load.acked)
+        wait_for(lambda: load.errors or len(load.acked) > acked_before + 20, what="the load going on")
+        load.stop()
+        assert load.errors == [], "channel a lost a connection or a message"
+        assert reloads(log) == ["restarted b", f"refused {files.channel('b')}"]
+        wait_for(
+            lambda: set(load.acked) <= set(sent_versions(hook, "/a")),
+            what="every acknowledged a message sent",
+        )
+    finally:
+        process.terminate()
+        process.wait(20)
+    text = log.read_text()
+    [refused] = [line for line in text.splitlines() if "refused, the running version is kept" in line]
+    assert str(files.channel("b")) in refused and "source.listen" in refused
+    assert "DOE" not in text and "9434765919" not in text and "Traceback" not in text
+    assert process.returncode == 0, text[-2000:]
