@@ -318,3 +318,24 @@ def test_sighup_reloads_a_changed_channel_while_another_runs_under_load(tmp_path
     assert str(files.channel("b")) in refused and "source.listen" in refused
     assert "DOE" not in text and "9434765919" not in text and "Traceback" not in text
     assert process.returncode == 0, text[-2000:]
+
+
+def test_a_sandbox_run_reads_its_unchanged_channels_the_same_on_every_reload(tmp_path, monkeypatch):
+    """``--sandbox`` prepares the channels again on each reload: the Qliq demo's secret webhook path
+    stays the one the sandbox was given, so the channel is not restarted and replies still arrive."""
+    from courier_sandbox import default_base_urls
+    from courier_sandbox.credentials import Credentials
+    from engine.commands.run import with_sandbox_secrets, with_sandbox_settings
+    from engine.reload import prepare
+
+    monkeypatch.chdir(tmp_path)  # the demo reply key is made under the working directory
+    secrets = with_sandbox_secrets([ROOT / "channels"], Credentials.generate(), env={})
+
+    def fingerprints() -> list[tuple[object, ...]]:
+        channels, problems = load_each([ROOT / "channels"], env=secrets)
+        assert problems == []
+        return [
+            prepare(channel).fingerprint for channel in with_sandbox_settings(channels, default_base_urls())
+        ]
+
+    assert fingerprints() == fingerprints()
