@@ -111,7 +111,10 @@ def read(load: ChannelLoader) -> Reading:
 
 
 def _one_line(problem: Problem) -> str:
-    return " ".join(str(problem).split())
+    """``line 3: source.listen: …`` (the file is named once, by the refusal)."""
+    where = f"line {problem.line}: " if problem.line else ""
+    key = f"{problem.key}: " if problem.key else ""
+    return " ".join(f"{where}{key}{problem.message}".split())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -339,3 +340,19 @@ def test_a_sandbox_run_reads_its_unchanged_channels_the_same_on_every_reload(tmp
         ]
 
     assert fingerprints() == fingerprints()
+
+
+def test_a_new_channel_that_cannot_listen_is_reported_and_the_others_run_on(running, files):
+    a_port = files.write_http("a")
+    engine = running()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        files.ports["d"] = busy.getsockname()[1]
+        files.write_http("d")
+        report = on_reactor(engine.reload)
+    [failed] = report.failed
+    assert failed.what == "d" and "cannot listen" in failed.reason
+    assert report.unchanged == ("a",)
+    with BlockingClient(a_port) as a:
+        assert accepted(a.request(oru("A1")))
