@@ -149,8 +149,9 @@ def build_source(
 class ListenerService(Service):
     """A listening port (a channel's MLLP listener, the webhooks); ``port`` while it listens.
 
-    ``drain``, when given, runs once the port is closed: the connections it accepted finish
-    what they have read (:meth:`MLLPServerFactory.drain`)."""
+    ``drain``, when given, lets the connections it accepted finish what they have read
+    (:meth:`MLLPServerFactory.drain`): :meth:`ChannelUnit.drain` calls it once the port is
+    closed. Stopping the engine does not wait for it."""
 
     def __init__(
         self,
@@ -175,14 +176,11 @@ class ListenerService(Service):
         return port
 
     def stopService(self) -> defer.Deferred[None] | None:
-        if not self.running:  # stopped already: a channel unit stops its listener first
+        if not self.running:  # stopped already: a draining channel stops its listener first
             return None
         super().stopService()
         port, self.port = self.port, None
-        stopped = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
-        if self.drain is not None:
-            stopped.addCallback(lambda _: self.drain())
-        return stopped
+        return port.stopListening() if port is not None else None
 
 
 def build_listener(reactor, channel: Channel, source: Source) -> ListenerService:
@@ -236,12 +234,13 @@ class ChannelUnit(MultiService):
     def channel(self) -> Channel:
         return self.prepared.channel
 
-    def stopService(self) -> defer.Deferred[None]:
-        """The listener first: its connections answer what they read while the validation
-        workers still run; then everything else."""
+    def drain(self) -> defer.Deferred[None]:
+        """Stop accepting, and let each connection answer the frames it has read (the
+        validation workers still run) and close; then the channel can be stopped."""
         d = defer.maybeDeferred(self.listener.stopService)
-        d.addCallback(lambda _: MultiService.stopService(self))
-        return d.addCallback(lambda _: None)
+        if self.listener.drain is not None:
+            d.addCallback(lambda _: self.listener.drain())
+        return d
 
 
 @dataclass
@@ -351,7 +350,8 @@ class Engine:
         """Stop accepting on the channel, answer what its connections read, let its sends in
         flight finish; what waits in the store (queued deliveries, its outbox) stays there."""
         unit = self.units.pop(name)
-        d = defer.maybeDeferred(self.service.removeService, unit)
+        d = unit.drain()
+        d.addCallback(lambda _: self.service.removeService(unit))
         d.addCallback(lambda _: self.deliveries.remove_channel(name))
         return d
 
