@@ -411,13 +411,20 @@ class Engine:
 
 
 def _listen_problem(unit: ChannelUnit) -> defer.Deferred[Refusal | None]:
-    """None once the unit's listener listens; why not, if it cannot (logged)."""
+    """None once the unit's listener listens; why not, if it cannot (logged; its ``listening``
+    then fires with None, as its ``port`` stays None)."""
+    outcome: defer.Deferred[Refusal | None] = defer.Deferred()
 
-    def failed(failure: Failure) -> Refusal:
-        log.error("reload: channel %s cannot listen: %s", unit.name, failure.getErrorMessage())
-        return Refusal(unit.name, f"cannot listen: {failure.getErrorMessage()}")
+    def listened(result: IListeningPort | Failure) -> IListeningPort | None:
+        if not isinstance(result, Failure):
+            outcome.callback(None)
+            return result
+        log.error("reload: channel %s cannot listen: %s", unit.name, result.getErrorMessage())
+        outcome.callback(Refusal(unit.name, f"cannot listen: {result.getErrorMessage()}"))
+        return None
 
-    return unit.listener.listening.addCallbacks(lambda _: None, failed)
+    unit.listener.listening.addBoth(listened)
+    return outcome
 
 
 def build_engine(
