@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.channel.config import Channel
+from engine.channel.endpoints import addresses_clash, listen_address
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.spec import Problem
@@ -123,13 +124,15 @@ class Plan:
     restart: tuple[Prepared, ...]
     add: tuple[Prepared, ...]
     remove: tuple[str, ...]
+    refused: tuple[Refusal, ...]
+    """Channels that would clash with one that keeps running (a refused file's, say)."""
 
 
 def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
     """What to do with each channel, the running ones by name."""
     keep_all = None in reading.refused_files
     unchanged: list[str] = []
-    restart: list[Prepared] = []
+    changed: list[Prepared] = []
     remove: list[str] = []
     for name, current in running.items():
         new = reading.accepted.get(name)
@@ -140,6 +143,33 @@ def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
         elif new.fingerprint == current.fingerprint:
             unchanged.append(name)
         else:
-            restart.append(new)
-    add = () if keep_all else tuple(p for name, p in reading.accepted.items() if name not in running)
-    return Plan(tuple(unchanged), tuple(restart), add, tuple(remove))
+            changed.append(new)
+    added = [] if keep_all else [p for name, p in reading.accepted.items() if name not in running]
+    staying = [running[name].channel for name in unchanged]
+    refused: list[Refusal] = []
+    restart: list[Prepared] = []
+    add: list[Prepared] = []
+    for prepared in (*changed, *added):
+        reason = _clash(prepared.channel, staying)
+        if reason is None:
+            (restart if prepared.channel.name in running else add).append(prepared)
+            continue
+        refused.append(Refusal(str(prepared.channel.file), reason))
+        if prepared.channel.name in running:  # its running version stays, and may clash too
+            unchanged.append(prepared.channel.name)
+            staying.append(running[prepared.channel.name].channel)
+    return Plan(tuple(unchanged), tuple(restart), tuple(add), tuple(remove), tuple(refused))
+
+
+def _clash(channel: Channel, staying: list[Channel]) -> str | None:
+    """What ``courier check`` would say across files, against the channels that keep running."""
+    mine = listen_address(channel.source.listen)
+    names = {destination.name for destination in channel.destinations}
+    for other in staying:
+        theirs = listen_address(other.source.listen)
+        if mine and theirs and addresses_clash(mine, theirs):
+            return f"source.listen: port {mine[1]} is used by running channel {other.name!r}"
+        shared = sorted(names & {destination.name for destination in other.destinations})
+        if shared:
+            return f"destination {shared[0]!r} is also in running channel {other.name!r}"
+    return None

@@ -374,7 +374,7 @@ class Engine:
         reactor = self.reactor
         reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load)
         todo = plan({name: unit.prepared for name, unit in self.units.items()}, reading)
-        refused = list(reading.refused)
+        refused = [*reading.refused, *todo.refused]
         built: list[ChannelUnit] = []
         unchanged = list(todo.unchanged)
         for prepared in (*todo.restart, *todo.add):
