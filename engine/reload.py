@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.channel.check import clashes
 from engine.channel.config import Channel
-from engine.channel.endpoints import addresses_clash, listen_address
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.spec import Problem
@@ -163,13 +163,5 @@ def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
 
 def _clash(channel: Channel, staying: list[Channel]) -> str | None:
     """What ``courier check`` would say across files, against the channels that keep running."""
-    mine = listen_address(channel.source.listen)
-    names = {destination.name for destination in channel.destinations}
-    for other in staying:
-        theirs = listen_address(other.source.listen)
-        if mine and theirs and addresses_clash(mine, theirs):
-            return f"source.listen: port {mine[1]} is used by running channel {other.name!r}"
-        shared = sorted(names & {destination.name for destination in other.destinations})
-        if shared:
-            return f"destination {shared[0]!r} is also in running channel {other.name!r}"
-    return None
+    found = [f"{key}: {message}" for other in staying for key, message in clashes(channel, other)]
+    return f"{found[0]} (a channel kept running)" if found else None

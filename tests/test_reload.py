@@ -366,7 +366,7 @@ def test_a_new_channel_that_would_clash_with_a_channel_kept_running_is_refused(r
     files.write_http("c")
     report = on_reactor(engine.reload)
     assert [r.what for r in report.refused] == [str(files.channel("a")), str(files.channel("c"))]
-    assert f"port {a_port} is used by running channel 'a'" in report.refused[1].reason
+    assert f"port {a_port} is already used by channel 'a'" in report.refused[1].reason
     assert (report.unchanged, report.added, report.failed) == (("a",), (), ())
     with BlockingClient(a_port) as a:
         assert accepted(a.request(oru("A1")))
