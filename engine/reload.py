@@ -38,16 +38,9 @@ class Prepared:
 
 def prepare(channel: Channel) -> Prepared:
     """Reads the channel's mapping files: in a thread while the reactor runs."""
-    texts = tuple(_text(destination.mapping) for destination in channel.destinations)
+    texts = tuple(destination.mapping.read_bytes() for destination in channel.destinations)
     mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
     return Prepared(channel, mappings, (channel, texts))
-
-
-def _text(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True)
