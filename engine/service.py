@@ -31,6 +31,7 @@ from engine.delivery.tokens import StoredTokens
 from engine.destinations import TokenProvider
 from engine.destinations.registry import destination_class, plugin
 from engine.mapping import load_mapping
+from engine.metrics import ChannelMetrics, Metrics, StoreGauges
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
@@ -110,6 +111,7 @@ def build_source(
     channel_routes: Sequence[Route],
     on_queued: Callable[[tuple[str, ...]], None] | None = None,
     validator: Validator | None = None,
+    metrics: ChannelMetrics | None = None,
 ) -> Source:
     """The channel's source; a channel that validates needs its ``validator``
     (:func:`validation_pool`, stopped by whoever runs it)."""
@@ -127,6 +129,7 @@ def build_source(
         reject_duplicates=channel.ack.duplicates == "reject",
         duplicate_window_s=channel.ack.duplicate_window_s,
         on_queued=on_queued,
+        metrics=metrics,
     )
 
 
@@ -154,8 +157,11 @@ class ListenerService(Service):
         return self.port.stopListening() if self.port is not None else None
 
 
-def build_listener(reactor, channel: Channel, source: Source) -> ListenerService:
+def build_listener(
+    reactor, channel: Channel, source: Source, metrics: Metrics | None = None
+) -> ListenerService:
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
+    metrics.connections.watch(channel.name, lambda: factory.connections)
     tls = channel.source.tls
     served = factory
     if tls is not None:
@@ -195,6 +201,8 @@ class Engine:
     webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
     webhook_scheme: str = "http"
     """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The engine's Prometheus registry (``metrics.registry``), for ``/metrics``."""
 
     def start(self) -> defer.Deferred[None]:
         """Load the stored tokens, let each plugin prepare its queues (``on_start``), then
@@ -232,6 +240,7 @@ def build_engine(
     webhook_tls: TLSSettings | None = None,
     webhook_limits: ServerLimits | None = None,
     prune_after_s: float | None = None,
+    metrics: Metrics | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
@@ -241,9 +250,11 @@ def build_engine(
     ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
     hour, what is older and needs nothing more (:mod:`engine.store.retention`). Raises
     ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
-    a webhook would take anyone's POST.
+    a webhook would take anyone's POST. ``metrics`` is the engine's own registry of counters
+    (a new one by default), which the store's gauges join.
     """
     enabled = [channel for channel in channels if channel.enabled]
+    metrics = metrics or Metrics()
     service = MultiService()
     tokens = StoredTokens(store, reactor)
     tokens.setServiceParent(service)
@@ -251,7 +262,12 @@ def build_engine(
     Running(reporter).setServiceParent(service)
     if prune_after_s is not None:
         Pruner(store, reactor, prune_after_s).setServiceParent(service)
-    deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
+    deliveries = DeliveryService(
+        reactor=reactor, clock=reactor, store=store, listener=reporter, metrics=metrics
+    )
+    gauges = StoreGauges(store, reactor, {d.name: c.name for c in enabled for d in c.destinations})
+    gauges.setServiceParent(service)
+    metrics.registry.register(gauges)
     if not hold_deliveries:
         deliveries.setServiceParent(service)
     listeners = {}
@@ -262,9 +278,15 @@ def build_engine(
         if validator is not None:
             validator.setServiceParent(service)
         source = build_source(
-            reactor, channel, store, channel_routes, on_queued=deliveries.wake, validator=validator
+            reactor,
+            channel,
+            store,
+            channel_routes,
+            on_queued=deliveries.wake,
+            validator=validator,
+            metrics=metrics.channel(channel.name),
         )
-        listeners[channel.name] = build_listener(reactor, channel, source)
+        listeners[channel.name] = build_listener(reactor, channel, source, metrics)
         listeners[channel.name].setServiceParent(service)
     served_routes, pollers = webhook_routes(
         reactor, enabled, store, reporter, deliveries.tracker, serve=webhook_endpoint is not None
@@ -283,4 +305,6 @@ def build_engine(
         )
         served.setServiceParent(service)
     resources = {route.path: route.resource for route in served_routes}
-    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme)
+    return Engine(
+        reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme, metrics
+    )

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
+from prometheus_client import Histogram
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -42,12 +43,15 @@ from engine.message.batch import Batch, split_batch
 from engine.message.display import printable
 from engine.message.path import Path
 from engine.message.structure import structure_problem
+from engine.metrics import ChannelMetrics, Metrics
 from engine.mllp.server import Reply
-from engine.store.base import Incoming, Receipt, Store
+from engine.store.base import FILTERED, Incoming, Receipt, Store
 
 log = logging.getLogger(__name__)
 
 AckMode = Literal["auto", "original", "enhanced"]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class Source:
         reject_duplicates: bool = False,
         duplicate_window_s: float | None = None,
         on_queued: Callable[[tuple[str, ...]], None] | None = None,
+        metrics: ChannelMetrics | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
@@ -138,12 +143,19 @@ class Source:
         self.control_ids = ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
+        self.metrics = metrics or Metrics().channel(channel)
+        """What this channel counts (by default on a registry of its own, which nobody reads)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
 
     # FrameHandler
 
     def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
+        started = self.metrics.timer()
+        d = self._handle_frame(payload, peer)
+        return d.addBoth(self._observe, self.metrics.ack_latency, started)
+
+    def _handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         try:
             batch = split_batch(payload)
             if batch is not None:
@@ -151,9 +163,12 @@ class Source:
             message = self._parse(payload)
         except MessageError as error:
             log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
+            self.metrics.received.inc()
+            self.metrics.refused(NOT_HL7.code)
             return defer.succeed(Reply(self._unreadable(), committed=False))
         if message.message_type == "ACK":
             return self._record_ack(message, payload, peer)
+        self.metrics.received.inc()
         verdict = self._screen(message)
         if isinstance(verdict, defer.Deferred):
             d = verdict.addCallback(self._store, message, payload, peer)
@@ -162,6 +177,8 @@ class Source:
         return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        self.metrics.received.inc()
+        self.metrics.refused(TOO_LARGE.code)
         try:
             message = self._parse(head)
         except MessageError:
@@ -170,6 +187,7 @@ class Source:
 
     def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
         """AR/CR 207 with MSA-2 = the frame's MSH-10 (:func:`readable_for_nak`)."""
+        self.metrics.refused(INTERNAL_ERROR.code)
         message = readable_for_nak(payload)
         if message is None:
             return self._unreadable(INTERNAL_ERROR)
@@ -220,6 +238,7 @@ class Source:
                 refusal.error.code,
                 refusal.error.text,
             )
+            self.metrics.refused(refusal.error.code)
             return _Answer(refusal.outcome, refusal.error, committed=False)
         log.error(
             "channel %s: error checking control id %s: %s",
@@ -227,6 +246,7 @@ class Source:
             printable(message.control_id),
             failure.getErrorMessage(),
         )
+        self.metrics.refused(INTERNAL_ERROR.code)
         return _Answer(REJECT, INTERNAL_ERROR, committed=False)
 
     def _store(
@@ -234,12 +254,31 @@ class Source:
     ) -> defer.Deferred[_Answer]:
         if isinstance(verdict, _Answer):
             return defer.succeed(verdict)
-        d = defer.maybeDeferred(self.store.receive, self._incoming(message, payload, peer, verdict))
+        d = self._commit(self.store.receive, self._incoming(message, payload, peer, verdict))
         return d.addCallbacks(
-            self._stored, self._store_failed, callbackArgs=(verdict.destinations,), errbackArgs=(message,)
+            self._stored,
+            self._store_failed,
+            callbackArgs=(verdict.destinations, verdict.state),
+            errbackArgs=(message,),
         )
 
-    def _stored(self, receipt: Receipt, destinations: tuple[str, ...]) -> _Answer:
+    def _commit(self, write: Callable[[T], defer.Deferred[R]], incoming: T) -> defer.Deferred[R]:
+        """``write(incoming)`` to the store, its commit timed."""
+        started = self.metrics.timer()
+        d = defer.maybeDeferred(write, incoming)
+        return d.addBoth(self._observe, self.metrics.commit_latency, started)
+
+    def _observe(self, result: R, histogram: Histogram, started: float) -> R:
+        histogram.observe(self.metrics.timer() - started)
+        return result
+
+    def _stored(self, receipt: Receipt, destinations: tuple[str, ...], state: str) -> _Answer:
+        if receipt.duplicate:
+            self.metrics.duplicates.inc()
+        elif state == FILTERED:
+            self.metrics.filtered.inc()
+        else:
+            self.metrics.accepted.inc()
         if receipt.duplicate and self.reject_duplicates:
             return _Answer(REJECT, DUPLICATE, committed=True)
         if not receipt.duplicate and destinations and self.on_queued is not None:
@@ -253,6 +292,7 @@ class Source:
             printable(message.control_id),
             failure.getErrorMessage(),
         )
+        self.metrics.refused(STORE_FAILED.code)
         return _Answer(ERROR, STORE_FAILED, committed=False)
 
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
@@ -264,7 +304,7 @@ class Source:
             peer,
             printable(message.control_id),
         )
-        d = defer.maybeDeferred(
+        d = self._commit(
             self.store.receive, self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED"))
         )
         d.addCallbacks(
@@ -276,6 +316,10 @@ class Source:
         """Check every message of a batch, store the accepted ones in one transaction, and
         answer with an acknowledgement batch holding one ACK per message, in order."""
         items = [_BatchItem(raw, self._parse_or_none(raw)) for raw in batch.messages]
+        self.metrics.received.inc(len(items))
+        unreadable = sum(item.message is None for item in items)
+        if unreadable:
+            self.metrics.refused(NOT_HL7.code, unreadable)
         screened = [
             defer.maybeDeferred(self._screen, item.message) for item in items if item.message is not None
         ]
@@ -313,11 +357,11 @@ class Source:
                 accepted.append(item)
         if not accepted:
             return defer.succeed(False)  # nothing stored: MLLP release 2 says so with 0x15
-        d = defer.maybeDeferred(self.store.receive_many, [item.incoming for item in accepted])
+        d = self._commit(self.store.receive_many, [item.incoming for item in accepted])
 
         def stored(receipts: list[Receipt]) -> bool:
             for item, receipt in zip(accepted, receipts, strict=True):
-                item.answer = self._stored(receipt, item.incoming.destinations)
+                item.answer = self._stored(receipt, item.incoming.destinations, item.incoming.state)
             return True
 
         def failed(failure: Failure) -> bool:

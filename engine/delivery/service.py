@@ -19,6 +19,7 @@ from engine.delivery.queue import DeliveryQueue
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import TransitionListener
 from engine.destinations.registry import plugin
+from engine.metrics import Metrics
 from engine.screen import Route
 from engine.store.base import Store
 
@@ -33,12 +34,14 @@ class DeliveryService(MultiService):
         clock: IReactorTime,
         store: Store,
         listener: TransitionListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
         self._clock = clock
         self._store = store
         self._listener = listener
+        self._metrics = metrics or Metrics()
         self.tracker = StatusTracker(store, clock, listener)
         self.queues: dict[str, DeliveryQueue] = {}
         self.pollers: dict[str, StatusPoller] = {}
@@ -61,6 +64,7 @@ class DeliveryService(MultiService):
                 conversations=Conversations(self._store, destination.kind)
                 if plugin(config.type).conversations
                 else None,
+                metrics=self._metrics.destination(channel.name, config.name),
             )
             queue.setServiceParent(self)
             self.queues[config.name] = queue

@@ -166,6 +166,23 @@ class Counts:
     outbox: list[tuple[str, str, int]]
 
 
+@dataclass(frozen=True)
+class Gauges:
+    """What the metrics read from the store every few seconds: counts and times, never PHI."""
+
+    deliveries: dict[tuple[str, str], int]
+    """(destination, state) → how many deliveries, for the states of :data:`GAUGED_STATES`."""
+    oldest_waiting: dict[str, float]
+    """destination → when its oldest QUEUED or SENDING delivery was queued (or requeued)."""
+    outbox: dict[str, tuple[int, float | None]]
+    """channel → (PENDING items, when the oldest of them was added)."""
+    size_bytes: int
+
+
+GAUGED_STATES = (QUEUED, SENDING, ERROR)
+"""The delivery states whose counts are a queue's depth (the others only grow)."""
+
+
 class Store(Protocol):
     """The durable store. Every method returns a Deferred fired in the reactor thread.
 
@@ -255,6 +272,10 @@ class Store(Protocol):
 
     def keyed_hash(self, text: str) -> str:
         """A keyed hash (hex) of ``text``, for a kv key that must not reveal what it names."""
+        ...
+
+    def gauges(self, destinations: list[str], channels: list[str]) -> Deferred[Gauges]:
+        """Queue depths and ages of ``destinations``, outbox of ``channels``, size: read off the reactor."""
         ...
 
     # Retention.

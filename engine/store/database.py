@@ -26,6 +26,7 @@ from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
     ERROR,
+    GAUGED_STATES,
     MESSAGE_STATES,
     PRUNED_TABLES,
     QUEUED,
@@ -35,6 +36,7 @@ from engine.store.base import (
     Delivery,
     DeliverySelection,
     Event,
+    Gauges,
     Incoming,
     Message,
     OutboxItem,
@@ -168,6 +170,11 @@ _HELD_DESTINATIONS = """
     latest AS (SELECT MAX(id) AS id FROM outcomes GROUP BY destination)
     SELECT o.destination, substr(o.kind, 6), o.at FROM outcomes o JOIN latest USING (id)
     WHERE o.kind LIKE 'held:%' ORDER BY o.destination"""
+# One destination (or channel) at a time, so each reads a range of its index, not the table.
+_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = ?"
+_OLDEST_WAITING = """SELECT MIN(COALESCE(requeued_at, created_at)) FROM deliveries
+    WHERE destination = ? AND state IN ('QUEUED', 'SENDING')"""
+_OUTBOX_PENDING = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE channel = ? AND state = 'PENDING'"
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -764,6 +771,18 @@ class Database:
             (since or 0.0,),
         ).fetchall()
         return Counts(messages, deliveries, outbox)
+
+    def gauges(self, destinations: list[str], channels: list[str]) -> Gauges:
+        """The queue depths and ages the metrics show, read by index ranges only (see
+        :class:`engine.store.base.Gauges`)."""
+        run = self.connection.execute
+        depths = {
+            (d, state): run(_DEPTH, (d, state)).fetchone()[0] for d in destinations for state in GAUGED_STATES
+        }
+        oldest = {d: at for d in destinations if (at := run(_OLDEST_WAITING, (d,)).fetchone()[0]) is not None}
+        outbox = {channel: run(_OUTBOX_PENDING, (channel,)).fetchone() for channel in channels}
+        pages = run("PRAGMA page_count").fetchone()[0] * run("PRAGMA page_size").fetchone()[0]
+        return Gauges(depths, oldest, outbox, pages)
 
     # Retention --------------------------------------------------------------------------
 

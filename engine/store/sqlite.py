@@ -20,6 +20,7 @@ from engine.store.base import (
     Delivery,
     DeliverySelection,
     Event,
+    Gauges,
     Incoming,
     Message,
     OutboxItem,
@@ -203,6 +204,11 @@ class SQLiteStore:
 
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_status_poll_due, destination)
+
+    # Metrics
+
+    def gauges(self, destinations: list[str], channels: list[str]) -> Deferred[Gauges]:
+        return self._read(Database.gauges, destinations, channels)
 
     # Retention
 
