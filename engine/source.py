@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from engine.errors import MessageError
+from engine.logs import context_log
 from engine.message import Message
 from engine.message.ack import (
     ACCEPT,
@@ -144,6 +145,7 @@ class Source:
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
         self.metrics = metrics or Metrics().channel(channel)
+        self.log = context_log(log, channel=channel)
         """What this channel counts (by default on a registry of its own, which nobody reads)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
@@ -162,7 +164,7 @@ class Source:
                 return self._handle_batch(batch, peer)
             message = self._parse(payload)
         except MessageError as error:
-            log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
+            self.log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
             self.metrics.received.inc()
             self.metrics.refused(NOT_HL7.code)
             return defer.succeed(Reply(self._unreadable(), committed=False))
@@ -198,12 +200,13 @@ class Source:
     def _parse(self, payload: bytes) -> Message:
         message = Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
         if message.charset_problem and not self.strict_charset:
-            log.warning(
+            self.log.warning(
                 "channel %s: control id %s: %s; stored as received (set the channel's charset or "
                 "force_charset for this sender)",
                 self.channel,
                 printable(message.control_id),
                 message.charset_problem,
+                extra=_context(message, "charset_problem"),
             )
         return message
 
@@ -230,21 +233,23 @@ class Source:
     def _refused(self, failure: Failure, message: Message) -> _Answer:
         if failure.check(Refused):
             refusal: Refused = failure.value
-            log.warning(
+            self.log.warning(
                 "channel %s: refused %s control id %s: ERR %d %s",
                 self.channel,
                 printable(_type(message)),
                 printable(message.control_id),
                 refusal.error.code,
                 refusal.error.text,
+                extra=_context(message, "refused"),
             )
             self.metrics.refused(refusal.error.code)
             return _Answer(refusal.outcome, refusal.error, committed=False)
-        log.error(
+        self.log.error(
             "channel %s: error checking control id %s: %s",
             self.channel,
             printable(message.control_id),
             failure.getErrorMessage(),
+            extra=_context(message, "check_failed"),
         )
         self.metrics.refused(INTERNAL_ERROR.code)
         return _Answer(REJECT, INTERNAL_ERROR, committed=False)
@@ -286,11 +291,12 @@ class Source:
         return _Answer(ACCEPT, None, committed=True, code=receipt.ack_code)
 
     def _store_failed(self, failure: Failure, message: Message) -> _Answer:
-        log.error(
+        self.log.error(
             "channel %s: could not store control id %s: %s",
             self.channel,
             printable(message.control_id),
             failure.getErrorMessage(),
+            extra=_context(message, "store_failed"),
         )
         self.metrics.refused(STORE_FAILED.code)
         return _Answer(ERROR, STORE_FAILED, committed=False)
@@ -298,11 +304,12 @@ class Source:
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         """Keep an inbound ACK for the audit trail, and never answer it (two engines would
         loop) unless its MSH-15 asks for a commit ACK, as a status message in enhanced mode does."""
-        log.info(
+        self.log.info(
             "channel %s: %s: received an ACK (%s); recorded",
             self.channel,
             peer,
             printable(message.control_id),
+            extra=_context(message, "ack_received"),
         )
         d = self._commit(
             self.store.receive, self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED"))
@@ -447,6 +454,11 @@ class _Answer:
     committed: bool
     code: str | None = None
     """The ACK code recorded with a stored message (AA or CA), reused for its duplicates."""
+
+
+def _context(message: Message, event: str) -> dict[str, str]:
+    """A log line's ``extra``: what happened, to which message (:mod:`engine.logs`)."""
+    return {"control_id": printable(message.control_id), "event": event}
 
 
 def _type(message: Message) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine import logs
 from engine.commands.exits import serve
 from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
     webhook_limits.add_arguments(parser)
+    logs.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports, base_urls))
         else:
             d.addCallback(lambda _: engine.start())
-        return d.addCallback(lambda _: _announce(channels))
+        return d.addCallback(lambda _: _announce(channels, args.log_format))
 
     def stop():
         d = engine.stop()
@@ -245,8 +247,16 @@ def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
             configured.add((type_, setting))
 
 
-def _announce(channels) -> None:
+def _announce(channels, log_format: str) -> None:
     for channel in channels:
         if channel.enabled:
-            log.warning("channel %s listening on %s", channel.name, channel.source.listen)
-    print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)
+            log.warning(
+                "channel %s listening on %s",
+                channel.name,
+                channel.source.listen,
+                extra={"channel": channel.name, "event": "listening"},
+            )
+    if log_format == "json":  # stderr stays JSON lines only
+        log.warning("courier: running", extra={"event": "running"})
+    else:
+        print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -43,6 +43,7 @@ from engine.delivery.transitions import TransitionListener, announce, transition
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
 from engine.errors import MessageError
+from engine.logs import context_log
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
@@ -108,6 +109,7 @@ class DeliveryQueue(Service):
         self._idle_s = idle_s
         self._auth_retry_s = auth_retry_s
         self._rng = rng or random.Random()
+        self._log = context_log(log, channel=channel, destination=config.name)
         self._metrics = metrics or Metrics().destination(channel, config.name)
         rate = config.rate_limit
         self._bucket = TokenBucket(rate.per_second, rate.burst, clock.seconds) if rate.per_second else None
@@ -128,7 +130,7 @@ class DeliveryQueue(Service):
         if self._stopped:  # stop() came while the store was still answering
             return
         if count:
-            log.warning(
+            self._log.warning(
                 "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
                 " (at-least-once: the vendor may see them twice)",
                 self.name,
@@ -152,7 +154,7 @@ class DeliveryQueue(Service):
     def startService(self) -> None:
         super().startService()
         self.start().addErrback(
-            lambda f: log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
+            lambda f: self._log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
         )
 
     def stopService(self) -> Deferred[None]:
@@ -214,12 +216,13 @@ class DeliveryQueue(Service):
             result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
-            log.error(
+            self._log.error(
                 "queue %s: delivery %d left SENDING until restart: %s: %s",
                 self.name,
                 delivery.id,
                 type(exc).__name__,
                 exc,
+                extra={"control_id": delivery.control_id, "event": "left_sending"},
             )
 
     def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
@@ -240,7 +243,7 @@ class DeliveryQueue(Service):
                 payload, idempotency_key=key, conversation_id=conversation_id, resume=resume
             )
         except Exception as exc:
-            log.error(
+            self._log.error(
                 "queue %s: %s destination raised %s", self.name, self.destination.kind, type(exc).__name__
             )
             result = SendResult(Outcome.RETRY, reason=f"internal error ({type(exc).__name__})")
@@ -310,13 +313,14 @@ class DeliveryQueue(Service):
         yield self._store.mark_retry(delivery.id, now + delay, result.reason, result.progress)
         self._metrics.failed.inc()
         self._metrics.held(None)
-        log.warning(
+        self._log.warning(
             "queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
             self.name,
             delivery.id,
             delivery.attempts,
             result.loggable_reason,
             delay,
+            extra={"control_id": delivery.control_id, "event": "retry"},
         )
 
     @inlineCallbacks
@@ -328,13 +332,14 @@ class DeliveryQueue(Service):
         self._paused_until = max(self._paused_until, retry_at)
         self._metrics.failed.inc()
         self._metrics.held(hold)
-        log.error(
+        self._log.error(
             "queue %s: destination held (%s): %s. Deliveries stay QUEUED (no attempt counted);"
             " the queue tries again in %.0f s, and resumes by itself once the set-up works.",
             self.name,
             hold,
             result.loggable_reason,
             wait,
+            extra={"event": "held"},
         )
 
     @inlineCallbacks
@@ -351,13 +356,14 @@ class DeliveryQueue(Service):
         yield self._store.mark_error(delivery.id, detail)
         self._metrics.dead_lettered.inc()
         self._metrics.held(None)
-        log.error(
+        self._log.error(
             "queue %s: delivery %d of message %s is ERROR (%s): %s",
             self.name,
             delivery.id,
             delivery.control_id,
             event,
             detail if logged is None else logged,
+            extra={"control_id": delivery.control_id, "event": event},
         )
         yield announce(
             self._listener,

@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from engine.logs import context_log
 from engine.message.display import printable
 from engine.mllp.framing import (
     BrokenFrame,
@@ -104,7 +105,7 @@ class MLLPServerProtocol(protocol.Protocol):
         self.peer = describe(self.transport.getPeer())
         factory.connections += 1
         if factory.connections > factory.limits.max_connections:
-            log.error(
+            self.factory.log.error(
                 "listener %s: refusing connection from %s: %d connections open (max %d)",
                 factory.name,
                 self.peer,
@@ -114,7 +115,7 @@ class MLLPServerProtocol(protocol.Protocol):
             self._close(abort=True)
             return
         self._framer = Framer(factory.limits.max_message_bytes)
-        log.info("listener %s: connection from %s", factory.name, self.peer)
+        self.factory.log.info("listener %s: connection from %s", factory.name, self.peer)
         self._touch()
 
     def dataReceived(self, data: bytes) -> None:
@@ -125,20 +126,20 @@ class MLLPServerProtocol(protocol.Protocol):
             if isinstance(event, Frame):
                 self._pending.append(event.payload)
             elif isinstance(event, Junk):
-                log.error(
+                self.factory.log.error(
                     "listener %s: %s: discarded %d bytes outside an MLLP frame",
                     self.factory.name,
                     self.peer,
                     event.count,
                 )
             elif isinstance(event, MissingCarriageReturn):
-                log.warning(
+                self.factory.log.warning(
                     "listener %s: %s: frame ended with <FS> but no <CR>; accepted",
                     self.factory.name,
                     self.peer,
                 )
             elif isinstance(event, BrokenFrame):
-                log.error(
+                self.factory.log.error(
                     "listener %s: %s: start block inside an unfinished frame; discarded "
                     "%d bytes of the broken frame, reading the new one",
                     self.factory.name,
@@ -156,14 +157,14 @@ class MLLPServerProtocol(protocol.Protocol):
         self._cancel_timers()
         self.factory.connections -= 1
         if self._framer is not None and self._framer.in_frame:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: connection closed inside a frame; %d bytes discarded",
                 self.factory.name,
                 self.peer,
                 self._framer.buffered,
             )
         if self._pending:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: connection lost with %d frames not yet handled; they were "
                 "not acknowledged, so the sender will resend them",
                 self.factory.name,
@@ -226,7 +227,7 @@ class MLLPServerProtocol(protocol.Protocol):
         Closing instead would make the sender resend the same frame for ever, stalling the
         feed behind it; only when even the NAK cannot be built is the connection closed.
         """
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: internal error handling a frame (%s: %s); answering with a NAK",
             self.factory.name,
             self.peer,
@@ -236,7 +237,7 @@ class MLLPServerProtocol(protocol.Protocol):
         try:
             nak = self.factory.handler.refuse_failed(payload, self.peer)
         except Exception as error:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: could not build the NAK either (%s); closing so the sender resends",
                 self.factory.name,
                 self.peer,
@@ -248,7 +249,7 @@ class MLLPServerProtocol(protocol.Protocol):
 
     def _unanswered(self, failure: Failure) -> None:
         """Writing the answer itself failed: say so and close, so the sender resends."""
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: could not answer a frame (%s); closing so the sender resends",
             self.factory.name,
             self.peer,
@@ -265,7 +266,7 @@ class MLLPServerProtocol(protocol.Protocol):
 
     def _refuse_oversize(self, head: bytes) -> None:
         limit = self.factory.limits.max_message_bytes
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: frame exceeds max_message_bytes=%d; refused and closing",
             self.factory.name,
             self.peer,
@@ -287,7 +288,7 @@ class MLLPServerProtocol(protocol.Protocol):
         if self._busy or self._pending:
             self._touch()
             return
-        log.info(
+        self.factory.log.info(
             "listener %s: %s: idle for %ss; closing",
             self.factory.name,
             self.peer,
@@ -311,7 +312,7 @@ class MLLPServerProtocol(protocol.Protocol):
     def _frame_timeout(self) -> None:
         self._frame_call = None
         buffered = self._framer.buffered if self._framer else 0
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: frame not finished within %ss; dropped %d bytes and closing",
             self.factory.name,
             self.peer,
@@ -348,3 +349,5 @@ class MLLPServerFactory(protocol.ServerFactory):
         self.clock = clock
         self.limits = limits
         self.connections = 0
+        self.log = context_log(log, channel=name)
+        """The module's logger with this listener's name as the channel of each line."""
