@@ -265,7 +265,9 @@ def build_engine(
     deliveries = DeliveryService(
         reactor=reactor, clock=reactor, store=store, listener=reporter, metrics=metrics
     )
-    gauges = StoreGauges(store, reactor, {d.name: c.name for c in enabled for d in c.destinations})
+    gauges = StoreGauges(
+        store, reactor, [c.name for c in enabled], {d.name: c.name for c in enabled for d in c.destinations}
+    )
     gauges.setServiceParent(service)
     metrics.registry.register(gauges)
     if not hold_deliveries:

@@ -9,7 +9,7 @@ open-connection count, an attribute the listener keeps anyway.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -34,6 +34,7 @@ class StoreGauges(Service, Collector):
         self,
         store: Store,
         clock: IReactorTime,
+        channels: Iterable[str],
         destinations: Mapping[str, str],
         refresh_s: float = DEFAULT_REFRESH_S,
     ) -> None:
@@ -41,7 +42,7 @@ class StoreGauges(Service, Collector):
         self._store = store
         self._clock = clock
         self._destinations = dict(destinations)
-        self._channels = sorted(set(destinations.values()))
+        self._channels = sorted(channels)
         self._refresh_s = refresh_s
         self._loop = LoopingCall(self._refresh)
         self._loop.clock = clock
