@@ -195,6 +195,7 @@ class Engine:
     webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
     webhook_scheme: str = "http"
     """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
+    sources: dict[str, Source] = field(default_factory=dict)  # channel → its source
 
     def start(self) -> defer.Deferred[None]:
         """Load the stored tokens, let each plugin prepare its queues (``on_start``), then
@@ -255,6 +256,7 @@ def build_engine(
     if not hold_deliveries:
         deliveries.setServiceParent(service)
     listeners = {}
+    sources = {}
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds, tokens)
         deliveries.add_channel(channel, channel_routes)
@@ -264,6 +266,7 @@ def build_engine(
         source = build_source(
             reactor, channel, store, channel_routes, on_queued=deliveries.wake, validator=validator
         )
+        sources[channel.name] = source
         listeners[channel.name] = build_listener(reactor, channel, source)
         listeners[channel.name].setServiceParent(service)
     served_routes, pollers = webhook_routes(
@@ -283,4 +286,6 @@ def build_engine(
         )
         served.setServiceParent(service)
     resources = {route.path: route.resource for route in served_routes}
-    return Engine(reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme)
+    return Engine(
+        reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme, sources
+    )

@@ -138,6 +138,8 @@ class Source:
         self.control_ids = ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
+        self.refusals = 0
+        """Messages and frames refused since start (the console shows it)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
 
@@ -162,6 +164,7 @@ class Source:
         return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        self.refusals += 1
         try:
             message = self._parse(head)
         except MessageError:
@@ -210,6 +213,7 @@ class Source:
         return verdict
 
     def _refused(self, failure: Failure, message: Message) -> _Answer:
+        self.refusals += 1
         if failure.check(Refused):
             refusal: Refused = failure.value
             log.warning(
@@ -375,6 +379,7 @@ class Source:
         )
 
     def _unreadable(self, error: AckError = NOT_HL7) -> bytes:
+        self.refusals += 1
         return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
 
     def _now(self) -> datetime:
