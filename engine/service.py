@@ -201,6 +201,7 @@ class Engine:
     webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
     webhook_scheme: str = "http"
     """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
+    sources: dict[str, Source] = field(default_factory=dict)  # channel → its source
     metrics: Metrics = field(default_factory=Metrics)
     """The engine's Prometheus registry (``metrics.registry``), for ``/metrics``."""
 
@@ -273,6 +274,7 @@ def build_engine(
     if not hold_deliveries:
         deliveries.setServiceParent(service)
     listeners = {}
+    sources = {}
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds, tokens)
         deliveries.add_channel(channel, channel_routes)
@@ -288,6 +290,7 @@ def build_engine(
             validator=validator,
             metrics=metrics.channel(channel.name),
         )
+        sources[channel.name] = source
         listeners[channel.name] = build_listener(reactor, channel, source, metrics)
         listeners[channel.name].setServiceParent(service)
     served_routes, pollers = webhook_routes(
@@ -308,5 +311,5 @@ def build_engine(
         served.setServiceParent(service)
     resources = {route.path: route.resource for route in served_routes}
     return Engine(
-        reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme, metrics
+        reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme, sources, metrics
     )

@@ -145,8 +145,10 @@ class Source:
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
         self.metrics = metrics or Metrics().channel(channel)
-        self.log = context_log(log, channel=channel)
         """What this channel counts (by default on a registry of its own, which nobody reads)."""
+        self.log = context_log(log, channel=channel)
+        self.refusals = 0
+        """Messages and frames refused since start (the console shows it)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
 
@@ -179,6 +181,7 @@ class Source:
         return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        self.refusals += 1
         self.metrics.received.inc()
         self.metrics.refused(TOO_LARGE.code)
         try:
@@ -231,6 +234,7 @@ class Source:
         return verdict
 
     def _refused(self, failure: Failure, message: Message) -> _Answer:
+        self.refusals += 1
         if failure.check(Refused):
             refusal: Refused = failure.value
             self.log.warning(
@@ -426,6 +430,7 @@ class Source:
         )
 
     def _unreadable(self, error: AckError = NOT_HL7) -> bytes:
+        self.refusals += 1
         return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
 
     def _now(self) -> datetime:

@@ -518,14 +518,15 @@ class Database:
         at = self._clock()
         self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail)
 
-    def requeue(self, selection: DeliverySelection) -> int:
+    def requeue(self, selection: DeliverySelection, by: str = "") -> int:
         """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING),
-        as their next generation: the vendor sees a new message id."""
-        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued", generation=1)
+        as their next generation: the vendor sees a new message id. ``by`` names the
+        operator, kept in each event's detail."""
+        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued", generation=1, by=by)
 
-    def cancel(self, selection: DeliverySelection) -> int:
-        """Stop the selected deliveries that are still QUEUED or in ERROR."""
-        return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled")
+    def cancel(self, selection: DeliverySelection, by: str = "") -> int:
+        """Stop the selected deliveries that are still QUEUED or in ERROR (``by``: as requeue)."""
+        return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled", by=by)
 
     def recover_left_sending(self, destination: str, now: float) -> int:
         """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.
@@ -670,6 +671,7 @@ class Database:
         to_state: str,
         kind: str,
         generation: int = 0,
+        by: str = "",
     ) -> int:
         s = selection
         ids = None if s.ids is None else _json_ids(s.ids)
@@ -688,12 +690,15 @@ class Database:
         at = self._clock()
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
-        self._append_events(moving, at, kind, to_state)
+        self._append_events(moving, at, kind, to_state, f"by operator {by}" if by else "")
         return len(moving)
 
-    def _append_events(self, pairs: list[tuple[int, int]], at: float, kind: str, state: str) -> None:
-        """One detail-less event per (delivery id, message id) pair."""
-        self.connection.executemany(_INSERT_EVENT, [(m, d, at, kind, state, None) for d, m in pairs])
+    def _append_events(
+        self, pairs: list[tuple[int, int]], at: float, kind: str, state: str, detail: str = ""
+    ) -> None:
+        """One event per (delivery id, message id) pair, all with the same ``detail``."""
+        detail_enc = self._encrypt_text(detail)
+        self.connection.executemany(_INSERT_EVENT, [(m, d, at, kind, state, detail_enc) for d, m in pairs])
 
     # Outbox -----------------------------------------------------------------------------
 
