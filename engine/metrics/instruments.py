@@ -162,12 +162,17 @@ class DestinationMetrics:
             kind: metrics.responses.labels(channel, destination, kind) for kind in STATUS_CLASSES
         }
         self._held = {reason: metrics.held.labels(channel, destination, reason) for reason in REASONS}
+        self._held_for: str | None = None
 
     def held(self, hold: str | None) -> None:
-        """The destination is held for ``hold`` (a queue's hold word), or no longer (None)."""
+        """The destination is held for ``hold`` (a queue's hold word), or no longer (None);
+        the gauges change only when the reason does (every send says so)."""
         reason = None if hold is None else hold_reason(hold)
+        if reason == self._held_for:
+            return
         for label, child in self._held.items():
             child.set(1 if label == reason else 0)
+        self._held_for = reason
 
     def answered(self, http_status: int | None, seconds: float) -> None:
         """One send done: its answer's class and how long it took."""
