@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def configure(verbosity: int, log_format: str = "text", stream: TextIO = sys.stderr) -> None:
-    """The root logger at WARNING, INFO (``-v``) or DEBUG (``-vv``), in ``log_format``."""
-    handler = logging.StreamHandler(stream)
+def configure(verbosity: int, log_format: str = "text", stream: TextIO | None = None) -> None:
+    """The root logger at WARNING, INFO (``-v``) or DEBUG (``-vv``), in ``log_format``, on
+    ``stream`` (stderr as it is at the call)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     level = logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
     logging.basicConfig(level=level, handlers=[handler])
