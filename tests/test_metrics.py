@@ -89,6 +89,9 @@ def test_store_gauges_count_the_waiting_deliveries_and_age_the_oldest(reactor, t
 
 
 def test_labels_come_from_fixed_sets_whatever_a_plugin_says() -> None:
+    metrics = Metrics()
+    metrics.channel("lab").refused(9434765919)  # a code no HL7 table has: never a label
+    assert value(metrics, "courier_messages_refused_total", channel="lab", code="other") == 1
     assert [hold_reason(w) for w in ("auth", "endpoint not found", "dns", "patient Jane Doe")] == [
         "auth",
         "endpoint",

@@ -31,6 +31,8 @@ HOLD_REASONS = {
 """A queue's hold word (:mod:`engine.destinations.transport`, or a plugin's) → the metric's
 ``reason``; any other word is ``other``, so a plugin can never put free text in a label."""
 REASONS = (*HOLD_REASONS.values(), "other")
+ERR_CODES = frozenset({100, 101, 102, 103, 104, 200, 201, 202, 203, 204, 205, 206, 207})
+"""HL7 table 0357's error codes: the ``code`` label is one of these, or ``other``."""
 
 
 def hold_reason(hold: str) -> str:
@@ -145,7 +147,8 @@ class ChannelMetrics:
         """``count`` NAKs with ERR-3 ``code`` (an HL7 table 0357 number)."""
         child = self._refused.get(code)
         if child is None:
-            child = self._refused[code] = self._refused_family.labels(self._channel, str(code))
+            label = str(code) if code in ERR_CODES else "other"
+            child = self._refused[code] = self._refused_family.labels(self._channel, label)
         child.inc(count)
 
 
