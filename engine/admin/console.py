@@ -139,7 +139,7 @@ class Dashboard(Resource):
             states = counts.get((channel, name), {})
             hold = held.get(name)
             shown = (
-                f'<span class="bad held">held: {e(hold[0])} (since {e(when(hold[1]))})</span>'
+                f'<span class="bad held">held: {e(hold[0])} (last tried {e(when(hold[1]))})</span>'
                 if hold
                 else "-"
             )
