@@ -10,9 +10,11 @@ import requests
 from twisted.web.resource import Resource
 
 from engine.store import DeliverySelection
+from engine.tls import TLSSettings
 from tests.conftest import on_reactor
 from tests.support.admin import OPERATOR, SECRET, csrf_token, log_in, start_admin, stop_admin
 from tests.support.mllp import BlockingClient
+from tests.support.pki import make_pki
 from tests.support.waiting import wait_for
 
 ORU = (
@@ -231,5 +233,22 @@ def test_readyz_turns_503_once_a_destination_is_held_too_long(reactor, tmp_path)
         assert answer["reasons"][0].startswith("destination results-hook held (auth) for ")
         page = log_in(admin).get(f"{admin.url}/").text
         assert "held: auth" in page
+    finally:
+        stop_admin(admin)
+
+
+def test_over_tls_the_session_cookie_is_secure(reactor, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    admin = start_admin(reactor, tmp_path, tls=TLSSettings(pki.server_cert, pki.server_key))
+    try:
+        answer = requests.post(
+            f"{admin.url}/login",
+            data={"name": OPERATOR, "secret": SECRET},
+            headers={"Origin": admin.url},
+            allow_redirects=False,
+            verify=str(pki.ca),
+            timeout=5,
+        )
+        assert answer.status_code == 302 and "; Secure" in answer.headers["Set-Cookie"]
     finally:
         stop_admin(admin)
