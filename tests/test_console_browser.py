@@ -5,7 +5,8 @@ example channels on free ports (:mod:`tests.support.demo`).
 It logs in with the run's one-time token, sees the four channels, sends a message over MLLP
 and finds its timeline by control id, makes Qliq answer 401 (a sandbox fault) and sees its
 destination held, has MedAllies reject a message (400: a dead letter), requeues it from the
-page and sees it delivered, and saves the screenshot the README shows (docs/console.png).
+page and sees it delivered, saves the screenshot the README shows (docs/console.png), and checks
+the page fits a phone's width.
 
 Without Chromium or Selenium a user's plain ``pytest`` skips this with the reason; CI sets
 ``COURIER_REQUIRE_BROWSER=1`` (``.ci/run``), where a missing browser fails instead.
@@ -179,6 +180,12 @@ def test_the_console_in_a_browser(tmp_path, browser) -> None:
         SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
         assert SCREENSHOT.stat().st_size > 10_000
+
+        # On a phone's width the page does not scroll sideways: only its wide tables do.
+        driver.set_window_size(390, 844)
+        open_console(driver, url)
+        width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], width
         assert demo.output("run", "err").count(token) == 1  # printed once, never logged
     finally:
         interrupt(engine)

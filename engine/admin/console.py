@@ -57,14 +57,18 @@ def session_of(request: Request) -> Session:
 
 
 def _render_later(request: Request, page: Deferred[bytes]) -> int:
+    """Answer with ``page`` once it is ready, unless the client went away meanwhile."""
+    gone = []
+    request.notifyFinish().addErrback(gone.append)
+
     def written(body: bytes) -> None:
-        if not request._disconnected:
+        if not gone:
             request.write(body)
             request.finish()
 
     def failed(failure: Failure) -> None:
         log.error("console: a page failed: %s", failure.getErrorMessage())
-        if not request._disconnected:
+        if not gone:
             request.setResponseCode(500)
             request.write(b"The console could not read the store; see the engine's log.\n")
             request.finish()
