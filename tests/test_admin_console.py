@@ -23,7 +23,7 @@ ORU = (
     b"OBR|1||ORD1|GLU^Glucose\r"
 )
 PAGES = ["/", "/message?control_id=CT0001"]
-ACTIONS = ["/deliveries/requeue", "/deliveries/cancel", "/outbox/skip", "/logout"]
+ACTIONS = ["/deliveries/requeue", "/deliveries/cancel", "/outbox/skip", "/reload", "/logout"]
 
 
 class _Extra(Resource):
@@ -252,3 +252,17 @@ def test_over_tls_the_session_cookie_is_secure(reactor, tmp_path):
         assert answer.status_code == 302 and "; Secure" in answer.headers["Set-Cookie"]
     finally:
         stop_admin(admin)
+
+
+def test_reload_channels_from_the_page_names_a_refused_file_and_keeps_the_channel(admin, tmp_path):
+    client = log_in(admin)
+    token = csrf_token(client, admin)
+    assert 'action="/reload"' in client.get(f"{admin.url}/").text
+    assert "Reload: nothing changed" in client.post(f"{admin.url}/reload", data={"csrf": token}).text
+    channel = tmp_path / "lab.toml"
+    channel.write_text(channel.read_text().replace('type = "http"', 'type = "no-such-vendor"'))
+    page = client.post(f"{admin.url}/reload", data={"csrf": token}).text
+    assert f"Reload: refused {channel}. {channel}: line " in page and "no-such-vendor" in page
+    assert 'class="channel">lab-to-hook<' in page and "listening" in page
+    with BlockingClient(admin.mllp_port) as mllp:
+        assert b"MSA|AA|CT0001" in mllp.request(ORU)

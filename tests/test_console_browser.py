@@ -5,8 +5,8 @@ example channels on free ports (:mod:`tests.support.demo`).
 It logs in with the run's one-time token, sees the four channels, sends a message over MLLP
 and finds its timeline by control id, makes Qliq answer 401 (a sandbox fault) and sees its
 destination held, has MedAllies reject a message (400: a dead letter), requeues it from the
-page and sees it delivered, saves the screenshot the README shows (docs/console.png), and checks
-the page fits a phone's width.
+page and sees it delivered, reloads the channel files from the page, saves the screenshot the
+README shows (docs/console.png), and checks the page fits a phone's width.
 
 Without Chromium or Selenium a user's plain ``pytest`` skips this with the reason; CI sets
 ``COURIER_REQUIRE_BROWSER=1`` (``.ci/run``), where a missing browser fails instead.
@@ -174,6 +174,11 @@ def test_the_console_in_a_browser(tmp_path, browser) -> None:
         driver.get(f"{url}message?control_id=UI-RAD-2")
         timeline = driver.find_element(By.ID, "timeline").text
         assert "requeued" in timeline and re.search(r"\bsent\b", timeline.split("requeued", 1)[1])
+
+        # The channel files, unchanged, reloaded from the page: nothing restarts.
+        open_console(driver, url)
+        driver.find_element(By.XPATH, "//button[text()='Reload channels']").click()
+        wait_for(lambda: "Reload: nothing changed" in page_text(driver), 30, "the reload's notice")
 
         fault(demo, "qliq", status_next=0)
         open_console(driver, url)
