@@ -266,3 +266,11 @@ def test_reload_channels_from_the_page_names_a_refused_file_and_keeps_the_channe
     assert 'class="channel">lab-to-hook<' in page and "listening" in page
     with BlockingClient(admin.mllp_port) as mllp:
         assert b"MSA|AA|CT0001" in mllp.request(ORU)
+
+
+def test_the_webhooks_pre_auth_limits_bound_the_admin_site(admin):
+    assert requests.put(f"{admin.url}/", timeout=5).status_code == 405
+    big = requests.post(f"{admin.url}/login", data={"name": "x" * 20_000}, timeout=5)
+    assert big.status_code == 413
+    headers = {f"X-Filler-{n}": "x" for n in range(50)}
+    assert requests.get(f"{admin.url}/healthz", headers=headers, timeout=5).status_code == 400
