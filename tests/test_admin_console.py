@@ -3,6 +3,7 @@ only from the console's own pages, and each action recorded with the operator's 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -142,7 +143,8 @@ def test_a_forged_cross_site_post_is_refused(admin, csrf, headers):
     assert on_reactor(admin.store.get_delivery, delivery).state == "ERROR"
 
 
-def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin):
+def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin, caplog):
+    caplog.set_level(logging.WARNING, logger="engine.admin")
     delivery = dead_letter(admin)
     client = log_in(admin)
     token = csrf_token(client, admin)
@@ -157,6 +159,12 @@ def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin):
     assert (
         events["requeued"] == f"by operator {OPERATOR}" and events["cancelled"] == f"by operator {OPERATOR}"
     )
+    logged = [r.getMessage() for r in caplog.records if r.name == "engine.admin.console"]
+    assert logged == [
+        f"console: operator {OPERATOR} requeued delivery {delivery} (results-hook)",
+        f"console: operator {OPERATOR} cancelled delivery {delivery} (results-hook)",
+    ]
+    assert SECRET not in caplog.text
 
 
 def test_outbox_skip_keeps_the_operators_name_and_reason(admin):
