@@ -8,37 +8,47 @@ type needs is asked of its plugin (:mod:`engine.destinations.registry`).
 
 With a ``webhooks`` endpoint the engine also serves the vendors' webhooks, one URL per
 channel and destination (:mod:`engine.status.routes`).
+
+Each channel is a :class:`ChannelUnit`, built, started and stopped on its own, so that
+:meth:`Engine.reload` can restart one channel while the others keep their connections.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from engine.channel.config import Channel
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import DeliveryQueue, DeliveryService
+from engine.delivery.service import ChannelQueues
 from engine.delivery.tokens import StoredTokens
 from engine.destinations import TokenProvider
 from engine.destinations.registry import destination_class, plugin
+from engine.errors import ConfigError
+from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.metrics import ChannelMetrics, Metrics, StoreGauges
 from engine.mllp.server import Limits, MLLPServerFactory
+from engine.reload import ChannelLoader, Prepared, Refusal, ReloadReport, plan, prepare, read
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
 from engine.status import webhook_server
 from engine.status.reporter import StatusReporter
 from engine.status.routes import webhook_routes
 from engine.status.webhook_limits import ServerLimits
+from engine.status.webhook_server import WebhookSite
+from engine.status.webhooks import Route as WebhookRoute
 from engine.store import Store
 from engine.store.retention import Pruner
 from engine.tls import TLSSettings, wrap_server_factory
@@ -59,12 +69,18 @@ def limits(channel: Channel) -> Limits:
     )
 
 
-def routes(channel: Channel, clock: Callable[[], float], tokens: StoredTokens | None = None) -> list[Route]:
-    """Each destination with its compiled mapping and a vendor client on its own HTTP session."""
+def routes(
+    channel: Channel,
+    clock: Callable[[], float],
+    tokens: StoredTokens | None = None,
+    mappings: Mapping[str, PayloadMapping] | None = None,
+) -> list[Route]:
+    """Each destination with its compiled mapping (from ``mappings`` by destination name, when
+    given: compiled away from the reactor) and a vendor client on its own HTTP session."""
     return [
         Route(
             config.name,
-            load_mapping(config.mapping),
+            mappings[config.name] if mappings is not None else load_mapping(config.mapping),
             destination_class(config.type)(
                 config.settings,
                 requests.Session(),
@@ -134,10 +150,19 @@ def build_source(
 
 
 class ListenerService(Service):
-    """A listening port (a channel's MLLP listener, the webhooks); ``port`` once started."""
+    """A listening port (a channel's MLLP listener, the webhooks); ``port`` while it listens.
 
-    def __init__(self, name: str, listen: Callable[[], defer.Deferred[IListeningPort]]) -> None:
+    ``drain``, when given, runs once the port is closed: the connections it accepted finish
+    what they have read (:meth:`MLLPServerFactory.drain`)."""
+
+    def __init__(
+        self,
+        name: str,
+        listen: Callable[[], defer.Deferred[IListeningPort]],
+        drain: Callable[[], defer.Deferred[None]] | None = None,
+    ) -> None:
         self.listen = listen
+        self.drain = drain
         self.port: IListeningPort | None = None
         self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
         self.setName(name)
@@ -153,13 +178,17 @@ class ListenerService(Service):
         return port
 
     def stopService(self) -> defer.Deferred[None] | None:
+        if not self.running:  # stopped already: a channel unit stops its listener first
+            return None
         super().stopService()
-        return self.port.stopListening() if self.port is not None else None
+        port, self.port = self.port, None
+        stopped = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
+        if self.drain is not None:
+            stopped.addCallback(lambda _: self.drain())
+        return stopped
 
 
-def build_listener(
-    reactor, channel: Channel, source: Source, metrics: Metrics | None = None
-) -> ListenerService:
+def build_listener(reactor, channel: Channel, source: Source, metrics: Metrics) -> ListenerService:
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
     metrics.connections.watch(channel.name, lambda: factory.connections)
     tls = channel.source.tls
@@ -168,7 +197,7 @@ def build_listener(
         settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
         served = wrap_server_factory(factory, settings)
     endpoint = serverFromString(reactor, channel.source.listen)
-    return ListenerService(f"{channel.name}/listener", lambda: endpoint.listen(served))
+    return ListenerService(f"{channel.name}/listener", lambda: endpoint.listen(served), factory.drain)
 
 
 class Running(Service):
@@ -187,31 +216,86 @@ class Running(Service):
         return defer.maybeDeferred(self.runner.stop)
 
 
+class ChannelUnit(MultiService):
+    """One channel, built, started and stopped on its own: its validation workers, MLLP
+    listener and webhook pollers are its children; its queues (``queues``, in the shared
+    :class:`DeliveryService`), webhook routes (on the shared site) and status reports (in the
+    shared :class:`StatusReporter`) are added and removed with it by the :class:`Engine`."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        listener: ListenerService,
+        queues: ChannelQueues,
+        webhook_routes: Sequence[WebhookRoute],
+        source: Source | None = None,
+    ) -> None:
+        super().__init__()
+        self.setName(prepared.channel.name)
+        self.prepared = prepared
+        self.listener = listener
+        self.source = source
+        self.queues = queues
+        self.webhook_routes = tuple(webhook_routes)
+
+    @property
+    def channel(self) -> Channel:
+        return self.prepared.channel
+
+    def stopService(self) -> defer.Deferred[None]:
+        """The listener first: its connections answer what they read while the validation
+        workers still run; then everything else."""
+        d = defer.maybeDeferred(self.listener.stopService)
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d.addCallback(lambda _: None)
+
+
 @dataclass
 class Engine:
-    """The running parts, for the CLI and tests to reach into."""
+    """The running parts, for the CLI and tests to reach into; :meth:`reload` applies edited
+    channel files while it runs (:mod:`engine.reload`)."""
 
     reactor: Any
     service: MultiService
+    store: Store
     deliveries: DeliveryService
     reporter: StatusReporter
-    listeners: dict[str, ListenerService]
     tokens: StoredTokens
+    units: dict[str, ChannelUnit] = field(default_factory=dict)
     webhooks: ListenerService | None = None
-    webhook_resources: dict[str, Resource] = field(default_factory=dict)  # URL path → webhook
+    webhook_site: WebhookSite | None = None
     webhook_scheme: str = "http"
     """How vendors reach the webhooks: https when served over TLS (``webhook_tls`` or ``ssl:``)."""
-    sources: dict[str, Source] = field(default_factory=dict)  # channel → its source
+    load_channels: ChannelLoader | None = None
+    """What :meth:`reload` reads (``courier run`` gives its channel files with its environment)."""
+    queue_setup: Callable[[list[DeliveryQueue]], defer.Deferred[None]] | None = None
+    """Run for new queues before they start, after the stored tokens are loaded (the sandbox
+    hooks of ``courier run --sandbox``)."""
     metrics: Metrics = field(default_factory=Metrics)
     """The engine's Prometheus registry (``metrics.registry``), for ``/metrics``."""
+    _reloading: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+
+    @property
+    def listeners(self) -> dict[str, ListenerService]:
+        return {name: unit.listener for name, unit in self.units.items()}
+
+    @property
+    def webhook_resources(self) -> dict[str, Resource]:
+        """URL path → webhook resource, of every channel."""
+        return {route.path: route.resource for unit in self.units.values() for route in unit.webhook_routes}
 
     def start(self) -> defer.Deferred[None]:
         """Load the stored tokens, let each plugin prepare its queues (``on_start``), then
         start everything; fires once every listener is listening (or fails if one cannot)."""
-        d = self.tokens.load()
-        d.addCallback(lambda _: prepare_queues(self.reactor, self.deliveries.queues.values()))
+        d = self._prepare(list(self.deliveries.queues.values()))
         d.addCallback(lambda _: self._start_services())
         return d
+
+    def _prepare(self, queues: list[DeliveryQueue]) -> defer.Deferred[None]:
+        d = self.tokens.load()
+        if self.queue_setup is not None:
+            d.addCallback(lambda _: self.queue_setup(queues))
+        return d.addCallback(lambda _: prepare_queues(self.reactor, queues))
 
     def _start_services(self) -> defer.Deferred[None]:
         self.service.startService()
@@ -230,6 +314,126 @@ class Engine:
         """The TCP port the webhooks are served on."""
         return self.webhooks.port.getHost().port
 
+    # -- channels, one by one ------------------------------------------------------------
+
+    def build_unit(self, prepared: Prepared) -> ChannelUnit:
+        """A channel's parts, not yet added or started. Raises ConfigError when a webhook's
+        settings cannot be used."""
+        channel = prepared.channel
+        reactor = self.reactor
+        hooks, pollers = webhook_routes(
+            reactor,
+            [channel],
+            self.store,
+            self.reporter,
+            self.deliveries.tracker,
+            serve=self.webhook_site is not None,
+        )
+        channel_routes = routes(channel, reactor.seconds, self.tokens, prepared.mappings)
+        validator = validation_pool(reactor, channel)
+        source = build_source(
+            reactor,
+            channel,
+            self.store,
+            channel_routes,
+            on_queued=self.deliveries.wake,
+            validator=validator,
+            metrics=self.metrics.channel(channel.name),
+        )
+        listener = build_listener(reactor, channel, source, self.metrics)
+        queues = self.deliveries.build_channel(channel, channel_routes)
+        unit = ChannelUnit(prepared, listener, queues, hooks, source)
+        if validator is not None:
+            validator.setServiceParent(unit)
+        listener.setServiceParent(unit)
+        for poller in pollers:
+            Running(poller).setServiceParent(unit)
+        return unit
+
+    def add_unit(self, unit: ChannelUnit) -> None:
+        """Serve the channel: its parts start at once if the engine runs (a reload), and its
+        status reports take over from an earlier version's (see :meth:`StatusReporter.set_channel`)."""
+        self.units[unit.name] = unit
+        self.deliveries.add(unit.queues)
+        self.reporter.set_channel(unit.channel).addErrback(
+            lambda f: log.error(
+                "channel %s: status reports did not restart: %s", unit.name, f.getErrorMessage()
+            )
+        )
+        unit.setServiceParent(self.service)
+
+    def stop_unit(self, name: str) -> defer.Deferred[None]:
+        """Stop accepting on the channel, answer what its connections read, let its sends in
+        flight finish; what waits in the store (queued deliveries, its outbox) stays there."""
+        unit = self.units.pop(name)
+        d = defer.maybeDeferred(self.service.removeService, unit)
+        d.addCallback(lambda _: self.deliveries.remove_channel(name))
+        return d
+
+    def serve_webhook_routes(self) -> None:
+        """The webhook server answers for the channels as they are now."""
+        if self.webhook_site is not None:
+            self.webhook_site.routes = tuple(
+                route for unit in self.units.values() for route in unit.webhook_routes
+            )
+
+    def reload(self) -> defer.Deferred[ReloadReport]:
+        """Read the channel files again and apply what changed (:mod:`engine.reload`); a second
+        call waits for the first. Fails, changing nothing, when the files cannot be read."""
+        if self.load_channels is None:
+            return defer.fail(ConfigError("this engine was built without its channel files"))
+        return self._reloading.run(self._reload, self.load_channels)
+
+    @defer.inlineCallbacks
+    def _reload(self, load: ChannelLoader):
+        reactor = self.reactor
+        reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load)
+        todo = plan({name: unit.prepared for name, unit in self.units.items()}, reading)
+        refused = list(reading.refused)
+        built: list[ChannelUnit] = []
+        unchanged = list(todo.unchanged)
+        for prepared in (*todo.restart, *todo.add):
+            try:
+                built.append(self.build_unit(prepared))
+            except Exception as error:  # keep the running version; say why in one line
+                refused.append(Refusal(str(prepared.channel.file), " ".join(str(error).split())))
+                if prepared.channel.name in self.units:
+                    unchanged.append(prepared.channel.name)
+        for refusal in refused:
+            log.error("reload: %s refused, the running version is kept: %s", refusal.what, refusal.reason)
+        yield self._prepare([queue for unit in built for queue in unit.queues.queues])
+        restarting = [unit.name for unit in built if unit.name in self.units]
+        yield defer.gatherResults(
+            [self.stop_unit(name) for name in (*todo.remove, *restarting)], consumeErrors=True
+        )
+        yield defer.gatherResults(
+            [self.reporter.remove_channel(name) for name in todo.remove], consumeErrors=True
+        )
+        for unit in built:
+            self.add_unit(unit)
+        self.serve_webhook_routes()
+        failed = yield defer.gatherResults([_listen_problem(unit) for unit in built])
+        report = ReloadReport(
+            unchanged=tuple(unchanged),
+            restarted=tuple(restarting),
+            added=tuple(unit.name for unit in built if unit.name not in restarting),
+            removed=todo.remove,
+            refused=tuple(refused),
+            failed=tuple(problem for problem in failed if problem is not None),
+        )
+        log.warning("reload: %s", report.summary())
+        return report
+
+
+def _listen_problem(unit: ChannelUnit) -> defer.Deferred[Refusal | None]:
+    """None once the unit's listener listens; why not, if it cannot (logged)."""
+
+    def failed(failure: Failure) -> Refusal:
+        log.error("reload: channel %s cannot listen: %s", unit.name, failure.getErrorMessage())
+        return Refusal(unit.name, f"cannot listen: {failure.getErrorMessage()}")
+
+    return unit.listener.listening.addCallbacks(lambda _: None, failed)
+
 
 def build_engine(
     reactor,
@@ -242,6 +446,7 @@ def build_engine(
     webhook_limits: ServerLimits | None = None,
     prune_after_s: float | None = None,
     metrics: Metrics | None = None,
+    load_channels: ChannelLoader | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
@@ -249,67 +454,47 @@ def build_engine(
     wait QUEUED until the engine runs without it. ``webhook_endpoint`` is the server endpoint (such as
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
     ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
-    hour, what is older and needs nothing more (:mod:`engine.store.retention`). Raises
+    hour, what is older and needs nothing more (:mod:`engine.store.retention`).
+    ``load_channels`` reads the channel files again for :meth:`Engine.reload`. Raises
     ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
     a webhook would take anyone's POST. ``metrics`` is the engine's own registry of counters
     (a new one by default), which the store's gauges join.
     """
-    enabled = [channel for channel in channels if channel.enabled]
     metrics = metrics or Metrics()
     service = MultiService()
     tokens = StoredTokens(store, reactor)
     tokens.setServiceParent(service)
-    reporter = StatusReporter(store, reactor, enabled)
+    reporter = StatusReporter(store, reactor, [])
     Running(reporter).setServiceParent(service)
     if prune_after_s is not None:
         Pruner(store, reactor, prune_after_s).setServiceParent(service)
     deliveries = DeliveryService(
         reactor=reactor, clock=reactor, store=store, listener=reporter, metrics=metrics
     )
+    if not hold_deliveries:
+        deliveries.setServiceParent(service)
+    engine = Engine(
+        reactor, service, store, deliveries, reporter, tokens, load_channels=load_channels, metrics=metrics
+    )
     gauges = StoreGauges(
-        store, reactor, [c.name for c in enabled], {d.name: c.name for c in enabled for d in c.destinations}
+        store,
+        reactor,
+        channels=lambda: list(engine.units),
+        destinations=lambda: {q.name: q.channel for q in engine.deliveries.queues.values()},
     )
     gauges.setServiceParent(service)
     metrics.registry.register(gauges)
-    if not hold_deliveries:
-        deliveries.setServiceParent(service)
-    listeners = {}
-    sources = {}
-    for channel in enabled:
-        channel_routes = routes(channel, reactor.seconds, tokens)
-        deliveries.add_channel(channel, channel_routes)
-        validator = validation_pool(reactor, channel)
-        if validator is not None:
-            validator.setServiceParent(service)
-        source = build_source(
-            reactor,
-            channel,
-            store,
-            channel_routes,
-            on_queued=deliveries.wake,
-            validator=validator,
-            metrics=metrics.channel(channel.name),
-        )
-        sources[channel.name] = source
-        listeners[channel.name] = build_listener(reactor, channel, source, metrics)
-        listeners[channel.name].setServiceParent(service)
-    served_routes, pollers = webhook_routes(
-        reactor, enabled, store, reporter, deliveries.tracker, serve=webhook_endpoint is not None
-    )
-    for poller in pollers:
-        Running(poller).setServiceParent(service)
-    served = None
-    scheme = "http"
     if webhook_endpoint is not None:
-        scheme = "https" if webhook_tls is not None or webhook_endpoint.startswith("ssl:") else "http"
-        served = ListenerService(
-            "webhooks",
-            lambda: webhook_server.listen(
-                reactor, webhook_endpoint, served_routes, webhook_tls, webhook_limits
-            ),
+        secure = webhook_tls is not None or webhook_endpoint.startswith("ssl:")
+        engine.webhook_scheme = "https" if secure else "http"
+        site = engine.webhook_site = WebhookSite((), webhook_limits or ServerLimits(), reactor)
+        engine.webhooks = ListenerService(
+            "webhooks", lambda: webhook_server.serve(reactor, webhook_endpoint, site, webhook_tls)
         )
-        served.setServiceParent(service)
-    resources = {route.path: route.resource for route in served_routes}
-    return Engine(
-        reactor, service, deliveries, reporter, listeners, tokens, served, resources, scheme, sources, metrics
-    )
+    for channel in channels:
+        if channel.enabled:
+            engine.add_unit(engine.build_unit(prepare(channel)))
+    engine.serve_webhook_routes()
+    if engine.webhooks is not None:
+        engine.webhooks.setServiceParent(service)
+    return engine

@@ -196,6 +196,7 @@ class Source:
         message = readable_for_nak(payload)
         if message is None:
             return self._unreadable(INTERNAL_ERROR)
+        self.refusals += 1
         return self._answer(message, _Answer(REJECT, INTERNAL_ERROR, committed=False))
 
     # Steps

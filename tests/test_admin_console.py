@@ -3,6 +3,7 @@ only from the console's own pages, and each action recorded with the operator's 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -10,9 +11,11 @@ import requests
 from twisted.web.resource import Resource
 
 from engine.store import DeliverySelection
+from engine.tls import TLSSettings
 from tests.conftest import on_reactor
 from tests.support.admin import OPERATOR, SECRET, csrf_token, log_in, start_admin, stop_admin
 from tests.support.mllp import BlockingClient
+from tests.support.pki import make_pki
 from tests.support.waiting import wait_for
 
 ORU = (
@@ -21,7 +24,7 @@ ORU = (
     b"OBR|1||ORD1|GLU^Glucose\r"
 )
 PAGES = ["/", "/message?control_id=CT0001"]
-ACTIONS = ["/deliveries/requeue", "/deliveries/cancel", "/outbox/skip", "/logout"]
+ACTIONS = ["/deliveries/requeue", "/deliveries/cancel", "/outbox/skip", "/reload", "/logout"]
 
 
 class _Extra(Resource):
@@ -140,7 +143,8 @@ def test_a_forged_cross_site_post_is_refused(admin, csrf, headers):
     assert on_reactor(admin.store.get_delivery, delivery).state == "ERROR"
 
 
-def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin):
+def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin, caplog):
+    caplog.set_level(logging.WARNING, logger="engine.admin")
     delivery = dead_letter(admin)
     client = log_in(admin)
     token = csrf_token(client, admin)
@@ -155,6 +159,12 @@ def test_requeue_and_cancel_are_recorded_with_the_operators_name(admin):
     assert (
         events["requeued"] == f"by operator {OPERATOR}" and events["cancelled"] == f"by operator {OPERATOR}"
     )
+    logged = [r.getMessage() for r in caplog.records if r.name == "engine.admin.console"]
+    assert logged == [
+        f"console: operator {OPERATOR} requeued delivery {delivery} (results-hook)",
+        f"console: operator {OPERATOR} cancelled delivery {delivery} (results-hook)",
+    ]
+    assert SECRET not in caplog.text
 
 
 def test_outbox_skip_keeps_the_operators_name_and_reason(admin):
@@ -233,3 +243,42 @@ def test_readyz_turns_503_once_a_destination_is_held_too_long(reactor, tmp_path)
         assert "held: auth" in page
     finally:
         stop_admin(admin)
+
+
+def test_over_tls_the_session_cookie_is_secure(reactor, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    admin = start_admin(reactor, tmp_path, tls=TLSSettings(pki.server_cert, pki.server_key))
+    try:
+        answer = requests.post(
+            f"{admin.url}/login",
+            data={"name": OPERATOR, "secret": SECRET},
+            headers={"Origin": admin.url},
+            allow_redirects=False,
+            verify=str(pki.ca),
+            timeout=5,
+        )
+        assert answer.status_code == 302 and "; Secure" in answer.headers["Set-Cookie"]
+    finally:
+        stop_admin(admin)
+
+
+def test_reload_channels_from_the_page_names_a_refused_file_and_keeps_the_channel(admin, tmp_path):
+    client = log_in(admin)
+    token = csrf_token(client, admin)
+    assert 'action="/reload"' in client.get(f"{admin.url}/").text
+    assert "Reload: nothing changed" in client.post(f"{admin.url}/reload", data={"csrf": token}).text
+    channel = tmp_path / "lab.toml"
+    channel.write_text(channel.read_text().replace('type = "http"', 'type = "no-such-vendor"'))
+    page = client.post(f"{admin.url}/reload", data={"csrf": token}).text
+    assert f"Reload: refused {channel}. {channel}: line " in page and "no-such-vendor" in page
+    assert 'class="channel">lab-to-hook<' in page and "listening" in page
+    with BlockingClient(admin.mllp_port) as mllp:
+        assert b"MSA|AA|CT0001" in mllp.request(ORU)
+
+
+def test_the_webhooks_pre_auth_limits_bound_the_admin_site(admin):
+    assert requests.put(f"{admin.url}/", timeout=5).status_code == 405
+    big = requests.post(f"{admin.url}/login", data={"name": "x" * 20_000}, timeout=5)
+    assert big.status_code == 413
+    headers = {f"X-Filler-{n}": "x" for n in range(50)}
+    assert requests.get(f"{admin.url}/healthz", headers=headers, timeout=5).status_code == 400

@@ -70,7 +70,7 @@ def test_store_gauges_count_the_waiting_deliveries_and_age_the_oldest(reactor, t
             "lab", oru(f"Q{n}"), "LAB", "HOSP", f"Q{n}", "ORU^R01", 990.0 + n, "peer", destinations=("dest",)
         )
         on_reactor(store.receive, incoming)
-    gauges = StoreGauges(store, clock, ["lab"], {"dest": "lab", "idle": "lab"}, refresh_s=5.0)
+    gauges = StoreGauges(store, clock, lambda: ["lab"], lambda: {"dest": "lab", "idle": "lab"}, refresh_s=5.0)
     metrics = Metrics()
     metrics.registry.register(gauges)
     assert value(metrics, "courier_queue_depth", channel="lab", destination="dest", state="QUEUED") is None

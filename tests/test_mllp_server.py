@@ -12,6 +12,7 @@ from twisted.internet import defer, endpoints, task
 from engine.mllp.server import Limits, MLLPServerFactory, Reply
 from tests.conftest import on_reactor
 from tests.support.mllp import BlockingClient
+from tests.support.waiting import wait_for
 
 
 class EchoHandler:
@@ -298,3 +299,36 @@ def test_the_frame_timeout_never_fires_while_the_engine_itself_has_paused_readin
         client.send_raw(b"".join(b"\x0b" + f + b"\x1c\r" for f in frames))
         assert [client.receive() for _ in range(count)] == [b"ACK:" + f for f in frames]
     assert not any("not finished within" in r.getMessage() for r in caplog.records)
+
+
+def test_a_draining_listener_answers_the_frames_it_read_then_closes(reactor, listen) -> None:
+    handler = EchoHandler(reactor, hold=True)
+    port, factory = listen(handler)
+    busy, idle = BlockingClient(port), BlockingClient(port)
+    busy.send_raw(b"\x0bMSH|1\x1c\r\x0bMSH|2\x1c\r")
+    wait_for(lambda: len(handler.held) == 1)
+    drained = []
+    on_reactor(lambda: factory.drain().addCallback(drained.append) and None)
+    assert idle.is_closed_by_peer(), "a connection with nothing to answer closes at once"
+    on_reactor(handler.held[0].callback, None)
+    assert busy.receive() == b"ACK:MSH|1"
+    wait_for(lambda: len(handler.held) == 2)
+    on_reactor(handler.held[1].callback, None)
+    assert busy.receive() == b"ACK:MSH|2", "a frame read before the drain is answered too"
+    assert busy.is_closed_by_peer()
+    wait_for(lambda: drained == [None], what="the drain done")
+    assert factory.open == set()
+
+
+def test_a_drain_aborts_a_connection_whose_frame_is_never_answered(reactor, listen) -> None:
+    clock = task.Clock()
+    handler = EchoHandler(reactor, hold=True)
+    port, factory = listen(handler, clock=clock)
+    stuck = BlockingClient(port)
+    stuck.send(b"MSH|1")
+    wait_for(lambda: len(handler.held) == 1)
+    done = []
+    on_reactor(lambda: factory.drain(grace_s=5).addCallback(done.append) and None)
+    on_reactor(clock.advance, 5)
+    assert stuck.is_closed_by_peer()
+    wait_for(lambda: done == [None], what="the drain done")

@@ -150,11 +150,11 @@ def test_run_with_sandbox_authorizes_kpn_destinations_without_a_token(
     engine = build_engine(reactor, [channel], store, hold_deliveries=True)
     try:
         on_reactor(engine.tokens.load)
-        on_reactor(start_sandbox_hooks, reactor, engine, default_base_urls())
+        on_reactor(start_sandbox_hooks, reactor, engine.deliveries.queues.values(), default_base_urls())
         provider = engine.deliveries.queues["ward-kpn"].destination.token_provider
         assert provider.token() in kpn.tokens
         assert on_reactor(store.kv_get, NAMESPACE, kpn_token_key(CLIENT_ID)).decode() == provider.token()
-        on_reactor(start_sandbox_hooks, reactor, engine, default_base_urls())
+        on_reactor(start_sandbox_hooks, reactor, engine.deliveries.queues.values(), default_base_urls())
         assert len(kpn.tokens) == 1  # a destination with a token is left alone
     finally:
         on_reactor(store.close)

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -36,7 +36,8 @@ QUEUE_STATES = ("QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "ERROR", "CANC
 class EngineView:
     """What the console reads from the running engine, asked afresh on every page (a reload
     can change it): channel → listener bound, channel → refusals since start, destination →
-    (channel, type), and a way to wake a destination's queue."""
+    (channel, type), a way to wake a destination's queue, and (when the engine can) a reload
+    of the channel files that says what it did in one line."""
 
     def __init__(
         self,
@@ -44,11 +45,13 @@ class EngineView:
         refusals: Callable[[], Mapping[str, int]],
         destinations: Callable[[], Mapping[str, tuple[str, str]]],
         wake: Callable[[str], None],
+        reload: Callable[[], Deferred[str]] | None = None,
     ) -> None:
         self.listeners = listeners
         self.refusals = refusals
         self.destinations = destinations
         self.wake = wake
+        self.reload = reload
 
 
 def session_of(request: Request) -> Session:
@@ -57,14 +60,18 @@ def session_of(request: Request) -> Session:
 
 
 def _render_later(request: Request, page: Deferred[bytes]) -> int:
+    """Answer with ``page`` once it is ready, unless the client went away meanwhile."""
+    gone = []
+    request.notifyFinish().addErrback(gone.append)
+
     def written(body: bytes) -> None:
-        if not request._disconnected:
+        if not gone:
             request.write(body)
             request.finish()
 
     def failed(failure: Failure) -> None:
         log.error("console: a page failed: %s", failure.getErrorMessage())
-        if not request._disconnected:
+        if not gone:
             request.setResponseCode(500)
             request.write(b"The console could not read the store; see the engine's log.\n")
             request.finish()
@@ -106,6 +113,7 @@ class Dashboard(Resource):
             _search_form()
             + "<h2>Channels</h2>"
             + self._channels(listeners, _messages(hour), _messages(day), last)
+            + self._reload_button(session)
             + "<h2>Destinations</h2>"
             + self._destinations(_deliveries(total), {d: (w, at) for d, w, at in held})
             + "<h2>Dead letters</h2>"
@@ -133,13 +141,18 @@ class Dashboard(Resource):
         headings = ("channel", "listener", "last hour", "last day", "last message", "refused since start")
         return table(headings, rows, "no channel is running")
 
+    def _reload_button(self, session: Session | None) -> str:
+        if self._engine.reload is None:
+            return ""
+        return '<p class="actions">' + action(session, "/reload", "Reload channels", {}) + "</p>"
+
     def _destinations(self, counts, held) -> str:
         rows = []
         for name, (channel, kind) in sorted(self._engine.destinations().items()):
             states = counts.get((channel, name), {})
             hold = held.get(name)
             shown = (
-                f'<span class="bad held">held: {e(hold[0])} (since {e(when(hold[1]))})</span>'
+                f'<span class="bad held">held: {e(hold[0])} (last tried {e(when(hold[1]))})</span>'
                 if hold
                 else "-"
             )
@@ -262,7 +275,8 @@ class MessageSearch(Resource):
 
 
 class _Action(Resource):
-    """A POST the root admitted (session, CSRF token, origin); redirects back to the console."""
+    """A POST the root admitted (session, CSRF token, origin); redirects back to the console
+    with what it did as the session's notice."""
 
     isLeaf = True
 
@@ -273,25 +287,34 @@ class _Action(Resource):
 
     def render_POST(self, request: Request) -> int:
         session = session_of(request)
-        try:
-            item_id = int((request.args.get(b"id") or [b""])[0])
-        except ValueError:
-            request.setResponseCode(400)
-            return b"give an id\n"
-        d = self.act(request, session.operator, item_id)
 
         def done(notice: str) -> bytes:
             session.notice = notice
             request.redirect(b"/")
             return b""
 
-        return _render_later(request, d.addCallback(done))
+        return _render_later(request, self.run(request, session.operator).addCallback(done))
+
+    def run(self, request: Request, operator: str) -> Deferred[str]:
+        """Do it; what it did, in one line."""
+        raise NotImplementedError
+
+
+class _ItemAction(_Action):
+    """An action on the item (delivery, outbox item) whose id the form posts."""
+
+    def run(self, request: Request, operator: str) -> Deferred[str]:
+        try:
+            item_id = int((request.args.get(b"id") or [b""])[0])
+        except ValueError:
+            return succeed("Give the id of what to act on.")
+        return self.act(request, operator, item_id)
 
     def act(self, request: Request, operator: str, item_id: int) -> Deferred[str]:
         raise NotImplementedError
 
 
-class _DeliveryAction(_Action):
+class _DeliveryAction(_ItemAction):
     verb = ""
 
     @inlineCallbacks
@@ -318,7 +341,7 @@ class Cancel(_DeliveryAction):
     verb = "cancelled"
 
 
-class Skip(_Action):
+class Skip(_ItemAction):
     @inlineCallbacks
     def act(self, request: Request, operator: str, item_id: int):
         reason = (request.args.get(b"reason") or [b""])[0].decode("utf-8", "replace").strip()[:200]
@@ -329,3 +352,15 @@ class Skip(_Action):
             return f"Outbox item {item_id} is not PENDING: nothing skipped."
         log.warning("console: operator %s skipped outbox item %d", operator, item_id)
         return f"Outbox item {item_id} skipped."
+
+
+class Reload(_Action):
+    """Reload the channel files as SIGHUP does; refused files are named with their reasons."""
+
+    def run(self, request: Request, operator: str) -> Deferred[str]:
+        if self.engine.reload is None:
+            return succeed("This engine cannot reload its channel files.")
+        log.warning("console: operator %s reloads the channel files", operator)
+        d = self.engine.reload()
+        d.addCallback(lambda said: f"Reload: {said}")
+        return d.addErrback(lambda failure: f"Reload failed, nothing changed: {failure.getErrorMessage()}")

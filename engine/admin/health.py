@@ -10,6 +10,7 @@ The store is probed in the background every ``interval_s``, so a request never w
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+log = logging.getLogger(__name__)
 
 PROBE_NAMESPACE = "_health"
 PROBE_INTERVAL_S = 1.0
@@ -77,11 +80,15 @@ class Readiness(Service):
             d.addBoth(self._read_done)
 
     def _wrote(self, _: object) -> None:
+        if self._write_error is not None:
+            log.warning("readiness: the store takes writes again")
         self._writing_since = None
         self._write_error = None
         self._written = True
 
     def _write_failed(self, failure: Failure) -> None:
+        if self._write_error is None:
+            log.error("readiness: the store's probe write failed: %s", failure.getErrorMessage())
         self._writing_since = None
         self._write_error = failure.getErrorMessage()
 

@@ -140,6 +140,7 @@ def build_admin_site(
         b"message": console.MessageSearch(store),
         b"deliveries": actions,
         b"outbox": outbox,
+        b"reload": console.Reload(store, engine),
         b"logout": login.Logout(sessions),
         **extra,
     }

@@ -67,10 +67,19 @@ def warnings(paths: list[Path]) -> list[Problem]:
 
 def load_channels(paths: list[Path], *, env: Mapping[str, str] | None = None) -> list[Channel]:
     """The channels under ``paths`` for ``courier run``; raise :class:`SpecError` on any problem."""
-    channels, problems, _ = _load(paths, os.environ if env is None else env)
+    channels, problems = load_each(paths, env=env)
     if problems:
         raise SpecError(problems)
     return channels
+
+
+def load_each(
+    paths: list[Path], *, env: Mapping[str, str] | None = None
+) -> tuple[list[Channel], list[Problem]]:
+    """The channels under ``paths`` and every problem, each naming its file: a reload refuses
+    the files with problems one by one and applies the others."""
+    channels, problems, _ = _load(paths, os.environ if env is None else env)
+    return channels, problems
 
 
 def channels_as_written(paths: list[Path]) -> list[Channel]:

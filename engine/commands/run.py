@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ from engine.status import webhook_limits
 if TYPE_CHECKING:
     from courier_sandbox.credentials import Credentials
     from engine.channel.config import Channel, Destination
+    from engine.delivery import DeliveryQueue
+    from engine.spec import Problem
 
 log = logging.getLogger("engine.run")
 
@@ -96,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
     from courier_sandbox import DEFAULT_PORTS, default_base_urls
     from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
-    from engine.channel.check import load_channels
+    from engine.channel.check import load_each
     from engine.errors import ConfigError
     from engine.service import build_engine
+    from engine.spec import SpecError
     from engine.store import SQLiteStore, load_cipher
     from engine.tls import TLSSettings
 
@@ -108,18 +112,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
     sandbox_ports = {**DEFAULT_PORTS, **args.sandbox_ports}
-    try:
-        base_urls = default_base_urls(sandbox_ports)
+    base_urls = default_base_urls(sandbox_ports)
+
+    def read_channels() -> tuple[list[Channel], list[Problem]]:
+        """The channel files as this run reads them, at start and on every reload."""
         env = None if credentials is None else with_sandbox_secrets(list(args.paths), credentials, base_urls)
-        channels = load_channels(list(args.paths), env=env)
+        channels, problems = load_each(list(args.paths), env=env)
+        return (with_sandbox_settings(channels, base_urls) if args.sandbox else channels), problems
+
+    try:
+        channels, problems = read_channels()
+        if problems:
+            raise SpecError(problems)
     except ConfigError as error:
         print(f"courier run: the channel files have problems:\n{error}", file=sys.stderr)
         return 2
     if not channels:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
-    if args.sandbox:
-        channels = with_sandbox_settings(channels, base_urls)
     store = SQLiteStore(
         args.store,
         reactor=reactor,
@@ -147,10 +157,14 @@ def run(args: argparse.Namespace) -> int:
             webhook_tls=webhook_tls,
             webhook_limits=webhook_limits.from_arguments(args),
             prune_after_s=None if args.prune_after_days is None else args.prune_after_days * 86400,
+            load_channels=read_channels,
         )
     except ConfigError as error:
         print(f"courier run: {error}", file=sys.stderr)
         return 2
+    if args.sandbox:
+        engine.queue_setup = lambda queues: start_sandbox_hooks(reactor, queues, base_urls)
+    started = reload_on_hangup(reactor, engine)
     console = None
     if admin is not None:
         from engine.admin.service import serve_admin
@@ -163,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
     def start():
         d = store.start()
         if args.sandbox:
-            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports, base_urls))
+            d.addCallback(lambda _: _with_sandboxes(reactor, engine, credentials, sandbox_ports))
         else:
             d.addCallback(lambda _: engine.start())
+        d.addCallback(started)
         if console is not None:
             d.addCallback(lambda _: console.listening)
             d.addCallback(lambda _: _announce_console(admin, console, args.sandbox))
@@ -200,15 +215,35 @@ def with_sandbox_secrets(
     return filled
 
 
+def reload_on_hangup(reactor, engine) -> Callable[[object], None]:
+    """SIGHUP reloads the channel files (:meth:`Engine.reload`, which logs what it did) once
+    the engine has started; returns what to call when it has."""
+    running = False
+
+    def started(_: object) -> None:
+        nonlocal running
+        running = True
+
+    def reload() -> None:
+        if not running:
+            log.warning("SIGHUP while starting: the channel files are not reloaded")
+            return
+        engine.reload().addErrback(
+            lambda failure: log.error("reload failed, nothing changed: %s", failure.getErrorMessage())
+        )
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
+    return started
+
+
 @inlineCallbacks
-def _with_sandboxes(reactor, engine, credentials, ports, base_urls):
-    """Sandboxes up, their hooks run, engine started, sandbox webhooks at the engine."""
+def _with_sandboxes(reactor, engine, credentials, ports):
+    """Sandboxes up, engine started (running the sandbox hooks: ``Engine.queue_setup``),
+    sandbox webhooks at the engine."""
     from courier_sandbox import start_sandboxes
 
     sandboxes = yield start_sandboxes(reactor, ports=ports, credentials=credentials, state_dir=SANDBOX_STATE)
     reactor.addSystemEventTrigger("during", "shutdown", sandboxes.stop)  # after the engine: saves
-    yield engine.tokens.load()
-    yield start_sandbox_hooks(reactor, engine, base_urls)
     yield engine.start()
     if engine.webhooks is not None:
         point_sandboxes_at_webhooks(sandboxes, engine)
@@ -233,12 +268,12 @@ def with_sandbox_settings(channels: Sequence[Channel], base_urls: Mapping[str, s
 
 
 @inlineCallbacks
-def start_sandbox_hooks(reactor, engine, base_urls: Mapping[str, str]):
+def start_sandbox_hooks(reactor, queues: Iterable[DeliveryQueue], base_urls: Mapping[str, str]):
     """Each queue's ``SandboxHook.start`` (tokens loaded, queues not started yet)."""
     from engine.commands.sandbox_secrets import aimed_at_sandbox
     from engine.destinations.registry import plugin
 
-    for queue in engine.deliveries.queues.values():
+    for queue in queues:
         hook = plugin(queue.config.type).sandbox
         if hook is not None and hook.start is not None:
             yield hook.start(reactor, queue, aimed_at_sandbox(queue.config, base_urls, {}))

@@ -1,15 +1,18 @@
 """Every destination queue and status poller of the engine under one Twisted service.
 
-:class:`DeliveryService` is what the engine assembly adds per run: ``add_channel`` builds a
+:class:`DeliveryService` is what the engine assembly adds per run: ``build_channel`` builds a
 :class:`DeliveryQueue` for each destination (and a :class:`StatusPoller` where the vendor has
-a status API), all sharing one :class:`StatusTracker` so webhooks can find any delivery.
+a status API), all sharing one :class:`StatusTracker` so webhooks can find any delivery;
+``add`` serves them and ``remove_channel`` stops them again (a reloaded channel).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 
 from engine.channel.config import Channel
@@ -22,6 +25,15 @@ from engine.destinations.registry import plugin
 from engine.metrics import Metrics
 from engine.screen import Route
 from engine.store.base import Store
+
+
+@dataclass
+class ChannelQueues:
+    """One channel's queues and status pollers, built before they are added and started."""
+
+    channel: str
+    queues: list[DeliveryQueue] = field(default_factory=list)
+    pollers: list[StatusPoller] = field(default_factory=list)
 
 
 class DeliveryService(MultiService):
@@ -46,40 +58,67 @@ class DeliveryService(MultiService):
         self.queues: dict[str, DeliveryQueue] = {}
         self.pollers: dict[str, StatusPoller] = {}
 
-    def add_channel(self, channel: Channel, routes: Sequence[Route]) -> None:
-        """A queue per destination of the channel (``routes`` as built for its screen)."""
+    def build_channel(self, channel: Channel, routes: Sequence[Route]) -> ChannelQueues:
+        """A queue per destination of the channel (``routes`` as built for its screen), and a
+        poller where the vendor has a status API; nothing is started or added yet (:meth:`add`)."""
         by_name = {route.name: route for route in routes}
+        built = ChannelQueues(channel.name)
         for config in channel.destinations:
             route = by_name[config.name]
             destination = route.destination
-            queue = DeliveryQueue(
-                channel=channel.name,
-                config=config,
-                destination=destination,
-                mapping=route.mapping,
-                store=self._store,
-                reactor=self._reactor,
-                clock=self._clock,
-                listener=self._listener,
-                conversations=Conversations(self._store, destination.kind)
-                if plugin(config.type).conversations
-                else None,
-                metrics=self._metrics.destination(channel.name, config.name),
-            )
-            queue.setServiceParent(self)
-            self.queues[config.name] = queue
-            if destination.has_status_api and config.status.poll:
-                poller = StatusPoller(
+            built.queues.append(
+                DeliveryQueue(
+                    channel=channel.name,
                     config=config,
                     destination=destination,
+                    mapping=route.mapping,
                     store=self._store,
-                    tracker=self.tracker,
                     reactor=self._reactor,
                     clock=self._clock,
+                    listener=self._listener,
+                    conversations=Conversations(self._store, destination.kind)
+                    if plugin(config.type).conversations
+                    else None,
+                    metrics=self._metrics.destination(channel.name, config.name),
                 )
-                poller.setServiceParent(self)
-                self.pollers[config.name] = poller
-                self.tracker.track(config.name)
+            )
+            if destination.has_status_api and config.status.poll:
+                built.pollers.append(
+                    StatusPoller(
+                        config=config,
+                        destination=destination,
+                        store=self._store,
+                        tracker=self.tracker,
+                        reactor=self._reactor,
+                        clock=self._clock,
+                    )
+                )
+        return built
+
+    def add(self, built: ChannelQueues) -> None:
+        """Serve a channel's queues and pollers; they start at once if this service runs."""
+        for queue in built.queues:
+            queue.setServiceParent(self)
+            self.queues[queue.name] = queue
+        for poller in built.pollers:
+            poller.setServiceParent(self)
+            self.pollers[poller.config.name] = poller
+            self.tracker.track(poller.config.name)
+
+    def remove_channel(self, channel: str) -> Deferred[None]:
+        """Stop the channel's queues and pollers; fires once the sends in flight have finished.
+        What is still QUEUED waits in the store for the channel's next queues."""
+        stopping = []
+        for name, queue in list(self.queues.items()):
+            if queue.channel != channel:
+                continue
+            del self.queues[name]
+            stopping.append(maybeDeferred(self.removeService, queue))
+            poller = self.pollers.pop(name, None)
+            if poller is not None:
+                self.tracker.untrack(name)
+                stopping.append(maybeDeferred(self.removeService, poller))
+        return gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)
 
     def wake(self, destinations: Iterable[str]) -> None:
         """New deliveries were stored for these destinations (call after the store commit)."""

@@ -87,6 +87,11 @@ class StatusTracker:
         """Also look up remote ids of ``destination`` in :meth:`apply_update`."""
         self._destinations.append(destination)
 
+    def untrack(self, destination: str) -> None:
+        """Stop looking in ``destination`` (its channel was removed or is being reloaded)."""
+        if destination in self._destinations:
+            self._destinations.remove(destination)
+
     def apply_update(
         self, ref: int | str, update: StatusUpdate, *, destination: str | None = None
     ) -> Deferred[Transition | None]:

@@ -28,25 +28,27 @@ DEFAULT_REFRESH_S = 10.0
 
 class StoreGauges(Service, Collector):
     """Queue depth by state and oldest waiting age per destination, outbox depth and oldest
-    age per channel, and the store's size, from a snapshot refreshed every ``refresh_s``."""
+    age per channel, and the store's size, from a snapshot refreshed every ``refresh_s``.
+
+    ``channels`` and ``destinations`` (each destination's channel) are asked at each refresh,
+    so a reloaded engine's new channels and destinations are read from then on."""
 
     def __init__(
         self,
         store: Store,
         clock: IReactorTime,
-        channels: Iterable[str],
-        destinations: Mapping[str, str],
+        channels: Callable[[], Iterable[str]],
+        destinations: Callable[[], Mapping[str, str]],
         refresh_s: float = DEFAULT_REFRESH_S,
     ) -> None:
-        """``destinations`` maps each destination name to its channel's."""
         self._store = store
         self._clock = clock
-        self._destinations = dict(destinations)
-        self._channels = sorted(channels)
+        self._channels = channels
+        self._destinations = destinations
         self._refresh_s = refresh_s
         self._loop = LoopingCall(self._refresh)
         self._loop.clock = clock
-        self._snapshot: Gauges | None = None
+        self._snapshot: tuple[list[str], dict[str, str], Gauges] | None = None
         self._taken_at = 0.0
 
     def startService(self) -> None:
@@ -61,19 +63,22 @@ class StoreGauges(Service, Collector):
     def _refresh(self):
         """One read; the loop waits for it, so a slow store never gets two at once."""
         taken_at = self._clock.seconds()
-        d = self._store.gauges(sorted(self._destinations), self._channels)
-        return d.addCallbacks(self._keep, self._failed, callbackArgs=(taken_at,))
+        channels, destinations = sorted(self._channels()), dict(self._destinations())
+        d = self._store.gauges(sorted(destinations), channels)
+        return d.addCallbacks(self._keep, self._failed, callbackArgs=(taken_at, channels, destinations))
 
-    def _keep(self, snapshot: Gauges, taken_at: float) -> None:
-        self._snapshot, self._taken_at = snapshot, taken_at
+    def _keep(
+        self, gauges: Gauges, taken_at: float, channels: list[str], destinations: dict[str, str]
+    ) -> None:
+        self._snapshot, self._taken_at = (channels, destinations, gauges), taken_at
 
     def _failed(self, failure: Failure) -> None:
         log.warning("metrics: could not read the store's gauges: %s", failure.getErrorMessage())
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        snapshot = self._snapshot
-        if snapshot is None:
+        if self._snapshot is None:
             return
+        channels, destinations, snapshot = self._snapshot
         now = self._clock.seconds()
         depth = GaugeMetricFamily(
             "courier_queue_depth",
@@ -85,7 +90,7 @@ class StoreGauges(Service, Collector):
             "Age of the oldest QUEUED or SENDING delivery (0: none waiting)",
             labels=("channel", "destination"),
         )
-        for destination, channel in sorted(self._destinations.items()):
+        for destination, channel in sorted(destinations.items()):
             for state in GAUGED_STATES:
                 depth.add_metric(
                     (channel, destination, state), snapshot.deliveries.get((destination, state), 0)
@@ -99,7 +104,7 @@ class StoreGauges(Service, Collector):
             "Age of the oldest one waiting (0: none)",
             labels=("channel",),
         )
-        for channel in self._channels:
+        for channel in channels:
             pending, since = snapshot.outbox.get(channel, (0, None))
             outbox.add_metric((channel,), pending)
             outbox_oldest.add_metric((channel,), _age(now, since))

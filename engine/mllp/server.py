@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_ACCEPT = frame(b"\x06")
 COMMIT_REJECT = frame(b"\x15")
+DRAIN_GRACE_S = 30.0
+"""How long a stopping listener waits for its connections to answer the frames they read."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class MLLPServerProtocol(protocol.Protocol):
         self._closing = False
         self._idle_call: IDelayedCall | None = None
         self._frame_call: IDelayedCall | None = None
+        self._draining = False
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        """Fires once the connection is gone (:meth:`MLLPServerFactory.drain` waits for it)."""
 
     @property
     def reading_paused(self) -> bool:
@@ -115,6 +120,7 @@ class MLLPServerProtocol(protocol.Protocol):
             self._close(abort=True)
             return
         self._framer = Framer(factory.limits.max_message_bytes)
+        factory.open.add(self)
         self.factory.log.info("listener %s: connection from %s", factory.name, self.peer)
         self._touch()
 
@@ -156,6 +162,8 @@ class MLLPServerProtocol(protocol.Protocol):
         self._closing = True  # an answer still in flight must not start an idle timer
         self._cancel_timers()
         self.factory.connections -= 1
+        self.factory.open.discard(self)
+        self.closed.callback(None)
         if self._framer is not None and self._framer.in_frame:
             self.factory.log.error(
                 "listener %s: %s: connection closed inside a frame; %d bytes discarded",
@@ -202,7 +210,7 @@ class MLLPServerProtocol(protocol.Protocol):
 
     def _flow_control(self) -> None:
         """Stop reading while ``max_pending_frames`` wait (busy or not); read again once none do."""
-        if self._closing:
+        if self._closing or self._draining:
             return
         if len(self._pending) >= self.factory.limits.max_pending_frames and not self._paused:
             self._paused = True
@@ -261,6 +269,25 @@ class MLLPServerProtocol(protocol.Protocol):
         self._busy = False
         self._touch()
         self._next()
+        self._close_if_drained()
+
+    # Draining (the listener stops: a channel reloaded or removed)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Read nothing more, answer every frame already read, then close; fires once closed.
+
+        Bytes not yet read (a frame half sent) are never acknowledged, so the sender sends
+        them again on its next connection, as after any lost connection.
+        """
+        if not self._closing and not self._draining:
+            self._draining = True
+            self.transport.pauseProducing()
+            self._close_if_drained()
+        return self.closed
+
+    def _close_if_drained(self) -> None:
+        if self._draining and not self._closing and not self._busy and not self._pending:
+            self._close(abort=False)
 
     # Bounds
 
@@ -351,3 +378,23 @@ class MLLPServerFactory(protocol.ServerFactory):
         self.connections = 0
         self.log = context_log(log, channel=name)
         """The module's logger with this listener's name as the channel of each line."""
+        self.open: set[MLLPServerProtocol] = set()
+        """The connections being served (refused ones are not)."""
+
+    def drain(self, grace_s: float = DRAIN_GRACE_S) -> defer.Deferred[None]:
+        """Every connection answers what it has read and closes (:meth:`MLLPServerProtocol.drain`);
+        one still open after ``grace_s`` (a handler that never answers) is aborted."""
+        connections = list(self.open)
+        waiting = defer.DeferredList([connection.drain() for connection in connections])
+        late = self.clock.callLater(grace_s, _abort_open, self.name, connections)
+        return waiting.addCallback(lambda _: late.cancel() if late.active() else None)
+
+
+def _abort_open(name: str, connections: list[MLLPServerProtocol]) -> None:
+    still = [c for c in connections if not c.closed.called]
+    if still:
+        log.error(
+            "listener %s: %d connections still busy after the drain grace time; aborted", name, len(still)
+        )
+    for connection in still:
+        connection.transport.abortConnection()

@@ -114,6 +114,8 @@ class ChannelSender:
         self._finished: Deferred[None] | None = None
 
     def start(self) -> None:
+        if self._running:  # started already (a reloaded channel's sender)
+            return
         self._running = True
         self._finished = self._run()
 
@@ -229,22 +231,56 @@ class StatusReporter:
         self.store = store
         self.clock = reactor
         self.control_ids = ControlIds()  # for status reports, replies and inbound documents alike
-        self._channels = {c.name: c for c in channels if c.status_reports is not None}
-        self._senders = {
-            name: ChannelSender(
-                name, c.status_reports, store, reactor, backoff=backoff, idle_poll_s=idle_poll_s
-            )
-            for name, c in self._channels.items()
-        }
-        self._order = {name: DeferredLock() for name in self._channels}
+        self._backoff = backoff
+        self._idle_poll_s = idle_poll_s
+        self._running = False
+        self._channels: dict[str, Channel] = {}
+        self._senders: dict[str, ChannelSender] = {}
+        self._order: dict[str, DeferredLock] = {}
+        for channel in channels:
+            self.set_channel(channel)
 
     def start(self) -> None:
         """Start every channel's sender; items left PENDING by an earlier run go first."""
+        self._running = True
         for sender in self._senders.values():
             sender.start()
 
     def stop(self) -> Deferred[None]:
+        self._running = False
         return gatherResults([s.stop() for s in self._senders.values()]).addCallback(lambda _: None)
+
+    def set_channel(self, channel: Channel) -> Deferred[None]:
+        """Report for ``channel`` as configured now (started, or reloaded: the sender of its
+        earlier version finishes its exchange first, then the new one starts if this runs).
+        Fires once the earlier sender has stopped."""
+        name = channel.name
+        stopped = self.remove_channel(name)
+        if channel.status_reports is None:
+            return stopped
+        self._channels[name] = channel
+        self._order.setdefault(name, DeferredLock())
+        sender = self._senders[name] = ChannelSender(
+            name,
+            channel.status_reports,
+            self.store,
+            self.clock,
+            backoff=self._backoff,
+            idle_poll_s=self._idle_poll_s,
+        )
+
+        def start(_: object) -> None:
+            if self._running and self._senders.get(name) is sender:
+                sender.start()
+
+        return stopped.addCallback(start)
+
+    def remove_channel(self, name: str) -> Deferred[None]:
+        """Stop reporting for channel ``name`` (after its queues stopped): its sender finishes
+        the exchange in progress, and the rest of its outbox waits in the store."""
+        self._channels.pop(name, None)
+        sender = self._senders.pop(name, None)
+        return sender.stop() if sender is not None else succeed(None)
 
     def enqueue(self, channel: str, payload: bytes, control_id: str) -> Deferred[int]:
         """Store an HL7 message for the hospital; fires (with the outbox id) once it is durable."""

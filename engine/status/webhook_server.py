@@ -34,7 +34,13 @@ def listen(
     limits: ServerLimits | None = None,
 ) -> Deferred[IListeningPort]:
     """Serve ``routes`` on a Twisted server endpoint string, over TLS when ``tls`` is given."""
-    site = WebhookSite(routes, limits or ServerLimits(), reactor)
+    return serve(reactor, endpoint, WebhookSite(routes, limits or ServerLimits(), reactor), tls)
+
+
+def serve(
+    reactor: object, endpoint: str, site: WebhookSite, tls: TLSSettings | None = None
+) -> Deferred[IListeningPort]:
+    """Serve ``site`` (whose routes a reload may replace while it serves), over TLS with ``tls``."""
     served = wrap_server_factory(site, tls) if tls is not None else site
     return serverFromString(reactor, endpoint).listen(served)
 

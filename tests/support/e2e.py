@@ -181,8 +181,8 @@ class RunningEngine:
         self.store = store
         self.channels = {c.name: c for c in channels}
         self.engine = build_engine(reactor, channels, store, **options)
-        on_reactor(self.engine.tokens.load)
-        on_reactor(start_sandbox_hooks, reactor, self.engine, sandboxes.base_urls())
+        base_urls = sandboxes.base_urls()
+        self.engine.queue_setup = lambda queues: start_sandbox_hooks(reactor, queues, base_urls)
         on_reactor(self.engine.start)
         if self.engine.webhooks is not None:
             point_sandboxes_at_webhooks(sandboxes, self.engine)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 DEMO_REPLY_KEY = Path("var/sandbox/qliq_reply_key.pem")
 """The demo key Qliq replies are encrypted with under ``--sandbox``."""
 
+_webhook_tokens: dict[str, str] = {}
+"""One fresh secret webhook path per destination for the life of the process: a reload prepares
+the channels again, and must find the channel unchanged and the path the sandbox was given."""
+
 
 def demo_replies(
     destination: DestinationConfig, aimed: bool, key_file: Path = DEMO_REPLY_KEY
@@ -37,7 +41,7 @@ def demo_replies(
     demo = {
         "reply_key_file": str(key_file),
         "reply_sender": QliqDirectory.point_of_contact,
-        "reply_webhook_token": secrets.token_urlsafe(16),
+        "reply_webhook_token": _webhook_tokens.setdefault(destination.name, secrets.token_urlsafe(16)),
     }
     log.warning("destination %s: sandbox replies with the demo key %s", destination.name, key_file)
     return replace(destination, settings={**destination.settings, **demo})

@@ -1,0 +1,145 @@
+"""Reloading the channel files into a running engine (``courier run`` on SIGHUP, the console).
+
+The files are read and checked away from the reactor, as ``courier check`` does
+(:func:`engine.channel.check.load_each`). A file with a problem is refused as a whole: the
+channels it defined keep running as they are. Every other channel is compared with the
+running one by its :class:`Prepared` fingerprint (its settings and the text of its mappings,
+so a changed mapping is a change of every channel that uses it): unchanged channels are not
+touched, changed ones are restarted, new ones started, and channels no longer defined (or
+disabled) stop after finishing what is in flight. :meth:`engine.service.Engine.reload` does it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.channel.config import Channel
+from engine.mapping import Mapping as PayloadMapping
+from engine.mapping import load_mapping
+from engine.spec import Problem
+
+ChannelLoader = Callable[[], tuple[list[Channel], list[Problem]]]
+"""Reads the channel files: every channel and every problem (``load_each`` with the run's
+environment). Called in a thread."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A channel with its mappings compiled, ready to be built on the reactor."""
+
+    channel: Channel
+    mappings: dict[str, PayloadMapping]  # by destination name
+    fingerprint: tuple[object, ...]
+    """Equal for a channel that did not change: its settings and its mappings' text."""
+
+
+def prepare(channel: Channel) -> Prepared:
+    """Reads the channel's mapping files: in a thread while the reactor runs."""
+    texts = tuple(_text(destination.mapping) for destination in channel.destinations)
+    mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
+    return Prepared(channel, mappings, (channel, texts))
+
+
+def _text(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file (or channel) not applied, and why, in one line (configuration only, never PHI)."""
+
+    what: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did, by channel name; refused files left their channels running as they were."""
+
+    unchanged: tuple[str, ...] = ()
+    restarted: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    failed: tuple[Refusal, ...] = ()
+    """Channels that were stopped but whose new version could not listen."""
+
+    def summary(self) -> str:
+        parts = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("restarted", self.restarted),
+                ("added", self.added),
+                ("removed", self.removed),
+                ("failed", tuple(f.what for f in self.failed)),
+                ("refused", tuple(r.what for r in self.refused)),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "nothing changed"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The channel files as read for a reload."""
+
+    accepted: dict[str, Prepared]  # enabled channels of the files without problems, by name
+    refused: tuple[Refusal, ...]
+    refused_files: frozenset[Path | None]  # None: a problem of no one file, every file is refused
+
+
+def read(load: ChannelLoader) -> Reading:
+    """Load and check the files, and prepare the channels of the files that passed (in a thread)."""
+    channels, problems = load()
+    by_file: dict[Path | None, list[Problem]] = {}
+    for problem in problems:
+        by_file.setdefault(problem.file, []).append(problem)
+    refused = tuple(
+        Refusal(str(file or "the channel files"), "; ".join(_one_line(p) for p in found))
+        for file, found in by_file.items()
+    )
+    accepted = {c.name: prepare(c) for c in channels if c.enabled and c.file not in by_file}
+    return Reading(accepted, refused, frozenset(by_file))
+
+
+def _one_line(problem: Problem) -> str:
+    """``line 3: source.listen: …`` (the file is named once, by the refusal)."""
+    where = f"line {problem.line}: " if problem.line else ""
+    key = f"{problem.key}: " if problem.key else ""
+    return " ".join(f"{where}{key}{problem.message}".split())
+
+
+@dataclass(frozen=True)
+class Plan:
+    unchanged: tuple[str, ...]
+    restart: tuple[Prepared, ...]
+    add: tuple[Prepared, ...]
+    remove: tuple[str, ...]
+
+
+def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
+    """What to do with each channel, the running ones by name."""
+    keep_all = None in reading.refused_files
+    unchanged: list[str] = []
+    restart: list[Prepared] = []
+    remove: list[str] = []
+    for name, current in running.items():
+        new = reading.accepted.get(name)
+        if keep_all or current.channel.file in reading.refused_files:
+            unchanged.append(name)
+        elif new is None:
+            remove.append(name)
+        elif new.fingerprint == current.fingerprint:
+            unchanged.append(name)
+        else:
+            restart.append(new)
+    add = () if keep_all else tuple(p for name, p in reading.accepted.items() if name not in running)
+    return Plan(tuple(unchanged), tuple(restart), add, tuple(remove))
