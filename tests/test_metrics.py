@@ -12,11 +12,16 @@ from engine.metrics import Metrics, StoreGauges
 from engine.metrics.instruments import hold_reason, status_class
 from engine.source import Accepted, Refused, Source
 from engine.store.base import Incoming
+from tests import test_reload
 from tests.conftest import on_reactor
 from tests.support.engine import listen, open_store
 from tests.support.mllp import BlockingClient
 from tests.support.waiting import wait_for
+from tests.test_reload import accepted
+from tests.test_reload import oru as reload_oru
 from tests.test_source import oru
+
+running, files, hook = test_reload.running, test_reload.files, test_reload.hook  # fixtures
 
 
 def screen(message: Message) -> Accepted:
@@ -106,3 +111,24 @@ def test_labels_come_from_fixed_sets_whatever_a_plugin_says() -> None:
         "error",
         "error",
     ]
+
+
+def test_counts_carry_on_across_a_reload_and_an_added_channel_is_counted(running, files, hook) -> None:
+    a_port = files.write_http("a")
+    engine = running()
+    registry = engine.metrics.registry
+    with BlockingClient(a_port) as a:
+        assert accepted(a.request(reload_oru("A1")))
+    files.write_http_mapping("a", "2")
+    b_port = files.write_http("b")
+    report = on_reactor(engine.reload)
+    assert (report.restarted, report.added) == (("a",), ("b",))
+    with BlockingClient(a_port) as a, BlockingClient(b_port) as b:
+        assert accepted(a.request(reload_oru("A2"))) and accepted(b.request(reload_oru("B1")))
+    assert registry.get_sample_value("courier_messages_accepted_total", {"channel": "a"}) == 2
+    assert registry.get_sample_value("courier_messages_accepted_total", {"channel": "b"}) == 1
+    assert registry.get_sample_value("courier_listener_connections", {"channel": "b"}) is not None
+    b_queue = {"channel": "b", "destination": "b-hook", "state": "QUEUED"}
+    wait_for(
+        lambda: registry.get_sample_value("courier_queue_depth", b_queue) is not None, 20, "b's queue gauge"
+    )
