@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
+from engine import logs
 from engine.commands.exits import stdout_closed
 from engine.errors import ConfigError, CourierError
 
@@ -70,13 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"courier: {error}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # urllib3 logs each request's URL at DEBUG, and some vendors take the API key in the query.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logs.configure(args.verbose, getattr(args, "log_format", "text"))  # --log-format: long-running commands
     try:
         exit_code = importlib.import_module(args.module).run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

@@ -38,6 +38,7 @@ from engine.destinations.registry import destination_class, plugin
 from engine.errors import ConfigError
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
+from engine.metrics import ChannelMetrics, Metrics, StoreGauges
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.reload import ChannelLoader, Prepared, Refusal, ReloadReport, plan, prepare, read
 from engine.screen import Route, Screen, Validator
@@ -126,6 +127,7 @@ def build_source(
     channel_routes: Sequence[Route],
     on_queued: Callable[[tuple[str, ...]], None] | None = None,
     validator: Validator | None = None,
+    metrics: ChannelMetrics | None = None,
 ) -> Source:
     """The channel's source; a channel that validates needs its ``validator``
     (:func:`validation_pool`, stopped by whoever runs it)."""
@@ -143,6 +145,7 @@ def build_source(
         reject_duplicates=channel.ack.duplicates == "reject",
         duplicate_window_s=channel.ack.duplicate_window_s,
         on_queued=on_queued,
+        metrics=metrics,
     )
 
 
@@ -183,8 +186,9 @@ class ListenerService(Service):
         return port.stopListening() if port is not None else None
 
 
-def build_listener(reactor, channel: Channel, source: Source) -> ListenerService:
+def build_listener(reactor, channel: Channel, source: Source, metrics: Metrics) -> ListenerService:
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
+    metrics.connections.watch(channel.name, lambda: factory.connections)
     tls = channel.source.tls
     served = factory
     if tls is not None:
@@ -222,11 +226,13 @@ class ChannelUnit(MultiService):
         listener: ListenerService,
         queues: ChannelQueues,
         webhook_routes: Sequence[WebhookRoute],
+        source: Source | None = None,
     ) -> None:
         super().__init__()
         self.setName(prepared.channel.name)
         self.prepared = prepared
         self.listener = listener
+        self.source = source
         self.queues = queues
         self.webhook_routes = tuple(webhook_routes)
 
@@ -264,6 +270,8 @@ class Engine:
     queue_setup: Callable[[list[DeliveryQueue]], defer.Deferred[None]] | None = None
     """Run for new queues before they start, after the stored tokens are loaded (the sandbox
     hooks of ``courier run --sandbox``)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The engine's Prometheus registry (``metrics.registry``), for ``/metrics``."""
     _reloading: defer.DeferredLock = field(default_factory=defer.DeferredLock)
 
     @property
@@ -323,10 +331,17 @@ class Engine:
         channel_routes = routes(channel, reactor.seconds, self.tokens, prepared.mappings)
         validator = validation_pool(reactor, channel)
         source = build_source(
-            reactor, channel, self.store, channel_routes, on_queued=self.deliveries.wake, validator=validator
+            reactor,
+            channel,
+            self.store,
+            channel_routes,
+            on_queued=self.deliveries.wake,
+            validator=validator,
+            metrics=self.metrics.channel(channel.name),
         )
-        listener = build_listener(reactor, channel, source)
-        unit = ChannelUnit(prepared, listener, self.deliveries.build_channel(channel, channel_routes), hooks)
+        listener = build_listener(reactor, channel, source, self.metrics)
+        queues = self.deliveries.build_channel(channel, channel_routes)
+        unit = ChannelUnit(prepared, listener, queues, hooks, source)
         if validator is not None:
             validator.setServiceParent(unit)
         listener.setServiceParent(unit)
@@ -437,6 +452,7 @@ def build_engine(
     webhook_tls: TLSSettings | None = None,
     webhook_limits: ServerLimits | None = None,
     prune_after_s: float | None = None,
+    metrics: Metrics | None = None,
     load_channels: ChannelLoader | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
@@ -448,8 +464,10 @@ def build_engine(
     hour, what is older and needs nothing more (:mod:`engine.store.retention`).
     ``load_channels`` reads the channel files again for :meth:`Engine.reload`. Raises
     ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
-    a webhook would take anyone's POST.
+    a webhook would take anyone's POST. ``metrics`` is the engine's own registry of counters
+    (a new one by default), which the store's gauges join.
     """
+    metrics = metrics or Metrics()
     service = MultiService()
     tokens = StoredTokens(store, reactor)
     tokens.setServiceParent(service)
@@ -457,10 +475,22 @@ def build_engine(
     Running(reporter).setServiceParent(service)
     if prune_after_s is not None:
         Pruner(store, reactor, prune_after_s).setServiceParent(service)
-    deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
+    deliveries = DeliveryService(
+        reactor=reactor, clock=reactor, store=store, listener=reporter, metrics=metrics
+    )
     if not hold_deliveries:
         deliveries.setServiceParent(service)
-    engine = Engine(reactor, service, store, deliveries, reporter, tokens, load_channels=load_channels)
+    engine = Engine(
+        reactor, service, store, deliveries, reporter, tokens, load_channels=load_channels, metrics=metrics
+    )
+    gauges = StoreGauges(
+        store,
+        reactor,
+        channels=lambda: list(engine.units),
+        destinations=lambda: {q.name: q.channel for q in engine.deliveries.queues.values()},
+    )
+    gauges.setServiceParent(service)
+    metrics.registry.register(gauges)
     if webhook_endpoint is not None:
         secure = webhook_tls is not None or webhook_endpoint.startswith("ssl:")
         engine.webhook_scheme = "https" if secure else "http"

@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
+from prometheus_client import Histogram
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from engine.errors import MessageError
+from engine.logs import context_log
 from engine.message import Message
 from engine.message.ack import (
     ACCEPT,
@@ -42,12 +44,15 @@ from engine.message.batch import Batch, split_batch
 from engine.message.display import printable
 from engine.message.path import Path
 from engine.message.structure import structure_problem
+from engine.metrics import ChannelMetrics, Metrics
 from engine.mllp.server import Reply
-from engine.store.base import Incoming, Receipt, Store
+from engine.store.base import FILTERED, Incoming, Receipt, Store
 
 log = logging.getLogger(__name__)
 
 AckMode = Literal["auto", "original", "enhanced"]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class Source:
         reject_duplicates: bool = False,
         duplicate_window_s: float | None = None,
         on_queued: Callable[[tuple[str, ...]], None] | None = None,
+        metrics: ChannelMetrics | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
@@ -138,22 +144,35 @@ class Source:
         self.control_ids = ControlIds()
         self.on_queued = on_queued
         """Told which destinations got new deliveries, after the commit (wakes their queues)."""
+        self.metrics = metrics or Metrics().channel(channel)
+        """What this channel counts (by default on a registry of its own, which nobody reads)."""
+        self.log = context_log(log, channel=channel)
+        self.refusals = 0
+        """Messages and frames refused since start (the console shows it)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
 
     # FrameHandler
 
     def handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
+        started = self.metrics.timer()
+        d = self._handle_frame(payload, peer)
+        return d.addBoth(self._observe, self.metrics.ack_latency, started)
+
+    def _handle_frame(self, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         try:
             batch = split_batch(payload)
             if batch is not None:
                 return self._handle_batch(batch, peer)
             message = self._parse(payload)
         except MessageError as error:
-            log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
+            self.log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
+            self.metrics.received.inc()
+            self.metrics.refused(NOT_HL7.code)
             return defer.succeed(Reply(self._unreadable(), committed=False))
         if message.message_type == "ACK":
             return self._record_ack(message, payload, peer)
+        self.metrics.received.inc()
         verdict = self._screen(message)
         if isinstance(verdict, defer.Deferred):
             d = verdict.addCallback(self._store, message, payload, peer)
@@ -162,6 +181,9 @@ class Source:
         return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
+        self.refusals += 1
+        self.metrics.received.inc()
+        self.metrics.refused(TOO_LARGE.code)
         try:
             message = self._parse(head)
         except MessageError:
@@ -170,9 +192,11 @@ class Source:
 
     def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
         """AR/CR 207 with MSA-2 = the frame's MSH-10 (:func:`readable_for_nak`)."""
+        self.metrics.refused(INTERNAL_ERROR.code)
         message = readable_for_nak(payload)
         if message is None:
             return self._unreadable(INTERNAL_ERROR)
+        self.refusals += 1
         return self._answer(message, _Answer(REJECT, INTERNAL_ERROR, committed=False))
 
     # Steps
@@ -180,12 +204,13 @@ class Source:
     def _parse(self, payload: bytes) -> Message:
         message = Message.parse(payload, default_charset=self.charset, force_charset=self.force_charset)
         if message.charset_problem and not self.strict_charset:
-            log.warning(
+            self.log.warning(
                 "channel %s: control id %s: %s; stored as received (set the channel's charset or "
                 "force_charset for this sender)",
                 self.channel,
                 printable(message.control_id),
                 message.charset_problem,
+                extra=_context(message, "charset_problem"),
             )
         return message
 
@@ -210,23 +235,28 @@ class Source:
         return verdict
 
     def _refused(self, failure: Failure, message: Message) -> _Answer:
+        self.refusals += 1
         if failure.check(Refused):
             refusal: Refused = failure.value
-            log.warning(
+            self.log.warning(
                 "channel %s: refused %s control id %s: ERR %d %s",
                 self.channel,
                 printable(_type(message)),
                 printable(message.control_id),
                 refusal.error.code,
                 refusal.error.text,
+                extra=_context(message, "refused"),
             )
+            self.metrics.refused(refusal.error.code)
             return _Answer(refusal.outcome, refusal.error, committed=False)
-        log.error(
+        self.log.error(
             "channel %s: error checking control id %s: %s",
             self.channel,
             printable(message.control_id),
             failure.getErrorMessage(),
+            extra=_context(message, "check_failed"),
         )
+        self.metrics.refused(INTERNAL_ERROR.code)
         return _Answer(REJECT, INTERNAL_ERROR, committed=False)
 
     def _store(
@@ -234,12 +264,31 @@ class Source:
     ) -> defer.Deferred[_Answer]:
         if isinstance(verdict, _Answer):
             return defer.succeed(verdict)
-        d = defer.maybeDeferred(self.store.receive, self._incoming(message, payload, peer, verdict))
+        d = self._commit(self.store.receive, self._incoming(message, payload, peer, verdict))
         return d.addCallbacks(
-            self._stored, self._store_failed, callbackArgs=(verdict.destinations,), errbackArgs=(message,)
+            self._stored,
+            self._store_failed,
+            callbackArgs=(verdict.destinations, verdict.state),
+            errbackArgs=(message,),
         )
 
-    def _stored(self, receipt: Receipt, destinations: tuple[str, ...]) -> _Answer:
+    def _commit(self, write: Callable[[T], defer.Deferred[R]], incoming: T) -> defer.Deferred[R]:
+        """``write(incoming)`` to the store, its commit timed."""
+        started = self.metrics.timer()
+        d = defer.maybeDeferred(write, incoming)
+        return d.addBoth(self._observe, self.metrics.commit_latency, started)
+
+    def _observe(self, result: R, histogram: Histogram, started: float) -> R:
+        histogram.observe(self.metrics.timer() - started)
+        return result
+
+    def _stored(self, receipt: Receipt, destinations: tuple[str, ...], state: str) -> _Answer:
+        if receipt.duplicate:
+            self.metrics.duplicates.inc()
+        elif state == FILTERED:
+            self.metrics.filtered.inc()
+        else:
+            self.metrics.accepted.inc()
         if receipt.duplicate and self.reject_duplicates:
             return _Answer(REJECT, DUPLICATE, committed=True)
         if not receipt.duplicate and destinations and self.on_queued is not None:
@@ -247,24 +296,27 @@ class Source:
         return _Answer(ACCEPT, None, committed=True, code=receipt.ack_code)
 
     def _store_failed(self, failure: Failure, message: Message) -> _Answer:
-        log.error(
+        self.log.error(
             "channel %s: could not store control id %s: %s",
             self.channel,
             printable(message.control_id),
             failure.getErrorMessage(),
+            extra=_context(message, "store_failed"),
         )
+        self.metrics.refused(STORE_FAILED.code)
         return _Answer(ERROR, STORE_FAILED, committed=False)
 
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
         """Keep an inbound ACK for the audit trail, and never answer it (two engines would
         loop) unless its MSH-15 asks for a commit ACK, as a status message in enhanced mode does."""
-        log.info(
+        self.log.info(
             "channel %s: %s: received an ACK (%s); recorded",
             self.channel,
             peer,
             printable(message.control_id),
+            extra=_context(message, "ack_received"),
         )
-        d = defer.maybeDeferred(
+        d = self._commit(
             self.store.receive, self._incoming(message, payload, peer, Accepted((), "ACK_RECEIVED"))
         )
         d.addCallbacks(
@@ -276,6 +328,10 @@ class Source:
         """Check every message of a batch, store the accepted ones in one transaction, and
         answer with an acknowledgement batch holding one ACK per message, in order."""
         items = [_BatchItem(raw, self._parse_or_none(raw)) for raw in batch.messages]
+        self.metrics.received.inc(len(items))
+        unreadable = sum(item.message is None for item in items)
+        if unreadable:
+            self.metrics.refused(NOT_HL7.code, unreadable)
         screened = [
             defer.maybeDeferred(self._screen, item.message) for item in items if item.message is not None
         ]
@@ -313,11 +369,11 @@ class Source:
                 accepted.append(item)
         if not accepted:
             return defer.succeed(False)  # nothing stored: MLLP release 2 says so with 0x15
-        d = defer.maybeDeferred(self.store.receive_many, [item.incoming for item in accepted])
+        d = self._commit(self.store.receive_many, [item.incoming for item in accepted])
 
         def stored(receipts: list[Receipt]) -> bool:
             for item, receipt in zip(accepted, receipts, strict=True):
-                item.answer = self._stored(receipt, item.incoming.destinations)
+                item.answer = self._stored(receipt, item.incoming.destinations, item.incoming.state)
             return True
 
         def failed(failure: Failure) -> bool:
@@ -375,6 +431,7 @@ class Source:
         )
 
     def _unreadable(self, error: AckError = NOT_HL7) -> bytes:
+        self.refusals += 1
         return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
 
     def _now(self) -> datetime:
@@ -403,6 +460,11 @@ class _Answer:
     committed: bool
     code: str | None = None
     """The ACK code recorded with a stored message (AA or CA), reused for its duplicates."""
+
+
+def _context(message: Message, event: str) -> dict[str, str]:
+    """A log line's ``extra``: what happened, to which message (:mod:`engine.logs`)."""
+    return {"control_id": printable(message.control_id), "event": event}
 
 
 def _type(message: Message) -> str:

@@ -29,6 +29,7 @@ from engine.destinations.base import message_uuid
 from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message import Message
+from engine.metrics import DestinationMetrics, Metrics
 from engine.spec import parse
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
@@ -202,6 +203,7 @@ class Harness:
         conversations: bool = False,
         mapping: str | None = None,
         auth_retry_s: float = 60.0,
+        metrics: DestinationMetrics | None = None,
         **changes: Any,
     ) -> DeliveryQueue:
         mapping_file = self.tmp_path / f"{kind}.toml"
@@ -219,6 +221,7 @@ class Harness:
             idle_s=0.2,
             conversations=Conversations(self.store, "qliq") if conversations else None,
             auth_retry_s=auth_retry_s,
+            metrics=metrics,
         )
         self.queues.append(queue)
         if start:
@@ -433,6 +436,44 @@ def test_a_wrong_endpoint_holds_the_queue_and_it_resumes_when_the_endpoint_works
         (sent,) = harness.wait_states("qliq", SENT, 1)
         assert sent.attempts == 1 and len(vendor.received) == 2
         assert "error" not in [e.kind for e in on_reactor(harness.store.timeline, "HELD")]
+    finally:
+        vendor.close()
+
+
+def test_the_queue_counts_each_answer_and_shows_the_hold_with_its_fixed_reason(harness):
+    """404 holds (reason ``endpoint``), 503 is retried, 202 sends; then a 400 dead-letters."""
+    vendor = ScriptedServer()
+    metrics = Metrics()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"channel": "lab", "destination": "qliq", **labels})
+
+    try:
+        queued = {"status": "Message queued for delivery", "conversation_id": "c1", "message_id": "m1"}
+        vendor.reply(
+            Reply(404, {"message": "Check your URL"}),
+            Reply(503, {"message": "busy"}),
+            Reply(202, queued),
+            Reply(400, {"message": "Invalid recipient"}),
+        )
+        destination = harness.destination("qliq", base_url=vendor.base_url)
+        harness.queue(
+            "qliq", destination=destination, auth_retry_s=1.0, metrics=metrics.destination("lab", "qliq")
+        )
+        harness.receive(oru("M1"), "qliq")
+        wait_for(lambda: sample("courier_destination_held", reason="endpoint") == 1, what="held")
+        assert sample("courier_destination_held", reason="other") == 0
+        harness.wait_states("qliq", SENT, 1)
+        assert sample("courier_destination_held", reason="endpoint") == 0
+        harness.receive(oru("M2"), "qliq")
+        harness.wait_states("qliq", ERROR, 1)
+        counted = {
+            name: sample(f"courier_deliveries_{name}_total") for name in ("sent", "failed", "dead_lettered")
+        }
+        assert counted == {"sent": 1, "failed": 2, "dead_lettered": 1}
+        answers = {c: sample("courier_vendor_responses_total", **{"class": c}) for c in ("2xx", "4xx", "5xx")}
+        assert answers == {"2xx": 1, "4xx": 2, "5xx": 1}
+        assert sample("courier_send_seconds_count") == 4
     finally:
         vendor.close()
 

@@ -8,12 +8,14 @@ what the sandbox received, field by field, and the delivery's state in the store
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 import pytest
 
 from engine.delivery import idempotency_key
 from engine.destinations.base import message_uuid
+from engine.logs import JsonFormatter
 from engine.message import Message
 from engine.store.base import DELIVERED, ERROR, READ, SENT
 from tests.support import e2e
@@ -186,7 +188,8 @@ def test_every_sample_its_channel_accepts_reaches_the_vendor_once(engine, sandbo
 
 
 def test_no_phi_reaches_the_log_on_the_way(engine, sandboxes, caplog):
-    """Names, identifiers and message text stay out of the log, delivered or refused."""
+    """Names, identifiers and message text stay out of the log, delivered or refused, in the
+    text format and in JSON lines, which carry the channel, destination and control id."""
     patients = [Message.parse(sample(name)) for name in DELIVERED_SAMPLES]
     identifiers = [p.get("PID-3[2].1") or p.get("PID-3.1") for p in patients]  # NHS number or MRN
     phi = [
@@ -208,5 +211,11 @@ def test_no_phi_reaches_the_log_on_the_way(engine, sandboxes, caplog):
         engine.wait_state("EPR-404", ERROR)
     assert caplog.records, "the run logged something"
     assert all(phi)
-    leaked = [value for value in phi if value in caplog.text]
-    assert leaked == []
+    as_json = [JsonFormatter().format(record) for record in caplog.records]  # --log-format json
+    for text in (caplog.text, "\n".join(as_json)):
+        leaked = [value for value in phi if value in text]
+        assert leaked == []
+    refused = [json.loads(line) for line in as_json if '"event": "refused"' in line]
+    assert ("ehr-mdm-to-qliq", "EPR-T02-0002") in {(r["channel"], r["control_id"]) for r in refused}
+    [dead] = [json.loads(line) for line in as_json if '"control_id": "EPR-404"' in line]
+    assert (dead["destination"], dead["event"], dead["level"]) == ("ward-kpn", "rejected", "ERROR")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine import logs
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", help="Twisted server endpoint, e.g. tcp:2590:interface=127.0.0.1")
     parser.add_argument("--summary", action="store_true", help="print one line per message, not the message")
+    logs.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

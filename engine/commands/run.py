@@ -1,6 +1,7 @@
 """``courier run``: start every channel's listener and queue from the channel files.
 
-``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`).
+``--webhooks ENDPOINT`` also serves the vendors' webhooks (URL scheme in :mod:`engine.service`),
+``--admin ENDPOINT`` the health checks and the web console (:mod:`engine.admin`).
 ``--sandbox`` runs the four vendor sandboxes and the ``http`` receiver too, and makes the
 example channels work as they are: each secret variable left unset of a destination aimed at
 a sandbox takes that sandbox's random credential (``var/sandbox/credentials.json``, made
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import inlineCallbacks
 
+from engine import logs
+from engine.admin import options as admin_options
 from engine.commands.exits import serve
 from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
@@ -87,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
     webhook_limits.add_arguments(parser)
+    admin_options.add_arguments(parser)
+    logs.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
     if args.sandbox and args.webhooks is None:
         args.webhooks = SANDBOX_WEBHOOKS
     try:
+        admin = _admin_settings(args, channels)
+    except ConfigError as error:
+        print(f"courier run: {error}", file=sys.stderr)
+        return 2
+    try:
         engine = build_engine(
             reactor,
             channels,
@@ -155,6 +165,14 @@ def run(args: argparse.Namespace) -> int:
     if args.sandbox:
         engine.queue_setup = lambda queues: start_sandbox_hooks(reactor, queues, base_urls)
     started = reload_on_hangup(reactor, engine)
+    console = None
+    if admin is not None:
+        from engine.admin.service import serve_admin
+        from engine.metrics import MetricsResource
+
+        console = serve_admin(
+            engine, store, admin, extra={b"metrics": MetricsResource(engine.metrics.registry)}
+        )
 
     def start():
         d = store.start()
@@ -163,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             d.addCallback(lambda _: engine.start())
         d.addCallback(started)
-        return d.addCallback(lambda _: _announce(channels))
+        if console is not None:
+            d.addCallback(lambda _: console.listening)
+            d.addCallback(lambda _: _announce_console(admin, console, args.sandbox))
+        return d.addCallback(lambda _: _announce(channels, args.log_format))
 
     def stop():
         d = engine.stop()
@@ -280,8 +301,61 @@ def point_sandboxes_at_webhooks(sandboxes, engine) -> None:
             configured.add((type_, setting))
 
 
-def _announce(channels) -> None:
+def _admin_settings(args: argparse.Namespace, channels: Sequence[Channel]):
+    """The admin endpoint's settings from the options (None without ``--admin``); under
+    ``--sandbox`` it is served by default, to a one-time operator unless operators are given."""
+    from engine.admin.service import AdminSettings
+    from engine.errors import ConfigError
+    from engine.tls import TLSSettings
+
+    if args.sandbox and args.admin is None:
+        args.admin = admin_options.SANDBOX_ADMIN
+    if args.admin is None:
+        return None
+    operators = admin_options.load_operators(args)
+    if operators is None:
+        if not args.sandbox:
+            raise ConfigError(
+                "--admin needs its operators: give --admin-operators-file or --admin-operators-env"
+            )
+        operators = admin_options.one_time_operators()
+    if bool(args.admin_cert) != bool(args.admin_key):
+        raise ConfigError("give both --admin-cert and --admin-key")
+    others = {f"channel {c.name}'s listener": c.source.listen for c in channels if c.enabled}
+    if args.webhooks:
+        others["the webhooks"] = args.webhooks
+    admin_options.check_own_port(args.admin, others)
+    tls = TLSSettings(args.admin_cert, args.admin_key) if args.admin_cert else None
+    return AdminSettings(args.admin, operators, tls, args.ready_max_held)
+
+
+def _announce_console(admin, listener, sandbox: bool) -> None:
+    """Where the console is; under ``--sandbox`` with its one-time operator, the token too
+    (printed once, on the terminal, never logged)."""
+    scheme = "https" if admin.tls is not None or admin.endpoint.startswith("ssl:") else "http"
+    url = f"{scheme}://127.0.0.1:{listener.port.getHost().port}/"
+    one_time = admin.operators.secrets.get(admin_options.SANDBOX_OPERATOR) if sandbox else None
+    if one_time is not None:
+        print(
+            f"courier: console at {url} (operator {admin_options.SANDBOX_OPERATOR}, "
+            f"token for this run only: {one_time})",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(f"courier: console at {url}", file=sys.stderr, flush=True)
+
+
+def _announce(channels, log_format: str) -> None:
     for channel in channels:
         if channel.enabled:
-            log.warning("channel %s listening on %s", channel.name, channel.source.listen)
-    print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)
+            log.warning(
+                "channel %s listening on %s",
+                channel.name,
+                channel.source.listen,
+                extra={"channel": channel.name, "event": "listening"},
+            )
+    if log_format == "json":  # stderr stays JSON lines only
+        log.warning("courier: running", extra={"event": "running"})
+    else:
+        print("courier: running; Ctrl-C to stop", file=sys.stderr, flush=True)

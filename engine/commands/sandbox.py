@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine import logs
+
 
 def sandbox_ports(text: str) -> dict[str, int]:
     """``qliq=28441,kpn=0``: ports for the sandboxes named (0 = a free one); an argparse type.
@@ -49,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve HTTPS with a throwaway CA and certificate written to DIR "
         "(clients verify with DIR/ca.pem)",
     )
+    logs.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

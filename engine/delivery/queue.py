@@ -43,9 +43,11 @@ from engine.delivery.transitions import TransitionListener, announce, transition
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
 from engine.errors import MessageError
+from engine.logs import context_log
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
+from engine.metrics import DestinationMetrics, Metrics
 from engine.screen import mapping_context
 from engine.store.base import ERROR, SENT, Delivery, Store
 
@@ -92,6 +94,7 @@ class DeliveryQueue(Service):
         idle_s: float = DEFAULT_IDLE_S,
         auth_retry_s: float = DEFAULT_AUTH_RETRY_S,
         rng: random.Random | None = None,
+        metrics: DestinationMetrics | None = None,
     ) -> None:
         self.channel = channel
         self.name = config.name
@@ -106,6 +109,8 @@ class DeliveryQueue(Service):
         self._idle_s = idle_s
         self._auth_retry_s = auth_retry_s
         self._rng = rng or random.Random()
+        self._log = context_log(log, channel=channel, destination=config.name)
+        self._metrics = metrics or Metrics().destination(channel, config.name)
         rate = config.rate_limit
         self._bucket = TokenBucket(rate.per_second, rate.burst, clock.seconds) if rate.per_second else None
         self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
@@ -125,7 +130,7 @@ class DeliveryQueue(Service):
         if self._stopped:  # stop() came while the store was still answering
             return
         if count:
-            log.warning(
+            self._log.warning(
                 "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
                 " (at-least-once: the vendor may see them twice)",
                 self.name,
@@ -149,7 +154,7 @@ class DeliveryQueue(Service):
     def startService(self) -> None:
         super().startService()
         self.start().addErrback(
-            lambda f: log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
+            lambda f: self._log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
         )
 
     def stopService(self) -> Deferred[None]:
@@ -211,12 +216,13 @@ class DeliveryQueue(Service):
             result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
-            log.error(
+            self._log.error(
                 "queue %s: delivery %d left SENDING until restart: %s: %s",
                 self.name,
                 delivery.id,
                 type(exc).__name__,
                 exc,
+                extra={"control_id": delivery.control_id, "event": "left_sending"},
             )
 
     def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
@@ -231,15 +237,18 @@ class DeliveryQueue(Service):
     ) -> SendResult:
         """In a worker thread. A destination never raises for HTTP; anything else is a bug
         (logged by type only, the traceback could quote the payload) and is retried."""
+        started = self._metrics.timer()
         try:
-            return self.destination.send(
+            result = self.destination.send(
                 payload, idempotency_key=key, conversation_id=conversation_id, resume=resume
             )
         except Exception as exc:
-            log.error(
+            self._log.error(
                 "queue %s: %s destination raised %s", self.name, self.destination.kind, type(exc).__name__
             )
-            return SendResult(Outcome.RETRY, reason=f"internal error ({type(exc).__name__})")
+            result = SendResult(Outcome.RETRY, reason=f"internal error ({type(exc).__name__})")
+        self._metrics.answered(result.http_status, self._metrics.timer() - started)
+        return result
 
     def _record(
         self, delivery: Delivery, result: SendResult, payload: Mapping[str, Any], thread: str | None
@@ -280,6 +289,8 @@ class DeliveryQueue(Service):
             yield self._store.mark_sent(delivery.id, remote_id, detail)
         else:
             yield self._store.mark_sent_polled(delivery.id, remote_id, detail, poll)
+        self._metrics.sent.inc()
+        self._metrics.held(None)
         yield announce(
             self._listener,
             transition_of(delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None),
@@ -300,13 +311,16 @@ class DeliveryQueue(Service):
             return
         delay = retry_delay(self.config.retry, delivery.attempts, result.retry_after_s, self._rng)
         yield self._store.mark_retry(delivery.id, now + delay, result.reason, result.progress)
-        log.warning(
+        self._metrics.failed.inc()
+        self._metrics.held(None)
+        self._log.warning(
             "queue %s: delivery %d attempt %d failed (%s); next attempt in %.1f s",
             self.name,
             delivery.id,
             delivery.attempts,
             result.loggable_reason,
             delay,
+            extra={"control_id": delivery.control_id, "event": "retry"},
         )
 
     @inlineCallbacks
@@ -316,13 +330,16 @@ class DeliveryQueue(Service):
         hold = result.hold or "auth"
         yield self._store.release(delivery.id, retry_at, result.reason, result.progress, hold)
         self._paused_until = max(self._paused_until, retry_at)
-        log.error(
+        self._metrics.failed.inc()
+        self._metrics.held(hold)
+        self._log.error(
             "queue %s: destination held (%s): %s. Deliveries stay QUEUED (no attempt counted);"
             " the queue tries again in %.0f s, and resumes by itself once the set-up works.",
             self.name,
             hold,
             result.loggable_reason,
             wait,
+            extra={"event": "held"},
         )
 
     @inlineCallbacks
@@ -337,13 +354,16 @@ class DeliveryQueue(Service):
     ):
         """ERROR with ``detail`` stored and reported; ``logged`` leaves out the vendor's words."""
         yield self._store.mark_error(delivery.id, detail)
-        log.error(
+        self._metrics.dead_lettered.inc()
+        self._metrics.held(None)
+        self._log.error(
             "queue %s: delivery %d of message %s is ERROR (%s): %s",
             self.name,
             delivery.id,
             delivery.control_id,
             event,
             detail if logged is None else logged,
+            extra={"control_id": delivery.control_id, "event": event},
         )
         yield announce(
             self._listener,

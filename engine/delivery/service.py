@@ -22,6 +22,7 @@ from engine.delivery.queue import DeliveryQueue
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import TransitionListener
 from engine.destinations.registry import plugin
+from engine.metrics import Metrics
 from engine.screen import Route
 from engine.store.base import Store
 
@@ -45,12 +46,14 @@ class DeliveryService(MultiService):
         clock: IReactorTime,
         store: Store,
         listener: TransitionListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
         self._clock = clock
         self._store = store
         self._listener = listener
+        self._metrics = metrics or Metrics()
         self.tracker = StatusTracker(store, clock, listener)
         self.queues: dict[str, DeliveryQueue] = {}
         self.pollers: dict[str, StatusPoller] = {}
@@ -76,6 +79,7 @@ class DeliveryService(MultiService):
                     conversations=Conversations(self._store, destination.kind)
                     if plugin(config.type).conversations
                     else None,
+                    metrics=self._metrics.destination(channel.name, config.name),
                 )
             )
             if destination.has_status_api and config.status.poll:

@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from engine.logs import context_log
 from engine.message.display import printable
 from engine.mllp.framing import (
     BrokenFrame,
@@ -109,7 +110,7 @@ class MLLPServerProtocol(protocol.Protocol):
         self.peer = describe(self.transport.getPeer())
         factory.connections += 1
         if factory.connections > factory.limits.max_connections:
-            log.error(
+            self.factory.log.error(
                 "listener %s: refusing connection from %s: %d connections open (max %d)",
                 factory.name,
                 self.peer,
@@ -120,7 +121,7 @@ class MLLPServerProtocol(protocol.Protocol):
             return
         self._framer = Framer(factory.limits.max_message_bytes)
         factory.open.add(self)
-        log.info("listener %s: connection from %s", factory.name, self.peer)
+        self.factory.log.info("listener %s: connection from %s", factory.name, self.peer)
         self._touch()
 
     def dataReceived(self, data: bytes) -> None:
@@ -131,20 +132,20 @@ class MLLPServerProtocol(protocol.Protocol):
             if isinstance(event, Frame):
                 self._pending.append(event.payload)
             elif isinstance(event, Junk):
-                log.error(
+                self.factory.log.error(
                     "listener %s: %s: discarded %d bytes outside an MLLP frame",
                     self.factory.name,
                     self.peer,
                     event.count,
                 )
             elif isinstance(event, MissingCarriageReturn):
-                log.warning(
+                self.factory.log.warning(
                     "listener %s: %s: frame ended with <FS> but no <CR>; accepted",
                     self.factory.name,
                     self.peer,
                 )
             elif isinstance(event, BrokenFrame):
-                log.error(
+                self.factory.log.error(
                     "listener %s: %s: start block inside an unfinished frame; discarded "
                     "%d bytes of the broken frame, reading the new one",
                     self.factory.name,
@@ -164,14 +165,14 @@ class MLLPServerProtocol(protocol.Protocol):
         self.factory.open.discard(self)
         self.closed.callback(None)
         if self._framer is not None and self._framer.in_frame:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: connection closed inside a frame; %d bytes discarded",
                 self.factory.name,
                 self.peer,
                 self._framer.buffered,
             )
         if self._pending:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: connection lost with %d frames not yet handled; they were "
                 "not acknowledged, so the sender will resend them",
                 self.factory.name,
@@ -234,7 +235,7 @@ class MLLPServerProtocol(protocol.Protocol):
         Closing instead would make the sender resend the same frame for ever, stalling the
         feed behind it; only when even the NAK cannot be built is the connection closed.
         """
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: internal error handling a frame (%s: %s); answering with a NAK",
             self.factory.name,
             self.peer,
@@ -244,7 +245,7 @@ class MLLPServerProtocol(protocol.Protocol):
         try:
             nak = self.factory.handler.refuse_failed(payload, self.peer)
         except Exception as error:
-            log.error(
+            self.factory.log.error(
                 "listener %s: %s: could not build the NAK either (%s); closing so the sender resends",
                 self.factory.name,
                 self.peer,
@@ -256,7 +257,7 @@ class MLLPServerProtocol(protocol.Protocol):
 
     def _unanswered(self, failure: Failure) -> None:
         """Writing the answer itself failed: say so and close, so the sender resends."""
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: could not answer a frame (%s); closing so the sender resends",
             self.factory.name,
             self.peer,
@@ -295,7 +296,7 @@ class MLLPServerProtocol(protocol.Protocol):
 
     def _refuse_oversize(self, head: bytes) -> None:
         limit = self.factory.limits.max_message_bytes
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: frame exceeds max_message_bytes=%d; refused and closing",
             self.factory.name,
             self.peer,
@@ -317,7 +318,7 @@ class MLLPServerProtocol(protocol.Protocol):
         if self._busy or self._pending:
             self._touch()
             return
-        log.info(
+        self.factory.log.info(
             "listener %s: %s: idle for %ss; closing",
             self.factory.name,
             self.peer,
@@ -341,7 +342,7 @@ class MLLPServerProtocol(protocol.Protocol):
     def _frame_timeout(self) -> None:
         self._frame_call = None
         buffered = self._framer.buffered if self._framer else 0
-        log.error(
+        self.factory.log.error(
             "listener %s: %s: frame not finished within %ss; dropped %d bytes and closing",
             self.factory.name,
             self.peer,
@@ -378,6 +379,8 @@ class MLLPServerFactory(protocol.ServerFactory):
         self.clock = clock
         self.limits = limits
         self.connections = 0
+        self.log = context_log(log, channel=name)
+        """The module's logger with this listener's name as the channel of each line."""
         self.open: set[MLLPServerProtocol] = set()
         """The connections being served (refused ones are not)."""
 

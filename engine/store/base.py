@@ -166,6 +166,23 @@ class Counts:
     outbox: list[tuple[str, str, int]]
 
 
+@dataclass(frozen=True)
+class Gauges:
+    """What the metrics read from the store every few seconds: counts and times, never PHI."""
+
+    deliveries: dict[tuple[str, str], int]
+    """(destination, state) → how many deliveries, for the states of :data:`GAUGED_STATES`."""
+    oldest_waiting: dict[str, float]
+    """destination → when its oldest QUEUED or SENDING delivery was queued (or requeued)."""
+    outbox: dict[str, tuple[int, float | None]]
+    """channel → (PENDING items, when the oldest of them was added)."""
+    size_bytes: int
+
+
+GAUGED_STATES = (QUEUED, SENDING, ERROR)
+"""The delivery states whose counts are a queue's depth (the others only grow)."""
+
+
 class Store(Protocol):
     """The durable store. Every method returns a Deferred fired in the reactor thread.
 
@@ -209,9 +226,9 @@ class Store(Protocol):
 
     def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]: ...
 
-    def requeue(self, selection: DeliverySelection) -> Deferred[int]: ...
+    def requeue(self, selection: DeliverySelection, by: str = "") -> Deferred[int]: ...
 
-    def cancel(self, selection: DeliverySelection) -> Deferred[int]: ...
+    def cancel(self, selection: DeliverySelection, by: str = "") -> Deferred[int]: ...
 
     def recover_left_sending(self, destination: str, now: float) -> Deferred[int]: ...
 
@@ -238,6 +255,8 @@ class Store(Protocol):
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]: ...
 
+    def held_destinations(self) -> Deferred[list[tuple[str, str, float]]]: ...
+
     # Status polls (vendors with a status API).
     def mark_sent_polled(
         self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
@@ -257,6 +276,10 @@ class Store(Protocol):
         """A keyed hash (hex) of ``text``, for a kv key that must not reveal what it names."""
         ...
 
+    def gauges(self, destinations: list[str], channels: list[str]) -> Deferred[Gauges]:
+        """Queue depths and ages of ``destinations``, outbox of ``channels``, size: read off the reactor."""
+        ...
+
     # Retention.
     def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:
         """Delete one batch of what was received before ``before`` and needs nothing more."""
@@ -272,6 +295,17 @@ class Store(Protocol):
     def outbox_retry(self, item_id: int, next_attempt_at: float, error: str) -> Deferred[None]: ...
 
     def outbox_error(self, item_id: int, error: str) -> Deferred[None]: ...
+
+    def outbox_skip(self, item_id: int, reason: str) -> Deferred[bool]: ...
+
+    def list_outbox(
+        self, channel: str | None = None, state: str | None = None, limit: int = 50
+    ) -> Deferred[list[OutboxItem]]: ...
+
+    def get_outbox_item(self, item_id: int) -> Deferred[OutboxItem | None]: ...
+
+    # Statistics (the console's numbers).
+    def counts(self, since: float | None = None) -> Deferred[Counts]: ...
 
     # Vendor state.
     def kv_get(self, namespace: str, key: str) -> Deferred[bytes | None]: ...

@@ -26,6 +26,7 @@ from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
     ERROR,
+    GAUGED_STATES,
     MESSAGE_STATES,
     PRUNED_TABLES,
     QUEUED,
@@ -35,6 +36,7 @@ from engine.store.base import (
     Delivery,
     DeliverySelection,
     Event,
+    Gauges,
     Incoming,
     Message,
     OutboxItem,
@@ -168,6 +170,11 @@ _HELD_DESTINATIONS = """
     latest AS (SELECT MAX(id) AS id FROM outcomes GROUP BY destination)
     SELECT o.destination, substr(o.kind, 6), o.at FROM outcomes o JOIN latest USING (id)
     WHERE o.kind LIKE 'held:%' ORDER BY o.destination"""
+# One destination (or channel) at a time, so each reads a range of its index, not the table.
+_DEPTH = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = ?"
+_OLDEST_WAITING = """SELECT MIN(COALESCE(requeued_at, created_at)) FROM deliveries
+    WHERE destination = ? AND state IN ('QUEUED', 'SENDING')"""
+_OUTBOX_PENDING = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE channel = ? AND state = 'PENDING'"
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -511,14 +518,15 @@ class Database:
         at = self._clock()
         self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail)
 
-    def requeue(self, selection: DeliverySelection) -> int:
+    def requeue(self, selection: DeliverySelection, by: str = "") -> int:
         """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING),
-        as their next generation: the vendor sees a new message id."""
-        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued", generation=1)
+        as their next generation: the vendor sees a new message id. ``by`` names the
+        operator, kept in each event's detail."""
+        return self._move(selection, _REQUEUEABLE, QUEUED, "requeued", generation=1, by=by)
 
-    def cancel(self, selection: DeliverySelection) -> int:
-        """Stop the selected deliveries that are still QUEUED or in ERROR."""
-        return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled")
+    def cancel(self, selection: DeliverySelection, by: str = "") -> int:
+        """Stop the selected deliveries that are still QUEUED or in ERROR (``by``: as requeue)."""
+        return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled", by=by)
 
     def recover_left_sending(self, destination: str, now: float) -> int:
         """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.
@@ -663,6 +671,7 @@ class Database:
         to_state: str,
         kind: str,
         generation: int = 0,
+        by: str = "",
     ) -> int:
         s = selection
         ids = None if s.ids is None else _json_ids(s.ids)
@@ -681,12 +690,15 @@ class Database:
         at = self._clock()
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
-        self._append_events(moving, at, kind, to_state)
+        self._append_events(moving, at, kind, to_state, f"by operator {by}" if by else "")
         return len(moving)
 
-    def _append_events(self, pairs: list[tuple[int, int]], at: float, kind: str, state: str) -> None:
-        """One detail-less event per (delivery id, message id) pair."""
-        self.connection.executemany(_INSERT_EVENT, [(m, d, at, kind, state, None) for d, m in pairs])
+    def _append_events(
+        self, pairs: list[tuple[int, int]], at: float, kind: str, state: str, detail: str = ""
+    ) -> None:
+        """One event per (delivery id, message id) pair, all with the same ``detail``."""
+        detail_enc = self._encrypt_text(detail)
+        self.connection.executemany(_INSERT_EVENT, [(m, d, at, kind, state, detail_enc) for d, m in pairs])
 
     # Outbox -----------------------------------------------------------------------------
 
@@ -764,6 +776,18 @@ class Database:
             (since or 0.0,),
         ).fetchall()
         return Counts(messages, deliveries, outbox)
+
+    def gauges(self, destinations: list[str], channels: list[str]) -> Gauges:
+        """The queue depths and ages the metrics show, read by index ranges only (see
+        :class:`engine.store.base.Gauges`)."""
+        run = self.connection.execute
+        depths = {
+            (d, state): run(_DEPTH, (d, state)).fetchone()[0] for d in destinations for state in GAUGED_STATES
+        }
+        oldest = {d: at for d in destinations if (at := run(_OLDEST_WAITING, (d,)).fetchone()[0]) is not None}
+        outbox = {channel: run(_OUTBOX_PENDING, (channel,)).fetchone() for channel in channels}
+        pages = run("PRAGMA page_count").fetchone()[0] * run("PRAGMA page_size").fetchone()[0]
+        return Gauges(depths, oldest, outbox, pages)
 
     # Retention --------------------------------------------------------------------------
 

@@ -17,9 +17,11 @@ from twisted.internet.defer import Deferred
 
 from engine.errors import StoreError
 from engine.store.base import (
+    Counts,
     Delivery,
     DeliverySelection,
     Event,
+    Gauges,
     Incoming,
     Message,
     OutboxItem,
@@ -146,11 +148,11 @@ class SQLiteStore:
     def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]:
         return self._write(Database.set_state, delivery_id, state, detail)
 
-    def requeue(self, selection: DeliverySelection) -> Deferred[int]:
-        return self._write(Database.requeue, selection)
+    def requeue(self, selection: DeliverySelection, by: str = "") -> Deferred[int]:
+        return self._write(Database.requeue, selection, by)
 
-    def cancel(self, selection: DeliverySelection) -> Deferred[int]:
-        return self._write(Database.cancel, selection)
+    def cancel(self, selection: DeliverySelection, by: str = "") -> Deferred[int]:
+        return self._write(Database.cancel, selection, by)
 
     def recover_left_sending(self, destination: str, now: float) -> Deferred[int]:
         return self._write(Database.recover_left_sending, destination, now)
@@ -183,6 +185,9 @@ class SQLiteStore:
     def next_attempt_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_attempt_due, destination)
 
+    def held_destinations(self) -> Deferred[list[tuple[str, str, float]]]:
+        return self._read(Database.held_destinations)
+
     # Status polls
 
     def mark_sent_polled(
@@ -203,6 +208,11 @@ class SQLiteStore:
 
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_status_poll_due, destination)
+
+    # Metrics
+
+    def gauges(self, destinations: list[str], channels: list[str]) -> Deferred[Gauges]:
+        return self._read(Database.gauges, destinations, channels)
 
     # Retention
 
@@ -225,6 +235,22 @@ class SQLiteStore:
 
     def outbox_error(self, item_id: int, error: str) -> Deferred[None]:
         return self._write(Database.outbox_error, item_id, error)
+
+    def outbox_skip(self, item_id: int, reason: str) -> Deferred[bool]:
+        return self._write(Database.outbox_skip, item_id, reason)
+
+    def list_outbox(
+        self, channel: str | None = None, state: str | None = None, limit: int = 50
+    ) -> Deferred[list[OutboxItem]]:
+        return self._read(Database.list_outbox, channel, state, limit)
+
+    def get_outbox_item(self, item_id: int) -> Deferred[OutboxItem | None]:
+        return self._read(Database.get_outbox_item, item_id)
+
+    # Statistics
+
+    def counts(self, since: float | None = None) -> Deferred[Counts]:
+        return self._read(Database.counts, since)
 
     # Key/value
 

@@ -4,7 +4,7 @@
 them, from a directory holding copies of ``channels/``, ``mappings/`` and ``sample_messages/``.
 The README's fixed ports stay in the README: the copied channel files listen and report on free
 ports, the ``*_BASE_URL`` variables and ``--sandbox-ports`` move the sandboxes, ``--webhooks``
-moves the webhooks, so the demo itself can run beside the suite.
+moves the webhooks and ``--admin`` the console, so the demo itself can run beside the suite.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ README_PORTS = {
     "kpn": 18444,
     "http": 18445,
     "webhooks": 18480,
+    "admin": 8470,
 }
 SANDBOXES = ("qliq", "conneqt", "medallies", "kpn", "http")
 STOP_TIMEOUT_S = 60.0
@@ -91,8 +92,9 @@ class Demo:
         """What the background ``courier COMMAND`` printed so far on stdout ("out") or stderr."""
         return (self.workdir / f"{command}.{stream}").read_text()
 
-    def run_engine(self) -> subprocess.Popen:
-        """``courier run --sandbox`` on this copy's ports; returns once every channel listens."""
+    def run_engine(self, *options: str) -> subprocess.Popen:
+        """``courier run --sandbox`` on this copy's ports, with more ``options``; returns once
+        every channel listens."""
         sandbox_ports = ",".join(f"{name}={self.ports[name]}" for name in SANDBOXES)
         engine = self.start(
             "run",
@@ -101,6 +103,9 @@ class Demo:
             sandbox_ports,
             "--webhooks",
             f"tcp:{self.ports['webhooks']}:interface=127.0.0.1",
+            "--admin",
+            f"tcp:{self.ports['admin']}:interface=127.0.0.1",
+            *options,
         )
         for name in ("lis-oru-to-conneqt", "ehr-mdm-to-qliq", "ris-oru-to-medallies", "ehr-mdm-to-kpn"):
             wait_for_port(self.ports[name], engine, lambda: self.output("run", "err"))
