@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
@@ -30,6 +29,7 @@ from engine.delivery import DeliveryQueue, DeliveryService
 from engine.delivery.tokens import StoredTokens
 from engine.destinations import TokenProvider
 from engine.destinations.registry import destination_class, plugin
+from engine.destinations.transport import pooled_session
 from engine.mapping import load_mapping
 from engine.mllp.server import Limits, MLLPServerFactory
 from engine.screen import Route, Screen, Validator
@@ -59,14 +59,15 @@ def limits(channel: Channel) -> Limits:
 
 
 def routes(channel: Channel, clock: Callable[[], float], tokens: StoredTokens | None = None) -> list[Route]:
-    """Each destination with its compiled mapping and a vendor client on its own HTTP session."""
+    """Each destination with its compiled mapping and a vendor client on its own HTTP session,
+    which keeps a connection open for each delivery thread and the status poller's."""
     return [
         Route(
             config.name,
             load_mapping(config.mapping),
             destination_class(config.type)(
                 config.settings,
-                requests.Session(),
+                pooled_session(config.concurrency + 1),
                 token_provider=token_provider(channel, config, tokens),
                 clock=clock,
             ),

@@ -43,11 +43,17 @@ class ScriptedServer:
     def __init__(self, cert: Path | None = None, key: Path | None = None) -> None:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
+        self.connections = 0  # TCP connections accepted (keep-alive reuses one for many requests)
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
