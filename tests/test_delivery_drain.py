@@ -7,14 +7,25 @@ shared test machine allows.
 
 from __future__ import annotations
 
+import os
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from engine.channel.check import load_channels
+from engine.delivery import DeliveryQueue
+from engine.delivery.ratelimit import send_times
 from engine.service import routes
+from engine.store import Cipher, Incoming, SQLiteStore
+from engine.store.base import SENDING, SENT
+from tests.conftest import on_reactor
 from tests.support.scripted_http import Reply, ScriptedServer
+from tests.support.waiting import wait_for
+from tests.test_delivery_queue import oru
 
 HTTP_CHANNEL = """
     name = "drain"
@@ -27,6 +38,7 @@ HTTP_CHANNEL = """
     type = "http"
     mapping = "hook.toml"
     concurrency = {concurrency}
+    rate_limit = {rate_limit}
       [destinations.settings]
       url = "{url}"
 """
@@ -38,12 +50,102 @@ HTTP_MAPPING = """
 """
 
 
-def http_channel(tmp_path: Path, url: str, concurrency: int):
+def http_channel(tmp_path: Path, url: str, concurrency: int, rate_limit: str = "{}"):
     (tmp_path / "hook.toml").write_text(textwrap.dedent(HTTP_MAPPING.format()))
     file = tmp_path / "drain.toml"
-    file.write_text(textwrap.dedent(HTTP_CHANNEL.format(url=url, concurrency=concurrency)))
+    channel = HTTP_CHANNEL.format(url=url, concurrency=concurrency, rate_limit=rate_limit)
+    file.write_text(textwrap.dedent(channel))
     (channel,) = load_channels([file], env={})
     return channel
+
+
+@pytest.fixture
+def hook() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+class Engine:
+    """One engine's side of a destination: its own store connection (as another process would
+    have) on the shared file, and the destination's queue, started and stopped by the test."""
+
+    def __init__(self, reactor, path: Path, key: bytes, channel) -> None:
+        self.reactor, self.channel = reactor, channel
+        self.store = SQLiteStore(path, reactor=reactor, cipher=Cipher(key), durability="normal")
+        on_reactor(self.store.start)
+        self.queue: DeliveryQueue | None = None
+
+    def start_queue(self) -> DeliveryQueue:
+        (route,) = routes(self.channel, time.time)
+        self.queue = DeliveryQueue(
+            channel=self.channel.name,
+            config=self.channel.destinations[0],
+            destination=route.destination,
+            mapping=route.mapping,
+            store=self.store,
+            reactor=self.reactor,
+            clock=self.reactor,
+            idle_s=0.1,
+        )
+        on_reactor(self.queue.start)
+        return self.queue
+
+    def stop_queue(self) -> None:
+        if self.queue is not None:
+            on_reactor(self.queue.stop)
+            self.queue = None
+
+    def receive(self, count: int) -> None:
+        for n in range(count):
+            control_id = f"DRAIN{n}"
+            incoming = Incoming(
+                channel="drain",
+                raw=oru(control_id, patient=f"P{n}"),
+                sending_application="LIS",
+                sending_facility="LAB",
+                control_id=control_id,
+                message_type="ORU^R01",
+                received_at=time.time(),
+                peer="test",
+                destinations=("hook",),
+            )
+            on_reactor(self.store.receive, incoming)
+        if self.queue is not None:
+            on_reactor(self.queue.wake)
+
+    def count(self, state: str) -> int:
+        return len(on_reactor(self.store.list_deliveries, destination="hook", state=state, limit=1000))
+
+    def close(self) -> None:
+        self.stop_queue()
+        on_reactor(self.store.close)
+
+
+@pytest.fixture
+def engines(reactor, tmp_path) -> Iterator[list[Engine]]:
+    """Call with a channel to get an engine; every engine made shares one store file."""
+    made: list[Engine] = []
+    key = os.urandom(32)
+
+    def engine(channel) -> Engine:
+        made.append(Engine(reactor, tmp_path / "shared.sqlite3", key, channel))
+        return made[-1]
+
+    yield engine
+    for one in made:
+        one.close()
+
+
+def within_rate(times: list[float], per_second: float, burst: int, slack_s: float = 0.05) -> bool:
+    """No stretch of the requests holds more than ``burst`` plus ``per_second`` a second
+    (``slack_s`` for the threads' and the network's jitter)."""
+    times = sorted(times)
+    return all(
+        j - i + 1 <= burst + per_second * (times[j] - times[i] + slack_s)
+        for i in range(len(times))
+        for j in range(i + 1, len(times))
+    )
 
 
 def test_a_destination_keeps_a_connection_alive_for_each_of_its_threads(tmp_path):
@@ -62,3 +164,49 @@ def test_a_destination_keeps_a_connection_alive_for_each_of_its_threads(tmp_path
         assert server.connections == concurrency  # requests' default kept 10: 28 connections
     finally:
         server.close()
+
+
+def test_send_times_follow_the_bucket():
+    # a full bucket of 3: three at once, then one per interval; a later booking follows on
+    assert send_times(13.0, 10.0, 3, 1.0, 3) == [10.0, 10.0, 10.0]
+    assert send_times(14.0, 10.0, 1, 1.0, 3) == [11.0]
+    assert send_times(14.0, 20.0, 1, 1.0, 3) == [20.0]  # booked long ago: now
+
+
+def test_a_restart_lets_no_burst_through_beyond_the_limit(engines, hook, tmp_path):
+    channel = http_channel(tmp_path, hook.base_url, 4, "{ per_second = 5, burst = 3 }")
+    engine = engines(channel)
+    engine.receive(12)
+    engine.start_queue()
+    wait_for(lambda: engine.count(SENT) >= 5, 10, "five sent")
+    engine.stop_queue()  # a restart: a new queue, with nothing of the old one but the store
+    engine.start_queue()
+    wait_for(lambda: engine.count(SENT) == 12, 10, "all sent")
+    times = [request.at for request in hook.received]
+    assert len(times) == 12
+    assert within_rate(times, 5, 3)  # an in-memory bucket started full again: 3 at once
+
+
+def test_two_engines_on_one_store_keep_the_limit_together(engines, hook, tmp_path):
+    channel = http_channel(tmp_path, hook.base_url, 4, "{ per_second = 8, burst = 2 }")
+    first, second = engines(channel), engines(channel)
+    first.start_queue()
+    second.start_queue()
+    first.receive(20)
+    second.queue.wake()
+    wait_for(lambda: first.count(SENT) == 20, 10, "all sent")
+    times = [request.at for request in hook.received]
+    assert len(times) == 20
+    assert within_rate(times, 8, 2)  # one bucket each let through twice the limit
+    assert times[-1] - times[0] >= (20 - 2) / 8 - 0.1
+
+
+def test_requests_stay_at_concurrency_while_the_next_deliveries_wait_mapped(engines, hook, tmp_path):
+    hook.reply(*[Reply(200, {}, delay_s=0.4)] * 9)
+    engine = engines(http_channel(tmp_path, hook.base_url, 3))
+    engine.receive(9)
+    engine.start_queue()
+    wait_for(lambda: len(hook.received) == 3, 5, "the first three requests")
+    assert engine.count(SENDING) == 6  # three at the vendor, three claimed and ready behind them
+    wait_for(lambda: engine.count(SENT) == 9, 10, "all sent")
+    assert hook.most_in_flight == 3

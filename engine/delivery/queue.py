@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 
 from engine.channel.config import Destination as DestinationConfig
@@ -38,7 +38,7 @@ from engine.delivery import polling, transitions
 from engine.delivery.backoff import give_up_reason, retry_delay
 from engine.delivery.conversations import Conversations, remember_conversation, thread_key
 from engine.delivery.pump import Pump
-from engine.delivery.ratelimit import TokenBucket
+from engine.delivery.ratelimit import Pacer
 from engine.delivery.transitions import TransitionListener, announce, transition_of
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
@@ -107,10 +107,14 @@ class DeliveryQueue(Service):
         self._auth_retry_s = auth_retry_s
         self._rng = rng or random.Random()
         rate = config.rate_limit
-        self._bucket = TokenBucket(rate.per_second, rate.burst, clock.seconds) if rate.per_second else None
-        self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
+        self._pacer = Pacer(store, self.name, rate.per_second, rate.burst, clock) if rate.per_second else None
+        # Twice the claims, so the next deliveries are mapped and waiting when a request ends;
+        # the threads of the waiting ones map their messages while the others send.
+        self._claims = 2 * config.concurrency
+        self._requests = DeferredSemaphore(config.concurrency)
+        self._workers = Workers(reactor, f"delivery-{self.name}", self._claims)
         self._pump = Pump(f"queue {self.name}", clock, self._step)
-        self._in_flight: dict[int, Deferred[None]] = {}
+        self._in_flight: dict[int, Deferred[None]] = {}  # claimed, until their outcome is stored
         self._paused_until = 0.0
         self._stopped = False
 
@@ -162,20 +166,13 @@ class DeliveryQueue(Service):
         now = self._clock.seconds()
         if now < self._paused_until:
             return self._paused_until - now
-        free = self.config.concurrency - len(self._in_flight)
+        free = self._claims - len(self._in_flight)
         if free <= 0:
             return None  # a finishing delivery wakes the pump
-        if self._bucket is not None:
-            tokens = self._bucket.available()
-            if tokens < 1:
-                return self._bucket.wait_s()
-            free = min(free, tokens)
         d = self._store.claim_due(self.name, now, free, self._lease_s)
         return d.addCallback(self._claimed, free)
 
     def _claimed(self, deliveries: list[Delivery], asked: int) -> Deferred[float | None] | float:
-        if self._bucket is not None:
-            self._bucket.take(len(deliveries))
         for delivery in deliveries:
             d = self._in_flight[delivery.id] = self._deliver(delivery)
             d.addBoth(self._finished, delivery.id)
@@ -196,9 +193,10 @@ class DeliveryQueue(Service):
 
     @inlineCallbacks
     def _deliver(self, delivery: Delivery):
+        turn = self._requests.acquire()  # asked now: requests start in the order of the claims
         try:
             try:
-                payload, thread = yield self._workers.run(self._prepare, delivery.raw)
+                payload, thread, result = yield self._attempt(delivery, turn)
             except MappingFailure as failure:
                 detail = f"mapping failed at send time: {failure.text}"
                 yield self._error(delivery, transitions.REJECTED, detail)
@@ -206,9 +204,8 @@ class DeliveryQueue(Service):
             except MessageError:
                 yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
                 return
-            conversation_id = (yield self._conversations.get(thread)) if thread else None
-            key = idempotency_key(delivery)
-            result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
+            finally:  # sent or not: the next request need not wait for this outcome's commit
+                turn.addCallback(lambda _: self._requests.release())
             yield self._record(delivery, result, payload, thread)
         except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
             log.error(
@@ -218,6 +215,19 @@ class DeliveryQueue(Service):
                 type(exc).__name__,
                 exc,
             )
+
+    @inlineCallbacks
+    def _attempt(self, delivery: Delivery, turn: Deferred[object]):
+        """Map the message, then, in its turn among ``concurrency`` requests and at a time the
+        rate limit allows, send it: (payload, thread key, result)."""
+        payload, thread = yield self._workers.run(self._prepare, delivery.raw)
+        conversation_id = (yield self._conversations.get(thread)) if thread else None
+        yield turn
+        if self._pacer is not None:
+            yield self._pacer.wait()
+        key = idempotency_key(delivery)
+        result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
+        return payload, thread, result
 
     def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
         """In a worker thread: parse the stored message and map it (a big PDF takes a while)."""

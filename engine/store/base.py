@@ -238,6 +238,11 @@ class Store(Protocol):
 
     def next_attempt_due(self, destination: str) -> Deferred[float | None]: ...
 
+    # Rate limits (one row per destination, shared by every engine on the store).
+    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> Deferred[float]:
+        """Book ``count`` sends ``interval_s`` apart, atomically; returns when the bookings end."""
+        ...
+
     # Status polls (vendors with a status API).
     def mark_sent_polled(
         self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll

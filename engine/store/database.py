@@ -168,6 +168,12 @@ _HELD_DESTINATIONS = """
     latest AS (SELECT MAX(id) AS id FROM outcomes GROUP BY destination)
     SELECT o.destination, substr(o.kind, 6), o.at FROM outcomes o JOIN latest USING (id)
     WHERE o.kind LIKE 'held:%' ORDER BY o.destination"""
+_OPEN_RATE_BUCKET = """
+    INSERT INTO rate_buckets (destination, booked_until) VALUES (?, 0)
+    ON CONFLICT (destination) DO NOTHING"""
+_BOOK_SENDS = """
+    UPDATE rate_buckets SET booked_until = CASE WHEN booked_until > ? THEN booked_until ELSE ? END + ?
+    WHERE destination = ? RETURNING booked_until"""
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -586,6 +592,16 @@ class Database:
     def next_attempt_due(self, destination: str) -> float | None:
         """When the destination's earliest QUEUED delivery is due, so its queue can sleep till then."""
         return self.connection.execute(_NEXT_ATTEMPT_DUE, (destination,)).fetchone()[0]
+
+    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> float:
+        """Book ``count`` sends ``interval_s`` apart after the destination's last booked one
+        (or after ``now``); returns the new end of its bookings.
+
+        One UPDATE, so concurrent engines on one store each get their own stretch of time.
+        """
+        self.connection.execute(_OPEN_RATE_BUCKET, (destination,))
+        params = (now, now, count * interval_s, destination)
+        return self.connection.execute(_BOOK_SENDS, params).fetchone()[0]
 
     # Status polls -----------------------------------------------------------------------
 

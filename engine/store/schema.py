@@ -130,6 +130,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN requeued_at REAL;
     """,
+    # 9: each rate-limited destination's send times handed out so far, so its limit holds
+    # across restarts and across engines sharing the store (engine.delivery.ratelimit).
+    """
+    CREATE TABLE rate_buckets (
+        destination TEXT PRIMARY KEY,
+        booked_until REAL NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

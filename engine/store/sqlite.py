@@ -183,6 +183,9 @@ class SQLiteStore:
     def next_attempt_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_attempt_due, destination)
 
+    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> Deferred[float]:
+        return self._write(Database.book_sends, destination, now, count, interval_s)
+
     # Status polls
 
     def mark_sent_polled(

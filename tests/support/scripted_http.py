@@ -32,6 +32,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when the whole request had arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -44,6 +45,7 @@ class ScriptedServer:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
         self.connections = 0  # TCP connections accepted (keep-alive reuses one for many requests)
+        self.in_flight = self.most_in_flight = 0  # requests being answered now, and the most at once
         self._lock = threading.Lock()
         server = self
 
@@ -63,7 +65,11 @@ class ScriptedServer:
                         Received(self.command, self.path, dict(self.headers.items()), body)
                     )
                     reply = server.replies.pop(0) if server.replies else Reply(200, {})
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
                 time.sleep(reply.delay_s)
+                with server._lock:
+                    server.in_flight -= 1
                 payload = reply.body
                 if isinstance(payload, dict | list):
                     payload = json.dumps(payload)
