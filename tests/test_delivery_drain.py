@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 
 from engine.channel.check import load_channels
 from engine.delivery import DeliveryQueue
-from engine.delivery.ratelimit import send_times
+from engine.delivery.ratelimit import Pacer, send_times
 from engine.service import routes
 from engine.store import Cipher, Incoming, SQLiteStore
 from engine.store.base import SENDING, SENT
@@ -171,6 +172,32 @@ def test_send_times_follow_the_bucket():
     assert send_times(13.0, 10.0, 3, 1.0, 3) == [10.0, 10.0, 10.0]
     assert send_times(14.0, 10.0, 1, 1.0, 3) == [11.0]
     assert send_times(14.0, 20.0, 1, 1.0, 3) == [20.0]  # booked long ago: now
+
+
+def test_sends_a_stalled_process_missed_are_booked_again_not_sent_at_once(engines, tmp_path):
+    store = engines(http_channel(tmp_path, "http://127.0.0.1:1", 1)).store
+    clock = Clock()
+    clock.advance(1000.0)
+    pacer = Pacer(store, "hook", per_second=10, burst=1, clock=clock)
+    started: list[float] = []
+
+    def ask(count: int) -> None:
+        for _ in range(count):
+            pacer.wait().addCallback(lambda _: started.append(clock.seconds()))
+        clock.advance(0)  # the booking goes to the store
+
+    def booked(count: int) -> None:  # the store answered: a timer for each send
+        wait_for(lambda: len(on_reactor(clock.getDelayedCalls)) == count, 5, "the booking")
+        on_reactor(clock.advance, 0)
+
+    on_reactor(ask, 3)
+    booked(3)  # 1000.0, 1000.1, 1000.2
+    assert started == [1000.0]
+    on_reactor(clock.advance, 1.0)  # the process stalls for a second: both times missed
+    booked(2)  # booked again: 1001.0 and 1001.1
+    assert started == [1000.0, 1001.0]
+    on_reactor(clock.advance, 0.11)
+    assert started == [1000.0, 1001.0, pytest.approx(1001.11)]
 
 
 def test_a_restart_lets_no_burst_through_beyond_the_limit(engines, hook, tmp_path):

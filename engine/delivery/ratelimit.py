@@ -45,10 +45,13 @@ class Pacer:
 
     def wait(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
+        self._ask(d)
+        return d
+
+    def _ask(self, d: Deferred[None]) -> None:
         self._asking.append(d)
         if len(self._asking) == 1:
             self._clock.callLater(0, self._book)
-        return d
 
     def _book(self) -> None:
         asking, self._asking = self._asking, []
@@ -58,9 +61,17 @@ class Pacer:
 
     def _booked(self, booked_until: float, now: float, asking: list[Deferred[None]]) -> None:
         times = send_times(booked_until, now, len(asking), self._interval_s, self._burst)
-        late = self._clock.seconds()
+        answered = self._clock.seconds()
         for d, at in zip(asking, times, strict=True):
-            self._clock.callLater(max(0.0, at - late), d.callback, None)
+            self._clock.callLater(max(0.0, at - answered), self._due, d, max(at, answered))
+
+    def _due(self, d: Deferred[None], at: float) -> None:
+        """Send now, unless this process stalled (swapping, a paused VM) past the booked time:
+        then book again, so the sends that waited do not all go at once."""
+        if self._clock.seconds() - at > self._interval_s:
+            self._ask(d)
+        else:
+            d.callback(None)
 
     def _failed(self, failure: Failure, asking: list[Deferred[None]]) -> None:
         for d in asking:
