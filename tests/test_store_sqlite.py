@@ -96,7 +96,7 @@ def test_queue_round_trip_through_the_reactor(store):
     on_reactor(store.mark_error, claimed[1].id, "gave up")
     assert on_reactor(store.requeue, DeliverySelection(ids=(claimed[1].id,))) == 1
     assert on_reactor(store.cancel, DeliverySelection(ids=(claimed[1].id,))) == 1
-    assert on_reactor(store.recover_left_sending, "qliq", T0 + 3600) == 0
+    assert on_reactor(store.renew_leases, [claimed[0].id], T0 + 60) == [claimed[0].id], "not SENDING"
     kinds = [e.kind for e in on_reactor(store.timeline, "Q2") if e.delivery_id == claimed[1].id]
     assert kinds == ["queued", "claimed", "retry", "error", "requeued", "cancelled"]
     assert on_reactor(store.get_message, "Q2", True).raw == RAW

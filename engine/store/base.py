@@ -7,6 +7,7 @@ Fields that may carry PHI are kept out of ``repr`` so a logged record never leak
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -196,8 +197,15 @@ class Store(Protocol):
 
     # Deliveries (the destination queue).
     def claim_due(
-        self, destination: str, now: float, limit: int, lease_s: float
-    ) -> Deferred[list[Delivery]]: ...
+        self, destination: str, now: float, limit: int, lease_s: float, max_in_flight: int | None = None
+    ) -> Deferred[list[Delivery]]:
+        """Lease due deliveries to this node (taking over those whose lease ran out); at most
+        ``max_in_flight`` of the destination SENDING at once across all nodes."""
+        ...
+
+    def renew_leases(self, delivery_ids: Iterable[int], until: float) -> Deferred[list[int]]:
+        """Renew this node's leases of sends in flight; fires with the ids it lost."""
+        ...
 
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]: ...
 
@@ -212,8 +220,6 @@ class Store(Protocol):
     def requeue(self, selection: DeliverySelection) -> Deferred[int]: ...
 
     def cancel(self, selection: DeliverySelection) -> Deferred[int]: ...
-
-    def recover_left_sending(self, destination: str, now: float) -> Deferred[int]: ...
 
     def list_deliveries(
         self,
@@ -256,6 +262,18 @@ class Store(Protocol):
     def keyed_hash(self, text: str) -> str:
         """A keyed hash (hex) of ``text``, for a kv key that must not reveal what it names."""
         ...
+
+    # Nodes (engine.node) and named leases (a channel's outbox, a job's turn).
+    def node_heartbeat(self, alive_until: float) -> Deferred[bool]: ...
+
+    def node_stopped(self) -> Deferred[None]: ...
+
+    def take_lease(self, name: str, now: float, until: float) -> Deferred[bool]:
+        """Hold ``name`` until ``until`` if it is free, run out or already ours; fires with
+        whether this node holds it."""
+        ...
+
+    def release_lease(self, name: str) -> Deferred[None]: ...
 
     # Retention.
     def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import StoreError
 from engine.message.batch import canonical
@@ -43,6 +43,9 @@ from engine.store.base import (
 )
 from engine.store.crypto import Cipher, keyed_digest
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
+
+if TYPE_CHECKING:
+    from engine.node import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -125,41 +128,69 @@ _DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_i
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
 _CLAIM = """
-    UPDATE deliveries SET state = 'SENDING', lease_until = ?, attempts = attempts + 1,
-        updated_at = ?
+    UPDATE deliveries SET state = 'SENDING', lease_until = ?, lease_owner = ?,
+        attempts = attempts + 1, updated_at = ?
     WHERE id IN (SELECT id FROM deliveries
                  WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
                  ORDER BY next_attempt_at, id LIMIT ?)
     RETURNING id, message_id"""
-_RECOVER_LEFT_SENDING = """
-    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
-        updated_at = ?
-    WHERE destination = ? AND state = 'SENDING'
+# A lease that ran out: its holder died or stalled. Back to QUEUED with its due time kept, so
+# it goes first again (a destination with concurrency 1 keeps its order across nodes).
+_EXPIRE_LEASES = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE destination = ? AND state = 'SENDING' AND lease_until < ?
     RETURNING id, message_id"""
-_MARK_SENT = """
-    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, progress = NULL,
-        updated_at = ?
-    WHERE id = ? RETURNING message_id"""
-_MARK_RETRY = """
+_SENDING_NOW = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'SENDING'"
+_RENEW_DELIVERY = """
+    UPDATE deliveries SET lease_until = ?
+    WHERE id = ? AND state = 'SENDING' AND COALESCE(lease_owner, '') = ? RETURNING id"""
+# Every outcome of a send changes the delivery only while this node holds its lease: one that
+# lost it (paused past its lease) must not undo what the node that took over recorded.
+_OURS = "state = 'SENDING' AND COALESCE(lease_owner, '') = ?"
+_MARK_SENT = f"""
+    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, lease_owner = NULL,
+        progress = NULL, updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
+_MARK_RETRY = f"""
     UPDATE deliveries SET state = 'QUEUED', next_attempt_at = ?, last_error_enc = ?,
-        progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+        progress = COALESCE(?, progress), lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
 _MARK_ERROR = """
-    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, progress = NULL,
-        updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, lease_owner = NULL,
+        progress = NULL, updated_at = ?
+    WHERE id = ? AND (state != 'SENDING' OR COALESCE(lease_owner, '') = ?) RETURNING message_id"""
 _SET_STATE = """
     UPDATE deliveries SET state = ?, lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+    WHERE id = ? AND state != 'SENDING' RETURNING message_id"""
 _MOVE = """
     UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_until = NULL, progress = NULL,
         updated_at = ?, requeues = requeues + ?, attempts = CASE WHEN ? > 0 THEN 0 ELSE attempts END,
         requeued_at = CASE WHEN ? > 0 THEN ? ELSE requeued_at END
     WHERE id = ?"""  # a requeue (a new generation) starts again from attempt 0; a cancel does not
-_RELEASE = """
+_RELEASE = f"""
     UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
-        last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+        last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, lease_owner = NULL,
+        updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
+_TAKE_BACK = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE state = 'SENDING' AND (lease_owner = ? OR lease_owner IS NULL)
+    RETURNING id, message_id"""  # no owner: left SENDING by a Courier from before leases
+
+_NODE = "SELECT incarnation, host, pid, alive_until FROM nodes WHERE name = ?"
+_NODE_UPSERT = """
+    INSERT INTO nodes (name, incarnation, host, pid, started_at, alive_until) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host,
+        pid = excluded.pid, started_at = excluded.started_at, alive_until = excluded.alive_until"""
+_NODE_HEARTBEAT = "UPDATE nodes SET alive_until = ? WHERE name = ? AND incarnation = ? RETURNING name"
+_LEASE_TAKE = """
+    INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+    WHERE leases.holder = excluded.holder OR leases.until < ?
+    RETURNING name"""
+_LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND holder = ?"
+_LEASES_OF = "DELETE FROM leases WHERE holder = ?"
+
 HELD_EVENT = "held:"
 _HELD_DESTINATIONS = """
     WITH outcomes AS (
@@ -239,8 +270,11 @@ class Database:
         cipher: Cipher,
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         clock: Callable[[], float] = time.time,
+        node: NodeIdentity | None = None,
     ) -> None:
         self.connection = connection
+        self.node = node
+        self._owner = node.incarnation if node is not None else ""  # what SENDING rows name
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
@@ -257,6 +291,7 @@ class Database:
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        node: NodeIdentity | None = None,
     ) -> Database:
         """Open (creating and migrating unless ``readonly``) and check the key fits the data."""
         if durability not in _SYNCHRONOUS:
@@ -269,7 +304,7 @@ class Database:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
-        db = cls(conn, cipher, duplicate_window_s, clock)
+        db = cls(conn, cipher, duplicate_window_s, clock, node)
         try:
             db._configure(durability, readonly)
         except BaseException:
@@ -479,28 +514,50 @@ class Database:
 
     # Deliveries -------------------------------------------------------------------------
 
-    def claim_due(self, destination: str, now: float, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending."""
-        claimed = self.connection.execute(_CLAIM, (now + lease_s, now, destination, now, limit)).fetchall()
+    def claim_due(
+        self, destination: str, now: float, limit: int, lease_s: float, max_in_flight: int | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending, first
+        taking back those whose lease ran out. With ``max_in_flight`` (the destination's
+        concurrency), no more than that many are SENDING at once across every node."""
+        expired = self.connection.execute(_EXPIRE_LEASES, (now, destination, now)).fetchall()
+        self._append_events(expired, now, "lease_expired", QUEUED)
+        if max_in_flight is not None:
+            (sending,) = self.connection.execute(_SENDING_NOW, (destination,)).fetchone()
+            limit = min(limit, max_in_flight - sending)
+            if limit <= 0:
+                return []
+        params = (now + lease_s, self._owner or None, now, destination, now, limit)
+        claimed = self.connection.execute(_CLAIM, params).fetchall()
         self._append_events(claimed, now, "claimed", SENDING)
         return self._deliveries_by_id([delivery_id for delivery_id, _ in claimed], with_body=True)
 
+    def renew_leases(self, delivery_ids: Iterable[int], until: float) -> list[int]:
+        """Push the leases of this node's sends in flight to ``until``; the ids it no longer
+        holds (another node took them over after the lease ran out)."""
+        return [
+            delivery_id
+            for delivery_id in delivery_ids
+            if self.connection.execute(_RENEW_DELIVERY, (until, delivery_id, self._owner)).fetchone() is None
+        ]
+
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> None:
         at = self._clock()
-        self._change(delivery_id, _MARK_SENT, (remote_id, at, delivery_id), at, "sent", SENT, detail)
+        params = (remote_id, at, delivery_id, self._owner)
+        self._change(delivery_id, _MARK_SENT, params, at, "sent", SENT, detail)
 
     def mark_retry(
         self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
     ) -> None:
         """Back to QUEUED for another attempt; ``progress`` (if given) is kept for it."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id, self._owner)
         self._change(delivery_id, _MARK_RETRY, params, at, "retry", QUEUED, error)
 
     def mark_error(self, delivery_id: int, error: str) -> None:
         """Dead letter: no more attempts until someone requeues it."""
         at = self._clock()
-        params = (self._encrypt_text(error), at, delivery_id)
+        params = (self._encrypt_text(error), at, delivery_id, self._owner)
         self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error)
         self.end_status_poll(delivery_id)  # in the same commit: an ERROR is never polled again
 
@@ -520,16 +577,62 @@ class Database:
         """Stop the selected deliveries that are still QUEUED or in ERROR."""
         return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled")
 
-    def recover_left_sending(self, destination: str, now: float) -> int:
-        """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.
+    # Nodes and named leases --------------------------------------------------------------
 
-        Its queue calls this as it starts, before it claims anything, so none of these sends
-        is in flight any more (one engine per store). Waiting for their leases instead would
-        hold them after a quick restart until the next restart.
+    def register_node(self, now: float, alive_until: float, has_ended: Callable[[str, int], bool]) -> int:
+        """Record this node's incarnation as the live one of its name (see :mod:`engine.node`).
+
+        A previous incarnation still vouched for must have ``has_ended`` (host, pid), else
+        this raises StoreError. What an ended one held is taken back at once (how many
+        deliveries is returned); one that merely stopped vouching keeps its leases until they
+        run out, as it may only be stalled. Deliveries left SENDING with no owner (by a Courier from before
+        leases) are taken back too.
         """
-        recovered = self.connection.execute(_RECOVER_LEFT_SENDING, (now, now, destination)).fetchall()
-        self._append_events(recovered, now, "lease_expired", QUEUED)  # its holder is gone
-        return len(recovered)
+        node = self.node
+        if node is None:
+            raise ValueError("this store was opened without a node identity")
+        row = self.connection.execute(_NODE, (node.name,)).fetchone()
+        ended = None  # the previous incarnation, when it has surely ended
+        if row is not None:
+            previous, host, pid, vouched_until = row
+            if has_ended(host, pid):
+                ended = previous
+            elif vouched_until >= now:
+                raise StoreError(
+                    f"node name {node.name!r} is in use by a running engine (pid {pid} on {host}); "
+                    "give each node its own --node-name"
+                )
+        taken = self.connection.execute(_TAKE_BACK, (now, ended)).fetchall()
+        self._append_events(taken, now, "lease_expired", QUEUED)  # its holder is gone
+        if ended is not None:
+            self.connection.execute(_LEASES_OF, (ended,))
+        self.connection.execute(
+            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.pid, now, alive_until)
+        )
+        return len(taken)
+
+    def node_heartbeat(self, alive_until: float) -> bool:
+        """Vouch for this incarnation until ``alive_until``; False if another took its name."""
+        node = self.node
+        found = self.connection.execute(_NODE_HEARTBEAT, (alive_until, node.name, node.incarnation))
+        return found.fetchone() is not None
+
+    def node_stopped(self) -> None:
+        """A clean stop: vouch no longer, hand back the named leases (and any send left
+        SENDING after a store failure), so another node need not wait for them."""
+        self.node_heartbeat(0.0)
+        at = self._clock()
+        taken = self.connection.execute(_TAKE_BACK, (at, self._owner)).fetchall()
+        self._append_events(taken, at, "lease_expired", QUEUED)
+        self.connection.execute(_LEASES_OF, (self._owner,))
+
+    def take_lease(self, name: str, now: float, until: float) -> bool:
+        """Hold the named lease until ``until`` if it is free, run out, or already this node's."""
+        found = self.connection.execute(_LEASE_TAKE, (name, self._owner, until, now)).fetchone()
+        return found is not None
+
+    def release_lease(self, name: str) -> None:
+        self.connection.execute(_LEASE_RELEASE, (name, self._owner))
 
     def list_deliveries(
         self,
@@ -575,7 +678,7 @@ class Database:
         The event kind ``held:<hold>`` is what :meth:`held_destinations` reads (unencrypted:
         ``hold`` is one of a few fixed words, never PHI)."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id, self._owner)
         self._change(delivery_id, _RELEASE, params, at, HELD_EVENT + hold, QUEUED, error)
 
     def held_destinations(self) -> list[tuple[str, str, float]]:
@@ -651,7 +754,9 @@ class Database:
         """Run one delivery UPDATE … RETURNING message_id and record the event."""
         row = self.connection.execute(sql, params).fetchone()
         if row is None:
-            raise StoreError(f"no delivery {delivery_id}")
+            raise StoreError(
+                f"delivery {delivery_id} not changed: unknown, or SENDING under another node's lease"
+            )
         self.connection.execute(
             _INSERT_EVENT, (row[0], delivery_id, at, kind, state, self._encrypt_text(detail))
         )

@@ -130,6 +130,27 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN requeued_at REAL;
     """,
+    # 9: several engine nodes on one store. A SENDING delivery names the node incarnation
+    # that holds its lease (which renews it while the send is in flight; another node takes it
+    # over once it runs out). ``nodes`` says which incarnation of each node name is alive, so a
+    # restarted node can take back at once what its previous incarnation held. ``leases`` holds
+    # named leases: one node sends a channel's outbox, one runs a job such as retention.
+    """
+    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        incarnation TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        alive_until REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -7,11 +7,12 @@ never waits behind writes. Every Deferred fires in the reactor thread after the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -34,6 +35,11 @@ from engine.store.database import (
     Durability,
 )
 from engine.store.worker import Worker, run_each, run_in_one_transaction
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from engine.node import NodeIdentity
 
 T = TypeVar("T")
 
@@ -59,7 +65,14 @@ class SQLiteStore:
         durability: Durability = "full",
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         max_batch: int = 256,
+        node: NodeIdentity | None = None,
+        lease_s: float | None = None,
     ) -> None:
+        """With ``node`` (``courier run``) the store registers this process among the nodes
+        at start, vouching for it ``lease_s`` ahead (see :mod:`engine.node`)."""
+        self.node = node
+        self._lease_s = lease_s
+        self._clock = reactor.seconds
         open_db = partial(
             Database.open,
             path,
@@ -67,6 +80,7 @@ class SQLiteStore:
             durability=durability,
             duplicate_window_s=duplicate_window_s,
             clock=reactor.seconds,
+            node=node,
         )
         self._writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
         self._hash_key: bytes | None = None  # set by start()
@@ -83,7 +97,26 @@ class SQLiteStore:
         d.addCallback(lambda _: self._write(Database.check_pages))
         d.addCallback(lambda _: self._write(attrgetter("hash_key")))
         d.addCallback(self._keep_hash_key)
+        if self.node is not None:
+            d.addCallback(lambda _: self._register())
         return d.addCallback(lambda _: self._reader.start())
+
+    def _register(self) -> Deferred[None]:
+        from engine.node import DEFAULT_LEASE_S, has_ended
+
+        now = self._clock()
+        alive_until = now + (self._lease_s or DEFAULT_LEASE_S)
+        d = self._write(Database.register_node, now, alive_until, has_ended)
+        return d.addCallback(self._registered)
+
+    def _registered(self, taken_back: int) -> None:
+        if taken_back:
+            log.warning(
+                "node %s: %d deliveries its previous run left SENDING are QUEUED again"
+                " (at-least-once: the vendor may see them twice, under the same idempotency key)",
+                self.node.name,
+                taken_back,
+            )
 
     def _keep_hash_key(self, key: bytes) -> None:
         self._hash_key = key
@@ -129,8 +162,13 @@ class SQLiteStore:
 
     # Deliveries
 
-    def claim_due(self, destination: str, now: float, limit: int, lease_s: float) -> Deferred[list[Delivery]]:
-        return self._write(Database.claim_due, destination, now, limit, lease_s)
+    def claim_due(
+        self, destination: str, now: float, limit: int, lease_s: float, max_in_flight: int | None = None
+    ) -> Deferred[list[Delivery]]:
+        return self._write(Database.claim_due, destination, now, limit, lease_s, max_in_flight)
+
+    def renew_leases(self, delivery_ids: Iterable[int], until: float) -> Deferred[list[int]]:
+        return self._write(Database.renew_leases, list(delivery_ids), until)
 
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]:
         return self._write(Database.mark_sent, delivery_id, remote_id, detail)
@@ -151,9 +189,6 @@ class SQLiteStore:
 
     def cancel(self, selection: DeliverySelection) -> Deferred[int]:
         return self._write(Database.cancel, selection)
-
-    def recover_left_sending(self, destination: str, now: float) -> Deferred[int]:
-        return self._write(Database.recover_left_sending, destination, now)
 
     def list_deliveries(
         self,
@@ -203,6 +238,20 @@ class SQLiteStore:
 
     def next_status_poll_due(self, destination: str) -> Deferred[float | None]:
         return self._read(Database.next_status_poll_due, destination)
+
+    # Nodes and named leases
+
+    def node_heartbeat(self, alive_until: float) -> Deferred[bool]:
+        return self._write(Database.node_heartbeat, alive_until)
+
+    def node_stopped(self) -> Deferred[None]:
+        return self._write(Database.node_stopped)
+
+    def take_lease(self, name: str, now: float, until: float) -> Deferred[bool]:
+        return self._write(Database.take_lease, name, now, until)
+
+    def release_lease(self, name: str) -> Deferred[None]:
+        return self._write(Database.release_lease, name)
 
     # Retention
 
