@@ -48,6 +48,8 @@ class Incoming:
     ack_code: str = "AA"
     application_ack: str = ""
     destinations: tuple[str, ...] = ()
+    order_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(destination, ``order_by`` key): the store keeps a keyed hash of each key, not the key."""
     duplicate_window_s: float | None = None
     """The channel's duplicate window; None means the store's default."""
 
@@ -99,6 +101,7 @@ class Delivery:
     requeues: int = 0  # how often an operator requeued it: its generation for the vendor
     progress: str | None = None  # how far a send of several requests got (opaque to the store)
     requeued_at: float | None = None  # the last requeue; max_age_s counts from it
+    waits_for: int | None = None  # QUEUED behind this earlier delivery with its order_by key
     last_error: str | None = field(default=None, repr=False)
     raw: bytes | None = field(default=None, repr=False)
 

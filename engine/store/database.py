@@ -86,6 +86,7 @@ _PRUNE_OUTBOX = """
 _KEY_CHECK = ("_store", "key_check")
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
+_ORDER_KEY_PREFIX = b"order_by\x1f"  # its own domain: never equal to another keyed hash
 
 _FIND_SAME_CONTROL_ID = """
     SELECT id, body_sha256, ack_code FROM messages
@@ -100,8 +101,8 @@ _INSERT_MESSAGE = """
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_DELIVERY = """
     INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
-        created_at, updated_at)
-    VALUES (?, ?, ?, 'QUEUED', ?, ?, ?)"""
+        created_at, updated_at, order_key)
+    VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?)"""
 _INSERT_EVENT = """
     INSERT INTO events (message_id, delivery_id, at, kind, state, detail_enc)
     VALUES (?, ?, ?, ?, ?, ?)"""
@@ -122,16 +123,25 @@ _TIMELINE = """
 
 _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, control_id,
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
-_DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
+# What a delivery with an order_by key waits for: another one of its destination and key that
+# is SENDING, or QUEUED and earlier (a requeued, older one waits for the one being sent).
+_EARLIER_IN_LINE = """
+    SELECT {pick} FROM deliveries e WHERE e.destination = d.destination AND e.order_key = d.order_key
+        AND e.state IN ('QUEUED', 'SENDING') AND e.id != d.id
+        AND (e.state = 'SENDING' OR e.id < d.id)"""
+_WAITS_FOR = f"""CASE WHEN d.state = 'QUEUED' AND d.order_key IS NOT NULL
+    THEN ({_EARLIER_IN_LINE.format(pick="MIN(e.id)")}) END"""
+_DELIVERY_COLUMNS = f"""d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
     d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
-    d.requeues, d.progress, d.requeued_at, d.last_error_enc"""
+    d.requeues, d.progress, d.requeued_at, {_WAITS_FOR}, d.last_error_enc"""
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
-_CLAIM = """
+_CLAIM = f"""
     UPDATE deliveries SET state = 'SENDING', lease_until = ?, lease_owner = ?,
         attempts = attempts + 1, updated_at = ?
-    WHERE id IN (SELECT id FROM deliveries
+    WHERE id IN (SELECT id FROM deliveries d
                  WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
+                   AND (order_key IS NULL OR NOT EXISTS ({_EARLIER_IN_LINE.format(pick="1")}))
                  ORDER BY next_attempt_at, id LIMIT ?)
     RETURNING id, message_id"""
 # A lease that ran out: its holder died or stalled. Back to QUEUED with its due time kept, so
@@ -473,8 +483,11 @@ class Database:
         # The "received" and "queued" events are read from these rows by timeline(): writing
         # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
+        keys = dict(m.order_keys)
         for destination in m.destinations:
-            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at))
+            key = keys.get(destination)
+            order_key = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
+            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
         return Receipt(message_id, False, m.ack_code)
 
     def receive_many(self, incoming: Iterable[Incoming]) -> list[Receipt]:
@@ -738,8 +751,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: tuple[Any, ...]) -> Delivery:
-        raw = self._cipher.decrypt(row[16]) if len(row) > 16 else None
-        return Delivery(*row[:15], last_error=self._decrypt_text(row[15]), raw=raw)
+        raw = self._cipher.decrypt(row[17]) if len(row) > 17 else None
+        return Delivery(*row[:16], last_error=self._decrypt_text(row[16]), raw=raw)
 
     def _change(
         self,

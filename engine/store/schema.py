@@ -151,6 +151,13 @@ MIGRATIONS: tuple[str, ...] = (
         until REAL NOT NULL
     );
     """,
+    # 10: a destination's order_by: deliveries with the same key (a keyed hash of, say, the
+    # patient id) go one after another. The index finds a key's unfinished deliveries.
+    """
+    ALTER TABLE deliveries ADD COLUMN order_key TEXT;
+    CREATE INDEX deliveries_in_line ON deliveries (destination, order_key, id)
+        WHERE order_key IS NOT NULL AND state IN ('QUEUED', 'SENDING');
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
