@@ -56,8 +56,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def db(tmp_path, key, clock):
-    database = Database.open(tmp_path / "var" / "engine.sqlite3", Cipher(key), clock=clock)
+def db(store_location, key, clock):
+    """The store on a SQLite file, then on PostgreSQL: every test using it runs on both."""
+    database = Database.open(store_location, Cipher(key), clock=clock)
     yield database
     database.close()
 
