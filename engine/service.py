@@ -265,6 +265,7 @@ def build_engine(
     )
     if not hold_deliveries:
         deliveries.setServiceParent(service)
+        store.on_queued(lambda destination: deliveries.wake((destination,)))  # by another node
     listeners = {}
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds, tokens)

@@ -56,8 +56,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def db(tmp_path, key, clock):
-    database = Database.open(tmp_path / "var" / "engine.sqlite3", Cipher(key), clock=clock)
+def db(store_location, key, clock):
+    """The store on a SQLite file, then on PostgreSQL: every test using it runs on both."""
+    database = Database.open(store_location, Cipher(key), clock=clock)
     yield database
     database.close()
 
@@ -451,7 +452,8 @@ def test_kv_round_trip_and_overwrite(db):
     assert db.kv_get("kpn", "conv:MRN1") is None
 
 
-def test_duplicate_lookup_reads_only_the_covering_index(db):
+def test_duplicate_lookup_reads_only_the_covering_index(tmp_path, key):
+    db = Database.open(tmp_path / "plan.sqlite3", Cipher(key))  # SQLite's query plan
     plan = db.connection.execute(
         "EXPLAIN QUERY PLAN " + database_module._FIND_SAME_CONTROL_ID, ("lab", "LIS", "HOSP", "C1", T0)
     ).fetchall()
@@ -494,7 +496,8 @@ def test_reencrypt_moves_every_value_to_the_current_key(tmp_path, key):
         rotated.close()
 
 
-def test_reencrypt_knows_every_encrypted_column(db):
+def test_reencrypt_knows_every_encrypted_column(tmp_path, key):
+    db = Database.open(tmp_path / "columns.sqlite3", Cipher(key))  # the schema is the same on both
     tables = [row[0] for row in db.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     encrypted = {
         (table, column[1])

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
     from engine.node import NodeIdentity
     from engine.service import build_engine
-    from engine.store import SQLiteStore, load_cipher
+    from engine.store import load_cipher, open_store
     from engine.tls import TLSSettings
 
     try:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.sandbox:
         channels = with_sandbox_settings(channels, base_urls)
-    store = SQLiteStore(
+    store = open_store(
         args.store,
         reactor=reactor,
         cipher=load_cipher(key_file=args.key_file),

@@ -7,7 +7,7 @@ Fields that may carry PHI are kept out of ``repr`` so a logged record never leak
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -180,6 +180,11 @@ class Store(Protocol):
     def start(self) -> Deferred[None]: ...
 
     def close(self) -> Deferred[None]: ...
+
+    def on_queued(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(destination)`` in the reactor thread when another node (process)
+        queued deliveries for ``destination``, so its queue can claim them at once."""
+        ...
 
     # Messages (source side).
     def receive(self, incoming: Incoming) -> Deferred[Receipt]: ...

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from engine.errors import StoreError
 from engine.message.batch import canonical
 from engine.message.display import printable
+from engine.store import postgres
 from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
@@ -42,6 +43,8 @@ from engine.store.base import (
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
+from engine.store.dialect import SKIP_LOCKED
+from engine.store.postgres import is_postgres
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
 
 if TYPE_CHECKING:
@@ -66,9 +69,10 @@ _ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *
 )
 # Ids follow time, so both prunes read only the rows below the first one young enough to keep
 # (a range of the primary key), not the whole table on every batch.
-_PRUNABLE = """
+_NO_ID = 1 << 62  # above every id: written out as a number, which both databases read as a 64-bit integer
+_PRUNABLE = f"""
     SELECT id FROM messages m WHERE received_at < ?1
-    AND id < COALESCE((SELECT id FROM messages WHERE received_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
+    AND id < COALESCE((SELECT id FROM messages WHERE received_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
         AND (d.state IN ('QUEUED', 'SENDING')
              OR EXISTS (SELECT 1 FROM status_polls p WHERE p.delivery_id = d.id)))
@@ -78,10 +82,16 @@ _PRUNE_MESSAGES = (  # children first: the foreign keys are enforced
     ("deliveries", "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))"),
     ("messages", "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))"),
 )
-_PRUNE_OUTBOX = """
+_PRUNE_KEYS = """
+    DELETE FROM message_keys
+    WHERE (channel, sending_application, sending_facility, control_id, body_sha256) IN (
+        SELECT channel, sending_application, sending_facility, control_id, body_sha256 FROM messages
+        WHERE id IN (SELECT value FROM json_each(?)))
+    AND message_id IN (SELECT value FROM json_each(?))"""
+_PRUNE_OUTBOX = f"""
     DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
         WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
-        AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
+        AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
         ORDER BY id LIMIT ?2)"""
 _KEY_CHECK = ("_store", "key_check")
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
@@ -98,7 +108,22 @@ _COUNT_DUPLICATE = (
 _INSERT_MESSAGE = """
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"""
+# The arbiter between nodes: the key's row names the newest message stored under it, and is
+# taken over by a new message only once that one is older than the duplicate window. A node
+# whose insert meets another's uncommitted row waits for its commit, then reads its message.
+_HOLD_KEY = """
+    INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
+        body_sha256, message_id, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
+    DO UPDATE SET
+        message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
+                          ELSE message_keys.message_id END,
+        received_at = CASE WHEN message_keys.received_at < ? THEN excluded.received_at
+                           ELSE message_keys.received_at END
+    RETURNING message_id"""
+_FORGET_MESSAGE = "DELETE FROM messages WHERE id = ?"
 _INSERT_DELIVERY = """
     INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
         created_at, updated_at, order_key)
@@ -110,16 +135,15 @@ _INSERT_EVENT = """
 # Recorded events, plus the "received" and "queued" events implied by the rows themselves.
 _TIMELINE = """
     SELECT id, message_id, delivery_id, at, kind, state, detail_enc FROM (
-        SELECT 0 AS id, m.id AS message_id, NULL AS delivery_id, m.received_at AS at,
-               'received' AS kind, m.state AS state, NULL AS detail_enc, 0 AS rank
+        SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc, 2 AS rank
+        FROM events e JOIN messages m ON m.id = e.message_id WHERE m.control_id = ?
+        UNION ALL
+        SELECT 0, m.id, NULL, m.received_at, 'received', m.state, NULL, 0
         FROM messages m WHERE m.control_id = ?
         UNION ALL
         SELECT 0, d.message_id, d.id, d.created_at, 'queued', 'QUEUED', NULL, 1
         FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE m.control_id = ?
-        UNION ALL
-        SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc, 2
-        FROM events e JOIN messages m ON m.id = e.message_id WHERE m.control_id = ?
-    ) ORDER BY at, rank, id"""
+    ) AS timeline ORDER BY at, rank, id, delivery_id"""  # events first: their types name the columns
 
 _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, control_id,
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
@@ -142,7 +166,7 @@ _CLAIM = f"""
     WHERE id IN (SELECT id FROM deliveries d
                  WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
                    AND (order_key IS NULL OR NOT EXISTS ({_EARLIER_IN_LINE.format(pick="1")}))
-                 ORDER BY next_attempt_at, id LIMIT ?)
+                 ORDER BY next_attempt_at, id LIMIT ? {SKIP_LOCKED})
     RETURNING id, message_id"""
 # A lease that ran out: its holder died or stalled. Back to QUEUED with its due time kept, so
 # it goes first again (a destination with concurrency 1 keeps its order across nodes).
@@ -150,6 +174,13 @@ _EXPIRE_LEASES = """
     UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
     WHERE destination = ? AND state = 'SENDING' AND lease_until < ?
     RETURNING id, message_id"""
+# Claims capped by a destination's concurrency take turns (a row lock until commit): the count
+# of its SENDING deliveries across nodes must not change between the count and the claim.
+# Without a cap, claims of several nodes run side by side, skipping each other's locked rows.
+_CLAIM_LOCK = """
+    INSERT INTO leases (name, holder, until) VALUES (?, ?, 0)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder"""
+_CLAIM_LOCK_PREFIX = "claim:"
 _SENDING_NOW = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'SENDING'"
 _RENEW_DELIVERY = """
     UPDATE deliveries SET lease_until = ?
@@ -178,14 +209,14 @@ _MOVE = """
         requeued_at = CASE WHEN ? > 0 THEN ? ELSE requeued_at END
     WHERE id = ?"""  # a requeue (a new generation) starts again from attempt 0; a cancel does not
 _RELEASE = f"""
-    UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
-        last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, lease_owner = NULL,
-        updated_at = ?
+    UPDATE deliveries SET state = 'QUEUED', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+        next_attempt_at = ?, last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL,
+        lease_owner = NULL, updated_at = ?
     WHERE id = ? AND {_OURS} RETURNING message_id"""
 _TAKE_BACK = """
     UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
     WHERE state = 'SENDING' AND (lease_owner = ? OR lease_owner IS NULL)
-    RETURNING id, message_id"""  # no owner: left SENDING by a Courier from before leases
+    RETURNING id, message_id, destination"""  # no owner: left SENDING by a Courier from before leases
 
 _NODE = "SELECT incarnation, host, pid, alive_until FROM nodes WHERE name = ?"
 _NODE_UPSERT = """
@@ -218,10 +249,10 @@ _ADD_STATUS_POLL = """
     VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (delivery_id) DO UPDATE SET next_at = excluded.next_at,
         give_up_at = excluded.give_up_at, expires_at = excluded.expires_at, polls = 0"""
-_CLAIM_STATUS_POLLS = """
+_CLAIM_STATUS_POLLS = f"""
     UPDATE status_polls SET next_at = ?, polls = polls + 1
     WHERE delivery_id IN (SELECT delivery_id FROM status_polls
-                          WHERE destination = ? AND next_at <= ? ORDER BY next_at LIMIT ?)
+                          WHERE destination = ? AND next_at <= ? ORDER BY next_at LIMIT ? {SKIP_LOCKED})
     RETURNING delivery_id"""
 _RESCHEDULE_STATUS_POLL = "UPDATE status_polls SET next_at = ? WHERE delivery_id = ?"
 _END_STATUS_POLL = "DELETE FROM status_polls WHERE delivery_id = ?"
@@ -232,7 +263,8 @@ _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next
 _OUTBOX_ADD = """
     INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
         created_at)
-    SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?"""
+    SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?
+    RETURNING id"""
 _OUTBOX_HEAD = f"""
     SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE channel = ? AND state = 'PENDING'
     ORDER BY seq LIMIT 1"""
@@ -249,6 +281,9 @@ _OUTBOX_SKIP = """
     RETURNING id"""
 
 _KV_GET = "SELECT value_enc FROM kv WHERE namespace = ? AND key = ?"
+_KV_ADD = """
+    INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (namespace, key) DO NOTHING"""
 _KV_PUT = """
     INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, ?, ?, ?)
     ON CONFLICT (namespace, key) DO UPDATE SET value_enc = excluded.value_enc,
@@ -285,11 +320,13 @@ class Database:
         self.connection = connection
         self.node = node
         self._owner = node.incarnation if node is not None else ""  # what SENDING rows name
+        self.backend: str = getattr(connection, "dialect", "sqlite")
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
         self._clock = clock
         self._hash_key: bytes | None = None  # loaded at open (see keyed_hash)
+        self._announce: Callable[[str], None] = getattr(connection, "announce", _no_one_to_tell)
 
     @classmethod
     def open(
@@ -303,9 +340,16 @@ class Database:
         readonly: bool = False,
         node: NodeIdentity | None = None,
     ) -> Database:
-        """Open (creating and migrating unless ``readonly``) and check the key fits the data."""
+        """Open (creating and migrating unless ``readonly``) and check the key fits the data.
+
+        ``path`` is a SQLite file, or a ``postgresql://`` URL (see :mod:`engine.store.postgres`).
+        """
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if is_postgres(path):
+            return cls._open_postgres(
+                str(path), cipher, durability, duplicate_window_s, clock, readonly, node
+            )
         path = Path(path)
         if not readonly:
             _create_private(path)
@@ -324,12 +368,36 @@ class Database:
             _warn_if_shared(path)
         return db
 
+    @classmethod
+    def _open_postgres(
+        cls,
+        url: str,
+        cipher: Cipher,
+        durability: Durability,
+        duplicate_window_s: float,
+        clock: Callable[[], float],
+        readonly: bool,
+        node: NodeIdentity | None,
+    ) -> Database:
+        conn = postgres.connect(url, readonly=readonly, synchronous_commit=durability == "full")
+        db = cls(conn, cipher, duplicate_window_s, clock, node)
+        try:
+            db._prepare_schema(readonly)
+            db._check_key(write=not readonly)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
     def check_pages(self) -> None:
         """Refuse a damaged file at start, not at the first message that lands on a bad page.
 
         ``PRAGMA quick_check`` reads every page once (about 0.1 s per 100 MB cached, 2.4 s from
-        a cold disk); what it finds (page numbers, never data) is in the error.
+        a cold disk); what it finds (page numbers, never data) is in the error. PostgreSQL
+        checks its own pages as it reads them.
         """
+        if self.backend != "sqlite":
+            return
         try:
             rows = self.connection.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
@@ -342,20 +410,25 @@ class Database:
         conn = self.connection
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
-            if readonly:
-                version = schema_version(conn)
-                if version != LATEST_VERSION:
-                    raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
-            else:
+            if not readonly:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":
                     raise StoreError(f"store cannot use WAL journal mode (got {mode!r})")
-                migrate(conn)
+            self._prepare_schema(readonly)
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store: {exc}") from exc
         self._check_key(write=not readonly)
+
+    def _prepare_schema(self, readonly: bool) -> None:
+        """Migrate to the latest schema; a read-only connection only checks it is there."""
+        if not readonly:
+            migrate(self.connection)
+            return
+        version = schema_version(self.connection)
+        if version != LATEST_VERSION:
+            raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
 
     def _check_key(self, write: bool) -> None:
         """Fail at open, not at the first read, when the key is not the one the data needs;
@@ -372,11 +445,11 @@ class Database:
                 raise StoreError(f"the store key does not fit this database: {exc}") from None
         self._hash_key = self.kv_get(*_HASH_KEY)
         if self._hash_key is None and write:
-            with self.transaction():  # holds the write lock: two first opens make one secret
-                self._hash_key = self.kv_get(*_HASH_KEY)
-                if self._hash_key is None:
-                    self._hash_key = os.urandom(32)
-                    self.kv_put(*_HASH_KEY, self._hash_key)
+            with self.transaction():  # the first of two first opens (or nodes) makes the secret
+                self.connection.execute(
+                    _KV_ADD, (*_HASH_KEY, self._cipher.encrypt(os.urandom(32)), self._clock())
+                )
+            self._hash_key = self.kv_get(*_HASH_KEY)
 
     @property
     def hash_key(self) -> bytes | None:
@@ -435,6 +508,7 @@ class Database:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
+        cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
         same_control_id = execute(
             _FIND_SAME_CONTROL_ID,
             (
@@ -442,7 +516,7 @@ class Database:
                 m.sending_application,
                 m.sending_facility,
                 m.control_id,
-                m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s),
+                cutoff,
             ),
         ).fetchall()
         # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
@@ -452,9 +526,7 @@ class Database:
                 exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
                 if body_sha256 not in exact:
                     continue
-            (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
-            execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
-            return Receipt(message_id, True, ack_code)
+            return self._count_duplicate(message_id, ack_code, m.received_at)
         if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
@@ -479,7 +551,13 @@ class Database:
                 m.application_ack,
                 self._cipher.encrypt(m.raw),
             ),
-        ).lastrowid
+        ).fetchone()[0]
+        key = (m.channel, m.sending_application, m.sending_facility, m.control_id, digest)
+        (holder,) = execute(_HOLD_KEY, (*key, message_id, m.received_at, cutoff, cutoff)).fetchone()
+        if holder != message_id:  # another node stored the same message since the lookup above
+            execute(_FORGET_MESSAGE, (message_id,))
+            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+            return self._count_duplicate(holder, ack_code, m.received_at)
         # The "received" and "queued" events are read from these rows by timeline(): writing
         # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
@@ -488,7 +566,13 @@ class Database:
             key = keys.get(destination)
             order_key = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
             execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
+            self._announce(destination)
         return Receipt(message_id, False, m.ack_code)
+
+    def _count_duplicate(self, message_id: int, ack_code: str, at: float) -> Receipt:
+        (state,) = self.connection.execute(_COUNT_DUPLICATE, (at, message_id)).fetchone()
+        self.connection.execute(_INSERT_EVENT, (message_id, None, at, "duplicate", state, None))
+        return Receipt(message_id, True, ack_code)
 
     def receive_many(self, incoming: Iterable[Incoming]) -> list[Receipt]:
         return [self.receive(m) for m in incoming]
@@ -533,6 +617,8 @@ class Database:
         """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending, first
         taking back those whose lease ran out. With ``max_in_flight`` (the destination's
         concurrency), no more than that many are SENDING at once across every node."""
+        if max_in_flight is not None and self.backend != "sqlite":  # SQLite: one writer anyway
+            self.connection.execute(_CLAIM_LOCK, (_CLAIM_LOCK_PREFIX + destination, self._owner))
         expired = self.connection.execute(_EXPIRE_LEASES, (now, destination, now)).fetchall()
         self._append_events(expired, now, "lease_expired", QUEUED)
         if max_in_flight is not None:
@@ -615,8 +701,7 @@ class Database:
                     f"node name {node.name!r} is in use by a running engine (pid {pid} on {host}); "
                     "give each node its own --node-name"
                 )
-        taken = self.connection.execute(_TAKE_BACK, (now, ended)).fetchall()
-        self._append_events(taken, now, "lease_expired", QUEUED)  # its holder is gone
+        taken = self._take_back(now, ended)
         if ended is not None:
             self.connection.execute(_LEASES_OF, (ended,))
         self.connection.execute(
@@ -634,10 +719,17 @@ class Database:
         """A clean stop: vouch no longer, hand back the named leases (and any send left
         SENDING after a store failure), so another node need not wait for them."""
         self.node_heartbeat(0.0)
-        at = self._clock()
-        taken = self.connection.execute(_TAKE_BACK, (at, self._owner)).fetchall()
-        self._append_events(taken, at, "lease_expired", QUEUED)
+        self._take_back(self._clock(), self._owner)
         self.connection.execute(_LEASES_OF, (self._owner,))
+
+    def _take_back(self, at: float, incarnation: str | None) -> list[tuple[int, int, str]]:
+        """QUEUED again: what ``incarnation`` left SENDING (its holder is gone), and any
+        SENDING row with no owner; the nodes waiting on those destinations are told."""
+        taken = self.connection.execute(_TAKE_BACK, (at, incarnation)).fetchall()
+        self._append_events([(d, m) for d, m, _ in taken], at, "lease_expired", QUEUED)
+        for destination in sorted({destination for _, _, destination in taken}):
+            self._announce(destination)
+        return taken
 
     def take_lease(self, name: str, now: float, until: float) -> bool:
         """Hold the named lease until ``until`` if it is free, run out, or already this node's."""
@@ -793,13 +885,16 @@ class Database:
         if not where:
             raise ValueError(f"{kind}: select deliveries by id or filter, not all of them")
         rows = self.connection.execute(
-            f"SELECT id, message_id, state FROM deliveries{where}", params
+            f"SELECT id, message_id, state, destination FROM deliveries{where}", params
         ).fetchall()
-        moving = [(d, m) for d, m, state in rows if state in from_states]
+        moving = [(d, m) for d, m, state, _ in rows if state in from_states]
         at = self._clock()
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
         self._append_events(moving, at, kind, to_state)
+        if to_state == QUEUED:
+            for destination in {destination for _, _, state, destination in rows if state in from_states}:
+                self._announce(destination)
         return len(moving)
 
     def _append_events(self, pairs: list[tuple[int, int]], at: float, kind: str, state: str) -> None:
@@ -813,7 +908,7 @@ class Database:
         return self.connection.execute(
             _OUTBOX_ADD,
             (channel, target, self._cipher.encrypt(payload), control_id, at, at, channel),
-        ).lastrowid
+        ).fetchone()[0]
 
     def outbox_next(self, channel: str, now: float) -> OutboxItem | None:
         """The oldest PENDING item of the channel, if due; a later item never overtakes it."""
@@ -905,6 +1000,7 @@ class Database:
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
         ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
+        self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
         return done
@@ -959,6 +1055,10 @@ class Database:
 
     def _decrypt_text(self, value: bytes | None) -> str:
         return self._cipher.decrypt(value).decode() if value is not None else ""
+
+
+def _no_one_to_tell(destination: str) -> None:
+    """SQLite: one engine per store, whose queues learn of new work from it directly."""
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
