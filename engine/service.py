@@ -30,8 +30,10 @@ from engine.delivery.tokens import StoredTokens
 from engine.destinations import TokenProvider
 from engine.destinations.registry import destination_class, plugin
 from engine.destinations.transport import pooled_session
+from engine.leases import Heartbeat
 from engine.mapping import load_mapping
 from engine.mllp.server import Limits, MLLPServerFactory
+from engine.node import DEFAULT_LEASE_S
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
 from engine.status import webhook_server
@@ -233,6 +235,8 @@ def build_engine(
     webhook_tls: TLSSettings | None = None,
     webhook_limits: ServerLimits | None = None,
     prune_after_s: float | None = None,
+    lease_s: float | None = None,
+    on_replaced: Callable[[], object] | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
@@ -240,21 +244,29 @@ def build_engine(
     wait QUEUED until the engine runs without it. ``webhook_endpoint`` is the server endpoint (such as
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
     ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
-    hour, what is older and needs nothing more (:mod:`engine.store.retention`). Raises
+    hour, what is older and needs nothing more (:mod:`engine.store.retention`). With
+    ``lease_s`` the store was opened as one node among several (:mod:`engine.node`): the
+    engine vouches for it (``on_replaced`` is called if another process took its name), and
+    leases its sends and its channels' outboxes for ``lease_s`` at a time. Raises
     ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
     a webhook would take anyone's POST.
     """
     enabled = [channel for channel in channels if channel.enabled]
     service = MultiService()
+    if lease_s is not None:  # first in, last out: it stops once every send has ended
+        Heartbeat(store, reactor, lease_s, on_replaced or reactor.stop).setServiceParent(service)
     tokens = StoredTokens(store, reactor)
     tokens.setServiceParent(service)
-    reporter = StatusReporter(store, reactor, enabled)
+    reporter = StatusReporter(store, reactor, enabled, lease_s=lease_s)
     Running(reporter).setServiceParent(service)
     if prune_after_s is not None:
         Pruner(store, reactor, prune_after_s).setServiceParent(service)
-    deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store, listener=reporter)
+    deliveries = DeliveryService(
+        reactor=reactor, clock=reactor, store=store, listener=reporter, lease_s=lease_s or DEFAULT_LEASE_S
+    )
     if not hold_deliveries:
         deliveries.setServiceParent(service)
+        store.on_queued(lambda destination: deliveries.wake((destination,)))  # by another node
     listeners = {}
     for channel in enabled:
         channel_routes = routes(channel, reactor.seconds, tokens)

@@ -1,4 +1,5 @@
-"""``courier messages``, ``deliveries`` and ``outbox`` on a real store file, as an operator runs them."""
+"""``courier messages``, ``deliveries``, ``outbox``, ``stats``, ``status`` and ``store`` as an operator
+runs them, on a real SQLite file and on a real PostgreSQL database (``store_location``)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ RAW = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|CTRL1|P|2.5\rPID|1||9434765919^^^
 
 
 @pytest.fixture
-def store(tmp_path):
-    return stored_message(tmp_path / "courier.sqlite3", Cipher(base64.b64decode(KEY)))
+def store(store_location):
+    return stored_message(store_location, Cipher(base64.b64decode(KEY)))
 
 
 def stored_message(path, cipher: Cipher, control_id: str = "CTRL1", sending_application: str = "LAB"):
@@ -137,9 +138,9 @@ def test_outbox_show_body_decodes_the_character_set_the_message_declares(store) 
     assert "OBX|1|TX|||Müller" in courier(store, "outbox", "show", str(item), "--body").stdout
 
 
-def test_store_rotate_key_with_a_key_file(tmp_path) -> None:
+def test_store_rotate_key_with_a_key_file(tmp_path, store_location) -> None:
     key_file = tmp_path / "store.key"
-    path = stored_message(tmp_path / "courier.sqlite3", load_cipher({}, key_file))
+    path = stored_message(store_location, load_cipher({}, key_file))
     env = {name: value for name, value in os.environ.items() if not name.startswith("COURIER_STORE")}
 
     def courier_with_key_file(*args: str) -> subprocess.CompletedProcess:
@@ -200,11 +201,11 @@ def test_store_prune_deletes_old_finished_messages_only(store) -> None:
     assert "CTRL1" not in courier(store, "messages", "list").stdout
 
 
-def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(tmp_path) -> None:
+def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(store_location) -> None:
     """MSH-10 ``EVIL\\X0A\\...`` decodes to a line feed: it must not forge a table row, nor
     colour or reverse the terminal."""
     evil = "EVIL\n  999  FORGED ROW\x1b[31m\u202e"
-    path = stored_message(tmp_path / "evil.sqlite3", Cipher(base64.b64decode(KEY)), evil, "LAB\x07")
+    path = stored_message(store_location, Cipher(base64.b64decode(KEY)), evil, "LAB\x07")
     escaped = "EVIL\\n  999  FORGED ROW\\x1b[31m\\u202e"
     outputs = [
         courier(path, "messages", "list"),
@@ -218,3 +219,21 @@ def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_tab
         assert escaped in result.stdout
         assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\x07" not in result.stdout
         assert not any(line.lstrip().startswith("999") for line in result.stdout.splitlines())
+
+
+def test_the_store_can_come_from_the_environment_and_a_url_s_password_is_never_printed(postgres_url) -> None:
+    stored_message(postgres_url, Cipher(base64.b64decode(KEY)))
+    env = dict(os.environ, COURIER_STORE_KEY=KEY, COURIER_STORE_URL=postgres_url)
+    listing = subprocess.run(
+        [sys.executable, "-m", "engine", "messages", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert listing.returncode == 0 and "CTRL1" in listing.stdout, listing.stderr
+
+    wrong = postgres_url.replace("courier@", "courier:hunter2@").replace("/test_", "/missing_")
+    refused = courier(wrong, "messages", "list")
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "hunter2" not in refused.stderr and "Traceback" not in refused.stderr

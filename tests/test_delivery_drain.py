@@ -20,9 +20,10 @@ from twisted.internet.task import Clock
 from engine.channel.check import load_channels
 from engine.delivery import DeliveryQueue
 from engine.delivery.ratelimit import Pacer, send_times
+from engine.node import NodeIdentity
 from engine.service import routes
-from engine.store import Cipher, Incoming, SQLiteStore
-from engine.store.base import SENDING, SENT
+from engine.store import Cipher, Incoming, open_store
+from engine.store.base import SENT
 from tests.conftest import on_reactor
 from tests.support.scripted_http import Reply, ScriptedServer
 from tests.support.waiting import wait_for
@@ -68,12 +69,15 @@ def hook() -> Iterator[ScriptedServer]:
 
 
 class Engine:
-    """One engine's side of a destination: its own store connection (as another process would
-    have) on the shared file, and the destination's queue, started and stopped by the test."""
+    """One engine node's side of a destination: its own store (as another process would have)
+    on the shared one, and the destination's queue, started and stopped by the test."""
 
-    def __init__(self, reactor, path: Path, key: bytes, channel) -> None:
+    def __init__(self, reactor, location: Path | str, key: bytes, channel, name: str) -> None:
         self.reactor, self.channel = reactor, channel
-        self.store = SQLiteStore(path, reactor=reactor, cipher=Cipher(key), durability="normal")
+        node = NodeIdentity(name, f"{name}.1", "test-host", os.getpid())
+        self.store = open_store(
+            location, reactor=reactor, cipher=Cipher(key), durability="normal", node=node, lease_s=30.0
+        )
         on_reactor(self.store.start)
         self.queue: DeliveryQueue | None = None
 
@@ -124,13 +128,14 @@ class Engine:
 
 
 @pytest.fixture
-def engines(reactor, tmp_path) -> Iterator[list[Engine]]:
-    """Call with a channel to get an engine; every engine made shares one store file."""
+def engines(reactor, store_location) -> Iterator[list[Engine]]:
+    """Call with a channel to get an engine node; every one made shares one store (a SQLite
+    file, then a PostgreSQL database)."""
     made: list[Engine] = []
     key = os.urandom(32)
 
     def engine(channel) -> Engine:
-        made.append(Engine(reactor, tmp_path / "shared.sqlite3", key, channel))
+        made.append(Engine(reactor, store_location, key, channel, f"node-{len(made)}"))
         return made[-1]
 
     yield engine
@@ -226,14 +231,3 @@ def test_two_engines_on_one_store_keep_the_limit_together(engines, hook, tmp_pat
     assert len(times) == 20
     assert within_rate(times, 8, 2)  # one bucket each let through twice the limit
     assert times[-1] - times[0] >= (20 - 2) / 8 - 0.1
-
-
-def test_requests_stay_at_concurrency_while_the_next_deliveries_wait_mapped(engines, hook, tmp_path):
-    hook.reply(*[Reply(200, {}, delay_s=0.4)] * 9)
-    engine = engines(http_channel(tmp_path, hook.base_url, 3))
-    engine.receive(9)
-    engine.start_queue()
-    wait_for(lambda: len(hook.received) == 3, 5, "the first three requests")
-    assert engine.count(SENDING) == 6  # three at the vendor, three claimed and ready behind them
-    wait_for(lambda: engine.count(SENT) == 9, 10, "all sent")
-    assert hook.most_in_flight == 3

@@ -12,11 +12,12 @@ ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED (any s
 credentials, 403, a missing endpoint, DNS, TLS) → QUEUED again without counting the attempt,
 the whole queue held, and an ERROR log line telling the operator why and what to do.
 
-**Delivery is at-least-once.** A claimed delivery is SENDING until its outcome is
-committed; when the queue starts, every delivery an earlier run left SENDING goes back to
-QUEUED (one engine per store). A duplicate can therefore reach the vendor when the process
-dies (or the store fails) *after the vendor accepted a message and before SENT was
-committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
+**Delivery is at-least-once.** A claimed delivery is SENDING, leased to this node, until its
+outcome is committed; the queue renews the lease while the send is in flight, and a lease
+that runs out (its node died) is taken over by whichever node claims next (a restarted node
+takes back at once what its previous run held: :mod:`engine.node`). A duplicate can
+therefore reach the vendor when a node dies (or the store fails) *after the vendor accepted
+a message and before SENT was committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
 :func:`idempotency_key`) and answer with the original acknowledgement without delivering
 twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
@@ -30,8 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall
 
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import polling, transitions
@@ -46,6 +48,7 @@ from engine.errors import MessageError
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
+from engine.node import DEFAULT_LEASE_S, RENEW_FRACTION
 from engine.screen import mapping_context
 from engine.store.base import ERROR, SENT, Delivery, Store
 
@@ -67,12 +70,6 @@ def idempotency_key(delivery: Delivery) -> str:
     return f"{key}:{delivery.requeues}" if delivery.requeues else key
 
 
-def default_lease_s(settings: Mapping[str, Any]) -> float:
-    """Comfortably longer than one send may take (Qliq may make several requests per send)."""
-    per_request = settings.get("connect_timeout_s", 5.0) + settings.get("read_timeout_s", 30.0)
-    return 4 * per_request + 30.0
-
-
 class DeliveryQueue(Service):
     """Delivers one destination's QUEUED rows. Call :meth:`wake` after storing new ones."""
 
@@ -88,7 +85,7 @@ class DeliveryQueue(Service):
         clock: IReactorTime,
         listener: TransitionListener | None = None,
         conversations: Conversations | None = None,
-        lease_s: float | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         idle_s: float = DEFAULT_IDLE_S,
         auth_retry_s: float = DEFAULT_AUTH_RETRY_S,
         rng: random.Random | None = None,
@@ -102,41 +99,29 @@ class DeliveryQueue(Service):
         self._clock = clock
         self._listener = listener
         self._conversations = conversations
-        self._lease_s = lease_s if lease_s is not None else default_lease_s(config.settings)
+        self._lease_s = lease_s
         self._idle_s = idle_s
         self._auth_retry_s = auth_retry_s
         self._rng = rng or random.Random()
         rate = config.rate_limit
         self._pacer = Pacer(store, self.name, rate.per_second, rate.burst, clock) if rate.per_second else None
-        # Twice the claims, so the next deliveries are mapped and waiting when a request ends;
-        # the threads of the waiting ones map their messages while the others send.
-        self._claims = 2 * config.concurrency
-        self._requests = DeferredSemaphore(config.concurrency)
-        self._workers = Workers(reactor, f"delivery-{self.name}", self._claims)
+        self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
         self._pump = Pump(f"queue {self.name}", clock, self._step)
-        self._in_flight: dict[int, Deferred[None]] = {}  # claimed, until their outcome is stored
+        self._in_flight: dict[int, Deferred[None]] = {}
+        self._leased_until: dict[int, float] = {}  # in flight: until when its lease surely holds
+        self._renewal = LoopingCall(self._renew_leases)
+        self._renewal.clock = clock
         self._paused_until = 0.0
         self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Deferred[None]:
-        """Put back deliveries a crashed run left SENDING, then start delivering."""
-        d = self._store.recover_left_sending(self.name, self._clock.seconds())
-        return d.addCallback(self._recovered)
-
-    def _recovered(self, count: int) -> None:
-        if self._stopped:  # stop() came while the store was still answering
-            return
-        if count:
-            log.warning(
-                "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
-                " (at-least-once: the vendor may see them twice)",
-                self.name,
-                count,
-            )
+    def start(self) -> None:
+        """Start delivering (what an earlier run left SENDING is taken back by the node
+        registration, or by any node once its lease runs out)."""
         self._workers.start()
         self._pump.start()
+        self._renewal.start(self._lease_s / RENEW_FRACTION, now=False)
 
     def wake(self) -> None:
         """New deliveries were stored (or requeued): look for due rows now."""
@@ -147,14 +132,13 @@ class DeliveryQueue(Service):
         self._stopped = True
         d = self._pump.stop()
         d.addCallback(lambda _: DeferredList(list(self._in_flight.values())))
+        d.addCallback(lambda _: self._renewal.running and self._renewal.stop())
         d.addCallback(lambda _: self._workers.stop())
         return d
 
     def startService(self) -> None:
         super().startService()
-        self.start().addErrback(
-            lambda f: log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
-        )
+        self.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -166,14 +150,17 @@ class DeliveryQueue(Service):
         now = self._clock.seconds()
         if now < self._paused_until:
             return self._paused_until - now
-        free = self._claims - len(self._in_flight)
+        free = self.config.concurrency - len(self._in_flight)
         if free <= 0:
             return None  # a finishing delivery wakes the pump
-        d = self._store.claim_due(self.name, now, free, self._lease_s)
-        return d.addCallback(self._claimed, free)
+        d = self._store.claim_due(self.name, now, free, self._lease_s, self.config.concurrency)
+        return d.addCallback(self._claimed, free, now)
 
-    def _claimed(self, deliveries: list[Delivery], asked: int) -> Deferred[float | None] | float:
+    def _claimed(
+        self, deliveries: list[Delivery], asked: int, claimed_at: float
+    ) -> Deferred[float | None] | float:
         for delivery in deliveries:
+            self._leased_until[delivery.id] = claimed_at + self._lease_s
             d = self._in_flight[delivery.id] = self._deliver(delivery)
             d.addBoth(self._finished, delivery.id)
         if len(deliveries) == asked:
@@ -187,16 +174,50 @@ class DeliveryQueue(Service):
 
     def _finished(self, _: object, delivery_id: int) -> None:
         del self._in_flight[delivery_id]
+        self._leased_until.pop(delivery_id, None)
         self._pump.wake()
+
+    def _renew_leases(self) -> Deferred[None] | None:
+        """Every ``lease_s / RENEW_FRACTION``: the sends in flight keep their leases."""
+        if not self._in_flight:
+            return None
+        asked_at = self._clock.seconds()
+        ids = list(self._in_flight)
+        d = self._store.renew_leases(ids, asked_at + self._lease_s)
+        d.addCallbacks(self._renewed, self._renewal_failed, callbackArgs=(ids, asked_at))
+        return d
+
+    def _renewed(self, lost: list[int], renewed: list[int], asked_at: float) -> None:
+        for delivery_id in renewed:
+            if delivery_id in self._leased_until and delivery_id not in lost:
+                self._leased_until[delivery_id] = asked_at + self._lease_s
+        for delivery_id in lost:
+            self._leased_until.pop(delivery_id, None)
+            log.error(
+                "queue %s: delivery %d: its lease passed to another node (this one stalled longer"
+                " than the lease); its outcome here will not be recorded",
+                self.name,
+                delivery_id,
+            )
+
+    def _renewal_failed(self, failure) -> None:
+        log.error(
+            "queue %s: renewing the leases of sends in flight failed: %s",
+            self.name,
+            failure.getErrorMessage(),
+        )
+
+    def _still_leased(self, delivery: Delivery) -> bool:
+        """Whether this node surely still holds the delivery's lease (else another may send it)."""
+        return self._clock.seconds() < self._leased_until.get(delivery.id, 0.0)
 
     # -- one delivery --------------------------------------------------------------------
 
     @inlineCallbacks
     def _deliver(self, delivery: Delivery):
-        turn = self._requests.acquire()  # asked now: requests start in the order of the claims
         try:
             try:
-                payload, thread, result = yield self._attempt(delivery, turn)
+                payload, thread = yield self._workers.run(self._prepare, delivery.raw)
             except MappingFailure as failure:
                 detail = f"mapping failed at send time: {failure.text}"
                 yield self._error(delivery, transitions.REJECTED, detail)
@@ -204,30 +225,27 @@ class DeliveryQueue(Service):
             except MessageError:
                 yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
                 return
-            finally:  # sent or not: the next request need not wait for this outcome's commit
-                turn.addCallback(lambda _: self._requests.release())
+            conversation_id = (yield self._conversations.get(thread)) if thread else None
+            if self._pacer is not None:
+                yield self._pacer.wait()
+            if not self._still_leased(delivery):
+                log.error(
+                    "queue %s: delivery %d not sent: its lease ran out before the send",
+                    self.name,
+                    delivery.id,
+                )
+                return
+            key = idempotency_key(delivery)
+            result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
-        except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
+        except Exception as exc:  # the store failed, or the lease passed to another node
             log.error(
-                "queue %s: delivery %d left SENDING until restart: %s: %s",
+                "queue %s: delivery %d left SENDING (its lease runs out, then it is sent again): %s: %s",
                 self.name,
                 delivery.id,
                 type(exc).__name__,
                 exc,
             )
-
-    @inlineCallbacks
-    def _attempt(self, delivery: Delivery, turn: Deferred[object]):
-        """Map the message, then, in its turn among ``concurrency`` requests and at a time the
-        rate limit allows, send it: (payload, thread key, result)."""
-        payload, thread = yield self._workers.run(self._prepare, delivery.raw)
-        conversation_id = (yield self._conversations.get(thread)) if thread else None
-        yield turn
-        if self._pacer is not None:
-            yield self._pacer.wait()
-        key = idempotency_key(delivery)
-        result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
-        return payload, thread, result
 
     def _prepare(self, raw: bytes) -> tuple[dict[str, Any], str | None]:
         """In a worker thread: parse the stored message and map it (a big PDF takes a while)."""

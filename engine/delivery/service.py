@@ -19,6 +19,7 @@ from engine.delivery.queue import DeliveryQueue
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import TransitionListener
 from engine.destinations.registry import plugin
+from engine.node import DEFAULT_LEASE_S
 from engine.screen import Route
 from engine.store.base import Store
 
@@ -33,8 +34,10 @@ class DeliveryService(MultiService):
         clock: IReactorTime,
         store: Store,
         listener: TransitionListener | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         super().__init__()
+        self._lease_s = lease_s
         self._reactor = reactor
         self._clock = clock
         self._store = store
@@ -58,6 +61,7 @@ class DeliveryService(MultiService):
                 reactor=self._reactor,
                 clock=self._clock,
                 listener=self._listener,
+                lease_s=self._lease_s,
                 conversations=Conversations(self._store, destination.kind)
                 if plugin(config.type).conversations
                 else None,

@@ -1,0 +1,164 @@
+"""Several nodes on one store file: leases of sends, their takeover, node names, named leases.
+
+Each "node" is its own connection to one real SQLite file, opened with its own identity, the
+way two ``courier run`` processes share a store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.errors import StoreError
+from engine.node import NodeIdentity, has_ended
+from engine.store.crypto import Cipher
+from engine.store.database import Database
+from tests.test_store_database import RAW, T0, incoming, receive
+
+ALIVE_S = 30.0
+
+
+def ended(host: str, pid: int) -> bool:
+    return True
+
+
+def running(host: str, pid: int) -> bool:
+    return False
+
+
+@pytest.fixture
+def open_node(tmp_path):
+    key = Cipher(os.urandom(32))
+    opened: list[Database] = []
+
+    def open_node(name: str, incarnation: str | None = None, host: str = "h1", pid: int = 1) -> Database:
+        node = NodeIdentity(name, incarnation or f"{name}.{len(opened)}", host, pid)
+        db = Database.open(tmp_path / "store.sqlite3", key, clock=lambda: T0, node=node)
+        opened.append(db)
+        return db
+
+    yield open_node
+    for db in opened:
+        db.close()
+
+
+def register(db: Database, now: float = T0, has_ended=running) -> int:
+    with db.transaction():
+        return db.register_node(now, now + ALIVE_S, has_ended)
+
+
+def claim(db: Database, now: float = T0, limit: int = 10, lease_s: float = 30, **kwargs):
+    with db.transaction():
+        return db.claim_due("qliq", now, limit, lease_s, **kwargs)
+
+
+def test_a_leased_delivery_is_not_claimed_by_another_node_until_its_lease_runs_out(open_node):
+    a, b = open_node("a"), open_node("b")
+    register(a), register(b)
+    receive(a, incoming(destinations=("qliq",)))
+    (held,) = claim(a)
+    assert claim(b, T0 + 29) == []
+    with a.transaction():
+        assert a.renew_leases([held.id], T0 + 60) == []
+    assert claim(b, T0 + 59) == [], "renewed by the node sending it"
+    (taken,) = claim(b, T0 + 61)
+    assert (taken.id, taken.attempts, taken.raw) == (held.id, 2, RAW)
+
+
+def test_a_node_that_lost_its_lease_cannot_record_an_outcome_over_the_new_holder(open_node):
+    a, b = open_node("a"), open_node("b")
+    receive(a, incoming(destinations=("qliq",)))
+    (held,) = claim(a)
+    claim(b, T0 + 31)  # a stalled past its lease; b took over
+    with a.transaction():
+        assert a.renew_leases([held.id], T0 + 90) == [held.id], "a learns it lost the lease"
+        for late_outcome in (
+            lambda: a.mark_retry(held.id, T0 + 40, "timeout"),
+            lambda: a.mark_sent(held.id, "r-a"),
+            lambda: a.release(held.id, T0 + 40, "auth"),
+            lambda: a.mark_error(held.id, "rejected"),
+        ):
+            with pytest.raises(StoreError, match="lease"), a.savepoint():
+                late_outcome()
+    with b.transaction():
+        b.mark_sent(held.id, "r-b")
+    assert (a.get_delivery(held.id).state, a.get_delivery(held.id).remote_id) == ("SENT", "r-b")
+
+
+def test_concurrency_counts_the_sends_of_every_node(open_node):
+    a, b = open_node("a"), open_node("b")
+    for n in range(3):
+        receive(a, incoming(control_id=f"C{n}", destinations=("qliq",), received_at=T0 + n))
+    (first,) = claim(a, T0 + 5, max_in_flight=1)
+    assert claim(b, T0 + 5, max_in_flight=1) == [], "one in flight across both nodes: order kept"
+    with a.transaction():
+        a.mark_sent(first.id, "r-1")
+    (second,) = claim(b, T0 + 5, max_in_flight=1)
+    assert second.control_id == "C1"
+    assert [d.control_id for d in claim(a, T0 + 5, max_in_flight=3)] == ["C2"]
+
+
+def test_a_restarted_node_takes_back_at_once_what_its_ended_run_held(open_node):
+    before = open_node("a", "a.first")
+    register(before)
+    receive(before, incoming(destinations=("qliq",)))
+    (held,) = claim(before)
+    with before.transaction():
+        assert before.take_lease("outbox:lab", T0, T0 + 30)
+    after = open_node("a", "a.second")
+    assert register(after, T0 + 1, has_ended=ended) == 1
+    (again,) = claim(after, T0 + 1)
+    assert again.id == held.id, "no wait for the lease"
+    with after.transaction():
+        assert after.take_lease("outbox:lab", T0 + 1, T0 + 31), "its named leases were handed back"
+    with before.transaction():
+        assert not before.node_heartbeat(T0 + 60), "the old run learns it was replaced"
+
+
+def test_a_node_name_in_use_by_a_running_process_is_refused(open_node):
+    register(open_node("a", "a.first"))
+    with pytest.raises(StoreError, match="node name 'a' is in use .*--node-name"):
+        register(open_node("a", "a.second"))
+
+
+def test_a_node_name_whose_heartbeat_ran_out_is_taken_over_but_its_sends_wait_for_their_leases(open_node):
+    before = open_node("a", "a.first", host="elsewhere")
+    register(before)
+    receive(before, incoming(destinations=("qliq",)))
+    (held,) = claim(before, lease_s=60)
+    after = open_node("a", "a.second")
+    assert register(after, T0 + ALIVE_S + 1) == 0, "not provably ended: no take-back"
+    assert claim(after, T0 + 59) == []
+    assert [d.id for d in claim(after, T0 + 61)] == [held.id]
+
+
+def test_a_named_lease_has_one_holder_renewed_by_it_and_taken_over_once_it_runs_out(open_node):
+    a, b = open_node("a"), open_node("b")
+    with a.transaction():
+        assert a.take_lease("outbox:lab", T0, T0 + 30)
+    with b.transaction():
+        assert not b.take_lease("outbox:lab", T0 + 10, T0 + 40)
+    with a.transaction():
+        assert a.take_lease("outbox:lab", T0 + 20, T0 + 50), "renewed by its holder"
+    with b.transaction():
+        assert not b.take_lease("outbox:lab", T0 + 40, T0 + 70)
+        assert b.take_lease("outbox:lab", T0 + 51, T0 + 81)
+    with a.transaction():
+        a.release_lease("outbox:lab")  # not a's any more: nothing happens
+        assert not a.take_lease("outbox:lab", T0 + 60, T0 + 90)
+    with b.transaction():
+        b.release_lease("outbox:lab")
+    with a.transaction():
+        assert a.take_lease("outbox:lab", T0 + 61, T0 + 91)
+
+
+def test_a_process_has_ended_only_when_this_host_knows_it_has():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    host = NodeIdentity.this_process().host
+    assert not has_ended(host, os.getppid())
+    assert not has_ended("another-host", child.pid)
+    child.wait()
+    assert has_ended(host, child.pid)
