@@ -175,9 +175,12 @@ class DeliveryQueue(Service):
         return self._store.next_attempt_due(self.name).addCallback(self._sleep_until)
 
     def _sleep_until(self, due: float | None) -> float:
-        if due is None:
+        """Until the next delivery is due. One due already was not claimable: it waits behind
+        another of its order_by key, or for a free slot of concurrency taken by another node.
+        A send ending here wakes the queue; one ending on another node, the next idle look."""
+        if due is None or due <= self._clock.seconds():
             return self._idle_s
-        return min(max(due - self._clock.seconds(), 0.0), self._idle_s)
+        return min(due - self._clock.seconds(), self._idle_s)
 
     def _finished(self, _: object, delivery_id: int) -> None:
         del self._in_flight[delivery_id]
