@@ -15,9 +15,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from engine.node import RENEW_FRACTION
+from engine.node import RENEW_FRACTION, TURN_SHARE
 
 log = logging.getLogger(__name__)
+
+
+def take_turn(store, clock: IReactorTime, job: str, period_s: float) -> Deferred[bool]:
+    """Whether this node runs ``job`` (a periodic pass every node schedules) this time: the
+    one that takes the named lease ``job:<job>`` for most of ``period_s`` does; the others skip."""
+    now = clock.seconds()
+    return store.take_lease(f"job:{job}", now, now + TURN_SHARE * period_s)
 
 
 class Heartbeat(Service):

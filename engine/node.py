@@ -28,6 +28,9 @@ DEFAULT_LEASE_S = 30.0
 """How long a lease lasts unless renewed: the longest a dead node's work waits for another."""
 RENEW_FRACTION = 3
 """Leases are renewed every ``lease_s / RENEW_FRACTION``: two renewals may fail before one expires."""
+TURN_SHARE = 0.9
+"""A periodic job's turn (``engine.leases.take_turn``) lasts this share of its period, so the
+next pass of any node can take the next one."""
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,33 @@ def test_a_process_has_ended_only_when_this_host_knows_it_has():
     assert not has_ended("another-host", child.pid)
     child.wait()
     assert has_ended(host, child.pid)
+
+
+def test_a_periodic_job_takes_one_turn_per_period_across_nodes(reactor, tmp_path):
+    from engine.leases import take_turn
+    from tests.conftest import on_reactor
+    from tests.support.engine import open_store
+
+    class At:
+        def __init__(self, now: float) -> None:
+            self.now = now
+
+        def seconds(self) -> float:
+            return self.now
+
+    stores = [
+        open_store(reactor, tmp_path / "jobs.sqlite3", node=NodeIdentity(name, f"{name}.1", "elsewhere", 1))
+        for name in ("a", "b")
+    ]
+    try:
+
+        def turn(store, now: float) -> bool:
+            return on_reactor(take_turn, store, At(now), "retention", 3600)
+
+        a, b = stores
+        assert turn(a, T0) and not turn(b, T0 + 1), "one node per period"
+        assert not turn(b, T0 + 3000), "a's turn lasts most of the period"
+        assert turn(b, T0 + 3600) and not turn(a, T0 + 3601), "the next period: whoever asks first"
+    finally:
+        for store in stores:
+            on_reactor(store.close)
