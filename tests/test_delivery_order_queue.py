@@ -7,7 +7,6 @@ restart of the queue), while patient B's messages overtake both.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,18 +22,13 @@ from engine.delivery import DeliveryQueue
 from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.spec import parse
-from engine.store import Cipher, Incoming, SQLiteStore
+from engine.store import Incoming, SQLiteStore
 from tests.conftest import on_reactor
+from tests.support.engine import open_store
 from tests.support.waiting import wait_for
+from tests.test_nodes_failover import MAPPING
 
 RETRY_S = 0.6
-MAPPING = """
-input = ["ORU^R01"]
-output = "http"
-[fields]
-messageId = "MSH-10"
-patient = "PID-3.1"
-"""
 
 
 class Receiver:
@@ -79,10 +73,7 @@ class Receiver:
 
 @pytest.fixture
 def store(reactor, tmp_path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(
-        tmp_path / "s.sqlite3", reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal"
-    )
-    on_reactor(opened.start)
+    opened = open_store(reactor, tmp_path / "s.sqlite3", durability="normal")
     yield opened
     on_reactor(opened.close)
 
