@@ -21,11 +21,11 @@ from tests.test_store_database import RAW, T0, incoming, receive
 ALIVE_S = 30.0
 
 
-def ended(host: str, pid: int) -> bool:
+def ended(host: str, boot: str, pid: int) -> bool:
     return True
 
 
-def running(host: str, pid: int) -> bool:
+def running(host: str, boot: str, pid: int) -> bool:
     return False
 
 
@@ -157,11 +157,13 @@ def test_a_named_lease_has_one_holder_renewed_by_it_and_taken_over_once_it_runs_
 
 def test_a_process_has_ended_only_when_this_host_knows_it_has():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    host = NodeIdentity.this_process().host
-    assert not has_ended(host, os.getppid())
-    assert not has_ended("another-host", child.pid)
+    me = NodeIdentity.this_process()
+    assert me.boot, "Linux says which boot this is"
+    assert not has_ended(me.host, me.boot, os.getppid())
+    assert not has_ended("another-host", me.boot, child.pid)
+    assert has_ended(me.host, "an-earlier-boot", os.getppid()), "the host restarted since"
     child.wait()
-    assert has_ended(host, child.pid)
+    assert has_ended(me.host, me.boot, child.pid)
 
 
 def test_a_periodic_job_takes_one_turn_per_period_across_nodes(reactor, tmp_path):

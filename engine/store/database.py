@@ -218,11 +218,13 @@ _TAKE_BACK = """
     WHERE state = 'SENDING' AND (lease_owner = ? OR lease_owner IS NULL)
     RETURNING id, message_id, destination"""  # no owner: left SENDING by a Courier from before leases
 
-_NODE = "SELECT incarnation, host, pid, alive_until FROM nodes WHERE name = ?"
+_NODE = "SELECT incarnation, host, boot, pid, alive_until FROM nodes WHERE name = ?"
 _NODE_UPSERT = """
-    INSERT INTO nodes (name, incarnation, host, pid, started_at, alive_until) VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO nodes (name, incarnation, host, boot, pid, started_at, alive_until)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host,
-        pid = excluded.pid, started_at = excluded.started_at, alive_until = excluded.alive_until"""
+        boot = excluded.boot, pid = excluded.pid, started_at = excluded.started_at,
+        alive_until = excluded.alive_until"""
 _NODE_HEARTBEAT = "UPDATE nodes SET alive_until = ? WHERE name = ? AND incarnation = ? RETURNING name"
 _LEASE_TAKE = """
     INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
@@ -678,10 +680,12 @@ class Database:
 
     # Nodes and named leases --------------------------------------------------------------
 
-    def register_node(self, now: float, alive_until: float, has_ended: Callable[[str, int], bool]) -> int:
+    def register_node(
+        self, now: float, alive_until: float, has_ended: Callable[[str, str, int], bool]
+    ) -> int:
         """Record this node's incarnation as the live one of its name (see :mod:`engine.node`).
 
-        A previous incarnation still vouched for must have ``has_ended`` (host, pid), else
+        A previous incarnation still vouched for must have ``has_ended`` (host, boot, pid), else
         this raises StoreError. What an ended one held is taken back at once (how many
         deliveries is returned); one that merely stopped vouching keeps its leases until they
         run out, as it may only be stalled. Deliveries left SENDING with no owner (by a Courier from before
@@ -693,8 +697,8 @@ class Database:
         row = self.connection.execute(_NODE, (node.name,)).fetchone()
         ended = None  # the previous incarnation, when it has surely ended
         if row is not None:
-            previous, host, pid, vouched_until = row
-            if has_ended(host, pid):
+            previous, host, boot, pid, vouched_until = row
+            if has_ended(host, boot, pid):
                 ended = previous
             elif vouched_until >= now:
                 raise StoreError(
@@ -705,7 +709,7 @@ class Database:
         if ended is not None:
             self.connection.execute(_LEASES_OF, (ended,))
         self.connection.execute(
-            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.pid, now, alive_until)
+            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.boot, node.pid, now, alive_until)
         )
         return len(taken)
 
