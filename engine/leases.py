@@ -44,7 +44,7 @@ class Heartbeat(Service):
         self._loop.start(self._lease_s / RENEW_FRACTION, now=False)
 
     def stopService(self) -> Deferred[None] | None:
-        if not self._loop.running:  # never started (the store did not open)
+        if not self._loop.running:  # never started (the store did not open), or replaced
             return super().stopService()
         super().stopService()
         self._loop.stop()
@@ -57,7 +57,8 @@ class Heartbeat(Service):
         return d
 
     def _answered(self, still_ours: bool) -> None:
-        if not still_ours:
+        if not still_ours and self._loop.running:
+            self._loop.stop()  # once: from here on the name is the other process's
             log.critical("another process took over this node's name: this one stops now")
             self._on_replaced()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -194,3 +195,30 @@ def test_a_periodic_job_takes_one_turn_per_period_across_nodes(reactor, tmp_path
     finally:
         for store in stores:
             on_reactor(store.close)
+
+
+def test_a_node_whose_name_another_process_took_over_is_told_to_stop(reactor, tmp_path):
+    from engine.leases import Heartbeat
+    from tests.conftest import on_reactor
+    from tests.support.engine import TEST_KEY, open_store
+    from tests.support.waiting import wait_for
+
+    path = tmp_path / "beat.sqlite3"
+    first = NodeIdentity.this_process("a")
+    store = open_store(reactor, path, node=first, lease_s=0.3)
+    replaced: list[bool] = []
+    beat = Heartbeat(store, reactor, 0.3, lambda: replaced.append(True))
+    on_reactor(beat.startService)
+    try:
+        time.sleep(0.5)
+        assert replaced == [], "its heartbeats go through"
+        other = Database.open(path, Cipher(TEST_KEY), node=NodeIdentity.this_process("a"))
+        with other.transaction():  # the same name started again (here: in this very process)
+            other.register_node(time.time(), time.time() + 30, has_ended)
+        other.close()
+        wait_for(lambda: replaced, timeout=5, what="the replaced node told to stop")
+        time.sleep(0.3)
+        assert replaced == [True], "told once"
+    finally:
+        on_reactor(beat.stopService)
+        on_reactor(store.close)
