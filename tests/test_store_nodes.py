@@ -222,3 +222,28 @@ def test_a_node_whose_name_another_process_took_over_is_told_to_stop(reactor, tm
     finally:
         on_reactor(beat.stopService)
         on_reactor(store.close)
+
+
+def test_two_nodes_adding_to_one_channel_s_outbox_at_once_number_their_items_in_turn(postgres_url):
+    import threading
+
+    key = Cipher(os.urandom(32))
+    a, b = (Database.open(postgres_url, key, node=NodeIdentity(n, f"{n}.1", "h", 1)) for n in "ab")
+    added: list[int] = []
+    try:
+        with a.transaction():
+            a.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"first", "S1")
+
+            def add_on_b() -> None:
+                with b.transaction():
+                    added.append(b.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"second", "S2"))
+
+            other = threading.Thread(target=add_on_b)
+            other.start()
+            time.sleep(0.3)  # b is adding meanwhile, its transaction open beside a's
+        other.join(10)
+        assert added, "b's item stored too"
+        assert [(i.seq, i.control_id) for i in a.list_outbox()] == [(2, "S2"), (1, "S1")]
+    finally:
+        a.close()
+        b.close()
