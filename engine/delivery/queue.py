@@ -17,8 +17,9 @@ outcome is committed; the queue renews the lease while the send is in flight, an
 that runs out (its node died) is taken over by whichever node claims next (a restarted node
 takes back at once what its previous run held: :mod:`engine.node`). A duplicate can
 therefore reach the vendor when a node dies (or the store fails) *after the vendor accepted
-a message and before SENT was committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
-:func:`idempotency_key`) and answer with the original acknowledgement without delivering
+a message and before SENT was committed*. conneQt and MedAllies then see the same
+``messageId`` (derived from :func:`idempotency_key`, which belongs to the delivery, not to
+the attempt or the node) and answer with the original acknowledgement without delivering
 twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
 """
@@ -197,8 +198,8 @@ class DeliveryQueue(Service):
         d.addCallbacks(self._renewed, self._renewal_failed, callbackArgs=(ids, asked_at))
         return d
 
-    def _renewed(self, lost: list[int], renewed: list[int], asked_at: float) -> None:
-        for delivery_id in renewed:
+    def _renewed(self, lost: list[int], asked: list[int], asked_at: float) -> None:
+        for delivery_id in asked:
             if delivery_id in self._leased_until and delivery_id not in lost:
                 self._leased_until[delivery_id] = asked_at + self._lease_s
         for delivery_id in lost:
