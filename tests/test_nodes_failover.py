@@ -149,10 +149,14 @@ def test_a_node_killed_at_a_random_moment_loses_and_doubles_nothing(tmp_path, po
     sandbox.reply(*[Reply(200, {}, delay_s=0.2) for _ in range(4 * MESSAGES)])
     cluster = Cluster(tmp_path, postgres_url, sandbox)
     rng = random.Random()
-    victim = rng.choice(["n1", "n2"])
     held_at_kill: list[int] = []
 
     def kill() -> None:
+        """Run 0 kills the node sending the outbox, run 1 the other one, later runs either."""
+        ((holder,),) = cluster.rows("SELECT holder FROM leases WHERE name = 'outbox:lab'")
+        outbox_node = holder.split(".")[0]
+        other = "n2" if outbox_node == "n1" else "n1"
+        victim = (outbox_node, other)[run] if run < 2 else rng.choice([outbox_node, other])
         cluster.kill(victim)
         held_at_kill.extend(
             i for (i,) in cluster.rows("SELECT id FROM deliveries WHERE lease_owner LIKE ?", f"{victim}.%")
