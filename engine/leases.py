@@ -15,9 +15,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from engine.node import RENEW_FRACTION
+from engine.node import RENEW_FRACTION, TURN_SHARE
 
 log = logging.getLogger(__name__)
+
+
+def take_turn(store, clock: IReactorTime, job: str, period_s: float) -> Deferred[bool]:
+    """Whether this node runs ``job`` (a periodic pass every node schedules) this time: the
+    one that takes the named lease ``job:<job>`` for most of ``period_s`` does; the others skip."""
+    now = clock.seconds()
+    return store.take_lease(f"job:{job}", now, now + TURN_SHARE * period_s)
 
 
 class Heartbeat(Service):
@@ -37,7 +44,7 @@ class Heartbeat(Service):
         self._loop.start(self._lease_s / RENEW_FRACTION, now=False)
 
     def stopService(self) -> Deferred[None] | None:
-        if not self._loop.running:  # never started (the store did not open)
+        if not self._loop.running:  # never started (the store did not open), or replaced
             return super().stopService()
         super().stopService()
         self._loop.stop()
@@ -50,7 +57,8 @@ class Heartbeat(Service):
         return d
 
     def _answered(self, still_ours: bool) -> None:
-        if not still_ours:
+        if not still_ours and self._loop.running:
+            self._loop.stop()  # once: from here on the name is the other process's
             log.critical("another process took over this node's name: this one stops now")
             self._on_replaced()
 

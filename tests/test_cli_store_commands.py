@@ -21,23 +21,26 @@ def store(store_location):
     return stored_message(store_location, Cipher(base64.b64decode(KEY)))
 
 
+def db_incoming(control_id: str = "CTRL1", sending_application: str = "LAB") -> Incoming:
+    """RAW, queued for two destinations."""
+    return Incoming(
+        channel="lab",
+        raw=RAW,
+        sending_application=sending_application,
+        sending_facility="HOSP",
+        control_id=control_id,
+        message_type="ORU^R01",
+        received_at=1.0e9,
+        peer="127.0.0.1:5",
+        destinations=("gp-conneqt", "ward-qliq"),
+    )
+
+
 def stored_message(path, cipher: Cipher, control_id: str = "CTRL1", sending_application: str = "LAB"):
     """A store file holding RAW, queued for two destinations."""
     db = Database.open(path, cipher)
     with db.transaction():
-        db.receive(
-            Incoming(
-                channel="lab",
-                raw=RAW,
-                sending_application=sending_application,
-                sending_facility="HOSP",
-                control_id=control_id,
-                message_type="ORU^R01",
-                received_at=1.0e9,
-                peer="127.0.0.1:5",
-                destinations=("gp-conneqt", "ward-qliq"),
-            )
-        )
+        db.receive(db_incoming(control_id, sending_application))
     db.close()
     return path
 
@@ -84,6 +87,26 @@ def test_deliveries_show_prints_how_far_a_partial_send_got(store) -> None:
     db.close()
     shown = courier(store, "deliveries", "show", str(claimed.id)).stdout
     assert "request 2 of 2: HTTP 500" in shown and '{"done": 1}' in shown
+
+
+def test_deliveries_list_and_show_say_what_a_delivery_waits_for_in_its_order_by_line(store) -> None:
+    from dataclasses import replace
+
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        message = replace(db_incoming(), control_id="CTRL2", order_keys=(("ward-qliq", "9434765919"),))
+        db.receive(replace(message, control_id="CTRL3"))
+        db.receive(message)
+        claimed = db.claim_due("ward-qliq", 2.0e9, limit=10, lease_s=30, max_in_flight=4)
+    (head,) = [d for d in claimed if d.control_id == "CTRL3"]
+    db.close()
+    waiting = [
+        line for line in courier(store, "deliveries", "list").stdout.splitlines() if "waits for" in line
+    ]
+    assert len(waiting) == 1 and waiting[0].endswith(f"(waits for {head.id})") and "CTRL2" in waiting[0]
+    assert [d.control_id for d in claimed] == ["CTRL1", "CTRL3"], "CTRL2 waits behind CTRL3"
+    shown = courier(store, "deliveries", "show", waiting[0].split()[0]).stdout
+    assert f"waits_for        {head.id}" in shown and "9434765919" not in shown
 
 
 def test_a_held_destination_shows_in_deliveries_and_stats_until_it_works_again(store) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,11 +22,11 @@ from tests.test_store_database import RAW, T0, incoming, receive
 ALIVE_S = 30.0
 
 
-def ended(host: str, pid: int) -> bool:
+def ended(host: str, boot: str, pid: int) -> bool:
     return True
 
 
-def running(host: str, pid: int) -> bool:
+def running(host: str, boot: str, pid: int) -> bool:
     return False
 
 
@@ -157,8 +158,92 @@ def test_a_named_lease_has_one_holder_renewed_by_it_and_taken_over_once_it_runs_
 
 def test_a_process_has_ended_only_when_this_host_knows_it_has():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    host = NodeIdentity.this_process().host
-    assert not has_ended(host, os.getppid())
-    assert not has_ended("another-host", child.pid)
+    me = NodeIdentity.this_process()
+    assert me.boot, "Linux says which boot this is"
+    assert not has_ended(me.host, me.boot, os.getppid())
+    assert not has_ended("another-host", me.boot, child.pid)
+    assert has_ended(me.host, "an-earlier-boot", os.getppid()), "the host restarted since"
     child.wait()
-    assert has_ended(host, child.pid)
+    assert has_ended(me.host, me.boot, child.pid)
+
+
+def test_a_periodic_job_takes_one_turn_per_period_across_nodes(reactor, tmp_path):
+    from engine.leases import take_turn
+    from tests.conftest import on_reactor
+    from tests.support.engine import open_store
+
+    class At:
+        def __init__(self, now: float) -> None:
+            self.now = now
+
+        def seconds(self) -> float:
+            return self.now
+
+    stores = [
+        open_store(reactor, tmp_path / "jobs.sqlite3", node=NodeIdentity(name, f"{name}.1", "elsewhere", 1))
+        for name in ("a", "b")
+    ]
+    try:
+
+        def turn(store, now: float) -> bool:
+            return on_reactor(take_turn, store, At(now), "retention", 3600)
+
+        a, b = stores
+        assert turn(a, T0) and not turn(b, T0 + 1), "one node per period"
+        assert not turn(b, T0 + 3000), "a's turn lasts most of the period"
+        assert turn(b, T0 + 3600) and not turn(a, T0 + 3601), "the next period: whoever asks first"
+    finally:
+        for store in stores:
+            on_reactor(store.close)
+
+
+def test_a_node_whose_name_another_process_took_over_is_told_to_stop(reactor, tmp_path):
+    from engine.leases import Heartbeat
+    from tests.conftest import on_reactor
+    from tests.support.engine import TEST_KEY, open_store
+    from tests.support.waiting import wait_for
+
+    path = tmp_path / "beat.sqlite3"
+    first = NodeIdentity.this_process("a")
+    store = open_store(reactor, path, node=first, lease_s=0.3)
+    replaced: list[bool] = []
+    beat = Heartbeat(store, reactor, 0.3, lambda: replaced.append(True))
+    on_reactor(beat.startService)
+    try:
+        time.sleep(0.5)
+        assert replaced == [], "its heartbeats go through"
+        other = Database.open(path, Cipher(TEST_KEY), node=NodeIdentity.this_process("a"))
+        with other.transaction():  # the same name started again (here: in this very process)
+            other.register_node(time.time(), time.time() + 30, has_ended)
+        other.close()
+        wait_for(lambda: replaced, timeout=5, what="the replaced node told to stop")
+        time.sleep(0.3)
+        assert replaced == [True], "told once"
+    finally:
+        on_reactor(beat.stopService)
+        on_reactor(store.close)
+
+
+def test_two_nodes_adding_to_one_channel_s_outbox_at_once_number_their_items_in_turn(postgres_url):
+    import threading
+
+    key = Cipher(os.urandom(32))
+    a, b = (Database.open(postgres_url, key, node=NodeIdentity(n, f"{n}.1", "h", 1)) for n in "ab")
+    added: list[int] = []
+    try:
+        with a.transaction():
+            a.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"first", "S1")
+
+            def add_on_b() -> None:
+                with b.transaction():
+                    added.append(b.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"second", "S2"))
+
+            other = threading.Thread(target=add_on_b)
+            other.start()
+            time.sleep(0.3)  # b is adding meanwhile, its transaction open beside a's
+        other.join(10)
+        assert added, "b's item stored too"
+        assert [(i.seq, i.control_id) for i in a.list_outbox()] == [(2, "S2"), (1, "S1")]
+    finally:
+        a.close()
+        b.close()

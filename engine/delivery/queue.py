@@ -17,8 +17,9 @@ outcome is committed; the queue renews the lease while the send is in flight, an
 that runs out (its node died) is taken over by whichever node claims next (a restarted node
 takes back at once what its previous run held: :mod:`engine.node`). A duplicate can
 therefore reach the vendor when a node dies (or the store fails) *after the vendor accepted
-a message and before SENT was committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
-:func:`idempotency_key`) and answer with the original acknowledgement without delivering
+a message and before SENT was committed*. conneQt and MedAllies then see the same
+``messageId`` (derived from :func:`idempotency_key`, which belongs to the delivery, not to
+the attempt or the node) and answer with the original acknowledgement without delivering
 twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
 """
@@ -168,9 +169,12 @@ class DeliveryQueue(Service):
         return self._store.next_attempt_due(self.name).addCallback(self._sleep_until)
 
     def _sleep_until(self, due: float | None) -> float:
-        if due is None:
+        """Until the next delivery is due. One due already was not claimable: it waits behind
+        another of its order_by key, or for a free slot of concurrency taken by another node.
+        A send ending here wakes the queue; one ending on another node, the next idle look."""
+        if due is None or due <= self._clock.seconds():
             return self._idle_s
-        return min(max(due - self._clock.seconds(), 0.0), self._idle_s)
+        return min(due - self._clock.seconds(), self._idle_s)
 
     def _finished(self, _: object, delivery_id: int) -> None:
         del self._in_flight[delivery_id]
@@ -187,8 +191,8 @@ class DeliveryQueue(Service):
         d.addCallbacks(self._renewed, self._renewal_failed, callbackArgs=(ids, asked_at))
         return d
 
-    def _renewed(self, lost: list[int], renewed: list[int], asked_at: float) -> None:
-        for delivery_id in renewed:
+    def _renewed(self, lost: list[int], asked: list[int], asked_at: float) -> None:
+        for delivery_id in asked:
             if delivery_id in self._leased_until and delivery_id not in lost:
                 self._leased_until[delivery_id] = asked_at + self._lease_s
         for delivery_id in lost:

@@ -174,13 +174,10 @@ _EXPIRE_LEASES = """
     UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
     WHERE destination = ? AND state = 'SENDING' AND lease_until < ?
     RETURNING id, message_id"""
-# Claims capped by a destination's concurrency take turns (a row lock until commit): the count
-# of its SENDING deliveries across nodes must not change between the count and the claim.
-# Without a cap, claims of several nodes run side by side, skipping each other's locked rows.
-_CLAIM_LOCK = """
+# A row lock held until commit, for work of several nodes that must take turns (see _in_turn).
+_TURN_LOCK = """
     INSERT INTO leases (name, holder, until) VALUES (?, ?, 0)
     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder"""
-_CLAIM_LOCK_PREFIX = "claim:"
 _SENDING_NOW = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'SENDING'"
 _RENEW_DELIVERY = """
     UPDATE deliveries SET lease_until = ?
@@ -218,11 +215,13 @@ _TAKE_BACK = """
     WHERE state = 'SENDING' AND (lease_owner = ? OR lease_owner IS NULL)
     RETURNING id, message_id, destination"""  # no owner: left SENDING by a Courier from before leases
 
-_NODE = "SELECT incarnation, host, pid, alive_until FROM nodes WHERE name = ?"
+_NODE = "SELECT incarnation, host, boot, pid, alive_until FROM nodes WHERE name = ?"
 _NODE_UPSERT = """
-    INSERT INTO nodes (name, incarnation, host, pid, started_at, alive_until) VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO nodes (name, incarnation, host, boot, pid, started_at, alive_until)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host,
-        pid = excluded.pid, started_at = excluded.started_at, alive_until = excluded.alive_until"""
+        boot = excluded.boot, pid = excluded.pid, started_at = excluded.started_at,
+        alive_until = excluded.alive_until"""
 _NODE_HEARTBEAT = "UPDATE nodes SET alive_until = ? WHERE name = ? AND incarnation = ? RETURNING name"
 _LEASE_TAKE = """
     INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
@@ -623,8 +622,8 @@ class Database:
         """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending, first
         taking back those whose lease ran out. With ``max_in_flight`` (the destination's
         concurrency), no more than that many are SENDING at once across every node."""
-        if max_in_flight is not None and self.backend != "sqlite":  # SQLite: one writer anyway
-            self.connection.execute(_CLAIM_LOCK, (_CLAIM_LOCK_PREFIX + destination, self._owner))
+        if max_in_flight is not None:  # the count of SENDING must not change before the claim
+            self._in_turn(f"claim:{destination}")
         expired = self.connection.execute(_EXPIRE_LEASES, (now, destination, now)).fetchall()
         self._append_events(expired, now, "lease_expired", QUEUED)
         if max_in_flight is not None:
@@ -684,10 +683,12 @@ class Database:
 
     # Nodes and named leases --------------------------------------------------------------
 
-    def register_node(self, now: float, alive_until: float, has_ended: Callable[[str, int], bool]) -> int:
+    def register_node(
+        self, now: float, alive_until: float, has_ended: Callable[[str, str, int], bool]
+    ) -> int:
         """Record this node's incarnation as the live one of its name (see :mod:`engine.node`).
 
-        A previous incarnation still vouched for must have ``has_ended`` (host, pid), else
+        A previous incarnation still vouched for must have ``has_ended`` (host, boot, pid), else
         this raises StoreError. What an ended one held is taken back at once (how many
         deliveries is returned); one that merely stopped vouching keeps its leases until they
         run out, as it may only be stalled. Deliveries left SENDING with no owner (by a Courier from before
@@ -699,8 +700,8 @@ class Database:
         row = self.connection.execute(_NODE, (node.name,)).fetchone()
         ended = None  # the previous incarnation, when it has surely ended
         if row is not None:
-            previous, host, pid, vouched_until = row
-            if has_ended(host, pid):
+            previous, host, boot, pid, vouched_until = row
+            if has_ended(host, boot, pid):
                 ended = previous
             elif vouched_until >= now:
                 raise StoreError(
@@ -711,7 +712,7 @@ class Database:
         if ended is not None:
             self.connection.execute(_LEASES_OF, (ended,))
         self.connection.execute(
-            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.pid, now, alive_until)
+            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.boot, node.pid, now, alive_until)
         )
         return len(taken)
 
@@ -736,6 +737,17 @@ class Database:
         for destination in sorted({destination for _, _, destination in taken}):
             self._announce(destination)
         return taken
+
+    def _in_turn(self, name: str) -> None:
+        """Wait here, until its commit, for another node's transaction that took the same turn.
+
+        For what reads before it writes and must not interleave across nodes (a claim that
+        counts what is in flight, the next outbox number). Claims without a cap do not take it:
+        they run side by side, skipping each other's locked rows. SQLite has one writer at a
+        time, so there it costs nothing.
+        """
+        if self.backend != "sqlite":
+            self.connection.execute(_TURN_LOCK, (name, self._owner))
 
     def take_lease(self, name: str, now: float, until: float) -> bool:
         """Hold the named lease until ``until`` if it is free, run out, or already this node's."""
@@ -920,6 +932,7 @@ class Database:
     # Outbox -----------------------------------------------------------------------------
 
     def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> int:
+        self._in_turn(f"outbox-seq:{channel}")  # two nodes would number their items alike
         at = self._clock()
         return self.connection.execute(
             _OUTBOX_ADD,

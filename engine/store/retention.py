@@ -20,13 +20,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from engine.leases import take_turn
 from engine.store.base import PRUNED_TABLES, Store
 
 log = logging.getLogger(__name__)
-
-JOB_LEASE = "job:retention"
-TURN_SHARE = 0.9
-"""A turn lasts this share of the interval, so the next pass of any node can take the next one."""
 
 
 class Pruner(Service):
@@ -62,9 +59,8 @@ class Pruner(Service):
     @inlineCallbacks
     def _my_turn(self):
         """Prune unless another node has this interval's turn."""
-        now = self.clock.seconds()
         try:
-            mine = yield self.store.take_lease(JOB_LEASE, now, now + TURN_SHARE * self.every_s)
+            mine = yield take_turn(self.store, self.clock, "retention", self.every_s)
         except Exception as exc:
             log.error("retention: the store did not answer: %s: %s", type(exc).__name__, exc)
             return

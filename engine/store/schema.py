@@ -159,6 +159,7 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         incarnation TEXT NOT NULL,
         host TEXT NOT NULL,
+        boot TEXT NOT NULL,
         pid INTEGER NOT NULL,
         started_at REAL NOT NULL,
         alive_until REAL NOT NULL
