@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 
 from engine.channel.check import load_channels
 from engine.delivery import DeliveryQueue
-from engine.delivery.ratelimit import Pacer, send_times
+from engine.delivery.ratelimit import Pacer
 from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, Incoming, open_store
@@ -170,13 +170,6 @@ def test_a_destination_keeps_a_connection_alive_for_each_of_its_threads(tmp_path
         assert server.connections <= concurrency  # requests' default kept 10: 28 connections
     finally:
         server.close()
-
-
-def test_send_times_follow_the_bucket():
-    # a full bucket of 3: three at once, then one per interval; a later booking follows on
-    assert send_times(13.0, 10.0, 3, 1.0, 3) == [10.0, 10.0, 10.0]
-    assert send_times(14.0, 10.0, 1, 1.0, 3) == [11.0]
-    assert send_times(14.0, 20.0, 1, 1.0, 3) == [20.0]  # booked long ago: now
 
 
 def test_sends_a_stalled_process_missed_are_booked_again_not_sent_at_once(engines, tmp_path):
