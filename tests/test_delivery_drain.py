@@ -23,7 +23,7 @@ from engine.delivery.ratelimit import Pacer
 from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, Incoming, open_store
-from engine.store.base import SENT
+from engine.store.base import SENDING, SENT
 from tests.conftest import on_reactor
 from tests.support.scripted_http import Reply, ScriptedServer
 from tests.support.waiting import wait_for
@@ -92,6 +92,7 @@ class Engine:
             reactor=self.reactor,
             clock=self.reactor,
             idle_s=0.1,
+            lease_s=1.0,  # what a stop leaves SENDING comes back soon
         )
         on_reactor(self.queue.start)
         return self.queue
@@ -224,3 +225,18 @@ def test_two_engines_on_one_store_keep_the_limit_together(engines, hook, tmp_pat
     assert len(times) == 20
     assert within_rate(times, 8, 2)  # one bucket each let through twice the limit
     assert times[-1] - times[0] >= (20 - 2) / 8 - 0.1
+
+
+def test_a_slow_limit_claims_only_what_it_lets_go_soon_and_a_stop_does_not_wait_for_it(
+    engines, hook, tmp_path
+):
+    engine = engines(http_channel(tmp_path, hook.base_url, 8, "{ per_second = 1, burst = 1 }"))
+    engine.receive(8)
+    engine.start_queue()
+    wait_for(lambda: len(hook.received) == 1, 5, "the first send")
+    time.sleep(0.3)
+    # the burst and half a second of the rate: 2, not all 8 held SENDING for 8 seconds
+    assert engine.count(SENDING) <= 2
+    started = time.monotonic()
+    engine.stop_queue()  # the one waiting for its time is left for the next start
+    assert time.monotonic() - started < 0.5

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 
@@ -109,6 +109,7 @@ class DeliveryQueue(Service):
         self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
         self._pump = Pump(f"queue {self.name}", clock, self._step)
         self._in_flight: dict[int, Deferred[None]] = {}
+        self._unsent: set[int] = set()  # in flight, not yet past the rate limit
         self._leased_until: dict[int, float] = {}  # in flight: until when its lease surely holds
         self._renewal = LoopingCall(self._renew_leases)
         self._renewal.clock = clock
@@ -129,8 +130,13 @@ class DeliveryQueue(Service):
         self._pump.wake()
 
     def stop(self) -> Deferred[None]:
-        """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads."""
+        """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads.
+
+        Deliveries still waiting for the rate limit are not sent: they stay SENDING, and the
+        next start of this node (or another node once their leases run out) sends them."""
         self._stopped = True
+        if self._pacer is not None:
+            self._pacer.stop()
         d = self._pump.stop()
         d.addCallback(lambda _: DeferredList(list(self._in_flight.values())))
         d.addCallback(lambda _: self._renewal.running and self._renewal.stop())
@@ -152,8 +158,10 @@ class DeliveryQueue(Service):
         if now < self._paused_until:
             return self._paused_until - now
         free = self.config.concurrency - len(self._in_flight)
+        if self._pacer is not None:  # never more claimed than the limit lets go soon
+            free = min(free, self._pacer.ahead - len(self._unsent))
         if free <= 0:
-            return None  # a finishing delivery wakes the pump
+            return None  # a finishing delivery, or one the rate limit lets go, wakes the pump
         d = self._store.claim_due(self.name, now, free, self._lease_s, self.config.concurrency)
         return d.addCallback(self._claimed, free, now)
 
@@ -162,6 +170,7 @@ class DeliveryQueue(Service):
     ) -> Deferred[float | None] | float:
         for delivery in deliveries:
             self._leased_until[delivery.id] = claimed_at + self._lease_s
+            self._unsent.add(delivery.id)
             d = self._in_flight[delivery.id] = self._deliver(delivery)
             d.addBoth(self._finished, delivery.id)
         if len(deliveries) == asked:
@@ -179,6 +188,11 @@ class DeliveryQueue(Service):
     def _finished(self, _: object, delivery_id: int) -> None:
         del self._in_flight[delivery_id]
         self._leased_until.pop(delivery_id, None)
+        self._let_go(delivery_id)
+
+    def _let_go(self, delivery_id: int) -> None:
+        """The delivery is past the rate limit (or never needed it): room for another claim."""
+        self._unsent.discard(delivery_id)
         self._pump.wake()
 
     def _renew_leases(self) -> Deferred[None] | None:
@@ -231,7 +245,12 @@ class DeliveryQueue(Service):
                 return
             conversation_id = (yield self._conversations.get(thread)) if thread else None
             if self._pacer is not None:
-                yield self._pacer.wait()
+                try:
+                    yield self._pacer.wait()
+                except CancelledError:
+                    log.info("queue %s: stopped before delivery %d's turn", self.name, delivery.id)
+                    return
+                self._let_go(delivery.id)
             if not self._still_leased(delivery):
                 log.error(
                     "queue %s: delivery %d not sent: its lease ran out before the send",

@@ -19,8 +19,10 @@ store must have synchronised clocks (NTP), as the booked times are wall-clock ti
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+import math
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from engine.store.base import Store
@@ -30,6 +32,12 @@ def send_times(booked_until: float, now: float, count: int, interval_s: float, b
     """When each of ``count`` sends booked up to ``booked_until`` may start."""
     first = booked_until - count * interval_s - (burst - 1) * interval_s
     return [max(now, first + n * interval_s) for n in range(count)]
+
+
+LOOKAHEAD_S = 0.5
+"""How far ahead a queue claims and books sends: enough that the next send is mapped and
+booked before its time comes, little enough that a slow limit does not hold deliveries
+SENDING (away from other nodes, and from a stop) for long."""
 
 
 class Pacer:
@@ -44,13 +52,30 @@ class Pacer:
         self._burst = burst
         self._clock = clock
         self._asking: list[Deferred[None]] = []
+        self._booked_waits: dict[Deferred[None], IDelayedCall] = {}
+        self._stopped = False
+        self.ahead = burst + math.ceil(per_second * LOOKAHEAD_S)
+        """How many sends may wait for their time at once."""
 
     def wait(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self._ask(d)
         return d
 
+    def stop(self) -> None:
+        """The sends still waiting will not start: their waits fail with CancelledError."""
+        self._stopped = True
+        waiting, self._asking = [*self._asking, *self._booked_waits], []
+        for call in self._booked_waits.values():
+            call.cancel()
+        self._booked_waits.clear()
+        for d in waiting:
+            d.errback(CancelledError())
+
     def _ask(self, d: Deferred[None]) -> None:
+        if self._stopped:
+            d.errback(CancelledError())
+            return
         self._asking.append(d)
         if len(self._asking) == 1:
             self._clock.callLater(0, self._book)
@@ -65,11 +90,16 @@ class Pacer:
         times = send_times(booked_until, now, len(asking), self._interval_s, self._burst)
         answered = self._clock.seconds()
         for d, at in zip(asking, times, strict=True):
-            self._clock.callLater(max(0.0, at - answered), self._due, d, max(at, answered))
+            if self._stopped:
+                d.errback(CancelledError())
+            else:
+                call = self._clock.callLater(max(0.0, at - answered), self._due, d, max(at, answered))
+                self._booked_waits[d] = call
 
     def _due(self, d: Deferred[None], at: float) -> None:
         """Send now, unless this process stalled (swapping, a paused VM) past the booked time:
         then book again, so the sends that waited do not all go at once."""
+        del self._booked_waits[d]
         if self._clock.seconds() - at > self._interval_s:
             self._ask(d)
         else:
