@@ -70,18 +70,20 @@ class Figures:
     drain_s: float  # last ACK → last delivery
 
 
-def start_sandboxes(workdir: Path) -> tuple[subprocess.Popen, str, str]:
+def start_sandboxes(
+    workdir: Path, vendor: str = "qliq", credential: str = "qliq_api_key"
+) -> tuple[subprocess.Popen, str, str]:
     """``courier sandbox`` on free ports (the demo may hold the README's), its random
-    credentials kept under ``workdir``; returns the process, Qliq's API root and the API key
-    it accepts."""
+    credentials kept under ``workdir``; returns the process, ``vendor``'s API root and its
+    ``credential`` (a name in credentials.json)."""
     free = "qliq=0,conneqt=0,medallies=0,kpn=0,http=0"
     command = [sys.executable, "-m", "engine", "sandbox", "--ports", free]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         name, _, url = line.strip().partition(" ")
-        if name == "qliq":
+        if name == vendor:
             credentials = json.loads((workdir / "var" / "sandbox" / "credentials.json").read_text())
-            return process, url.strip(), credentials["qliq_api_key"]
+            return process, url.strip(), credentials[credential]
     raise RuntimeError("courier sandbox did not start")
 
 

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from engine.channel.config import Channel
 from engine.channel.filter import evaluate
+from engine.channel.order import OrderBy
 from engine.destinations.base import Destination
 from engine.errors import PathError
 from engine.mapping import Mapping, MappingFailure
@@ -67,6 +68,7 @@ class Screen:
         self.channel = channel
         self.routes = tuple(routes)
         self.validator = validator
+        self.order_by = {d.name: OrderBy.parse(d.order_by) for d in channel.destinations if d.order_by}
 
     def __call__(self, message: Message) -> Accepted | defer.Deferred[Accepted]:
         verdict = evaluate(self.channel.source.filter, message)
@@ -100,7 +102,8 @@ class Screen:
             names.append(route.name)
         if not names:
             raise Refused(AckError(207, "no destination of this channel takes this message type"))
-        return Accepted(tuple(names))
+        keys = tuple((name, self.order_by[name].key(message)) for name in names if name in self.order_by)
+        return Accepted(tuple(names), order_keys=keys)
 
     def payload(self, route: Route, message: Message) -> dict[str, Any]:
         """The mapped payload; a mapping failure is a refusal naming the HL7 location."""

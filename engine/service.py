@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
@@ -35,11 +34,14 @@ from engine.delivery.service import ChannelQueues
 from engine.delivery.tokens import StoredTokens
 from engine.destinations import TokenProvider
 from engine.destinations.registry import destination_class, plugin
+from engine.destinations.transport import pooled_session
 from engine.errors import ConfigError
+from engine.leases import Heartbeat
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.metrics import ChannelMetrics, Metrics, StoreGauges
 from engine.mllp.server import Limits, MLLPServerFactory
+from engine.node import DEFAULT_LEASE_S
 from engine.reload import ChannelLoader, Prepared, Refusal, ReloadReport, plan, prepare, read
 from engine.screen import Route, Screen, Validator
 from engine.source import Source
@@ -76,14 +78,15 @@ def routes(
     mappings: Mapping[str, PayloadMapping] | None = None,
 ) -> list[Route]:
     """Each destination with its compiled mapping (from ``mappings`` by destination name, when
-    given: compiled away from the reactor) and a vendor client on its own HTTP session."""
+    given: compiled away from the reactor) and a vendor client on its own HTTP session,
+    which keeps a connection open for each delivery thread and the status poller's."""
     return [
         Route(
             config.name,
             mappings[config.name] if mappings is not None else load_mapping(config.mapping),
             destination_class(config.type)(
                 config.settings,
-                requests.Session(),
+                pooled_session(config.concurrency + 1),
                 token_provider=token_provider(channel, config, tokens),
                 clock=clock,
             ),
@@ -454,6 +457,8 @@ def build_engine(
     prune_after_s: float | None = None,
     metrics: Metrics | None = None,
     load_channels: ChannelLoader | None = None,
+    lease_s: float | None = None,
+    on_replaced: Callable[[], object] | None = None,
 ) -> Engine:
     """Every enabled channel: listener → source → store, its destination queues, its reports.
 
@@ -462,24 +467,35 @@ def build_engine(
     ``tcp:8480:interface=127.0.0.1``) the vendor webhooks are served on, over TLS with
     ``webhook_tls``, within ``webhook_limits``. With ``prune_after_s`` the store forgets, every
     hour, what is older and needs nothing more (:mod:`engine.store.retention`).
-    ``load_channels`` reads the channel files again for :meth:`Engine.reload`. Raises
+    ``load_channels`` reads the channel files again for :meth:`Engine.reload`. With
+    ``lease_s`` the store was opened as one node among several (:mod:`engine.node`): the
+    engine vouches for it (``on_replaced`` is called if another process took its name), and
+    leases its sends and its channels' outboxes for ``lease_s`` at a time. Raises
     ConfigError when a webhook's settings cannot be used (a key that cannot be loaded, say) or
     a webhook would take anyone's POST. ``metrics`` is the engine's own registry of counters
     (a new one by default), which the store's gauges join.
     """
     metrics = metrics or Metrics()
     service = MultiService()
+    if lease_s is not None:  # first in, last out: it stops once every send has ended
+        Heartbeat(store, reactor, lease_s, on_replaced or reactor.stop).setServiceParent(service)
     tokens = StoredTokens(store, reactor)
     tokens.setServiceParent(service)
-    reporter = StatusReporter(store, reactor, [])
+    reporter = StatusReporter(store, reactor, [], lease_s=lease_s)
     Running(reporter).setServiceParent(service)
     if prune_after_s is not None:
         Pruner(store, reactor, prune_after_s).setServiceParent(service)
     deliveries = DeliveryService(
-        reactor=reactor, clock=reactor, store=store, listener=reporter, metrics=metrics
+        reactor=reactor,
+        clock=reactor,
+        store=store,
+        listener=reporter,
+        metrics=metrics,
+        lease_s=lease_s or DEFAULT_LEASE_S,
     )
     if not hold_deliveries:
         deliveries.setServiceParent(service)
+        store.on_queued(lambda destination: deliveries.wake((destination,)))  # by another node
     engine = Engine(
         reactor, service, store, deliveries, reporter, tokens, load_channels=load_channels, metrics=metrics
     )

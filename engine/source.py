@@ -62,6 +62,8 @@ class Accepted:
     destinations: tuple[str, ...]
     state: str = "RECEIVED"
     """``RECEIVED``, or ``FILTERED`` when a condition filtered it out (stored, ACKed, not sent)."""
+    order_keys: tuple[tuple[str, str], ...] = ()
+    """(destination, key) for each destination with an ``order_by`` (the key is PHI)."""
 
 
 class Refused(Exception):
@@ -407,6 +409,7 @@ class Source:
             ack_code=("C" if self._enhanced(message) else "A") + ACCEPT,
             application_ack=message.application_ack_type,
             destinations=accepted.destinations if accepted.state == "RECEIVED" else (),
+            order_keys=accepted.order_keys,
             duplicate_window_s=self.duplicate_window_s,
         )
 

@@ -17,6 +17,8 @@ from twisted.internet.threads import blockingCallFromThread
 
 T = TypeVar("T")
 
+pytest_plugins = ["tests.support.postgres"]  # postgres_server, postgres_url, store_location
+
 _thread: threading.Thread | None = None
 
 

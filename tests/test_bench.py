@@ -41,6 +41,17 @@ def test_delivery_benchmark_counts_every_message_at_the_sandbox() -> None:
     assert "every message was counted at the Qliq sandbox" in out
 
 
+def test_drain_benchmark_checks_order_and_count_at_the_sandbox() -> None:
+    out = run_bench("bench_drain.py", "--quick")
+    rows = [line[:32].strip() for line in out.splitlines() if line.startswith(("(", "    bare"))]
+    assert rows == [
+        "(a) 30/s limit, concurrency 16",
+        "(b) no limit, concurrency 32",
+        "bare client, 32 threads",
+    ]
+    assert "every message delivered once, each patient's in the order queued" in out
+
+
 def test_validation_benchmark_prints_every_message_at_every_level() -> None:
     out = run_bench("bench_validation.py", "--quick")
     header, *rows = [line for line in out.splitlines() if " | " in line]

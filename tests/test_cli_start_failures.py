@@ -122,3 +122,19 @@ def test_sandbox_that_cannot_listen_exits_non_zero(tmp_path) -> None:
     refused(
         courier("sandbox", "--host", "192.0.2.1", cwd=tmp_path), "sandbox", "Cannot assign requested address"
     )
+
+
+def test_run_refuses_a_node_name_a_running_engine_holds(channel) -> None:
+    import time
+
+    from engine.node import NodeIdentity, has_ended
+
+    store = channel.parent / "s.sqlite3"
+    running = Database.open(
+        store, Cipher(base64.b64decode(STORE_KEY)), node=NodeIdentity.this_process("ward-a")
+    )  # this test process plays the running engine
+    with running.transaction():
+        running.register_node(time.time(), time.time() + 60, has_ended)
+    running.close()
+    refused(run(channel, store, "--node-name", "ward-a"), "run", "node name 'ward-a' is in use")
+    refused(run(channel, store, "--lease-seconds", "0.5"), "run", "--lease-seconds must be at least 1")

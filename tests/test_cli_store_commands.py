@@ -1,4 +1,5 @@
-"""``courier messages``, ``deliveries`` and ``outbox`` on a real store file, as an operator runs them."""
+"""``courier messages``, ``deliveries``, ``outbox``, ``stats``, ``status`` and ``store`` as an operator
+runs them, on a real SQLite file and on a real PostgreSQL database (``store_location``)."""
 
 from __future__ import annotations
 
@@ -16,27 +17,30 @@ RAW = b"MSH|^~\\&|LAB|HOSP|||20260101||ORU^R01|CTRL1|P|2.5\rPID|1||9434765919^^^
 
 
 @pytest.fixture
-def store(tmp_path):
-    return stored_message(tmp_path / "courier.sqlite3", Cipher(base64.b64decode(KEY)))
+def store(store_location):
+    return stored_message(store_location, Cipher(base64.b64decode(KEY)))
+
+
+def db_incoming(control_id: str = "CTRL1", sending_application: str = "LAB") -> Incoming:
+    """RAW, queued for two destinations."""
+    return Incoming(
+        channel="lab",
+        raw=RAW,
+        sending_application=sending_application,
+        sending_facility="HOSP",
+        control_id=control_id,
+        message_type="ORU^R01",
+        received_at=1.0e9,
+        peer="127.0.0.1:5",
+        destinations=("gp-conneqt", "ward-qliq"),
+    )
 
 
 def stored_message(path, cipher: Cipher, control_id: str = "CTRL1", sending_application: str = "LAB"):
     """A store file holding RAW, queued for two destinations."""
     db = Database.open(path, cipher)
     with db.transaction():
-        db.receive(
-            Incoming(
-                channel="lab",
-                raw=RAW,
-                sending_application=sending_application,
-                sending_facility="HOSP",
-                control_id=control_id,
-                message_type="ORU^R01",
-                received_at=1.0e9,
-                peer="127.0.0.1:5",
-                destinations=("gp-conneqt", "ward-qliq"),
-            )
-        )
+        db.receive(db_incoming(control_id, sending_application))
     db.close()
     return path
 
@@ -83,6 +87,26 @@ def test_deliveries_show_prints_how_far_a_partial_send_got(store) -> None:
     db.close()
     shown = courier(store, "deliveries", "show", str(claimed.id)).stdout
     assert "request 2 of 2: HTTP 500" in shown and '{"done": 1}' in shown
+
+
+def test_deliveries_list_and_show_say_what_a_delivery_waits_for_in_its_order_by_line(store) -> None:
+    from dataclasses import replace
+
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        message = replace(db_incoming(), control_id="CTRL2", order_keys=(("ward-qliq", "9434765919"),))
+        db.receive(replace(message, control_id="CTRL3"))
+        db.receive(message)
+        claimed = db.claim_due("ward-qliq", 2.0e9, limit=10, lease_s=30, max_in_flight=4)
+    (head,) = [d for d in claimed if d.control_id == "CTRL3"]
+    db.close()
+    waiting = [
+        line for line in courier(store, "deliveries", "list").stdout.splitlines() if "waits for" in line
+    ]
+    assert len(waiting) == 1 and waiting[0].endswith(f"(waits for {head.id})") and "CTRL2" in waiting[0]
+    assert [d.control_id for d in claimed] == ["CTRL1", "CTRL3"], "CTRL2 waits behind CTRL3"
+    shown = courier(store, "deliveries", "show", waiting[0].split()[0]).stdout
+    assert f"waits_for        {head.id}" in shown and "9434765919" not in shown
 
 
 def test_a_held_destination_shows_in_deliveries_and_stats_until_it_works_again(store) -> None:
@@ -137,9 +161,9 @@ def test_outbox_show_body_decodes_the_character_set_the_message_declares(store) 
     assert "OBX|1|TX|||Müller" in courier(store, "outbox", "show", str(item), "--body").stdout
 
 
-def test_store_rotate_key_with_a_key_file(tmp_path) -> None:
+def test_store_rotate_key_with_a_key_file(tmp_path, store_location) -> None:
     key_file = tmp_path / "store.key"
-    path = stored_message(tmp_path / "courier.sqlite3", load_cipher({}, key_file))
+    path = stored_message(store_location, load_cipher({}, key_file))
     env = {name: value for name, value in os.environ.items() if not name.startswith("COURIER_STORE")}
 
     def courier_with_key_file(*args: str) -> subprocess.CompletedProcess:
@@ -200,11 +224,11 @@ def test_store_prune_deletes_old_finished_messages_only(store) -> None:
     assert "CTRL1" not in courier(store, "messages", "list").stdout
 
 
-def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(tmp_path) -> None:
+def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(store_location) -> None:
     """MSH-10 ``EVIL\\X0A\\...`` decodes to a line feed: it must not forge a table row, nor
     colour or reverse the terminal."""
     evil = "EVIL\n  999  FORGED ROW\x1b[31m\u202e"
-    path = stored_message(tmp_path / "evil.sqlite3", Cipher(base64.b64decode(KEY)), evil, "LAB\x07")
+    path = stored_message(store_location, Cipher(base64.b64decode(KEY)), evil, "LAB\x07")
     escaped = "EVIL\\n  999  FORGED ROW\\x1b[31m\\u202e"
     outputs = [
         courier(path, "messages", "list"),
@@ -218,3 +242,21 @@ def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_tab
         assert escaped in result.stdout
         assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\x07" not in result.stdout
         assert not any(line.lstrip().startswith("999") for line in result.stdout.splitlines())
+
+
+def test_the_store_can_come_from_the_environment_and_a_url_s_password_is_never_printed(postgres_url) -> None:
+    stored_message(postgres_url, Cipher(base64.b64decode(KEY)))
+    env = dict(os.environ, COURIER_STORE_KEY=KEY, COURIER_STORE_URL=postgres_url)
+    listing = subprocess.run(
+        [sys.executable, "-m", "engine", "messages", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert listing.returncode == 0 and "CTRL1" in listing.stdout, listing.stderr
+
+    wrong = postgres_url.replace("courier@", "courier:hunter2@").replace("/test_", "/missing_")
+    refused = courier(wrong, "messages", "list")
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "hunter2" not in refused.stderr and "Traceback" not in refused.stderr

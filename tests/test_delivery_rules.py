@@ -15,7 +15,7 @@ from engine.delivery.polling import (
     next_poll_at,
     payload_expiry,
 )
-from engine.delivery.ratelimit import TokenBucket
+from engine.delivery.ratelimit import send_times
 from engine.delivery.tracker import leading_update, next_state
 from engine.destinations.base import StatusUpdate
 from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_MIN_INTERVAL_S
@@ -48,16 +48,10 @@ def test_dead_letter_after_max_attempts_or_max_age():
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
-    now = [T0]
-    bucket = TokenBucket(per_second=2, burst=3, clock=lambda: now[0])
-    assert bucket.available() == 3
-    bucket.take(3)
-    assert bucket.available() == 0
-    assert bucket.wait_s() == pytest.approx(0.5)
-    now[0] += 0.5
-    assert bucket.available() == 1
-    now[0] += 100
-    assert bucket.available() == 3
+    # 2/s, burst 3: a booking of 4 sends from an idle bucket moved it from T0 to T0 + 2
+    assert send_times(T0 + 2, T0, 4, 0.5, 3) == [T0, T0, T0, T0 + 0.5]
+    assert send_times(T0 + 2.5, T0, 1, 0.5, 3) == [T0 + 1]  # the next booking follows on
+    assert send_times(T0 + 2.5, T0 + 100, 1, 0.5, 3) == [T0 + 100]  # booked long ago: now
 
 
 def test_qliq_polls_every_interval_until_give_up():

@@ -16,8 +16,8 @@ RAW = b"MSH|^~\\&|LIS|HOSP|COURIER|CLINIC|20240101||ORU^R01|C1|P|2.5\rPID|1||MRN
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database.open(tmp_path / "engine.sqlite3", Cipher(os.urandom(32)), clock=lambda: T0)
+def db(store_location):
+    database = Database.open(store_location, Cipher(os.urandom(32)), clock=lambda: T0)
     yield database
     database.close()
 

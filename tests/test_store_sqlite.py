@@ -1,30 +1,34 @@
-"""SQLiteStore through the running reactor: commit before fire, group commit, reads."""
+"""The async store through the running reactor: commit before fire, group commit, reads.
+
+Each test runs on a SQLite file and on PostgreSQL (``store_location``), unless it says otherwise.
+"""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 from twisted.internet import defer
 
 from engine.errors import StoreError
+from engine.store import open_store
 from engine.store.base import DeliverySelection
 from engine.store.crypto import Cipher
 from engine.store.sqlite import SQLiteStore
 from tests.conftest import on_reactor
+from tests.support.postgres import committed_rows
 from tests.support.waiting import wait_for
 from tests.test_store_database import RAW, T0, incoming
 
 
 @pytest.fixture
-def path(tmp_path):
-    return tmp_path / "var" / "engine.sqlite3"
+def path(store_location):
+    return store_location
 
 
 @pytest.fixture
 def store(reactor, path):
-    s = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal")
+    s = open_store(path, reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal")
     on_reactor(s.start)
     yield s
     on_reactor(s.close)
@@ -32,11 +36,7 @@ def store(reactor, path):
 
 def count_rows(path, table: str) -> int:
     """Through a separate connection: only committed rows are visible."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    finally:
-        conn.close()
+    return committed_rows(path, f"SELECT count(*) FROM {table}")[0][0]
 
 
 def test_message_is_committed_before_the_deferred_fires(store, path):
@@ -96,7 +96,7 @@ def test_queue_round_trip_through_the_reactor(store):
     on_reactor(store.mark_error, claimed[1].id, "gave up")
     assert on_reactor(store.requeue, DeliverySelection(ids=(claimed[1].id,))) == 1
     assert on_reactor(store.cancel, DeliverySelection(ids=(claimed[1].id,))) == 1
-    assert on_reactor(store.recover_left_sending, "qliq", T0 + 3600) == 0
+    assert on_reactor(store.renew_leases, [claimed[0].id], T0 + 60) == [claimed[0].id], "not SENDING"
     kinds = [e.kind for e in on_reactor(store.timeline, "Q2") if e.delivery_id == claimed[1].id]
     assert kinds == ["queued", "claimed", "retry", "error", "requeued", "cancelled"]
     assert on_reactor(store.get_message, "Q2", True).raw == RAW
@@ -117,7 +117,7 @@ def test_outbox_and_kv_through_the_reactor(store, reactor):
 
 def test_close_finishes_queued_writes_and_reopens_with_the_same_key(reactor, path):
     cipher = Cipher(os.urandom(32))
-    store = SQLiteStore(path, reactor=reactor, cipher=cipher)
+    store = open_store(path, reactor=reactor, cipher=cipher)
     on_reactor(store.start)
 
     def write_then_close():
@@ -129,7 +129,7 @@ def test_close_finishes_queued_writes_and_reopens_with_the_same_key(reactor, pat
     with pytest.raises(StoreError, match="not running"):
         on_reactor(store.receive, incoming())
 
-    reopened = SQLiteStore(path, reactor=reactor, cipher=cipher)
+    reopened = open_store(path, reactor=reactor, cipher=cipher)
     on_reactor(reopened.start)
     try:
         assert len(on_reactor(reopened.list_messages, None, None, None, 100)) == 20
@@ -138,19 +138,19 @@ def test_close_finishes_queued_writes_and_reopens_with_the_same_key(reactor, pat
 
 
 def test_start_with_the_wrong_key_fails(reactor, path):
-    first = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    first = open_store(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
     on_reactor(first.start)
     on_reactor(first.close)
-    wrong = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    wrong = open_store(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
     with pytest.raises(StoreError, match="key does not fit"):
         on_reactor(wrong.start)
 
 
 def test_calls_queued_before_a_failed_open_fail_too(reactor, path):
-    first = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    first = open_store(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
     on_reactor(first.start)
     on_reactor(first.close)
-    wrong = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
+    wrong = open_store(path, reactor=reactor, cipher=Cipher(os.urandom(32)))
 
     def start_and_receive():
         started = wrong.start()
@@ -162,8 +162,10 @@ def test_calls_queued_before_a_failed_open_fail_too(reactor, path):
     assert failure.check(StoreError)
 
 
-def test_store_sets_the_durability_it_was_given(reactor, path):
-    store = SQLiteStore(path, reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal")
+def test_store_sets_the_durability_it_was_given(reactor, tmp_path):
+    store = SQLiteStore(
+        tmp_path / "s.sqlite3", reactor=reactor, cipher=Cipher(os.urandom(32)), durability="normal"
+    )
     on_reactor(store.start)
     try:
         synchronous = on_reactor(
@@ -207,14 +209,12 @@ def test_qliq_conversation_keys_are_keyed_hashes_of_the_patient_and_order(store,
 
     thread = "lab\x1fward-qliq\x1f9434765919\x1fORD1"  # a patient id is PHI
     on_reactor(Conversations(store, "qliq").remember, thread, "c-1")
-    conn = sqlite3.connect(path)
-    try:
-        keys = [
-            key
-            for (key,) in conn.execute("SELECT key FROM kv WHERE namespace = ?", (threads_namespace("qliq"),))
-        ]
-    finally:
-        conn.close()
+    keys = [
+        key
+        for (key,) in committed_rows(
+            path, "SELECT key FROM kv WHERE namespace = ?", (threads_namespace("qliq"),)
+        )
+    ]
     assert keys == [store.keyed_hash(thread)]
     assert keys[0] != hashlib.sha256(thread.encode()).hexdigest(), "a plain hash is found by trying ids"
     assert on_reactor(Conversations(store, "qliq").get, thread) == "c-1"

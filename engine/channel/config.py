@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.channel.conditions import Condition, condition_problem, parse_condition
 from engine.channel.endpoints import client_endpoint_problem, server_endpoint_problem
+from engine.channel.order import order_by_problem
 from engine.destinations.registry import destination_types, settings_problems, settings_specs
 from engine.message.charsets import lookup
 from engine.spec import (
@@ -422,6 +423,7 @@ class Destination:
     rate_limit: RateLimit
     concurrency: int
     status: StatusPolling
+    order_by: str | None = None
 
 
 DESTINATION = Spec(
@@ -451,9 +453,21 @@ DESTINATION = Spec(
         obj("retry", RETRY),
         obj("rate_limit", RATE_LIMIT),
         integer(
-            "concurrency", "Deliveries in flight at once (1 keeps message order).", default=1, min=1, max=64
+            "concurrency",
+            "Deliveries in flight at once, across all nodes (1 keeps message order).",
+            default=1,
+            min=1,
+            max=64,
         ),
         obj("status", STATUS_POLLING),
+        string(
+            "order_by",
+            "HL7 paths whose values (a patient identifier) make deliveries go strictly one after "
+            "another while different values go in parallel up to `concurrency`; a later delivery "
+            "waits while an earlier one is in retry. Stored only as a keyed hash.",
+            example="{PID-3.1}",
+            check=order_by_problem,
+        ),
     ),
     build=Destination,
 )

@@ -48,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{'next attempt':25}  control id"
             )
             for d in rows:
+                waiting = f"  (waits for {d.waits_for})" if d.waits_for is not None else ""
                 print(
                     f"{d.id:>6}  {d.channel:20}  {d.destination:16}  {d.state:10}  {d.attempts:>5}  "
                     f"{when(d.next_attempt_at) if d.state == 'QUEUED' else '-':25}  {printable(d.control_id)}"
+                    + waiting
                 )
             return 0
         if args.action == "show":
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name:16} {when(getattr(delivery, name))}")
             print(f"{'last_error':16} {delivery.last_error or '-'}")
             print(f"{'progress':16} {delivery.progress or '-'}")  # a send of several requests, part way
+            print(f"{'waits_for':16} {delivery.waits_for or '-'}")  # an earlier one with its order_by key
             return 0
         selection = DeliverySelection(
             ids=tuple(args.ids) or None, channel=args.channel, destination=args.destination, state=args.state

@@ -29,6 +29,7 @@ from engine.admin import options as admin_options
 from engine.commands.exits import serve
 from engine.commands.sandbox import add_ports_argument
 from engine.commands.store_options import add_store_arguments
+from engine.node import DEFAULT_LEASE_S
 from engine.status import webhook_limits
 
 if TYPE_CHECKING:
@@ -87,6 +88,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="every hour, delete messages older than DAYS whose deliveries are all final, and the "
         "outbox items sent or given up (default: keep everything); keep DAYS above every duplicate window",
     )
+    parser.add_argument(
+        "--node-name",
+        metavar="NAME",
+        help="this engine's name among the nodes sharing the store (default: the host name); "
+        "give each process its own, and keep it across restarts",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_S,
+        metavar="S",
+        help="how long a node's claim on a send, an outbox or a job lasts unless renewed: the "
+        f"longest another node waits before taking over a dead node's work (default: {DEFAULT_LEASE_S:g})",
+    )
     parser.add_argument("--webhook-cert", type=Path, metavar="PEM", help="serve the webhooks over TLS")
     parser.add_argument("--webhook-key", type=Path, metavar="PEM", help="private key of --webhook-cert")
     webhook_limits.add_arguments(parser)
@@ -101,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
     from courier_sandbox.credentials import CREDENTIALS_FILE, CredentialsError, load_or_create
     from engine.channel.check import load_each
     from engine.errors import ConfigError
+    from engine.node import NodeIdentity
     from engine.service import build_engine
     from engine.spec import SpecError
-    from engine.store import SQLiteStore, load_cipher
+    from engine.store import load_cipher, open_store
     from engine.tls import TLSSettings
 
     try:
@@ -130,12 +146,17 @@ def run(args: argparse.Namespace) -> int:
     if not channels:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
-    store = SQLiteStore(
+    store = open_store(
         args.store,
         reactor=reactor,
         cipher=load_cipher(key_file=args.key_file),
         durability=args.durability,
+        node=NodeIdentity.this_process(args.node_name),
+        lease_s=args.lease_seconds,
     )
+    if args.lease_seconds < 1:
+        print("courier run: --lease-seconds must be at least 1", file=sys.stderr)
+        return 2
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("courier run: give both --webhook-cert and --webhook-key", file=sys.stderr)
         return 2
@@ -158,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_limits=webhook_limits.from_arguments(args),
             prune_after_s=None if args.prune_after_days is None else args.prune_after_days * 86400,
             load_channels=read_channels,
+            lease_s=args.lease_seconds,
         )
     except ConfigError as error:
         print(f"courier run: {error}", file=sys.stderr)

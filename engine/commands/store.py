@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from engine.commands.store_options import add_store_arguments, open_database
 
@@ -71,7 +72,7 @@ def _rotate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.store.exists():
+    if isinstance(args.store, Path) and not args.store.exists():
         print(f"courier store: no store at {args.store}", file=sys.stderr)
         return 2
     try:

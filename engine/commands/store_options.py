@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
 DEFAULT_STORE = Path("var/courier.sqlite3")
 DEFAULT_KEY_FILE = Path("var/store.key")
+STORE_URL_ENV = "COURIER_STORE_URL"
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+def store_location(text: str) -> Path | str:
+    """A ``--store`` value: a ``postgresql://`` URL stays text; ``sqlite:PATH`` or a plain path is a file."""
+    if text.startswith(_POSTGRES):
+        return text
+    return Path(text.removeprefix("sqlite:"))
+
+
+def describe_store(location: Path | str) -> str:
+    """The store for messages: a URL without its password."""
+    if isinstance(location, Path):
+        return str(location)
+    from engine.store.postgres import redacted
+
+    return redacted(location)
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", type=Path, default=DEFAULT_STORE, help=f"SQLite database file (default: {DEFAULT_STORE})"
+        "--store",
+        type=store_location,
+        default=store_location(os.environ.get(STORE_URL_ENV) or str(DEFAULT_STORE)),
+        help=f"SQLite file or postgresql:// URL (default: ${STORE_URL_ENV}, else {DEFAULT_STORE})",
     )
     parser.add_argument(
         "--key-file",
@@ -38,7 +60,7 @@ def open_database(args: argparse.Namespace, *, readonly: bool = True):
     from engine.errors import StoreError
     from engine.store import Database, load_cipher
 
-    if not args.store.exists():
+    if isinstance(args.store, Path) and not args.store.exists():
         raise SystemExit(f"courier: no store at {args.store} (run `courier run` first, or pass --store)")
     try:
         return Database.open(args.store, load_cipher(key_file=args.key_file), readonly=readonly)

@@ -12,12 +12,14 @@ ERROR (dead letter); REJECTED or a mapping failure → ERROR; AUTH_FAILED (any s
 credentials, 403, a missing endpoint, DNS, TLS) → QUEUED again without counting the attempt,
 the whole queue held, and an ERROR log line telling the operator why and what to do.
 
-**Delivery is at-least-once.** A claimed delivery is SENDING until its outcome is
-committed; when the queue starts, every delivery an earlier run left SENDING goes back to
-QUEUED (one engine per store). A duplicate can therefore reach the vendor when the process
-dies (or the store fails) *after the vendor accepted a message and before SENT was
-committed*. conneQt and MedAllies then see the same ``messageId`` (derived from
-:func:`idempotency_key`) and answer with the original acknowledgement without delivering
+**Delivery is at-least-once.** A claimed delivery is SENDING, leased to this node, until its
+outcome is committed; the queue renews the lease while the send is in flight, and a lease
+that runs out (its node died) is taken over by whichever node claims next (a restarted node
+takes back at once what its previous run held: :mod:`engine.node`). A duplicate can
+therefore reach the vendor when a node dies (or the store fails) *after the vendor accepted
+a message and before SENT was committed*. conneQt and MedAllies then see the same
+``messageId`` (derived from :func:`idempotency_key`, which belongs to the delivery, not to
+the attempt or the node) and answer with the original acknowledgement without delivering
 twice. Qliq and KPN have no idempotency key: there the recipient gets the
 message twice (a Qliq resend lands in the same conversation when it has a thread key).
 """
@@ -30,15 +32,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall
 
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import polling, transitions
 from engine.delivery.backoff import give_up_reason, retry_delay
 from engine.delivery.conversations import Conversations, remember_conversation, thread_key
 from engine.delivery.pump import Pump
-from engine.delivery.ratelimit import TokenBucket
+from engine.delivery.ratelimit import Pacer
 from engine.delivery.transitions import TransitionListener, announce, transition_of
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
@@ -48,6 +51,7 @@ from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
+from engine.node import DEFAULT_LEASE_S, RENEW_FRACTION
 from engine.screen import mapping_context
 from engine.store.base import ERROR, SENT, Delivery, Store
 
@@ -69,12 +73,6 @@ def idempotency_key(delivery: Delivery) -> str:
     return f"{key}:{delivery.requeues}" if delivery.requeues else key
 
 
-def default_lease_s(settings: Mapping[str, Any]) -> float:
-    """Comfortably longer than one send may take (Qliq may make several requests per send)."""
-    per_request = settings.get("connect_timeout_s", 5.0) + settings.get("read_timeout_s", 30.0)
-    return 4 * per_request + 30.0
-
-
 class DeliveryQueue(Service):
     """Delivers one destination's QUEUED rows. Call :meth:`wake` after storing new ones."""
 
@@ -90,7 +88,7 @@ class DeliveryQueue(Service):
         clock: IReactorTime,
         listener: TransitionListener | None = None,
         conversations: Conversations | None = None,
-        lease_s: float | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         idle_s: float = DEFAULT_IDLE_S,
         auth_retry_s: float = DEFAULT_AUTH_RETRY_S,
         rng: random.Random | None = None,
@@ -105,57 +103,54 @@ class DeliveryQueue(Service):
         self._clock = clock
         self._listener = listener
         self._conversations = conversations
-        self._lease_s = lease_s if lease_s is not None else default_lease_s(config.settings)
+        self._lease_s = lease_s
         self._idle_s = idle_s
         self._auth_retry_s = auth_retry_s
         self._rng = rng or random.Random()
         self._log = context_log(log, channel=channel, destination=config.name)
         self._metrics = metrics or Metrics().destination(channel, config.name)
         rate = config.rate_limit
-        self._bucket = TokenBucket(rate.per_second, rate.burst, clock.seconds) if rate.per_second else None
+        self._pacer = Pacer(store, self.name, rate.per_second, rate.burst, clock) if rate.per_second else None
         self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
         self._pump = Pump(f"queue {self.name}", clock, self._step)
         self._in_flight: dict[int, Deferred[None]] = {}
+        self._unsent: set[int] = set()  # in flight, not yet past the rate limit
+        self._leased_until: dict[int, float] = {}  # in flight: until when its lease surely holds
+        self._renewal = LoopingCall(self._renew_leases)
+        self._renewal.clock = clock
         self._paused_until = 0.0
         self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Deferred[None]:
-        """Put back deliveries a crashed run left SENDING, then start delivering."""
-        d = self._store.recover_left_sending(self.name, self._clock.seconds())
-        return d.addCallback(self._recovered)
-
-    def _recovered(self, count: int) -> None:
-        if self._stopped:  # stop() came while the store was still answering
-            return
-        if count:
-            self._log.warning(
-                "queue %s: %d deliveries left SENDING by an earlier run are QUEUED again"
-                " (at-least-once: the vendor may see them twice)",
-                self.name,
-                count,
-            )
+    def start(self) -> None:
+        """Start delivering (what an earlier run left SENDING is taken back by the node
+        registration, or by any node once its lease runs out)."""
         self._workers.start()
         self._pump.start()
+        self._renewal.start(self._lease_s / RENEW_FRACTION, now=False)
 
     def wake(self) -> None:
         """New deliveries were stored (or requeued): look for due rows now."""
         self._pump.wake()
 
     def stop(self) -> Deferred[None]:
-        """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads."""
+        """Stop claiming, let in-flight sends finish (bounded by the vendor timeouts), stop threads.
+
+        Deliveries still waiting for the rate limit are not sent: they stay SENDING, and the
+        next start of this node (or another node once their leases run out) sends them."""
         self._stopped = True
+        if self._pacer is not None:
+            self._pacer.stop()
         d = self._pump.stop()
         d.addCallback(lambda _: DeferredList(list(self._in_flight.values())))
+        d.addCallback(lambda _: self._renewal.running and self._renewal.stop())
         d.addCallback(lambda _: self._workers.stop())
         return d
 
     def startService(self) -> None:
         super().startService()
-        self.start().addErrback(
-            lambda f: self._log.error("queue %s did not start: %s", self.name, f.getErrorMessage())
-        )
+        self.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -168,20 +163,19 @@ class DeliveryQueue(Service):
         if now < self._paused_until:
             return self._paused_until - now
         free = self.config.concurrency - len(self._in_flight)
+        if self._pacer is not None:  # never more claimed than the limit lets go soon
+            free = min(free, self._pacer.ahead - len(self._unsent))
         if free <= 0:
-            return None  # a finishing delivery wakes the pump
-        if self._bucket is not None:
-            tokens = self._bucket.available()
-            if tokens < 1:
-                return self._bucket.wait_s()
-            free = min(free, tokens)
-        d = self._store.claim_due(self.name, now, free, self._lease_s)
-        return d.addCallback(self._claimed, free)
+            return None  # a finishing delivery, or one the rate limit lets go, wakes the pump
+        d = self._store.claim_due(self.name, now, free, self._lease_s, self.config.concurrency)
+        return d.addCallback(self._claimed, free, now)
 
-    def _claimed(self, deliveries: list[Delivery], asked: int) -> Deferred[float | None] | float:
-        if self._bucket is not None:
-            self._bucket.take(len(deliveries))
+    def _claimed(
+        self, deliveries: list[Delivery], asked: int, claimed_at: float
+    ) -> Deferred[float | None] | float:
         for delivery in deliveries:
+            self._leased_until[delivery.id] = claimed_at + self._lease_s
+            self._unsent.add(delivery.id)
             d = self._in_flight[delivery.id] = self._deliver(delivery)
             d.addBoth(self._finished, delivery.id)
         if len(deliveries) == asked:
@@ -189,13 +183,56 @@ class DeliveryQueue(Service):
         return self._store.next_attempt_due(self.name).addCallback(self._sleep_until)
 
     def _sleep_until(self, due: float | None) -> float:
-        if due is None:
+        """Until the next delivery is due. One due already was not claimable: it waits behind
+        another of its order_by key, or for a free slot of concurrency taken by another node.
+        A send ending here wakes the queue; one ending on another node, the next idle look."""
+        if due is None or due <= self._clock.seconds():
             return self._idle_s
-        return min(max(due - self._clock.seconds(), 0.0), self._idle_s)
+        return min(due - self._clock.seconds(), self._idle_s)
 
     def _finished(self, _: object, delivery_id: int) -> None:
         del self._in_flight[delivery_id]
+        self._leased_until.pop(delivery_id, None)
+        self._let_go(delivery_id)
+
+    def _let_go(self, delivery_id: int) -> None:
+        """The delivery is past the rate limit (or never needed it): room for another claim."""
+        self._unsent.discard(delivery_id)
         self._pump.wake()
+
+    def _renew_leases(self) -> Deferred[None] | None:
+        """Every ``lease_s / RENEW_FRACTION``: the sends in flight keep their leases."""
+        if not self._in_flight:
+            return None
+        asked_at = self._clock.seconds()
+        ids = list(self._in_flight)
+        d = self._store.renew_leases(ids, asked_at + self._lease_s)
+        d.addCallbacks(self._renewed, self._renewal_failed, callbackArgs=(ids, asked_at))
+        return d
+
+    def _renewed(self, lost: list[int], asked: list[int], asked_at: float) -> None:
+        for delivery_id in asked:
+            if delivery_id in self._leased_until and delivery_id not in lost:
+                self._leased_until[delivery_id] = asked_at + self._lease_s
+        for delivery_id in lost:
+            self._leased_until.pop(delivery_id, None)
+            log.error(
+                "queue %s: delivery %d: its lease passed to another node (this one stalled longer"
+                " than the lease); its outcome here will not be recorded",
+                self.name,
+                delivery_id,
+            )
+
+    def _renewal_failed(self, failure) -> None:
+        log.error(
+            "queue %s: renewing the leases of sends in flight failed: %s",
+            self.name,
+            failure.getErrorMessage(),
+        )
+
+    def _still_leased(self, delivery: Delivery) -> bool:
+        """Whether this node surely still holds the delivery's lease (else another may send it)."""
+        return self._clock.seconds() < self._leased_until.get(delivery.id, 0.0)
 
     # -- one delivery --------------------------------------------------------------------
 
@@ -212,12 +249,26 @@ class DeliveryQueue(Service):
                 yield self._error(delivery, transitions.REJECTED, "the stored message cannot be read as HL7")
                 return
             conversation_id = (yield self._conversations.get(thread)) if thread else None
+            if self._pacer is not None:
+                try:
+                    yield self._pacer.wait()
+                except CancelledError:
+                    log.info("queue %s: stopped before delivery %d's turn", self.name, delivery.id)
+                    return
+                self._let_go(delivery.id)
+            if not self._still_leased(delivery):
+                log.error(
+                    "queue %s: delivery %d not sent: its lease ran out before the send",
+                    self.name,
+                    delivery.id,
+                )
+                return
             key = idempotency_key(delivery)
             result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
-        except Exception as exc:  # the store failed: start-up recovery re-queues the SENDING row
+        except Exception as exc:  # the store failed, or the lease passed to another node
             self._log.error(
-                "queue %s: delivery %d left SENDING until restart: %s: %s",
+                "queue %s: delivery %d left SENDING (its lease runs out, then it is sent again): %s: %s",
                 self.name,
                 delivery.id,
                 type(exc).__name__,

@@ -23,6 +23,7 @@ from engine.delivery.tracker import StatusTracker
 from engine.delivery.transitions import TransitionListener
 from engine.destinations.registry import plugin
 from engine.metrics import Metrics
+from engine.node import DEFAULT_LEASE_S
 from engine.screen import Route
 from engine.store.base import Store
 
@@ -47,8 +48,10 @@ class DeliveryService(MultiService):
         store: Store,
         listener: TransitionListener | None = None,
         metrics: Metrics | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         super().__init__()
+        self._lease_s = lease_s
         self._reactor = reactor
         self._clock = clock
         self._store = store
@@ -79,6 +82,7 @@ class DeliveryService(MultiService):
                     conversations=Conversations(self._store, destination.kind)
                     if plugin(config.type).conversations
                     else None,
+                    lease_s=self._lease_s,
                     metrics=self._metrics.destination(channel.name, config.name),
                 )
             )

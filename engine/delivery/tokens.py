@@ -31,7 +31,7 @@ class StoredToken:
 
     def __init__(self, store: Store, key: str) -> None:
         self.key = key
-        self._store = store
+        self.store = store
         self._value: str | None = None
 
     def token(self) -> str | None:
@@ -39,7 +39,7 @@ class StoredToken:
 
     def load(self) -> Deferred[str | None]:
         """Read the stored token (None when there is none yet) into memory."""
-        return self._store.kv_get(NAMESPACE, self.key).addCallback(self._loaded)
+        return self.store.kv_get(NAMESPACE, self.key).addCallback(self._loaded)
 
     def _loaded(self, value: bytes | None) -> str | None:
         self._value = value.decode() if value else None
@@ -47,7 +47,7 @@ class StoredToken:
 
     def save(self, value: str) -> Deferred[None]:
         """Store a newly obtained token; it is used as soon as it is committed."""
-        d = self._store.kv_put(NAMESPACE, self.key, value.encode())
+        d = self.store.kv_put(NAMESPACE, self.key, value.encode())
         return d.addCallback(lambda _: self._loaded(value.encode())).addCallback(lambda _: None)
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from engine.destinations.base import (
     Destination,
@@ -53,6 +54,19 @@ SETUP_ADVICE = {
 MAX_RETRY_AFTER_S = 86400.0
 """The longest wait a vendor's Retry-After can ask for: a day, whatever it says, so a wrong or
 hostile header cannot park deliveries (or hold a destination) for ever."""
+
+
+def pooled_session(connections: int) -> requests.Session:
+    """A session that keeps up to ``connections`` connections per host open for reuse.
+
+    requests keeps 10 by default: a destination with a higher ``concurrency`` opened a new
+    TCP (and TLS) connection for every request above ten and threw it away afterwards.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

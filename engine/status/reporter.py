@@ -10,6 +10,10 @@ A peer that answers with an error (AE/AR/CE/CR), or acknowledges another control
 not taken the item: it is retried like a timeout, with backoff capped at ``Backoff.max_s``,
 and every failed attempt is logged. The channel's later items wait behind it by design.
 
+With several nodes on one store, one node at a time sends a channel's outbox: the sender
+holds the named lease ``outbox:<channel>`` (:class:`engine.node.NamedLease`) while it sends,
+and another node's sender takes it over once it runs out. The other nodes only add items.
+
 Delivery is at least once: if Courier stops after the peer ACKed an item but before the
 store marked it SENT, that one item is sent again after the restart. Its MSH-10 is the same,
 so the receiver can spot the repeat.
@@ -29,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from engine.channel.config import Channel, StatusReports
 from engine.channel.endpoints import connect_host
 from engine.errors import MessageError
+from engine.leases import NamedLease
 from engine.message import Message
 from engine.mllp.client import MLLPClientProtocol
 from engine.source import ControlIds
@@ -100,8 +105,10 @@ class ChannelSender:
         *,
         backoff: Backoff,
         idle_poll_s: float,
+        lease: NamedLease | None = None,
     ) -> None:
         self.channel = channel
+        self._lease = lease
         self.reports = reports
         self.store = store
         self.clock = reactor
@@ -125,7 +132,10 @@ class ChannelSender:
         self.wake()
         if self._client is not None:
             self._client.close()
-        return self._finished or succeed(None)
+        d = self._finished or succeed(None)
+        if self._lease is not None:
+            d.addCallback(lambda _: self._lease.release())
+        return d
 
     def wake(self) -> None:
         """Something was added: look at the outbox now rather than at the next poll."""
@@ -136,6 +146,9 @@ class ChannelSender:
     def _run(self):
         while self._running:
             try:
+                if self._lease is not None and not (yield self._lease.take()):
+                    yield self._sleep(self.idle_poll_s)  # another node sends this outbox
+                    continue
                 item = yield self.store.outbox_next(self.channel, self.clock.seconds())
                 if not self._running:  # stopped while the store answered: begin no exchange
                     break
@@ -151,8 +164,8 @@ class ChannelSender:
     def _deliver(self, item: OutboxItem):
         try:
             client = yield self._connection()
-            if not self._running:  # stopped while connecting: the item waits for the next start
-                self._drop_connection()
+            if not self._running or not self._holds_lease():
+                self._drop_connection()  # stopped, or the lease was lost while connecting
                 return
             reply = yield client.send(item.payload, timeout=self.reports.ack_timeout_s)
             check_acknowledgement(reply, item.control_id)
@@ -178,6 +191,9 @@ class ChannelSender:
             item.id,
             item.control_id,
         )
+
+    def _holds_lease(self) -> bool:
+        return self._lease is None or self._lease.held()
 
     def _connection(self) -> Deferred[MLLPClientProtocol]:
         if self._client is not None:
@@ -227,12 +243,16 @@ class StatusReporter:
         *,
         backoff: Backoff = Backoff(),
         idle_poll_s: float = 5.0,
+        lease_s: float | None = None,
     ) -> None:
+        """With ``lease_s`` (several nodes may share the store) each channel's outbox is sent
+        only while this node holds its lease."""
         self.store = store
         self.clock = reactor
         self.control_ids = ControlIds()  # for status reports, replies and inbound documents alike
         self._backoff = backoff
         self._idle_poll_s = idle_poll_s
+        self._lease_s = lease_s
         self._running = False
         self._channels: dict[str, Channel] = {}
         self._senders: dict[str, ChannelSender] = {}
@@ -267,6 +287,9 @@ class StatusReporter:
             self.clock,
             backoff=self._backoff,
             idle_poll_s=self._idle_poll_s,
+            lease=None
+            if self._lease_s is None
+            else NamedLease(self.store, self.clock, f"outbox:{name}", self._lease_s),
         )
 
         def start(_: object) -> None:

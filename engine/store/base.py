@@ -7,6 +7,7 @@ Fields that may carry PHI are kept out of ``repr`` so a logged record never leak
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,8 @@ class Incoming:
     ack_code: str = "AA"
     application_ack: str = ""
     destinations: tuple[str, ...] = ()
+    order_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(destination, ``order_by`` key): the store keeps a keyed hash of each key, not the key."""
     duplicate_window_s: float | None = None
     """The channel's duplicate window; None means the store's default."""
 
@@ -98,6 +101,7 @@ class Delivery:
     requeues: int = 0  # how often an operator requeued it: its generation for the vendor
     progress: str | None = None  # how far a send of several requests got (opaque to the store)
     requeued_at: float | None = None  # the last requeue; max_age_s counts from it
+    waits_for: int | None = None  # QUEUED behind this earlier delivery with its order_by key
     last_error: str | None = field(default=None, repr=False)
     raw: bytes | None = field(default=None, repr=False)
 
@@ -194,6 +198,11 @@ class Store(Protocol):
 
     def close(self) -> Deferred[None]: ...
 
+    def on_queued(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(destination)`` in the reactor thread when another node (process)
+        queued deliveries for ``destination``, so its queue can claim them at once."""
+        ...
+
     # Messages (source side).
     def receive(self, incoming: Incoming) -> Deferred[Receipt]: ...
 
@@ -213,8 +222,15 @@ class Store(Protocol):
 
     # Deliveries (the destination queue).
     def claim_due(
-        self, destination: str, now: float, limit: int, lease_s: float
-    ) -> Deferred[list[Delivery]]: ...
+        self, destination: str, now: float, limit: int, lease_s: float, max_in_flight: int | None = None
+    ) -> Deferred[list[Delivery]]:
+        """Lease due deliveries to this node (taking over those whose lease ran out); at most
+        ``max_in_flight`` of the destination SENDING at once across all nodes."""
+        ...
+
+    def renew_leases(self, delivery_ids: Iterable[int], until: float) -> Deferred[list[int]]:
+        """Renew this node's leases of sends in flight; fires with the ids it lost."""
+        ...
 
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]: ...
 
@@ -229,8 +245,6 @@ class Store(Protocol):
     def requeue(self, selection: DeliverySelection, by: str = "") -> Deferred[int]: ...
 
     def cancel(self, selection: DeliverySelection, by: str = "") -> Deferred[int]: ...
-
-    def recover_left_sending(self, destination: str, now: float) -> Deferred[int]: ...
 
     def list_deliveries(
         self,
@@ -257,6 +271,11 @@ class Store(Protocol):
 
     def held_destinations(self) -> Deferred[list[tuple[str, str, float]]]: ...
 
+    # Rate limits (one row per destination, shared by every engine on the store).
+    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> Deferred[float]:
+        """Book ``count`` sends ``interval_s`` apart, atomically; returns when the bookings end."""
+        ...
+
     # Status polls (vendors with a status API).
     def mark_sent_polled(
         self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
@@ -279,6 +298,18 @@ class Store(Protocol):
     def gauges(self, destinations: list[str], channels: list[str]) -> Deferred[Gauges]:
         """Queue depths and ages of ``destinations``, outbox of ``channels``, size: read off the reactor."""
         ...
+
+    # Nodes (engine.node) and named leases (a channel's outbox, a job's turn).
+    def node_heartbeat(self, alive_until: float) -> Deferred[bool]: ...
+
+    def node_stopped(self) -> Deferred[None]: ...
+
+    def take_lease(self, name: str, now: float, until: float) -> Deferred[bool]:
+        """Hold ``name`` until ``until`` if it is free, run out or already ours; fires with
+        whether this node holds it."""
+        ...
+
+    def release_lease(self, name: str) -> Deferred[None]: ...
 
     # Retention.
     def prune_batch(self, before: float, batch: int) -> Deferred[dict[str, int]]:

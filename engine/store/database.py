@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import StoreError
 from engine.message.batch import canonical
 from engine.message.display import printable
+from engine.store import postgres
 from engine.store.base import (
     CANCELLED,
     DELIVERY_STATES,
@@ -44,7 +45,12 @@ from engine.store.base import (
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
+from engine.store.dialect import SKIP_LOCKED
+from engine.store.postgres import is_postgres
 from engine.store.schema import LATEST_VERSION, migrate, schema_version
+
+if TYPE_CHECKING:
+    from engine.node import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +71,10 @@ _ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *
 )
 # Ids follow time, so both prunes read only the rows below the first one young enough to keep
 # (a range of the primary key), not the whole table on every batch.
-_PRUNABLE = """
+_NO_ID = 1 << 62  # above every id: written out as a number, which both databases read as a 64-bit integer
+_PRUNABLE = f"""
     SELECT id FROM messages m WHERE received_at < ?1
-    AND id < COALESCE((SELECT id FROM messages WHERE received_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
+    AND id < COALESCE((SELECT id FROM messages WHERE received_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
         AND (d.state IN ('QUEUED', 'SENDING')
              OR EXISTS (SELECT 1 FROM status_polls p WHERE p.delivery_id = d.id)))
@@ -77,14 +84,21 @@ _PRUNE_MESSAGES = (  # children first: the foreign keys are enforced
     ("deliveries", "DELETE FROM deliveries WHERE message_id IN (SELECT value FROM json_each(?))"),
     ("messages", "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))"),
 )
-_PRUNE_OUTBOX = """
+_PRUNE_KEYS = """
+    DELETE FROM message_keys
+    WHERE (channel, sending_application, sending_facility, control_id, body_sha256) IN (
+        SELECT channel, sending_application, sending_facility, control_id, body_sha256 FROM messages
+        WHERE id IN (SELECT value FROM json_each(?)))
+    AND message_id IN (SELECT value FROM json_each(?))"""
+_PRUNE_OUTBOX = f"""
     DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
         WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
-        AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)
+        AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
         ORDER BY id LIMIT ?2)"""
 _KEY_CHECK = ("_store", "key_check")
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
+_ORDER_KEY_PREFIX = b"order_by\x1f"  # its own domain: never equal to another keyed hash
 
 _FIND_SAME_CONTROL_ID = """
     SELECT id, body_sha256, ack_code FROM messages
@@ -96,11 +110,26 @@ _COUNT_DUPLICATE = (
 _INSERT_MESSAGE = """
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"""
+# The arbiter between nodes: the key's row names the newest message stored under it, and is
+# taken over by a new message only once that one is older than the duplicate window. A node
+# whose insert meets another's uncommitted row waits for its commit, then reads its message.
+_HOLD_KEY = """
+    INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
+        body_sha256, message_id, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
+    DO UPDATE SET
+        message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
+                          ELSE message_keys.message_id END,
+        received_at = CASE WHEN message_keys.received_at < ? THEN excluded.received_at
+                           ELSE message_keys.received_at END
+    RETURNING message_id"""
+_FORGET_MESSAGE = "DELETE FROM messages WHERE id = ?"
 _INSERT_DELIVERY = """
     INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
-        created_at, updated_at)
-    VALUES (?, ?, ?, 'QUEUED', ?, ?, ?)"""
+        created_at, updated_at, order_key)
+    VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?)"""
 _INSERT_EVENT = """
     INSERT INTO events (message_id, delivery_id, at, kind, state, detail_enc)
     VALUES (?, ?, ?, ?, ?, ?)"""
@@ -108,60 +137,102 @@ _INSERT_EVENT = """
 # Recorded events, plus the "received" and "queued" events implied by the rows themselves.
 _TIMELINE = """
     SELECT id, message_id, delivery_id, at, kind, state, detail_enc FROM (
-        SELECT 0 AS id, m.id AS message_id, NULL AS delivery_id, m.received_at AS at,
-               'received' AS kind, m.state AS state, NULL AS detail_enc, 0 AS rank
+        SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc, 2 AS rank
+        FROM events e JOIN messages m ON m.id = e.message_id WHERE m.control_id = ?
+        UNION ALL
+        SELECT 0, m.id, NULL, m.received_at, 'received', m.state, NULL, 0
         FROM messages m WHERE m.control_id = ?
         UNION ALL
         SELECT 0, d.message_id, d.id, d.created_at, 'queued', 'QUEUED', NULL, 1
         FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE m.control_id = ?
-        UNION ALL
-        SELECT e.id, e.message_id, e.delivery_id, e.at, e.kind, e.state, e.detail_enc, 2
-        FROM events e JOIN messages m ON m.id = e.message_id WHERE m.control_id = ?
-    ) ORDER BY at, rank, id"""
+    ) AS timeline ORDER BY at, rank, id, delivery_id"""  # events first: their types name the columns
 
 _MESSAGE_COLUMNS = """id, channel, sending_application, sending_facility, control_id,
     message_type, received_at, peer, state, ack_code, application_ack, duplicates"""
-_DELIVERY_COLUMNS = """d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
+# What a delivery with an order_by key waits for: another one of its destination and key that
+# is SENDING, or QUEUED and earlier (a requeued, older one waits for the one being sent).
+_EARLIER_IN_LINE = """
+    SELECT {pick} FROM deliveries e WHERE e.destination = d.destination AND e.order_key = d.order_key
+        AND e.state IN ('QUEUED', 'SENDING') AND e.id != d.id
+        AND (e.state = 'SENDING' OR e.id < d.id)"""
+_WAITS_FOR = f"""CASE WHEN d.state = 'QUEUED' AND d.order_key IS NOT NULL
+    THEN ({_EARLIER_IN_LINE.format(pick="MIN(e.id)")}) END"""
+_DELIVERY_COLUMNS = f"""d.id, d.message_id, d.channel, d.destination, m.control_id, d.state,
     d.attempts, d.next_attempt_at, d.lease_until, d.remote_id, d.created_at, d.updated_at,
-    d.requeues, d.progress, d.requeued_at, d.last_error_enc"""
+    d.requeues, d.progress, d.requeued_at, {_WAITS_FOR}, d.last_error_enc"""
 _DELIVERY_FROM = " FROM deliveries d JOIN messages m ON m.id = d.message_id"
 
-_CLAIM = """
-    UPDATE deliveries SET state = 'SENDING', lease_until = ?, attempts = attempts + 1,
-        updated_at = ?
-    WHERE id IN (SELECT id FROM deliveries
+_CLAIM = f"""
+    UPDATE deliveries SET state = 'SENDING', lease_until = ?, lease_owner = ?,
+        attempts = attempts + 1, updated_at = ?
+    WHERE id IN (SELECT id FROM deliveries d
                  WHERE destination = ? AND state = 'QUEUED' AND next_attempt_at <= ?
-                 ORDER BY next_attempt_at, id LIMIT ?)
+                   AND (order_key IS NULL OR NOT EXISTS ({_EARLIER_IN_LINE.format(pick="1")}))
+                 ORDER BY next_attempt_at, id LIMIT ? {SKIP_LOCKED})
     RETURNING id, message_id"""
-_RECOVER_LEFT_SENDING = """
-    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, next_attempt_at = ?,
-        updated_at = ?
-    WHERE destination = ? AND state = 'SENDING'
+# A lease that ran out: its holder died or stalled. Back to QUEUED with its due time kept, so
+# it goes first again (a destination with concurrency 1 keeps its order across nodes).
+_EXPIRE_LEASES = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE destination = ? AND state = 'SENDING' AND lease_until < ?
     RETURNING id, message_id"""
-_MARK_SENT = """
-    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, progress = NULL,
-        updated_at = ?
-    WHERE id = ? RETURNING message_id"""
-_MARK_RETRY = """
+# A row lock held until commit, for work of several nodes that must take turns (see _in_turn).
+_TURN_LOCK = """
+    INSERT INTO leases (name, holder, until) VALUES (?, ?, 0)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder"""
+_SENDING_NOW = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'SENDING'"
+_RENEW_DELIVERY = """
+    UPDATE deliveries SET lease_until = ?
+    WHERE id = ? AND state = 'SENDING' AND COALESCE(lease_owner, '') = ? RETURNING id"""
+# Every outcome of a send changes the delivery only while this node holds its lease: one that
+# lost it (paused past its lease) must not undo what the node that took over recorded.
+_OURS = "state = 'SENDING' AND COALESCE(lease_owner, '') = ?"
+_MARK_SENT = f"""
+    UPDATE deliveries SET state = 'SENT', remote_id = ?, lease_until = NULL, lease_owner = NULL,
+        progress = NULL, updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
+_MARK_RETRY = f"""
     UPDATE deliveries SET state = 'QUEUED', next_attempt_at = ?, last_error_enc = ?,
-        progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+        progress = COALESCE(?, progress), lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
 _MARK_ERROR = """
-    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, progress = NULL,
-        updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+    UPDATE deliveries SET state = 'ERROR', last_error_enc = ?, lease_until = NULL, lease_owner = NULL,
+        progress = NULL, updated_at = ?
+    WHERE id = ? AND (state != 'SENDING' OR COALESCE(lease_owner, '') = ?) RETURNING message_id"""
 _SET_STATE = """
     UPDATE deliveries SET state = ?, lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+    WHERE id = ? AND state != 'SENDING' RETURNING message_id"""
 _MOVE = """
     UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_until = NULL, progress = NULL,
         updated_at = ?, requeues = requeues + ?, attempts = CASE WHEN ? > 0 THEN 0 ELSE attempts END,
         requeued_at = CASE WHEN ? > 0 THEN ? ELSE requeued_at END
     WHERE id = ?"""  # a requeue (a new generation) starts again from attempt 0; a cancel does not
-_RELEASE = """
-    UPDATE deliveries SET state = 'QUEUED', attempts = MAX(attempts - 1, 0), next_attempt_at = ?,
-        last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL, updated_at = ?
-    WHERE id = ? RETURNING message_id"""
+_RELEASE = f"""
+    UPDATE deliveries SET state = 'QUEUED', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+        next_attempt_at = ?, last_error_enc = ?, progress = COALESCE(?, progress), lease_until = NULL,
+        lease_owner = NULL, updated_at = ?
+    WHERE id = ? AND {_OURS} RETURNING message_id"""
+_TAKE_BACK = """
+    UPDATE deliveries SET state = 'QUEUED', lease_until = NULL, lease_owner = NULL, updated_at = ?
+    WHERE state = 'SENDING' AND (lease_owner = ? OR lease_owner IS NULL)
+    RETURNING id, message_id, destination"""  # no owner: left SENDING by a Courier from before leases
+
+_NODE = "SELECT incarnation, host, boot, pid, alive_until FROM nodes WHERE name = ?"
+_NODE_UPSERT = """
+    INSERT INTO nodes (name, incarnation, host, boot, pid, started_at, alive_until)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation, host = excluded.host,
+        boot = excluded.boot, pid = excluded.pid, started_at = excluded.started_at,
+        alive_until = excluded.alive_until"""
+_NODE_HEARTBEAT = "UPDATE nodes SET alive_until = ? WHERE name = ? AND incarnation = ? RETURNING name"
+_LEASE_TAKE = """
+    INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+    WHERE leases.holder = excluded.holder OR leases.until < ?
+    RETURNING name"""
+_LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND holder = ?"
+_LEASES_OF = "DELETE FROM leases WHERE holder = ?"
+
 HELD_EVENT = "held:"
 _HELD_DESTINATIONS = """
     WITH outcomes AS (
@@ -175,6 +246,13 @@ _DEPTH = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = ?"
 _OLDEST_WAITING = """SELECT MIN(COALESCE(requeued_at, created_at)) FROM deliveries
     WHERE destination = ? AND state IN ('QUEUED', 'SENDING')"""
 _OUTBOX_PENDING = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE channel = ? AND state = 'PENDING'"
+
+_OPEN_RATE_BUCKET = """
+    INSERT INTO rate_buckets (destination, booked_until) VALUES (?, 0)
+    ON CONFLICT (destination) DO NOTHING"""
+_BOOK_SENDS = """
+    UPDATE rate_buckets SET booked_until = CASE WHEN booked_until > ? THEN booked_until ELSE ? END + ?
+    WHERE destination = ? RETURNING booked_until"""
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -184,10 +262,10 @@ _ADD_STATUS_POLL = """
     VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (delivery_id) DO UPDATE SET next_at = excluded.next_at,
         give_up_at = excluded.give_up_at, expires_at = excluded.expires_at, polls = 0"""
-_CLAIM_STATUS_POLLS = """
+_CLAIM_STATUS_POLLS = f"""
     UPDATE status_polls SET next_at = ?, polls = polls + 1
     WHERE delivery_id IN (SELECT delivery_id FROM status_polls
-                          WHERE destination = ? AND next_at <= ? ORDER BY next_at LIMIT ?)
+                          WHERE destination = ? AND next_at <= ? ORDER BY next_at LIMIT ? {SKIP_LOCKED})
     RETURNING delivery_id"""
 _RESCHEDULE_STATUS_POLL = "UPDATE status_polls SET next_at = ? WHERE delivery_id = ?"
 _END_STATUS_POLL = "DELETE FROM status_polls WHERE delivery_id = ?"
@@ -198,7 +276,8 @@ _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next
 _OUTBOX_ADD = """
     INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
         created_at)
-    SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?"""
+    SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?
+    RETURNING id"""
 _OUTBOX_HEAD = f"""
     SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE channel = ? AND state = 'PENDING'
     ORDER BY seq LIMIT 1"""
@@ -215,6 +294,9 @@ _OUTBOX_SKIP = """
     RETURNING id"""
 
 _KV_GET = "SELECT value_enc FROM kv WHERE namespace = ? AND key = ?"
+_KV_ADD = """
+    INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (namespace, key) DO NOTHING"""
 _KV_PUT = """
     INSERT INTO kv (namespace, key, value_enc, updated_at) VALUES (?, ?, ?, ?)
     ON CONFLICT (namespace, key) DO UPDATE SET value_enc = excluded.value_enc,
@@ -246,13 +328,18 @@ class Database:
         cipher: Cipher,
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         clock: Callable[[], float] = time.time,
+        node: NodeIdentity | None = None,
     ) -> None:
         self.connection = connection
+        self.node = node
+        self._owner = node.incarnation if node is not None else ""  # what SENDING rows name
+        self.backend: str = getattr(connection, "dialect", "sqlite")
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
         self._clock = clock
         self._hash_key: bytes | None = None  # loaded at open (see keyed_hash)
+        self._announce: Callable[[str], None] = getattr(connection, "announce", _no_one_to_tell)
 
     @classmethod
     def open(
@@ -264,10 +351,18 @@ class Database:
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        node: NodeIdentity | None = None,
     ) -> Database:
-        """Open (creating and migrating unless ``readonly``) and check the key fits the data."""
+        """Open (creating and migrating unless ``readonly``) and check the key fits the data.
+
+        ``path`` is a SQLite file, or a ``postgresql://`` URL (see :mod:`engine.store.postgres`).
+        """
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if is_postgres(path):
+            return cls._open_postgres(
+                str(path), cipher, durability, duplicate_window_s, clock, readonly, node
+            )
         path = Path(path)
         if not readonly:
             _create_private(path)
@@ -276,7 +371,7 @@ class Database:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
-        db = cls(conn, cipher, duplicate_window_s, clock)
+        db = cls(conn, cipher, duplicate_window_s, clock, node)
         try:
             db._configure(durability, readonly)
         except BaseException:
@@ -286,12 +381,36 @@ class Database:
             _warn_if_shared(path)
         return db
 
+    @classmethod
+    def _open_postgres(
+        cls,
+        url: str,
+        cipher: Cipher,
+        durability: Durability,
+        duplicate_window_s: float,
+        clock: Callable[[], float],
+        readonly: bool,
+        node: NodeIdentity | None,
+    ) -> Database:
+        conn = postgres.connect(url, readonly=readonly, synchronous_commit=durability == "full")
+        db = cls(conn, cipher, duplicate_window_s, clock, node)
+        try:
+            db._prepare_schema(readonly)
+            db._check_key(write=not readonly)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
     def check_pages(self) -> None:
         """Refuse a damaged file at start, not at the first message that lands on a bad page.
 
         ``PRAGMA quick_check`` reads every page once (about 0.1 s per 100 MB cached, 2.4 s from
-        a cold disk); what it finds (page numbers, never data) is in the error.
+        a cold disk); what it finds (page numbers, never data) is in the error. PostgreSQL
+        checks its own pages as it reads them.
         """
+        if self.backend != "sqlite":
+            return
         try:
             rows = self.connection.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
@@ -304,20 +423,25 @@ class Database:
         conn = self.connection
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
-            if readonly:
-                version = schema_version(conn)
-                if version != LATEST_VERSION:
-                    raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
-            else:
+            if not readonly:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":
                     raise StoreError(f"store cannot use WAL journal mode (got {mode!r})")
-                migrate(conn)
+            self._prepare_schema(readonly)
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store: {exc}") from exc
         self._check_key(write=not readonly)
+
+    def _prepare_schema(self, readonly: bool) -> None:
+        """Migrate to the latest schema; a read-only connection only checks it is there."""
+        if not readonly:
+            migrate(self.connection)
+            return
+        version = schema_version(self.connection)
+        if version != LATEST_VERSION:
+            raise StoreError(f"store schema is at version {version}, not {LATEST_VERSION}")
 
     def _check_key(self, write: bool) -> None:
         """Fail at open, not at the first read, when the key is not the one the data needs;
@@ -334,11 +458,11 @@ class Database:
                 raise StoreError(f"the store key does not fit this database: {exc}") from None
         self._hash_key = self.kv_get(*_HASH_KEY)
         if self._hash_key is None and write:
-            with self.transaction():  # holds the write lock: two first opens make one secret
-                self._hash_key = self.kv_get(*_HASH_KEY)
-                if self._hash_key is None:
-                    self._hash_key = os.urandom(32)
-                    self.kv_put(*_HASH_KEY, self._hash_key)
+            with self.transaction():  # the first of two first opens (or nodes) makes the secret
+                self.connection.execute(
+                    _KV_ADD, (*_HASH_KEY, self._cipher.encrypt(os.urandom(32)), self._clock())
+                )
+            self._hash_key = self.kv_get(*_HASH_KEY)
 
     @property
     def hash_key(self) -> bytes | None:
@@ -397,6 +521,7 @@ class Database:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
+        cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
         same_control_id = execute(
             _FIND_SAME_CONTROL_ID,
             (
@@ -404,7 +529,7 @@ class Database:
                 m.sending_application,
                 m.sending_facility,
                 m.control_id,
-                m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s),
+                cutoff,
             ),
         ).fetchall()
         # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
@@ -414,9 +539,7 @@ class Database:
                 exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
                 if body_sha256 not in exact:
                     continue
-            (state,) = execute(_COUNT_DUPLICATE, (m.received_at, message_id)).fetchone()
-            execute(_INSERT_EVENT, (message_id, None, m.received_at, "duplicate", state, None))
-            return Receipt(message_id, True, ack_code)
+            return self._count_duplicate(message_id, ack_code, m.received_at)
         if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
@@ -441,13 +564,28 @@ class Database:
                 m.application_ack,
                 self._cipher.encrypt(m.raw),
             ),
-        ).lastrowid
+        ).fetchone()[0]
+        key = (m.channel, m.sending_application, m.sending_facility, m.control_id, digest)
+        (holder,) = execute(_HOLD_KEY, (*key, message_id, m.received_at, cutoff, cutoff)).fetchone()
+        if holder != message_id:  # another node stored the same message since the lookup above
+            execute(_FORGET_MESSAGE, (message_id,))
+            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+            return self._count_duplicate(holder, ack_code, m.received_at)
         # The "received" and "queued" events are read from these rows by timeline(): writing
         # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
+        keys = dict(m.order_keys)
         for destination in m.destinations:
-            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at))
+            key = keys.get(destination)
+            order_key = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
+            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
+            self._announce(destination)
         return Receipt(message_id, False, m.ack_code)
+
+    def _count_duplicate(self, message_id: int, ack_code: str, at: float) -> Receipt:
+        (state,) = self.connection.execute(_COUNT_DUPLICATE, (at, message_id)).fetchone()
+        self.connection.execute(_INSERT_EVENT, (message_id, None, at, "duplicate", state, None))
+        return Receipt(message_id, True, ack_code)
 
     def receive_many(self, incoming: Iterable[Incoming]) -> list[Receipt]:
         return [self.receive(m) for m in incoming]
@@ -486,28 +624,52 @@ class Database:
 
     # Deliveries -------------------------------------------------------------------------
 
-    def claim_due(self, destination: str, now: float, limit: int, lease_s: float) -> list[Delivery]:
-        """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending."""
-        claimed = self.connection.execute(_CLAIM, (now + lease_s, now, destination, now, limit)).fetchall()
+    def claim_due(
+        self, destination: str, now: float, limit: int, lease_s: float, max_in_flight: int | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due QUEUED deliveries (oldest due first) for sending, first
+        taking back those whose lease ran out. With ``max_in_flight`` (the destination's
+        concurrency), no more than that many are SENDING at once across every node."""
+        if max_in_flight is not None:  # the count of SENDING must not change before the claim
+            self._in_turn(f"claim:{destination}")
+        expired = self.connection.execute(_EXPIRE_LEASES, (now, destination, now)).fetchall()
+        self._append_events(expired, now, "lease_expired", QUEUED)
+        if max_in_flight is not None:
+            (sending,) = self.connection.execute(_SENDING_NOW, (destination,)).fetchone()
+            limit = min(limit, max_in_flight - sending)
+            if limit <= 0:
+                return []
+        params = (now + lease_s, self._owner or None, now, destination, now, limit)
+        claimed = self.connection.execute(_CLAIM, params).fetchall()
         self._append_events(claimed, now, "claimed", SENDING)
         return self._deliveries_by_id([delivery_id for delivery_id, _ in claimed], with_body=True)
 
+    def renew_leases(self, delivery_ids: Iterable[int], until: float) -> list[int]:
+        """Push the leases of this node's sends in flight to ``until``; the ids it no longer
+        holds (another node took them over after the lease ran out)."""
+        return [
+            delivery_id
+            for delivery_id in delivery_ids
+            if self.connection.execute(_RENEW_DELIVERY, (until, delivery_id, self._owner)).fetchone() is None
+        ]
+
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> None:
         at = self._clock()
-        self._change(delivery_id, _MARK_SENT, (remote_id, at, delivery_id), at, "sent", SENT, detail)
+        params = (remote_id, at, delivery_id, self._owner)
+        self._change(delivery_id, _MARK_SENT, params, at, "sent", SENT, detail)
 
     def mark_retry(
         self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
     ) -> None:
         """Back to QUEUED for another attempt; ``progress`` (if given) is kept for it."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id, self._owner)
         self._change(delivery_id, _MARK_RETRY, params, at, "retry", QUEUED, error)
 
     def mark_error(self, delivery_id: int, error: str) -> None:
         """Dead letter: no more attempts until someone requeues it."""
         at = self._clock()
-        params = (self._encrypt_text(error), at, delivery_id)
+        params = (self._encrypt_text(error), at, delivery_id, self._owner)
         self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error)
         self.end_status_poll(delivery_id)  # in the same commit: an ERROR is never polled again
 
@@ -528,16 +690,81 @@ class Database:
         """Stop the selected deliveries that are still QUEUED or in ERROR (``by``: as requeue)."""
         return self._move(selection, _CANCELLABLE, CANCELLED, "cancelled", by=by)
 
-    def recover_left_sending(self, destination: str, now: float) -> int:
-        """Put back every delivery of ``destination`` an earlier run left SENDING, lease or not.
+    # Nodes and named leases --------------------------------------------------------------
 
-        Its queue calls this as it starts, before it claims anything, so none of these sends
-        is in flight any more (one engine per store). Waiting for their leases instead would
-        hold them after a quick restart until the next restart.
+    def register_node(
+        self, now: float, alive_until: float, has_ended: Callable[[str, str, int], bool]
+    ) -> int:
+        """Record this node's incarnation as the live one of its name (see :mod:`engine.node`).
+
+        A previous incarnation still vouched for must have ``has_ended`` (host, boot, pid), else
+        this raises StoreError. What an ended one held is taken back at once (how many
+        deliveries is returned); one that merely stopped vouching keeps its leases until they
+        run out, as it may only be stalled. Deliveries left SENDING with no owner (by a Courier from before
+        leases) are taken back too.
         """
-        recovered = self.connection.execute(_RECOVER_LEFT_SENDING, (now, now, destination)).fetchall()
-        self._append_events(recovered, now, "lease_expired", QUEUED)  # its holder is gone
-        return len(recovered)
+        node = self.node
+        if node is None:
+            raise ValueError("this store was opened without a node identity")
+        row = self.connection.execute(_NODE, (node.name,)).fetchone()
+        ended = None  # the previous incarnation, when it has surely ended
+        if row is not None:
+            previous, host, boot, pid, vouched_until = row
+            if has_ended(host, boot, pid):
+                ended = previous
+            elif vouched_until >= now:
+                raise StoreError(
+                    f"node name {node.name!r} is in use by a running engine (pid {pid} on {host}); "
+                    "give each node its own --node-name"
+                )
+        taken = self._take_back(now, ended)
+        if ended is not None:
+            self.connection.execute(_LEASES_OF, (ended,))
+        self.connection.execute(
+            _NODE_UPSERT, (node.name, node.incarnation, node.host, node.boot, node.pid, now, alive_until)
+        )
+        return len(taken)
+
+    def node_heartbeat(self, alive_until: float) -> bool:
+        """Vouch for this incarnation until ``alive_until``; False if another took its name."""
+        node = self.node
+        found = self.connection.execute(_NODE_HEARTBEAT, (alive_until, node.name, node.incarnation))
+        return found.fetchone() is not None
+
+    def node_stopped(self) -> None:
+        """A clean stop: vouch no longer, hand back the named leases (and any send left
+        SENDING after a store failure), so another node need not wait for them."""
+        self.node_heartbeat(0.0)
+        self._take_back(self._clock(), self._owner)
+        self.connection.execute(_LEASES_OF, (self._owner,))
+
+    def _take_back(self, at: float, incarnation: str | None) -> list[tuple[int, int, str]]:
+        """QUEUED again: what ``incarnation`` left SENDING (its holder is gone), and any
+        SENDING row with no owner; the nodes waiting on those destinations are told."""
+        taken = self.connection.execute(_TAKE_BACK, (at, incarnation)).fetchall()
+        self._append_events([(d, m) for d, m, _ in taken], at, "lease_expired", QUEUED)
+        for destination in sorted({destination for _, _, destination in taken}):
+            self._announce(destination)
+        return taken
+
+    def _in_turn(self, name: str) -> None:
+        """Wait here, until its commit, for another node's transaction that took the same turn.
+
+        For what reads before it writes and must not interleave across nodes (a claim that
+        counts what is in flight, the next outbox number). Claims without a cap do not take it:
+        they run side by side, skipping each other's locked rows. SQLite has one writer at a
+        time, so there it costs nothing.
+        """
+        if self.backend != "sqlite":
+            self.connection.execute(_TURN_LOCK, (name, self._owner))
+
+    def take_lease(self, name: str, now: float, until: float) -> bool:
+        """Hold the named lease until ``until`` if it is free, run out, or already this node's."""
+        found = self.connection.execute(_LEASE_TAKE, (name, self._owner, until, now)).fetchone()
+        return found is not None
+
+    def release_lease(self, name: str) -> None:
+        self.connection.execute(_LEASE_RELEASE, (name, self._owner))
 
     def list_deliveries(
         self,
@@ -583,7 +810,7 @@ class Database:
         The event kind ``held:<hold>`` is what :meth:`held_destinations` reads (unencrypted:
         ``hold`` is one of a few fixed words, never PHI)."""
         at = self._clock()
-        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id)
+        params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id, self._owner)
         self._change(delivery_id, _RELEASE, params, at, HELD_EVENT + hold, QUEUED, error)
 
     def held_destinations(self) -> list[tuple[str, str, float]]:
@@ -594,6 +821,16 @@ class Database:
     def next_attempt_due(self, destination: str) -> float | None:
         """When the destination's earliest QUEUED delivery is due, so its queue can sleep till then."""
         return self.connection.execute(_NEXT_ATTEMPT_DUE, (destination,)).fetchone()[0]
+
+    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> float:
+        """Book ``count`` sends ``interval_s`` apart after the destination's last booked one
+        (or after ``now``); returns the new end of its bookings.
+
+        One UPDATE, so concurrent engines on one store each get their own stretch of time.
+        """
+        self.connection.execute(_OPEN_RATE_BUCKET, (destination,))
+        params = (now, now, count * interval_s, destination)
+        return self.connection.execute(_BOOK_SENDS, params).fetchone()[0]
 
     # Status polls -----------------------------------------------------------------------
 
@@ -643,8 +880,8 @@ class Database:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: tuple[Any, ...]) -> Delivery:
-        raw = self._cipher.decrypt(row[16]) if len(row) > 16 else None
-        return Delivery(*row[:15], last_error=self._decrypt_text(row[15]), raw=raw)
+        raw = self._cipher.decrypt(row[17]) if len(row) > 17 else None
+        return Delivery(*row[:16], last_error=self._decrypt_text(row[16]), raw=raw)
 
     def _change(
         self,
@@ -659,7 +896,9 @@ class Database:
         """Run one delivery UPDATE … RETURNING message_id and record the event."""
         row = self.connection.execute(sql, params).fetchone()
         if row is None:
-            raise StoreError(f"no delivery {delivery_id}")
+            raise StoreError(
+                f"delivery {delivery_id} not changed: unknown, or SENDING under another node's lease"
+            )
         self.connection.execute(
             _INSERT_EVENT, (row[0], delivery_id, at, kind, state, self._encrypt_text(detail))
         )
@@ -684,13 +923,16 @@ class Database:
         if not where:
             raise ValueError(f"{kind}: select deliveries by id or filter, not all of them")
         rows = self.connection.execute(
-            f"SELECT id, message_id, state FROM deliveries{where}", params
+            f"SELECT id, message_id, state, destination FROM deliveries{where}", params
         ).fetchall()
-        moving = [(d, m) for d, m, state in rows if state in from_states]
+        moving = [(d, m) for d, m, state, _ in rows if state in from_states]
         at = self._clock()
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
         self._append_events(moving, at, kind, to_state, f"by operator {by}" if by else "")
+        if to_state == QUEUED:
+            for destination in {destination for _, _, state, destination in rows if state in from_states}:
+                self._announce(destination)
         return len(moving)
 
     def _append_events(
@@ -703,11 +945,12 @@ class Database:
     # Outbox -----------------------------------------------------------------------------
 
     def outbox_add(self, channel: str, target: str, payload: bytes, control_id: str) -> int:
+        self._in_turn(f"outbox-seq:{channel}")  # two nodes would number their items alike
         at = self._clock()
         return self.connection.execute(
             _OUTBOX_ADD,
             (channel, target, self._cipher.encrypt(payload), control_id, at, at, channel),
-        ).lastrowid
+        ).fetchone()[0]
 
     def outbox_next(self, channel: str, now: float) -> OutboxItem | None:
         """The oldest PENDING item of the channel, if due; a later item never overtakes it."""
@@ -811,6 +1054,7 @@ class Database:
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
         ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
+        self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
         return done
@@ -865,6 +1109,10 @@ class Database:
 
     def _decrypt_text(self, value: bytes | None) -> str:
         return self._cipher.decrypt(value).decode() if value is not None else ""
+
+
+def _no_one_to_tell(destination: str) -> None:
+    """SQLite: one engine per store, whose queues learn of new work from it directly."""
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:

@@ -5,6 +5,10 @@ Mirth's data pruner, without its complaint that the database never shrinks: ever
 (see :meth:`engine.store.database.Database.prune_batch`), and SQLite reuses the freed pages
 for new messages. It deletes one small batch per writer commit, so an ACK never waits behind
 more than one batch.
+
+With several nodes on one store, one of them prunes each hour: a pass first takes the
+named lease ``job:retention`` for most of the interval, and a node that finds it taken skips
+its pass.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from engine.leases import take_turn
 from engine.store.base import PRUNED_TABLES, Store
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,19 @@ class Pruner(Service):
         return self._pass
 
     def _start_pass(self) -> Deferred[None]:
-        self._pass = self.prune()
+        self._pass = self._my_turn()
         return self._pass
+
+    @inlineCallbacks
+    def _my_turn(self):
+        """Prune unless another node has this interval's turn."""
+        try:
+            mine = yield take_turn(self.store, self.clock, "retention", self.every_s)
+        except Exception as exc:
+            log.error("retention: the store did not answer: %s: %s", type(exc).__name__, exc)
+            return
+        if mine:
+            yield self.prune()
 
     @inlineCallbacks
     def prune(self):

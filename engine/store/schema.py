@@ -130,6 +130,61 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN requeued_at REAL;
     """,
+    # 9: the newest message stored under each (channel, sender, control id, body digest), held
+    # by a primary key: two nodes storing the same resend at once cannot both store it (the
+    # second's insert meets the first's row; see Database.receive).
+    """
+    CREATE TABLE message_keys (
+        channel TEXT NOT NULL,
+        sending_application TEXT NOT NULL,
+        sending_facility TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        body_sha256 BLOB NOT NULL,
+        message_id INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (channel, sending_application, sending_facility, control_id, body_sha256)
+    ) WITHOUT ROWID;
+    INSERT INTO message_keys
+    SELECT channel, sending_application, sending_facility, control_id, body_sha256, MAX(id), MAX(received_at)
+    FROM messages GROUP BY channel, sending_application, sending_facility, control_id, body_sha256;
+    """,
+    # 10: several engine nodes on one store. A SENDING delivery names the node incarnation
+    # that holds its lease (which renews it while the send is in flight; another node takes it
+    # over once it runs out). ``nodes`` says which incarnation of each node name is alive, so a
+    # restarted node can take back at once what its previous incarnation held. ``leases`` holds
+    # named leases: one node sends a channel's outbox, one runs a job such as retention.
+    """
+    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        incarnation TEXT NOT NULL,
+        host TEXT NOT NULL,
+        boot TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        alive_until REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
+    # 11: a destination's order_by: deliveries with the same key (a keyed hash of, say, the
+    # patient id) go one after another. The index finds a key's unfinished deliveries.
+    """
+    ALTER TABLE deliveries ADD COLUMN order_key TEXT;
+    CREATE INDEX deliveries_in_line ON deliveries (destination, order_key, id)
+        WHERE order_key IS NOT NULL AND state IN ('QUEUED', 'SENDING');
+    """,
+    # 12: each rate-limited destination's send times handed out so far, so its limit holds
+    # across restarts and across engines sharing the store (engine.delivery.ratelimit).
+    """
+    CREATE TABLE rate_buckets (
+        destination TEXT PRIMARY KEY,
+        booked_until REAL NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -150,6 +205,17 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> int:
 
     ``conn`` must be in autocommit mode (``isolation_level=None``).
     """
+    lock = getattr(conn, "lock_schema", None)  # PostgreSQL: other nodes may be migrating too
+    if lock is None:
+        return _migrate(conn, target)
+    lock()
+    try:
+        return _migrate(conn, target)
+    finally:
+        conn.unlock_schema()
+
+
+def _migrate(conn: sqlite3.Connection, target: int) -> int:
     current = schema_version(conn)
     if current > LATEST_VERSION:
         raise StoreError(f"database schema version {current} is newer than this Courier ({LATEST_VERSION})")
@@ -162,7 +228,7 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> int:
         )
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]};\n{bump};\nCOMMIT;")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error or psycopg.Error
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"migration to schema version {version} failed: {exc}") from exc

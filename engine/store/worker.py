@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from twisted.python.failure import Failure
 
 from engine.errors import StoreError
 from engine.store.database import Database
+from engine.store.postgres import error_text
 
 T = TypeVar("T")
 Call = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -180,13 +182,19 @@ def _fire(deferreds: list[Deferred[Any]], outcomes: list[Outcome]) -> None:
     for d, (ok, value) in zip(deferreds, outcomes, strict=True):
         if ok:
             d.callback(value)
-        elif isinstance(value, sqlite3.Error):
+        elif _is_driver_error(value):
             d.errback(Failure(_as_store_error(value)))
         else:
             d.errback(Failure(value))
 
 
-def _as_store_error(exc: sqlite3.Error) -> StoreError:
-    error = StoreError(f"store: {exc}")
+def _is_driver_error(exc: BaseException) -> bool:
+    """Whether the database driver raised it (psycopg's errors exist only once it is loaded)."""
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, sqlite3.Error) or (psycopg is not None and isinstance(exc, psycopg.Error))
+
+
+def _as_store_error(exc: Exception) -> StoreError:
+    error = StoreError(f"store: {error_text(exc)}")
     error.__cause__ = exc
     return error

@@ -32,6 +32,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when the whole request had arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -43,11 +44,18 @@ class ScriptedServer:
     def __init__(self, cert: Path | None = None, key: Path | None = None) -> None:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
+        self.connections = 0  # TCP connections accepted (keep-alive reuses one for many requests)
+        self.in_flight = self.most_in_flight = 0  # requests being answered now, and the most at once
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -57,7 +65,11 @@ class ScriptedServer:
                         Received(self.command, self.path, dict(self.headers.items()), body)
                     )
                     reply = server.replies.pop(0) if server.replies else Reply(200, {})
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
                 time.sleep(reply.delay_s)
+                with server._lock:
+                    server.in_flight -= 1
                 payload = reply.body
                 if isinstance(payload, dict | list):
                     payload = json.dumps(payload)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.commands.store_options import add_store_arguments
+from engine.commands.store_options import add_store_arguments, describe_store
 
 SUMMARY = "conneQt: exchange a new access code for an AccessToken"
 
@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"courier conneqt exchange: conneQt refused the access code: {error}", file=sys.stderr)
         return 1
     save_token(args, token_key(channel.name, config.name), token)
-    print(f"conneQt AccessToken stored for {channel.name}/{config.name} in {args.store}")
+    print(f"conneQt AccessToken stored for {channel.name}/{config.name} in {describe_store(args.store)}")
     return 0

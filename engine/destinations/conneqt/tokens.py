@@ -15,8 +15,12 @@ from twisted.internet import defer, threads
 from engine.channel.config import Channel
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery.tokens import StoredToken, StoredTokens, missing_token
+from engine.leases import take_turn
 
 log = logging.getLogger(__name__)
+
+EXCHANGE_TURN_S = 60.0
+"""How long other nodes leave the exchange to the node that started it."""
 
 
 def token_key(channel: str, destination: str) -> str:
@@ -34,11 +38,16 @@ def stored_token(channel: Channel, config: DestinationConfig, tokens: StoredToke
 def exchange_access_code(reactor, queue) -> Generator[defer.Deferred, Any, None]:
     """A destination with an ``access_code`` and no stored token: exchange and store.
 
-    A failed exchange is logged, not fatal: the queue then reports the missing token.
+    A failed exchange is logged, not fatal: the queue then reports the missing token. An
+    access code works once: of several nodes starting together, the one that takes the turn
+    exchanges it, and the others read the stored token at their next reload.
     """
     stored = missing_token(queue.destination)
     code = queue.destination.settings.get("access_code")
     if stored is None or not code:
+        return
+    if not (yield take_turn(stored.store, reactor, f"conneqt-exchange:{queue.name}", EXCHANGE_TURN_S)):
+        log.warning("queue %s: another node exchanges the conneQt access code", queue.name)
         return
     try:
         token = yield threads.deferToThreadPool(

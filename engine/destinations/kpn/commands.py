@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.commands.store_options import add_store_arguments
+from engine.commands.store_options import add_store_arguments, describe_store
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     save_token(args, token_key(config.settings["client_id"]), token)
     print(
         f"KPN authorised Courier for client {config.settings['client_id']}; the token is stored "
-        f"in {args.store} (a running engine picks it up within a minute)"
+        f"in {describe_store(args.store)} (a running engine picks it up within a minute)"
     )
     return 0
 

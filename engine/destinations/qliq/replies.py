@@ -59,6 +59,7 @@ from twisted.web.server import Request
 
 from engine.delivery.conversations import openers_namespace
 from engine.destinations.rules import parse_vendor_time
+from engine.leases import take_turn
 from engine.message import Message
 from engine.status.documents import Attachment, InboundDocument, Origin, build_document_message, log_queued
 from engine.status.reporter import StatusReporter
@@ -364,7 +365,7 @@ class ReplyPoller:
         self.inbox = inbox
         self.every_s = every_s
         self.overlap_s = overlap_s
-        self._loop = LoopingCall(self.poll)
+        self._loop = LoopingCall(self._my_turn)
         self._loop.clock = inbox.reactor
 
     def start(self) -> None:
@@ -373,6 +374,18 @@ class ReplyPoller:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+
+    @inlineCallbacks
+    def _my_turn(self) -> Generator[Deferred, Any, None]:
+        """A scheduled poll, unless another node sharing the store has this period's turn."""
+        try:
+            job = f"qliq-replies:{self.inbox.name}"
+            mine = yield take_turn(self.inbox.store, self.inbox.reactor, job, self.every_s)
+        except Exception as exc:
+            log.warning("Qliq get_replies poll skipped: the store did not answer: %s", exc)
+            return
+        if mine:
+            yield self.poll()
 
     @inlineCallbacks
     def poll(self) -> Generator[Deferred, Any, int]:
