@@ -63,6 +63,14 @@ def db(store_location, key, clock):
     database.close()
 
 
+@pytest.fixture
+def sqlite_db(tmp_path, key, clock):
+    """For what only SQLite has (its catalog, its query plans)."""
+    database = Database.open(tmp_path / "engine.sqlite3", Cipher(key), clock=clock)
+    yield database
+    database.close()
+
+
 def receive(db: Database, message: Incoming):
     with db.transaction():
         return db.receive(message)
@@ -448,11 +456,16 @@ def test_kv_round_trip_and_overwrite(db):
     assert db.kv_get("kpn", "conv:MRN1") is None
 
 
-def test_duplicate_lookup_reads_only_the_covering_index(db):
-    plan = db.connection.execute(
+def test_duplicate_lookups_read_only_the_covering_index(sqlite_db):
+    plan = sqlite_db.connection.execute(
         "EXPLAIN QUERY PLAN " + database_module._FIND_SAME_CONTROL_ID, ("lab", "LIS", "HOSP", "C1", T0)
     ).fetchall()
     assert "USING COVERING INDEX messages_by_control_id" in plan[0][-1]
+    insert = sqlite_db.connection.execute(
+        "EXPLAIN QUERY PLAN " + database_module._INSERT_NEW_MESSAGE, (None,) * 21
+    ).fetchall()
+    searches = [row[-1] for row in insert if "messages" in row[-1]]
+    assert len(searches) == 2 and all("USING COVERING INDEX messages_by_control_id" in s for s in searches)
 
 
 # Key rotation -------------------------------------------------------------------------
@@ -491,12 +504,14 @@ def test_reencrypt_moves_every_value_to_the_current_key(tmp_path, key):
         rotated.close()
 
 
-def test_reencrypt_knows_every_encrypted_column(db):
-    tables = [row[0] for row in db.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+def test_reencrypt_knows_every_encrypted_column(sqlite_db):
+    tables = [
+        row[0] for row in sqlite_db.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
     encrypted = {
         (table, column[1])
         for table in tables
-        for column in db.connection.execute(f"PRAGMA table_info({table})")
+        for column in sqlite_db.connection.execute(f"PRAGMA table_info({table})")
         if column[1].endswith("_enc")
     }
     assert encrypted == {(table, column) for table, _, column in database_module._ENCRYPTED_COLUMNS}

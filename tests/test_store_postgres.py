@@ -90,9 +90,11 @@ def test_a_delivery_queued_on_one_node_wakes_the_other(reactor, postgres_url, ke
                 time.sleep(0.3)
                 assert heard == [], "nothing is announced before the commit"
             wait_for(lambda: sorted(heard) == ["gp", "ward"], timeout=5, what="both destinations announced")
+            on_reactor(store.receive, incoming(control_id="OWN", destinations=("own",)))
             with other.transaction():
                 other.receive(incoming(control_id="C2", destinations=("gp",)))
             wait_for(lambda: heard.count("gp") == 2, timeout=5, what="the second announcement")
+            assert "own" not in heard, "a node's own queues are not woken through the server"
         finally:
             other.close()
     finally:

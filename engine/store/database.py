@@ -101,17 +101,32 @@ _FIND_SAME_CONTROL_ID = """
 _COUNT_DUPLICATE = (
     "UPDATE messages SET duplicates = duplicates + 1, last_duplicate_at = ? WHERE id = ? RETURNING state"
 )
-_INSERT_MESSAGE = """
+# A new message is inserted only if no message of the window has the same sender, control id
+# and body (by any of its digests, see receive); it returns how many others of the window share
+# the control id (a reused control id, worth a warning). Ids follow time: the others are older.
+_INSERT_NEW_MESSAGE = """
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"""
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+    WHERE NOT EXISTS (SELECT 1 FROM messages
+        WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
+          AND received_at >= ? AND body_sha256 IN (?, ?, ?))
+    RETURNING id, (SELECT COUNT(*) FROM messages o
+        WHERE o.control_id = messages.control_id AND o.channel = messages.channel
+          AND o.sending_application = messages.sending_application
+          AND o.sending_facility = messages.sending_facility
+          AND o.received_at >= ? AND +o.id < messages.id)"""  # + : by the index, not by id
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
-# taken over by a new message only once that one is older than the duplicate window. A node
-# whose insert meets another's uncommitted row waits for its commit, then reads its message.
+# taken over by a newer one only once it is older than the duplicate window. A node whose
+# insert meets another's uncommitted row waits for its commit, then keeps that message.
 _HOLD_KEY = """
     INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
         body_sha256, message_id, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    SELECT channel, sending_application, sending_facility, control_id, body_sha256, id, received_at
+    FROM messages
+    WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
+      AND body_sha256 = ?
+    ORDER BY id DESC LIMIT 1
     ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
     DO UPDATE SET
         message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
@@ -439,6 +454,8 @@ class Database:
         conn.execute("SAVEPOINT op")
         try:
             yield
+            if self.backend != "sqlite":
+                conn.flush()  # PostgreSQL sends ahead: wait here, so an error is this block's
         except BaseException:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
@@ -448,32 +465,36 @@ class Database:
     # Messages ---------------------------------------------------------------------------
 
     def receive(self, incoming: Incoming) -> Receipt:
-        """Store a message and queue its deliveries, or count it as a resend of one stored."""
+        """Store a message and queue its deliveries, or count it as a resend of one stored.
+
+        The common case, a new message, reads no result before its two inserts are sent: on
+        PostgreSQL they travel together in one round trip (see :class:`PgConnection`).
+        """
         m = incoming
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
-        cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
-        same_control_id = execute(
-            _FIND_SAME_CONTROL_ID,
-            (
-                m.channel,
-                m.sending_application,
-                m.sending_facility,
-                m.control_id,
-                cutoff,
-            ),
-        ).fetchall()
         # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
-        exact: tuple[bytes, bytes] | None = None  # made once, and only if a row needs them
-        for message_id, body_sha256, ack_code in same_control_id:
-            if body_sha256 != digest:
-                exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
-                if body_sha256 not in exact:
-                    continue
-            return self._count_duplicate(message_id, ack_code, m.received_at)
-        if same_control_id:
+        digests = (digest, self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
+        cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
+        sender = (m.channel, m.sending_application, m.sending_facility, m.control_id)
+        columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
+        new = execute(
+            _INSERT_NEW_MESSAGE,
+            (*columns, m.application_ack, self._cipher.encrypt(m.raw), *sender, cutoff, *digests, cutoff),
+        )
+        key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff))
+        inserted = new.fetchone()
+        held = key.fetchone()
+        if inserted is None:  # a resend within the window
+            return self._count_resend(m, sender, cutoff, digests)
+        message_id, others = inserted
+        if held is None or held[0] != message_id:  # another node stored it since our insert looked
+            execute(_FORGET_MESSAGE, (message_id,))
+            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (held[0],)).fetchone()
+            return self._count_duplicate(held[0], ack_code, m.received_at)
+        if others:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
                 m.channel,
@@ -481,29 +502,6 @@ class Database:
                 printable(m.sending_application),
                 printable(m.sending_facility),
             )
-        message_id = execute(
-            _INSERT_MESSAGE,
-            (
-                m.channel,
-                m.sending_application,
-                m.sending_facility,
-                m.control_id,
-                m.message_type,
-                digest,
-                m.received_at,
-                m.peer,
-                m.state,
-                m.ack_code,
-                m.application_ack,
-                self._cipher.encrypt(m.raw),
-            ),
-        ).fetchone()[0]
-        key = (m.channel, m.sending_application, m.sending_facility, m.control_id, digest)
-        (holder,) = execute(_HOLD_KEY, (*key, message_id, m.received_at, cutoff, cutoff)).fetchone()
-        if holder != message_id:  # another node stored the same message since the lookup above
-            execute(_FORGET_MESSAGE, (message_id,))
-            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
-            return self._count_duplicate(holder, ack_code, m.received_at)
         # The "received" and "queued" events are read from these rows by timeline(): writing
         # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
@@ -511,6 +509,17 @@ class Database:
             execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at))
             self._announce(destination)
         return Receipt(message_id, False, m.ack_code)
+
+    def _count_resend(
+        self, m: Incoming, sender: tuple[str, ...], cutoff: float, digests: tuple[bytes, ...]
+    ) -> Receipt:
+        """Count a resend against the stored message it repeats (the newest, if several)."""
+        for message_id, body_sha256, ack_code in self.connection.execute(
+            _FIND_SAME_CONTROL_ID, (*sender, cutoff)
+        ):
+            if body_sha256 in digests:
+                return self._count_duplicate(message_id, ack_code, m.received_at)
+        raise StoreError("a resend's stored message vanished while it was counted")
 
     def _count_duplicate(self, message_id: int, ack_code: str, at: float) -> Receipt:
         (state,) = self.connection.execute(_COUNT_DUPLICATE, (at, message_id)).fetchone()

@@ -5,13 +5,21 @@
 :class:`PgConnection` gives a psycopg connection that face and rewrites each statement once
 (:mod:`engine.store.dialect`). psycopg is imported only when a ``postgresql://`` store is used.
 
+A write transaction runs in psycopg's pipeline mode: a statement is sent at once, but its
+result is waited for only when it is read, so the statements whose results nobody reads (the
+deliveries of a message, the NOTIFYs, BEGIN) share the next round trip to the server instead
+of each costing one. An error then surfaces at the next read, or at COMMIT: the writer's group
+commit rolls the batch back and runs each call in a savepoint, which :meth:`flush` ends so that
+a call's error stays its own.
+
 Other nodes learn of new work through ``NOTIFY``: :meth:`PgConnection.announce` sends one per
 destination and transaction, delivered when (and only if) the transaction commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,6 +61,13 @@ class PgConnection:
     def __init__(self, connection: Any) -> None:
         self._conn = connection
         self._announced: set[str] = set()
+        self._pipeline: Any = None  # psycopg's pipeline context, during a write transaction
+        self._sync: Callable[[], None] | None = None  # its sync(): wait for all that was sent
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this connection: NOTIFYs carry it."""
+        return self._conn.info.backend_pid
 
     @property
     def raw(self) -> Any:
@@ -63,13 +78,46 @@ class PgConnection:
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
 
-        return self._conn.info.transaction_status != TransactionStatus.IDLE
+        return self._pipeline is not None or self._conn.info.transaction_status != TransactionStatus.IDLE
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         text, order = postgresql(sql)
         if sql == "BEGIN IMMEDIATE":
             self._announced.clear()
-        return self._conn.execute(text, _ordered(params, order), prepare=None)
+            self._pipeline = self._conn.pipeline()
+            self._sync = self._pipeline.__enter__().sync
+        elif sql == "ROLLBACK":
+            self._leave_pipeline(quietly=True)  # what failed is already being reported
+        elif sql == "ROLLBACK TO op" and self._pipeline is not None:
+            self._settle()
+        cursor = self._conn.execute(text, _ordered(params, order), prepare=None)
+        if sql == "COMMIT":
+            self._leave_pipeline(quietly=False)  # waits for the COMMIT, or raises what failed
+        return cursor if self._sync is None else _PipelinedCursor(cursor, self._sync)
+
+    def flush(self) -> None:
+        """Wait for every statement sent so far; raise the first error among them."""
+        if self._sync is not None:
+            self._sync()
+
+    def _settle(self) -> None:
+        """After an error: wait out the rest of what was sent, so the next statement runs."""
+        import psycopg
+
+        with suppress(psycopg.Error):
+            self.flush()
+
+    def _leave_pipeline(self, quietly: bool) -> None:
+        import psycopg
+
+        pipeline, self._pipeline, self._sync = self._pipeline, None, None
+        if pipeline is None:
+            return
+        try:
+            pipeline.__exit__(None, None, None)
+        except psycopg.Error:
+            if not quietly:
+                raise
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any:
         text, order = postgresql(sql)
@@ -95,6 +143,30 @@ class PgConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class _PipelinedCursor:
+    """A cursor whose rows psycopg waits for when they are read; its row count must wait too."""
+
+    __slots__ = ("_cursor", "_sync")
+
+    def __init__(self, cursor: Any, sync: Callable[[], None]) -> None:
+        self._cursor = cursor
+        self._sync = sync
+
+    @property
+    def rowcount(self) -> int:
+        self._sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
 
 
 def _ordered(params: Sequence[Any], order: tuple[int, ...] | None) -> Sequence[Any]:
