@@ -90,7 +90,7 @@ _PRUNE_OUTBOX = f"""
         WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
         AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
         ORDER BY id LIMIT ?2)"""
-_KEY_CHECK = ("_store", "key_check")
+KEY_CHECK = ("_store", "key_check")  # each store's own: it says the key fits this store
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
 
@@ -394,11 +394,11 @@ class Database:
     def _check_key(self, write: bool) -> None:
         """Fail at open, not at the first read, when the key is not the one the data needs;
         then load (or, the first time, make) the secret of :meth:`keyed_hash`."""
-        stored = self.connection.execute(_KV_GET, _KEY_CHECK).fetchone()
+        stored = self.connection.execute(_KV_GET, KEY_CHECK).fetchone()
         if stored is None:
             if write:
                 with self.transaction():
-                    self.kv_put(*_KEY_CHECK, _KEY_CHECK_PLAINTEXT)
+                    self.kv_put(*KEY_CHECK, _KEY_CHECK_PLAINTEXT)
         else:
             try:
                 self._cipher.decrypt(stored[0])
@@ -914,6 +914,55 @@ class Database:
                 if len(rows) < batch:
                     break
         return done
+
+    # Whole tables (courier store copy) -------------------------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        return [column[0] for column in self.connection.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+    def plain_rows(self, table: str, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table`` with its ``*_enc`` columns decrypted (PHI: for copying only)."""
+        cursor = self.connection.execute(
+            f"SELECT * FROM {table}" + ("" if limit is None else f" LIMIT {limit:d}")
+        )
+        encrypted = [column[0].endswith("_enc") for column in cursor.description]
+        decrypt = self._cipher.decrypt
+        for row in cursor:
+            yield tuple(
+                decrypt(value) if secret and value is not None else value
+                for secret, value in zip(encrypted, row, strict=True)
+            )
+
+    def put_plain_rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows as :meth:`plain_rows` gives them, encrypting with this store's key."""
+        encrypted = [column.endswith("_enc") for column in columns]
+        encrypt = self._cipher.encrypt
+        values = [
+            tuple(
+                encrypt(value) if secret and value is not None else value
+                for secret, value in zip(encrypted, row, strict=True)
+            )
+            for row in rows
+        ]
+        marks = ", ".join("?" * len(columns))
+        insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        if table == "kv":  # the secret of keyed hashes comes with the data it made
+            insert += (
+                " ON CONFLICT (namespace, key)"
+                " DO UPDATE SET value_enc = excluded.value_enc, updated_at = excluded.updated_at"
+            )
+        self.connection.executemany(insert, values)
+
+    def ids_follow_rows(self, tables: Iterable[str]) -> None:
+        """After rows came with their ids: new rows get ids above them (PostgreSQL's identity
+        sequences do not look at the rows; SQLite's row ids do)."""
+        follow = getattr(self.connection, "ids_follow_rows", None)
+        if follow is not None:
+            for table in tables:
+                follow(table)
+
+    def reload_hash_key(self) -> None:
+        self._hash_key = self.kv_get(*_HASH_KEY)
 
     # Key/value --------------------------------------------------------------------------
 

@@ -134,6 +134,13 @@ class PgConnection:
             self._announced.add(destination)
             self._conn.execute("SELECT pg_notify(%s, %s)", (QUEUED_CHANNEL, destination))
 
+    def ids_follow_rows(self, table: str) -> None:
+        """The table's next generated id is above every id it holds (after a copy)."""
+        self._conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+            f" FROM {table}"
+        )
+
     def lock_schema(self) -> None:
         """Held until :meth:`unlock_schema`: two nodes starting at once migrate one after the other."""
         self._conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
