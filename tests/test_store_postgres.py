@@ -143,3 +143,16 @@ def test_without_server_binaries_postgresql_tests_skip_unless_ci_requires_them(m
     monkeypatch.setenv(REQUIRE_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match=REQUIRE_ENV):
         unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package")
+
+
+def test_after_the_server_drops_the_connection_the_next_transaction_runs_on_a_new_one(nodes):
+    first, second = nodes
+    with second.transaction():
+        second.connection.execute("SELECT pg_terminate_backend(?)", (first.connection.backend_pid,))
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError), first.transaction():
+        first.receive(incoming(control_id="LOST"))  # never ACKed: the sender sends it again
+    with first.transaction():
+        stored = first.receive(incoming(control_id="AGAIN"))
+    assert [m.id for m in second.list_messages()] == [stored.message_id]

@@ -12,6 +12,9 @@ of each costing one. An error then surfaces at the next read, or at COMMIT: the 
 commit rolls the batch back and runs each call in a savepoint, which :meth:`flush` ends so that
 a call's error stays its own.
 
+Each connection comes from a psycopg_pool pool of one: when the server drops it (a restart, a
+failover to a replica), the transaction that noticed fails and the next one gets a new one.
+
 Other nodes learn of new work through ``NOTIFY``: :meth:`PgConnection.announce` sends one per
 destination and transaction, delivered when (and only if) the transaction commits.
 """
@@ -29,6 +32,7 @@ from engine.store.dialect import postgresql, postgresql_ddl
 SCHEMES = ("postgresql://", "postgres://")
 QUEUED_CHANNEL = "courier_queued"
 """The NOTIFY channel; its payload is a destination name (never PHI)."""
+CONNECT_TIMEOUT_S = 30.0
 _SCHEMA_LOCK = 0x636F7572  # pg_advisory_lock key: one node at a time migrates
 
 
@@ -58,8 +62,9 @@ class PgConnection:
 
     dialect = "postgresql"
 
-    def __init__(self, connection: Any) -> None:
-        self._conn = connection
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool  # of one connection: it opens a new one when the server dropped ours
+        self._conn = pool.getconn()
         self._announced: set[str] = set()
         self._pipeline: Any = None  # psycopg's pipeline context, during a write transaction
         self._sync: Callable[[], None] | None = None  # its sync(): wait for all that was sent
@@ -82,6 +87,8 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         text, order = postgresql(sql)
+        if self._pipeline is None and self._conn.broken:  # between transactions only
+            self._reconnect()
         if sql == "BEGIN IMMEDIATE":
             self._announced.clear()
             self._pipeline = self._conn.pipeline()
@@ -128,6 +135,13 @@ class PgConnection:
     def executescript(self, script: str) -> None:
         self._conn.execute(postgresql_ddl(script))
 
+    def _reconnect(self) -> None:
+        """The server dropped the connection (restart, failover): the transaction that saw it
+        failed and was reported; the next one runs on a new connection."""
+        broken, self._conn = self._conn, None
+        self._pool.putconn(broken)  # the pool sees it is broken and discards it
+        self._conn = self._pool.getconn()
+
     def announce(self, destination: str) -> None:
         """NOTIFY the other nodes, at commit, that ``destination`` has new QUEUED deliveries."""
         if destination not in self._announced:
@@ -149,7 +163,9 @@ class PgConnection:
         self._conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._pool.putconn(self._conn)
+        self._pool.close()
 
 
 class _PipelinedCursor:
@@ -186,11 +202,23 @@ def connect(url: str, *, readonly: bool = False, synchronous_commit: bool = True
         import psycopg
     except ImportError:  # pragma: no cover - a dependency of the package
         raise StoreError("a postgresql:// store needs psycopg (pip install 'psycopg[binary]')") from None
+    from psycopg_pool import ConnectionPool
+
+    settings = [f"SET synchronous_commit = {'on' if synchronous_commit else 'off'}"]
+    if readonly:
+        settings.append("SET default_transaction_read_only = on")
+
+    def configure(conn: Any) -> None:
+        for setting in settings:
+            conn.execute(setting)
+
+    options = {"autocommit": True, "application_name": "courier"}
     try:
-        conn = psycopg.connect(url, autocommit=True, application_name="courier")
-        conn.execute(f"SET synchronous_commit = {'on' if synchronous_commit else 'off'}")
-        if readonly:
-            conn.execute("SET default_transaction_read_only = on")
+        psycopg.connect(url, **options).close()  # a refusal says why here; the pool's would not
+        pool = ConnectionPool(
+            url, min_size=1, max_size=1, kwargs=options, configure=configure, open=False, name="courier-store"
+        )
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        return PgConnection(pool)
     except psycopg.Error as exc:
         raise StoreError(f"cannot open store {redacted(url)}: {error_text(exc)}") from None
-    return PgConnection(conn)
