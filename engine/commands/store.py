@@ -163,9 +163,7 @@ def _copy(args: argparse.Namespace) -> int:
         source.close()
         target.close()
     for table in copied:
-        print(
-            f"{table.table:14} {table.rows:>9} rows copied, {'same' if table.same else 'DIFFERENT'} there"
-        )
+        print(f"{table.table:14} {table.rows:>9} rows copied, {'same' if table.same else 'DIFFERENT'} there")
     differing = [table for table in copied if not table.same]
     if differing:
         first = differing[0]
