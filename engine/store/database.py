@@ -112,9 +112,7 @@ _INSERT_NEW_MESSAGE = """
         WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
           AND received_at >= ? AND body_sha256 IN (?, ?, ?))
     RETURNING id, (SELECT COUNT(*) FROM messages o
-        WHERE o.control_id = messages.control_id AND o.channel = messages.channel
-          AND o.sending_application = messages.sending_application
-          AND o.sending_facility = messages.sending_facility
+        WHERE o.channel = ? AND o.sending_application = ? AND o.sending_facility = ? AND o.control_id = ?
           AND o.received_at >= ? AND +o.id < messages.id)"""  # + : by the index, not by id
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
 # taken over by a newer one only once it is older than the duplicate window. A node whose
@@ -123,10 +121,9 @@ _HOLD_KEY = """
     INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
         body_sha256, message_id, received_at)
     SELECT channel, sending_application, sending_facility, control_id, body_sha256, id, received_at
-    FROM messages
-    WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
-      AND body_sha256 = ?
-    ORDER BY id DESC LIMIT 1
+    FROM messages WHERE id = (SELECT MAX(id) FROM messages
+        WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
+          AND body_sha256 = ?)
     ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
     DO UPDATE SET
         message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
@@ -482,18 +479,28 @@ class Database:
         columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
         new = execute(
             _INSERT_NEW_MESSAGE,
-            (*columns, m.application_ack, self._cipher.encrypt(m.raw), *sender, cutoff, *digests, cutoff),
+            (
+                *columns,
+                m.application_ack,
+                self._cipher.encrypt(m.raw),
+                *sender,
+                cutoff,
+                *digests,
+                *sender,
+                cutoff,
+            ),
         )
         key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff))
         inserted = new.fetchone()
-        held = key.fetchone()
+        held = key.fetchone()  # None only for a resend of a message stored with an older digest
         if inserted is None:  # a resend within the window
             return self._count_resend(m, sender, cutoff, digests)
         message_id, others = inserted
-        if held is None or held[0] != message_id:  # another node stored it since our insert looked
+        (holder,) = held  # our message, or one another node stored since our insert looked
+        if holder != message_id:
             execute(_FORGET_MESSAGE, (message_id,))
-            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (held[0],)).fetchone()
-            return self._count_duplicate(held[0], ack_code, m.received_at)
+            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+            return self._count_duplicate(holder, ack_code, m.received_at)
         if others:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
