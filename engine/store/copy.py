@@ -17,8 +17,9 @@ from typing import Any
 from engine.errors import StoreError
 from engine.store.database import KEY_CHECK, Database
 
-TABLES = ("messages", "deliveries", "events", "status_polls", "outbox", "kv", "message_keys")
-"""In foreign-key order: a row's parent is copied before it."""
+TABLES = ("messages", "deliveries", "events", "status_polls", "outbox", "kv")
+"""In foreign-key order: a row's parent is copied before it. ``message_keys`` is made anew from
+the messages (a SQLite store does not keep it up to date)."""
 _BATCH = 500
 _DIGEST_MODULUS = 1 << 256
 _STORE_NAMESPACE = KEY_CHECK[0]  # the store's own rows in kv
@@ -41,7 +42,7 @@ class Copied:
 
 def copy_store(source: Database, target: Database) -> list[Copied]:
     """Copy every table of ``source`` into ``target``, which must hold no data yet; compare."""
-    for table in TABLES:
+    for table in (*TABLES, "message_keys"):
         if any(not _is_the_stores_own(table, row) for row in target.plain_rows(table, limit=3)):
             raise StoreError(f"the target store already holds data (table {table}); copy into an empty one")
     with target.transaction():
@@ -50,6 +51,7 @@ def copy_store(source: Database, target: Database) -> list[Copied]:
             rows = (row for row in source.plain_rows(table) if not _is_key_check(table, row))
             for batch in _batches(rows):
                 target.put_plain_rows(table, columns, batch)
+        target.rebuild_message_keys()
         target.ids_follow_rows(("messages", "deliveries", "events", "outbox"))
     target.reload_hash_key()
     return [_compare(table, source, target) for table in TABLES]

@@ -43,9 +43,9 @@ from engine.store.base import (
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
-from engine.store.dialect import SKIP_LOCKED
+from engine.store.dialect import RETURNING_ID, SKIP_LOCKED
 from engine.store.postgres import is_postgres
-from engine.store.schema import LATEST_VERSION, migrate, schema_version
+from engine.store.schema import KEYS_FROM_MESSAGES, LATEST_VERSION, migrate, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,10 @@ _FIND_SAME_CONTROL_ID = """
 _COUNT_DUPLICATE = (
     "UPDATE messages SET duplicates = duplicates + 1, last_duplicate_at = ? WHERE id = ? RETURNING state"
 )
-# A new message is inserted only if no message of the window has the same sender, control id
-# and body (by any of its digests, see receive); it returns how many others of the window share
-# the control id (a reused control id, worth a warning). Ids follow time: the others are older.
-_INSERT_NEW_MESSAGE = """
+_INSERT_MESSAGE = f"""
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
-    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-    WHERE NOT EXISTS (SELECT 1 FROM messages
-        WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
-          AND received_at >= ? AND body_sha256 IN (?, ?, ?))
-    RETURNING id, (SELECT COUNT(*) FROM messages o
-        WHERE o.channel = ? AND o.sending_application = ? AND o.sending_facility = ? AND o.control_id = ?
-          AND o.received_at >= ? AND +o.id < messages.id)"""  # + : by the index, not by id
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {RETURNING_ID}"""
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
 # taken over by a newer one only once it is older than the duplicate window. A node whose
 # insert meets another's uncommitted row waits for its commit, then keeps that message.
@@ -225,11 +216,11 @@ _NEXT_STATUS_POLL_DUE = "SELECT MIN(next_at) FROM status_polls WHERE destination
 
 _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next_attempt_at,
     created_at, last_error_enc, payload_enc"""
-_OUTBOX_ADD = """
+_OUTBOX_ADD = f"""
     INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
         created_at)
     SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?
-    RETURNING id"""
+    {RETURNING_ID}"""
 _OUTBOX_HEAD = f"""
     SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE channel = ? AND state = 'PENDING'
     ORDER BY seq LIMIT 1"""
@@ -283,6 +274,9 @@ class Database:
     ) -> None:
         self.connection = connection
         self.backend: str = getattr(connection, "dialect", "sqlite")
+        # Several engine nodes may write at once (PostgreSQL): message_keys decides between them.
+        # SQLite lets one writer in at a time, so its insert-if-new decides alone.
+        self._shared = self.backend != "sqlite"
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
@@ -464,44 +458,36 @@ class Database:
     def receive(self, incoming: Incoming) -> Receipt:
         """Store a message and queue its deliveries, or count it as a resend of one stored.
 
-        The common case, a new message, reads no result before its two inserts are sent: on
-        PostgreSQL they travel together in one round trip (see :class:`PgConnection`).
+        On PostgreSQL the insert and the key's upsert travel together in one round trip, the
+        delivery rows with the next one (see :class:`PgConnection`).
         """
         m = incoming
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
-        # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
-        digests = (digest, self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
         cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
         sender = (m.channel, m.sending_application, m.sending_facility, m.control_id)
+        same_control_id = execute(_FIND_SAME_CONTROL_ID, (*sender, cutoff)).fetchall()
+        # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
+        exact: tuple[bytes, bytes] | None = None  # made once, and only if a row needs them
+        for message_id, body_sha256, ack_code in same_control_id:
+            if body_sha256 != digest:
+                exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
+                if body_sha256 not in exact:
+                    continue
+            return self._count_duplicate(message_id, ack_code, m.received_at)
         columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
-        new = execute(
-            _INSERT_NEW_MESSAGE,
-            (
-                *columns,
-                m.application_ack,
-                self._cipher.encrypt(m.raw),
-                *sender,
-                cutoff,
-                *digests,
-                *sender,
-                cutoff,
-            ),
-        )
-        key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff))
-        inserted = new.fetchone()
-        held = key.fetchone()  # None only for a resend of a message stored with an older digest
-        if inserted is None:  # a resend within the window
-            return self._count_resend(m, sender, cutoff, digests)
-        message_id, others = inserted
-        (holder,) = held  # our message, or one another node stored since our insert looked
-        if holder != message_id:
-            execute(_FORGET_MESSAGE, (message_id,))
-            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
-            return self._count_duplicate(holder, ack_code, m.received_at)
-        if others:
+        new = execute(_INSERT_MESSAGE, (*columns, m.application_ack, self._cipher.encrypt(m.raw)))
+        key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff)) if self._shared else None
+        message_id = new.lastrowid
+        if key is not None:
+            (holder,) = key.fetchone()  # our message, or one another node stored since we looked
+            if holder != message_id:
+                execute(_FORGET_MESSAGE, (message_id,))
+                (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+                return self._count_duplicate(holder, ack_code, m.received_at)
+        if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
                 m.channel,
@@ -791,7 +777,7 @@ class Database:
         return self.connection.execute(
             _OUTBOX_ADD,
             (channel, target, self._cipher.encrypt(payload), control_id, at, at, channel),
-        ).fetchone()[0]
+        ).lastrowid
 
     def outbox_next(self, channel: str, now: float) -> OutboxItem | None:
         """The oldest PENDING item of the channel, if due; a later item never overtakes it."""
@@ -883,7 +869,8 @@ class Database:
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
         ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
-        self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
+        if self._shared:
+            self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
         return done
@@ -967,6 +954,10 @@ class Database:
         if follow is not None:
             for table in tables:
                 follow(table)
+
+    def rebuild_message_keys(self) -> None:
+        """Fill the empty ``message_keys`` from the messages (after a copy)."""
+        self.connection.execute(KEYS_FROM_MESSAGES)
 
     def reload_hash_key(self) -> None:
         self._hash_key = self.kv_get(*_HASH_KEY)

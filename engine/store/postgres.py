@@ -100,7 +100,7 @@ class PgConnection:
         cursor = self._conn.execute(text, _ordered(params, order), prepare=None)
         if sql == "COMMIT":
             self._leave_pipeline(quietly=False)  # waits for the COMMIT, or raises what failed
-        return cursor if self._sync is None else _PipelinedCursor(cursor, self._sync)
+        return _Cursor(cursor, self._sync)
 
     def flush(self) -> None:
         """Wait for every statement sent so far; raise the first error among them."""
@@ -168,19 +168,29 @@ class PgConnection:
         self._pool.close()
 
 
-class _PipelinedCursor:
-    """A cursor whose rows psycopg waits for when they are read; its row count must wait too."""
+class _Cursor:
+    """psycopg's cursor with what the store reads of sqlite3's: ``lastrowid`` (of an INSERT
+    ending in ``RETURNING id``), and in pipeline mode a ``rowcount`` that waits for it."""
 
     __slots__ = ("_cursor", "_sync")
 
-    def __init__(self, cursor: Any, sync: Callable[[], None]) -> None:
+    def __init__(self, cursor: Any, sync: Callable[[], None] | None) -> None:
         self._cursor = cursor
         self._sync = sync
 
     @property
     def rowcount(self) -> int:
-        self._sync()
+        if self._sync is not None:
+            self._sync()
         return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._cursor.fetchone()[0]
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
