@@ -112,11 +112,12 @@ def start_floor(port: int, durability: str) -> subprocess.Popen:
     )
 
 
-def start_courier(port: int, workdir: Path, durability: str) -> subprocess.Popen:
+def start_courier(port: int, workdir: Path, durability: str, store: str | None = None) -> subprocess.Popen:
+    """``courier run`` on a fresh SQLite file, or on ``store`` (a postgresql:// URL) if given."""
     (workdir / "bench.toml").write_text(CHANNEL.format(port=port))
     (workdir / "bench_kpn.toml").write_text(MAPPING)
     env = dict(os.environ, COURIER_STORE_KEY="YmVuY2htYXJrLWtleS1ub3QtYS1zZWNyZXQtMzJieXQ=")
-    store = workdir / f"courier-{durability}.sqlite3"
+    store = store or str(workdir / f"courier-{durability}.sqlite3")
     command = [
         sys.executable,
         "-m",

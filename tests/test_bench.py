@@ -58,3 +58,12 @@ def test_validation_benchmark_prints_every_message_at_every_level() -> None:
     assert "off" in header and "tolerant ms" in header and "strict ms" in header
     assert [row[:22].strip() for row in rows] == ["ORU 2 KB", "ORU 200 KB, PDF", "NTE of 10 KB of ^"]
     assert "refused in" in out and "no worker started" in out
+
+
+def test_store_benchmark_prints_sqlite_and_postgresql_at_1_and_8_connections() -> None:
+    out = run_bench("bench_store.py", "--quick")
+    rows = [line for line in out.splitlines() if " conn" in line and "node" in line]
+    for scenario in ("1 conn, 2 KB", "8 conns, 2 KB"):
+        stores = [line[16:40].strip() for line in rows if line.startswith(scenario)]
+        assert stores == ["sqlite full, 1 node", "postgresql on, 1 node"]
+    assert "Goal: postgresql on, 1 node at 8 conns" in out and "Every ACK was checked" in out

@@ -90,9 +90,11 @@ def test_a_delivery_queued_on_one_node_wakes_the_other(reactor, postgres_url, ke
                 time.sleep(0.3)
                 assert heard == [], "nothing is announced before the commit"
             wait_for(lambda: sorted(heard) == ["gp", "ward"], timeout=5, what="both destinations announced")
+            on_reactor(store.receive, incoming(control_id="OWN", destinations=("own",)))
             with other.transaction():
                 other.receive(incoming(control_id="C2", destinations=("gp",)))
             wait_for(lambda: heard.count("gp") == 2, timeout=5, what="the second announcement")
+            assert "own" not in heard, "a node's own queues are not woken through the server"
         finally:
             other.close()
     finally:
@@ -141,3 +143,16 @@ def test_without_server_binaries_postgresql_tests_skip_unless_ci_requires_them(m
     monkeypatch.setenv(REQUIRE_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match=REQUIRE_ENV):
         unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package")
+
+
+def test_after_the_server_drops_the_connection_the_next_transaction_runs_on_a_new_one(nodes):
+    first, second = nodes
+    with second.transaction():
+        second.connection.execute("SELECT pg_terminate_backend(?)", (first.connection.backend_pid,))
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError), first.transaction():
+        first.receive(incoming(control_id="LOST"))  # never ACKed: the sender sends it again
+    with first.transaction():
+        stored = first.receive(incoming(control_id="AGAIN"))
+    assert [m.id for m in second.list_messages()] == [stored.message_id]

@@ -13,6 +13,11 @@ unable to read what was re-encrypted). When ``rekey`` finds nothing left, delete
 
 With the key in ``$COURIER_STORE_KEY``, rotate it where it is kept: set the new key there and
 the old one in ``$COURIER_STORE_OLD_KEYS``, restart the engine, then run ``rekey``.
+
+``copy --from FILE --to postgresql://…`` moves a stopped installation's SQLite store into an
+empty PostgreSQL database (see :mod:`engine.store.copy`): with ``--to-key-file`` the copy is
+encrypted with another key. It compares every table by count and digest, and exits 1 if one
+differs (the target's transaction has committed by then: empty it before trying again).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from engine.commands.store_options import add_store_arguments, open_database
+from engine.commands.store_options import (
+    DEFAULT_KEY_FILE,
+    add_store_arguments,
+    describe_store,
+    open_database,
+    store_location,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_arguments(rotate)
     rekey = actions.add_parser("rekey", help="re-encrypt with the current key what old keys wrote")
     add_store_arguments(rekey)
+    copy = actions.add_parser("copy", help="copy a SQLite store into an empty PostgreSQL database")
+    copy.add_argument("--from", dest="source", type=Path, required=True, metavar="SQLITE_FILE")
+    copy.add_argument("--to", dest="target", type=store_location, required=True, metavar="URL")
+    copy.add_argument(
+        "--key-file",
+        type=Path,
+        default=DEFAULT_KEY_FILE,
+        help="the source's key, unless $COURIER_STORE_KEY is set",
+    )
+    copy.add_argument("--to-key-file", type=Path, help="encrypt the copy with this key (made if missing)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey}[args.action](args)
+    return {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey, "copy": _copy}[args.action](args)
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -100,4 +121,57 @@ def _rekey(args: argparse.Namespace) -> int:
         print(f"{column:28} {count:>8} re-encrypted")
     if not any(done.values()):
         print("every value is under the current key: the old keys are no longer needed")
+    return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from engine.errors import StoreError
+    from engine.store import Database, load_cipher
+    from engine.store.copy import copy_store
+    from engine.store.crypto import Cipher, load_or_create_key
+    from engine.store.postgres import error_text
+    from engine.store.worker import is_driver_error
+
+    if not args.source.exists():
+        print(f"courier store: no store at {args.source}", file=sys.stderr)
+        return 2
+    try:
+        source_cipher = load_cipher(key_file=args.key_file)
+        target_cipher = (
+            source_cipher
+            if args.to_key_file is None
+            else Cipher(load_or_create_key(env={}, key_file=args.to_key_file))
+        )
+        source = Database.open(args.source, source_cipher, readonly=True)
+    except StoreError as error:
+        print(f"courier store: {error}", file=sys.stderr)
+        return 2
+    try:
+        target = Database.open(args.target, target_cipher)
+    except StoreError as error:
+        source.close()
+        print(f"courier store: {error}", file=sys.stderr)
+        return 2
+    try:
+        copied = copy_store(source, target)
+    except Exception as error:
+        if not isinstance(error, StoreError) and not is_driver_error(error):
+            raise
+        print(f"courier store: copy failed, nothing was copied: {error_text(error)}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+        target.close()
+    for table in copied:
+        print(f"{table.table:14} {table.rows:>9} rows copied, {'same' if table.same else 'DIFFERENT'} there")
+    differing = [table for table in copied if not table.same]
+    if differing:
+        first = differing[0]
+        print(
+            f"courier store: the copy differs from {args.source} in table {first.table} "
+            f"({first.target_rows} rows copied of {first.rows}, or their contents)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"copied {args.source} to {describe_store(args.target)}: every table has the same rows")
     return 0

@@ -45,9 +45,9 @@ from engine.store.base import (
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
-from engine.store.dialect import SKIP_LOCKED
+from engine.store.dialect import RETURNING_ID, SKIP_LOCKED
 from engine.store.postgres import is_postgres
-from engine.store.schema import LATEST_VERSION, migrate, schema_version
+from engine.store.schema import KEYS_FROM_MESSAGES, LATEST_VERSION, migrate, schema_version
 
 if TYPE_CHECKING:
     from engine.node import NodeIdentity
@@ -95,7 +95,7 @@ _PRUNE_OUTBOX = f"""
         WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
         AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
         ORDER BY id LIMIT ?2)"""
-_KEY_CHECK = ("_store", "key_check")
+KEY_CHECK = ("_store", "key_check")  # each store's own: it says the key fits this store
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
 _ORDER_KEY_PREFIX = b"order_by\x1f"  # its own domain: never equal to another keyed hash
@@ -107,17 +107,20 @@ _FIND_SAME_CONTROL_ID = """
 _COUNT_DUPLICATE = (
     "UPDATE messages SET duplicates = duplicates + 1, last_duplicate_at = ? WHERE id = ? RETURNING state"
 )
-_INSERT_MESSAGE = """
+_INSERT_MESSAGE = f"""
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"""
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {RETURNING_ID}"""
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
-# taken over by a new message only once that one is older than the duplicate window. A node
-# whose insert meets another's uncommitted row waits for its commit, then reads its message.
+# taken over by a newer one only once it is older than the duplicate window. A node whose
+# insert meets another's uncommitted row waits for its commit, then keeps that message.
 _HOLD_KEY = """
     INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
         body_sha256, message_id, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    SELECT channel, sending_application, sending_facility, control_id, body_sha256, id, received_at
+    FROM messages WHERE id = (SELECT MAX(id) FROM messages
+        WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
+          AND body_sha256 = ?)
     ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
     DO UPDATE SET
         message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
@@ -273,11 +276,11 @@ _NEXT_STATUS_POLL_DUE = "SELECT MIN(next_at) FROM status_polls WHERE destination
 
 _OUTBOX_COLUMNS = """id, channel, target, seq, control_id, state, attempts, next_attempt_at,
     created_at, last_error_enc, payload_enc"""
-_OUTBOX_ADD = """
+_OUTBOX_ADD = f"""
     INSERT INTO outbox (channel, target, seq, payload_enc, control_id, state, next_attempt_at,
         created_at)
     SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, 'PENDING', ?, ? FROM outbox WHERE channel = ?
-    RETURNING id"""
+    {RETURNING_ID}"""
 _OUTBOX_HEAD = f"""
     SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE channel = ? AND state = 'PENDING'
     ORDER BY seq LIMIT 1"""
@@ -334,6 +337,9 @@ class Database:
         self.node = node
         self._owner = node.incarnation if node is not None else ""  # what SENDING rows name
         self.backend: str = getattr(connection, "dialect", "sqlite")
+        # Several engine nodes may write at once (PostgreSQL): message_keys decides between them.
+        # SQLite lets one writer in at a time, so its insert-if-new decides alone.
+        self._shared = self.backend != "sqlite"
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
@@ -446,11 +452,11 @@ class Database:
     def _check_key(self, write: bool) -> None:
         """Fail at open, not at the first read, when the key is not the one the data needs;
         then load (or, the first time, make) the secret of :meth:`keyed_hash`."""
-        stored = self.connection.execute(_KV_GET, _KEY_CHECK).fetchone()
+        stored = self.connection.execute(_KV_GET, KEY_CHECK).fetchone()
         if stored is None:
             if write:
                 with self.transaction():
-                    self.kv_put(*_KEY_CHECK, _KEY_CHECK_PLAINTEXT)
+                    self.kv_put(*KEY_CHECK, _KEY_CHECK_PLAINTEXT)
         else:
             try:
                 self._cipher.decrypt(stored[0])
@@ -506,6 +512,8 @@ class Database:
         conn.execute("SAVEPOINT op")
         try:
             yield
+            if self.backend != "sqlite":
+                conn.flush()  # PostgreSQL sends ahead: wait here, so an error is this block's
         except BaseException:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
@@ -515,23 +523,19 @@ class Database:
     # Messages ---------------------------------------------------------------------------
 
     def receive(self, incoming: Incoming) -> Receipt:
-        """Store a message and queue its deliveries, or count it as a resend of one stored."""
+        """Store a message and queue its deliveries, or count it as a resend of one stored.
+
+        On PostgreSQL the insert and the key's upsert travel together in one round trip, the
+        delivery rows with the next one (see :class:`PgConnection`).
+        """
         m = incoming
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
         execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
         cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
-        same_control_id = execute(
-            _FIND_SAME_CONTROL_ID,
-            (
-                m.channel,
-                m.sending_application,
-                m.sending_facility,
-                m.control_id,
-                cutoff,
-            ),
-        ).fetchall()
+        sender = (m.channel, m.sending_application, m.sending_facility, m.control_id)
+        same_control_id = execute(_FIND_SAME_CONTROL_ID, (*sender, cutoff)).fetchall()
         # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
         exact: tuple[bytes, bytes] | None = None  # made once, and only if a row needs them
         for message_id, body_sha256, ack_code in same_control_id:
@@ -540,6 +544,16 @@ class Database:
                 if body_sha256 not in exact:
                     continue
             return self._count_duplicate(message_id, ack_code, m.received_at)
+        columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
+        new = execute(_INSERT_MESSAGE, (*columns, m.application_ack, self._cipher.encrypt(m.raw)))
+        key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff)) if self._shared else None
+        message_id = new.lastrowid
+        if key is not None:
+            (holder,) = key.fetchone()  # our message, or one another node stored since we looked
+            if holder != message_id:
+                execute(_FORGET_MESSAGE, (message_id,))
+                (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+                return self._count_duplicate(holder, ack_code, m.received_at)
         if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
@@ -548,29 +562,6 @@ class Database:
                 printable(m.sending_application),
                 printable(m.sending_facility),
             )
-        message_id = execute(
-            _INSERT_MESSAGE,
-            (
-                m.channel,
-                m.sending_application,
-                m.sending_facility,
-                m.control_id,
-                m.message_type,
-                digest,
-                m.received_at,
-                m.peer,
-                m.state,
-                m.ack_code,
-                m.application_ack,
-                self._cipher.encrypt(m.raw),
-            ),
-        ).fetchone()[0]
-        key = (m.channel, m.sending_application, m.sending_facility, m.control_id, digest)
-        (holder,) = execute(_HOLD_KEY, (*key, message_id, m.received_at, cutoff, cutoff)).fetchone()
-        if holder != message_id:  # another node stored the same message since the lookup above
-            execute(_FORGET_MESSAGE, (message_id,))
-            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
-            return self._count_duplicate(holder, ack_code, m.received_at)
         # The "received" and "queued" events are read from these rows by timeline(): writing
         # them here too would cost two more table and index pages in every ACK's commit.
         at = m.received_at
@@ -581,6 +572,17 @@ class Database:
             execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
             self._announce(destination)
         return Receipt(message_id, False, m.ack_code)
+
+    def _count_resend(
+        self, m: Incoming, sender: tuple[str, ...], cutoff: float, digests: tuple[bytes, ...]
+    ) -> Receipt:
+        """Count a resend against the stored message it repeats (the newest, if several)."""
+        for message_id, body_sha256, ack_code in self.connection.execute(
+            _FIND_SAME_CONTROL_ID, (*sender, cutoff)
+        ):
+            if body_sha256 in digests:
+                return self._count_duplicate(message_id, ack_code, m.received_at)
+        raise StoreError("a resend's stored message vanished while it was counted")
 
     def _count_duplicate(self, message_id: int, ack_code: str, at: float) -> Receipt:
         (state,) = self.connection.execute(_COUNT_DUPLICATE, (at, message_id)).fetchone()
@@ -950,7 +952,7 @@ class Database:
         return self.connection.execute(
             _OUTBOX_ADD,
             (channel, target, self._cipher.encrypt(payload), control_id, at, at, channel),
-        ).fetchone()[0]
+        ).lastrowid
 
     def outbox_next(self, channel: str, now: float) -> OutboxItem | None:
         """The oldest PENDING item of the channel, if due; a later item never overtakes it."""
@@ -1054,7 +1056,8 @@ class Database:
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
         ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
-        self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
+        if self._shared:
+            self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
         return done
@@ -1092,6 +1095,59 @@ class Database:
                 if len(rows) < batch:
                     break
         return done
+
+    # Whole tables (courier store copy) -------------------------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        return [column[0] for column in self.connection.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+    def plain_rows(self, table: str, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table`` with its ``*_enc`` columns decrypted (PHI: for copying only)."""
+        cursor = self.connection.execute(
+            f"SELECT * FROM {table}" + ("" if limit is None else f" LIMIT {limit:d}")
+        )
+        encrypted = [column[0].endswith("_enc") for column in cursor.description]
+        decrypt = self._cipher.decrypt
+        for row in cursor:
+            yield tuple(
+                decrypt(value) if secret and value is not None else value
+                for secret, value in zip(encrypted, row, strict=True)
+            )
+
+    def put_plain_rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows as :meth:`plain_rows` gives them, encrypting with this store's key."""
+        encrypted = [column.endswith("_enc") for column in columns]
+        encrypt = self._cipher.encrypt
+        values = [
+            tuple(
+                encrypt(value) if secret and value is not None else value
+                for secret, value in zip(encrypted, row, strict=True)
+            )
+            for row in rows
+        ]
+        marks = ", ".join("?" * len(columns))
+        insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        if table == "kv":  # the secret of keyed hashes comes with the data it made
+            insert += (
+                " ON CONFLICT (namespace, key)"
+                " DO UPDATE SET value_enc = excluded.value_enc, updated_at = excluded.updated_at"
+            )
+        self.connection.executemany(insert, values)
+
+    def ids_follow_rows(self, tables: Iterable[str]) -> None:
+        """After rows came with their ids: new rows get ids above them (PostgreSQL's identity
+        sequences do not look at the rows; SQLite's row ids do)."""
+        follow = getattr(self.connection, "ids_follow_rows", None)
+        if follow is not None:
+            for table in tables:
+                follow(table)
+
+    def rebuild_message_keys(self) -> None:
+        """Fill the empty ``message_keys`` from the messages (after a copy)."""
+        self.connection.execute(KEYS_FROM_MESSAGES)
+
+    def reload_hash_key(self) -> None:
+        self._hash_key = self.kv_get(*_HASH_KEY)
 
     # Key/value --------------------------------------------------------------------------
 

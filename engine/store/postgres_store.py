@@ -27,7 +27,10 @@ class PostgresStore(ThreadedStore):
         self._listener = QueuedListener(url, reactor)
 
     def start(self) -> Deferred[None]:
-        return super().start().addCallback(lambda _: self._listener.start())
+        d = super().start()
+        d.addCallback(lambda _: self._write(_backend_pid))
+        d.addCallback(self._listener.start)
+        return d
 
     def on_queued(self, callback: Callable[[str], None]) -> None:
         self._listener.subscribers.append(callback)
@@ -35,6 +38,10 @@ class PostgresStore(ThreadedStore):
     def close(self) -> Deferred[None]:
         self._listener.stop()
         return super().close()
+
+
+def _backend_pid(db: Any) -> int:
+    return db.connection.backend_pid
 
 
 class QueuedListener:
@@ -50,9 +57,14 @@ class QueuedListener:
         self.subscribers: list[Callable[[str], None]] = []
         self._stopping = threading.Event()
         self._started: Deferred[None] | None = None
+        self._own_pid = 0
 
-    def start(self) -> Deferred[None]:
-        """Fires once the first LISTEN is in place (or failed): no NOTIFY after it is missed."""
+    def start(self, own_pid: int = 0) -> Deferred[None]:
+        """Fires once the first LISTEN is in place (or failed): no NOTIFY after it is missed.
+
+        NOTIFYs from ``own_pid`` (this node's writer) are not passed on: this node's queues
+        already know what it queued, and the reactor is not woken for them."""
+        self._own_pid = own_pid
         self._started = Deferred()
         threading.Thread(target=self._run, name="store-listener", daemon=True).start()
         return self._started
@@ -80,7 +92,8 @@ class QueuedListener:
             while not self._stopping.is_set():
                 started = time.monotonic()
                 for notice in raw.notifies(timeout=self.POLL_S):
-                    self.reactor.callFromThread(self._tell, notice.payload)
+                    if notice.pid != self._own_pid and self.subscribers:
+                        self.reactor.callFromThread(self._tell, notice.payload)
                     if time.monotonic() - started > self.POLL_S:
                         break
         finally:

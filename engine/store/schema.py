@@ -10,6 +10,12 @@ import sqlite3
 
 from engine.errors import StoreError
 
+KEYS_FROM_MESSAGES = """
+    INSERT INTO message_keys
+    SELECT channel, sending_application, sending_facility, control_id, body_sha256, MAX(id), MAX(received_at)
+    FROM messages GROUP BY channel, sending_application, sending_facility, control_id, body_sha256"""
+"""Fills an empty ``message_keys`` from the messages (migration 9, and ``courier store copy``)."""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: messages, their deliveries, and the audit trail.
     """
@@ -132,8 +138,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 9: the newest message stored under each (channel, sender, control id, body digest), held
     # by a primary key: two nodes storing the same resend at once cannot both store it (the
-    # second's insert meets the first's row; see Database.receive).
-    """
+    # second's insert meets the first's row; see Database.receive). Only PostgreSQL keeps it up
+    # to date: a SQLite store has one writer at a time, whose insert-if-new decides alone.
+    f"""
     CREATE TABLE message_keys (
         channel TEXT NOT NULL,
         sending_application TEXT NOT NULL,
@@ -144,9 +151,7 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL,
         PRIMARY KEY (channel, sending_application, sending_facility, control_id, body_sha256)
     ) WITHOUT ROWID;
-    INSERT INTO message_keys
-    SELECT channel, sending_application, sending_facility, control_id, body_sha256, MAX(id), MAX(received_at)
-    FROM messages GROUP BY channel, sending_application, sending_facility, control_id, body_sha256;
+    {KEYS_FROM_MESSAGES};
     """,
     # 10: several engine nodes on one store. A SENDING delivery names the node incarnation
     # that holds its lease (which renews it while the send is in flight; another node takes it

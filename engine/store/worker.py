@@ -182,13 +182,13 @@ def _fire(deferreds: list[Deferred[Any]], outcomes: list[Outcome]) -> None:
     for d, (ok, value) in zip(deferreds, outcomes, strict=True):
         if ok:
             d.callback(value)
-        elif _is_driver_error(value):
+        elif is_driver_error(value):
             d.errback(Failure(_as_store_error(value)))
         else:
             d.errback(Failure(value))
 
 
-def _is_driver_error(exc: BaseException) -> bool:
+def is_driver_error(exc: BaseException) -> bool:
     """Whether the database driver raised it (psycopg's errors exist only once it is loaded)."""
     psycopg = sys.modules.get("psycopg")
     return isinstance(exc, sqlite3.Error) or (psycopg is not None and isinstance(exc, psycopg.Error))

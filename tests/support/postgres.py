@@ -46,11 +46,13 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """``initdb`` + ``pg_ctl start`` in ``root``; :meth:`url` names a database on it."""
+    """``initdb`` + ``pg_ctl start`` in a new folder of the system's temporary directory (which
+    every user can reach, unlike pytest's), removed by :meth:`stop`; :meth:`url` names a
+    database on it."""
 
-    def __init__(self, binaries: Path, root: Path, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, binaries: Path, settings: dict[str, str] | None = None) -> None:
         self.binaries = binaries
-        self.root = root
+        self.root = Path(tempfile.mkdtemp(prefix="courier-pg-"))
         self.port = free_port()
         self.settings = settings or {}
         self._run_as = _unprivileged_user() if os.geteuid() == 0 else None
@@ -89,7 +91,12 @@ class PostgresServer:
         )
 
     def stop(self) -> None:
-        self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.root / "data"))
+        """Stop the server (if it runs) and delete its folder."""
+        try:
+            if (self.root / "data" / "postmaster.pid").exists():
+                self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.root / "data"))
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def create_database(self) -> str:
         """A new, empty database; its URL."""
@@ -125,14 +132,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     binaries = server_binaries()
     if binaries is None:
         unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package")
-    root = Path(tempfile.mkdtemp(prefix="courier-pg-"))
-    server = PostgresServer(binaries, root, {"fsync": "off", "full_page_writes": "off"})
+    server = PostgresServer(binaries, {"fsync": "off", "full_page_writes": "off"})  # speed, not durability
     try:
         server.start()
         yield server
-        server.stop()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture
