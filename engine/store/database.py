@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = Path("var/engine.sqlite3")
 DEFAULT_DUPLICATE_WINDOW_S = 7 * 24 * 3600.0
 Durability = Literal["full", "normal"]
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for a lock another connection holds
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 _REQUEUEABLE = DELIVERY_STATES - {QUEUED, SENDING}
 _CANCELLABLE = frozenset({QUEUED, ERROR})
@@ -257,8 +258,13 @@ class Database:
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        any_thread: bool = False,
     ) -> Database:
-        """Open (creating and migrating unless ``readonly``) and check the key fits the data."""
+        """Open (creating and migrating unless ``readonly``) and check the key fits the data.
+
+        ``any_thread``: the caller makes sure one thread at a time uses the connection, and
+        not always the same one (:mod:`engine.store.reactor_commits`).
+        """
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         path = Path(path)
@@ -266,7 +272,9 @@ class Database:
             _create_private(path)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, cached_statements=256, check_same_thread=not any_thread
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         db = cls(conn, cipher, duplicate_window_s, clock)
@@ -296,7 +304,7 @@ class Database:
     def _configure(self, durability: Durability, readonly: bool) -> None:
         conn = self.connection
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if readonly:
                 version = schema_version(conn)
                 if version != LATEST_VERSION:
