@@ -76,6 +76,27 @@ def test_calls_run_in_the_order_they_were_made_whatever_thread_commits_them(stor
     assert done == ["a", "b", "c"]
 
 
+def test_a_call_made_by_a_callback_runs_after_what_waited_before_it(reactor, tmp_path):
+    writer = ReactorCommits("store-writer", partial(shared_db, tmp_path / "o.sqlite3"), reactor, max_batch=2)
+    on_reactor(writer.start)
+    done: list[tuple[str, str]] = []
+
+    def record(db: Database, name: str) -> None:
+        done.append((name, threading.current_thread().name))
+
+    def calls():
+        first = writer.submit_on_reactor(record, "a")
+        first.addCallback(lambda _: writer.submit(record, "w"))  # made while "c" still waits
+        rest = [writer.submit_on_reactor(record, name) for name in "bc"]
+        return defer.gatherResults([first, *rest])
+
+    try:
+        on_reactor(calls)
+    finally:
+        on_reactor(writer.stop)
+    assert done == [("a", "reactor"), ("b", "reactor"), ("c", "store-writer"), ("w", "store-writer")]
+
+
 def test_receives_of_one_reactor_turn_share_one_commit(store):
     def receive_50():
         before = store._writer.reactor_commits, store.commits

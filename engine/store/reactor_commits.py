@@ -127,16 +127,17 @@ class ReactorCommits(Worker):
         return pending
 
     def _flush(self) -> None:
+        """End of the turn. Callbacks of one batch may make calls: those after the rest."""
         self._flush_call = None
-        pending, self._pending = self._pending, []
-        if self._in_flight or self._db is None or self._stopping or self._clock() < self._paused_until:
-            self._hand_over(pending)
-            return
-        for start in range(0, len(pending), self._max_batch):
-            batch = pending[start : start + self._max_batch]
+        while self._pending:
+            if self._in_flight or self._db is None or self._stopping or self._clock() < self._paused_until:
+                self._hand_over(self._take_pending())
+                return
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
             outcomes = self._commit_here(self._db, [(fn, args) for fn, args, _ in batch])
             if outcomes is None:
-                self._hand_over(pending[start:])
+                self._hand_over(batch + self._take_pending())
                 return
             super()._finished([d for _, _, d in batch], outcomes)
 
