@@ -35,7 +35,7 @@ from engine.store.database import (
     Database,
     Durability,
 )
-from engine.store.reactor_commits import ReactorCommits
+from engine.store.reactor_commits import Reactor, ReactorCommits
 from engine.store.worker import Worker, run_each, run_in_one_transaction
 
 T = TypeVar("T")
@@ -46,14 +46,11 @@ millisecond at 200 KB) cost more than the hand-off, and the writer thread runs t
 reactor thread serves other connections."""
 
 
-class StoreReactor(Protocol):
-    """What the store needs from the reactor: a clock and a way back into its thread."""
+class StoreReactor(Reactor, Protocol):
+    """What the store needs from the reactor: a clock, a way back into its thread, and the
+    end of a turn (for commits on the reactor thread)."""
 
     def seconds(self) -> float: ...
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None: ...
-
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
 
 class SQLiteStore:
