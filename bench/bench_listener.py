@@ -9,8 +9,11 @@ Courier runs as ``courier run`` with a benchmark channel (filter, mapping dry-ru
 SQLite store) at ``durability=full`` and ``normal``, with its delivery queue held so only the
 receiving path is measured. A second baseline, the Twisted floor (``floor_server.py``),
 does only what Courier's rules make every message cost: Twisted, a hand-off to one writer
-thread and a SQLite commit before a fixed ACK. No engine built under those rules can beat
-it, so each Courier figure is also shown as a share of the floor at the same durability.
+thread and a SQLite commit before a fixed ACK; each Courier figure is also shown as a share
+of the floor at the same durability. A peer, Node's simple-hl7 (``simple_hl7_server.js``:
+it parses each message and builds its ACK, and stores nothing), is installed from npm into
+the bench's cache folder on the first run (``node`` and ``npm`` needed; without them, or
+offline, its row is left out and the reason printed).
 On a shared machine the figures move by 10-20 % from run to run: ``--repeat`` runs
 everything N times (servers restarted each time) and prints the medians.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -112,6 +116,39 @@ def start_floor(port: int, durability: str) -> subprocess.Popen:
     )
 
 
+SIMPLE_HL7 = "simple-hl7@3.3.0"
+
+
+def simple_hl7_modules() -> Path | str:
+    """The node_modules folder holding simple-hl7 (installed the first time), or why not."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "courier-bench" / SIMPLE_HL7.replace("@", "-")
+    modules = folder / "node_modules"
+    if (modules / "simple-hl7" / "package.json").is_file():
+        return modules
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return "node and npm are not installed"
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--loglevel=error"]
+    try:
+        done = subprocess.run([*command, SIMPLE_HL7], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return f"npm install {SIMPLE_HL7} took over 5 minutes"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        return f"npm install {SIMPLE_HL7} failed: {lines[-1]}"
+    return modules
+
+
+def start_simple_hl7(port: int, modules: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["node", str(HERE / "simple_hl7_server.js"), str(port)],
+        env=dict(os.environ, NODE_PATH=str(modules)),
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def start_courier(port: int, workdir: Path, durability: str, store: str | None = None) -> subprocess.Popen:
     """``courier run`` on a fresh SQLite file, or on ``store`` (a postgresql:// URL) if given."""
     (workdir / "bench.toml").write_text(CHANNEL.format(port=port))
@@ -144,7 +181,7 @@ async def one_connection(
             reply = await reader.readuntil(b"\x1c\r")
             latencies.append(time.perf_counter() - started)
             if check_msa2:
-                msa = reply[reply.index(b"\rMSA|") + 5 :].split(b"\r", 1)[0].split(b"|")
+                msa = reply[reply.index(b"\rMSA|") + 5 : -2].split(b"\r", 1)[0].split(b"|")  # -2: frame end
                 if msa[0] not in (b"AA", b"CA") or msa[1] != control_id:
                     raise AssertionError(f"bad ACK for {control_id!r}: {msa[:2]!r}")
     finally:
@@ -186,7 +223,7 @@ SCENARIOS = [
     ("8 conns, 2 KB", small_oru, 8, 600),
     ("1 conn, 200 KB", large_oru, 1, 300),
 ]
-SERVERS = ["ceiling", "floor full", "floor normal", "courier full", "courier normal"]
+SERVERS = ["ceiling", "simple-hl7", "floor full", "floor normal", "courier full", "courier normal"]
 
 
 def main() -> int:
@@ -195,33 +232,43 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run N times, print medians")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
+    modules = simple_hl7_modules()
+    servers = SERVERS
+    if isinstance(modules, str):
+        print(f"simple-hl7 left out: {modules}")
+        servers = [server for server in SERVERS if server != "simple-hl7"]
     runs: dict[tuple[str, str], list[Figures]] = {}
     with tempfile.TemporaryDirectory(prefix="courier-bench-") as tmp:
         for _ in range(args.repeat):
-            for server in SERVERS:
-                for key, figures in run_server(server, Path(tmp), scale).items():
+            for server in servers:
+                for key, figures in run_server(server, Path(tmp), scale, modules).items():
                     runs.setdefault(key, []).append(figures)
-    print_table({key: median(figures) for key, figures in runs.items()}, args.repeat)
+    print_table({key: median(figures) for key, figures in runs.items()}, servers, args.repeat)
     return 0
 
 
-def run_server(server: str, workdir: Path, scale: float) -> dict[tuple[str, str], Figures]:
+def run_server(
+    server: str, workdir: Path, scale: float, modules: Path | str
+) -> dict[tuple[str, str], Figures]:
     """Start one server, drive every scenario against it, stop it."""
     port = free_port()
     kind, _, durability = server.partition(" ")
     if kind == "ceiling":
         process = start_ceiling(port)
+    elif kind == "simple-hl7":
+        process = start_simple_hl7(port, Path(modules))
     elif kind == "floor":
         process = start_floor(port, durability)
     else:
         process = start_courier(port, workdir, durability)
     results = {}
+    checked = kind in ("courier", "simple-hl7")
     try:
         wait_for_port(port, process)
         for name, make, connections, per_connection in SCENARIOS:
             count = max(30, int(per_connection * scale))
             results[(server, name)] = asyncio.run(
-                drive(port, process.pid, make, connections, count, check_msa2=kind == "courier")
+                drive(port, process.pid, make, connections, count, check_msa2=checked)
             )
     finally:
         process.terminate()
@@ -241,14 +288,15 @@ def median(runs: list[Figures]) -> Figures:
     )
 
 
-def print_table(results: dict[tuple[str, str], Figures], repeat: int = 1) -> None:
+def print_table(results: dict[tuple[str, str], Figures], servers: list[str], repeat: int = 1) -> None:
     print(
         f"\n{'scenario':16} {'server':16} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'CPU µs/msg':>11} {'of ceiling':>11} {'of floor':>9}"
+        f" {'CPU µs/msg':>11} {'of ceiling':>11} {'of floor':>9} {'of simple-hl7':>14}"
     )
     for name, *_ in SCENARIOS:
         ceiling = results[("ceiling", name)].rate
-        for server in SERVERS:
+        peer = results.get(("simple-hl7", name))
+        for server in servers:
             f = results[(server, name)]
             cpu = "-" if f.cpu_us is None else f"{f.cpu_us:.0f}"
             share = f.rate / ceiling
@@ -258,11 +306,13 @@ def print_table(results: dict[tuple[str, str], Figures], repeat: int = 1) -> Non
             if server.startswith("courier"):
                 floor = results[("floor " + server.split()[1], name)].rate
                 line += f" {f.rate / floor:8.0%}"
+                if peer is not None:
+                    line += f" {f.rate / peer.rate:13.0%}"
             print(line)
     if repeat > 1:
         print(f"\nMedians of {repeat} runs; 'of ceiling' compares the median rates.")
     print("\nCPU µs/msg: the server process's CPU time (every thread) per message, from /proc.")
-    print("Every Courier ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
+    print("Every Courier and simple-hl7 ACK was checked: MSA-1 AA and MSA-2 = the message's MSH-10.")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = Path("var/engine.sqlite3")
 DEFAULT_DUPLICATE_WINDOW_S = 7 * 24 * 3600.0
 Durability = Literal["full", "normal"]
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for a lock another connection holds
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 _REQUEUEABLE = DELIVERY_STATES - {QUEUED, SENDING}
 _CANCELLABLE = frozenset({QUEUED, ERROR})
@@ -358,10 +359,13 @@ class Database:
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
         node: NodeIdentity | None = None,
+        any_thread: bool = False,
     ) -> Database:
         """Open (creating and migrating unless ``readonly``) and check the key fits the data.
 
         ``path`` is a SQLite file, or a ``postgresql://`` URL (see :mod:`engine.store.postgres`).
+        ``any_thread`` (SQLite): the caller makes sure one thread at a time uses the connection,
+        and not always the same one (:mod:`engine.store.reactor_commits`).
         """
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -374,7 +378,9 @@ class Database:
             _create_private(path)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=256)
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, cached_statements=256, check_same_thread=not any_thread
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         db = cls(conn, cipher, duplicate_window_s, clock, node)
@@ -428,7 +434,7 @@ class Database:
     def _configure(self, durability: Durability, readonly: bool) -> None:
         conn = self.connection
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not readonly:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal":

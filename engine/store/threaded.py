@@ -37,6 +37,7 @@ from engine.store.database import (
     Database,
     Durability,
 )
+from engine.store.reactor_commits import Reactor
 from engine.store.worker import Worker, run_each, run_in_one_transaction
 
 if TYPE_CHECKING:
@@ -47,12 +48,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class StoreReactor(Protocol):
-    """What the store needs from the reactor: a clock and a way back into its thread."""
+WriteCall = Callable[..., Deferred[Any]]
+"""How a call is handed to the writer (``Worker.submit`` or a variant of it)."""
+
+
+class StoreReactor(Reactor, Protocol):
+    """What the store needs from the reactor: a clock, a way back into its thread, and the
+    end of a turn (for commits on the reactor thread, :mod:`engine.store.reactor_commits`)."""
 
     def seconds(self) -> float: ...
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None: ...
 
 
 class ThreadedStore:
@@ -84,9 +88,16 @@ class ThreadedStore:
             clock=reactor.seconds,
             node=node,
         )
-        self._writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
+        self._writer, self._write_message = self._writer_for(open_db, reactor, durability, max_batch)
         self._hash_key: bytes | None = None  # set by start()
         self._reader = Worker("store-reader", partial(open_db, readonly=True), run_each, reactor)
+
+    def _writer_for(
+        self, open_db: Callable[..., Database], reactor: StoreReactor, durability: Durability, max_batch: int
+    ) -> tuple[Worker, WriteCall]:
+        """The writer thread's worker, and how a received message is handed to it."""
+        writer = Worker("store-writer", open_db, run_in_one_transaction, reactor, max_batch=max_batch)
+        return writer, writer.submit
 
     @property
     def commits(self) -> int:

@@ -155,12 +155,20 @@ class Worker:
             if stop is not None:
                 batch.pop()
             if batch:
-                outcomes = self._run_batch(db, [(fn, args) for fn, args, _ in batch])
-                call_soon(_fire, [d for _, _, d in batch], outcomes)
+                outcomes = self._execute(db, [(fn, args) for fn, args, _ in batch])
+                call_soon(self._finished, [d for _, _, d in batch], outcomes)
             if stop is not None:
                 db.close()
                 call_soon(stop[1].callback, None)
                 return
+
+    def _execute(self, db: Database, calls: list[Call]) -> list[Outcome]:
+        """In the worker thread: run one batch."""
+        return self._run_batch(db, calls)
+
+    def _finished(self, deferreds: list[Deferred[Any]], outcomes: list[Outcome]) -> None:
+        """In the reactor thread: a batch is done."""
+        _fire(deferreds, outcomes)
 
     def _open_failed(self, opened: Deferred[None], failure: Failure) -> None:
         """In the reactor thread: nothing queued so far will ever run; say so to each caller."""
