@@ -232,6 +232,8 @@ def test_readyz_turns_503_once_a_destination_is_held_too_long(reactor, tmp_path)
     try:
         delivery = dead_letter(admin)
         on_reactor(admin.store.requeue, DeliverySelection(ids=(delivery,)))
+        (claimed,) = on_reactor(admin.store.claim_due, "results-hook", time.time(), 1, 60)
+        assert claimed.id == delivery  # a hold is recorded by the node sending it
         on_reactor(admin.store.release, delivery, time.time() + 60, "401 from the vendor", None, "auth")
         answer = wait_for(
             lambda: (r := requests.get(f"{admin.url}/readyz", timeout=5)).status_code == 503 and r.json(),
