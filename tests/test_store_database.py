@@ -554,6 +554,8 @@ def test_prune_deletes_only_old_messages_that_need_nothing_more(db, clock):
     assert pruned["outbox"] == 1
     kept = {m.id for m in db.list_messages(limit=100)}
     assert done not in kept and {waiting, polled, recent} <= kept
+    keys = {i for (i,) in db.connection.execute("SELECT message_id FROM message_keys").fetchall()}
+    assert done not in keys, "a pruned message's key goes with it (PostgreSQL keeps one per message)"
     assert db.get_outbox_item(sent) is None and db.get_outbox_item(pending) is not None
     assert db.timeline("DONE") == []
     assert db.prune(before=T0 + 86400) == {"messages": 0, "deliveries": 0, "events": 0, "outbox": 0}

@@ -132,6 +132,9 @@ def test_a_url_s_password_is_redacted():
         "postgresql://courier:***@db.example:5432/courier"
     )
     assert redacted("postgresql:///courier?host=/run/pg") == "postgresql:///courier?host=/run/pg"
+    assert redacted("postgresql:///courier?host=/run/pg&password=s3cret&port=5") == (
+        "postgresql:///courier?host=/run/pg&password=***&port=5"
+    )
 
 
 def test_without_server_binaries_postgresql_tests_skip_unless_ci_requires_them(monkeypatch):

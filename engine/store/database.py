@@ -1062,8 +1062,8 @@ class Database:
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
         ids = _json_ids(i for (i,) in self.connection.execute(_PRUNABLE, (before, batch)))
-        if self._shared:
-            self.connection.execute(_PRUNE_KEYS, (ids, ids))  # before the messages they name
+        # Before the messages they name; on SQLite only keys migration 9 made are left to prune.
+        self.connection.execute(_PRUNE_KEYS, (ids, ids))
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
         return done
