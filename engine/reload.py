@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.channel.check import clashes
 from engine.channel.config import Channel
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
@@ -37,16 +38,9 @@ class Prepared:
 
 def prepare(channel: Channel) -> Prepared:
     """Reads the channel's mapping files: in a thread while the reactor runs."""
-    texts = tuple(_text(destination.mapping) for destination in channel.destinations)
+    texts = tuple(destination.mapping.read_bytes() for destination in channel.destinations)
     mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
     return Prepared(channel, mappings, (channel, texts))
-
-
-def _text(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -123,13 +117,15 @@ class Plan:
     restart: tuple[Prepared, ...]
     add: tuple[Prepared, ...]
     remove: tuple[str, ...]
+    refused: tuple[Refusal, ...]
+    """Channels that would clash with one that keeps running (a refused file's, say)."""
 
 
 def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
     """What to do with each channel, the running ones by name."""
     keep_all = None in reading.refused_files
     unchanged: list[str] = []
-    restart: list[Prepared] = []
+    changed: list[Prepared] = []
     remove: list[str] = []
     for name, current in running.items():
         new = reading.accepted.get(name)
@@ -140,6 +136,25 @@ def plan(running: Mapping[str, Prepared], reading: Reading) -> Plan:
         elif new.fingerprint == current.fingerprint:
             unchanged.append(name)
         else:
-            restart.append(new)
-    add = () if keep_all else tuple(p for name, p in reading.accepted.items() if name not in running)
-    return Plan(tuple(unchanged), tuple(restart), add, tuple(remove))
+            changed.append(new)
+    added = [] if keep_all else [p for name, p in reading.accepted.items() if name not in running]
+    staying = [running[name].channel for name in unchanged]
+    refused: list[Refusal] = []
+    restart: list[Prepared] = []
+    add: list[Prepared] = []
+    for prepared in (*changed, *added):
+        reason = _clash(prepared.channel, staying)
+        if reason is None:
+            (restart if prepared.channel.name in running else add).append(prepared)
+            continue
+        refused.append(Refusal(str(prepared.channel.file), reason))
+        if prepared.channel.name in running:  # its running version stays, and may clash too
+            unchanged.append(prepared.channel.name)
+            staying.append(running[prepared.channel.name].channel)
+    return Plan(tuple(unchanged), tuple(restart), tuple(add), tuple(remove), tuple(refused))
+
+
+def _clash(channel: Channel, staying: list[Channel]) -> str | None:
+    """What ``courier check`` would say across files, against the channels that keep running."""
+    found = [f"{key}: {message}" for other in staying for key, message in clashes(channel, other)]
+    return f"{found[0]} (a channel kept running)" if found else None

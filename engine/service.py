@@ -149,8 +149,9 @@ def build_source(
 class ListenerService(Service):
     """A listening port (a channel's MLLP listener, the webhooks); ``port`` while it listens.
 
-    ``drain``, when given, runs once the port is closed: the connections it accepted finish
-    what they have read (:meth:`MLLPServerFactory.drain`)."""
+    ``drain``, when given, lets the connections it accepted finish what they have read
+    (:meth:`MLLPServerFactory.drain`): :meth:`ChannelUnit.drain` calls it once the port is
+    closed. Stopping the engine does not wait for it."""
 
     def __init__(
         self,
@@ -175,14 +176,11 @@ class ListenerService(Service):
         return port
 
     def stopService(self) -> defer.Deferred[None] | None:
-        if not self.running:  # stopped already: a channel unit stops its listener first
+        if not self.running:  # stopped already: a draining channel stops its listener first
             return None
         super().stopService()
         port, self.port = self.port, None
-        stopped = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
-        if self.drain is not None:
-            stopped.addCallback(lambda _: self.drain())
-        return stopped
+        return port.stopListening() if port is not None else None
 
 
 def build_listener(reactor, channel: Channel, source: Source) -> ListenerService:
@@ -238,12 +236,13 @@ class ChannelUnit(MultiService):
     def channel(self) -> Channel:
         return self.prepared.channel
 
-    def stopService(self) -> defer.Deferred[None]:
-        """The listener first: its connections answer what they read while the validation
-        workers still run; then everything else."""
+    def drain(self) -> defer.Deferred[None]:
+        """Stop accepting, and let each connection answer the frames it has read (the
+        validation workers still run) and close; then the channel can be stopped."""
         d = defer.maybeDeferred(self.listener.stopService)
-        d.addCallback(lambda _: MultiService.stopService(self))
-        return d.addCallback(lambda _: None)
+        if self.listener.drain is not None:
+            d.addCallback(lambda _: self.listener.drain())
+        return d
 
 
 @dataclass
@@ -354,7 +353,8 @@ class Engine:
         """Stop accepting on the channel, answer what its connections read, let its sends in
         flight finish; what waits in the store (queued deliveries, its outbox) stays there."""
         unit = self.units.pop(name)
-        d = defer.maybeDeferred(self.service.removeService, unit)
+        d = unit.drain()
+        d.addCallback(lambda _: self.service.removeService(unit))
         d.addCallback(lambda _: self.deliveries.remove_channel(name))
         return d
 
@@ -377,7 +377,7 @@ class Engine:
         reactor = self.reactor
         reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load)
         todo = plan({name: unit.prepared for name, unit in self.units.items()}, reading)
-        refused = list(reading.refused)
+        refused = [*reading.refused, *todo.refused]
         built: list[ChannelUnit] = []
         unchanged = list(todo.unchanged)
         for prepared in (*todo.restart, *todo.add):
@@ -414,13 +414,20 @@ class Engine:
 
 
 def _listen_problem(unit: ChannelUnit) -> defer.Deferred[Refusal | None]:
-    """None once the unit's listener listens; why not, if it cannot (logged)."""
+    """None once the unit's listener listens; why not, if it cannot (logged; its ``listening``
+    then fires with None, as its ``port`` stays None)."""
+    outcome: defer.Deferred[Refusal | None] = defer.Deferred()
 
-    def failed(failure: Failure) -> Refusal:
-        log.error("reload: channel %s cannot listen: %s", unit.name, failure.getErrorMessage())
-        return Refusal(unit.name, f"cannot listen: {failure.getErrorMessage()}")
+    def listened(result: IListeningPort | Failure) -> IListeningPort | None:
+        if not isinstance(result, Failure):
+            outcome.callback(None)
+            return result
+        log.error("reload: channel %s cannot listen: %s", unit.name, result.getErrorMessage())
+        outcome.callback(Refusal(unit.name, f"cannot listen: {result.getErrorMessage()}"))
+        return None
 
-    return unit.listener.listening.addCallbacks(lambda _: None, failed)
+    unit.listener.listening.addBoth(listened)
+    return outcome
 
 
 def build_engine(

@@ -11,6 +11,7 @@ from tests.conftest import on_reactor
 from tests.support.engine import listen
 from tests.support.mllp import BlockingClient
 from tests.support.pki import make_chained_server, make_pki
+from tests.support.waiting import wait_for
 from tests.test_mllp_server import EchoHandler
 
 
@@ -144,3 +145,19 @@ def test_a_tls_listener_presents_the_whole_chain_of_its_cert_file(tls_listener, 
     context = ssl.create_default_context(cafile=str(root))  # the root only
     with BlockingClient(port, tls=context) as client:
         assert client.request(b"MSH|1") == b"ACK:MSH|1"
+
+
+def test_a_draining_tls_listener_answers_then_closes(pki, reactor) -> None:
+    settings = TLSSettings(pki.server_cert, pki.server_key)
+    port, listening, factory = listen(
+        reactor, "tls", EchoHandler(reactor), wrap=lambda f: wrap_server_factory(f, settings)
+    )
+    try:
+        drained = []
+        with BlockingClient(port, tls=client_context(pki, with_certificate=False)) as client:
+            assert client.request(b"MSH|1") == b"ACK:MSH|1"
+            on_reactor(lambda: factory.drain(grace_s=60).addCallback(drained.append) and None)
+            assert client.is_closed_by_peer()
+        wait_for(lambda: drained == [None], what="the TLS connection closed by the drain")
+    finally:
+        on_reactor(listening.stopListening)

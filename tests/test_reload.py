@@ -356,3 +356,17 @@ def test_a_new_channel_that_cannot_listen_is_reported_and_the_others_run_on(runn
     assert report.unchanged == ("a",)
     with BlockingClient(a_port) as a:
         assert accepted(a.request(oru("A1")))
+
+
+def test_a_new_channel_that_would_clash_with_a_channel_kept_running_is_refused(running, files):
+    a_port = files.write_http("a")
+    engine = running()
+    files.break_channel("a")  # a keeps running on a_port
+    files.ports["c"] = a_port
+    files.write_http("c")
+    report = on_reactor(engine.reload)
+    assert [r.what for r in report.refused] == [str(files.channel("a")), str(files.channel("c"))]
+    assert f"port {a_port} is already used by channel 'a'" in report.refused[1].reason
+    assert (report.unchanged, report.added, report.failed) == (("a",), (), ())
+    with BlockingClient(a_port) as a:
+        assert accepted(a.request(oru("A1")))

@@ -118,44 +118,36 @@ def _clashes(loaded: list[_Loaded]) -> list[Problem]:
     queued deliveries wait in the store under that name)."""
     problems: list[Problem] = []
     for i, entry in enumerate(loaded):
-        channel = entry.channel
         for earlier in (e.channel for e in loaded[:i]):
-            if earlier.name == channel.name:
-                problems.append(
-                    Problem(
-                        "name",
-                        f"channel {channel.name!r} is also defined in {earlier.file}",
-                        channel.file,
-                        locate(entry.lines, "name"),
-                    )
-                )
-            mine, theirs = (listen_address(c.source.listen) for c in (channel, earlier))
-            if mine and theirs and addresses_clash(mine, theirs):
-                problems.append(
-                    Problem(
-                        "source.listen",
-                        f"port {mine[1]} is already used by channel {earlier.name!r} ({earlier.file})",
-                        channel.file,
-                        locate(entry.lines, "source.listen"),
-                    )
-                )
-            problems += _destination_clashes(entry, earlier)
+            problems += [
+                Problem(key, message, entry.channel.file, locate(entry.lines, key))
+                for key, message in clashes(entry.channel, earlier)
+            ]
     return problems
 
 
-def _destination_clashes(entry: _Loaded, earlier: Channel) -> list[Problem]:
-    theirs = {destination.name for destination in earlier.destinations}
-    return [
-        Problem(
+def clashes(channel: Channel, earlier: Channel) -> list[tuple[str, str]]:
+    """``(key, message)`` for each way ``channel`` clashes with ``earlier`` (see ``_clashes``);
+    a reload also asks it about the channels it keeps running."""
+    found: list[tuple[str, str]] = []
+    if earlier.name == channel.name:
+        found.append(("name", f"channel {channel.name!r} is also defined in {earlier.file}"))
+    mine, theirs = (listen_address(c.source.listen) for c in (channel, earlier))
+    if mine and theirs and addresses_clash(mine, theirs):
+        found.append(
+            ("source.listen", f"port {mine[1]} is already used by channel {earlier.name!r} ({earlier.file})")
+        )
+    taken = {destination.name for destination in earlier.destinations}
+    found += [
+        (
             f"destinations[{i}].name",
             f"destination {destination.name!r} is also defined in channel {earlier.name!r} "
             f"({earlier.file}); destination names must be unique across channels",
-            entry.channel.file,
-            locate(entry.lines, f"destinations[{i}].name"),
         )
-        for i, destination in enumerate(entry.channel.destinations)
-        if destination.name in theirs
+        for i, destination in enumerate(channel.destinations)
+        if destination.name in taken
     ]
+    return found
 
 
 def is_mapping_file(file: Path, text: str) -> bool:

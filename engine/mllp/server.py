@@ -285,8 +285,11 @@ class MLLPServerProtocol(protocol.Protocol):
         return self.closed
 
     def _close_if_drained(self) -> None:
+        """Close once every frame read is answered; reading again first, so that a TLS close
+        (which waits for the peer's close_notify) and the peer's own close are seen."""
         if self._draining and not self._closing and not self._busy and not self._pending:
             self._close(abort=False)
+            self.transport.resumeProducing()
 
     # Bounds
 
