@@ -278,16 +278,20 @@ def test_claim_leases_due_deliveries_of_one_destination(db):
     assert {x.state for x in db.list_deliveries(destination="kpn")} == {"QUEUED"}
 
 
-def test_deliveries_an_earlier_run_left_sending_are_recovered_and_claimed_again(db):
+def test_a_lease_that_ran_out_is_taken_over_with_its_due_time_kept(db):
     receive(db, incoming(destinations=("qliq", "kpn")))
+    receive(db, incoming(control_id="C2", destinations=("qliq",), received_at=T0 + 1))
     with db.transaction():
-        (d,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        (d,) = db.claim_due("qliq", T0, limit=1, lease_s=30)
         db.claim_due("kpn", T0, limit=10, lease_s=30)
-        assert db.recover_left_sending("qliq", T0 + 1) == 1, "lease or not: its holder is gone"
-        assert db.recover_left_sending("qliq", T0 + 1) == 0
-        (again,) = db.claim_due("qliq", T0 + 1, limit=10, lease_s=30)
-    assert again.id == d.id and again.attempts == 2
+        assert [x.id for x in db.claim_due("qliq", T0 + 30, limit=1, lease_s=30)] != [d.id], "still leased"
+        db.mark_retry(db.list_deliveries(destination="qliq", state="SENDING")[0].id, T0 + 999, "later")
+        (again,) = db.claim_due("qliq", T0 + 30.5, limit=1, lease_s=30)
+    assert again.id == d.id and again.attempts == 2, "it goes first again: its due time is kept"
     assert "lease_expired" in [e.kind for e in db.timeline("C1")]
+    assert db.get_delivery(db.list_deliveries(destination="kpn")[0].id).state == "SENDING", (
+        "one destination only"
+    )
 
 
 def test_retry_waits_until_next_attempt_and_keeps_the_error(db):
@@ -308,8 +312,8 @@ def test_a_partial_send_s_progress_lasts_until_the_delivery_is_sent_or_ends(db):
         db.mark_retry(d.id, T0, "request 2 of 2: HTTP 500", progress='{"done": 1}')
         db.claim_due("qliq", T0, limit=10, lease_s=30)
         db.mark_retry(d.id, T0, "timed out")  # a failure before any request: progress kept
-        db.recover_left_sending("qliq", T0)
-        (again,) = db.claim_due("qliq", T0, limit=10, lease_s=30)
+        db.claim_due("qliq", T0, limit=10, lease_s=30)  # and its lease runs out
+        (again,) = db.claim_due("qliq", T0 + 31, limit=10, lease_s=30)
         assert again.progress == '{"done": 1}'
         db.mark_sent(d.id, "m-1")
         assert db.get_delivery(d.id).progress is None
@@ -389,7 +393,7 @@ def test_sent_then_delivered_then_read(db):
 
 def test_state_changes_on_unknown_deliveries_or_states_fail(db):
     receive(db, incoming(destinations=("qliq",)))
-    with pytest.raises(StoreError, match="no delivery 999"), db.transaction():
+    with pytest.raises(StoreError, match="delivery 999 not changed: unknown"), db.transaction():
         db.mark_sent(999, "r")
     with pytest.raises(ValueError, match="unknown delivery state"), db.transaction():
         db.set_state(1, "LOST")
