@@ -24,6 +24,7 @@ from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, Incoming, open_store
 from engine.store.base import SENDING, SENT
+from engine.store.rate_buckets import RateBucket
 from tests.conftest import on_reactor
 from tests.support.scripted_http import Reply, ScriptedServer
 from tests.support.waiting import wait_for
@@ -177,7 +178,7 @@ def test_sends_a_stalled_process_missed_are_booked_again_not_sent_at_once(engine
     store = engines(http_channel(tmp_path, "http://127.0.0.1:1", 1)).store
     clock = Clock()
     clock.advance(1000.0)
-    pacer = Pacer(store, "hook", per_second=10, burst=1, clock=clock)
+    pacer = Pacer(store, [RateBucket("hook", per_second=10)], clock=clock)
     started: list[float] = []
 
     def ask(count: int) -> None:

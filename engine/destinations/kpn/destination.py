@@ -3,9 +3,10 @@
 Bearer auth with a token from the three-legged OAuth flow (:mod:`engine.destinations.kpn.oauth`),
 read from the :class:`~engine.destinations.base.TokenProvider` on every send. Text goes as
 JSON ``{"body": ...}`` to ``<chat>/messages``; attachments as ``multipart/form-data`` to
-``<chat>/attachments`` (a ``message`` field and one ``files`` part per document). Every
-request first takes a token from the bucket shared by all channels that use the same OAuth
-client id. KPN allows 30 calls per second; we pace at 90 % of the configured limit because
+``<chat>/attachments`` (a ``message`` field and one ``files`` part per document): one call
+either way. KPN allows 30 calls per second per OAuth client (:func:`account_rate`): every
+send is booked in the store against the bucket of its client id, which all destinations
+and nodes using that client share. We pace at 90 % of the configured limit because
 requests spaced exactly 1/30 s apart arrive bunched by network jitter, and the sandbox's
 sliding window then answered 429.
 
@@ -46,7 +47,7 @@ from engine.destinations import rules
 from engine.destinations.base import Outcome, Problem, SendResult
 from engine.destinations.kpn import oauth as kpn_oauth
 from engine.destinations.payload import DATA_TYPE, MISSING, check_payload, is_blank
-from engine.destinations.ratelimit import shared_bucket
+from engine.destinations.plugin import AccountRate
 from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.spec import Spec, number, objects, string
 
@@ -139,8 +140,6 @@ class KpnDestination(HttpDestination):
         token = self.token_provider.token() if self.token_provider else None
         if not token:
             return SendResult(Outcome.AUTH_FAILED, reason=TOKEN_EXPIRED)
-        rate = self.settings["requests_per_second"] * PACING
-        shared_bucket(f"kpn:{self.settings['client_id']}", rate).acquire()
         headers = {"Authorization": f"Bearer {token}", "version": self.settings["api_version"]}
         chat = chat_path(payload)
         attachments = payload.get("attachments") or ()
@@ -216,6 +215,11 @@ class KpnDestination(HttpDestination):
             timeout=self.timeout,
             verify=self.verify,
         )
+
+
+def account_rate(settings: Mapping[str, Any]) -> AccountRate:
+    """KPN's limit counts the calls of one OAuth client, whichever destination or node makes them."""
+    return AccountRate(f"kpn:{settings['client_id']}", settings["requests_per_second"] * PACING)
 
 
 def chat_path(payload: Mapping[str, Any]) -> str:
