@@ -23,6 +23,7 @@ from twisted.internet.task import Clock
 from engine.channel.check import load_channels
 from engine.delivery import DeliveryQueue
 from engine.delivery.ratelimit import Pacer
+from engine.destinations import StaticToken
 from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, Incoming, open_store
@@ -79,7 +80,8 @@ KPN_DESTINATION = """
     name = "{name}"
     type = "kpn"
     mapping = "chat.toml"
-    concurrency = 8
+    concurrency = {concurrency}
+    rate_limit = {rate_limit}
       [destinations.settings]
       base_url = "{url}"
       client_id = "{client_id}"
@@ -95,12 +97,26 @@ KPN_MAPPING = """
 """
 
 
-def kpn_channel_file(tmp_path: Path, url: str, per_second: float, client_ids: dict[str, str]) -> Path:
+def kpn_channel_file(
+    tmp_path: Path,
+    url: str,
+    per_second: float,
+    client_ids: dict[str, str],
+    rate_limit: str = "{}",
+    concurrency: int = 8,
+) -> Path:
     """The wards channel with a KPN destination per entry of ``client_ids`` (name → client id)."""
     (tmp_path / "chat.toml").write_text(textwrap.dedent(KPN_MAPPING.format()))
     file = tmp_path / f"wards-{'-'.join(client_ids)}.toml"
     destinations = [
-        KPN_DESTINATION.format(name=name, url=url, client_id=client_id, per_second=per_second)
+        KPN_DESTINATION.format(
+            name=name,
+            url=url,
+            client_id=client_id,
+            per_second=per_second,
+            rate_limit=rate_limit,
+            concurrency=concurrency,
+        )
         for name, client_id in client_ids.items()
     ]
     file.write_text(textwrap.dedent(KPN_CHANNEL) + "".join(map(textwrap.dedent, destinations)))
@@ -336,3 +352,17 @@ def test_kpn_destinations_with_their_own_client_ids_do_not_slow_each_other(react
     assert within_rate(times, 2 * 10, 2)
     # 9 a second each: 17 / 9 ≈ 1.9 s; one limit for both would take 35 / 9 ≈ 3.9 s
     assert times[-1] - times[0] < 3.0
+
+
+def test_a_sends_further_calls_are_booked_too(engines, hook, tmp_path):
+    hook.reply(*[Reply(302, "", {"Location": "/groupchats/g-1/messages/m"}), Reply(200, {"id": "m"})] * 8)
+    # one at a time, so that the server's scripted answers go to the request they are for
+    file = kpn_channel_file(tmp_path, hook.base_url, 30, {"hook": "client-1"}, "{ per_second = 10 }", 1)
+    (channel,) = load_channels([file], env={})
+    engine = engines(channel)
+    engine.start_queue().destination.token_provider = StaticToken("test-token")
+    engine.receive(8)
+    wait_for(lambda: engine.count(SENT) == 8, 10, "all sent")
+    times = [request.at for request in hook.received]
+    assert [request.method for request in hook.received] == ["POST", "GET"] * 8
+    assert within_rate(times, 10, 1)  # a Location read right after its POST: 20 a second

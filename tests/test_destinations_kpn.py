@@ -137,6 +137,31 @@ def test_a_404_for_the_endpoint_holds_the_destination(server, session):
     assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "endpoint not found")
 
 
+def test_each_further_call_of_a_send_waits_for_the_rate_limits_first(server, session):
+    kpn = destination(server.base_url, session)
+    paced: list[int] = []  # how many requests the server had when a further one was paced
+    kpn.pace = lambda: paced.append(len(server.received)) or True
+    server.reply(Reply(302, "", {"Location": "/groupchats/g-1/messages/msg-9"}), Reply(200, {"id": "msg-9"}))
+    kpn.send(TEXT, idempotency_key="k1")
+    server.reply(Reply(404, ""), Reply(200, {"id": "me"}))
+    kpn.send(TEXT, idempotency_key="k2")
+    server.reply(Reply(201, {"id": "msg-3"}))
+    kpn.send(TEXT, idempotency_key="k3")  # one call: the queue paced it
+    assert paced == [1, 3]
+    assert len(server.received) == 5
+
+
+def test_a_stopping_queue_lets_no_further_call_go(server, session):
+    kpn = destination(server.base_url, session)
+    kpn.pace = lambda: False
+    server.reply(Reply(404, ""), Reply(302, "", {"Location": "/groupchats/g-1/messages/msg-9"}))
+    missing = kpn.send(TEXT, idempotency_key="k1")
+    found = kpn.send(TEXT, idempotency_key="k2")
+    assert [r.method for r in server.received] == ["POST", "POST"]
+    assert missing.outcome is not Outcome.REJECTED  # not known to be the chat: tried again
+    assert "Location not read: the engine is stopping" in found.reason
+
+
 def test_attachments_go_as_multipart(server, session):
     server.reply(Reply(201, {"id": "msg-2"}))
     png = {

@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import blockingCallFromThread
 
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import polling, transitions
@@ -103,6 +105,7 @@ class DeliveryQueue(Service):
         self.destination = destination
         self.mapping = mapping
         self._store = store
+        self._reactor = reactor
         self._clock = clock
         self._listener = listener
         self._conversations = conversations
@@ -131,6 +134,8 @@ class DeliveryQueue(Service):
         registration, or by any node once its lease runs out)."""
         buckets = self._rate_buckets()
         self._pacer = Pacer(self._store, buckets, self._clock) if buckets else None
+        if self._pacer is not None:
+            self.destination.pace = partial(self._pace_from_thread, self._pacer)
         self._workers.start()
         self._pump.start()
         self._renewal.start(self._lease_s / RENEW_FRACTION, now=False)
@@ -143,6 +148,14 @@ class DeliveryQueue(Service):
             name = ACCOUNT_PREFIX + self._store.keyed_hash(account.key)
             buckets.append(RateBucket(name, account.per_second, account.burst))
         return buckets
+
+    def _pace_from_thread(self, pacer: Pacer) -> bool:
+        """In a worker thread: wait for the rate limits before a send's further request."""
+        try:
+            blockingCallFromThread(self._reactor, pacer.wait)
+        except CancelledError:
+            return False
+        return True
 
     def wake(self) -> None:
         """New deliveries were stored (or requeued): look for due rows now."""

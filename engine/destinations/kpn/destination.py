@@ -5,10 +5,11 @@ read from the :class:`~engine.destinations.base.TokenProvider` on every send. Te
 JSON ``{"body": ...}`` to ``<chat>/messages``; attachments as ``multipart/form-data`` to
 ``<chat>/attachments`` (a ``message`` field and one ``files`` part per document): one call
 either way. KPN allows 30 calls per second per OAuth client (:func:`account_rate`): every
-send is booked in the store against the bucket of its client id, which all destinations
-and nodes using that client share. We pace at 90 % of the configured limit because
-requests spaced exactly 1/30 s apart arrive bunched by network jitter, and the sandbox's
-sliding window then answered 429.
+call is booked in the store against the bucket of its client id, which all destinations and
+nodes using that client share; the queue books a send's first call, and the ``GET /me`` or
+``Location`` read that may follow it is booked before it goes (``self.pace``). We pace at
+90 % of the configured limit because requests spaced exactly 1/30 s apart arrive bunched by
+network jitter, and the sandbox's sliding window then answered 429.
 
 An expired token is a 401. It is returned as AUTH_FAILED with the reason
 "KPN token expired: run courier kpn authorize": the message is fine, so the queue keeps it
@@ -162,7 +163,7 @@ class KpnDestination(HttpDestination):
 
     def _chat_missing(self, response: requests.Response, headers: Mapping[str, str]) -> bool:
         """A 404 names the chat, not the endpoint, when the API itself answers ``GET /me``."""
-        if response.status_code != 404:
+        if response.status_code != 404 or not self.pace():
             return False
         try:
             return self.http("GET", "/me", headers=headers).status_code != 404
@@ -177,6 +178,8 @@ class KpnDestination(HttpDestination):
         target = urlsplit(urljoin(self.url("/"), result.location))
         if (target.scheme, target.netloc) != (root.scheme, root.netloc):
             return replace(result, reason=f"{result.reason}; Location on another host not followed")
+        if not self.pace():
+            return replace(result, reason=f"{result.reason}; Location not read: the engine is stopping")
         try:
             response = self.session.get(
                 target.geturl(),
