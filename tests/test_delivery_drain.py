@@ -108,15 +108,9 @@ def kpn_channel_file(
     """The wards channel with a KPN destination per entry of ``client_ids`` (name → client id)."""
     (tmp_path / "chat.toml").write_text(textwrap.dedent(KPN_MAPPING.format()))
     file = tmp_path / f"wards-{'-'.join(client_ids)}.toml"
+    common = {"url": url, "per_second": per_second, "rate_limit": rate_limit, "concurrency": concurrency}
     destinations = [
-        KPN_DESTINATION.format(
-            name=name,
-            url=url,
-            client_id=client_id,
-            per_second=per_second,
-            rate_limit=rate_limit,
-            concurrency=concurrency,
-        )
+        KPN_DESTINATION.format(name=name, client_id=client_id, **common)
         for name, client_id in client_ids.items()
     ]
     file.write_text(textwrap.dedent(KPN_CHANNEL) + "".join(map(textwrap.dedent, destinations)))

@@ -10,9 +10,11 @@ A queue books a send only once a request may start (it holds one of its ``concur
 places), so a booked time is never missed by waiting for another request to end. Sends that
 ask in the same reactor turn share one booking, one store round trip. A booked time this
 process stalled past is booked again rather than used late beside the next ones, and one that
-a stop or crash leaves unused is lost: the limit errs on the safe side. It counts sends (a
-Qliq send with attachments makes several requests). Engines sharing a
-store must have synchronised clocks (NTP), as the booked times are wall-clock times.
+a stop or crash leaves unused is lost: the limit errs on the safe side. The queue books a
+send's first request; a destination whose send makes more (a Qliq message with several
+attachments, KPN's ``Location`` read) books each further one from its worker thread through
+``Destination.pace``. Engines sharing a store must have synchronised clocks (NTP), as the
+booked times are wall-clock times.
 """
 
 from __future__ import annotations
