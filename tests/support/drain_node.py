@@ -18,12 +18,25 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 
 from engine.channel.check import load_channels
+from engine.channel.config import Channel
 from engine.delivery.service import DeliveryService
-from engine.destinations import StaticToken
+from engine.destinations import StaticToken, TokenProvider
 from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, open_store
-from engine.store.base import QUEUED, SENDING
+from engine.store.base import QUEUED, SENDING, Store
+
+
+def serve(reactor, store: Store, channel: Channel, token: TokenProvider) -> DeliveryService:
+    """The channel's queues on ``store``, built as ``courier run`` builds them and started;
+    every destination reads ``token``. Call in the reactor thread."""
+    service = DeliveryService(reactor=reactor, clock=reactor, store=store, lease_s=5.0)
+    built_routes = routes(channel, time.time)
+    for route in built_routes:
+        route.destination.token_provider = token
+    service.add(service.build_channel(channel, built_routes))
+    service.startService()
+    return service
 
 
 @inlineCallbacks
@@ -33,12 +46,7 @@ def drain(location: str, channel_file: Path, name: str):
     key = bytes.fromhex(os.environ["DRAIN_NODE_KEY"])
     store = open_store(location, reactor=reactor, cipher=Cipher(key), durability="normal", node=node)
     yield store.start()
-    service = DeliveryService(reactor=reactor, clock=reactor, store=store, lease_s=5.0)
-    built_routes = routes(channel, time.time)
-    for route in built_routes:
-        route.destination.token_provider = StaticToken("test-token")
-    service.add(service.build_channel(channel, built_routes))
-    service.startService()
+    service = serve(reactor, store, channel, StaticToken("test-token"))
     while True:
         waiting = 0
         for state in (QUEUED, SENDING):
