@@ -8,6 +8,9 @@ shared test machine allows.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,13 +23,17 @@ from twisted.internet.task import Clock
 from engine.channel.check import load_channels
 from engine.delivery import DeliveryQueue
 from engine.delivery.ratelimit import Pacer
+from engine.destinations import StaticToken
 from engine.node import NodeIdentity
 from engine.service import routes
 from engine.store import Cipher, Incoming, open_store
 from engine.store.base import SENDING, SENT
+from engine.store.rate_buckets import RateBucket
 from tests.conftest import on_reactor
+from tests.support.postgres import committed_rows
 from tests.support.scripted_http import Reply, ScriptedServer
 from tests.support.waiting import wait_for
+from tests.test_channel_check import REPO
 from tests.test_delivery_queue import oru
 
 HTTP_CHANNEL = """
@@ -59,6 +66,55 @@ def http_channel(tmp_path: Path, url: str, concurrency: int, rate_limit: str = "
     file.write_text(textwrap.dedent(channel))
     (channel,) = load_channels([file], env={})
     return channel
+
+
+KPN_CHANNEL = """
+    name = "wards"
+    [source]
+    listen = "tcp:0:interface=127.0.0.1"
+    [source.filter]
+    message_types = ["ORU^R01"]
+"""
+KPN_DESTINATION = """
+    [[destinations]]
+    name = "{name}"
+    type = "kpn"
+    mapping = "chat.toml"
+    concurrency = {concurrency}
+    rate_limit = {rate_limit}
+      [destinations.settings]
+      base_url = "{url}"
+      client_id = "{client_id}"
+      requests_per_second = {per_second}
+"""
+KPN_MAPPING = """
+    input = ["ORU^R01"]
+    output = "kpn"
+    [fields]
+    chat_type = {{ const = "groupchat" }}
+    aux_id = {{ const = "ward-7" }}
+    body = {{ template = "result {{MSH-10}}" }}
+"""
+
+
+def kpn_channel_file(
+    tmp_path: Path,
+    url: str,
+    per_second: float,
+    client_ids: dict[str, str],
+    rate_limit: str = "{}",
+    concurrency: int = 8,
+) -> Path:
+    """The wards channel with a KPN destination per entry of ``client_ids`` (name → client id)."""
+    (tmp_path / "chat.toml").write_text(textwrap.dedent(KPN_MAPPING.format()))
+    file = tmp_path / f"wards-{'-'.join(client_ids)}.toml"
+    common = {"url": url, "per_second": per_second, "rate_limit": rate_limit, "concurrency": concurrency}
+    destinations = [
+        KPN_DESTINATION.format(name=name, client_id=client_id, **common)
+        for name, client_id in client_ids.items()
+    ]
+    file.write_text(textwrap.dedent(KPN_CHANNEL) + "".join(map(textwrap.dedent, destinations)))
+    return file
 
 
 @pytest.fixture
@@ -106,7 +162,7 @@ class Engine:
         for n in range(count):
             control_id = f"DRAIN{n}"
             incoming = Incoming(
-                channel="drain",
+                channel=self.channel.name,
                 raw=oru(control_id, patient=f"P{n}"),
                 sending_application="LIS",
                 sending_facility="LAB",
@@ -114,7 +170,7 @@ class Engine:
                 message_type="ORU^R01",
                 received_at=time.time(),
                 peer="test",
-                destinations=("hook",),
+                destinations=tuple(destination.name for destination in self.channel.destinations),
             )
             on_reactor(self.store.receive, incoming)
         if self.queue is not None:
@@ -177,7 +233,7 @@ def test_sends_a_stalled_process_missed_are_booked_again_not_sent_at_once(engine
     store = engines(http_channel(tmp_path, "http://127.0.0.1:1", 1)).store
     clock = Clock()
     clock.advance(1000.0)
-    pacer = Pacer(store, "hook", per_second=10, burst=1, clock=clock)
+    pacer = Pacer(store, [RateBucket("hook", per_second=10)], clock=clock)
     started: list[float] = []
 
     def ask(count: int) -> None:
@@ -240,3 +296,67 @@ def test_a_slow_limit_claims_only_what_it_lets_go_soon_and_a_stop_does_not_wait_
     started = time.monotonic()
     engine.stop_queue()  # the one waiting for its time is left for the next start
     assert time.monotonic() - started < 0.5
+
+
+def drain_in_nodes(reactor, location: Path | str, channel_file: Path, count: int, nodes: list[Path]) -> None:
+    """Store ``count`` messages for every destination of ``channel_file``, then drain them with
+    an engine process for each of ``nodes`` (a channel file with some of those destinations)."""
+    key = os.urandom(32)
+    (channel,) = load_channels([channel_file], env={})
+    receiver = Engine(reactor, location, key, channel, "receiver")
+    try:
+        receiver.receive(count)
+    finally:
+        receiver.close()
+    env = {**os.environ, "DRAIN_NODE_KEY": key.hex()}
+    command = [sys.executable, "-m", "tests.support.drain_node", str(location)]
+    children = [
+        subprocess.Popen([*command, str(node), f"drain-{n}"], env=env, cwd=REPO)
+        for n, node in enumerate(nodes)
+    ]
+    for child in children:
+        assert child.wait(timeout=60) == 0
+
+
+def test_kpn_destinations_on_two_nodes_keep_their_shared_client_ids_limit_together(
+    reactor, hook, tmp_path, store_location
+):
+    url = hook.base_url
+    both = kpn_channel_file(tmp_path, url, 30, {"ward-a": "shared-client", "ward-b": "shared-client"})
+    nodes = [kpn_channel_file(tmp_path, url, 30, {ward: "shared-client"}) for ward in ("ward-a", "ward-b")]
+    drain_in_nodes(reactor, store_location, both, 40, nodes)  # a node for each ward
+    times = [request.at for request in hook.received]
+    assert len(times) == 80
+    # KPN's 30 calls a second per client id, paced at 90 %: the two processes, each with an
+    # in-process bucket of its own, sent at twice that
+    assert within_rate(times, 30, 1)
+    assert max(times) - min(times) >= 79 / 27 - 0.2
+    (bucket,) = committed_rows(store_location, "SELECT destination FROM rate_buckets")
+    assert re.fullmatch("account:[0-9a-f]{64}", bucket[0])  # the client id only as a keyed hash
+    if isinstance(store_location, Path):
+        stored = b"".join(path.read_bytes() for path in store_location.parent.glob("courier.sqlite3*"))
+        assert b"shared-client" not in stored
+
+
+def test_kpn_destinations_with_their_own_client_ids_do_not_slow_each_other(reactor, hook, tmp_path):
+    both = kpn_channel_file(tmp_path, hook.base_url, 10, {"ward-a": "client-a", "ward-b": "client-b"})
+    drain_in_nodes(reactor, tmp_path / "courier.sqlite3", both, 18, [both])
+    times = sorted(request.at for request in hook.received)
+    assert len(times) == 36
+    assert within_rate(times, 2 * 10, 2)
+    # 9 a second each: 17 / 9 ≈ 1.9 s; one limit for both would take 35 / 9 ≈ 3.9 s
+    assert times[-1] - times[0] < 3.0
+
+
+def test_a_sends_further_calls_are_booked_too(engines, hook, tmp_path):
+    hook.reply(*[Reply(302, "", {"Location": "/groupchats/g-1/messages/m"}), Reply(200, {"id": "m"})] * 8)
+    # one at a time, so that the server's scripted answers go to the request they are for
+    file = kpn_channel_file(tmp_path, hook.base_url, 30, {"hook": "client-1"}, "{ per_second = 10 }", 1)
+    (channel,) = load_channels([file], env={})
+    engine = engines(channel)
+    engine.start_queue().destination.token_provider = StaticToken("test-token")
+    engine.receive(8)
+    wait_for(lambda: engine.count(SENT) == 8, 10, "all sent")
+    times = [request.at for request in hook.received]
+    assert [request.method for request in hook.received] == ["POST", "GET"] * 8
+    assert within_rate(times, 10, 1)  # a Location read right after its POST: 20 a second

@@ -15,11 +15,11 @@ from engine.delivery.polling import (
     next_poll_at,
     payload_expiry,
 )
-from engine.delivery.ratelimit import send_times
 from engine.delivery.tracker import leading_update, next_state
 from engine.destinations.base import StatusUpdate
 from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_MIN_INTERVAL_S
 from engine.store.base import DELIVERED, ERROR, QUEUED, READ, SENT
+from engine.store.rate_buckets import RateBucket, schedule
 
 RETRY = Retry(max_attempts=5, initial_delay_s=10, max_delay_s=100, factor=2, jitter=0, max_age_s=1000)
 POLLING = StatusPolling(poll=True, poll_every_s=60, give_up_after_s=3600)
@@ -48,10 +48,26 @@ def test_dead_letter_after_max_attempts_or_max_age():
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
-    # 2/s, burst 3: a booking of 4 sends from an idle bucket moved it from T0 to T0 + 2
-    assert send_times(T0 + 2, T0, 4, 0.5, 3) == [T0, T0, T0, T0 + 0.5]
-    assert send_times(T0 + 2.5, T0, 1, 0.5, 3) == [T0 + 1]  # the next booking follows on
-    assert send_times(T0 + 2.5, T0 + 100, 1, 0.5, 3) == [T0 + 100]  # booked long ago: now
+    bucket = [RateBucket("hook", per_second=2, burst=3)]
+    # an idle bucket: the burst at once, then the rate; it is booked from T0 to T0 + 2
+    assert schedule(bucket, [0.0], T0, 4) == ([T0, T0, T0, T0 + 0.5], [T0 + 2])
+    assert schedule(bucket, [T0 + 2], T0, 1) == ([T0 + 1], [T0 + 2.5])  # the next one follows on
+    assert schedule(bucket, [T0 + 2.5], T0 + 100, 1) == ([T0 + 100], [T0 + 100.5])  # long ago: now
+
+
+def test_a_send_waits_for_every_bucket_and_moves_each_on_from_its_time():
+    destination = RateBucket("hook", per_second=10, burst=1)
+    account = RateBucket("account:x", per_second=2, burst=1)
+    # the account is booked a second ahead (another destination on it): the destination's
+    # sends go when the account lets them, and its own bucket moves on from there, so the
+    # sends the account held back never go at the account's pace instead of the destination's
+    times, until = schedule([destination, account], [T0, T0 + 1], T0, 3)
+    assert times == [T0 + 1, T0 + 1.5, T0 + 2]
+    assert until == pytest.approx([T0 + 2.1, T0 + 2.5])
+    # the other way round: an account with room lets the destination's own pace through
+    times, until = schedule([RateBucket("hook", 2), RateBucket("account:x", 10)], [T0, T0], T0, 3)
+    assert times == [T0, T0 + 0.5, T0 + 1]
+    assert until == pytest.approx([T0 + 1.5, T0 + 1.1])
 
 
 def test_qliq_polls_every_interval_until_give_up():

@@ -1,18 +1,18 @@
-"""KPN: pre-flight rules, chat paths, JSON and multipart sends, OAuth pieces, the rate limit."""
+"""KPN: pre-flight rules, chat paths, JSON and multipart sends, OAuth pieces, the account limit."""
 
 from __future__ import annotations
 
 import base64
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from engine.destinations import DestinationError, Outcome, StaticToken
-from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination, chat_path
+from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination, account_rate, chat_path
 from engine.destinations.kpn.oauth import RedirectReceiver, new_state
-from engine.destinations.ratelimit import TokenBucket, shared_bucket
+from engine.destinations.kpn.plugin import PLUGIN
+from engine.destinations.plugin import AccountRate
 from tests import test_destinations_http as loopback
 from tests.test_destinations_http import Reply, make_settings
 
@@ -137,6 +137,31 @@ def test_a_404_for_the_endpoint_holds_the_destination(server, session):
     assert (result.outcome, result.hold) == (Outcome.AUTH_FAILED, "endpoint not found")
 
 
+def test_each_further_call_of_a_send_waits_for_the_rate_limits_first(server, session):
+    kpn = destination(server.base_url, session)
+    paced: list[int] = []  # how many requests the server had when a further one was paced
+    kpn.pace = lambda: paced.append(len(server.received)) or True
+    server.reply(Reply(302, "", {"Location": "/groupchats/g-1/messages/msg-9"}), Reply(200, {"id": "msg-9"}))
+    kpn.send(TEXT, idempotency_key="k1")
+    server.reply(Reply(404, ""), Reply(200, {"id": "me"}))
+    kpn.send(TEXT, idempotency_key="k2")
+    server.reply(Reply(201, {"id": "msg-3"}))
+    kpn.send(TEXT, idempotency_key="k3")  # one call: the queue paced it
+    assert paced == [1, 3]
+    assert len(server.received) == 5
+
+
+def test_a_stopping_queue_lets_no_further_call_go(server, session):
+    kpn = destination(server.base_url, session)
+    kpn.pace = lambda: False
+    server.reply(Reply(404, ""), Reply(302, "", {"Location": "/groupchats/g-1/messages/msg-9"}))
+    missing = kpn.send(TEXT, idempotency_key="k1")
+    found = kpn.send(TEXT, idempotency_key="k2")
+    assert [r.method for r in server.received] == ["POST", "POST"]
+    assert missing.outcome is not Outcome.REJECTED  # not known to be the chat: tried again
+    assert "Location not read: the engine is stopping" in found.reason
+
+
 def test_attachments_go_as_multipart(server, session):
     server.reply(Reply(201, {"id": "msg-2"}))
     png = {
@@ -253,46 +278,9 @@ def test_a_refused_code_raises(server, session):
         destination(server.base_url, session).exchange_code("stale")
 
 
-# -- rate limit --------------------------------------------------------------------------
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-
-def test_the_bucket_spaces_requests_evenly_by_default():
-    clock = FakeTime()
-    bucket = TokenBucket(30, clock=lambda: clock.now, sleep=clock.sleep)
-    assert [bucket.acquire() for _ in range(3)] == pytest.approx([0, 1 / 30, 2 / 30])
-
-
-def test_a_bucket_with_capacity_allows_a_burst_then_spaces_requests():
-    clock = FakeTime()
-    bucket = TokenBucket(30, capacity=30, clock=lambda: clock.now, sleep=clock.sleep)
-    waits = [bucket.acquire() for _ in range(32)]
-    assert waits[:30] == [0.0] * 30
-    assert waits[30:] == pytest.approx([1 / 30, 2 / 30])
-    clock.now += 10  # a quiet period refills the bucket, but never beyond its capacity
-    assert [bucket.acquire() for _ in range(30)] == [0.0] * 30
-    assert bucket.acquire() > 0
-
-
-def test_threads_reserve_distinct_slots():
-    clock = FakeTime()
-    bucket = TokenBucket(10, capacity=1, clock=lambda: clock.now, sleep=clock.sleep)
-    threads = [threading.Thread(target=bucket.acquire) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(clock.sleeps) == pytest.approx([0.1, 0.2, 0.3, 0.4])
-
-
-def test_one_bucket_per_client_id():
-    assert shared_bucket("kpn:test-a", 30) is shared_bucket("kpn:test-a", 30)
-    assert shared_bucket("kpn:test-a", 30) is not shared_bucket("kpn:test-b", 30)
+def test_the_account_limit_is_the_client_ids_at_ninety_percent_of_the_setting():
+    settings = destination(requests_per_second=20).settings
+    assert account_rate(settings) == AccountRate("kpn:client-1", 18.0, 1)
+    other = destination(client_id="client-2").settings
+    assert account_rate(other).key != account_rate(settings).key
+    assert PLUGIN.account_rate is account_rate  # what the queues are built with

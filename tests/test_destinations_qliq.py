@@ -190,6 +190,20 @@ def test_a_failed_follow_up_keeps_the_conversation_for_the_retry(server, session
     assert result.reason.startswith("request 2 of 2: HTTP 500")
 
 
+def test_each_follow_up_waits_for_the_rate_limits_and_a_stop_keeps_the_progress(server, session):
+    server.reply(*[Reply(202, {"conversation_id": "c-1", "message_id": f"m-{n}"}) for n in (1, 2, 3, 4)])
+    payload = {"to": "oncall@example.org", "text": "Summary", "attachments": [PDF, PNG, PDF]}
+    qliq = destination(server.base_url, session)
+    paced: list[int] = []  # how many requests the server had when a further one was paced
+    qliq.pace = lambda: paced.append(len(server.received)) or True
+    assert qliq.send(payload, idempotency_key="k").outcome is Outcome.ACCEPTED
+    assert paced == [1, 2]  # the queue paced the first
+    qliq.pace = lambda: False  # the queue is stopping
+    stopped = qliq.send(payload, idempotency_key="k2")
+    assert len(server.received) == 4
+    assert stopped.outcome is Outcome.RETRY and stopped.progress is not None
+
+
 def test_check_status_per_recipient(server, session):
     server.reply(
         Reply(

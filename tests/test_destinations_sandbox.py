@@ -8,8 +8,8 @@ Status progressions use a fake clock advanced in the reactor thread.
 from __future__ import annotations
 
 import base64
+import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,7 @@ from courier_sandbox.conneqt import ConneqtSandbox, ConneqtTimings
 from courier_sandbox.kpn import KpnSandbox
 from courier_sandbox.medallies import MedAlliesSandbox, MedAlliesTimings
 from courier_sandbox.qliq import QliqSandbox, QliqTimings
+from engine.channel.check import load_channels
 from engine.destinations import Outcome, StaticToken
 from engine.destinations.conneqt.destination import ConneqtDestination
 from engine.destinations.kpn.destination import TOKEN_EXPIRED, KpnDestination
@@ -32,8 +33,12 @@ from engine.destinations.qliq.destination import QliqDestination
 from engine.destinations.registry import destination_class
 from engine.mapping import load_mapping
 from engine.message.reader import Message
+from engine.store.base import SENT
 from tests.conftest import on_reactor
+from tests.support.drain_node import serve
 from tests.support.sandbox import TEST_CREDENTIALS
+from tests.support.waiting import wait_for
+from tests.test_delivery_drain import Engine, kpn_channel_file
 from tests.test_destinations_http import make_settings
 
 PDF = base64.b64encode(b"%PDF-1.4 sandbox result").decode()
@@ -416,21 +421,34 @@ def test_kpn_expired_token_asks_for_authorisation(kpn, session):
     assert result.reason.startswith(TOKEN_EXPIRED)
 
 
-def test_kpn_shared_rate_limit_keeps_two_channels_under_30_per_second(kpn, session):
-    first = authorised_kpn(kpn, session)
-    second = KpnDestination(first.settings, session, token_provider=first.token_provider)
-    payload = {"chat_type": "groupchat", "chat_id": "sandbox-group-1", "body": "x"}
-    results = []
+def test_kpn_queues_of_two_nodes_sharing_a_client_id_never_meet_the_sandboxs_limit(
+    reactor, kpn, session, tmp_path
+):
+    """Two destinations on one client id, served by two nodes' queues (each with its own store
+    connection) on one store: the sandbox's sliding window of 30 calls a second answers no 429."""
+    token = authorised_kpn(kpn, session).token_provider
+    base_url = f"{kpn.base_url}/communication/kpn/healthcare-messenger"
+    wards = {"ward-a": "sandbox-kpn-client", "ward-b": "sandbox-kpn-client"}
+    (channel,) = load_channels([kpn_channel_file(tmp_path, base_url, 30, wards)], env={})
+    key = os.urandom(32)
+    nodes = [Engine(reactor, tmp_path / "courier.sqlite3", key, channel, f"node-{n}") for n in (1, 2)]
+    services = []
+    try:
+        services = [on_reactor(serve, reactor, node.store, channel, token) for node in nodes]
+        nodes[0].receive(30)
+        for queue in (queue for service in services for queue in service.queues.values()):
+            on_reactor(queue.wake)
 
-    def deliver(destination, n):
-        results.extend(destination.send(payload, idempotency_key=str(i)) for i in range(n))
+        def deliveries():
+            return on_reactor(nodes[0].store.list_deliveries, channel="wards", limit=100)
 
-    threads = [threading.Thread(target=deliver, args=(d, 20)) for d in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 40
+        wait_for(lambda: {d.state for d in deliveries()} == {SENT}, 15, "all sent")
+        assert [d.attempts for d in deliveries()] == [1] * 60  # none answered 429 and retried
+    finally:
+        for service in services:
+            on_reactor(service.stopService)
+        for node in nodes:
+            node.close()
 
 
 # -- shipped mappings end to end ---------------------------------------------------------

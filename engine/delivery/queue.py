@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import blockingCallFromThread
 
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery import polling, transitions
@@ -45,6 +47,7 @@ from engine.delivery.ratelimit import Pacer
 from engine.delivery.transitions import TransitionListener, announce, transition_of
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
+from engine.destinations.plugin import AccountRate
 from engine.errors import MessageError
 from engine.logs import context_log
 from engine.mapping import Mapping as PayloadMapping
@@ -54,6 +57,7 @@ from engine.metrics import DestinationMetrics, Metrics
 from engine.node import DEFAULT_LEASE_S, RENEW_FRACTION
 from engine.screen import mapping_context
 from engine.store.base import ERROR, SENT, Delivery, Store
+from engine.store.rate_buckets import ACCOUNT_PREFIX, RateBucket
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class DeliveryQueue(Service):
         auth_retry_s: float = DEFAULT_AUTH_RETRY_S,
         rng: random.Random | None = None,
         metrics: DestinationMetrics | None = None,
+        account: AccountRate | None = None,
     ) -> None:
         self.channel = channel
         self.name = config.name
@@ -100,6 +105,7 @@ class DeliveryQueue(Service):
         self.destination = destination
         self.mapping = mapping
         self._store = store
+        self._reactor = reactor
         self._clock = clock
         self._listener = listener
         self._conversations = conversations
@@ -109,8 +115,8 @@ class DeliveryQueue(Service):
         self._rng = rng or random.Random()
         self._log = context_log(log, channel=channel, destination=config.name)
         self._metrics = metrics or Metrics().destination(channel, config.name)
-        rate = config.rate_limit
-        self._pacer = Pacer(store, self.name, rate.per_second, rate.burst, clock) if rate.per_second else None
+        self._account = account
+        self._pacer: Pacer | None = None  # built at start: an account's bucket is a keyed hash
         self._workers = Workers(reactor, f"delivery-{self.name}", config.concurrency)
         self._pump = Pump(f"queue {self.name}", clock, self._step)
         self._in_flight: dict[int, Deferred[None]] = {}
@@ -126,9 +132,30 @@ class DeliveryQueue(Service):
     def start(self) -> None:
         """Start delivering (what an earlier run left SENDING is taken back by the node
         registration, or by any node once its lease runs out)."""
+        buckets = self._rate_buckets()
+        self._pacer = Pacer(self._store, buckets, self._clock) if buckets else None
+        if self._pacer is not None:
+            self.destination.pace = partial(self._pace_from_thread, self._pacer)
         self._workers.start()
         self._pump.start()
         self._renewal.start(self._lease_s / RENEW_FRACTION, now=False)
+
+    def _rate_buckets(self) -> list[RateBucket]:
+        """The limits each send counts against: the destination's and its vendor account's."""
+        rate, account = self.config.rate_limit, self._account
+        buckets = [RateBucket(self.name, rate.per_second, rate.burst)] if rate.per_second else []
+        if account is not None:
+            name = ACCOUNT_PREFIX + self._store.keyed_hash(account.key)
+            buckets.append(RateBucket(name, account.per_second, account.burst))
+        return buckets
+
+    def _pace_from_thread(self, pacer: Pacer) -> bool:
+        """In a worker thread: wait for the rate limits before a send's further request."""
+        try:
+            blockingCallFromThread(self._reactor, pacer.wait)
+        except CancelledError:
+            return False
+        return True
 
     def wake(self) -> None:
         """New deliveries were stored (or requeued): look for due rows now."""

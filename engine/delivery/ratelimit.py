@@ -1,38 +1,33 @@
-"""A destination's rate limit, booked in the store so it holds across restarts and engines.
+"""Rate limits booked in the store, so they hold across restarts and engines.
 
-The limit is a token bucket of ``per_second`` tokens and ``burst`` capacity, kept in its
-equivalent form (GCRA, the "virtual scheduling" of ATM cell rate policing): one time per
-destination, ``booked_until``, up to which send times have been handed out. Booking ``n``
-sends moves it on by ``n / per_second`` from itself or from now, whichever is later, in one
-UPDATE of the store; the sends then start at their booked times, ``burst - 1`` intervals
-early at most. Whatever the number of queues, restarts or engines on the store, the send
-times handed out never exceed ``burst + per_second × t`` in any ``t`` seconds.
+A send counts against its destination's ``rate_limit`` and, where the vendor plugin declares
+one (:attr:`engine.destinations.plugin.DestinationPlugin.account_rate`), against the limit of
+the vendor account it uses, which every destination with the same account shares. Each limit
+is a bucket row of the store (:mod:`engine.store.rate_buckets`); :meth:`Store.book_sends`
+books a send against all of them in one transaction and hands out the time it may start.
 
 A queue books a send only once a request may start (it holds one of its ``concurrency``
 places), so a booked time is never missed by waiting for another request to end. Sends that
 ask in the same reactor turn share one booking, one store round trip. A booked time this
 process stalled past is booked again rather than used late beside the next ones, and one that
-a stop or crash leaves unused is lost: the limit errs on the safe side. It counts sends (a
-Qliq send with attachments makes several requests). Engines sharing a
-store must have synchronised clocks (NTP), as the booked times are wall-clock times.
+a stop or crash leaves unused is lost: the limit errs on the safe side. The queue books a
+send's first request; a destination whose send makes more (a Qliq message with several
+attachments, KPN's ``Location`` read) books each further one from its worker thread through
+``Destination.pace``. Engines sharing a store must have synchronised clocks (NTP), as the
+booked times are wall-clock times.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from engine.store.base import Store
-
-
-def send_times(booked_until: float, now: float, count: int, interval_s: float, burst: int) -> list[float]:
-    """When each of ``count`` sends booked up to ``booked_until`` may start."""
-    first = booked_until - count * interval_s - (burst - 1) * interval_s
-    return [max(now, first + n * interval_s) for n in range(count)]
-
+from engine.store.rate_buckets import RateBucket
 
 LOOKAHEAD_S = 0.5
 """How far ahead a queue claims and books sends: enough that the next send is mapped and
@@ -43,18 +38,15 @@ SENDING (away from other nodes, and from a stop) for long."""
 class Pacer:
     """``wait()`` fires when one more send to the destination may start."""
 
-    def __init__(
-        self, store: Store, destination: str, per_second: float, burst: int, clock: IReactorTime
-    ) -> None:
+    def __init__(self, store: Store, buckets: Sequence[RateBucket], clock: IReactorTime) -> None:
         self._store = store
-        self._destination = destination
-        self._interval_s = 1.0 / per_second
-        self._burst = burst
+        self._buckets = tuple(buckets)
+        self._stall_s = min(bucket.interval_s for bucket in buckets)
         self._clock = clock
         self._asking: list[Deferred[None]] = []
         self._booked_waits: dict[Deferred[None], IDelayedCall] = {}
         self._stopped = False
-        self.ahead = burst + math.ceil(per_second * LOOKAHEAD_S)
+        self.ahead = min(bucket.burst + math.ceil(bucket.per_second * LOOKAHEAD_S) for bucket in buckets)
         """How many sends may wait for their time at once."""
 
     def wait(self) -> Deferred[None]:
@@ -82,12 +74,10 @@ class Pacer:
 
     def _book(self) -> None:
         asking, self._asking = self._asking, []
-        now = self._clock.seconds()
-        d = self._store.book_sends(self._destination, now, len(asking), self._interval_s)
-        d.addCallbacks(self._booked, self._failed, callbackArgs=(now, asking), errbackArgs=(asking,))
+        d = self._store.book_sends(self._buckets, self._clock.seconds(), len(asking))
+        d.addCallbacks(self._booked, self._failed, callbackArgs=(asking,), errbackArgs=(asking,))
 
-    def _booked(self, booked_until: float, now: float, asking: list[Deferred[None]]) -> None:
-        times = send_times(booked_until, now, len(asking), self._interval_s, self._burst)
+    def _booked(self, times: list[float], asking: list[Deferred[None]]) -> None:
         answered = self._clock.seconds()
         for d, at in zip(asking, times, strict=True):
             if self._stopped:
@@ -100,7 +90,7 @@ class Pacer:
         """Send now, unless this process stalled (swapping, a paused VM) past the booked time:
         then book again, so the sends that waited do not all go at once."""
         del self._booked_waits[d]
-        if self._clock.seconds() - at > self._interval_s:
+        if self._clock.seconds() - at > self._stall_s:
             self._ask(d)
         else:
             d.callback(None)

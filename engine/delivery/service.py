@@ -69,6 +69,7 @@ class DeliveryService(MultiService):
         for config in channel.destinations:
             route = by_name[config.name]
             destination = route.destination
+            account_rate = plugin(config.type).account_rate
             built.queues.append(
                 DeliveryQueue(
                     channel=channel.name,
@@ -84,6 +85,7 @@ class DeliveryService(MultiService):
                     else None,
                     lease_s=self._lease_s,
                     metrics=self._metrics.destination(channel.name, config.name),
+                    account=account_rate(destination.settings) if account_rate else None,
                 )
             )
             if destination.has_status_api and config.status.poll:

@@ -147,6 +147,10 @@ class DestinationError(CourierError):
     """A destination helper (token exchange, authorization) could not do what was asked."""
 
 
+def _unpaced() -> bool:
+    return True
+
+
 class Destination(abc.ABC):
     """One vendor API. Subclasses declare their specs and implement validate/send."""
 
@@ -169,6 +173,10 @@ class Destination(abc.ABC):
         self.session = session
         self.token_provider = token_provider
         self.clock = clock  # epoch seconds; validate() compares expiry times with it
+        self.pace: Callable[[], bool] = _unpaced
+        """Call before each request of a send after its first (the queue paces the first):
+        blocks until the rate limits let one more go; False when the queue is stopping and the
+        request should not be made. The queue sets it; by default every request may go."""
 
     @classmethod
     def settings_problems(cls, settings: Mapping[str, Any], given: Collection[str]) -> list[SettingsProblem]:

@@ -95,6 +95,18 @@ class SandboxHook:
 
 
 @dataclass(frozen=True)
+class AccountRate:
+    """A vendor's limit on a whole account (an API client, a key), shared by every destination
+    that uses it, on every node: the queue books each send against it in the store."""
+
+    key: str
+    """Names the account, prefixed with the vendor's type so two vendors never share one. It is
+    stored only as a keyed hash (it may be a client id)."""
+    per_second: float
+    burst: int = 1
+
+
+@dataclass(frozen=True)
 class DestinationPlugin:
     """Everything the core knows about one destination type."""
 
@@ -107,6 +119,8 @@ class DestinationPlugin:
     on_start: Callable[[Any, DeliveryQueue], Deferred[None] | None] | None = None
     """Run for each queue of this type before the engine starts (e.g. exchange a one-time code
     for a token); a failure should be logged, not raised."""
+    account_rate: Callable[[Mapping[str, Any]], AccountRate | None] | None = None
+    """The account-wide limit a destination's settings put it under, or None."""
     conversations: bool = False
     """The vendor threads follow-ups into conversations (:mod:`engine.delivery.conversations`)."""
     sandbox: SandboxHook | None = None

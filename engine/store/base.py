@@ -7,11 +7,13 @@ Fields that may carry PHI are kept out of ``repr`` so a logged record never leak
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+
+from engine.store.rate_buckets import RateBucket
 
 # Message states.
 RECEIVED = "RECEIVED"
@@ -271,9 +273,9 @@ class Store(Protocol):
 
     def held_destinations(self) -> Deferred[list[tuple[str, str, float]]]: ...
 
-    # Rate limits (one row per destination, shared by every engine on the store).
-    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> Deferred[float]:
-        """Book ``count`` sends ``interval_s`` apart, atomically; returns when the bookings end."""
+    # Rate limits (one row per destination or vendor account, shared by every engine on the store).
+    def book_sends(self, buckets: Sequence[RateBucket], now: float, count: int) -> Deferred[list[float]]:
+        """Book ``count`` sends against all ``buckets``, atomically; returns when each may start."""
         ...
 
     # Status polls (vendors with a status API).

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +47,7 @@ from engine.store.base import (
 from engine.store.crypto import Cipher, keyed_digest
 from engine.store.dialect import RETURNING_ID, SKIP_LOCKED
 from engine.store.postgres import is_postgres
+from engine.store.rate_buckets import RateBucket, schedule
 from engine.store.schema import KEYS_FROM_MESSAGES, LATEST_VERSION, migrate, schema_version
 
 if TYPE_CHECKING:
@@ -254,9 +255,10 @@ _OUTBOX_PENDING = "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE channel = 
 _OPEN_RATE_BUCKET = """
     INSERT INTO rate_buckets (destination, booked_until) VALUES (?, 0)
     ON CONFLICT (destination) DO NOTHING"""
-_BOOK_SENDS = """
-    UPDATE rate_buckets SET booked_until = CASE WHEN booked_until > ? THEN booked_until ELSE ? END + ?
-    WHERE destination = ? RETURNING booked_until"""
+# The no-op UPDATE reads the bucket and, on PostgreSQL, locks its row until the booking commits.
+_READ_RATE_BUCKET = """
+    UPDATE rate_buckets SET booked_until = booked_until WHERE destination = ? RETURNING booked_until"""
+_SET_RATE_BUCKET = "UPDATE rate_buckets SET booked_until = ? WHERE destination = ?"
 _NEXT_ATTEMPT_DUE = "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination = ? AND state = 'QUEUED'"
 
 _STATUS_POLL_COLUMNS = """p.delivery_id, p.destination, d.remote_id, p.next_at, p.give_up_at,
@@ -830,15 +832,22 @@ class Database:
         """When the destination's earliest QUEUED delivery is due, so its queue can sleep till then."""
         return self.connection.execute(_NEXT_ATTEMPT_DUE, (destination,)).fetchone()[0]
 
-    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> float:
-        """Book ``count`` sends ``interval_s`` apart after the destination's last booked one
-        (or after ``now``); returns the new end of its bookings.
+    def book_sends(self, buckets: Sequence[RateBucket], now: float, count: int) -> list[float]:
+        """Book ``count`` sends against every one of ``buckets`` at once; returns when each
+        send may start (:func:`engine.store.rate_buckets.schedule`).
 
-        One UPDATE, so concurrent engines on one store each get their own stretch of time.
+        The buckets are read and locked in name order, so concurrent engines on one store each
+        get their own stretch of time, and two bookings never wait for each other in a cycle.
         """
-        self.connection.execute(_OPEN_RATE_BUCKET, (destination,))
-        params = (now, now, count * interval_s, destination)
-        return self.connection.execute(_BOOK_SENDS, params).fetchone()[0]
+        ordered = sorted(buckets, key=lambda bucket: bucket.name)
+        booked = []
+        for bucket in ordered:
+            self.connection.execute(_OPEN_RATE_BUCKET, (bucket.name,))
+            booked.append(self.connection.execute(_READ_RATE_BUCKET, (bucket.name,)).fetchone()[0])
+        times, until = schedule(ordered, booked, now, count)
+        for bucket, booked_until in zip(ordered, until, strict=True):
+            self.connection.execute(_SET_RATE_BUCKET, (booked_until, bucket.name))
+        return times
 
     # Status polls -----------------------------------------------------------------------
 

@@ -183,7 +183,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE order_key IS NOT NULL AND state IN ('QUEUED', 'SENDING');
     """,
     # 12: each rate-limited destination's send times handed out so far, so its limit holds
-    # across restarts and across engines sharing the store (engine.delivery.ratelimit).
+    # across restarts and across engines sharing the store (engine.delivery.ratelimit). A
+    # vendor account's limit has a row too, named "account:" + a keyed hash of its key.
     """
     CREATE TABLE rate_buckets (
         destination TEXT PRIMARY KEY,

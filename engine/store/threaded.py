@@ -10,7 +10,7 @@ The database is a SQLite file (:class:`engine.store.sqlite.SQLiteStore`) or Post
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
@@ -37,6 +37,7 @@ from engine.store.database import (
     Database,
     Durability,
 )
+from engine.store.rate_buckets import RateBucket
 from engine.store.reactor_commits import Reactor
 from engine.store.worker import Worker, run_each, run_in_one_transaction
 
@@ -238,8 +239,8 @@ class ThreadedStore:
     def held_destinations(self) -> Deferred[list[tuple[str, str, float]]]:
         return self._read(Database.held_destinations)
 
-    def book_sends(self, destination: str, now: float, count: int, interval_s: float) -> Deferred[float]:
-        return self._write(Database.book_sends, destination, now, count, interval_s)
+    def book_sends(self, buckets: Sequence[RateBucket], now: float, count: int) -> Deferred[list[float]]:
+        return self._write(Database.book_sends, buckets, now, count)
 
     # Status polls
 

@@ -3,11 +3,13 @@
 Bearer auth with a token from the three-legged OAuth flow (:mod:`engine.destinations.kpn.oauth`),
 read from the :class:`~engine.destinations.base.TokenProvider` on every send. Text goes as
 JSON ``{"body": ...}`` to ``<chat>/messages``; attachments as ``multipart/form-data`` to
-``<chat>/attachments`` (a ``message`` field and one ``files`` part per document). Every
-request first takes a token from the bucket shared by all channels that use the same OAuth
-client id. KPN allows 30 calls per second; we pace at 90 % of the configured limit because
-requests spaced exactly 1/30 s apart arrive bunched by network jitter, and the sandbox's
-sliding window then answered 429.
+``<chat>/attachments`` (a ``message`` field and one ``files`` part per document): one call
+either way. KPN allows 30 calls per second per OAuth client (:func:`account_rate`): every
+call is booked in the store against the bucket of its client id, which all destinations and
+nodes using that client share; the queue books a send's first call, and the ``GET /me`` or
+``Location`` read that may follow it is booked before it goes (``self.pace``). We pace at
+90 % of the configured limit because requests spaced exactly 1/30 s apart arrive bunched by
+network jitter, and the sandbox's sliding window then answered 429.
 
 An expired token is a 401. It is returned as AUTH_FAILED with the reason
 "KPN token expired: run courier kpn authorize": the message is fine, so the queue keeps it
@@ -46,7 +48,7 @@ from engine.destinations import rules
 from engine.destinations.base import Outcome, Problem, SendResult
 from engine.destinations.kpn import oauth as kpn_oauth
 from engine.destinations.payload import DATA_TYPE, MISSING, check_payload, is_blank
-from engine.destinations.ratelimit import shared_bucket
+from engine.destinations.plugin import AccountRate
 from engine.destinations.transport import HttpDestination, get_ci, http_settings_spec, json_body
 from engine.spec import Spec, number, objects, string
 
@@ -139,8 +141,6 @@ class KpnDestination(HttpDestination):
         token = self.token_provider.token() if self.token_provider else None
         if not token:
             return SendResult(Outcome.AUTH_FAILED, reason=TOKEN_EXPIRED)
-        rate = self.settings["requests_per_second"] * PACING
-        shared_bucket(f"kpn:{self.settings['client_id']}", rate).acquire()
         headers = {"Authorization": f"Bearer {token}", "version": self.settings["api_version"]}
         chat = chat_path(payload)
         attachments = payload.get("attachments") or ()
@@ -163,7 +163,7 @@ class KpnDestination(HttpDestination):
 
     def _chat_missing(self, response: requests.Response, headers: Mapping[str, str]) -> bool:
         """A 404 names the chat, not the endpoint, when the API itself answers ``GET /me``."""
-        if response.status_code != 404:
+        if response.status_code != 404 or not self.pace():
             return False
         try:
             return self.http("GET", "/me", headers=headers).status_code != 404
@@ -178,6 +178,8 @@ class KpnDestination(HttpDestination):
         target = urlsplit(urljoin(self.url("/"), result.location))
         if (target.scheme, target.netloc) != (root.scheme, root.netloc):
             return replace(result, reason=f"{result.reason}; Location on another host not followed")
+        if not self.pace():
+            return replace(result, reason=f"{result.reason}; Location not read: the engine is stopping")
         try:
             response = self.session.get(
                 target.geturl(),
@@ -216,6 +218,11 @@ class KpnDestination(HttpDestination):
             timeout=self.timeout,
             verify=self.verify,
         )
+
+
+def account_rate(settings: Mapping[str, Any]) -> AccountRate:
+    """KPN's limit counts the calls of one OAuth client, whichever destination or node makes them."""
+    return AccountRate(f"kpn:{settings['client_id']}", settings["requests_per_second"] * PACING)
 
 
 def chat_path(payload: Mapping[str, Any]) -> str:

@@ -221,7 +221,10 @@ class QliqDestination(HttpDestination):
                 continue
             if conversation_id:
                 body["conversation_id"] = conversation_id
-            result = self.request("POST", SEND_PATH, json=body, on_success=_accepted)
+            if n > done + 1 and not self.pace():  # the queue paced this attempt's first request
+                result = SendResult(Outcome.RETRY, reason="not sent: the engine is stopping")
+            else:
+                result = self.request("POST", SEND_PATH, json=body, on_success=_accepted)
             conversation_id = result.conversation_id or conversation_id
             if result.outcome is not Outcome.ACCEPTED:
                 prefix = f"request {n} of {len(requests_to_send)}: " if n > 1 else ""
