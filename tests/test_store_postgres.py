@@ -151,7 +151,8 @@ def test_without_server_binaries_postgresql_tests_skip_unless_ci_requires_them(m
 def test_after_the_server_drops_the_connection_the_next_transaction_runs_on_a_new_one(nodes):
     first, second = nodes
     with second.transaction():
-        second.connection.execute("SELECT pg_terminate_backend(?)", (first.connection.backend_pid,))
+        # with a timeout it waits until the backend is gone, so the next statement cannot win the race
+        second.connection.execute("SELECT pg_terminate_backend(?, 5000)", (first.connection.backend_pid,))
     import psycopg
 
     with pytest.raises(psycopg.OperationalError), first.transaction():

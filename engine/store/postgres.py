@@ -87,12 +87,13 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         text, order = postgresql(sql)
-        if self._pipeline is None and self._conn.broken:  # between transactions only
+        if self._pipeline is None and (self._conn.broken or self._conn.closed):  # between transactions only
             self._reconnect()
         if sql == "BEGIN IMMEDIATE":
             self._announced.clear()
-            self._pipeline = self._conn.pipeline()
-            self._sync = self._pipeline.__enter__().sync
+            pipeline = self._conn.pipeline()
+            self._sync = pipeline.__enter__().sync  # raises if the server dropped the connection
+            self._pipeline = pipeline  # only once entered: else the next BEGIN reconnects
         elif sql == "ROLLBACK":
             self._leave_pipeline(quietly=True)  # what failed is already being reported
         elif sql == "ROLLBACK TO op" and self._pipeline is not None:
