@@ -87,13 +87,15 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         text, order = postgresql(sql)
+        if sql == "BEGIN IMMEDIATE":
+            self._leave_pipeline(quietly=True)  # what a transaction cut short by a lost connection left
         if self._pipeline is None and (self._conn.broken or self._conn.closed):  # between transactions only
             self._reconnect()
         if sql == "BEGIN IMMEDIATE":
             self._announced.clear()
             pipeline = self._conn.pipeline()
-            self._sync = pipeline.__enter__().sync  # raises if the server dropped the connection
-            self._pipeline = pipeline  # only once entered: else the next BEGIN reconnects
+            self._sync = pipeline.__enter__().sync
+            self._pipeline = pipeline
         elif sql == "ROLLBACK":
             self._leave_pipeline(quietly=True)  # what failed is already being reported
         elif sql == "ROLLBACK TO op" and self._pipeline is not None:
