@@ -31,7 +31,7 @@ from engine.mapping import load_mapping
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
 from engine.spec import parse
-from engine.store import Cipher, Incoming, SQLiteStore
+from engine.store import Cipher, Incoming, OutboxEntry, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
@@ -118,6 +118,9 @@ class Transitions:
 
     def __init__(self) -> None:
         self.seen: list[Transition] = []
+
+    def reports(self, transition: Transition, original: bytes) -> tuple[OutboxEntry, ...]:
+        return ()
 
     def on_transition(self, transition: Transition) -> None:
         self.seen.append(transition)
