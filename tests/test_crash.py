@@ -29,7 +29,15 @@ from engine.store import Cipher, Database
 from tests.support.mllp import BlockingClient
 from tests.support.postgres import committed_rows
 from tests.support.scripted_http import Reply, ScriptedServer
-from tests.support.subprocess_engine import STORE_KEY, EngineProcess, courier, free_port, listening
+from tests.support.subprocess_engine import (
+    HTTP_CHANNEL,
+    HTTP_MAPPING,
+    STORE_KEY,
+    EngineProcess,
+    courier,
+    free_port,
+    listening,
+)
 from tests.support.waiting import wait_for
 
 ORU = (
@@ -111,29 +119,6 @@ def test_sigkill_under_load_loses_no_acked_message_and_stores_none_twice(tmp_pat
         engine.stop()
 
 
-STATUS_CHANNEL = """
-name = "lab"
-[source]
-listen = "tcp:{port}:interface=127.0.0.1"
-[source.filter]
-message_types = ["ORU^R01"]
-[[destinations]]
-name = "results-hook"
-type = "http"
-mapping = "hook.toml"
-concurrency = 8
-  [destinations.settings]
-  url = "{url}/results"
-[status_reports]
-to = "tcp:host=127.0.0.1:port={hospital}"
-events = ["accepted", "failed"]
-"""
-HOOK = """
-input = ["ORU^R01"]
-output = "http"
-[fields]
-messageId = "MSH-10"
-"""
 DELIVERIES = 150
 REPORTED = {"SENT": "accepted", "ERROR": "rejected"}  # every fifth is refused with HTTP 400
 
@@ -171,9 +156,9 @@ def test_sigkill_while_deliveries_complete_loses_no_status_report(tmp_path, run)
     env = dict(os.environ, COURIER_STORE_KEY=STORE_KEY)
     hospital_port, port, store = free_port(), free_port(), tmp_path / "courier.sqlite3"
     (tmp_path / "lab.toml").write_text(
-        STATUS_CHANNEL.format(port=port, url=sandbox.base_url, hospital=hospital_port)
+        HTTP_CHANNEL.format(port=port, url=sandbox.base_url, hospital=hospital_port, retry=0.5)
     )
-    (tmp_path / "hook.toml").write_text(HOOK)
+    (tmp_path / "hook.toml").write_text(HTTP_MAPPING)
     hospital = courier(
         "listen", f"tcp:{hospital_port}:interface=127.0.0.1", "--summary", cwd=tmp_path, env=env
     )
