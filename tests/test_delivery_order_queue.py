@@ -25,8 +25,8 @@ from engine.spec import parse
 from engine.store import Incoming, SQLiteStore
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
+from tests.support.subprocess_engine import HTTP_MAPPING
 from tests.support.waiting import wait_for
-from tests.test_nodes_failover import MAPPING
 
 RETRY_S = 0.6
 
@@ -79,7 +79,7 @@ def store(reactor, tmp_path) -> Iterator[SQLiteStore]:
 
 
 def queue(reactor, store, url: str, tmp_path: Path) -> DeliveryQueue:
-    (tmp_path / "hook.toml").write_text(MAPPING)
+    (tmp_path / "hook.toml").write_text(HTTP_MAPPING)
     cls = destination_class("http")
     settings, problems = parse(cls.settings_spec, {"url": url}, env={})
     assert problems == []

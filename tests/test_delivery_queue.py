@@ -31,7 +31,7 @@ from engine.mapping import load_mapping
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
 from engine.spec import parse
-from engine.store import Cipher, Incoming, SQLiteStore
+from engine.store import Cipher, Incoming, OutboxEntry, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
 from tests.conftest import on_reactor
 from tests.support.sandbox import TEST_CREDENTIALS
@@ -114,16 +114,28 @@ def oru(
 
 
 class Transitions:
-    """The test's TransitionListener: records every announced transition."""
+    """The test's TransitionListener: records every announced transition, and has each report
+    one outbox entry named ``<control id>:<event>`` (``originals``: what it was built from)."""
 
     def __init__(self) -> None:
         self.seen: list[Transition] = []
+        self.originals: dict[str, bytes] = {}
+
+    def reports(self, transition: Transition, original: bytes) -> tuple[OutboxEntry, ...]:
+        name = f"{transition.control_id}:{transition.event}"
+        self.originals[name] = original
+        return (OutboxEntry(transition.channel, "tcp:host=127.0.0.1:port=9", name, original),)
 
     def on_transition(self, transition: Transition) -> None:
         self.seen.append(transition)
 
     def events(self, delivery_id: int | None = None) -> list[str]:
         return [t.event for t in self.seen if delivery_id in (None, t.delivery_id)]
+
+
+def reported(store) -> list[str]:
+    """The control ids of the outbox, in the channel's order: what the transitions reported."""
+    return [item.control_id for item in sorted(on_reactor(store.list_outbox), key=lambda i: i.seq)]
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +301,7 @@ def test_stored_messages_are_mapped_from_the_store_sent_and_announced(harness, s
     accepted = [t for t in listener.seen if t.event == "accepted"]
     assert sorted(t.message_id for t in accepted) == sorted(ids)
     assert all(t.state == SENT and t.channel == "lab" and t.remote_id for t in accepted)
+    assert sorted(reported(harness.store)) == ["C0:accepted", "C1:accepted", "C2:accepted"]
     subjects = sorted(b["messageSubject"] for b in sent_bodies(sandboxes.medallies, "send_ccda"))
     assert subjects == ["Report ACC-C0", "Report ACC-C1", "Report ACC-C2"]
 
@@ -326,6 +339,7 @@ def test_a_rejected_message_is_dead_lettered_and_the_ones_behind_it_still_go(har
     assert "Unknown Recipient" in rejected.last_error or "400" in rejected.last_error
     (transition,) = [t for t in listener.seen if t.state == ERROR]
     assert transition.event == "rejected"
+    assert "BAD:rejected" in reported(harness.store), "stored with the ERROR"
     assert [p.name for p in transition.invalid_parameters] == ["recipient"]
     assert "DOE" not in transition.detail and "9434765919" not in transition.detail
 

@@ -20,7 +20,7 @@ from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_M
 from engine.store.base import DELIVERED, ERROR, READ, SENT
 from tests import test_delivery_queue as queue_tests
 from tests.conftest import on_reactor
-from tests.test_delivery_queue import Harness, Transitions, oru, wait_for
+from tests.test_delivery_queue import Harness, Transitions, oru, reported, wait_for
 
 # The queue tests' fixtures: sandboxes on free ports, a store file, a listener, a harness.
 sandboxes = queue_tests.sandboxes
@@ -107,6 +107,8 @@ def test_read_before_delivered_reports_delivered_first_and_the_late_delivered_ch
     assert (read.state, read.event) == (READ, "read")
     assert listener.events() == ["accepted", "delivered", "read"]
     assert listener.seen[1].detail == "delivered (implied by read)"
+    assert reported(store) == ["MA2:accepted", "MA2:delivered", "MA2:read"], "stored with each change"
+    assert listener.originals["MA2:read"] == oru("MA2"), "built from the stored message"
     late = on_reactor(tracker.apply_update, sent.remote_id, StatusUpdate("delivered", detail="DISPATCHED"))
     assert late is None and listener.events() == ["accepted", "delivered", "read"]
     kinds = [(e.kind, e.state) for e in on_reactor(store.timeline, "MA2")]

@@ -6,10 +6,12 @@ import os
 
 import pytest
 
-from engine.store.base import ERROR, QUEUED, SENT, Incoming, StatusPoll
+from engine.store.base import DELIVERED, ERROR, QUEUED, SENDING, SENT, Incoming, OutboxEntry, StatusPoll
 from engine.store.crypto import Cipher
 from engine.store.database import Database
 from engine.store.schema import LATEST_VERSION
+from engine.store.worker import run_in_one_transaction
+from tests.support.postgres import committed_rows
 
 T0 = 1_700_000_000.0
 RAW = b"MSH|^~\\&|LIS|HOSP|COURIER|CLINIC|20240101||ORU^R01|C1|P|2.5\rPID|1||MRN123"
@@ -18,6 +20,7 @@ RAW = b"MSH|^~\\&|LIS|HOSP|COURIER|CLINIC|20240101||ORU^R01|C1|P|2.5\rPID|1||MRN
 @pytest.fixture
 def db(store_location):
     database = Database.open(store_location, Cipher(os.urandom(32)), clock=lambda: T0)
+    database.location = store_location
     yield database
     database.close()
 
@@ -96,3 +99,54 @@ def test_find_delivery_by_the_vendors_id(db):
 def test_schema_is_at_the_latest_version(db):
     version = db.connection.execute("SELECT version FROM schema_version").fetchone()[0]
     assert version == LATEST_VERSION >= 4
+
+
+def status_report(control_id: str | None = "S1") -> OutboxEntry:
+    return OutboxEntry("lab", "tcp:host=127.0.0.1:port=9", control_id, b"MSH|^~\\&|status " + RAW[-6:])
+
+
+def committed(db: Database) -> tuple[list[tuple], list[tuple]]:
+    """(delivery id, state) and (outbox control id, seq) as another connection sees them."""
+    deliveries = committed_rows(db.location, "SELECT id, state FROM deliveries ORDER BY id")
+    outbox = committed_rows(db.location, "SELECT control_id, seq FROM outbox ORDER BY seq")
+    return deliveries, outbox
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda db, d, reports: db.mark_sent(d, "remote-1", "", reports),
+        lambda db, d, reports: db.mark_sent_polled(
+            d, "remote-1", "", StatusPoll(d, "gp", "", T0 + 10, T0 + 1000, None, 0), reports
+        ),
+        lambda db, d, reports: db.mark_error(d, "rejected", reports),
+        lambda db, d, reports: (db.mark_sent(d, "remote-1"), db.set_state(d, DELIVERED, "", reports)),
+    ],
+    ids=["mark_sent", "mark_sent_polled", "mark_error", "set_state"],
+)
+def test_a_state_change_and_the_status_reports_it_causes_commit_together(db, change):
+    (delivery_id,) = store_message(db)
+    with db.transaction():
+        db.claim_due("gp", T0, 1, 60)
+        change(db, delivery_id, [status_report("S1"), status_report("S2")])
+    (state,) = [s for _, s in committed(db)[0]]
+    assert state in (SENT, ERROR, DELIVERED)
+    assert committed(db)[1] == [("S1", 1), ("S2", 2)], "in the channel's order, after what was there"
+
+
+def test_an_outbox_insert_that_fails_undoes_its_state_change_and_nothing_else_in_the_batch(db):
+    """The writer's group commit: a call that fails rolls back alone, state change and report."""
+    first, second = store_message(db, ("gp", "other"))
+    with db.transaction():
+        db.claim_due("gp", T0, 1, 60)
+        db.claim_due("other", T0, 1, 60)
+    outcomes = run_in_one_transaction(
+        db,
+        [
+            (Database.mark_sent, (first, "remote-1", "", [status_report("S1")])),
+            (Database.mark_sent, (second, "remote-2", "", [status_report(None)])),  # NOT NULL refuses it
+        ],
+    )
+    assert [ok for ok, _ in outcomes] == [True, False]
+    assert committed(db) == (sorted([(first, SENT), (second, SENDING)]), [("S1", 1)])
+    assert [e.kind for e in db.timeline("C1") if e.delivery_id == second][-1] == "claimed"

@@ -24,7 +24,14 @@ from tests.support.e2e import with_msh
 from tests.support.mllp import BlockingClient
 from tests.support.postgres import committed_rows
 from tests.support.scripted_http import Reply, ScriptedServer
-from tests.support.subprocess_engine import STORE_KEY, courier, free_port, listening
+from tests.support.subprocess_engine import (
+    HTTP_CHANNEL,
+    HTTP_MAPPING,
+    STORE_KEY,
+    courier,
+    free_port,
+    listening,
+)
 from tests.support.waiting import wait_for
 
 LEASE_S = 2.0
@@ -34,37 +41,6 @@ SLACK_S = 5.0  # measured alone: the whole bound is reached within 2.5-4.5 s of 
 RUNS = 3
 MESSAGES = 40
 PATIENTS = 6
-
-CHANNEL = """
-name = "lab"
-[source]
-listen = "tcp:{port}:interface=127.0.0.1"
-[source.filter]
-message_types = ["ORU^R01"]
-[[destinations]]
-name = "results-hook"
-type = "http"
-mapping = "hook.toml"
-order_by = "{{PID-3.1}}"
-concurrency = 4
-  [destinations.settings]
-  url = "{url}/results"
-  [destinations.retry]
-  initial_delay_s = {retry}
-  max_delay_s = {retry}
-  jitter = 0
-[status_reports]
-to = "tcp:host=127.0.0.1:port={hospital}"
-events = ["accepted"]
-"""
-
-MAPPING = """
-input = ["ORU^R01"]
-output = "http"
-[fields]
-messageId = "MSH-10"
-patient = "PID-3.1"
-"""
 
 ORU = (
     b"MSH|^~\\&|LIS|CITYLAB|COURIER|CITYHOSP|20240131142501||ORU^R01|F0000|P|2.5\r"
@@ -88,12 +64,12 @@ class Cluster:
         self.hospital = courier(
             "listen", f"tcp:{self.hospital_port}:interface=127.0.0.1", "--summary", cwd=tmp_path, env=self.env
         )
-        (tmp_path / "hook.toml").write_text(MAPPING)
+        (tmp_path / "hook.toml").write_text(HTTP_MAPPING)
         self.ports: dict[str, int] = {}
         self.nodes: dict[str, subprocess.Popen] = {}
         for name in ("n1", "n2"):
             port = self.ports[name] = free_port()
-            channel = CHANNEL.format(
+            channel = HTTP_CHANNEL.format(
                 port=port, url=sandbox.base_url, hospital=self.hospital_port, retry=RETRY_S
             )
             (tmp_path / f"{name}.toml").write_text(channel)
@@ -122,7 +98,9 @@ class Cluster:
         logs = "".join(process.communicate(timeout=30)[1] for process in self.nodes.values())
         self.hospital.terminate()
         out, _ = self.hospital.communicate(timeout=10)
-        self.statuses = [line.split()[1] for line in out.splitlines() if line.startswith("ACK")]
+        acks = [line.split() for line in out.splitlines() if line.startswith("ACK")]
+        self.statuses = [ack[1] for ack in acks]  # each status message's own control id (MSH-10)
+        self.reported = {ack[4] for ack in acks}  # the control ids they report on (MSA-2)
         return logs
 
 
@@ -217,10 +195,12 @@ def test_a_node_killed_at_a_random_moment_loses_and_doubles_nothing(tmp_path, po
     # and the sends themselves (slack for a loaded 2-core machine).
     assert taken_over <= LEASE_S + IDLE_S + RETRY_S + SLACK_S, (taken_over, held_at_kill)
 
-    # The channel's statuses reached the hospital in the outbox's order (a resend repeats one).
+    # The channel's statuses reached the hospital in the outbox's order (a resend repeats one),
+    # one per message and none missing, whichever node committed its SENT before the kill.
     outbox = [c for (c,) in cluster.rows("SELECT control_id FROM outbox WHERE channel = 'lab' ORDER BY seq")]
     received = [c for i, c in enumerate(cluster.statuses) if i == 0 or cluster.statuses[i - 1] != c]
     assert received == outbox
+    assert len(outbox) == MESSAGES and cluster.reported == {f"F{n:04d}" for n in range(MESSAGES)}
 
 
 def test_a_lease_renewed_by_one_node_keeps_the_other_from_sending_the_same_delivery(

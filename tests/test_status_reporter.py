@@ -134,6 +134,14 @@ EVENTS = [
 ]
 
 
+def report(store, reporter: StatusReporter, transition: Transition) -> None:
+    """What the delivery queue does with a transition of a message of ``ORU``: store the
+    reporter's reports (the queue stores them with the state change), then announce it."""
+    for entry in on_reactor(reporter.reports, transition, ORU):
+        on_reactor(store.outbox_add, entry.channel, entry.target, entry.payload, entry.control_id)
+    on_reactor(reporter.on_transition, transition)
+
+
 def start_reporter(store, reactor, channel: Channel) -> StatusReporter:
     reporter = StatusReporter(store, reactor, [channel], **FAST)
     on_reactor(reporter.start)
@@ -150,7 +158,7 @@ def test_statuses_arrive_in_order_with_msa2_and_zds(store, reactor):
     reporter = start_reporter(store, reactor, channel)
     try:
         for n, (event, state) in enumerate(EVENTS):
-            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+            report(store, reporter, transition(channel, message_id, event, state, n))
         got = [hospital.next() for _ in EVENTS]
         assert [m.get("ZDS-1") for m in got] == [event for event, _ in EVENTS]
         assert [m.get("MSA-1") for m in got] == ["AA", "AA", "AA", "AE", "AE"]
@@ -175,7 +183,7 @@ def test_only_the_channels_events_are_queued(store, reactor):
     reporter = start_reporter(store, reactor, channel)
     try:
         for n, (event, state) in enumerate(EVENTS):
-            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+            report(store, reporter, transition(channel, message_id, event, state, n))
         assert [hospital.next().get("ZDS-1") for _ in range(3)] == ["delivered", "failed", "expired"]
         assert hospital.nothing_more()
     finally:
@@ -191,7 +199,7 @@ def test_retries_while_the_hospital_is_down_and_sends_each_once(store, reactor):
     hospital = Hospital(reactor, port)
     try:
         for n, (event, state) in enumerate(EVENTS[:3]):
-            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+            report(store, reporter, transition(channel, message_id, event, state, n))
         wait_for(lambda: on_reactor(store.outbox_next, channel.name, time.time() + 3600).attempts >= 2)
         hospital.up()
         assert [hospital.next().get("ZDS-1") for _ in range(3)] == ["accepted", "delivered", "read"]
@@ -209,7 +217,7 @@ def test_pending_items_are_sent_after_a_restart(tmp_path, key, reactor):
     message_id = receive(store, channel)
     reporter = start_reporter(store, reactor, channel)
     for n, (event, state) in enumerate(EVENTS[:2]):
-        on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+        report(store, reporter, transition(channel, message_id, event, state, n))
     on_reactor(reporter.stop)
     on_reactor(store.close)
 
@@ -246,7 +254,7 @@ def test_an_ack_for_another_message_is_not_taken_as_delivery(store, reactor):
     message_id = receive(store, channel)
     reporter = start_reporter(store, reactor, channel)
     try:
-        on_reactor(reporter.on_transition, transition(channel, message_id, "delivered", "DELIVERED"))
+        report(store, reporter, transition(channel, message_id, "delivered", "DELIVERED"))
         wait_for(lambda: receiver.frames >= 2)
         item = on_reactor(store.outbox_next, channel.name, time.time() + 3600)
         assert item is not None and item.attempts >= 1
@@ -287,7 +295,7 @@ def test_an_operator_skips_a_refused_status_and_the_channel_moves_on(tmp_path, k
     try:
         message_id = receive(store, channel)
         for n, (event, state) in enumerate(EVENTS[:2]):
-            on_reactor(reporter.on_transition, transition(channel, message_id, event, state, n))
+            report(store, reporter, transition(channel, message_id, event, state, n))
         wait_for(lambda: refusing.refusals >= 3)
         assert hospital.nothing_more(wait=0.5), "the later status waits behind the refused one"
 
@@ -356,7 +364,7 @@ def test_statuses_go_over_tls_when_the_channel_says_so(store, reactor, tmp_path)
     message_id = receive(store, channel)
     reporter = start_reporter(store, reactor, channel)
     try:
-        on_reactor(reporter.on_transition, transition(channel, message_id, "read", "READ"))
+        report(store, reporter, transition(channel, message_id, "read", "READ"))
         assert hospital.next().get("ZDS-1") == "read"
     finally:
         on_reactor(reporter.stop)

@@ -6,8 +6,9 @@
 * :class:`StatusPoller` (one per destination with a status API) asks the vendor on the
   schedule in :mod:`engine.delivery.polling`, kept in the store across restarts.
 * :class:`StatusTracker` applies vendor statuses (polled or pushed by webhooks) by one rule set.
-* Every committed state change is announced as a :class:`Transition` to a
-  :class:`TransitionListener` (the status reporter).
+* Every state change is a :class:`Transition`: the :class:`TransitionListener` (the status
+  reporter) says which status reports it causes, the store commits them with the change, and
+  the listener is told once both are committed.
 """
 
 from engine.delivery.conversations import Conversations, thread_key

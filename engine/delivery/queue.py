@@ -44,7 +44,7 @@ from engine.delivery.backoff import give_up_reason, retry_delay
 from engine.delivery.conversations import Conversations, remember_conversation, thread_key
 from engine.delivery.pump import Pump
 from engine.delivery.ratelimit import Pacer
-from engine.delivery.transitions import TransitionListener, announce, transition_of
+from engine.delivery.transitions import TransitionListener, record, transition_of
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
 from engine.destinations.plugin import AccountRate
@@ -364,15 +364,15 @@ class DeliveryQueue(Service):
             expires_at = polling.payload_expiry(kind, payload)
             poll = polling.first_poll(kind, self.config.status, self.name, now, expires_at)
         if poll is None:
-            yield self._store.mark_sent(delivery.id, remote_id, detail)
+            change = partial(self._store.mark_sent, delivery.id, remote_id, detail)
         else:
-            yield self._store.mark_sent_polled(delivery.id, remote_id, detail, poll)
+            change = partial(self._store.mark_sent_polled, delivery.id, remote_id, detail, poll)
+        transition = transition_of(
+            delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None
+        )
+        yield record(self._listener, transition, delivery.raw, change)
         self._metrics.sent.inc()
         self._metrics.held(None)
-        yield announce(
-            self._listener,
-            transition_of(delivery, SENT, transitions.ACCEPTED, now, detail, remote_id=remote_id or None),
-        )
 
     @inlineCallbacks
     def _retry(self, delivery: Delivery, result: SendResult):
@@ -431,7 +431,12 @@ class DeliveryQueue(Service):
         logged: str | None = None,
     ):
         """ERROR with ``detail`` stored and reported; ``logged`` leaves out the vendor's words."""
-        yield self._store.mark_error(delivery.id, detail)
+        transition = transition_of(
+            delivery, ERROR, event, self._clock.seconds(), detail, invalid_parameters=invalid_parameters
+        )
+        yield record(
+            self._listener, transition, delivery.raw, partial(self._store.mark_error, delivery.id, detail)
+        )
         self._metrics.dead_lettered.inc()
         self._metrics.held(None)
         self._log.error(
@@ -442,10 +447,4 @@ class DeliveryQueue(Service):
             event,
             detail if logged is None else logged,
             extra={"control_id": delivery.control_id, "event": event},
-        )
-        yield announce(
-            self._listener,
-            transition_of(
-                delivery, ERROR, event, self._clock.seconds(), detail, invalid_parameters=invalid_parameters
-            ),
         )

@@ -14,8 +14,9 @@ Rules:
   announces DELIVERED first, so the hospital always sees the same trail; the late delivered
   status is then ignored as going back.
 
-Each change is committed (``set_state`` / ``mark_error`` write an event with its time) and
-then announced as a :class:`~engine.delivery.transitions.Transition`.
+Each change is committed (``set_state`` / ``mark_error`` write an event with its time) with
+the status reports it causes, then announced as a :class:`~engine.delivery.transitions.Transition`
+(:func:`~engine.delivery.transitions.record`).
 
 A vendor can push a status before our send has recorded its id: its webhook may be quicker
 than our reading of its HTTP answer and the COMMIT that follows. An unknown remote id is
@@ -27,13 +28,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from functools import partial
 
-from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from engine.delivery import transitions
-from engine.delivery.transitions import Transition, TransitionListener, announce, transition_of
+from engine.delivery.transitions import Transition, TransitionListener, record, transition_of
 from engine.destinations.base import StatusUpdate
 from engine.store.base import DELIVERED, ERROR, READ, SENT, Delivery, Store
 
@@ -163,20 +165,38 @@ class StatusTracker:
         if change is None:
             return delivery.state, None
         state, event = change
+        original = yield self._original(delivery)
         if state == READ and delivery.state == SENT:
-            yield self._commit(delivery, DELIVERED, transitions.DELIVERED, update, "implied by read")
-        transition = yield self._commit(delivery, state, event, update, update.detail)
+            yield self._commit(
+                delivery, original, DELIVERED, transitions.DELIVERED, update, "implied by read"
+            )
+        transition = yield self._commit(delivery, original, state, event, update, update.detail)
         return state, transition
 
+    def _original(self, delivery: Delivery) -> Deferred[bytes]:
+        """The stored message, which the listener builds its reports from (none to build: none read)."""
+        if self._listener is None:
+            return succeed(b"")
+        found = self._store.get_message(delivery.message_id, with_body=True)
+        return found.addCallback(lambda message: message.raw if message is not None else b"")
+
     @inlineCallbacks
-    def _commit(self, delivery: Delivery, state: str, event: str, update: StatusUpdate, why: str | None):
-        """Commit one state change, then announce it; fires with its transition."""
+    def _commit(
+        self,
+        delivery: Delivery,
+        original: bytes,
+        state: str,
+        event: str,
+        update: StatusUpdate,
+        why: str | None,
+    ):
+        """Commit one state change with its reports, then announce it; fires with its transition."""
         detail = f"{event} ({why})" if why else event
         if state == ERROR:
-            yield self._store.mark_error(delivery.id, detail)
+            change = partial(self._store.mark_error, delivery.id, detail)
         else:
-            yield self._store.set_state(delivery.id, state, detail)
+            change = partial(self._store.set_state, delivery.id, state, detail)
         at = update.at.timestamp() if update.at is not None else self._clock.seconds()
         transition = transition_of(delivery, state, event, at, detail, recipient=update.recipient)
-        yield announce(self._listener, transition)
+        yield record(self._listener, transition, original, change)
         return transition

@@ -1,21 +1,24 @@
 """What the delivery side tells the rest of Courier: one :class:`Transition` per state change.
 
 The status reporter (``engine.status``) implements :class:`TransitionListener` and turns
-transitions into HL7 back to the sender. A listener is called only *after* the change is
-committed, so a report never claims a state the store could still lose.
+transitions into HL7 back to the sender. :func:`record` asks the listener for those reports
+*before* the change is stored and hands them to the store call that makes the change, so the
+new state and its reports commit in one transaction: a crash keeps both or neither, and a
+report never claims a state the store could still lose. The listener hears of the
+transition again once it is committed (to send the reports at once).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from engine.destinations.base import InvalidParameter
-from engine.store.base import Delivery
+from engine.store.base import Delivery, OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +79,60 @@ def transition_of(
 
 
 class TransitionListener(Protocol):
-    def on_transition(self, transition: Transition) -> Deferred[None] | None: ...
+    def reports(self, transition: Transition, original: bytes) -> Sequence[OutboxEntry]:
+        """The outbox entries ``transition`` causes (``original``: the message as stored).
+        Runs on the reactor thread before the change is stored, and is stored with it: quick,
+        no I/O."""
+        ...
+
+    def on_transition(self, transition: Transition) -> None:
+        """``transition`` and its reports are committed."""
+        ...
 
 
-def announce(listener: TransitionListener | None, transition: Transition) -> Deferred[None]:
-    """Tell the listener; its failure is logged, never passed back into the queue."""
-    if listener is None:
-        return succeed(None)
-    d = maybeDeferred(listener.on_transition, transition)
-    d.addErrback(_listener_failed, transition)
+def record(
+    listener: TransitionListener | None,
+    transition: Transition,
+    original: bytes,
+    change: Callable[..., Deferred[None]],
+) -> Deferred[None]:
+    """Commit a state change with the reports it causes, then tell the listener.
+
+    ``change(reports=...)`` is the store call that changes the delivery's state; its failure
+    passes to the caller. A listener that fails is logged, never passed back: the change is
+    then stored without its report.
+    """
+    d = change(reports=_reports(listener, transition, original))
+    d.addCallback(lambda _: _announce(listener, transition))
     return d
 
 
-def _listener_failed(failure: Failure, transition: Transition) -> None:
+def _reports(
+    listener: TransitionListener | None, transition: Transition, original: bytes
+) -> tuple[OutboxEntry, ...]:
+    if listener is None:
+        return ()
+    try:
+        return tuple(listener.reports(transition, original))
+    except Exception as exc:
+        _listener_failed(exc, transition)
+        return ()
+
+
+def _announce(listener: TransitionListener | None, transition: Transition) -> None:
+    if listener is None:
+        return
+    try:
+        listener.on_transition(transition)
+    except Exception as exc:
+        _listener_failed(exc, transition)
+
+
+def _listener_failed(exc: Exception, transition: Transition) -> None:
     log.error(
         "transition listener failed for delivery %d (%s %s): %s",
         transition.delivery_id,
         transition.destination,
         transition.event,
-        failure.getErrorMessage(),
+        exc,
     )

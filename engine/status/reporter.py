@@ -1,8 +1,11 @@
 """The status reporter: transitions → status messages → durable outbox → MLLP, in order.
 
-Every HL7 message for the hospital (status ACKs, vendor replies, inbound Direct messages)
-is written to the store's outbox first (:meth:`StatusReporter.enqueue` fires once it is
-committed), then one :class:`ChannelSender` per channel sends the outbox strictly in order:
+Every HL7 message for the hospital is written to the store's outbox first: a status ACK in
+the same transaction as the delivery's state change it reports (the queue and the status
+tracker store what :meth:`StatusReporter.reports` builds, so a crash never keeps one without
+the other), vendor replies and inbound Direct messages through :meth:`StatusReporter.enqueue`
+(which fires once committed). Then one :class:`ChannelSender` per channel sends the outbox
+strictly in order:
 the head item is retried with backoff until the peer acknowledges it (AA, or CA, with MSA-2
 = its MSH-10), and nothing behind it goes first.
 
@@ -26,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.endpoints import clientFromString, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
@@ -38,7 +41,7 @@ from engine.message import Message
 from engine.mllp.client import MLLPClientProtocol
 from engine.source import ControlIds
 from engine.status.messages import Transition, build_status_message, is_wanted
-from engine.store import OutboxItem, Store
+from engine.store import OutboxEntry, OutboxItem, Store
 from engine.tls import TLSSettings, client_options
 
 log = logging.getLogger(__name__)
@@ -256,7 +259,6 @@ class StatusReporter:
         self._running = False
         self._channels: dict[str, Channel] = {}
         self._senders: dict[str, ChannelSender] = {}
-        self._order: dict[str, DeferredLock] = {}
         for channel in channels:
             self.set_channel(channel)
 
@@ -279,7 +281,6 @@ class StatusReporter:
         if channel.status_reports is None:
             return stopped
         self._channels[name] = channel
-        self._order.setdefault(name, DeferredLock())
         sender = self._senders[name] = ChannelSender(
             name,
             channel.status_reports,
@@ -317,36 +318,28 @@ class StatusReporter:
         self._senders[channel].wake()
         return item_id
 
-    def on_transition(self, transition: Transition) -> Deferred[None] | None:
-        """Queue the status message the channel asks for; fires once it is in the outbox.
-
-        Transitions of one channel are stored in the order they arrive.
-        """
-        if transition.channel not in self._channels:
-            return None
-        return self._order[transition.channel].run(self._report, transition)
-
-    @inlineCallbacks
-    def _report(self, transition: Transition):
-        stored = yield self.store.get_message(transition.message_id, with_body=True)
-        if stored is None:
-            log.error(
-                "status reports: message %d of delivery %d is not in the store",
-                transition.message_id,
-                transition.delivery_id,
-            )
-            return
-        channel = self._channels[transition.channel]
-        original = Message.parse(stored.raw, default_charset="latin-1")
-        if not is_wanted(original, transition.event, channel.status_reports.events):
-            return
+    def reports(self, transition: Transition, original: bytes) -> list[OutboxEntry]:
+        """The status message the channel (or the original's MSH-16) asks for, if any: stored
+        by the caller with the state change it reports. ``original``: the message as stored."""
+        channel = self._channels.get(transition.channel)
+        if channel is None:
+            return []
+        message = Message.parse(original, default_charset="latin-1")
+        if not is_wanted(message, transition.event, channel.status_reports.events):
+            return []
         vendors = {d.name: d.type for d in channel.destinations}
         control_id = self.control_ids()
         payload = build_status_message(
-            original,
+            message,
             transition,
             vendor=vendors.get(transition.destination, ""),
             control_id=control_id,
             now=datetime.fromtimestamp(self.clock.seconds(), UTC),
         )
-        yield self.enqueue(transition.channel, payload, control_id)
+        return [OutboxEntry(transition.channel, channel.status_reports.to, control_id, payload)]
+
+    def on_transition(self, transition: Transition) -> None:
+        """Its report, if any, is committed: the channel's sender looks at once."""
+        sender = self._senders.get(transition.channel)
+        if sender is not None:
+            sender.wake()

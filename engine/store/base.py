@@ -162,6 +162,21 @@ class OutboxItem:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An HL7 message for the hospital, to add to its channel's outbox. A delivery's state
+    change takes the entries it causes (its status reports), so both commit together."""
+
+    channel: str
+    target: str
+    control_id: str
+    payload: bytes = field(repr=False)
+
+
+Reports = Sequence[OutboxEntry]
+"""The outbox entries (status reports) a delivery's state change causes, stored with it."""
+
+
 @dataclass(frozen=True)
 class Counts:
     """Rows of (keys..., state, count): per channel for messages (with their duplicates) and
@@ -194,6 +209,10 @@ class Store(Protocol):
 
     A Deferred that fires means the change is committed: a crash afterwards loses nothing.
     Failures arrive as :class:`engine.errors.StoreError` (the sender should resend later).
+
+    The changes of a delivery's state that the hospital hears about (``mark_sent``,
+    ``mark_sent_polled``, ``mark_error``, ``set_state``) take the ``reports`` they cause and add
+    them to the outbox in the same transaction: both are committed, or neither.
     """
 
     def start(self) -> Deferred[None]: ...
@@ -234,15 +253,19 @@ class Store(Protocol):
         """Renew this node's leases of sends in flight; fires with the ids it lost."""
         ...
 
-    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]: ...
+    def mark_sent(
+        self, delivery_id: int, remote_id: str, detail: str = "", reports: Reports = ()
+    ) -> Deferred[None]: ...
 
     def mark_retry(
         self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
     ) -> Deferred[None]: ...
 
-    def mark_error(self, delivery_id: int, error: str) -> Deferred[None]: ...
+    def mark_error(self, delivery_id: int, error: str, reports: Reports = ()) -> Deferred[None]: ...
 
-    def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]: ...
+    def set_state(
+        self, delivery_id: int, state: str, detail: str = "", reports: Reports = ()
+    ) -> Deferred[None]: ...
 
     def requeue(self, selection: DeliverySelection, by: str = "") -> Deferred[int]: ...
 
@@ -280,7 +303,7 @@ class Store(Protocol):
 
     # Status polls (vendors with a status API).
     def mark_sent_polled(
-        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
+        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll, reports: Reports = ()
     ) -> Deferred[None]: ...
 
     def claim_status_polls(

@@ -42,6 +42,7 @@ from engine.store.base import (
     Message,
     OutboxItem,
     Receipt,
+    Reports,
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
@@ -663,10 +664,10 @@ class Database:
             if self.connection.execute(_RENEW_DELIVERY, (until, delivery_id, self._owner)).fetchone() is None
         ]
 
-    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> None:
+    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "", reports: Reports = ()) -> None:
         at = self._clock()
         params = (remote_id, at, delivery_id, self._owner)
-        self._change(delivery_id, _MARK_SENT, params, at, "sent", SENT, detail)
+        self._change(delivery_id, _MARK_SENT, params, at, "sent", SENT, detail, reports)
 
     def mark_retry(
         self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
@@ -676,19 +677,19 @@ class Database:
         params = (next_attempt_at, self._encrypt_text(error), progress, at, delivery_id, self._owner)
         self._change(delivery_id, _MARK_RETRY, params, at, "retry", QUEUED, error)
 
-    def mark_error(self, delivery_id: int, error: str) -> None:
+    def mark_error(self, delivery_id: int, error: str, reports: Reports = ()) -> None:
         """Dead letter: no more attempts until someone requeues it."""
         at = self._clock()
         params = (self._encrypt_text(error), at, delivery_id, self._owner)
-        self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error)
+        self._change(delivery_id, _MARK_ERROR, params, at, "error", ERROR, error, reports)
         self.end_status_poll(delivery_id)  # in the same commit: an ERROR is never polled again
 
-    def set_state(self, delivery_id: int, state: str, detail: str = "") -> None:
+    def set_state(self, delivery_id: int, state: str, detail: str = "", reports: Reports = ()) -> None:
         """A status the destination reported later, such as DELIVERED or READ."""
         if state not in DELIVERY_STATES:
             raise ValueError(f"unknown delivery state {state!r}")
         at = self._clock()
-        self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail)
+        self._change(delivery_id, _SET_STATE, (state, at, delivery_id), at, "status", state, detail, reports)
 
     def requeue(self, selection: DeliverySelection, by: str = "") -> int:
         """Queue the selected deliveries again from attempt 0 (not those QUEUED or SENDING),
@@ -851,9 +852,11 @@ class Database:
 
     # Status polls -----------------------------------------------------------------------
 
-    def mark_sent_polled(self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll) -> None:
+    def mark_sent_polled(
+        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll, reports: Reports = ()
+    ) -> None:
         """SENT and the first status poll scheduled, in one change: no SENT row goes unpolled."""
-        self.mark_sent(delivery_id, remote_id, detail)
+        self.mark_sent(delivery_id, remote_id, detail, reports)
         self.connection.execute(
             _ADD_STATUS_POLL,
             (delivery_id, poll.destination, poll.next_at, poll.give_up_at, poll.expires_at),
@@ -909,8 +912,10 @@ class Database:
         kind: str,
         state: str,
         detail: str,
+        reports: Reports = (),
     ) -> None:
-        """Run one delivery UPDATE … RETURNING message_id and record the event."""
+        """Run one delivery UPDATE … RETURNING message_id, record the event and add the
+        ``reports`` the change causes to the outbox: a crash keeps all of it, or none."""
         row = self.connection.execute(sql, params).fetchone()
         if row is None:
             raise StoreError(
@@ -919,6 +924,8 @@ class Database:
         self.connection.execute(
             _INSERT_EVENT, (row[0], delivery_id, at, kind, state, self._encrypt_text(detail))
         )
+        for entry in reports:
+            self.outbox_add(entry.channel, entry.target, entry.payload, entry.control_id)
 
     def _move(
         self,

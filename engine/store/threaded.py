@@ -29,6 +29,7 @@ from engine.store.base import (
     Message,
     OutboxItem,
     Receipt,
+    Reports,
     StatusPoll,
 )
 from engine.store.crypto import Cipher, keyed_digest
@@ -188,19 +189,23 @@ class ThreadedStore:
     def renew_leases(self, delivery_ids: Iterable[int], until: float) -> Deferred[list[int]]:
         return self._write(Database.renew_leases, list(delivery_ids), until)
 
-    def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "") -> Deferred[None]:
-        return self._write(Database.mark_sent, delivery_id, remote_id, detail)
+    def mark_sent(
+        self, delivery_id: int, remote_id: str, detail: str = "", reports: Reports = ()
+    ) -> Deferred[None]:
+        return self._write(Database.mark_sent, delivery_id, remote_id, detail, reports)
 
     def mark_retry(
         self, delivery_id: int, next_attempt_at: float, error: str, progress: str | None = None
     ) -> Deferred[None]:
         return self._write(Database.mark_retry, delivery_id, next_attempt_at, error, progress)
 
-    def mark_error(self, delivery_id: int, error: str) -> Deferred[None]:
-        return self._write(Database.mark_error, delivery_id, error)
+    def mark_error(self, delivery_id: int, error: str, reports: Reports = ()) -> Deferred[None]:
+        return self._write(Database.mark_error, delivery_id, error, reports)
 
-    def set_state(self, delivery_id: int, state: str, detail: str = "") -> Deferred[None]:
-        return self._write(Database.set_state, delivery_id, state, detail)
+    def set_state(
+        self, delivery_id: int, state: str, detail: str = "", reports: Reports = ()
+    ) -> Deferred[None]:
+        return self._write(Database.set_state, delivery_id, state, detail, reports)
 
     def requeue(self, selection: DeliverySelection, by: str = "") -> Deferred[int]:
         return self._write(Database.requeue, selection, by)
@@ -245,9 +250,9 @@ class ThreadedStore:
     # Status polls
 
     def mark_sent_polled(
-        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll
+        self, delivery_id: int, remote_id: str, detail: str, poll: StatusPoll, reports: Reports = ()
     ) -> Deferred[None]:
-        return self._write(Database.mark_sent_polled, delivery_id, remote_id, detail, poll)
+        return self._write(Database.mark_sent_polled, delivery_id, remote_id, detail, poll, reports)
 
     def claim_status_polls(
         self, destination: str, now: float, limit: int, lease_s: float

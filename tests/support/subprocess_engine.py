@@ -39,6 +39,39 @@ aux_id = { const = "ward-7" }
 body = { template = "{OBR-4.2} result {MSH-10}" }
 """
 
+# One channel to an ``http`` destination (``{url}``, with the ``HTTP_MAPPING`` as hook.toml)
+# and status reports to a ``courier listen`` hospital: the failover and crash tests share it.
+HTTP_CHANNEL = """
+name = "lab"
+[source]
+listen = "tcp:{port}:interface=127.0.0.1"
+[source.filter]
+message_types = ["ORU^R01"]
+[[destinations]]
+name = "results-hook"
+type = "http"
+mapping = "hook.toml"
+order_by = "{{PID-3.1}}"
+concurrency = 4
+  [destinations.settings]
+  url = "{url}/results"
+  [destinations.retry]
+  initial_delay_s = {retry}
+  max_delay_s = {retry}
+  jitter = 0
+[status_reports]
+to = "tcp:host=127.0.0.1:port={hospital}"
+events = ["accepted", "failed"]
+"""
+
+HTTP_MAPPING = """
+input = ["ORU^R01"]
+output = "http"
+[fields]
+messageId = "MSH-10"
+patient = "PID-3.1"
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
