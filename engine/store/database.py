@@ -115,14 +115,20 @@ _INSERT_MESSAGE = f"""
 _FORGET_MESSAGE = "DELETE FROM messages WHERE id = ?"
 _FORGET_DELIVERIES = "DELETE FROM deliveries WHERE message_id = ?"
 _FORGET_KEY = "DELETE FROM message_keys WHERE message_id = ?"
-# PostgreSQL only (a data-modifying WITH): the message, its key and its deliveries in one
-# statement. The deliveries are queued only if the key names this message; the row gives the
-# new id and the key's holder. ?14 and ?15: the destinations and their order keys.
+# PostgreSQL only (a data-modifying WITH): the duplicate lookup, the message, its key and its
+# deliveries in one statement. The lookup (f) sees the rows stored before this statement, not
+# the one it inserts. The deliveries are queued only if the key names this message; the row
+# gives the new id, the key's holder and what the lookup found (as arrays, in id order).
+# ?13: the window's start; ?14 and ?15: the destinations and their order keys.
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
 # taken over by a newer one only once it is older than the duplicate window. A node whose
 # insert meets another's uncommitted row waits for its commit, then keeps that message.
 _STORE_MESSAGE = """
-    WITH m AS (
+    WITH f AS (
+        SELECT id, body_sha256, ack_code FROM messages
+        WHERE channel = ?1 AND sending_application = ?2 AND sending_facility = ?3 AND control_id = ?4
+          AND received_at >= ?13
+    ), m AS (
         INSERT INTO messages (channel, sending_application, sending_facility, control_id,
             message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id
@@ -143,7 +149,9 @@ _STORE_MESSAGE = """
         SELECT m.id, ?1, q.destination, 'QUEUED', ?7, ?7, ?7, q.order_key
         FROM m JOIN k ON k.message_id = m.id, unnest(?14::text[], ?15::text[]) AS q (destination, order_key)
     )
-    SELECT m.id, k.message_id FROM m, k"""
+    SELECT m.id, k.message_id, (SELECT array_agg(id ORDER BY id) FROM f),
+        (SELECT array_agg(body_sha256 ORDER BY id) FROM f), (SELECT array_agg(ack_code ORDER BY id) FROM f)
+    FROM m, k"""
 _INSERT_DELIVERY = """
     INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
         created_at, updated_at, order_key)
@@ -545,7 +553,7 @@ class Database:
     def receive(self, incoming: Incoming) -> Receipt:
         """Store a message and queue its deliveries, or count it as a resend of one stored.
 
-        On PostgreSQL this is :meth:`_receive_shared`: one round trip and two statements.
+        On PostgreSQL this is :meth:`_receive_shared`: one statement, one round trip.
         """
         m = incoming
         if m.state not in MESSAGE_STATES:
@@ -573,18 +581,17 @@ class Database:
         return Receipt(message_id, False, m.ack_code)
 
     def _receive_shared(self, m: Incoming, sender: tuple[str, ...], digest: bytes, cutoff: float) -> Receipt:
-        """PostgreSQL: the lookup and one statement that inserts the message, holds its key and
-        queues its deliveries are sent together, and their answers read in one round trip
-        (psycopg's per-statement Python cost, not the server, bounds the writer). A resend
-        found either way is then forgotten again: rare, so it may cost more."""
+        """PostgreSQL: one statement looks for an earlier copy, inserts the message, holds its
+        key and queues its deliveries, in one round trip (psycopg's Python cost per statement,
+        not the server, bounds the writer). A resend found either way is then taken out
+        again: rare, so it may cost more."""
         execute = self.connection.execute
-        looked_up = execute(_FIND_SAME_CONTROL_ID, (*sender, cutoff))
         queued = list(self._order_keys(m))
         columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
         params = (*columns, m.application_ack, self._cipher.encrypt(m.raw), cutoff)
         stored = execute(_STORE_MESSAGE, (*params, [d for d, _ in queued], [k for _, k in queued]))
-        same_control_id = looked_up.fetchall()
-        message_id, holder = stored.fetchone()
+        message_id, holder, ids, digests, ack_codes = stored.fetchone()
+        same_control_id = list(zip(ids or (), digests or (), ack_codes or (), strict=True))
         earlier = self._stored_copy(m, digest, same_control_id)
         if earlier is None and holder == message_id:
             self._warn_if_reused(m, same_control_id)
