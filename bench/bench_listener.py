@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,23 +150,35 @@ def start_simple_hl7(port: int, modules: Path) -> subprocess.Popen:
     )
 
 
-def start_courier(port: int, workdir: Path, durability: str, store: str | None = None) -> subprocess.Popen:
-    """``courier run`` on a fresh SQLite file, or on ``store`` (a postgresql:// URL) if given."""
-    (workdir / "bench.toml").write_text(CHANNEL.format(port=port))
+def start_courier(
+    port: int,
+    workdir: Path,
+    durability: str,
+    store: str | None = None,
+    *,
+    channel: str = CHANNEL,
+    node: str | None = None,
+    hold: bool = True,
+) -> subprocess.Popen:
+    """``courier run`` on a fresh SQLite file, or on ``store`` (a postgresql:// URL) if given;
+    ``channel`` is formatted with the port, ``node`` names the node among several on one store,
+    and ``hold`` keeps the delivery queue held (only the receiving path is measured)."""
+    (workdir / f"bench-{port}.toml").write_text(channel.format(port=port))
     (workdir / "bench_kpn.toml").write_text(MAPPING)
     env = dict(os.environ, COURIER_STORE_KEY="YmVuY2htYXJrLWtleS1ub3QtYS1zZWNyZXQtMzJieXQ=")
-    store = store or str(workdir / f"courier-{durability}.sqlite3")
+    store = store or str(workdir / f"courier-{durability}-{port}.sqlite3")
     command = [
         sys.executable,
         "-m",
         "engine",
         "run",
-        str(workdir / "bench.toml"),
+        str(workdir / f"bench-{port}.toml"),
         "--store",
         str(store),
         "--durability",
         durability,
-        "--hold-deliveries",
+        *(["--node-name", node] if node else []),
+        *(["--hold-deliveries"] if hold else []),
     ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -197,25 +210,48 @@ def batches(make, prefix: str, connections: int, per_connection: int) -> list[li
 
 
 async def drive(
-    port: int, pid: int, make, connections: int, per_connection: int, check_msa2: bool
+    port: int | Sequence[int],
+    pid: int | Sequence[int],
+    make,
+    connections: int,
+    per_connection: int,
+    check_msa2: bool,
 ) -> Figures:
+    """``connections`` clients spread in turn over the ports; the CPU of every pid together."""
+    ports = [port] if isinstance(port, int) else list(port)
+    pids = [pid] if isinstance(pid, int) else list(pid)
     warmup = batches(make, "W", connections, max(20, per_connection // 20))
-    await asyncio.gather(*(one_connection(port, b, [], check_msa2) for b in warmup))
+    await spread(ports, warmup, [], check_msa2)
     work = batches(make, "M", connections, per_connection)
     latencies: list[float] = []
-    cpu_before = cpu_seconds(pid)
+    cpu_before = processes_cpu(pids)
     started = time.perf_counter()
-    await asyncio.gather(*(one_connection(port, b, latencies, check_msa2) for b in work))
+    await spread(ports, work, latencies, check_msa2)
     elapsed = time.perf_counter() - started
-    cpu_after = cpu_seconds(pid)
+    cpu_after = processes_cpu(pids)
     latencies.sort()
     return Figures(
         rate=len(latencies) / elapsed,
         p50_ms=statistics.median(latencies) * 1000,
         p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
         count=len(latencies),
-        cpu_us=None if cpu_before is None else (cpu_after - cpu_before) / len(latencies) * 1e6,
+        cpu_us=None if None in (cpu_before, cpu_after) else (cpu_after - cpu_before) / len(latencies) * 1e6,
     )
+
+
+async def spread(
+    ports: Sequence[int], work: list[list[tuple[bytes, bytes]]], latencies: list[float], check_msa2: bool
+) -> None:
+    """One connection per batch, the batches given to the ports in turn (several nodes)."""
+    await asyncio.gather(
+        *(one_connection(ports[i % len(ports)], b, latencies, check_msa2) for i, b in enumerate(work))
+    )
+
+
+def processes_cpu(pids: Sequence[int]) -> float | None:
+    """The CPU seconds so far of all these processes together (None without /proc)."""
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if None in times else sum(times)
 
 
 SCENARIOS = [

@@ -64,7 +64,11 @@ def test_validation_benchmark_prints_every_message_at_every_level() -> None:
 def test_store_benchmark_prints_sqlite_and_postgresql_at_1_and_8_connections() -> None:
     out = run_bench("bench_store.py", "--quick")
     rows = [line for line in out.splitlines() if " conn" in line and "node" in line]
+    stores = ["sqlite full, 1 node", "postgresql on, 1 node", "postgresql on, 2 nodes"]
     for scenario in ("1 conn, 2 KB", "8 conns, 2 KB"):
-        stores = [line[16:40].strip() for line in rows if line.startswith(scenario)]
-        assert stores == ["sqlite full, 1 node", "postgresql on, 1 node"]
+        assert [line[16:40].strip() for line in rows if line.startswith(scenario)] == stores
     assert "Goal: postgresql on, 1 node at 8 conns" in out and "Every ACK was checked" in out
+    assert "courier a" in out and "courier b" in out and "postgresql server" in out, "CPU per process"
+    end_to_end = out.split("End to end", 1)[1].splitlines()
+    assert [line[:24].strip() for line in end_to_end if "node" in line] == stores
+    assert "every message's idempotency key reached the receiver" in out

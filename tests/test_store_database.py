@@ -604,6 +604,26 @@ def test_a_resend_of_a_message_stored_with_a_plain_digest_is_still_a_duplicate(d
     assert again.duplicate and again.message_id == first.message_id
 
 
+def test_a_resend_of_a_plain_digest_row_without_a_key_leaves_no_row_of_its_own(db):
+    """On PostgreSQL a message, its key and its deliveries go in before the lookup's answer is
+    read: a resend the lookup finds (a row from before keys and keyed digests) takes them out."""
+    first = receive(db, incoming(destinations=("qliq", "kpn")))
+    with db.transaction():
+        db.connection.execute(
+            "UPDATE messages SET body_sha256 = ? WHERE id = ?",
+            (hashlib.sha256(RAW).digest(), first.message_id),
+        )
+        if db.backend != "sqlite":
+            db.connection.execute("DELETE FROM message_keys")
+    for _ in range(2):
+        again = receive(db, incoming(destinations=("qliq", "kpn")))
+        assert again.duplicate and again.message_id == first.message_id
+    count = "SELECT COUNT(*) FROM {} WHERE message_id <> ?"
+    for table in ("deliveries", "message_keys") if db.backend != "sqlite" else ("deliveries",):
+        assert db.connection.execute(count.format(table), (first.message_id,)).fetchone()[0] == 0, table
+    assert db.connection.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
+
+
 def test_migration_6_forgets_the_reversible_qliq_conversation_keys(tmp_path, key):
     path = tmp_path / "v5.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)

@@ -114,24 +114,46 @@ _INSERT_MESSAGE = f"""
     INSERT INTO messages (channel, sending_application, sending_facility, control_id,
         message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {RETURNING_ID}"""
+_FORGET_MESSAGE = "DELETE FROM messages WHERE id = ?"
+_FORGET_DELIVERIES = "DELETE FROM deliveries WHERE message_id = ?"
+_FORGET_KEY = "DELETE FROM message_keys WHERE message_id = ?"
+# PostgreSQL only (a data-modifying WITH): the duplicate lookup, the message, its key and its
+# deliveries in one statement. The lookup (f) sees the rows stored before this statement, not
+# the one it inserts. The deliveries are queued only if the key names this message; the row
+# gives the new id, the key's holder and what the lookup found (as arrays, in id order).
+# ?13: the window's start; ?14 and ?15: the destinations and their order keys.
 # The arbiter between nodes: the key's row names the newest message stored under it, and is
 # taken over by a newer one only once it is older than the duplicate window. A node whose
 # insert meets another's uncommitted row waits for its commit, then keeps that message.
-_HOLD_KEY = """
-    INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
-        body_sha256, message_id, received_at)
-    SELECT channel, sending_application, sending_facility, control_id, body_sha256, id, received_at
-    FROM messages WHERE id = (SELECT MAX(id) FROM messages
-        WHERE channel = ? AND sending_application = ? AND sending_facility = ? AND control_id = ?
-          AND body_sha256 = ?)
-    ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
-    DO UPDATE SET
-        message_id = CASE WHEN message_keys.received_at < ? THEN excluded.message_id
-                          ELSE message_keys.message_id END,
-        received_at = CASE WHEN message_keys.received_at < ? THEN excluded.received_at
-                           ELSE message_keys.received_at END
-    RETURNING message_id"""
-_FORGET_MESSAGE = "DELETE FROM messages WHERE id = ?"
+_STORE_MESSAGE = """
+    WITH f AS (
+        SELECT id, body_sha256, ack_code FROM messages
+        WHERE channel = ?1 AND sending_application = ?2 AND sending_facility = ?3 AND control_id = ?4
+          AND received_at >= ?13
+    ), m AS (
+        INSERT INTO messages (channel, sending_application, sending_facility, control_id,
+            message_type, body_sha256, received_at, peer, state, ack_code, application_ack, raw_enc)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id
+    ), k AS (
+        INSERT INTO message_keys (channel, sending_application, sending_facility, control_id,
+            body_sha256, message_id, received_at)
+        SELECT ?1, ?2, ?3, ?4, ?6, id, ?7 FROM m
+        ON CONFLICT (channel, sending_application, sending_facility, control_id, body_sha256)
+        DO UPDATE SET
+            message_id = CASE WHEN message_keys.received_at < ?13 THEN excluded.message_id
+                              ELSE message_keys.message_id END,
+            received_at = CASE WHEN message_keys.received_at < ?13 THEN excluded.received_at
+                               ELSE message_keys.received_at END
+        RETURNING message_id
+    ), d AS (
+        INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
+            created_at, updated_at, order_key)
+        SELECT m.id, ?1, q.destination, 'QUEUED', ?7, ?7, ?7, q.order_key
+        FROM m JOIN k ON k.message_id = m.id, unnest(?14::text[], ?15::text[]) AS q (destination, order_key)
+    )
+    SELECT m.id, k.message_id, (SELECT array_agg(id ORDER BY id) FROM f),
+        (SELECT array_agg(body_sha256 ORDER BY id) FROM f), (SELECT array_agg(ack_code ORDER BY id) FROM f)
+    FROM m, k"""
 _INSERT_DELIVERY = """
     INSERT INTO deliveries (message_id, channel, destination, state, next_attempt_at,
         created_at, updated_at, order_key)
@@ -534,17 +556,64 @@ class Database:
     def receive(self, incoming: Incoming) -> Receipt:
         """Store a message and queue its deliveries, or count it as a resend of one stored.
 
-        On PostgreSQL the insert and the key's upsert travel together in one round trip, the
-        delivery rows with the next one (see :class:`PgConnection`).
+        On PostgreSQL this is :meth:`_receive_shared`: one statement, one round trip.
         """
         m = incoming
         if m.state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {m.state!r}")
-        execute = self.connection.execute
         digest = self.keyed_hash(canonical(m.raw))
         cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
         sender = (m.channel, m.sending_application, m.sending_facility, m.control_id)
+        if self._shared:
+            return self._receive_shared(m, sender, digest, cutoff)
+        execute = self.connection.execute
         same_control_id = execute(_FIND_SAME_CONTROL_ID, (*sender, cutoff)).fetchall()
+        earlier = self._stored_copy(m, digest, same_control_id)
+        if earlier is not None:
+            return self._count_duplicate(*earlier, m.received_at)
+        columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
+        new = execute(_INSERT_MESSAGE, (*columns, m.application_ack, self._cipher.encrypt(m.raw)))
+        message_id = new.lastrowid
+        self._warn_if_reused(m, same_control_id)
+        # The "received" and "queued" events are read from these rows by timeline(): writing
+        # them here too would cost two more table and index pages in every ACK's commit.
+        at = m.received_at
+        for destination, order_key in self._order_keys(m):
+            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
+            self._announce(destination)
+        return Receipt(message_id, False, m.ack_code)
+
+    def _receive_shared(self, m: Incoming, sender: tuple[str, ...], digest: bytes, cutoff: float) -> Receipt:
+        """PostgreSQL: one statement looks for an earlier copy, inserts the message, holds its
+        key and queues its deliveries, in one round trip (psycopg's Python cost per statement,
+        not the server, bounds the writer). A resend found either way is then taken out
+        again: rare, so it may cost more."""
+        execute = self.connection.execute
+        queued = list(self._order_keys(m))
+        columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
+        params = (*columns, m.application_ack, self._cipher.encrypt(m.raw), cutoff)
+        stored = execute(_STORE_MESSAGE, (*params, [d for d, _ in queued], [k for _, k in queued]))
+        message_id, holder, ids, digests, ack_codes = stored.fetchone()
+        same_control_id = list(zip(ids or (), digests or (), ack_codes or (), strict=True))
+        earlier = self._stored_copy(m, digest, same_control_id)
+        if earlier is None and holder == message_id:
+            self._warn_if_reused(m, same_control_id)
+            for destination, _ in queued:
+                self._announce(destination)
+            return Receipt(message_id, False, m.ack_code)
+        if holder == message_id:  # an older digest matched: the key we just took is not ours
+            execute(_FORGET_DELIVERIES, (message_id,))
+            execute(_FORGET_KEY, (message_id,))
+        execute(_FORGET_MESSAGE, (message_id,))
+        if earlier is None:  # another node stored it since we looked, or this batch did
+            (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
+            earlier = (holder, ack_code)
+        return self._count_duplicate(*earlier, m.received_at)
+
+    def _stored_copy(
+        self, m: Incoming, digest: bytes, same_control_id: list[tuple[int, bytes, str]]
+    ) -> tuple[int, str] | None:
+        """The (id, ack code) of a stored message that this one repeats, if any."""
         # Older rows hold a digest of the exact bytes: keyed, or before that a plain SHA-256.
         exact: tuple[bytes, bytes] | None = None  # made once, and only if a row needs them
         for message_id, body_sha256, ack_code in same_control_id:
@@ -552,17 +621,10 @@ class Database:
                 exact = exact or (self.keyed_hash(m.raw), hashlib.sha256(m.raw).digest())
                 if body_sha256 not in exact:
                     continue
-            return self._count_duplicate(message_id, ack_code, m.received_at)
-        columns = (*sender, m.message_type, digest, m.received_at, m.peer, m.state, m.ack_code)
-        new = execute(_INSERT_MESSAGE, (*columns, m.application_ack, self._cipher.encrypt(m.raw)))
-        key = execute(_HOLD_KEY, (*sender, digest, cutoff, cutoff)) if self._shared else None
-        message_id = new.lastrowid
-        if key is not None:
-            (holder,) = key.fetchone()  # our message, or one another node stored since we looked
-            if holder != message_id:
-                execute(_FORGET_MESSAGE, (message_id,))
-                (ack_code,) = execute("SELECT ack_code FROM messages WHERE id = ?", (holder,)).fetchone()
-                return self._count_duplicate(holder, ack_code, m.received_at)
+            return message_id, ack_code
+        return None
+
+    def _warn_if_reused(self, m: Incoming, same_control_id: list[tuple[int, bytes, str]]) -> None:
         if same_control_id:
             log.warning(
                 "channel %s: control id %s from %s/%s reused with a different body; stored as a new message",
@@ -571,16 +633,14 @@ class Database:
                 printable(m.sending_application),
                 printable(m.sending_facility),
             )
-        # The "received" and "queued" events are read from these rows by timeline(): writing
-        # them here too would cost two more table and index pages in every ACK's commit.
-        at = m.received_at
+
+    def _order_keys(self, m: Incoming) -> Iterator[tuple[str, str | None]]:
+        """Each destination with its order key, keyed-hashed (the key itself can be PHI)."""
         keys = dict(m.order_keys)
         for destination in m.destinations:
             key = keys.get(destination)
-            order_key = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
-            execute(_INSERT_DELIVERY, (message_id, m.channel, destination, at, at, at, order_key))
-            self._announce(destination)
-        return Receipt(message_id, False, m.ack_code)
+            hashed = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
+            yield destination, hashed
 
     def _count_resend(
         self, m: Incoming, sender: tuple[str, ...], cutoff: float, digests: tuple[bytes, ...]
