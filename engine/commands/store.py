@@ -2,9 +2,10 @@
 
 ``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
 messages whose deliveries are all final and no longer polled (with their deliveries and
-events), and outbox items sent or given up. Keep DAYS above every channel's duplicate window
-(7 days by default): a resend of a pruned message counts as new. Freed space is reused by new
-messages; ``--vacuum`` also gives it back to the file system, locking the store meanwhile.
+events), outbox items sent or given up, and operators' console actions recorded before then.
+Keep DAYS above every channel's duplicate window (7 days by default): a resend of a pruned
+message counts as new. Freed space is reused by new messages; ``--vacuum`` also gives it back
+to the file system, locking the store meanwhile.
 
 ``rotate-key`` puts a new key in the key file and appends the old one to ``<key file>.old``, so
 every value stays readable. A running engine knows only the keys it started with, so restart
