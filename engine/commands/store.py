@@ -1,4 +1,5 @@
-"""``courier store prune|rotate-key|rekey``: the store's retention and its encryption key.
+"""``courier store prune|rotate-key|rekey|copy|actions``: the store's retention, its encryption
+key, moving it, and what operators did from the console (``actions``, newest first).
 
 ``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
 messages whose deliveries are all final and no longer polled (with their deliveries and
@@ -35,6 +36,7 @@ from engine.commands.store_options import (
     describe_store,
     open_database,
     store_location,
+    when,
 )
 
 
@@ -58,10 +60,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the source's key, unless $COURIER_STORE_KEY is set",
     )
     copy.add_argument("--to-key-file", type=Path, help="encrypt the copy with this key (made if missing)")
+    listing = actions.add_parser("actions", help="what operators did from the console, newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    add_store_arguments(listing)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey, "copy": _copy}[args.action](args)
+    commands = {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey, "copy": _copy, "actions": _actions}
+    return commands[args.action](args)
+
+
+def _actions(args: argparse.Namespace) -> int:
+    from engine.message.display import printable
+
+    db = open_database(args)
+    try:
+        print(f"{'when':25}  {'operator':16}  {'action':10}  {'what':24}  detail")
+        for a in db.list_actions(args.limit):
+            who, detail = printable(a.operator), printable(a.detail)
+            print(f"{when(a.at):25}  {who:16}  {a.action:10}  {a.subject:24}  {detail}")
+    finally:
+        db.close()
+    return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
