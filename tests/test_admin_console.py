@@ -41,6 +41,14 @@ def admin(reactor, tmp_path):
     stop_admin(started)
 
 
+@pytest.fixture
+def audited(reactor, tmp_path, store_location):
+    """The console on a SQLite file, then on PostgreSQL."""
+    started = start_admin(reactor, tmp_path, location=store_location)
+    yield started
+    stop_admin(started)
+
+
 def dead_letter(admin) -> int:
     """A message over MLLP whose one delivery is then a dead letter; its delivery id."""
     with BlockingClient(admin.mllp_port) as client:
@@ -179,6 +187,48 @@ def test_outbox_skip_keeps_the_operators_name_and_reason(admin):
     )
     skipped = on_reactor(admin.store.get_outbox_item, item)
     assert skipped.state == "ERROR" and skipped.last_error == f"skipped by operator {OPERATOR}: test feed"
+
+
+def recorded(admin) -> list[tuple[str, str, str, str]]:
+    """The operators' actions in the store, oldest first: (operator, action, subject, detail)."""
+    return [
+        (a.operator, a.action, a.subject, a.detail) for a in reversed(on_reactor(admin.store.list_actions))
+    ]
+
+
+def test_every_console_action_is_recorded_in_the_store_with_the_operators_name(audited, tmp_path):
+    admin = audited
+    delivery = dead_letter(admin)
+    item = on_reactor(
+        admin.store.outbox_add, "lab-to-hook", "tcp:host=127.0.0.1:port=9", b"MSH|...", "ST0001"
+    )
+    client = log_in(admin)
+    token = csrf_token(client, admin)
+    for path, data in (
+        ("/deliveries/requeue", {"id": delivery}),
+        ("/deliveries/cancel", {"id": delivery}),
+        ("/outbox/skip", {"id": item, "reason": "test feed"}),
+        ("/reload", {}),
+    ):
+        assert client.post(admin.url + path, data={**data, "csrf": token}).status_code == 200, path
+    channel = tmp_path / "lab.toml"
+    channel.write_text(channel.read_text().replace('type = "http"', 'type = "no-such-vendor"'))
+    assert "no-such-vendor" in client.post(f"{admin.url}/reload", data={"csrf": token}).text
+    before_logout = [
+        (OPERATOR, "logged in", "session from 127.0.0.1", ""),
+        (OPERATOR, "requeued", f"delivery {delivery}", ""),
+        (OPERATOR, "cancelled", f"delivery {delivery}", ""),
+        (OPERATOR, "skipped", f"outbox item {item}", f"skipped by operator {OPERATOR}: test feed"),
+        (OPERATOR, "reloaded", "channel files", "nothing changed"),
+        (OPERATOR, "reloaded", "channel files", f"refused {channel}"),  # not the reason: it quotes the file
+    ]
+    wait_for(lambda: recorded(admin) == before_logout, 10, "every action recorded")
+    shown = client.get(f"{admin.url}/").text.split("<h2>Operator actions</h2>", 1)[1]
+    assert f"<td>{OPERATOR}</td><td>requeued</td><td>delivery {delivery}</td>" in shown
+    assert f"<td>skipped</td><td>outbox item {item}</td>" in shown
+    client.post(f"{admin.url}/logout", data={"csrf": token})
+    wait_for(lambda: recorded(admin)[-1:] == [(OPERATOR, "logged out", "session", "")], 10, "logout recorded")
+    assert SECRET not in str(recorded(admin))
 
 
 def test_the_dashboard_and_the_timeline_show_no_body(admin):

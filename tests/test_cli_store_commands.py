@@ -224,6 +224,21 @@ def test_store_prune_deletes_old_finished_messages_only(store) -> None:
     assert "CTRL1" not in courier(store, "messages", "list").stdout
 
 
+def test_store_actions_lists_what_operators_did_newest_first(store) -> None:
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        db.cancel(DeliverySelection(ids=(1,)), by="alice")
+        db.record_action("bob", "reloaded", "channel files", "restarted lab")
+    db.close()
+    listed = courier(store, "store", "actions")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[1:] for line in listed.stdout.splitlines()[1:]]
+    assert rows == [
+        ["bob", "reloaded", "channel", "files", "restarted", "lab"],
+        ["alice", "cancelled", "delivery", "1"],
+    ]
+
+
 def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(store_location) -> None:
     """MSH-10 ``EVIL\\X0A\\...`` decodes to a line feed: it must not forge a table row, nor
     colour or reverse the terminal."""

@@ -29,7 +29,8 @@ def incoming(n: int) -> Incoming:
 
 
 def installation(path) -> None:
-    """A store with something in every table: resends, sends, retries, a poll, the outbox, kv."""
+    """A store with something in every table: resends, sends, retries, a poll, the outbox, kv,
+    operators' actions."""
     db = Database.open(path, Cipher(base64.b64decode(KEY)), clock=lambda: 1.5e9)
     with db.transaction():
         for n in range(3):
@@ -43,6 +44,9 @@ def installation(path) -> None:
         sent = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW % 9, "S1")
         db.outbox_done(sent)
         db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW % 8, "S2")
+        db.record_action("alice", "reloaded", "channel files", "restarted lab")
+        skipped = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW % 7, "S3")
+        db.outbox_skip(skipped, "skipped by operator alice: wrong feed", by="alice")
         db.kv_put("kpn-token", "lab/team", b"token-1")
         db.kv_put("qliq-conversation", db.keyed_hash(b"patient\x1forder").hex(), b"conv-1")
     db.close()
@@ -105,6 +109,13 @@ def test_a_sqlite_store_copied_to_postgresql_lists_the_same_and_decrypts_under_i
         assert target.kv_get("qliq-conversation", target.keyed_hash(b"patient\x1forder").hex()) == b"conv-1"
         keys = target.connection.execute("SELECT message_id FROM message_keys ORDER BY message_id").fetchall()
         assert keys == [(1,), (2,), (3,), (fresh.message_id,)], "each copied message holds its key"
+        assert [(a.id, a.operator, a.action, a.subject, a.detail) for a in target.list_actions()] == [
+            (2, "alice", "skipped", "outbox item 3", "skipped by operator alice: wrong feed"),
+            (1, "alice", "reloaded", "channel files", "restarted lab"),
+        ], "the operators' actions come along, their reasons decrypted under the new key"
+        with target.transaction():
+            target.record_action("bob", "logged in", "session from 127.0.0.1")
+        assert target.list_actions(limit=1)[0].id == 3, "new actions get ids after the copied ones"
     finally:
         target.close()
 

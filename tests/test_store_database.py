@@ -527,6 +527,43 @@ def test_an_attempt_ending_after_an_operator_skip_keeps_the_reason(db):
     assert db.outbox_next("lab", T0 + 3600) is None
 
 
+# Operators' actions -------------------------------------------------------------------
+
+
+def test_an_operator_s_change_is_recorded_in_its_own_transaction_with_the_name(db, clock):
+    receive(db, incoming(control_id="A", destinations=("qliq",)))
+    (delivery,) = db.claim_due("qliq", T0, limit=1, lease_s=30)
+    with db.transaction():
+        db.mark_error(delivery.id, "vendor said 400")
+        db.requeue(DeliverySelection(ids=(delivery.id,)))  # the engine's own: no operator, no record
+        db.mark_error(delivery.id, "vendor said 400")
+        item = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S1")
+    assert db.list_actions() == []
+    with pytest.raises(RuntimeError), db.transaction():
+        assert db.requeue(DeliverySelection(ids=(delivery.id,)), by="alice") == 1
+        raise RuntimeError("the change fails after the requeue")
+    assert db.list_actions() == [], "the record goes with the change it records"
+    clock.now = T0 + 60
+    with db.transaction():
+        db.requeue(DeliverySelection(ids=(delivery.id,)), by="alice")
+        db.cancel(DeliverySelection(ids=(delivery.id,)), by="bob")
+        db.cancel(DeliverySelection(ids=(delivery.id,)), by="bob")  # nothing left to cancel: not recorded
+        db.outbox_skip(item, "skipped by operator alice: DOE JANE's feed", by="alice")
+        db.record_action("carol", "reloaded", "channel files", "restarted lab")
+    found = [(a.at, a.operator, a.action, a.subject, a.detail) for a in db.list_actions()]
+    assert found == [
+        (T0 + 60, "carol", "reloaded", "channel files", "restarted lab"),
+        (T0 + 60, "alice", "skipped", f"outbox item {item}", "skipped by operator alice: DOE JANE's feed"),
+        (T0 + 60, "bob", "cancelled", f"delivery {delivery.id}", ""),
+        (T0 + 60, "alice", "requeued", f"delivery {delivery.id}", ""),
+    ]
+    assert [a.action for a in db.list_actions(limit=1)] == ["reloaded"]
+    stored = db.connection.execute(
+        "SELECT detail_enc FROM operator_actions WHERE action = 'skipped'"
+    ).fetchone()
+    assert b"DOE" not in bytes(stored[0]), "a typed reason is encrypted like every free text"
+
+
 # Retention ----------------------------------------------------------------------------
 
 
@@ -549,8 +586,11 @@ def test_prune_deletes_only_old_messages_that_need_nothing_more(db, clock):
         sent = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S1")
         db.outbox_done(sent)
         pending = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", b"MSH|status", "S2")
+        db.record_action("alice", "reloaded", "channel files", "nothing changed")
     clock.now = T0 + 10 * 86400
     recent = receive(db, incoming(control_id="RECENT", received_at=clock.now)).message_id
+    with db.transaction():
+        db.record_action("alice", "logged in", "session from 127.0.0.1")
 
     pruned = db.prune(before=T0 + 86400, batch=1)
 
@@ -562,7 +602,14 @@ def test_prune_deletes_only_old_messages_that_need_nothing_more(db, clock):
     assert done not in keys, "a pruned message's key goes with it (PostgreSQL keeps one per message)"
     assert db.get_outbox_item(sent) is None and db.get_outbox_item(pending) is not None
     assert db.timeline("DONE") == []
-    assert db.prune(before=T0 + 86400) == {"messages": 0, "deliveries": 0, "events": 0, "outbox": 0}
+    assert pruned["operator_actions"] == 1 and [a.action for a in db.list_actions()] == ["logged in"]
+    assert db.prune(before=T0 + 86400) == {
+        "messages": 0,
+        "deliveries": 0,
+        "events": 0,
+        "outbox": 0,
+        "operator_actions": 0,
+    }
     db.vacuum()
     assert db.get_message("WAITING", with_body=True).raw == RAW
 

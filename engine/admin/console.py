@@ -4,8 +4,9 @@
 start), destinations (queue depth, hold), dead letters with requeue and cancel, the outbox
 with skip. ``/message?control_id=…``: what ``courier status`` prints for it. No message body
 is ever read. Actions are POSTs; the site root has checked the session, the CSRF token and
-the origin before they run, and each is recorded with the operator's name (the delivery's
-events, the outbox item's reason) and logged.
+the origin before they run, and each is recorded with the operator's name among the store's
+operator actions (shown at the foot of ``/``; a requeue or cancel also in the delivery's events,
+a skip in the outbox item's reason) and logged.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from engine.admin.audit import record
 from engine.admin.auth import Session
 from engine.admin.pages import action, e, layout, table, when
 from engine.commands.status import render as status_lines
 from engine.message.display import printable
-from engine.store import DeliverySelection, Store
+from engine.reload import ReloadReport
+from engine.store import DeliverySelection, OperatorAction, Store
 
 log = logging.getLogger(__name__)
 
 LIST_LIMIT = 50
+ACTIONS_SHOWN = 20
 QUEUE_STATES = ("QUEUED", "SENDING", "SENT", "DELIVERED", "READ", "ERROR", "CANCELLED")
 
 
@@ -37,7 +41,7 @@ class EngineView:
     """What the console reads from the running engine, asked afresh on every page (a reload
     can change it): channel → listener bound, channel → refusals since start, destination →
     (channel, type), a way to wake a destination's queue, and (when the engine can) a reload
-    of the channel files that says what it did in one line."""
+    of the channel files that reports what it did."""
 
     def __init__(
         self,
@@ -45,7 +49,7 @@ class EngineView:
         refusals: Callable[[], Mapping[str, int]],
         destinations: Callable[[], Mapping[str, tuple[str, str]]],
         wake: Callable[[str], None],
-        reload: Callable[[], Deferred[str]] | None = None,
+        reload: Callable[[], Deferred[ReloadReport]] | None = None,
     ) -> None:
         self.listeners = listeners
         self.refusals = refusals
@@ -103,6 +107,7 @@ class Dashboard(Resource):
         held = yield store.held_destinations()
         dead = yield store.list_deliveries(state="ERROR", limit=LIST_LIMIT)
         outbox = yield store.list_outbox(state="PENDING", limit=LIST_LIMIT)
+        actions = yield store.list_actions(limit=ACTIONS_SHOWN)
         listeners = self._engine.listeners()
         last = {}
         for channel in listeners:
@@ -120,6 +125,8 @@ class Dashboard(Resource):
             + _dead_letters(session, dead)
             + "<h2>Outbox to the hospital</h2>"
             + _outbox(session, outbox)
+            + "<h2>Operator actions</h2>"
+            + _actions(actions)
         )
         return layout(request, "Console", body, session, refresh=True)
 
@@ -231,6 +238,13 @@ def _outbox(session: Session, items: list[Any]) -> str:
     ]
     headings = ("item", "channel", "seq", "control id", "attempts", "next attempt", "")
     return table(headings, rows, "nothing waits")
+
+
+def _actions(actions: list[OperatorAction]) -> str:
+    rows = [
+        [e(when(a.at)), e(a.operator), e(a.action), e(a.subject), e(printable(a.detail))] for a in actions
+    ]
+    return table(("when", "operator", "action", "what", "detail"), rows, "no action yet")
 
 
 def _quote(text: str) -> str:
@@ -347,7 +361,9 @@ class Skip(_ItemAction):
         reason = (request.args.get(b"reason") or [b""])[0].decode("utf-8", "replace").strip()[:200]
         if not reason:
             return "Give a reason to skip an outbox item."
-        skipped = yield self.store.outbox_skip(item_id, f"skipped by operator {operator}: {reason}")
+        skipped = yield self.store.outbox_skip(
+            item_id, f"skipped by operator {operator}: {reason}", by=operator
+        )
         if not skipped:
             return f"Outbox item {item_id} is not PENDING: nothing skipped."
         log.warning("console: operator %s skipped outbox item %d", operator, item_id)
@@ -362,5 +378,20 @@ class Reload(_Action):
             return succeed("This engine cannot reload its channel files.")
         log.warning("console: operator %s reloads the channel files", operator)
         d = self.engine.reload()
-        d.addCallback(lambda said: f"Reload: {said}")
-        return d.addErrback(lambda failure: f"Reload failed, nothing changed: {failure.getErrorMessage()}")
+        d.addCallbacks(lambda report: self._reloaded(operator, report), lambda f: self._failed(operator, f))
+        return d
+
+    def _reloaded(self, operator: str, report: ReloadReport) -> str:
+        record(self.store, operator, "reloaded", "channel files", report.summary())
+        return f"Reload: {reload_said(report)}"
+
+    def _failed(self, operator: str, failure: Failure) -> str:
+        record(self.store, operator, "reloaded", "channel files", "failed, nothing changed")
+        return f"Reload failed, nothing changed: {failure.getErrorMessage()}"
+
+
+def reload_said(report: ReloadReport) -> str:
+    """What a reload did, with each refusal's reason (configuration only, never PHI). The
+    audit trail keeps only the summary: a refusal's reason quotes the file."""
+    refused = [str(refusal) for refusal in (*report.refused, *report.failed)]
+    return report.summary() + "".join(f". {line}" for line in refused)

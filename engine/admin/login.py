@@ -1,7 +1,8 @@
 """``/login`` and ``/logout``: a session for an operator who knows a name and its secret.
 
 A failed login is answered after a second's pause, so secrets cannot be tried quickly, and
-logged with the name tried (never the secret)."""
+logged with the name tried (never the secret). A login and a logout are recorded among the
+operators' actions in the store (a failed one is not: the name tried may be a mistyped secret)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from engine.admin.audit import record
 from engine.admin.auth import Sessions, find_operator, same_origin
 from engine.admin.options import Operators
 from engine.admin.pages import e, layout
+from engine.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,12 @@ def form(request: Request, problem: str = "") -> bytes:
 class Login(Resource):
     isLeaf = True
 
-    def __init__(self, operators: Operators, sessions: Sessions, reactor: object) -> None:
+    def __init__(self, operators: Operators, sessions: Sessions, reactor: object, store: Store) -> None:
         super().__init__()
         self._operators = operators
         self._sessions = sessions
         self._reactor = reactor
+        self._store = store
 
     def render_GET(self, request: Request) -> bytes:
         return form(request)
@@ -58,7 +62,9 @@ class Login(Resource):
             d.addErrback(lambda _: None)  # the client went away meanwhile
             return NOT_DONE_YET
         self._sessions.start(request, operator)
-        log.warning("console: operator %s logged in from %s", operator, request.getClientAddress().host)
+        host = request.getClientAddress().host
+        log.warning("console: operator %s logged in from %s", operator, host)
+        record(self._store, operator, "logged in", f"session from {host}")
         request.redirect(b"/")
         return b""
 
@@ -73,11 +79,15 @@ class Logout(Resource):
 
     isLeaf = True
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, store: Store) -> None:
         super().__init__()
         self._sessions = sessions
+        self._store = store
 
     def render_POST(self, request: Request) -> bytes:
+        session = self._sessions.of(request)
+        if session is not None:
+            record(self._store, session.operator, "logged out", "session")
         self._sessions.end(request)
         request.redirect(b"/login")
         return b""

@@ -13,7 +13,6 @@ from engine.admin.console import EngineView
 from engine.admin.health import Readiness
 from engine.admin.options import Operators
 from engine.admin.site import build_admin_site
-from engine.reload import ReloadReport
 from engine.service import Engine, ListenerService
 from engine.store import Store
 from engine.tls import TLSSettings
@@ -48,14 +47,8 @@ def engine_view(engine: Engine) -> EngineView:
             name: (queue.channel, queue.config.type) for name, queue in engine.deliveries.queues.items()
         },
         wake=lambda destination: engine.deliveries.wake((destination,)),
-        reload=None if engine.load_channels is None else lambda: engine.reload().addCallback(reload_said),
+        reload=None if engine.load_channels is None else engine.reload,
     )
-
-
-def reload_said(report: ReloadReport) -> str:
-    """What a reload did, with each refusal's reason (configuration only, never PHI)."""
-    refused = [str(refusal) for refusal in (*report.refused, *report.failed)]
-    return report.summary() + "".join(f". {line}" for line in refused)
 
 
 def serve_admin(

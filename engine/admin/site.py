@@ -127,7 +127,7 @@ def build_admin_site(
     public = {
         b"healthz": Healthz(),
         b"readyz": Readyz(readiness),
-        b"login": login.Login(operators, sessions, reactor),
+        b"login": login.Login(operators, sessions, reactor, store),
         b"static": static,
     }
     actions = Resource()
@@ -141,7 +141,7 @@ def build_admin_site(
         b"deliveries": actions,
         b"outbox": outbox,
         b"reload": console.Reload(store, engine),
-        b"logout": login.Logout(sessions),
+        b"logout": login.Logout(sessions, store),
         **extra,
     }
     return AdminRoot(operators, sessions, public, guarded)

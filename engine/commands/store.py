@@ -1,10 +1,12 @@
-"""``courier store prune|rotate-key|rekey``: the store's retention and its encryption key.
+"""``courier store prune|rotate-key|rekey|copy|actions``: the store's retention, its encryption
+key, moving it, and what operators did from the console (``actions``, newest first).
 
 ``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
 messages whose deliveries are all final and no longer polled (with their deliveries and
-events), and outbox items sent or given up. Keep DAYS above every channel's duplicate window
-(7 days by default): a resend of a pruned message counts as new. Freed space is reused by new
-messages; ``--vacuum`` also gives it back to the file system, locking the store meanwhile.
+events), outbox items sent or given up, and operators' console actions recorded before then.
+Keep DAYS above every channel's duplicate window (7 days by default): a resend of a pruned
+message counts as new. Freed space is reused by new messages; ``--vacuum`` also gives it back
+to the file system, locking the store meanwhile.
 
 ``rotate-key`` puts a new key in the key file and appends the old one to ``<key file>.old``, so
 every value stays readable. A running engine knows only the keys it started with, so restart
@@ -34,6 +36,7 @@ from engine.commands.store_options import (
     describe_store,
     open_database,
     store_location,
+    when,
 )
 
 
@@ -57,10 +60,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the source's key, unless $COURIER_STORE_KEY is set",
     )
     copy.add_argument("--to-key-file", type=Path, help="encrypt the copy with this key (made if missing)")
+    listing = actions.add_parser("actions", help="what operators did from the console, newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    add_store_arguments(listing)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey, "copy": _copy}[args.action](args)
+    commands = {"prune": _prune, "rotate-key": _rotate, "rekey": _rekey, "copy": _copy, "actions": _actions}
+    return commands[args.action](args)
+
+
+def _actions(args: argparse.Namespace) -> int:
+    from engine.message.display import printable
+
+    db = open_database(args)
+    try:
+        print(f"{'when':25}  {'operator':16}  {'action':10}  {'what':24}  detail")
+        for a in db.list_actions(args.limit):
+            who, detail = printable(a.operator), printable(a.detail)
+            print(f"{when(a.at):25}  {who:16}  {a.action:10}  {a.subject:24}  {detail}")
+    finally:
+        db.close()
+    return 0
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ READ = "READ"
 ERROR = "ERROR"
 CANCELLED = "CANCELLED"
 DELIVERY_STATES = frozenset({QUEUED, SENDING, SENT, DELIVERED, READ, ERROR, CANCELLED})
-PRUNED_TABLES = ("events", "deliveries", "messages", "outbox")
+PRUNED_TABLES = ("events", "deliveries", "messages", "outbox", "operator_actions")
 """What retention deletes from (``prune_batch`` counts rows by these names)."""
 
 
@@ -175,6 +175,19 @@ class OutboxEntry:
 
 Reports = Sequence[OutboxEntry]
 """The outbox entries (status reports) a delivery's state change causes, stored with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """One thing an operator did from the console: who, when, which action, what it touched
+    (ids, channel names: never PHI) and a detail (a reason the operator typed, an outcome)."""
+
+    id: int
+    at: float
+    operator: str
+    action: str
+    subject: str
+    detail: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -352,7 +365,7 @@ class Store(Protocol):
 
     def outbox_error(self, item_id: int, error: str) -> Deferred[None]: ...
 
-    def outbox_skip(self, item_id: int, reason: str) -> Deferred[bool]: ...
+    def outbox_skip(self, item_id: int, reason: str, by: str = "") -> Deferred[bool]: ...
 
     def list_outbox(
         self, channel: str | None = None, state: str | None = None, limit: int = 50
@@ -362,6 +375,16 @@ class Store(Protocol):
 
     # Statistics (the console's numbers).
     def counts(self, since: float | None = None) -> Deferred[Counts]: ...
+
+    # What operators did (the console's audit trail).
+    def record_action(self, operator: str, action: str, subject: str, detail: str = "") -> Deferred[None]:
+        """Record an action that changed nothing in the store itself (a reload, a login); the
+        store changes an operator makes (requeue, cancel, skip: ``by``) record themselves."""
+        ...
+
+    def list_actions(self, limit: int = 50) -> Deferred[list[OperatorAction]]:
+        """Newest first."""
+        ...
 
     # Vendor state.
     def kv_get(self, namespace: str, key: str) -> Deferred[bytes | None]: ...

@@ -17,7 +17,7 @@ from typing import Any
 from engine.errors import StoreError
 from engine.store.database import KEY_CHECK, Database
 
-TABLES = ("messages", "deliveries", "events", "status_polls", "outbox", "kv")
+TABLES = ("messages", "deliveries", "events", "status_polls", "outbox", "kv", "operator_actions")
 """In foreign-key order: a row's parent is copied before it. ``message_keys`` is made anew from
 the messages (a SQLite store does not keep it up to date)."""
 _BATCH = 500
@@ -52,7 +52,7 @@ def copy_store(source: Database, target: Database) -> list[Copied]:
             for batch in _batches(rows):
                 target.put_plain_rows(table, columns, batch)
         target.rebuild_message_keys()
-        target.ids_follow_rows(("messages", "deliveries", "events", "outbox"))
+        target.ids_follow_rows(("messages", "deliveries", "events", "outbox", "operator_actions"))
     target.reload_hash_key()
     return [_compare(table, source, target) for table in TABLES]
 

@@ -40,6 +40,7 @@ from engine.store.base import (
     Gauges,
     Incoming,
     Message,
+    OperatorAction,
     OutboxItem,
     Receipt,
     Reports,
@@ -71,6 +72,7 @@ _ENCRYPTED_COLUMNS = (  # (table, its key columns, an encrypted column): every *
     ("outbox", "id", "payload_enc"),
     ("outbox", "id", "last_error_enc"),
     ("kv", "namespace, key", "value_enc"),
+    ("operator_actions", "id", "detail_enc"),
 )
 # Ids follow time, so both prunes read only the rows below the first one young enough to keep
 # (a range of the primary key), not the whole table on every batch.
@@ -98,6 +100,16 @@ _PRUNE_OUTBOX = f"""
         WHERE state IN ('SENT', 'ERROR') AND created_at < ?1
         AND id < COALESCE((SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
         ORDER BY id LIMIT ?2)"""
+_PRUNE_ACTIONS = f"""
+    DELETE FROM operator_actions WHERE id IN (SELECT id FROM operator_actions
+        WHERE at < ?1
+        AND id < COALESCE((SELECT id FROM operator_actions WHERE at >= ?1 ORDER BY id LIMIT 1), {_NO_ID})
+        ORDER BY id LIMIT ?2)"""
+_RECORD_ACTION = """
+    INSERT INTO operator_actions (at, operator, action, subject, detail_enc) VALUES (?, ?, ?, ?, ?)"""
+_LIST_ACTIONS = (
+    "SELECT id, at, operator, action, subject, detail_enc FROM operator_actions ORDER BY id DESC LIMIT ?"
+)
 KEY_CHECK = ("_store", "key_check")  # each store's own: it says the key fits this store
 _HASH_KEY = ("_store", "hash_key")  # the secret of keyed hashes; encrypted like every kv value
 _KEY_CHECK_PLAINTEXT = b"courier store key check"
@@ -1014,6 +1026,8 @@ class Database:
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
         self._append_events(moving, at, kind, to_state, f"by operator {by}" if by else "")
+        if by and moving:
+            self.record_action(by, kind, _deliveries_named([d for d, _ in moving]))
         if to_state == QUEUED:
             for destination in {destination for _, _, state, destination in rows if state in from_states}:
                 self._announce(destination)
@@ -1053,10 +1067,13 @@ class Database:
         """Give up on an item, which lets the channel's later items go."""
         self._change_outbox(item_id, _OUTBOX_ERROR, (self._encrypt_text(error), item_id))
 
-    def outbox_skip(self, item_id: int, reason: str) -> bool:
+    def outbox_skip(self, item_id: int, reason: str, by: str = "") -> bool:
         """An operator gives up on a PENDING item so the channel's later items can go;
-        False when the item is not PENDING (already sent, or already given up)."""
+        False when the item is not PENDING (already sent, or already given up). ``by`` names
+        the operator: the skip is recorded among the operators' actions, with ``reason``."""
         found = self.connection.execute(_OUTBOX_SKIP, (self._encrypt_text(reason), item_id)).fetchone()
+        if found is not None and by:
+            self.record_action(by, "skipped", f"outbox item {item_id}", reason)
         return found is not None
 
     def list_outbox(
@@ -1082,6 +1099,20 @@ class Database:
     def _change_outbox(self, item_id: int, sql: str, params: tuple[Any, ...]) -> None:
         if self.connection.execute(sql, params).fetchone() is None:
             raise StoreError(f"no outbox item {item_id}")
+
+    # What operators did -----------------------------------------------------------------
+
+    def record_action(self, operator: str, action: str, subject: str, detail: str = "") -> None:
+        """One line of the operators' audit trail; ``subject`` names ids and channels only
+        (kept in clear), ``detail`` is encrypted (an operator may type anything in a reason)."""
+        self.connection.execute(
+            _RECORD_ACTION, (self._clock(), operator, action, subject, self._encrypt_text(detail))
+        )
+
+    def list_actions(self, limit: int = 50) -> list[OperatorAction]:
+        """Newest first."""
+        rows = self.connection.execute(_LIST_ACTIONS, (limit,))
+        return [OperatorAction(*row[:-1], detail=self._decrypt_text(row[-1])) for row in rows]
 
     # Statistics -------------------------------------------------------------------------
 
@@ -1133,7 +1164,8 @@ class Database:
     def prune_batch(self, before: float, batch: int = 500) -> dict[str, int]:
         """Delete up to ``batch`` messages received before ``before`` that need nothing more
         (every delivery final and no longer polled for a status), with their deliveries and
-        events, and up to ``batch`` outbox items sent or given up. How many rows, by table.
+        events, up to ``batch`` outbox items sent or given up, and up to ``batch`` operator
+        actions recorded before ``before``. How many rows, by table.
 
         Freed pages are reused by new messages; :meth:`vacuum` gives them back to the file system.
         """
@@ -1142,6 +1174,7 @@ class Database:
         self.connection.execute(_PRUNE_KEYS, (ids, ids))
         done = {table: self.connection.execute(delete, (ids,)).rowcount for table, delete in _PRUNE_MESSAGES}
         done["outbox"] = self.connection.execute(_PRUNE_OUTBOX, (before, batch)).rowcount
+        done["operator_actions"] = self.connection.execute(_PRUNE_ACTIONS, (before, batch)).rowcount
         return done
 
     def vacuum(self) -> None:
@@ -1259,6 +1292,11 @@ def _where(*conditions: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
     if not used:
         return "", ()
     return " WHERE " + " AND ".join(c for c, _ in used), tuple(v for _, v in used)
+
+
+def _deliveries_named(ids: list[int]) -> str:
+    """What an operator's requeue or cancel touched, for the audit trail."""
+    return ("delivery " if len(ids) == 1 else "deliveries ") + ", ".join(str(i) for i in ids)
 
 
 def _json_ids(ids: Iterable[int]) -> str:

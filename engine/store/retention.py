@@ -83,11 +83,12 @@ class Pruner(Service):
             log.error("retention: pruning failed: %s: %s", type(exc).__name__, exc)
         if any(done.values()):
             log.info(
-                "retention: deleted %d messages, %d deliveries, %d events and %d outbox items "
-                "older than %g days",
+                "retention: deleted %d messages, %d deliveries, %d events, %d outbox items and "
+                "%d operator actions older than %g days",
                 done["messages"],
                 done["deliveries"],
                 done["events"],
                 done["outbox"],
+                done["operator_actions"],
                 self.after_s / 86400,
             )

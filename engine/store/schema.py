@@ -191,6 +191,20 @@ MIGRATIONS: tuple[str, ...] = (
         booked_until REAL NOT NULL
     );
     """,
+    # 13: what operators did from the console (requeue, cancel, skip, reload, login, logout):
+    # who, when, what it touched (ids, channel names) in clear; the detail (an operator's
+    # free-text reason) encrypted, as it is typed by hand.
+    """
+    CREATE TABLE operator_actions (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        operator TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail_enc BLOB
+    );
+    CREATE INDEX operator_actions_by_time ON operator_actions (at);
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -27,6 +27,7 @@ from engine.store.base import (
     Gauges,
     Incoming,
     Message,
+    OperatorAction,
     OutboxItem,
     Receipt,
     Reports,
@@ -304,8 +305,8 @@ class ThreadedStore:
     def outbox_error(self, item_id: int, error: str) -> Deferred[None]:
         return self._write(Database.outbox_error, item_id, error)
 
-    def outbox_skip(self, item_id: int, reason: str) -> Deferred[bool]:
-        return self._write(Database.outbox_skip, item_id, reason)
+    def outbox_skip(self, item_id: int, reason: str, by: str = "") -> Deferred[bool]:
+        return self._write(Database.outbox_skip, item_id, reason, by)
 
     def list_outbox(
         self, channel: str | None = None, state: str | None = None, limit: int = 50
@@ -322,6 +323,14 @@ class ThreadedStore:
 
     def counts(self, since: float | None = None) -> Deferred[Counts]:
         return self._read(Database.counts, since)
+
+    # What operators did
+
+    def record_action(self, operator: str, action: str, subject: str, detail: str = "") -> Deferred[None]:
+        return self._write(Database.record_action, operator, action, subject, detail)
+
+    def list_actions(self, limit: int = 50) -> Deferred[list[OperatorAction]]:
+        return self._read(Database.list_actions, limit)
 
     # Key/value
 

@@ -13,9 +13,10 @@ from engine.admin.options import Operators
 from engine.admin.service import AdminSettings, serve_admin
 from engine.channel.check import load_channels, load_each
 from engine.service import Engine, ListenerService, build_engine
-from engine.store import SQLiteStore
+from engine.store import Cipher, Store
+from engine.store import open_store as any_store
 from tests.conftest import on_reactor
-from tests.support.engine import open_store
+from tests.support.engine import TEST_KEY
 from tests.support.subprocess_engine import free_port
 from tests.test_e2e_http import CHANNEL, MAPPING
 from tests.test_e2e_http import SECRET as HOOK_SECRET
@@ -27,10 +28,10 @@ SECRET = "alice's console token, 32 chars"
 @dataclass
 class Admin:
     engine: Engine
-    store: SQLiteStore
+    store: Store
     listener: ListenerService
     mllp_port: int
-    store_path: Path
+    store_path: Path | str
     scheme: str = "http"
 
     @property
@@ -38,15 +39,24 @@ class Admin:
         return f"{self.scheme}://127.0.0.1:{self.listener.port.getHost().port}"
 
 
-def start_admin(reactor, workdir: Path, max_held_s: float = 600.0, extra=None, tls=None) -> Admin:
-    """The HTTP test channel (deliveries held: nothing is sent) with its console, started."""
+def start_admin(
+    reactor,
+    workdir: Path,
+    max_held_s: float = 600.0,
+    extra=None,
+    tls=None,
+    location: Path | str | None = None,
+) -> Admin:
+    """The HTTP test channel (deliveries held: nothing is sent) with its console, started;
+    its store at ``location`` (a PostgreSQL URL too), else a SQLite file in ``workdir``."""
     mllp_port = free_port()
     (workdir / "hook.toml").write_text(MAPPING)
     (workdir / "lab.toml").write_text(CHANNEL.format(port=mllp_port, url="http://127.0.0.1:9", hospital=9))
     env = {"HOOK_SECRET": HOOK_SECRET}
     channels = load_channels([workdir / "lab.toml"], env=env)
-    store_path = workdir / "courier.sqlite3"
-    store = open_store(reactor, store_path)
+    store_path = location or workdir / "courier.sqlite3"
+    store = any_store(store_path, reactor=reactor, cipher=Cipher(TEST_KEY))
+    on_reactor(store.start)
     reload = partial(load_each, [workdir / "lab.toml"], env=env)
     engine = build_engine(reactor, channels, store, hold_deliveries=True, load_channels=reload)
     operators = Operators({OPERATOR: SECRET})
