@@ -73,7 +73,9 @@ def browser() -> Iterator[object]:
     for flag in (*BROWSER_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(0)
+    # The page refreshes itself every 10 s: an element looked up while it reloads is found
+    # once the new page is there, not reported missing.
+    driver.implicitly_wait(5)
     try:
         yield driver
     finally:
