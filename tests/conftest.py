@@ -7,6 +7,7 @@ the reactor thread with :func:`on_reactor` (``blockingCallFromThread``).
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +21,12 @@ T = TypeVar("T")
 pytest_plugins = ["tests.support.postgres"]  # postgres_server, postgres_url, store_location
 
 _thread: threading.Thread | None = None
+
+# Tests stop `courier run` and friends with SIGINT, as a user's Ctrl-C. A shell that starts the
+# suite in the background (`pytest &`, no job control) ignores SIGINT for it and, through exec,
+# for every engine it starts, which then never stop. Catching it here gives them the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _start_reactor() -> None:
