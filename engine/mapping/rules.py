@@ -85,7 +85,8 @@ class PathSource:
         """(located path, decoded value) for each matching segment and repetition, in order."""
         p = self.path
         found: list[tuple[Path, str]] = []
-        for segment in scope.segments_for(p):
+        first_only = not (self.collect_all or self.segment_conditions or self.repetition_conditions)
+        for segment in scope.first_segment_for(p) if first_only else scope.segments_for(p):
             if self.segment_conditions and not self._segment_matches(scope, segment):
                 continue
             for repetition in self._repetitions(segment):

@@ -40,6 +40,14 @@ class Scope:
         owner = self._nearest_before(path.segment)
         return [owner] if owner is not None else []
 
+    def first_segment_for(self, path: Path) -> list[Segment]:
+        """The first of :meth:`segments_for` (or none), without making the others: a plain
+        path reads one value, and this runs for every path of every message before its ACK."""
+        if path.occurrence is None and self.current is None:
+            found = self.message.segment(path.segment)
+            return [found] if found is not None else []
+        return self.segments_for(path)
+
     def _nearest_before(self, name: str) -> Segment | None:
         segments = self.message.segments
         for index in range(self.current.index - 1, -1, -1):

@@ -277,8 +277,11 @@ class Message:
         """Every segment called ``name``, in order."""
         index = self._index()
         made, segment_at = index.made, self._segment_at
-        positions = index.by_name.get(name, ())
-        return [made.get(position) or segment_at(position, n) for n, position in enumerate(positions, 1)]
+        found = []
+        for n, position in enumerate(index.by_name.get(name, ()), 1):
+            segment = made.get(position)  # not ``or``: a segment's truth is its length, a split
+            found.append(segment_at(position, n) if segment is None else segment)
+        return found
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th segment called ``name`` (1-based), or None."""
