@@ -301,3 +301,12 @@ def test_a_second_msh_is_found_by_its_position():
 def test_an_msh18_naming_a_codec_that_is_not_a_charset_is_read_with_the_default(name):
     message = Message.parse(f"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|X1|P|2.5||||||{name}\rPID|1\r".encode())
     assert message.control_id == "X1" and message.charset_problem
+
+
+def test_a_segment_without_fields_is_present_and_reading_segments_splits_none() -> None:
+    message = parse("MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.5\rZDS\rOBX|1|TX|c||one\rOBX|2|TX|c||two\r")
+    (zds,) = message.all("ZDS")
+    assert zds and message.segment("ZDS") is zds  # present, though it has no fields
+    for segment in message.all("OBX"):
+        assert segment._fields is None  # found, not split: only reading a field splits it
+    assert message.all("OBX")[1].value(5) == "two"

@@ -79,6 +79,11 @@ class Segment:
     def __len__(self) -> int:
         return len(self._split()) - 1
 
+    def __bool__(self) -> bool:
+        """A segment that is there is true, even one without fields (``ZDS``), and testing it
+        splits nothing (without this, truth would be :meth:`__len__`)."""
+        return True
+
     def __repr__(self) -> str:  # no field contents: they may hold PHI
         return f"<Segment {self.name} index={self.index} occurrence={self.occurrence}>"
 
@@ -277,11 +282,8 @@ class Message:
         """Every segment called ``name``, in order."""
         index = self._index()
         made, segment_at = index.made, self._segment_at
-        found = []
-        for n, position in enumerate(index.by_name.get(name, ()), 1):
-            segment = made.get(position)  # not ``or``: a segment's truth is its length, a split
-            found.append(segment_at(position, n) if segment is None else segment)
-        return found
+        positions = index.by_name.get(name, ())
+        return [made.get(position) or segment_at(position, n) for n, position in enumerate(positions, 1)]
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th segment called ``name`` (1-based), or None."""
