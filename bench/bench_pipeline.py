@@ -6,7 +6,8 @@ Reactor side: the benchmark channel of ``bench_listener.py`` (filter, KPN mappin
 run through the real :class:`engine.source.Source` with a store that answers at once, so the
 figures are what the reactor thread spends per message. Store side: ``Database.receive`` and
 its COMMIT on a real SQLite file at each durability, one message per transaction (one
-connection's worst case). CPU-time figures move less than the end-to-end benchmark when the
+connection's worst case), split by statement, beside what the floor (``floor_server.py``)
+commits for the same message. CPU-time figures move less than the end-to-end benchmark when the
 machine is busy; run both before and after a change.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import sqlite3
 import sys
 import tempfile
 import time
@@ -84,17 +86,60 @@ def reactor_stages(source: Source, frames: list[bytes]) -> dict[str, float]:
     return {stage: total / len(frames) * 1e6 for stage, total in spent.items()}
 
 
-def store_commit(workdir: Path, durability: str, frames: list[bytes], source: Source) -> float:
-    """µs per message for ``Database.receive`` and its COMMIT, one message per transaction."""
+class TimedConnection:
+    """A SQLite connection that adds up the time of each kind of statement (BEGIN, the
+    duplicate lookup, each INSERT, COMMIT): where the store's share of a message goes."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self.spent: dict[str, float] = {}
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        started = time.perf_counter()
+        try:
+            return self._connection.execute(sql, *args)
+        finally:
+            words = sql.split()
+            kind = " ".join(words[:3]) if words[0] == "INSERT" else words[0]
+            self.spent[kind] = self.spent.get(kind, 0.0) + time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+
+def store_commit(workdir: Path, durability: str, frames: list[bytes], source: Source) -> dict[str, float]:
+    """µs per message for ``Database.receive`` and its COMMIT, one message per transaction,
+    split by statement; "Python" is the rest (keyed hash, encryption, building rows)."""
     db = Database.open(workdir / f"bench-{durability}.sqlite3", Cipher(KEY), durability=durability)
     incoming = []
     for payload in frames:
         message = Message.parse(payload)
         incoming.append(source._incoming(message, payload, "127.0.0.1:1", source.check(message)))
+    db.connection = timed = TimedConnection(db.connection)
     started = time.perf_counter()
     for item in incoming:
         with db.transaction():
             db.receive(item)
+    elapsed = time.perf_counter() - started
+    db.close()
+    split = {kind: spent / len(frames) * 1e6 for kind, spent in timed.spent.items()}
+    split["Python"] = elapsed / len(frames) * 1e6 - sum(split.values())
+    split["total"] = elapsed / len(frames) * 1e6
+    return split
+
+
+def floor_commit(workdir: Path, durability: str, frames: list[bytes]) -> float:
+    """µs per message for what the floor (``floor_server.py``) stores: one INSERT of the raw
+    bytes into a table without indexes, and its COMMIT, one message per transaction."""
+    db = sqlite3.connect(workdir / f"floor-{durability}.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute(f"PRAGMA synchronous = {durability}")
+    db.execute("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, raw BLOB)")
+    started = time.perf_counter()
+    for payload in frames:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO messages (raw) VALUES (?)", (payload,))
+        db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
     return elapsed / len(frames) * 1e6
@@ -121,10 +166,13 @@ def main() -> int:
                 stages = {stage: min(stages[stage], again[stage]) for stage in stages}
             for stage, micros in stages.items():
                 print(f"  {stage:22} {micros:8.1f}")
-            print(f"{label} ORU^R01, store thread, µs per message (receive + COMMIT):")
+            print(f"{label} ORU^R01, store, µs per message (receive + COMMIT), beside the floor's commit:")
             for durability in ("normal", "full"):
-                micros = store_commit(workdir, durability, frames_of(make, "S", count), source)
-                print(f"  {durability:22} {micros:8.1f}")
+                split = store_commit(workdir, durability, frames_of(make, "S", count), source)
+                floor = floor_commit(workdir, durability, frames_of(make, "F", count))
+                print(f"  {durability:22} {split.pop('total'):8.1f}   floor {floor:8.1f}")
+                for kind, micros in sorted(split.items(), key=lambda item: -item[1]):
+                    print(f"    {kind:20} {micros:8.1f}")
         if args.profile:
             frames = frames_of(small_oru, "P", 3000)
             profiler = cProfile.Profile()

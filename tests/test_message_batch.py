@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.errors import MessageError
 from engine.message import Message, split_batch, split_file
+from engine.message.batch import _segment_lines, canonical
 
 MSG1 = "MSH|^~\\&|LAB|HOSP|COURIER|DEST|20240131||ORU^R01|M1|P|2.5\rPID|1||111\rOBX|1|NM|||5\r"
 MSG2 = "MSH|^~\\&|LAB|HOSP|COURIER|DEST|20240131||MDM^T02|M2|P|2.5\rPID|1||222\r"
@@ -92,3 +95,23 @@ def test_batch_lines_are_named_as_the_reader_names_segments():
     first, second = (Message.parse(m) for m in batch.messages)
     assert first.unreadable_segment == 4 and second.unreadable_segment is None
     assert split_batch(b"BHSX|^~\\&|LAB\r" + MSG1.encode()) is None, "BHSX is not a batch header"
+
+
+def canonical_line_by_line(data: bytes) -> bytes:
+    """canonical()'s definition, spelt out: every non-blank line, junk stripped, CR-ended."""
+    return b"".join(line.rstrip(b" \t") + b"\r" for line in _segment_lines(data))
+
+
+PIECES = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\t", b"\x00", b"A", b"|", b"MSH|^~\\&|", b"PID|1"])
+
+
+@given(st.lists(PIECES, max_size=14).map(b"".join))
+def test_canonical_is_the_line_by_line_form_whatever_the_input(data):
+    assert canonical(data) == canonical_line_by_line(data)
+
+
+def test_canonical_returns_a_canonical_message_itself_not_a_copy():
+    data = MSG1.encode()
+    assert canonical(data) is data  # a 200 KB message is not copied three times to be hashed
+    assert canonical(data[:-1]) == data
+    assert canonical(b"  " + data.replace(b"\r", b" \r\n\r")) == data
