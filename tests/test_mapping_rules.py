@@ -270,3 +270,30 @@ def test_a_list_of_paths_takes_the_first_with_a_value(mapping_from, message):
     assert out == {"v": "S"}
     out = fields(mapping_from, message, 'v = { path = ["ORC-2", "OBR-5"] }')
     assert out == {"v": "PLC1"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "PID-3",
+        "PID-3.4",
+        "PID-3[2].1",
+        "PID-5.2",
+        "OBX-5",
+        "OBX[2]-5[2]",
+        "OBR[2]-4.2",
+        "ZZZ-1",
+        "PID-99",
+        "MSH-9.2",
+    ],
+)
+@pytest.mark.parametrize("current", [None, "OBX[2]"])
+def test_a_template_reads_a_path_as_the_path_itself_would(message, path, current):
+    """PathSource.text (the templates' shortcut: no location, no Reading) reads what read() does."""
+    from engine.mapping.rules import PathSource
+    from engine.mapping.scope import Scope
+
+    within = None if current is None else message.segment("OBX", 2)
+    scope = Scope(message, {}, within)
+    source = PathSource(Path.parse(path))
+    assert source.text(scope) == source.read(scope).raw

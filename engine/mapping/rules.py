@@ -81,6 +81,16 @@ class PathSource:
         location, value = hits[0]
         return Reading(value, location)
 
+    def text(self, scope: Scope) -> str | list[str]:
+        """What :meth:`read` reads, without its location: a template only joins the text, and
+        a plain path (no ``all``, no ``where``) is then one lookup (this runs before every ACK)."""
+        if self.collect_all or self.segment_conditions or self.repetition_conditions:
+            return self.read(scope).raw
+        p = self.path
+        for segment in scope.first_segment_for(p):
+            return segment.value(p.field, p.repetition or 1, p.component, p.subcomponent)
+        return ""
+
     def hits(self, scope: Scope) -> list[tuple[Path, str]]:
         """(located path, decoded value) for each matching segment and repetition, in order."""
         p = self.path
@@ -148,7 +158,10 @@ class ContextSource:
     name: str
 
     def read(self, scope: Scope) -> Reading:
-        return Reading(scope.context.get(self.name, ""), None, f"context.{self.name}")
+        return Reading(self.text(scope), None, f"context.{self.name}")
+
+    def text(self, scope: Scope) -> str:
+        return scope.context.get(self.name, "")
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,7 @@ class TemplateSource:
     parts: tuple[str | PathSource | ContextSource, ...]
 
     def read(self, scope: Scope) -> Reading:
-        out = [part if isinstance(part, str) else part.read(scope).raw for part in self.parts]
+        out = [part if isinstance(part, str) else part.text(scope) for part in self.parts]
         return Reading("".join(out), None, self.text)
 
 

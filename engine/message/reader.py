@@ -289,9 +289,11 @@ class Message:
         """The ``occurrence``-th segment called ``name`` (1-based), or None."""
         if name == self.msh.name and occurrence == 1:
             return self.msh
-        positions = self._index().by_name.get(name, ())
+        index = self._segment_index or self._index()
+        positions = index.by_name.get(name, ())
         if 0 < occurrence <= len(positions):
-            return self._segment_at(positions[occurrence - 1], occurrence)
+            position = positions[occurrence - 1]
+            return index.made.get(position) or self._segment_at(position, occurrence)
         return None
 
     def get(self, path: str | Path, default: str = "") -> str:
