@@ -495,7 +495,7 @@ def build_engine(
     )
     if not hold_deliveries:
         deliveries.setServiceParent(service)
-        store.on_queued(lambda destination: deliveries.wake((destination,)))  # by another node
+        store.on_queued(deliveries.queued_elsewhere)
     engine = Engine(
         reactor, service, store, deliveries, reporter, tokens, load_channels=load_channels, metrics=metrics
     )

@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 
+import psycopg
 import pytest
 
+from engine.delivery.service import DeliveryService
 from engine.store.crypto import Cipher
 from engine.store.database import Database
 from engine.store.dialect import postgresql
-from engine.store.postgres import redacted
-from engine.store.postgres_store import PostgresStore
+from engine.store.postgres import QUEUED_CHANNEL, redacted
+from engine.store.postgres_store import PostgresStore, QueuedListener
 from tests.conftest import on_reactor
 from tests.support.waiting import wait_for
 from tests.test_store_database import T0, incoming
@@ -99,6 +102,74 @@ def test_a_delivery_queued_on_one_node_wakes_the_other(reactor, postgres_url, ke
             other.close()
     finally:
         on_reactor(store.close)
+
+
+class Queue:
+    """Stands for a destination's queue in the node's DeliveryService: counts its wake-ups."""
+
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def listening_backends(admin: psycopg.Connection) -> list[int]:
+    """The server processes whose last statement was the listener's LISTEN."""
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
+        (f"LISTEN {QUEUED_CHANNEL}",),
+    )
+    return [pid for (pid,) in rows]
+
+
+def test_deliveries_queued_while_the_listener_was_cut_off_wake_every_queue_once_it_listens_again(
+    reactor, postgres_url, key, monkeypatch
+):
+    monkeypatch.setattr(QueuedListener, "RECONNECT_S", 2.0)  # time enough to queue in the gap
+    store = PostgresStore(postgres_url, reactor=reactor, cipher=Cipher(key))
+    deliveries = DeliveryService(reactor=reactor, clock=reactor, store=store)
+    deliveries.queues.update(gp=Queue(), ward=Queue())
+    store.on_queued(deliveries.queued_elsewhere)  # as build_engine subscribes
+    gp, ward = deliveries.queues["gp"], deliveries.queues["ward"]
+    on_reactor(store.start)
+    other = Database.open(postgres_url, Cipher(key))
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            with other.transaction():
+                other.receive(incoming(destinations=("gp",)))
+            wait_for(lambda: gp.woken == 1, timeout=5, what="the queue the news names")
+            assert ward.woken == 0, "the first LISTEN wakes nobody: the queues look when they start"
+
+            (listener,) = listening_backends(admin)
+            admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
+            wait_for(lambda: not listening_backends(admin), timeout=5, what="the listener cut off")
+            with other.transaction():
+                other.receive(incoming(control_id="GAP", destinations=("gp",)))
+            assert not listening_backends(admin), "the NOTIFY went out while nobody listened"
+
+            wait_for(
+                lambda: gp.woken == 2 and ward.woken == 1,
+                timeout=QueuedListener.RECONNECT_S + 2,
+                what="every queue woken once the listener listens again",
+            )
+    finally:
+        other.close()
+        on_reactor(store.close)
+
+
+def test_a_listener_whose_first_listen_failed_wakes_every_queue_once_it_listens(reactor, postgres_server):
+    late = f"late_{uuid.uuid4().hex}"
+    listener = QueuedListener(postgres_server.url(late), reactor)
+    heard: list[str | None] = []
+    listener.subscribers.append(heard.append)
+    try:
+        on_reactor(listener.start)  # the database is not there yet: the start goes on all the same
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {late} TEMPLATE template0")
+        wait_for(lambda: heard == [None], timeout=QueuedListener.RECONNECT_S + 2, what="every queue woken")
+    finally:
+        listener.stop()
 
 
 def test_nodes_opening_a_new_database_at_once_migrate_it_once_and_share_one_hash_key(postgres_url, key):

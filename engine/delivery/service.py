@@ -132,3 +132,8 @@ class DeliveryService(MultiService):
             queue = self.queues.get(name)
             if queue is not None:
                 queue.wake()
+
+    def queued_elsewhere(self, destination: str | None) -> None:
+        """Another node queued deliveries for ``destination``; ``None``: for any destination
+        (the news was lost, see :meth:`engine.store.base.Store.on_queued`)."""
+        self.wake(list(self.queues) if destination is None else (destination,))

@@ -232,9 +232,11 @@ class Store(Protocol):
 
     def close(self) -> Deferred[None]: ...
 
-    def on_queued(self, callback: Callable[[str], None]) -> None:
+    def on_queued(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(destination)`` in the reactor thread when another node (process)
-        queued deliveries for ``destination``, so its queue can claim them at once."""
+        queued deliveries for ``destination``, so its queue can claim them at once;
+        ``callback(None)`` when such news may have been lost (any destination may have new
+        deliveries). Only news after the call: a queue looks once itself when it starts."""
         ...
 
     # Messages (source side).

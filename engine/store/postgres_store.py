@@ -32,7 +32,7 @@ class PostgresStore(ThreadedStore):
         d.addCallback(self._listener.start)
         return d
 
-    def on_queued(self, callback: Callable[[str], None]) -> None:
+    def on_queued(self, callback: Callable[[str | None], None]) -> None:
         self._listener.subscribers.append(callback)
 
     def close(self) -> Deferred[None]:
@@ -46,7 +46,12 @@ def _backend_pid(db: Any) -> int:
 
 class QueuedListener:
     """A thread with its own connection that LISTENs for the store's NOTIFYs and hands each
-    destination name to the subscribers in the reactor thread. It reconnects after a failure."""
+    destination name to the subscribers in the reactor thread. It reconnects after a failure;
+    what was announced while it had no LISTEN in place is lost, so once it listens again it
+    hands the subscribers ``None``: look at every destination.
+
+    With no subscriber (a node that holds its deliveries) nothing is handed on, and the reactor
+    is not woken: a subscriber hears only of what is queued after it subscribed."""
 
     POLL_S = 0.5  # how long a wait lasts before the thread looks whether it should stop
     RECONNECT_S = 1.0
@@ -54,13 +59,14 @@ class QueuedListener:
     def __init__(self, url: str, reactor: StoreReactor) -> None:
         self.url = url
         self.reactor = reactor
-        self.subscribers: list[Callable[[str], None]] = []
+        self.subscribers: list[Callable[[str | None], None]] = []
         self._stopping = threading.Event()
         self._started: Deferred[None] | None = None
         self._own_pid = 0
 
     def start(self, own_pid: int = 0) -> Deferred[None]:
-        """Fires once the first LISTEN is in place (or failed): no NOTIFY after it is missed.
+        """Fires once the first LISTEN is in place (or failed): no NOTIFY after it is missed, or
+        if one is (a failure), the subscribers hear ``None`` once the next LISTEN is in place.
 
         NOTIFYs from ``own_pid`` (this node's writer) are not passed on: this node's queues
         already know what it queued, and the reactor is not woken for them."""
@@ -78,8 +84,7 @@ class QueuedListener:
                 self._listen()
             except Exception as exc:  # the server went away: try again shortly
                 log.warning("store: listening for other nodes failed (%s); reconnecting", error_text(exc))
-            finally:
-                self._now_listening()
+            self._fire_started()  # a failed first try holds up no start: the next LISTEN tells all
             self._stopping.wait(self.RECONNECT_S)
 
     def _listen(self) -> None:
@@ -100,11 +105,20 @@ class QueuedListener:
             conn.close()
 
     def _now_listening(self) -> None:
+        """The first LISTEN lets the store's start go on; a later one ends a gap in which
+        NOTIFYs went nowhere: every subscriber looks at every destination (what a claim after
+        this LISTEN misses, a NOTIFY brings)."""
+        if self._started is not None:
+            self._fire_started()
+        elif self.subscribers:
+            self.reactor.callFromThread(self._tell, None)
+
+    def _fire_started(self) -> None:
         started, self._started = self._started, None
         if started is not None:
             self.reactor.callFromThread(started.callback, None)
 
-    def _tell(self, destination: str) -> None:
+    def _tell(self, destination: str | None) -> None:
         for callback in list(self.subscribers):
             try:
                 callback(destination)

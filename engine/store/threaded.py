@@ -143,9 +143,10 @@ class ThreadedStore:
             raise StoreError("the store is not started")
         return keyed_digest(self._hash_key, text.encode()).hex()
 
-    def on_queued(self, callback: Callable[[str], None]) -> None:
+    def on_queued(self, callback: Callable[[str | None], None]) -> None:
         """Have ``callback(destination)`` called (in the reactor thread) when another engine
-        node queues deliveries for ``destination``. SQLite has one engine per store: no call."""
+        node queues deliveries for ``destination`` (:meth:`Store.on_queued`). SQLite has one
+        engine per store: no call."""
 
     def close(self) -> Deferred[None]:
         """Finish queued work, close both connections and end their threads."""
