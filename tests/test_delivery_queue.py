@@ -133,6 +133,18 @@ class Transitions:
         return [t.event for t in self.seen if delivery_id in (None, t.delivery_id)]
 
 
+class QuotingTransitions(Transitions):
+    """A listener that fails as a report built from the message can: with the patient's name
+    and NHS number in the exception's text."""
+
+    def reports(self, transition: Transition, original: bytes) -> tuple[OutboxEntry, ...]:
+        message = Message.parse(original)
+        raise ValueError(f"no report for {message.get('PID-5')} {message.get('PID-3.1')}")
+
+    def on_transition(self, transition: Transition) -> None:
+        raise KeyError(f"{transition.control_id} DOE^JANE 9434765919")
+
+
 def reported(store) -> list[str]:
     """The control ids of the outbox, in the channel's order: what the transitions reported."""
     return [item.control_id for item in sorted(on_reactor(store.list_outbox), key=lambda i: i.seq)]
@@ -342,6 +354,27 @@ def test_a_rejected_message_is_dead_lettered_and_the_ones_behind_it_still_go(har
     assert "BAD:rejected" in reported(harness.store), "stored with the ERROR"
     assert [p.name for p in transition.invalid_parameters] == ["recipient"]
     assert "DOE" not in transition.detail and "9434765919" not in transition.detail
+
+
+def test_a_failing_listener_is_logged_by_type_without_the_patient_its_text_quotes(harness, caplog):
+    harness.listener = QuotingTransitions()
+    harness.queue("medallies")
+
+    def both_failures() -> list[str] | None:
+        lines = [r.getMessage() for r in caplog.records if r.name == "engine.delivery.transitions"]
+        return lines if len(lines) == 2 else None
+
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.transitions"):
+        harness.receive(oru("C1"), "medallies")
+        (sent,) = harness.wait_states("medallies", SENT, 1)
+        logged = wait_for(both_failures, what="the reports' and the announcement's failures logged")
+    assert logged == [
+        f"transition listener failed for delivery {sent.id} (medallies accepted): ValueError",
+        f"transition listener failed for delivery {sent.id} (medallies accepted): KeyError",
+    ]
+    assert reported(harness.store) == [], "the change is stored without its report"
+    for quoted in ("DOE", "JANE", "9434765919", "no report for"):
+        assert quoted not in caplog.text
 
 
 def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(harness, sandboxes):
