@@ -18,15 +18,19 @@ from typing import Any
 
 import pytest
 import requests
+from twisted.internet.task import Clock
 
 from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
 from engine.delivery.conversations import Conversations
+from engine.delivery.pump import Pump
 from engine.destinations import StaticToken
 from engine.destinations.base import message_uuid
 from engine.destinations.registry import destination_class
+from engine.errors import StoreError
+from engine.logs import loggable_error
 from engine.mapping import load_mapping
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
@@ -375,6 +379,54 @@ def test_a_failing_listener_is_logged_by_type_without_the_patient_its_text_quote
     assert reported(harness.store) == [], "the change is stored without its report"
     for quoted in ("DOE", "JANE", "9434765919", "no report for"):
         assert quoted not in caplog.text
+
+
+class QuotingMapping:
+    """A mapping with a bug: it fails with a field of the message in the exception's text."""
+
+    def apply(self, message: Message, context: dict[str, str]) -> dict[str, Any]:
+        raise KeyError(message.get("PID-5"))
+
+
+def test_a_delivery_left_sending_by_a_bug_is_logged_by_type_without_the_message(harness, caplog):
+    queue = harness.queue("medallies", start=False)
+    queue.mapping = QuotingMapping()
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.queue"):
+        on_reactor(queue.start)
+        harness.receive(oru("C1"), "medallies")
+        (sending,) = harness.wait_states("medallies", SENDING, 1)
+        wait_for(lambda: caplog.records, what="the failure logged")
+    assert caplog.records[0].getMessage() == (
+        f"queue medallies: delivery {sending.id} left SENDING (its lease runs out, then it is sent"
+        " again): KeyError"
+    )
+    assert "DOE" not in caplog.text and "JANE" not in caplog.text
+
+
+def test_a_failed_pump_step_is_logged_by_type_and_tried_again(caplog):
+    clock = Clock()
+    steps: list[float] = []
+
+    def step() -> None:
+        steps.append(clock.seconds())
+        if len(steps) == 1:
+            raise ValueError("PID|1||9434765919^^^NHS^NH||DOE^JANE")
+
+    pump = Pump("queue medallies", clock, step, retry_after_error_s=5)
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.pump"):
+        pump.start()
+        clock.advance(0)
+        clock.advance(5)
+    assert steps == [0, 5]
+    assert [r.getMessage() for r in caplog.records] == [
+        "queue medallies: step failed, trying again in 5 s: ValueError"
+    ]
+
+
+def test_of_a_caught_exception_a_log_keeps_the_type_and_only_a_store_error_s_own_words():
+    assert loggable_error(ValueError("PID|1||9434765919")) == "ValueError"
+    locked = StoreError("store: database is locked")
+    assert loggable_error(locked) == "StoreError: store: database is locked"
 
 
 def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(harness, sandboxes):
