@@ -3,7 +3,7 @@ key, moving it, and what operators did from the console or the CLI (``actions``)
 
 ``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
 messages whose deliveries are all final and no longer polled (with their deliveries and
-events), outbox items sent or given up, and operators' console actions recorded before then.
+events), outbox items sent or given up, and operators' actions recorded before then.
 Keep DAYS above every channel's duplicate window (7 days by default): a resend of a pruned
 message counts as new. Freed space is reused by new messages; ``--vacuum`` also gives it back
 to the file system, locking the store meanwhile.
