@@ -19,6 +19,8 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from engine.errors import StoreError
+
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT = ("channel", "destination", "control_id")
@@ -76,3 +78,10 @@ class ContextLog(logging.LoggerAdapter):
 def context_log(logger: logging.Logger, **context: str) -> ContextLog:
     """``logger`` with ``context`` (``channel=``, ``destination=``) on each of its lines."""
     return ContextLog(logger, context)
+
+
+def loggable_error(exc: BaseException) -> str:
+    """What a log line may say of an exception caught broadly: its type, and the text only of a
+    :class:`StoreError` (the store's own words, a driver's DETAIL left out). Any other text can
+    quote what the code was handling: a message's fields, a vendor's answer, a report."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, StoreError) else type(exc).__name__

@@ -4,6 +4,7 @@ runs them, on a real SQLite file and on a real PostgreSQL database (``store_loca
 from __future__ import annotations
 
 import base64
+import getpass
 import os
 import subprocess
 import sys
@@ -45,8 +46,8 @@ def stored_message(path, cipher: Cipher, control_id: str = "CTRL1", sending_appl
     return path
 
 
-def courier(store, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COURIER_STORE_KEY=KEY)
+def courier(store, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COURIER_STORE_KEY=KEY, **env_vars)
     return subprocess.run(
         [sys.executable, "-m", "engine", *args, "--store", str(store)],
         capture_output=True,
@@ -146,7 +147,7 @@ def test_outbox_list_show_and_skip(store) -> None:
     skipped = courier(store, "outbox", "skip", str(first), "--reason", "the listener rejects it")
     assert skipped.returncode == 0
     shown = courier(store, "outbox", "show", str(first)).stdout
-    assert "ERROR" in shown and "skipped by an operator: the listener rejects it" in shown
+    assert "ERROR" in shown and "the listener rejects it" in shown
     assert courier(store, "outbox", "skip", str(first), "--reason", "again").returncode == 1
     assert courier(store, "outbox", "list", "--state", "PENDING").stdout.count("PENDING") == 1
 
@@ -237,6 +238,49 @@ def test_store_actions_lists_what_operators_did_newest_first(store) -> None:
         ["bob", "reloaded", "channel", "files", "restarted", "lab"],
         ["alice", "cancelled", "delivery", "1"],
     ]
+
+
+def test_cli_requeue_cancel_and_skip_are_recorded_as_the_login_s_operator_actions(store) -> None:
+    """As the console's: in the store's operators' actions, and a requeue or cancel in the
+    delivery's timeline too, by ``cli:`` and the login name (getpass reads LOGNAME first)."""
+    db = Database.open(store, Cipher(base64.b64decode(KEY)))
+    with db.transaction():
+        item = db.outbox_add("lab", "tcp:host=127.0.0.1:port=9", RAW, "S1")
+    db.close()
+    as_ward_ops = {"LOGNAME": "ward-ops"}
+    assert courier(store, "deliveries", "cancel", "1", **as_ward_ops).returncode == 0
+    assert courier(store, "deliveries", "requeue", "--state", "CANCELLED", **as_ward_ops).returncode == 0
+    assert (
+        courier(store, "outbox", "skip", str(item), "--reason", "wrong feed", **as_ward_ops).returncode == 0
+    )
+
+    listed = courier(store, "store", "actions")
+    assert listed.returncode == 0, listed.stderr
+    rows = [" ".join(line.split()[1:]) for line in listed.stdout.splitlines()[1:]]  # after "when"
+    assert rows == [
+        f"cli:ward-ops skipped outbox item {item} skipped by operator cli:ward-ops: wrong feed",
+        "cli:ward-ops requeued delivery 1",
+        "cli:ward-ops cancelled delivery 1",
+    ]
+    timeline = courier(store, "status", "CTRL1", "--details").stdout.splitlines()
+    assert [" ".join(line.split()[2:]) for line in timeline if "by operator" in line] == [
+        "cancelled CANCELLED by operator cli:ward-ops",
+        "requeued QUEUED by operator cli:ward-ops",
+    ]
+    assert (
+        "skipped by operator cli:ward-ops: wrong feed" in courier(store, "outbox", "show", str(item)).stdout
+    )
+
+
+def test_the_cli_operator_is_the_uid_when_the_system_has_no_name_for_it(monkeypatch) -> None:
+    from engine.commands import store_options
+
+    def no_name() -> str:
+        raise OSError("No username set in the environment")  # as getpass says from Python 3.13
+
+    assert store_options.cli_operator() == f"cli:{getpass.getuser()}"
+    monkeypatch.setattr(store_options.getpass, "getuser", no_name)
+    assert store_options.cli_operator() == f"cli:{os.getuid()}"
 
 
 def test_a_control_id_holding_control_characters_is_printed_escaped_in_every_table(store_location) -> None:

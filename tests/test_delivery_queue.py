@@ -18,15 +18,19 @@ from typing import Any
 
 import pytest
 import requests
+from twisted.internet.task import Clock
 
 from courier_sandbox import DEFAULT_PORTS, start_sandboxes
 from engine.channel.config import Destination as DestinationConfig
 from engine.channel.config import RateLimit, Retry, StatusPolling
 from engine.delivery import DeliveryQueue, Transition, idempotency_key
 from engine.delivery.conversations import Conversations
+from engine.delivery.pump import Pump
 from engine.destinations import StaticToken
 from engine.destinations.base import message_uuid
 from engine.destinations.registry import destination_class
+from engine.errors import StoreError
+from engine.logs import loggable_error
 from engine.mapping import load_mapping
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
@@ -131,6 +135,18 @@ class Transitions:
 
     def events(self, delivery_id: int | None = None) -> list[str]:
         return [t.event for t in self.seen if delivery_id in (None, t.delivery_id)]
+
+
+class QuotingTransitions(Transitions):
+    """A listener that fails as a report built from the message can: with the patient's name
+    and NHS number in the exception's text."""
+
+    def reports(self, transition: Transition, original: bytes) -> tuple[OutboxEntry, ...]:
+        message = Message.parse(original)
+        raise ValueError(f"no report for {message.get('PID-5')} {message.get('PID-3.1')}")
+
+    def on_transition(self, transition: Transition) -> None:
+        raise KeyError(f"{transition.control_id} DOE^JANE 9434765919")
 
 
 def reported(store) -> list[str]:
@@ -342,6 +358,75 @@ def test_a_rejected_message_is_dead_lettered_and_the_ones_behind_it_still_go(har
     assert "BAD:rejected" in reported(harness.store), "stored with the ERROR"
     assert [p.name for p in transition.invalid_parameters] == ["recipient"]
     assert "DOE" not in transition.detail and "9434765919" not in transition.detail
+
+
+def test_a_failing_listener_is_logged_by_type_without_the_patient_its_text_quotes(harness, caplog):
+    harness.listener = QuotingTransitions()
+    harness.queue("medallies")
+
+    def both_failures() -> list[str] | None:
+        lines = [r.getMessage() for r in caplog.records if r.name == "engine.delivery.transitions"]
+        return lines if len(lines) == 2 else None
+
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.transitions"):
+        harness.receive(oru("C1"), "medallies")
+        (sent,) = harness.wait_states("medallies", SENT, 1)
+        logged = wait_for(both_failures, what="the reports' and the announcement's failures logged")
+    assert logged == [
+        f"transition listener failed for delivery {sent.id} (medallies accepted): ValueError",
+        f"transition listener failed for delivery {sent.id} (medallies accepted): KeyError",
+    ]
+    assert reported(harness.store) == [], "the change is stored without its report"
+    for quoted in ("DOE", "JANE", "9434765919", "no report for"):
+        assert quoted not in caplog.text
+
+
+class QuotingMapping:
+    """A mapping with a bug: it fails with a field of the message in the exception's text."""
+
+    def apply(self, message: Message, context: dict[str, str]) -> dict[str, Any]:
+        raise KeyError(message.get("PID-5"))
+
+
+def test_a_delivery_left_sending_by_a_bug_is_logged_by_type_without_the_message(harness, caplog):
+    queue = harness.queue("medallies", start=False)
+    queue.mapping = QuotingMapping()
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.queue"):
+        on_reactor(queue.start)
+        harness.receive(oru("C1"), "medallies")
+        (sending,) = harness.wait_states("medallies", SENDING, 1)
+        wait_for(lambda: caplog.records, what="the failure logged")
+    assert caplog.records[0].getMessage() == (
+        f"queue medallies: delivery {sending.id} left SENDING (its lease runs out, then it is sent"
+        " again): KeyError"
+    )
+    assert "DOE" not in caplog.text and "JANE" not in caplog.text
+
+
+def test_a_failed_pump_step_is_logged_by_type_and_tried_again(caplog):
+    clock = Clock()
+    steps: list[float] = []
+
+    def step() -> None:
+        steps.append(clock.seconds())
+        if len(steps) == 1:
+            raise ValueError("PID|1||9434765919^^^NHS^NH||DOE^JANE")
+
+    pump = Pump("queue medallies", clock, step, retry_after_error_s=5)
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.pump"):
+        pump.start()
+        clock.advance(0)
+        clock.advance(5)
+    assert steps == [0, 5]
+    assert [r.getMessage() for r in caplog.records] == [
+        "queue medallies: step failed, trying again in 5 s: ValueError"
+    ]
+
+
+def test_of_a_caught_exception_a_log_keeps_the_type_and_only_a_store_error_s_own_words():
+    assert loggable_error(ValueError("PID|1||9434765919")) == "ValueError"
+    locked = StoreError("store: database is locked")
+    assert loggable_error(locked) == "StoreError: store: database is locked"
 
 
 def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(harness, sandboxes):

@@ -6,6 +6,7 @@ so its poller runs on a ``task.Clock`` advanced six hours at a time.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from engine.destinations.conneqt.polling import MIN_POLL_INTERVAL_S as CONNEQT_M
 from engine.store.base import DELIVERED, ERROR, READ, SENT
 from tests import test_delivery_queue as queue_tests
 from tests.conftest import on_reactor
+from tests.support.scripted_http import Reply, ScriptedServer
 from tests.test_delivery_queue import Harness, Transitions, oru, reported, wait_for
 
 # The queue tests' fixtures: sandboxes on free ports, a store file, a listener, a harness.
@@ -177,3 +179,32 @@ def test_conneqt_failed_and_expired_become_error_on_the_four_a_day_schedule(
     by_id = {t.delivery_id: t for t in listener.seen if t.state == ERROR}
     assert (by_id[first.id].event, by_id[second.id].event) == ("failed", "expired")
     assert dict(sandboxes.conneqt.state.status_polls) == {first.remote_id: 1, second.remote_id: 1}
+
+
+def test_a_failed_status_query_is_logged_without_the_vendor_s_words(harness, pollers, caplog):
+    """A vendor's error text can quote the message it is about: the log names the type only."""
+    queue = harness.queue("medallies", status=QUICK_POLLING)
+    harness.receive(oru("MA1"), "medallies")
+    (sent,) = harness.wait_states("medallies", SENT, 1)
+    on_reactor(queue.stop)
+    vendor = ScriptedServer()
+    vendor.reply(*[Reply(500, {"message": "no such message for DOE^JANE 9434765919"})] * 50)
+    failing = harness.queue(
+        "medallies",
+        start=False,
+        status=QUICK_POLLING,
+        destination=harness.destination("medallies", base_url=vendor.base_url),
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.delivery.poller"):
+            pollers.start(failing)
+            wait_for(lambda: caplog.records, what="a failed query logged")
+    finally:
+        pollers.stop()
+        vendor.close()
+    assert vendor.received, "the query reached the vendor"
+    assert caplog.records[0].getMessage() == (
+        f"status poller medallies: query for delivery {sent.id} failed: DestinationError"
+    )
+    for quoted in ("DOE", "9434765919", "no such message", "HTTP 500"):
+        assert quoted not in caplog.text

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 import uuid
@@ -70,12 +71,15 @@ class GatedStore:
 
 
 class RecordingTracker:
-    """A status tracker that keeps what it is told."""
+    """A status tracker that keeps what it is told, or fails as told."""
 
     def __init__(self) -> None:
         self.updates = []
+        self.fails_with: Exception | None = None  # a tracker's bug, once set
 
     def apply_update(self, ref, update, *, destination=None):
+        if self.fails_with is not None:
+            raise self.fails_with
         self.updates.append((ref, update))
 
 
@@ -207,6 +211,22 @@ def test_dsns_from_the_sandbox_reach_the_tracker(served, sandbox):
     ]
     assert tracker.updates[1][1].detail == "DSN dispatched"
     assert tracker.updates[1][1].at is not None
+
+
+def test_a_webhook_that_fails_answers_500_and_logs_the_error_s_type_only(served, caplog):
+    """A DSN's Description is the vendor's text about a patient's message: a failure quoting it
+    stays out of the log."""
+    url, _, _, _, tracker = served
+    description = "recipient Ralph Kramden 22943847 unknown"
+    tracker.fails_with = RuntimeError(f"cannot apply DSN {description}")
+    dsn = {"Id": "m-1", "Status": "Error", "Description": description, "Disposition": "x;failed"}
+    with caplog.at_level(logging.ERROR, logger="engine.status.webhooks"):
+        answer = requests.post(url + "/dsn", json=dsn, auth=SECRET, timeout=5)
+    assert answer.status_code == 500, "not stored: MedAllies sends it again"
+    assert [r.getMessage() for r in caplog.records] == [
+        "MedAllies DSN for m-1: not stored, answering 500: RuntimeError"
+    ]
+    assert "Kramden" not in caplog.text and "22943847" not in caplog.text
 
 
 def send_direct_message(sandbox, message_id: str) -> requests.Response:

@@ -29,6 +29,7 @@ from engine.commands.status import render as status_lines
 from engine.message.display import printable
 from engine.reload import ReloadReport
 from engine.store import DeliverySelection, OperatorAction, Store
+from engine.store.base import skipped_by
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +362,7 @@ class Skip(_ItemAction):
         reason = (request.args.get(b"reason") or [b""])[0].decode("utf-8", "replace").strip()[:200]
         if not reason:
             return "Give a reason to skip an outbox item."
-        skipped = yield self.store.outbox_skip(
-            item_id, f"skipped by operator {operator}: {reason}", by=operator
-        )
+        skipped = yield self.store.outbox_skip(item_id, skipped_by(operator, reason), by=operator)
         if not skipped:
             return f"Outbox item {item_id} is not PENDING: nothing skipped."
         log.warning("console: operator %s skipped outbox item %d", operator, item_id)

@@ -1,14 +1,21 @@
 """``courier deliveries list|show|requeue|cancel``: the delivery queue, without PHI.
 
 Requeue and cancel work on a running engine's store too (SQLite allows a second writer);
-the engine picks requeued deliveries up on its next pass.
+the engine picks requeued deliveries up on its next pass. Each is recorded among the operators'
+actions, as the console's are, with the operator named ``cli:`` and the login name.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from engine.commands.store_options import add_store_arguments, open_database, print_held, when
+from engine.commands.store_options import (
+    add_store_arguments,
+    cli_operator,
+    open_database,
+    print_held,
+    when,
+)
 from engine.message.display import printable
 
 
@@ -76,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         with db.transaction():
             if args.action == "requeue":
-                print(f"requeued {db.requeue(selection)} deliveries")
+                print(f"requeued {db.requeue(selection, by=cli_operator())} deliveries")
             else:
-                print(f"cancelled {db.cancel(selection)} deliveries")
+                print(f"cancelled {db.cancel(selection, by=cli_operator())} deliveries")
         return 0
     finally:
         db.close()

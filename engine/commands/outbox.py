@@ -4,8 +4,9 @@ Each channel's outbox (status messages, vendor replies, inbound documents) is se
 order, and an item the hospital's listener keeps refusing is retried with backoff for as long
 as it takes, holding every item behind it. ``skip`` is the operator's way out: the item becomes
 ERROR with the reason given, and the channel's later items go. A running engine moves on at
-its next attempt (at most the backoff's cap, 300 s, later). Payloads are HL7 with PHI, so they
-are printed only with ``show --body``.
+its next attempt (at most the backoff's cap, 300 s, later). The skip is recorded among the
+operators' actions, as the console's are, with the operator named ``cli:`` and the login name.
+Payloads are HL7 with PHI, so they are printed only with ``show --body``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING
 from engine.commands.store_options import (
     add_list_action,
     add_store_arguments,
+    cli_operator,
     hl7_lines,
     open_database,
     when,
 )
 from engine.message.display import printable
+from engine.store.base import skipped_by
 
 if TYPE_CHECKING:
     from engine.store import Database, OutboxItem
@@ -73,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _skip(db: Database, item: OutboxItem, reason: str) -> int:
+    operator = cli_operator()
     with db.transaction():
-        skipped = db.outbox_skip(item.id, f"skipped by an operator: {reason}")
+        skipped = db.outbox_skip(item.id, skipped_by(operator, reason), by=operator)
     if not skipped:
         print(f"courier outbox: item {item.id} is {item.state}, not PENDING; nothing to skip")
         return 1

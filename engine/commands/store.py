@@ -1,9 +1,9 @@
 """``courier store prune|rotate-key|rekey|copy|actions``: the store's retention, its encryption
-key, moving it, and what operators did from the console (``actions``, newest first).
+key, moving it, and what operators did from the console or the CLI (``actions``).
 
 ``prune --older-than DAYS`` deletes what was received before then and needs nothing more:
 messages whose deliveries are all final and no longer polled (with their deliveries and
-events), outbox items sent or given up, and operators' console actions recorded before then.
+events), outbox items sent or given up, and operators' actions recorded before then.
 Keep DAYS above every channel's duplicate window (7 days by default): a resend of a pruned
 message counts as new. Freed space is reused by new messages; ``--vacuum`` also gives it back
 to the file system, locking the store meanwhile.
@@ -60,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the source's key, unless $COURIER_STORE_KEY is set",
     )
     copy.add_argument("--to-key-file", type=Path, help="encrypt the copy with this key (made if missing)")
-    listing = actions.add_parser("actions", help="what operators did from the console, newest first")
+    listing = actions.add_parser(
+        "actions", help="what operators did from the console or the CLI, newest first"
+    )
     listing.add_argument("--limit", type=int, default=50)
     add_store_arguments(listing)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 from collections.abc import Iterable
 from datetime import datetime
@@ -66,6 +67,15 @@ def open_database(args: argparse.Namespace, *, readonly: bool = True):
         return Database.open(args.store, load_cipher(key_file=args.key_file), readonly=readonly)
     except StoreError as error:
         raise SystemExit(f"courier: {error}") from None
+
+
+def cli_operator() -> str:
+    """Who runs this command, as the operators' audit trail names them: ``cli:`` and the login
+    name, or the uid when the system has no name for it (a container's bare uid)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry (OSError from 3.13 on)
+        return f"cli:{os.getuid()}"
 
 
 def when(epoch: float | None) -> str:

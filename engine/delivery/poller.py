@@ -20,6 +20,7 @@ from engine.delivery.pump import Pump
 from engine.delivery.tracker import StatusTracker
 from engine.delivery.workers import Workers
 from engine.destinations.base import Destination
+from engine.logs import loggable_error
 from engine.store.base import StatusPoll, Store
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,11 @@ class StatusPoller(Service):
         try:
             updates = yield self._workers.run(self.destination.check_status, poll.remote_id)
         except Exception as exc:
-            log.warning(
-                "status poller %s: query for delivery %d failed: %s", self.config.name, poll.delivery_id, exc
+            log.warning(  # by type: a vendor's error text can quote the message
+                "status poller %s: query for delivery %d failed: %s",
+                self.config.name,
+                poll.delivery_id,
+                loggable_error(exc),
             )
             state = None
         else:

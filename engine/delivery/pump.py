@@ -14,6 +14,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from engine.logs import loggable_error
+
 log = logging.getLogger(__name__)
 
 Step = Callable[[], "Deferred[float | None] | float | None"]
@@ -87,6 +89,6 @@ class Pump:
             "%s: step failed, trying again in %g s: %s",
             self.name,
             self._retry_after_error_s,
-            failure.getErrorMessage(),
+            loggable_error(failure.value),
         )
         self.run_in(self._retry_after_error_s)

@@ -49,7 +49,7 @@ from engine.delivery.workers import Workers
 from engine.destinations.base import Destination, InvalidParameter, Outcome, SendResult
 from engine.destinations.plugin import AccountRate
 from engine.errors import MessageError
-from engine.logs import context_log
+from engine.logs import context_log, loggable_error
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import MappingFailure
 from engine.message import Message
@@ -293,13 +293,12 @@ class DeliveryQueue(Service):
             key = idempotency_key(delivery)
             result = yield self._workers.run(self._send, payload, key, conversation_id, delivery.progress)
             yield self._record(delivery, result, payload, thread)
-        except Exception as exc:  # the store failed, or the lease passed to another node
+        except Exception as exc:  # the store failed, the lease passed to another node, or a bug
             self._log.error(
-                "queue %s: delivery %d left SENDING (its lease runs out, then it is sent again): %s: %s",
+                "queue %s: delivery %d left SENDING (its lease runs out, then it is sent again): %s",
                 self.name,
                 delivery.id,
-                type(exc).__name__,
-                exc,
+                loggable_error(exc),
                 extra={"control_id": delivery.control_id, "event": "left_sending"},
             )
 

@@ -18,6 +18,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 
 from engine.destinations.base import InvalidParameter
+from engine.logs import loggable_error
 from engine.store.base import Delivery, OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,11 @@ def _announce(listener: TransitionListener | None, transition: Transition) -> No
 
 
 def _listener_failed(exc: Exception, transition: Transition) -> None:
+    """Logged by type: the listener builds HL7 from the message, so its text can quote a patient."""
     log.error(
         "transition listener failed for delivery %d (%s %s): %s",
         transition.delivery_id,
         transition.destination,
         transition.event,
-        exc,
+        loggable_error(exc),
     )

@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from engine.destinations.webhook_settings import path_token_problem
 from engine.errors import ConfigError
+from engine.logs import loggable_error
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def answer_when_done(
             log.warning("%s: refused: %s", what, failure.getErrorMessage())
             finish(400, b"refused\n")
         else:
-            log.error("%s: not stored, answering 500: %s", what, failure.getErrorMessage())
+            log.error("%s: not stored, answering 500: %s", what, loggable_error(failure.value))
             finish(500, b"not stored, send again\n")
 
     work.addCallbacks(lambda _: finish(200, b"OK\n"), failed)

@@ -179,8 +179,9 @@ Reports = Sequence[OutboxEntry]
 
 @dataclass(frozen=True, slots=True)
 class OperatorAction:
-    """One thing an operator did from the console: who, when, which action, what it touched
-    (ids, channel names: never PHI) and a detail (a reason the operator typed, an outcome)."""
+    """One thing an operator did from the console or the CLI (``cli:`` and the login name): who,
+    when, which action, what it touched (ids, channel names: never PHI) and a detail (a reason
+    the operator typed, an outcome)."""
 
     id: int
     at: float
@@ -188,6 +189,11 @@ class OperatorAction:
     action: str
     subject: str
     detail: str = field(default="", repr=False)
+
+
+def skipped_by(operator: str, reason: str) -> str:
+    """What an operator's skip leaves as the outbox item's last error, from the console or the CLI."""
+    return f"skipped by operator {operator}: {reason}"
 
 
 @dataclass(frozen=True)
