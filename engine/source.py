@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from engine.errors import MessageError
-from engine.logs import context_log
+from engine.logs import context_log, loggable_error
 from engine.message import Message
 from engine.message.ack import (
     ACCEPT,
@@ -255,7 +255,7 @@ class Source:
             "channel %s: error checking control id %s: %s",
             self.channel,
             printable(message.control_id),
-            failure.getErrorMessage(),
+            loggable_error(failure.value),
             extra=_context(message, "check_failed"),
         )
         self.metrics.refused(INTERNAL_ERROR.code)
@@ -302,7 +302,7 @@ class Source:
             "channel %s: could not store control id %s: %s",
             self.channel,
             printable(message.control_id),
-            failure.getErrorMessage(),
+            loggable_error(failure.value),
             extra=_context(message, "store_failed"),
         )
         self.metrics.refused(STORE_FAILED.code)

@@ -145,6 +145,27 @@ def test_store_failure_answers_ae_so_the_sender_resends(engine) -> None:
     assert reply.segment("ERR").value(3, component=1) == "207"
 
 
+def test_a_check_or_store_that_fails_with_patient_data_in_its_text_logs_only_its_type(engine, caplog) -> None:
+    def check_quoting_the_patient(message: Message) -> Accepted:
+        raise ValueError(f"cannot map {message.get('PID-5')} {message.get('PID-3')}")
+
+    class StoreQuotingThePatient(BrokenStore):
+        def receive(self, incoming):
+            return defer.fail(KeyError("DOE^JANE 9434765919"))
+
+    port, _ = engine(check=check_quoting_the_patient)
+    other_port, _ = engine(store=StoreQuotingThePatient())
+    with caplog.at_level(logging.ERROR):
+        with BlockingClient(port) as client:
+            assert ack(client.request(oru("MSG00016"))).segment("MSA").value(1) == "AR"
+        with BlockingClient(other_port) as client:
+            assert ack(client.request(oru("MSG00017"))).segment("MSA").value(1) == "AE"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "MSG00016" in logged and "ValueError" in logged
+    assert "MSG00017" in logged and "KeyError" in logged
+    assert "DOE" not in logged and "9434765919" not in logged and "12345" not in logged
+
+
 def test_duplicate_gets_the_same_ack_again_and_creates_no_new_work(engine, tmp_path) -> None:
     port, _ = engine()
     with BlockingClient(port) as client:

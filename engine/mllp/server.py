@@ -17,8 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from engine.logs import context_log
-from engine.message.display import printable
+from engine.logs import context_log, loggable_error
 from engine.mllp.framing import (
     BrokenFrame,
     Frame,
@@ -236,11 +235,10 @@ class MLLPServerProtocol(protocol.Protocol):
         feed behind it; only when even the NAK cannot be built is the connection closed.
         """
         self.factory.log.error(
-            "listener %s: %s: internal error handling a frame (%s: %s); answering with a NAK",
+            "listener %s: %s: internal error handling a frame (%s); answering with a NAK",
             self.factory.name,
             self.peer,
-            failure.type.__name__,
-            printable(failure.getErrorMessage()),
+            loggable_error(failure.value),
         )
         try:
             nak = self.factory.handler.refuse_failed(payload, self.peer)

@@ -16,6 +16,7 @@ from engine.channel.config import Channel
 from engine.channel.config import Destination as DestinationConfig
 from engine.delivery.tokens import StoredToken, StoredTokens, missing_token
 from engine.leases import take_turn
+from engine.logs import loggable_error
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def exchange_access_code(reactor, queue) -> Generator[defer.Deferred, Any, None]
             reactor, reactor.getThreadPool(), queue.destination.exchange_access_code, code
         )
     except Exception as exc:
-        log.error("queue %s: conneQt access code exchange failed: %s", queue.name, exc)
+        log.error("queue %s: conneQt access code exchange failed: %s", queue.name, loggable_error(exc))
         return
     yield stored.save(token)
     log.warning("queue %s: conneQt access code exchanged; the AccessToken is stored", queue.name)

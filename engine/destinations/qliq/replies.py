@@ -60,6 +60,7 @@ from twisted.web.server import Request
 from engine.delivery.conversations import openers_namespace
 from engine.destinations.rules import parse_vendor_time
 from engine.leases import take_turn
+from engine.logs import loggable_error
 from engine.message import Message
 from engine.status.documents import Attachment, InboundDocument, Origin, build_document_message, log_queued
 from engine.status.reporter import StatusReporter
@@ -403,5 +404,5 @@ class ReplyPoller:
             cursor = datetime.fromtimestamp(started, UTC).isoformat()
             yield store.kv_put(*POLL_CURSOR, cursor.encode())
         except Exception as exc:  # the next poll tries again
-            log.warning("Qliq get_replies poll failed: %s", exc)
+            log.warning("Qliq get_replies poll failed: %s", loggable_error(exc))
         return filed
