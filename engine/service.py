@@ -229,13 +229,11 @@ class ChannelUnit(MultiService):
         listener: ListenerService,
         queues: ChannelQueues,
         webhook_routes: Sequence[WebhookRoute],
-        source: Source | None = None,
     ) -> None:
         super().__init__()
         self.setName(prepared.channel.name)
         self.prepared = prepared
         self.listener = listener
-        self.source = source
         self.queues = queues
         self.webhook_routes = tuple(webhook_routes)
 
@@ -344,7 +342,7 @@ class Engine:
         )
         listener = build_listener(reactor, channel, source, self.metrics)
         queues = self.deliveries.build_channel(channel, channel_routes)
-        unit = ChannelUnit(prepared, listener, queues, hooks, source)
+        unit = ChannelUnit(prepared, listener, queues, hooks)
         if validator is not None:
             validator.setServiceParent(unit)
         listener.setServiceParent(unit)
