@@ -328,6 +328,7 @@ class Engine:
             self.reporter,
             self.deliveries.tracker,
             serve=self.webhook_site is not None,
+            preloaded=prepared.preloaded,
         )
         channel_routes = routes(channel, reactor.seconds, self.tokens, prepared.mappings)
         validator = validation_pool(reactor, channel)
@@ -388,7 +389,8 @@ class Engine:
     @defer.inlineCallbacks
     def _reload(self, load: ChannelLoader):
         reactor = self.reactor
-        reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load)
+        serve = self.webhook_site is not None
+        reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load, serve)
         todo = plan({name: unit.prepared for name, unit in self.units.items()}, reading)
         refused = [*reading.refused, *todo.refused]
         built: list[ChannelUnit] = []
@@ -514,7 +516,7 @@ def build_engine(
         )
     for channel in channels:
         if channel.enabled:
-            engine.add_unit(engine.build_unit(prepare(channel)))
+            engine.add_unit(engine.build_unit(prepare(channel, webhook_endpoint is not None)))
     engine.serve_webhook_routes()
     if engine.webhooks is not None:
         engine.webhooks.setServiceParent(service)
