@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from OpenSSL import SSL, crypto
+from twisted.internet.ssl import CertificateOptions
+
 from engine.channel.check import clashes
 from engine.channel.config import Channel
 from engine.destinations.registry import plugin
@@ -22,6 +25,8 @@ from engine.errors import ConfigError
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.spec import Problem
+from engine.status.reporter import status_tls
+from engine.tls import TLSSettings, server_options
 
 ChannelLoader = Callable[[], tuple[list[Channel], list[Problem]]]
 """Reads the channel files: every channel and every problem (``load_each`` with the run's
@@ -38,12 +43,16 @@ class Prepared:
     """Equal for a channel that did not change: its settings and its mappings' text."""
     preloaded: dict[str, object] = field(default_factory=dict, compare=False)
     """By destination name: what its plugin's ``preload`` read from disk (a key, say)."""
+    listener_tls: CertificateOptions | None = field(default=None, compare=False)
+    """The listener's TLS options, its certificate and key read (None: plain TCP)."""
+    reports_tls: object | None = field(default=None, compare=False)
+    """The status reports' client TLS options, their files read (None: plain TCP)."""
 
 
 def prepare(channel: Channel, serve_webhooks: bool = False) -> Prepared:
-    """Reads the channel's mapping files, and what its destinations' plugins read from disk
-    (``DestinationPlugin.preload``): in a thread while the reactor runs. Raises ConfigError
-    when a plugin cannot read what it needs."""
+    """Reads every file the channel's parts need (its mappings, its TLS files, what its
+    destinations' plugins read: ``DestinationPlugin.preload``), so that building them reads
+    none: in a thread while the reactor runs. Raises ConfigError when one cannot be used."""
     texts = tuple(destination.mapping.read_bytes() for destination in channel.destinations)
     mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
     preloaded = {
@@ -51,7 +60,20 @@ def prepare(channel: Channel, serve_webhooks: bool = False) -> Prepared:
         for destination in channel.destinations
         if (preload := plugin(destination.type).preload) is not None
     }
-    return Prepared(channel, mappings, (channel, texts), preloaded)
+    return Prepared(channel, mappings, (channel, texts), preloaded, *_tls(channel))
+
+
+def _tls(channel: Channel) -> tuple[CertificateOptions | None, object | None]:
+    """The listener's and the status reports' TLS options, their files read."""
+    source, reports = channel.source.tls, channel.status_reports
+    try:
+        listener = None
+        if source is not None:
+            tls = TLSSettings(source.cert_file, source.key_file, source.ca_file, source.require_client_cert)
+            listener = server_options(tls)
+        return listener, None if reports is None else status_tls(reports)
+    except (OSError, ValueError, crypto.Error, SSL.Error) as error:
+        raise ConfigError(f"channel {channel.name}: cannot use its TLS files: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -189,14 +189,12 @@ class ListenerService(Service):
         return port.stopListening() if port is not None else None
 
 
-def build_listener(reactor, channel: Channel, source: Source, metrics: Metrics) -> ListenerService:
+def build_listener(reactor, prepared: Prepared, source: Source, metrics: Metrics) -> ListenerService:
+    """The channel's MLLP listener, over the TLS its files gave (:func:`engine.reload.prepare`)."""
+    channel = prepared.channel
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
     metrics.connections.watch(channel.name, lambda: factory.connections)
-    tls = channel.source.tls
-    served = factory
-    if tls is not None:
-        settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
-        served = wrap_server_factory(factory, settings)
+    served = factory if prepared.listener_tls is None else wrap_server_factory(factory, prepared.listener_tls)
     endpoint = serverFromString(reactor, channel.source.listen)
     return ListenerService(f"{channel.name}/listener", lambda: endpoint.listen(served), factory.drain)
 
@@ -341,7 +339,7 @@ class Engine:
             validator=validator,
             metrics=self.metrics.channel(channel.name),
         )
-        listener = build_listener(reactor, channel, source, self.metrics)
+        listener = build_listener(reactor, prepared, source, self.metrics)
         queues = self.deliveries.build_channel(channel, channel_routes)
         unit = ChannelUnit(prepared, listener, queues, hooks)
         if validator is not None:
@@ -356,7 +354,7 @@ class Engine:
         status reports take over from an earlier version's (see :meth:`StatusReporter.set_channel`)."""
         self.units[unit.name] = unit
         self.deliveries.add(unit.queues)
-        self.reporter.set_channel(unit.channel).addErrback(
+        self.reporter.set_channel(unit.channel, unit.prepared.reports_tls).addErrback(
             lambda f: log.error(
                 "channel %s: status reports did not restart: %s", unit.name, f.getErrorMessage()
             )

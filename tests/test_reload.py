@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from engine.service import build_engine
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
+from tests.support.pki import make_pki
 from tests.support.scripted_http import ScriptedServer
 from tests.support.subprocess_engine import STORE_KEY, free_port
 from tests.support.waiting import wait_for
@@ -426,32 +428,34 @@ def post_reply(engine, public_key, message_id: str) -> int:
 def test_a_reload_reads_the_qliq_reply_key_away_from_the_reactor_and_replies_still_decrypt(
     reactor, running, files, tmp_path
 ):
-    """The key file is made a pipe that gives the key only when written to: while the reload
-    waits on it, the reactor must keep answering (a reactor reading it would hang until then)."""
     key_file = tmp_path / "reply_key.pem"
     generate_key_pair(key_file)
     public_key = load_private_key(key_file).public_key()
     files.write_qliq("q", key_file)
     engine = running()
     assert post_reply(engine, public_key, "m1") == 200
-    key_pem = key_file.read_bytes()
-    key_file.unlink()
-    os.mkfifo(key_file)
     files.touch_mapping("q")
-    reloaded: list[object] = []
-    reactor.callFromThread(lambda: engine.reload().addBoth(reloaded.append))
-    writer = wait_for(lambda: _reader_waiting(key_file), what="the reload reading the key file")
-    try:
-        answered = threading.Event()
-        reactor.callFromThread(answered.set)
-        assert answered.wait(5), "the reactor waits for the key file"
-    finally:
-        os.set_blocking(writer, True)
-        os.write(writer, key_pem)
-        os.close(writer)
-    wait_for(lambda: reloaded, what="the reload")
-    assert reloaded[0].restarted == ("q",)
+    assert reload_reading_a_pipe(reactor, engine, key_file).restarted == ("q",)
     assert post_reply(engine, public_key, "m2") == 200
+
+
+@pytest.mark.parametrize("piped", ["listener key", "status reports CA"])
+def test_a_reload_reads_the_tls_files_away_from_the_reactor(reactor, running, files, tmp_path, piped):
+    pki = make_pki(tmp_path / "pki")
+    port = files.write_http("t")
+    with files.channel("t").open("a") as channel:
+        channel.write(
+            f'[source.tls]\ncert_file = "{pki.server_cert}"\nkey_file = "{pki.server_key}"\n'
+            '[status_reports]\nto = "tcp:host=127.0.0.1:port=9"\nevents = ["accepted"]\n'
+            f'[status_reports.tls]\nca_file = "{pki.ca}"\n'
+        )
+    engine = running()
+    client_tls = ssl.create_default_context(cadata=pki.ca.read_text())  # before the CA is a pipe
+    files.touch_mapping("t")
+    pipe = pki.server_key if piped == "listener key" else pki.ca
+    assert reload_reading_a_pipe(reactor, engine, pipe).restarted == ("t",)
+    with BlockingClient(port, tls=client_tls) as client:
+        assert accepted(client.request(oru("T1")))
 
 
 def test_a_reply_key_that_cannot_be_read_refuses_the_file_and_the_running_channel_keeps_its_key(
@@ -469,6 +473,26 @@ def test_a_reply_key_that_cannot_be_read_refuses_the_file_and_the_running_channe
     assert refusal.what == str(files.channel("q")) and "cannot load reply_key_file" in refusal.reason
     assert report.unchanged == ("q",)
     assert post_reply(engine, public_key, "m3") == 200
+
+
+def reload_reading_a_pipe(reactor, engine, path: Path):
+    """Reload while ``path`` is a pipe that gives its content only once written to: the reactor
+    must answer meanwhile (one that reads the file hangs until then). The reload's report."""
+    content = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    reloaded: list[object] = []
+    reactor.callFromThread(lambda: engine.reload().addBoth(reloaded.append))
+    writer = wait_for(lambda: _reader_waiting(path), what=f"the reload reading {path.name}")
+    try:
+        answered = threading.Event()
+        reactor.callFromThread(answered.set)
+        assert answered.wait(5), f"the reactor waits for {path.name}"
+    finally:
+        os.set_blocking(writer, True)
+        os.write(writer, content)
+        os.close(writer)
+    return wait_for(lambda: reloaded, what="the reload")[0]
 
 
 def _reader_waiting(fifo: Path) -> int | None:
