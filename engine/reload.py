@@ -12,14 +12,21 @@ disabled) stop after finishing what is in flight. :meth:`engine.service.Engine.r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from OpenSSL import SSL, crypto
+from twisted.internet.ssl import CertificateOptions
 
 from engine.channel.check import clashes
 from engine.channel.config import Channel
+from engine.destinations.registry import plugin
+from engine.errors import ConfigError
 from engine.mapping import Mapping as PayloadMapping
 from engine.mapping import load_mapping
 from engine.spec import Problem
+from engine.status.reporter import status_tls
+from engine.tls import TLSSettings, server_options
 
 ChannelLoader = Callable[[], tuple[list[Channel], list[Problem]]]
 """Reads the channel files: every channel and every problem (``load_each`` with the run's
@@ -34,13 +41,39 @@ class Prepared:
     mappings: dict[str, PayloadMapping]  # by destination name
     fingerprint: tuple[object, ...]
     """Equal for a channel that did not change: its settings and its mappings' text."""
+    preloaded: dict[str, object] = field(default_factory=dict, compare=False)
+    """By destination name: what its plugin's ``preload`` read from disk (a key, say)."""
+    listener_tls: CertificateOptions | None = field(default=None, compare=False)
+    """The listener's TLS options, its certificate and key read (None: plain TCP)."""
+    reports_tls: object | None = field(default=None, compare=False)
+    """The status reports' client TLS options, their files read (None: plain TCP)."""
 
 
-def prepare(channel: Channel) -> Prepared:
-    """Reads the channel's mapping files: in a thread while the reactor runs."""
+def prepare(channel: Channel, serve_webhooks: bool = False) -> Prepared:
+    """Reads every file the channel's parts need (its mappings, its TLS files, what its
+    destinations' plugins read: ``DestinationPlugin.preload``), so that building them reads
+    none: in a thread while the reactor runs. Raises ConfigError when one cannot be used."""
     texts = tuple(destination.mapping.read_bytes() for destination in channel.destinations)
     mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
-    return Prepared(channel, mappings, (channel, texts))
+    preloaded = {
+        destination.name: preload(channel, destination, serve_webhooks)
+        for destination in channel.destinations
+        if (preload := plugin(destination.type).preload) is not None
+    }
+    return Prepared(channel, mappings, (channel, texts), preloaded, *_tls(channel))
+
+
+def _tls(channel: Channel) -> tuple[CertificateOptions | None, object | None]:
+    """The listener's and the status reports' TLS options, their files read."""
+    source, reports = channel.source.tls, channel.status_reports
+    try:
+        listener = None
+        if source is not None:
+            tls = TLSSettings(source.cert_file, source.key_file, source.ca_file, source.require_client_cert)
+            listener = server_options(tls)
+        return listener, None if reports is None else status_tls(reports)
+    except (OSError, ValueError, crypto.Error, SSL.Error) as error:
+        raise ConfigError(f"channel {channel.name}: cannot use its TLS files: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -90,17 +123,24 @@ class Reading:
     refused_files: frozenset[Path | None]  # None: a problem of no one file, every file is refused
 
 
-def read(load: ChannelLoader) -> Reading:
-    """Load and check the files, and prepare the channels of the files that passed (in a thread)."""
+def read(load: ChannelLoader, serve_webhooks: bool = False) -> Reading:
+    """Load and check the files, and prepare the channels of the files that passed (in a
+    thread); a file with a channel that cannot be prepared is refused too."""
     channels, problems = load()
-    by_file: dict[Path | None, list[Problem]] = {}
+    by_file: dict[Path | None, list[str]] = {}
     for problem in problems:
-        by_file.setdefault(problem.file, []).append(problem)
+        by_file.setdefault(problem.file, []).append(_one_line(problem))
+    prepared = []
+    for channel in channels:
+        if channel.enabled and channel.file not in by_file:
+            try:
+                prepared.append(prepare(channel, serve_webhooks))
+            except ConfigError as error:
+                by_file.setdefault(channel.file, []).append(" ".join(str(error).split()))
     refused = tuple(
-        Refusal(str(file or "the channel files"), "; ".join(_one_line(p) for p in found))
-        for file, found in by_file.items()
+        Refusal(str(file or "the channel files"), "; ".join(found)) for file, found in by_file.items()
     )
-    accepted = {c.name: prepare(c) for c in channels if c.enabled and c.file not in by_file}
+    accepted = {p.channel.name: p for p in prepared if p.channel.file not in by_file}
     return Reading(accepted, refused, frozenset(by_file))
 
 

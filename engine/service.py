@@ -189,14 +189,12 @@ class ListenerService(Service):
         return port.stopListening() if port is not None else None
 
 
-def build_listener(reactor, channel: Channel, source: Source, metrics: Metrics) -> ListenerService:
+def build_listener(reactor, prepared: Prepared, source: Source, metrics: Metrics) -> ListenerService:
+    """The channel's MLLP listener, over the TLS its files gave (:func:`engine.reload.prepare`)."""
+    channel = prepared.channel
     factory = MLLPServerFactory(channel.name, source, reactor, limits(channel))
     metrics.connections.watch(channel.name, lambda: factory.connections)
-    tls = channel.source.tls
-    served = factory
-    if tls is not None:
-        settings = TLSSettings(tls.cert_file, tls.key_file, tls.ca_file, tls.require_client_cert)
-        served = wrap_server_factory(factory, settings)
+    served = factory if prepared.listener_tls is None else wrap_server_factory(factory, prepared.listener_tls)
     endpoint = serverFromString(reactor, channel.source.listen)
     return ListenerService(f"{channel.name}/listener", lambda: endpoint.listen(served), factory.drain)
 
@@ -229,13 +227,11 @@ class ChannelUnit(MultiService):
         listener: ListenerService,
         queues: ChannelQueues,
         webhook_routes: Sequence[WebhookRoute],
-        source: Source | None = None,
     ) -> None:
         super().__init__()
         self.setName(prepared.channel.name)
         self.prepared = prepared
         self.listener = listener
-        self.source = source
         self.queues = queues
         self.webhook_routes = tuple(webhook_routes)
 
@@ -330,6 +326,7 @@ class Engine:
             self.reporter,
             self.deliveries.tracker,
             serve=self.webhook_site is not None,
+            preloaded=prepared.preloaded,
         )
         channel_routes = routes(channel, reactor.seconds, self.tokens, prepared.mappings)
         validator = validation_pool(reactor, channel)
@@ -342,9 +339,9 @@ class Engine:
             validator=validator,
             metrics=self.metrics.channel(channel.name),
         )
-        listener = build_listener(reactor, channel, source, self.metrics)
+        listener = build_listener(reactor, prepared, source, self.metrics)
         queues = self.deliveries.build_channel(channel, channel_routes)
-        unit = ChannelUnit(prepared, listener, queues, hooks, source)
+        unit = ChannelUnit(prepared, listener, queues, hooks)
         if validator is not None:
             validator.setServiceParent(unit)
         listener.setServiceParent(unit)
@@ -357,7 +354,7 @@ class Engine:
         status reports take over from an earlier version's (see :meth:`StatusReporter.set_channel`)."""
         self.units[unit.name] = unit
         self.deliveries.add(unit.queues)
-        self.reporter.set_channel(unit.channel).addErrback(
+        self.reporter.set_channel(unit.channel, unit.prepared.reports_tls).addErrback(
             lambda f: log.error(
                 "channel %s: status reports did not restart: %s", unit.name, f.getErrorMessage()
             )
@@ -390,7 +387,8 @@ class Engine:
     @defer.inlineCallbacks
     def _reload(self, load: ChannelLoader):
         reactor = self.reactor
-        reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load)
+        serve = self.webhook_site is not None
+        reading = yield threads.deferToThreadPool(reactor, reactor.getThreadPool(), read, load, serve)
         todo = plan({name: unit.prepared for name, unit in self.units.items()}, reading)
         refused = [*reading.refused, *todo.refused]
         built: list[ChannelUnit] = []
@@ -516,7 +514,7 @@ def build_engine(
         )
     for channel in channels:
         if channel.enabled:
-            engine.add_unit(engine.build_unit(prepare(channel)))
+            engine.add_unit(engine.build_unit(prepare(channel, webhook_endpoint is not None)))
     engine.serve_webhook_routes()
     if engine.webhooks is not None:
         engine.webhooks.setServiceParent(service)

@@ -149,8 +149,6 @@ class Source:
         self.metrics = metrics or Metrics().channel(channel)
         """What this channel counts (by default on a registry of its own, which nobody reads)."""
         self.log = context_log(log, channel=channel)
-        self.refusals = 0
-        """Messages and frames refused since start (the console shows it)."""
         self._second = -1
         self._second_as_time = datetime.fromtimestamp(0, UTC)
 
@@ -170,8 +168,7 @@ class Source:
         except MessageError as error:
             self.log.error("channel %s: %s: refused a frame that is not HL7: %s", self.channel, peer, error)
             self.metrics.received.inc()
-            self.metrics.refused(NOT_HL7.code)
-            return defer.succeed(Reply(self._unreadable(), committed=False))
+            return defer.succeed(self._reply(UNREADABLE, None))
         if message.message_type == "ACK":
             return self._record_ack(message, payload, peer)
         self.metrics.received.inc()
@@ -183,7 +180,6 @@ class Source:
         return d.addCallback(self._reply, message)
 
     def refuse_oversize(self, head: bytes, peer: str) -> bytes | None:
-        self.refusals += 1
         self.metrics.received.inc()
         self.metrics.refused(TOO_LARGE.code)
         try:
@@ -193,13 +189,11 @@ class Source:
         return self._answer(message, _Answer(REJECT, TOO_LARGE, committed=False))
 
     def refuse_failed(self, payload: bytes, peer: str) -> bytes | None:
-        """AR/CR 207 with MSA-2 = the frame's MSH-10 (:func:`readable_for_nak`)."""
-        self.metrics.refused(INTERNAL_ERROR.code)
+        """AR/CR 207 with MSA-2 = the frame's MSH-10 (:func:`readable_for_nak`): the frame's one
+        refusal counted, as nothing of it was answered (an inbound ACK is counted in neither)."""
         message = readable_for_nak(payload)
-        if message is None:
-            return self._unreadable(INTERNAL_ERROR)
-        self.refusals += 1
-        return self._answer(message, _Answer(REJECT, INTERNAL_ERROR, committed=False))
+        inbound_ack = message is not None and message.message_type == "ACK"
+        return self._reply(FAILED, message, counted=not inbound_ack).payload
 
     # Steps
 
@@ -237,7 +231,6 @@ class Source:
         return verdict
 
     def _refused(self, failure: Failure, message: Message) -> _Answer:
-        self.refusals += 1
         if failure.check(Refused):
             refusal: Refused = failure.value
             self.log.warning(
@@ -249,7 +242,6 @@ class Source:
                 refusal.error.text,
                 extra=_context(message, "refused"),
             )
-            self.metrics.refused(refusal.error.code)
             return _Answer(refusal.outcome, refusal.error, committed=False)
         self.log.error(
             "channel %s: error checking control id %s: %s",
@@ -258,7 +250,6 @@ class Source:
             loggable_error(failure.value),
             extra=_context(message, "check_failed"),
         )
-        self.metrics.refused(INTERNAL_ERROR.code)
         return _Answer(REJECT, INTERNAL_ERROR, committed=False)
 
     def _store(
@@ -305,7 +296,6 @@ class Source:
             loggable_error(failure.value),
             extra=_context(message, "store_failed"),
         )
-        self.metrics.refused(STORE_FAILED.code)
         return _Answer(ERROR, STORE_FAILED, committed=False)
 
     def _record_ack(self, message: Message, payload: bytes, peer: str) -> defer.Deferred[Reply]:
@@ -324,33 +314,29 @@ class Source:
         d.addCallbacks(
             lambda _: _Answer(ACCEPT, None, committed=True), self._store_failed, errbackArgs=(message,)
         )
-        return d.addCallback(self._reply, message)
+        return d.addCallback(self._reply, message, counted=False)  # not received: not refused either
 
     def _handle_batch(self, batch: Batch, peer: str) -> defer.Deferred[Reply]:
         """Check every message of a batch, store the accepted ones in one transaction, and
         answer with an acknowledgement batch holding one ACK per message, in order."""
         items = [_BatchItem(raw, self._parse_or_none(raw)) for raw in batch.messages]
         self.metrics.received.inc(len(items))
-        unreadable = sum(item.message is None for item in items)
-        if unreadable:
-            self.metrics.refused(NOT_HL7.code, unreadable)
         screened = [
             defer.maybeDeferred(self._screen, item.message) for item in items if item.message is not None
         ]
         d = defer.gatherResults(screened, consumeErrors=True)
         d.addCallback(self._store_batch, items, peer)
-        d.addCallback(
-            lambda committed: Reply(
-                build_batch_ack(
-                    batch,
-                    [self._batch_ack(item) for item in items],
-                    control_id=self.control_ids(),
-                    timestamp=self._now(),
-                ),
-                committed,
-            )
-        )
+        d.addCallback(self._batch_reply, batch, items)
         return d
+
+    def _batch_reply(self, committed: bool, batch: Batch, items: list[_BatchItem]) -> Reply:
+        acks = [self._answer(item.message, item.answer, force=True) for item in items]
+        reply = Reply(
+            build_batch_ack(batch, acks, control_id=self.control_ids(), timestamp=self._now()), committed
+        )
+        for item in items:
+            self._count(item.answer)
+        return reply
 
     def _parse_or_none(self, payload: bytes) -> Message | None:
         try:
@@ -385,13 +371,17 @@ class Source:
 
         return d.addCallbacks(stored, failed)
 
-    def _reply(self, answer: _Answer, message: Message) -> Reply:
-        return Reply(self._answer(message, answer), answer.committed)
+    def _reply(self, answer: _Answer, message: Message | None, counted: bool = True) -> Reply:
+        reply = Reply(self._answer(message, answer), answer.committed)
+        if counted:
+            self._count(answer)
+        return reply
 
-    def _batch_ack(self, item: _BatchItem) -> bytes:
-        if item.message is None:
-            return self._unreadable()
-        return self._answer(item.message, item.answer, force=True)
+    def _count(self, answer: _Answer) -> None:
+        """A refusal is counted once its answer is built: a frame whose handling fails before
+        that is counted once, by :meth:`refuse_failed`, whatever its messages' verdicts were."""
+        if not answer.committed and answer.error is not None:
+            self.metrics.refused(answer.error.code)
 
     # ACK building
 
@@ -418,7 +408,12 @@ class Source:
             return is_enhanced_mode(message)
         return self.ack_mode == "enhanced"
 
-    def _answer(self, message: Message, answer: _Answer, *, force: bool = False) -> bytes | None:
+    def _answer(self, message: Message | None, answer: _Answer, *, force: bool = False) -> bytes | None:
+        """The ACK for ``answer`` (None when none is wanted); for an unreadable message (None),
+        an AR with MSA-2 empty."""
+        if message is None:
+            error = answer.error or NOT_HL7
+            return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
         enhanced = self._enhanced(message)
         if not force and not ack_wanted(message, answer.outcome, enhanced=enhanced):
             return None
@@ -433,10 +428,6 @@ class Source:
             enhanced=enhanced,
         )
 
-    def _unreadable(self, error: AckError = NOT_HL7) -> bytes:
-        self.refusals += 1
-        return build_unreadable_nak(control_id=self.control_ids(), timestamp=self._now(), error=error)
-
     def _now(self) -> datetime:
         """The ACK time (HL7 DTM to the second): converted to local time once a second."""
         second = int(self.clock.seconds())
@@ -446,23 +437,29 @@ class Source:
         return self._second_as_time
 
 
+@dataclass(frozen=True)
+class _Answer:
+    outcome: str
+    error: AckError | None
+    committed: bool
+    """False: the message was refused (it is counted so, once, with its ERR-3 code)."""
+    code: str | None = None
+    """The ACK code recorded with a stored message (AA or CA), reused for its duplicates."""
+
+
+UNREADABLE = _Answer(REJECT, NOT_HL7, committed=False)
+FAILED = _Answer(REJECT, INTERNAL_ERROR, committed=False)
+
+
 @dataclass
 class _BatchItem:
     """One message of a batch on its way through: parsed, then refused or stored."""
 
     raw: bytes
     message: Message | None
-    answer: _Answer | None = None
+    answer: _Answer = UNREADABLE
+    """Until the message is refused or stored; an unreadable one's for good."""
     incoming: Incoming | None = None
-
-
-@dataclass(frozen=True)
-class _Answer:
-    outcome: str
-    error: AckError | None
-    committed: bool
-    code: str | None = None
-    """The ACK code recorded with a stored message (AA or CA), reused for its duplicates."""
 
 
 def _context(message: Message, event: str) -> dict[str, str]:

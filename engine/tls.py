@@ -99,6 +99,10 @@ def client_options(settings: TLSSettings, hostname: str) -> object:
     )
 
 
-def wrap_server_factory(factory: IProtocolFactory, settings: TLSSettings) -> IProtocolFactory:
-    """Serve ``factory``'s protocol over TLS on any stream endpoint."""
-    return TLSMemoryBIOFactory(server_options(settings), False, factory)
+def wrap_server_factory(
+    factory: IProtocolFactory, tls: TLSSettings | ssl.CertificateOptions
+) -> IProtocolFactory:
+    """Serve ``factory``'s protocol over TLS on any stream endpoint; ``tls``: the settings, or
+    the options :func:`server_options` made of them (its files read beforehand)."""
+    options = server_options(tls) if isinstance(tls, TLSSettings) else tls
+    return TLSMemoryBIOFactory(options, False, factory)

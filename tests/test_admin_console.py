@@ -17,6 +17,7 @@ from tests.support.admin import OPERATOR, SECRET, csrf_token, log_in, start_admi
 from tests.support.mllp import BlockingClient
 from tests.support.pki import make_pki
 from tests.support.waiting import wait_for
+from tests.test_e2e_http import MAPPING
 
 ORU = (
     b"MSH|^~\\&|LIS|CITYLAB|COURIER|CITYHOSP|20240131142501||ORU^R01|CT0001|P|2.5\r"
@@ -244,6 +245,40 @@ def test_the_dashboard_and_the_timeline_show_no_body(admin):
     assert "DOE" not in page + timeline and "9434765919" not in page + timeline
     refused = page.split('class="channel">lab-to-hook<', 1)[1].split("</tr>", 1)[0]
     assert refused.endswith("<td>1</td>")
+
+
+def refused_on_the_page(page: str) -> int:
+    """The channel row's last cell: its refusals since start."""
+    row = page.split('class="channel">lab-to-hook<', 1)[1].split("</tr>", 1)[0]
+    return int(row.rsplit("<td>", 1)[1].split("</td>", 1)[0])
+
+
+def refused_in_the_metric(admin) -> float:
+    registry = admin.engine.metrics.registry
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "courier_messages_refused"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["channel"] == "lab-to-hook"
+    )
+
+
+def test_the_refusals_shown_are_the_metrics_across_kinds_and_a_restart_of_the_channel(admin, tmp_path):
+    """One count, not two: the page reads ``courier_messages_refused_total`` (every code), which
+    goes on counting when a reload restarts the channel."""
+    adt = ORU.replace(b"ORU^R01", b"ADT^A01")
+    batch = b"BHS|^~\\&|LIS|CITYLAB|COURIER|CITYHOSP|20240131||||B1\r" + adt + ORU + b"BTS|2\r"
+    with BlockingClient(admin.mllp_port) as client:
+        client.request(b"not hl7 at all")  # 100
+        client.request(adt)  # 200: message type not accepted
+        client.request(ORU.replace(b"|CT0001|", b"||"))  # 101: no MSH-10
+    (tmp_path / "hook.toml").write_text(MAPPING.replace("OBR-4.2", "OBR-4.1"))
+    assert on_reactor(admin.engine.reload).restarted == ("lab-to-hook",)
+    with BlockingClient(admin.mllp_port) as client:
+        assert b"MSA|AR|CT0001" in client.request(batch)  # 200 again, beside an accepted message
+    page = log_in(admin).get(f"{admin.url}/").text
+    assert refused_on_the_page(page) == refused_in_the_metric(admin) == 4
 
 
 def test_logout_ends_the_session(admin):

@@ -19,7 +19,7 @@ from tests.support.mllp import BlockingClient
 from tests.support.waiting import wait_for
 from tests.test_reload import accepted
 from tests.test_reload import oru as reload_oru
-from tests.test_source import oru
+from tests.test_source import BrokenStore, oru
 
 running, files, hook = test_reload.running, test_reload.files, test_reload.hook  # fixtures
 
@@ -34,14 +34,28 @@ def screen(message: Message) -> Accepted:
 
 
 @pytest.fixture
-def channel(reactor, tmp_path):
-    metrics = Metrics()
-    store = open_store(reactor, tmp_path / "courier.sqlite3")
-    source = Source("lab", store, reactor, screen, metrics=metrics.channel("lab"))
-    port, listening, _ = listen(reactor, "lab", source)
-    yield port, metrics, store
-    on_reactor(listening.stopListening)
-    on_reactor(store.close)
+def serve(reactor, tmp_path):
+    """A "lab" channel on real MLLP counting into a fresh registry; ``store`` replaces the real one."""
+    started = []
+
+    def start(store=None, **source_options):
+        metrics = Metrics()
+        store = store or open_store(reactor, tmp_path / "courier.sqlite3")
+        source = Source("lab", store, reactor, screen, metrics=metrics.channel("lab"), **source_options)
+        port, listening, _ = listen(reactor, "lab", source)
+        started.append((listening, store))
+        return port, metrics, store
+
+    yield start
+    for listening, store in started:
+        on_reactor(listening.stopListening)
+        if hasattr(store, "close"):
+            on_reactor(store.close)
+
+
+@pytest.fixture
+def channel(serve):
+    return serve()
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -64,6 +78,47 @@ def test_each_message_is_counted_once_by_its_outcome(channel) -> None:
     assert value(metrics, "courier_messages_refused_total", channel="lab", code="100") == 1
     assert value(metrics, "courier_ack_latency_seconds_count", channel="lab") == 7
     assert value(metrics, "courier_store_commit_seconds_count", channel="lab") == 4  # refusals store nothing
+
+
+BATCH = b"BHS|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||||B1\r%sBTS|2\r"
+INBOUND_ACK = b"MSH|^~\\&|LAB|CITYHOSP|COURIER|NHS|20260101||ACK^R01^ACK|K1|P|2.5\rMSA|AA|X1\r"
+
+
+def refused(metrics: Metrics) -> dict[str, float]:
+    """The channel's refusals by ERR-3 code (codes never counted left out)."""
+    return {
+        sample.labels["code"]: sample.value
+        for metric in metrics.refused.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+
+
+def test_a_message_the_store_failed_is_refused_once_and_an_inbound_ack_not_at_all(serve) -> None:
+    """Every message counted as received is counted once by its outcome; an inbound ACK is
+    counted in neither, even when its store fails (it gets no NAK in original mode)."""
+    port, metrics, _ = serve(store=BrokenStore())
+    with BlockingClient(port) as client:
+        client.send(INBOUND_ACK)
+        assert b"MSA|AE|A1" in client.request(oru("A1"))
+        assert client.request(BATCH % (oru("A2") + oru("R1"))).count(b"MSA|") == 2
+    assert value(metrics, "courier_messages_received_total", channel="lab") == 3
+    assert refused(metrics) == {"207": 2, "103": 1}
+    assert metrics.refusals() == {"lab": 3}
+
+
+def test_a_frame_whose_handling_fails_is_counted_once_whatever_its_messages_verdicts(serve) -> None:
+    """The sender got one NAK for the frame: its refused message, never answered, is not
+    counted beside it."""
+
+    def broken(destinations: tuple[str, ...]) -> None:
+        raise RuntimeError("a bug after the commit")
+
+    port, metrics, _ = serve(on_queued=broken)
+    with BlockingClient(port) as client:
+        reply = client.request(BATCH % (oru("A1") + oru("R1")))
+    assert b"MSA|AR|" in reply and b"207" in reply
+    assert refused(metrics) == {"207": 1}
 
 
 def test_store_gauges_count_the_waiting_deliveries_and_age_the_oldest(reactor, tmp_path) -> None:

@@ -5,10 +5,13 @@ restarted channel keep answering."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,11 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.channel.check import load_each
+from engine.destinations.qliq.keys import generate_key_pair, load_private_key
 from engine.service import build_engine
 from tests.conftest import on_reactor
 from tests.support.engine import open_store
 from tests.support.mllp import BlockingClient
+from tests.support.pki import make_pki
 from tests.support.scripted_http import ScriptedServer
 from tests.support.subprocess_engine import STORE_KEY, free_port
 from tests.support.waiting import wait_for
@@ -74,8 +80,31 @@ mapping = "{mapping}"
 """
 )
 
+QLIQ_CHANNEL = (
+    SOURCE.replace("ORU^R01", "MDM^T02")
+    + """[[destinations]]
+name = "{name}-qliq"
+type = "qliq"
+mapping = "{mapping}"
+  [destinations.settings]
+  base_url = "http://127.0.0.1:9"
+  api_key = "${{Q_API_KEY}}"
+  reply_key_file = "{key_file}"
+  reply_sender = "courier@sandbox.qliq"
+  reply_webhook_token = "${{Q_REPLY_TOKEN}}"
+[status_reports]
+to = "tcp:host=127.0.0.1:port=9"
+"""
+)
+
 WEBHOOK_SECRET = "reload-test-webhook-secret-" + "x" * 16
-ENV = {"W_PASSWORD": "reload-test-password", "W_WEBHOOK_SECRET": WEBHOOK_SECRET}
+REPLY_TOKEN = "q7Vd2Lx9Rk4Tz8Mw3Pb6Nf"
+ENV = {
+    "W_PASSWORD": "reload-test-password",
+    "W_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "Q_API_KEY": "reload-test-qliq-key",
+    "Q_REPLY_TOKEN": REPLY_TOKEN,
+}
 
 
 def oru(control_id: str) -> bytes:
@@ -122,6 +151,19 @@ class ChannelFiles:
         shutil.copyfile(ROOT / "mappings" / "oru_r01_to_medallies.toml", self.mapping(name))
         text = MEDALLIES_CHANNEL.format(name=name, port=port, mapping=self.mapping(name))
         self.channel(name).write_text(text)
+
+    def write_qliq(self, name: str, key_file: Path) -> None:
+        """A Qliq channel whose replies come to a webhook, encrypted for ``key_file``."""
+        port = self.ports.setdefault(name, free_port())
+        self.mapping(name).parent.mkdir(exist_ok=True)
+        shutil.copyfile(ROOT / "mappings" / "mdm_t02_to_qliq.toml", self.mapping(name))
+        text = QLIQ_CHANNEL.format(name=name, port=port, mapping=self.mapping(name), key_file=key_file)
+        self.channel(name).write_text(text)
+
+    def touch_mapping(self, name: str) -> None:
+        """The mapping edited (a comment): its channel restarts on the next reload."""
+        with self.mapping(name).open("a") as mapping:
+            mapping.write("# reviewed\n")
 
     def break_channel(self, name: str) -> None:
         """A file ``courier check`` refuses: the listen key of the wrong type."""
@@ -220,8 +262,7 @@ def test_a_restarted_channel_keeps_its_webhook_routes_and_a_removed_one_drops_th
     auth = ("medallies", WEBHOOK_SECRET)
     assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 400
 
-    with files.mapping("w").open("a") as mapping:
-        mapping.write("# reviewed\n")
+    files.touch_mapping("w")
     report = on_reactor(engine.reload)
     assert report.restarted == ("w",)
     assert requests.post(url, data=b"not a DSN", auth=auth, timeout=5).status_code == 400
@@ -370,3 +411,95 @@ def test_a_new_channel_that_would_clash_with_a_channel_kept_running_is_refused(r
     assert (report.unchanged, report.added, report.failed) == (("a",), (), ())
     with BlockingClient(a_port) as a:
         assert accepted(a.request(oru("A1")))
+
+
+def post_reply(engine, public_key, message_id: str) -> int:
+    """A reply as Qliq posts it to the channel's webhook, encrypted for ``public_key``."""
+    reply = {"Message": {"Data": {"conversationUuid": "c1", "messageId": message_id, "text": "ok"}}}
+    answer = requests.post(
+        f"http://127.0.0.1:{engine.webhook_port()}/qliq/q/q-qliq/{REPLY_TOKEN}/replies",
+        data={"conversation_id": "c1", "message_id": message_id},
+        files={"message": ("message", rsa_encrypt_chunked(public_key, json.dumps(reply).encode()).encode())},
+        timeout=10,
+    )
+    return answer.status_code
+
+
+def test_a_reload_reads_the_qliq_reply_key_away_from_the_reactor_and_replies_still_decrypt(
+    reactor, running, files, tmp_path
+):
+    key_file = tmp_path / "reply_key.pem"
+    generate_key_pair(key_file)
+    public_key = load_private_key(key_file).public_key()
+    files.write_qliq("q", key_file)
+    engine = running()
+    assert post_reply(engine, public_key, "m1") == 200
+    files.touch_mapping("q")
+    assert reload_reading_a_pipe(reactor, engine, key_file).restarted == ("q",)
+    assert post_reply(engine, public_key, "m2") == 200
+
+
+@pytest.mark.parametrize("piped", ["listener key", "status reports CA"])
+def test_a_reload_reads_the_tls_files_away_from_the_reactor(reactor, running, files, tmp_path, piped):
+    pki = make_pki(tmp_path / "pki")
+    port = files.write_http("t")
+    with files.channel("t").open("a") as channel:
+        channel.write(
+            f'[source.tls]\ncert_file = "{pki.server_cert}"\nkey_file = "{pki.server_key}"\n'
+            '[status_reports]\nto = "tcp:host=127.0.0.1:port=9"\nevents = ["accepted"]\n'
+            f'[status_reports.tls]\nca_file = "{pki.ca}"\n'
+        )
+    engine = running()
+    client_tls = ssl.create_default_context(cadata=pki.ca.read_text())  # before the CA is a pipe
+    files.touch_mapping("t")
+    pipe = pki.server_key if piped == "listener key" else pki.ca
+    assert reload_reading_a_pipe(reactor, engine, pipe).restarted == ("t",)
+    with BlockingClient(port, tls=client_tls) as client:
+        assert accepted(client.request(oru("T1")))
+
+
+def test_a_reply_key_that_cannot_be_read_refuses_the_file_and_the_running_channel_keeps_its_key(
+    running, files, tmp_path
+):
+    key_file = tmp_path / "reply_key.pem"
+    generate_key_pair(key_file)
+    public_key = load_private_key(key_file).public_key()
+    files.write_qliq("q", key_file)
+    engine = running()
+    key_file.unlink()
+    files.touch_mapping("q")
+    report = on_reactor(engine.reload)
+    [refusal] = report.refused
+    assert refusal.what == str(files.channel("q")) and "cannot load reply_key_file" in refusal.reason
+    assert report.unchanged == ("q",)
+    assert post_reply(engine, public_key, "m3") == 200
+
+
+def reload_reading_a_pipe(reactor, engine, path: Path):
+    """Reload while ``path`` is a pipe that gives its content only once written to: the reactor
+    must answer meanwhile (one that reads the file hangs until then). The reload's report."""
+    content = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    reloaded: list[object] = []
+    reactor.callFromThread(lambda: engine.reload().addBoth(reloaded.append))
+    writer = wait_for(lambda: _reader_waiting(path), what=f"the reload reading {path.name}")
+    try:
+        answered = threading.Event()
+        reactor.callFromThread(answered.set)
+        assert answered.wait(5), f"the reactor waits for {path.name}"
+    finally:
+        os.set_blocking(writer, True)
+        os.write(writer, content)
+        os.close(writer)
+    return wait_for(lambda: reloaded, what="the reload")[0]
+
+
+def _reader_waiting(fifo: Path) -> int | None:
+    """A write end of ``fifo`` once someone opens it to read (not before: ENXIO)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno != errno.ENXIO:
+            raise
+        return None

@@ -42,7 +42,7 @@ def listeners_bound(engine: Engine) -> dict[str, bool]:
 def engine_view(engine: Engine) -> EngineView:
     return EngineView(
         listeners=lambda: {name: bound(listener) for name, listener in engine.listeners.items()},
-        refusals=lambda: {name: unit.source.refusals for name, unit in engine.units.items() if unit.source},
+        refusals=engine.metrics.refusals,
         destinations=lambda: {
             name: (queue.channel, queue.config.type) for name, queue in engine.deliveries.queues.items()
         },

@@ -60,6 +60,8 @@ class WebhookContext:
     tracker: StatusTracker
     serve: bool
     """Whether webhooks are served (``courier run --webhooks``); pollers run either way."""
+    preloaded: Any = None
+    """What the plugin's ``preload`` read for this destination (None without one)."""
 
     @property
     def base_path(self) -> str:
@@ -114,6 +116,12 @@ class DestinationPlugin:
     polling: StatusPolling | None = None
     """None: a SENT delivery is never polled."""
     webhooks: Callable[[WebhookContext], Webhooks] | None = None
+    preload: Callable[[Channel, DestinationConfig, bool], Any] | None = None
+    """Reads from disk what ``webhooks`` will need (a private key, say), given the channel, the
+    destination and whether webhooks are served. Called away from the reactor, with the
+    channel files (at start, and in a reload's thread), since the reactor must not wait for a
+    disk or a passphrase's key derivation; raises ConfigError when it cannot. Its result is
+    ``WebhookContext.preloaded``."""
     token: Callable[[Channel, DestinationConfig, StoredTokens], TokenProvider | None] | None = None
     """The stored token a destination reads (:mod:`engine.delivery.tokens`), or None."""
     on_start: Callable[[Any, DeliveryQueue], Deferred[None] | None] | None = None

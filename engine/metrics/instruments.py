@@ -119,6 +119,17 @@ class Metrics:
         self.connections = ListenerConnections()
         self.registry.register(self.connections)
 
+    def refusals(self) -> dict[str, int]:
+        """Channel → messages and frames refused since the engine started, every code summed
+        (what the console shows: the same count as ``/metrics``, never a second one)."""
+        found: dict[str, int] = {}
+        for metric in self.refused.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    channel = sample.labels["channel"]
+                    found[channel] = found.get(channel, 0) + int(sample.value)
+        return found
+
     def channel(self, name: str) -> ChannelMetrics:
         """What a channel's source counts (its series exist from now on, at zero)."""
         return ChannelMetrics(self, name)

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.endpoints import clientFromString, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.testing import MemoryReactor
 
 from engine.channel.config import Channel, StatusReports
 from engine.channel.endpoints import connect_host
@@ -79,21 +80,29 @@ def check_acknowledgement(reply: bytes, control_id: str) -> None:
         raise NotAcknowledged(f"the peer answered {msa.value(1) or 'without MSA-1'}")
 
 
-def status_endpoint(reactor: IReactorTime, reports: StatusReports) -> IStreamClientEndpoint:
-    """The client endpoint of ``reports.to`` with its connect timeout, wrapped in TLS if set.
+def status_tls(reports: StatusReports) -> object | None:
+    """The client TLS options of ``reports.to``, its files read (None: plain TCP). Read with the
+    channel files, away from the reactor (:func:`engine.reload.prepare`), so that neither a
+    reload nor a connection waits for the disk on the reactor."""
+    if reports.tls is None:
+        return None
+    settings = TLSSettings(
+        cert_file=reports.tls.cert_file, key_file=reports.tls.key_file, ca_file=reports.tls.ca_file
+    )
+    host = connect_host(clientFromString(MemoryReactor(), reports.to))
+    return client_options(settings, host or "localhost")
 
-    Reads the TLS files once, here, so connecting later never touches the disk.
-    """
+
+def status_endpoint(
+    reactor: IReactorTime, reports: StatusReports, tls: object | None
+) -> IStreamClientEndpoint:
+    """The client endpoint of ``reports.to`` with its connect timeout, wrapped in ``tls``
+    (:func:`status_tls`) if set."""
     description = reports.to
     if "timeout=" not in description:
         description += f":timeout={reports.connect_timeout_s:g}"
     endpoint = clientFromString(reactor, description)
-    if reports.tls is None:
-        return endpoint
-    settings = TLSSettings(
-        cert_file=reports.tls.cert_file, key_file=reports.tls.key_file, ca_file=reports.tls.ca_file
-    )
-    return wrapClientTLS(client_options(settings, connect_host(endpoint) or "localhost"), endpoint)
+    return endpoint if tls is None else wrapClientTLS(tls, endpoint)
 
 
 class ChannelSender:
@@ -106,6 +115,7 @@ class ChannelSender:
         store: Store,
         reactor: IReactorTime,
         *,
+        tls: object | None,
         backoff: Backoff,
         idle_poll_s: float,
         lease: NamedLease | None = None,
@@ -117,7 +127,7 @@ class ChannelSender:
         self.clock = reactor
         self.backoff = backoff
         self.idle_poll_s = idle_poll_s
-        self._endpoint = status_endpoint(reactor, reports)
+        self._endpoint = status_endpoint(reactor, reports, tls)
         self._client: MLLPClientProtocol | None = None
         self._wakeup: Deferred[None] | None = None
         self._running = False
@@ -260,7 +270,8 @@ class StatusReporter:
         self._channels: dict[str, Channel] = {}
         self._senders: dict[str, ChannelSender] = {}
         for channel in channels:
-            self.set_channel(channel)
+            reports = channel.status_reports
+            self.set_channel(channel, None if reports is None else status_tls(reports))
 
     def start(self) -> None:
         """Start every channel's sender; items left PENDING by an earlier run go first."""
@@ -272,10 +283,10 @@ class StatusReporter:
         self._running = False
         return gatherResults([s.stop() for s in self._senders.values()]).addCallback(lambda _: None)
 
-    def set_channel(self, channel: Channel) -> Deferred[None]:
+    def set_channel(self, channel: Channel, tls: object | None) -> Deferred[None]:
         """Report for ``channel`` as configured now (started, or reloaded: the sender of its
-        earlier version finishes its exchange first, then the new one starts if this runs).
-        Fires once the earlier sender has stopped."""
+        earlier version finishes its exchange first, then the new one starts if this runs),
+        over ``tls`` (:func:`status_tls`). Fires once the earlier sender has stopped."""
         name = channel.name
         stopped = self.remove_channel(name)
         if channel.status_reports is None:
@@ -286,6 +297,7 @@ class StatusReporter:
             channel.status_reports,
             self.store,
             self.clock,
+            tls=tls,
             backoff=self._backoff,
             idle_poll_s=self._idle_poll_s,
             lease=None

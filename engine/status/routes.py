@@ -46,9 +46,11 @@ def webhook_routes(
     tracker: StatusTracker,
     *,
     serve: bool,
+    preloaded: Mapping[str, Any] = {},
 ) -> tuple[list[Route], list[Any]]:
     """Every channel's webhook routes (when ``serve``), and the services that poll for the
-    same traffic. Raises ConfigError for a route that would take anyone's POST."""
+    same traffic; ``preloaded``: by destination name, what its plugin read from disk
+    beforehand. Raises ConfigError for a route that would take anyone's POST."""
     from engine.destinations.plugin import WebhookContext
 
     found: list[Route] = []
@@ -58,7 +60,10 @@ def webhook_routes(
             factory = plugin(config.type).webhooks
             if factory is None:
                 continue
-            webhooks = factory(WebhookContext(reactor, channel, config, store, reporter, tracker, serve))
+            context = WebhookContext(
+                reactor, channel, config, store, reporter, tracker, serve, preloaded.get(config.name)
+            )
+            webhooks = factory(context)
             found += webhooks.routes
             pollers += webhooks.pollers
     return found, pollers

@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from engine.channel.config import Channel
+from engine.channel.config import Destination as DestinationConfig
 from engine.destinations.plugin import WebhookContext, Webhooks
 from engine.destinations.qliq import keys as qliq_keys
 from engine.destinations.qliq.replies import (
@@ -45,25 +48,41 @@ def reply_inbox(context: WebhookContext) -> ReplyInbox:
     return ReplyInbox(context.store, context.reporter, context.reactor, api, context.base_path)
 
 
-def reply_route(context: WebhookContext, inbox: ReplyInbox) -> list[Route]:
-    """The reply webhook of one Qliq destination, when it has a ``reply_key_file``; raises
-    ConfigError when it has neither a path token nor a Basic password."""
-    channel, config = context.channel, context.config
+def serves_reply_webhook(channel: Channel, config: DestinationConfig, serve: bool) -> bool:
+    """Whether the destination gets a reply webhook: webhooks served, replies filed somewhere
+    (``[status_reports]``) and a ``reply_key_file`` to read them with."""
+    return serve and channel.status_reports is not None and bool(config.settings.get("reply_key_file"))
+
+
+def load_reply_key(channel: Channel, config: DestinationConfig, serve: bool) -> RSAPrivateKey | None:
+    """The reply webhook's private key (``DestinationPlugin.preload``: read away from the
+    reactor, as a passphrase's key derivation takes a while), or None without a webhook."""
+    if not serves_reply_webhook(channel, config, serve):
+        return None
     s = config.settings
-    if not s.get("reply_key_file"):
-        return []
-    refuse_problems(channel, config)
     try:
-        key = qliq_keys.load_private_key(s["reply_key_file"], qliq_keys.passphrase_from_env())
+        return qliq_keys.load_private_key(s["reply_key_file"], qliq_keys.passphrase_from_env())
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"channel {channel.name}, destination {config.name}: cannot load "
             f"reply_key_file {s['reply_key_file']}: {exc}"
         ) from None
+
+
+def reply_route(context: WebhookContext, inbox: ReplyInbox) -> list[Route]:
+    """The reply webhook of one Qliq destination, with the key :func:`load_reply_key` read;
+    raises ConfigError when it has neither a path token nor a Basic password."""
+    channel, config = context.channel, context.config
+    s = config.settings
+    if not serves_reply_webhook(channel, config, context.serve):
+        return []
+    refuse_problems(channel, config)
+    if context.preloaded is None:
+        raise ConfigError(f"channel {channel.name}, destination {config.name}: reply key not loaded")
     password = s.get("reply_webhook_password")
     route = Route(
         f"{inbox.name}/replies",
-        ReplyWebhook(inbox, key),
+        ReplyWebhook(inbox, context.preloaded),
         basic=BasicAuth(s["reply_webhook_user"], password) if password else None,
         token=s.get("reply_webhook_token") or None,
         **bounds(s),
@@ -77,6 +96,6 @@ def reply_webhooks(context: WebhookContext) -> Webhooks:
         log.warning("channel %s has no [status_reports]: Qliq replies are not fetched", context.channel.name)
         return Webhooks()
     inbox = reply_inbox(context)
-    routes = reply_route(context, inbox) if context.serve else []
+    routes = reply_route(context, inbox)
     every_s = context.config.settings.get("poll_replies_s")
     return Webhooks(routes, [ReplyPoller(inbox, every_s=every_s)] if every_s else [])
