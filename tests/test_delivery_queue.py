@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from courier_sandbox import DEFAULT_PORTS, start_sandboxes
@@ -34,6 +35,7 @@ from engine.logs import loggable_error
 from engine.mapping import load_mapping
 from engine.message import Message
 from engine.metrics import DestinationMetrics, Metrics
+from engine.node import DEFAULT_LEASE_S
 from engine.spec import parse
 from engine.store import Cipher, Incoming, OutboxEntry, SQLiteStore
 from engine.store.base import ERROR, QUEUED, SENDING, SENT, DeliverySelection
@@ -232,6 +234,7 @@ class Harness:
         mapping: str | None = None,
         auth_retry_s: float = 60.0,
         metrics: DestinationMetrics | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         **changes: Any,
     ) -> DeliveryQueue:
         mapping_file = self.tmp_path / f"{kind}.toml"
@@ -250,6 +253,7 @@ class Harness:
             conversations=Conversations(self.store, "qliq") if conversations else None,
             auth_retry_s=auth_retry_s,
             metrics=metrics,
+            lease_s=lease_s,
         )
         self.queues.append(queue)
         if start:
@@ -439,6 +443,39 @@ def test_a_slow_vendor_does_not_delay_another_vendors_deliveries(harness, sandbo
     harness.wait_states("qliq", SENT, 3, timeout=2.5)
     assert time.monotonic() - started < 2.5
     assert len(harness.deliveries("medallies", SENT)) == 0  # the slow one is still at its first
+
+
+class RenewalsAnsweredLate:
+    """The test's store, except that lease renewals wait for the test to answer them: as when
+    a send's outcome is committed just before the renewal's UPDATE runs."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.renewals: list[tuple[list[int], float, Deferred]] = []
+
+    def renew_leases(self, delivery_ids, until: float) -> Deferred:
+        answer: Deferred = Deferred()
+        self.renewals.append((list(delivery_ids), until, answer))
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_renewal_that_finds_the_send_already_recorded_is_no_lost_lease(harness, sandboxes, store, caplog):
+    late = harness.store = RenewalsAnsweredLate(store)
+    on_reactor(sandboxes.medallies.set_faults, latency_s=1.5)
+    harness.queue("medallies", lease_s=3.0)  # renewed every second: once while the vendor waits
+    harness.receive(oru("LATE1"), "medallies")
+    wait_for(lambda: late.renewals, 5, "a renewal asked while the send is in flight")
+    harness.wait_states("medallies", SENT, 1)
+    ids, until, answer = late.renewals[0]
+    with caplog.at_level(logging.ERROR):
+        lost = on_reactor(store.renew_leases, ids, until)  # what the store answers now
+        on_reactor(answer.callback, lost)
+    on_reactor(sandboxes.medallies.set_faults, latency_s=0)
+    assert lost == ids, "the store no longer finds it SENDING"
+    assert "lease passed to another node" not in caplog.text, "a recorded send is no lost lease"
 
 
 def test_max_attempts_dead_letters_with_the_same_message_id_on_every_attempt(harness, sandboxes, listener):

@@ -242,7 +242,9 @@ class DeliveryQueue(Service):
             if delivery_id in self._leased_until and delivery_id not in lost:
                 self._leased_until[delivery_id] = asked_at + self._lease_s
         for delivery_id in lost:
-            self._leased_until.pop(delivery_id, None)
+            if delivery_id not in self._leased_until:
+                continue  # its outcome was recorded meanwhile: no longer SENDING, not taken over
+            self._leased_until.pop(delivery_id)
             log.error(
                 "queue %s: delivery %d: its lease passed to another node (this one stalled longer"
                 " than the lease); its outcome here will not be recorded",
