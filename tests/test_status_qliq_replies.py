@@ -9,6 +9,9 @@ import json
 import logging
 import os
 import stat
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -21,6 +24,7 @@ from courier_sandbox.qliq_crypto import rsa_encrypt_chunked
 from engine.delivery.conversations import remember_conversation
 from engine.destinations.qliq.keys import generate_key_pair, load_private_key, upload_public_key
 from engine.destinations.qliq.replies import (
+    AttachmentTooLarge,
     QliqApiError,
     QliqReplyApi,
     QliqReplySettings,
@@ -346,3 +350,64 @@ def test_an_api_call_answered_with_a_redirect_fails_and_is_not_sent_again(status
         assert [r.path for r in recorder.received] == ["/secure_messages/update_message_status"]
     finally:
         recorder.close()
+
+
+def test_an_attachment_over_the_limit_is_left_out_and_the_text_still_reaches_the_hospital(
+    courier, store, sandbox
+):
+    api = courier["inbox"].api
+    settings = api.settings
+    api.settings = replace(settings, max_attachment_bytes=len(PDF) * 10)
+    try:
+        sent = send_and_remember(store, sandbox, courier["channel"])
+        attachment = Part("attachment", "scan.pdf", "application/pdf", PDF * 11)
+        entry = on_reactor(sandbox.reply, sent["message_id"], "See the scan", attachment=attachment)
+    finally:
+        api.settings = settings
+    assert entry["status"] == 200
+    message = courier["hospital"].next()
+    assert message.get("OBX-5").startswith("See the scan")
+    assert "Attachment scan.pdf" in message.get("OBX-5") and "not forwarded" in message.get("OBX-5")
+    assert message.segment("OBX", 2) is None, "no ED segment for the attachment left out"
+
+
+class ChunkedAttachment(BaseHTTPRequestHandler):
+    """Answers with a body in chunks and no Content-Length, as a CDN may: only counting the
+    bytes as they come can stop it."""
+
+    protocol_version = "HTTP/1.1"
+    sent = 0
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for _ in range(64):  # 4 MiB, far past the limit below
+                chunk = os.urandom(64 * 1024)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                ChunkedAttachment.sent += len(chunk)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client stopped reading and closed
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def test_an_attachment_is_not_downloaded_past_the_limit_whatever_it_declares():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ChunkedAttachment)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/attachment"
+    settings = QliqReplySettings("c", "http://127.0.0.1:9", "k", max_attachment_bytes=256 * 1024)
+    try:
+        with requests.Session() as session:
+            api = QliqReplyApi(session, settings)
+            with pytest.raises(AttachmentTooLarge):  # its size says 100 bytes; it sends megabytes
+                api.attachment({"url": url, "key": "", "size": 100, "fileName": "x.pdf"})
+            with pytest.raises(AttachmentTooLarge):  # declared too large: not even asked for
+                api.attachment({"url": "http://127.0.0.1:9/never", "key": "", "size": 10**9})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ChunkedAttachment.sent < 4 * 1024 * 1024, "the download stopped near the limit"

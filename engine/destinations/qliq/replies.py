@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 FILED = "qliq-replies"  # kv: reply message id → b"filed"
 POLL_CURSOR = ("qliq-poll", "since")
 _AES_BLOCK = 16
+MAX_ATTACHMENT_BYTES = 16 * 1024 * 1024
+"""What one reply attachment may weigh, encrypted: the download stops beyond it. Base64 in
+the document makes it a third larger, and the hospital's engine has a frame limit too."""
+_CHUNK = 64 * 1024
 
 
 class RefusedReply(ValueError):
@@ -82,6 +86,21 @@ class QliqApiError(Exception):
     """A Qliq call failed; the message never holds the URL or the API key."""
 
 
+class AttachmentTooLarge(Exception):
+    """An attachment over :attr:`QliqReplySettings.max_attachment_bytes`: not downloaded
+    further, and left out of the document (whose text says so)."""
+
+    def __init__(self, meta: dict[str, Any], size: int | None, limit: int) -> None:
+        super().__init__(f"a Qliq attachment over {limit} bytes was left out")
+        self.meta, self.size, self.limit = meta, size, limit
+
+    def note(self) -> str:
+        """For the document's text, which goes to the hospital (the file name may be PHI)."""
+        name = str(self.meta.get("fileName") or "without a name")
+        size = "" if self.size is None else f", {self.size} bytes"
+        return f"[Attachment {name}{size} not forwarded: larger than {self.limit} bytes.]"
+
+
 @dataclass(frozen=True)
 class QliqReplySettings:
     channel: str  # where replies in unknown conversations go
@@ -90,6 +109,7 @@ class QliqReplySettings:
     sender: str = ""  # our Qliq member, whose public key Qliq encrypts with
     timeout_s: float = 30.0
     verify: str | bool = True  # CA file for a sandbox over HTTPS
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -142,6 +162,14 @@ def decrypt_attachment(encrypted: bytes, key_b64: str) -> bytes:
         raise RefusedReply("the attachment does not decrypt with its key") from None
 
 
+def _whole_number(value: Any) -> int | None:
+    """A size as the reply or a header gives it, or None when it is not a whole number."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
 def _epoch(text: Any) -> float | None:
     stamp = parse_vendor_time(text)
     return None if stamp is None else stamp.timestamp()
@@ -171,12 +199,28 @@ class QliqReplyApi:
         except requests.RequestException as exc:
             raise QliqApiError(f"{what}: {type(exc).__name__}") from None
         if response.status_code >= 400 or (api and response.is_redirect):
+            response.close()  # a streamed answer's connection goes back to the pool
             raise QliqApiError(f"{what}: HTTP {response.status_code}")
         return response
 
     def attachment(self, meta: dict[str, Any]) -> Attachment:
-        encrypted = self._call("GET", str(meta["url"])).content
-        data = decrypt_attachment(encrypted, str(meta["key"]))
+        """Download and decrypt one attachment; :class:`AttachmentTooLarge` past the limit,
+        whatever its declared ``size`` or Content-Length say (both are checked first)."""
+        limit = self.settings.max_attachment_bytes
+        declared = _whole_number(meta.get("size"))
+        if declared is not None and declared > limit:
+            raise AttachmentTooLarge(meta, declared, limit)
+        with self._call("GET", str(meta["url"]), stream=True) as response:
+            length = _whole_number(response.headers.get("Content-Length"))
+            if length is not None and length > limit:
+                raise AttachmentTooLarge(meta, length, limit)
+            chunks, size = [], 0
+            for chunk in response.iter_content(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise AttachmentTooLarge(meta, None, limit)
+                chunks.append(chunk)
+        data = decrypt_attachment(b"".join(chunks), str(meta["key"]))
         media_type = str(meta.get("mime") or "application/octet-stream")
         return Attachment(media_type, data, str(meta.get("fileName", "")))
 
@@ -251,16 +295,20 @@ class ReplyInbox:
         if (yield self.store.kv_get(FILED, reply.message_id)) is not None:
             return False
         channel, answers = yield self._conversation(reply.conversation_id)
-        attachments = []
+        attachments, left_out = [], []
         for meta in reply.attachments:
-            attachments.append((yield self.in_thread(self.api.attachment, meta)))
+            try:
+                attachments.append((yield self.in_thread(self.api.attachment, meta)))
+            except AttachmentTooLarge as exc:  # the clinician's text still reaches the hospital
+                log.warning("Qliq reply %s: %s", reply.message_id, exc)
+                left_out.append(exc.note())
         now = self.reactor.seconds()
         document = InboundDocument(
             vendor="qliq",
             vendor_message_id=reply.message_id,
             received_at=reply.created_at or now,
             origin=origin,
-            text=reply.text,
+            text="\n\n".join([reply.text, *left_out]) if left_out else reply.text,
             attachments=tuple(attachments),
             conversation_id=reply.conversation_id,
             answers_control_id=answers.control_id if answers else "",
