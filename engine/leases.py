@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from engine.logs import loggable_error
 from engine.node import RENEW_FRACTION, TURN_SHARE
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class Heartbeat(Service):
         super().stopService()
         self._loop.stop()
         d = self._store.node_stopped()
-        return d.addErrback(lambda f: log.error("node stop not recorded: %s", f.getErrorMessage()))
+        return d.addErrback(lambda f: log.error("node stop not recorded: %s", loggable_error(f.value)))
 
     def _beat(self) -> Deferred[None]:
         d = self._store.node_heartbeat(self._clock.seconds() + self._lease_s)
@@ -63,7 +64,7 @@ class Heartbeat(Service):
             self._on_replaced()
 
     def _failed(self, failure) -> None:
-        log.error("node heartbeat failed (the store did not answer): %s", failure.getErrorMessage())
+        log.error("node heartbeat failed (the store did not answer): %s", loggable_error(failure.value))
 
 
 class NamedLease:
@@ -124,4 +125,4 @@ class NamedLease:
             log.error("lease %s passed to another node (this one stalled longer than the lease)", self.name)
 
     def _renewal_failed(self, failure) -> None:
-        log.error("renewing lease %s failed: %s", self.name, failure.getErrorMessage())
+        log.error("renewing lease %s failed: %s", self.name, loggable_error(failure.value))

@@ -13,6 +13,7 @@ import logging
 
 from twisted.python.failure import Failure
 
+from engine.logs import loggable_error
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def record(store: Store, operator: str, action: str, subject: str, detail: str =
             operator,
             action,
             subject,
-            failure.getErrorMessage(),
+            loggable_error(failure.value),
         )
 
     store.record_action(operator, action, subject, detail).addErrback(failed)

@@ -23,7 +23,6 @@ from engine.commands.store_options import (
     when,
 )
 from engine.message.display import printable
-from engine.store.base import skipped_by
 
 if TYPE_CHECKING:
     from engine.store import Database, OutboxItem
@@ -76,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _skip(db: Database, item: OutboxItem, reason: str) -> int:
+    from engine.store.base import skipped_by  # here, not at import: building the parser stays fast
+
     operator = cli_operator()
     with db.transaction():
         skipped = db.outbox_skip(item.id, skipped_by(operator, reason), by=operator)

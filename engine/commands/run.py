@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     if not channels:
         print("courier run: no channel files found", file=sys.stderr)
         return 2
+    if args.lease_seconds < 1:
+        print("courier run: --lease-seconds must be at least 1", file=sys.stderr)
+        return 2
     store = open_store(
         args.store,
         reactor=reactor,
@@ -154,9 +157,6 @@ def run(args: argparse.Namespace) -> int:
         node=NodeIdentity.this_process(args.node_name),
         lease_s=args.lease_seconds,
     )
-    if args.lease_seconds < 1:
-        print("courier run: --lease-seconds must be at least 1", file=sys.stderr)
-        return 2
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("courier run: give both --webhook-cert and --webhook-key", file=sys.stderr)
         return 2

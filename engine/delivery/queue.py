@@ -256,7 +256,7 @@ class DeliveryQueue(Service):
         log.error(
             "queue %s: renewing the leases of sends in flight failed: %s",
             self.name,
-            failure.getErrorMessage(),
+            loggable_error(failure.value),
         )
 
     def _still_leased(self, delivery: Delivery) -> bool:

@@ -69,7 +69,8 @@ class DeliveryService(MultiService):
         for config in channel.destinations:
             route = by_name[config.name]
             destination = route.destination
-            account_rate = plugin(config.type).account_rate
+            spec = plugin(config.type)
+            account_rate = spec.account_rate
             built.queues.append(
                 DeliveryQueue(
                     channel=channel.name,
@@ -81,7 +82,7 @@ class DeliveryService(MultiService):
                     clock=self._clock,
                     listener=self._listener,
                     conversations=Conversations(self._store, destination.kind)
-                    if plugin(config.type).conversations
+                    if spec.conversations
                     else None,
                     lease_s=self._lease_s,
                     metrics=self._metrics.destination(channel.name, config.name),

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from engine.logs import loggable_error
 from engine.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class StoredTokens(Service):
 
     def _refresh(self) -> Deferred[None]:
         return self.load().addErrback(
-            lambda failure: log.warning("reloading stored tokens failed: %s", failure.getErrorMessage())
+            lambda failure: log.warning("reloading stored tokens failed: %s", loggable_error(failure.value))
         )
 
     def startService(self) -> None:

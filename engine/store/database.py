@@ -221,9 +221,10 @@ _TURN_LOCK = """
     INSERT INTO leases (name, holder, until) VALUES (?, ?, 0)
     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder"""
 _SENDING_NOW = "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'SENDING'"
-_RENEW_DELIVERY = """
+_RENEW_DELIVERIES = """
     UPDATE deliveries SET lease_until = ?
-    WHERE id = ? AND state = 'SENDING' AND COALESCE(lease_owner, '') = ? RETURNING id"""
+    WHERE id IN (SELECT value FROM json_each(?)) AND state = 'SENDING' AND COALESCE(lease_owner, '') = ?
+    RETURNING id"""
 # Every outcome of a send changes the delivery only while this node holds its lease: one that
 # lost it (paused past its lease) must not undo what the node that took over recorded.
 _OURS = "state = 'SENDING' AND COALESCE(lease_owner, '') = ?"
@@ -377,7 +378,6 @@ class Database:
         self.backend: str = getattr(connection, "dialect", "sqlite")
         # Several engine nodes may write at once (PostgreSQL): message_keys decides between them.
         # SQLite lets one writer in at a time, so its insert-if-new decides alone.
-        self._shared = self.backend != "sqlite"
         self.commits = 0
         self._cipher = cipher
         self._window = duplicate_window_s
@@ -576,7 +576,7 @@ class Database:
         digest = self.keyed_hash(canonical(m.raw))
         cutoff = m.received_at - (self._window if m.duplicate_window_s is None else m.duplicate_window_s)
         sender = (m.channel, m.sending_application, m.sending_facility, m.control_id)
-        if self._shared:
+        if self.backend != "sqlite":
             return self._receive_shared(m, sender, digest, cutoff)
         execute = self.connection.execute
         same_control_id = execute(_FIND_SAME_CONTROL_ID, (*sender, cutoff)).fetchall()
@@ -654,17 +654,6 @@ class Database:
             hashed = None if key is None else self.keyed_hash(_ORDER_KEY_PREFIX + key.encode()).hex()
             yield destination, hashed
 
-    def _count_resend(
-        self, m: Incoming, sender: tuple[str, ...], cutoff: float, digests: tuple[bytes, ...]
-    ) -> Receipt:
-        """Count a resend against the stored message it repeats (the newest, if several)."""
-        for message_id, body_sha256, ack_code in self.connection.execute(
-            _FIND_SAME_CONTROL_ID, (*sender, cutoff)
-        ):
-            if body_sha256 in digests:
-                return self._count_duplicate(message_id, ack_code, m.received_at)
-        raise StoreError("a resend's stored message vanished while it was counted")
-
     def _count_duplicate(self, message_id: int, ack_code: str, at: float) -> Receipt:
         (state,) = self.connection.execute(_COUNT_DUPLICATE, (at, message_id)).fetchone()
         self.connection.execute(_INSERT_EVENT, (message_id, None, at, "duplicate", state, None))
@@ -730,11 +719,11 @@ class Database:
     def renew_leases(self, delivery_ids: Iterable[int], until: float) -> list[int]:
         """Push the leases of this node's sends in flight to ``until``; the ids it no longer
         holds (another node took them over after the lease ran out)."""
-        return [
-            delivery_id
-            for delivery_id in delivery_ids
-            if self.connection.execute(_RENEW_DELIVERY, (until, delivery_id, self._owner)).fetchone() is None
-        ]
+        asked = list(delivery_ids)
+        renewed = {
+            i for (i,) in self.connection.execute(_RENEW_DELIVERIES, (until, _json_ids(asked), self._owner))
+        }
+        return [delivery_id for delivery_id in asked if delivery_id not in renewed]
 
     def mark_sent(self, delivery_id: int, remote_id: str, detail: str = "", reports: Reports = ()) -> None:
         at = self._clock()
@@ -1021,7 +1010,8 @@ class Database:
         rows = self.connection.execute(
             f"SELECT id, message_id, state, destination FROM deliveries{where}", params
         ).fetchall()
-        moving = [(d, m) for d, m, state, _ in rows if state in from_states]
+        moving_rows = [(d, m, destination) for d, m, state, destination in rows if state in from_states]
+        moving = [(d, m) for d, m, _ in moving_rows]
         at = self._clock()
         params = [(to_state, at, at, generation, generation, generation, at, d) for d, _ in moving]
         self.connection.executemany(_MOVE, params)
@@ -1029,7 +1019,7 @@ class Database:
         if by and moving:
             self.record_action(by, kind, _deliveries_named([d for d, _ in moving]))
         if to_state == QUEUED:
-            for destination in {destination for _, _, state, destination in rows if state in from_states}:
+            for destination in {destination for _, _, destination in moving_rows}:
                 self._announce(destination)
         return len(moving)
 

@@ -166,7 +166,8 @@ class ReactorCommits(Worker):
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
             self._checkpoint_due = True
-            self._hand_over([(_wake, (), Deferred())])
+            # Nobody waits for this call: a failure of its batch reached that batch's callers.
+            self._hand_over([(_wake, (), Deferred().addErrback(lambda _: None))])
         return outcomes
 
     def _hand_over(self, items: list[Item]) -> None:

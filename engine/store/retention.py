@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from engine.leases import take_turn
+from engine.logs import loggable_error
 from engine.store.base import PRUNED_TABLES, Store
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Pruner(Service):
         try:
             mine = yield take_turn(self.store, self.clock, "retention", self.every_s)
         except Exception as exc:
-            log.error("retention: the store did not answer: %s: %s", type(exc).__name__, exc)
+            log.error("retention: the store did not answer: %s", loggable_error(exc))
             return
         if mine:
             yield self.prune()
@@ -80,7 +81,7 @@ class Pruner(Service):
                 if not any(pruned.values()):
                     break
         except Exception as exc:  # the store failed: try again at the next pass
-            log.error("retention: pruning failed: %s: %s", type(exc).__name__, exc)
+            log.error("retention: pruning failed: %s", loggable_error(exc))
         if any(done.values()):
             log.info(
                 "retention: deleted %d messages, %d deliveries, %d events, %d outbox items and "
