@@ -97,7 +97,7 @@ class NamedLease:
         if self._until == 0.0:
             return succeed(None)
         self._until = 0.0
-        return self._store.release_lease(self.name)
+        return self._store.release_lease(self.name).addErrback(self._release_failed)
 
     def _ask(self) -> Deferred[bool]:
         asked_at = self._clock.seconds()
@@ -126,3 +126,8 @@ class NamedLease:
 
     def _renewal_failed(self, failure) -> None:
         log.error("renewing lease %s failed: %s", self.name, loggable_error(failure.value))
+
+    def _release_failed(self, failure) -> None:
+        """A release only lets another node in sooner: when it fails the lease runs out, and
+        whoever waits for the release (a sender restarting) goes on."""
+        log.warning("releasing lease %s failed: %s", self.name, loggable_error(failure.value))

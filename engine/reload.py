@@ -53,14 +53,22 @@ def prepare(channel: Channel, serve_webhooks: bool = False) -> Prepared:
     """Reads every file the channel's parts need (its mappings, its TLS files, what its
     destinations' plugins read: ``DestinationPlugin.preload``), so that building them reads
     none: in a thread while the reactor runs. Raises ConfigError when one cannot be used."""
-    texts = tuple(destination.mapping.read_bytes() for destination in channel.destinations)
     mappings = {destination.name: load_mapping(destination.mapping) for destination in channel.destinations}
+    texts = tuple(_mapping_text(destination.mapping) for destination in channel.destinations)
     preloaded = {
         destination.name: preload(channel, destination, serve_webhooks)
         for destination in channel.destinations
         if (preload := plugin(destination.type).preload) is not None
     }
     return Prepared(channel, mappings, (channel, texts), preloaded, *_tls(channel))
+
+
+def _mapping_text(path: Path) -> bytes:
+    """For the fingerprint; a file gone since it was loaded refuses its channel's file."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read mapping file {path}: {exc.strerror}") from None
 
 
 def _tls(channel: Channel) -> tuple[CertificateOptions | None, object | None]:

@@ -147,7 +147,7 @@ def test_outbox_list_show_and_skip(store) -> None:
     skipped = courier(store, "outbox", "skip", str(first), "--reason", "the listener rejects it")
     assert skipped.returncode == 0
     shown = courier(store, "outbox", "show", str(first)).stdout
-    assert "ERROR" in shown and "the listener rejects it" in shown
+    assert "ERROR" in shown and "skipped by operator cli:" in shown and "the listener rejects it" in shown
     assert courier(store, "outbox", "skip", str(first), "--reason", "again").returncode == 1
     assert courier(store, "outbox", "list", "--state", "PENDING").stdout.count("PENDING") == 1
 

@@ -275,7 +275,7 @@ def test_two_engines_on_one_store_keep_the_limit_together(engines, hook, tmp_pat
     first.start_queue()
     second.start_queue()
     first.receive(20)
-    second.queue.wake()
+    on_reactor(second.queue.wake)
     wait_for(lambda: first.count(SENT) == 20, 10, "all sent")
     times = [request.at for request in hook.received]
     assert len(times) == 20

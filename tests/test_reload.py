@@ -503,3 +503,17 @@ def _reader_waiting(fifo: Path) -> int | None:
         if error.errno != errno.ENXIO:
             raise
         return None
+
+
+def test_a_mapping_gone_after_its_check_refuses_its_channel_not_the_reload(files):
+    """Between checking the files and preparing a channel a mapping can disappear: that is
+    the channel file refused, as any unreadable file is, not an OSError ending the reload."""
+    from engine.errors import ConfigError
+    from engine.reload import prepare
+
+    files.write_http("lab")
+    ((channel,), problems) = load_each([files.directory], env=ENV)
+    assert problems == []
+    files.mapping("lab").unlink()
+    with pytest.raises(ConfigError, match="mapping file"):
+        prepare(channel)

@@ -373,18 +373,23 @@ def test_an_attachment_over_the_limit_is_left_out_and_the_text_still_reaches_the
 
 class ChunkedAttachment(BaseHTTPRequestHandler):
     """Answers with a body in chunks and no Content-Length, as a CDN may: only counting the
-    bytes as they come can stop it."""
+    bytes as they come can stop it. With ``cut``, the connection drops inside the first chunk."""
 
     protocol_version = "HTTP/1.1"
     sent = 0
+    cut = False
 
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        chunk = b"x" * (64 * 1024)
         try:
-            for _ in range(64):  # 4 MiB, far past the limit below
-                chunk = os.urandom(64 * 1024)
+            if ChunkedAttachment.cut:
+                self.wfile.write(b"%x\r\n%s" % (len(chunk), chunk[:10]))
+                self.close_connection = True
+                return
+            for _ in range(1024):  # 64 MiB, far past the limit below
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 ChunkedAttachment.sent += len(chunk)
             self.wfile.write(b"0\r\n\r\n")
@@ -398,8 +403,9 @@ class ChunkedAttachment(BaseHTTPRequestHandler):
 def test_an_attachment_is_not_downloaded_past_the_limit_whatever_it_declares():
     server = ThreadingHTTPServer(("127.0.0.1", 0), ChunkedAttachment)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/attachment"
+    url = f"http://127.0.0.1:{server.server_address[1]}/attachment?secret-link"
     settings = QliqReplySettings("c", "http://127.0.0.1:9", "k", max_attachment_bytes=256 * 1024)
+    ChunkedAttachment.sent, ChunkedAttachment.cut = 0, False
     try:
         with requests.Session() as session:
             api = QliqReplyApi(session, settings)
@@ -407,7 +413,11 @@ def test_an_attachment_is_not_downloaded_past_the_limit_whatever_it_declares():
                 api.attachment({"url": url, "key": "", "size": 100, "fileName": "x.pdf"})
             with pytest.raises(AttachmentTooLarge):  # declared too large: not even asked for
                 api.attachment({"url": "http://127.0.0.1:9/never", "key": "", "size": 10**9})
+            ChunkedAttachment.cut = True
+            with pytest.raises(QliqApiError) as cut:  # a broken download names no URL
+                api.attachment({"url": url, "key": "", "fileName": "x.pdf"})
+            assert "secret-link" not in str(cut.value) and "127.0.0.1" not in str(cut.value)
     finally:
         server.shutdown()
         server.server_close()
-    assert ChunkedAttachment.sent < 4 * 1024 * 1024, "the download stopped near the limit"
+    assert ChunkedAttachment.sent < 16 * 1024 * 1024, "the download stopped near the limit, not at 64 MiB"

@@ -278,3 +278,25 @@ def test_two_nodes_claiming_at_once_keep_a_concurrency_of_one_together(postgres_
     finally:
         a.close()
         b.close()
+
+
+def test_a_lease_whose_release_fails_still_lets_its_holder_go_on(caplog):
+    """A sender restarting on reload waits for its outbox lease's release: a store that fails
+    it must not stop the new sender from starting (the lease runs out by itself)."""
+    from twisted.internet import defer, task
+
+    from engine.leases import NamedLease
+
+    class ReleaseFails:
+        def take_lease(self, name, now, until):
+            return defer.succeed(True)
+
+        def release_lease(self, name):
+            return defer.fail(StoreError("store: the disk is gone"))
+
+    lease = NamedLease(ReleaseFails(), task.Clock(), "outbox:lab", 30.0)
+    taken, released = [], []
+    lease.take().addCallback(taken.append)
+    lease.release().addBoth(released.append)
+    assert taken == [True] and released == [None]
+    assert "releasing lease outbox:lab failed: StoreError" in caplog.text

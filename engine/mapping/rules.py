@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from engine.mapping.failure import MappingFailure
@@ -70,6 +71,11 @@ class PathSource:
     repetition_conditions: tuple[Condition, ...] = ()
     collect_all: bool = False
 
+    @cached_property
+    def plain(self) -> bool:
+        """No ``all``, no ``where``: the value is the first segment's at the path."""
+        return not (self.collect_all or self.segment_conditions or self.repetition_conditions)
+
     def read(self, scope: Scope) -> Reading:
         hits = self.hits(scope)
         if self.collect_all:
@@ -84,7 +90,7 @@ class PathSource:
     def text(self, scope: Scope) -> str | list[str]:
         """What :meth:`read` reads, without its location: a template only joins the text, and
         a plain path (no ``all``, no ``where``) is then one lookup (this runs before every ACK)."""
-        if self.collect_all or self.segment_conditions or self.repetition_conditions:
+        if not self.plain:
             return self.read(scope).raw
         p = self.path
         for segment in scope.first_segment_for(p):
@@ -95,8 +101,7 @@ class PathSource:
         """(located path, decoded value) for each matching segment and repetition, in order."""
         p = self.path
         found: list[tuple[Path, str]] = []
-        first_only = not (self.collect_all or self.segment_conditions or self.repetition_conditions)
-        for segment in scope.first_segment_for(p) if first_only else scope.segments_for(p):
+        for segment in scope.first_segment_for(p) if self.plain else scope.segments_for(p):
             if self.segment_conditions and not self._segment_matches(scope, segment):
                 continue
             for repetition in self._repetitions(segment):

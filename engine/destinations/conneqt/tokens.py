@@ -47,7 +47,12 @@ def exchange_access_code(reactor, queue) -> Generator[defer.Deferred, Any, None]
     code = queue.destination.settings.get("access_code")
     if stored is None or not code:
         return
-    if not (yield take_turn(stored.store, reactor, f"conneqt-exchange:{queue.name}", EXCHANGE_TURN_S)):
+    try:
+        mine = yield take_turn(stored.store, reactor, f"conneqt-exchange:{queue.name}", EXCHANGE_TURN_S)
+    except Exception as exc:  # the store did not answer: the queue reports the missing token
+        log.error("queue %s: conneQt access code not exchanged: %s", queue.name, loggable_error(exc))
+        return
+    if not mine:
         log.warning("queue %s: another node exchanges the conneQt access code", queue.name)
         return
     try:

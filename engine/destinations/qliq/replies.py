@@ -215,11 +215,14 @@ class QliqReplyApi:
             if length is not None and length > limit:
                 raise AttachmentTooLarge(meta, length, limit)
             chunks, size = [], 0
-            for chunk in response.iter_content(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise AttachmentTooLarge(meta, None, limit)
-                chunks.append(chunk)
+            try:
+                for chunk in response.iter_content(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise AttachmentTooLarge(meta, None, limit)
+                    chunks.append(chunk)
+            except requests.RequestException as exc:  # its text holds the URL, a secret link
+                raise QliqApiError(f"Qliq GET attachment: {type(exc).__name__}") from None
         data = decrypt_attachment(b"".join(chunks), str(meta["key"]))
         media_type = str(meta.get("mime") or "application/octet-stream")
         return Attachment(media_type, data, str(meta.get("fileName", "")))
@@ -431,7 +434,7 @@ class ReplyPoller:
             job = f"qliq-replies:{self.inbox.name}"
             mine = yield take_turn(self.inbox.store, self.inbox.reactor, job, self.every_s)
         except Exception as exc:
-            log.warning("Qliq get_replies poll skipped: the store did not answer: %s", exc)
+            log.warning("Qliq get_replies poll skipped: the store did not answer: %s", loggable_error(exc))
             return
         if mine:
             yield self.poll()
